@@ -1,0 +1,214 @@
+"""A checked playbook -> durable-rules ruleset, asked one question at a time.
+
+durable-rules stays the engine of record: every row that fires, fires in it.
+This module also keeps its known traps (see docs/architecture.md) away from
+results:
+
+* the stock ``Host`` runs actions on background timer threads after a call
+  returns; :class:`_QuietHost` has no such threads, so every action has run
+  when ``assert_fact`` returns;
+* message identity is a 32-bit hash of the ``id``: a question is the only fact
+  in its session, always with the same id, and is retracted before the next
+  one, so no two live messages can collide;
+* a ruleset holds at most 1,024 sessions: each compiled playbook uses one;
+* exceptions in actions are swallowed: the actions only append to a list,
+  any error they or the engine record is raised by :meth:`ask`;
+* a fact no rule matches is dropped: every node has a catch-all rule, and
+  :meth:`ask` checks that it fired;
+* a rule made only of absence tests loops: every rule tests ``node`` first;
+* a ruleset name can never be registered twice: names carry the playbook's
+  content hash and every compiled playbook has a host of its own.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import durable_rules_engine
+from durable.engine import Host
+
+from engine.conditions import durable_expr, list_key
+from engine.errors import EngineFault
+from engine.model import Node, Playbook
+
+__all__ = ["QUESTION_ID", "SESSION_ID", "CompiledNode", "CompiledPlaybook", "compile_playbook"]
+
+SESSION_ID = "q"
+QUESTION_ID = "q"
+_CATCH_ALL_PRI = 1_000_000
+
+
+class _QuietHost(Host):  # type: ignore[misc]
+    """A Host without the background dispatcher threads of the stock one."""
+
+    def _run(self) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class CompiledNode:
+    index: int
+    node: Node
+    fields: dict[str, str]  # variable -> field name in the question fact
+    list_values: dict[str, tuple[Any, ...]]  # list variable -> its declared values
+    members: tuple[str, ...]  # row ids of a table, or the rule id
+
+
+class CompiledPlaybook:
+    """One playbook version registered in durable-rules, under a name made of its content hash."""
+
+    def __init__(self, playbook: Playbook) -> None:
+        self.playbook = playbook
+        self.ruleset_name = f"pb_{playbook.content_hash[:16]}"
+        self.nodes: tuple[CompiledNode, ...] = tuple(self._compile_node(i, n) for i, n in enumerate(playbook.order))
+        self._lock = threading.Lock()
+        self._fired: list[tuple[int, str]] = []
+        self._errors: list[str] = []
+        self._closed = False
+        self._host = _QuietHost()
+        self._host.register_rulesets({self.ruleset_name: self._ruleset()})
+        self.questions_asked = 0
+
+    # -- compiling -----------------------------------------------------------
+
+    def _compile_node(self, index: int, node: Node) -> CompiledNode:
+        fields = {var: f"v{i}" for i, var in enumerate(node.reads)}
+        list_values: dict[str, tuple[Any, ...]] = {}
+        for var in node.reads:
+            kind, values = self._var_type(var)
+            if kind == "list":
+                list_values[var] = values or ()
+        if node.kind == "table":
+            members = tuple(row.id for row in self.playbook.decisions[node.name].rows)
+        else:
+            members = (node.name,)
+        return CompiledNode(index, node, fields, list_values, members)
+
+    def _var_type(self, var: str) -> tuple[str, tuple[Any, ...] | None]:
+        if "." in var:
+            field = self.playbook.inputs[var]
+            return field.type, field.values
+        decision = self.playbook.decisions[var]
+        return decision.type, decision.values
+
+    def _ruleset(self) -> dict[str, Any]:
+        rules: dict[str, Any] = {}
+        for cnode in self.nodes:
+            node_test = {"node": cnode.index}
+            list_vars = frozenset(cnode.list_values)
+
+            def index_of(var: str, item: Any, cnode: CompiledNode = cnode) -> int:
+                return cnode.list_values[var].index(item)
+
+            if cnode.node.kind == "table":
+                conditions = [row.when for row in self.playbook.decisions[cnode.node.name].rows]
+            else:
+                conditions = [self.playbook.rules_by_id[cnode.node.name].when]
+            for k, (member, when) in enumerate(zip(cnode.members, conditions, strict=True)):
+                test: dict[str, Any] = node_test
+                if when is not None:
+                    test = {"$and": [node_test, durable_expr(when, cnode.fields.__getitem__, index_of, list_vars)]}
+                rules[f"n{cnode.index}_m{k}"] = {
+                    "all": [{"m": test}],
+                    "pri": k,
+                    "run": self._action(cnode.index, member),
+                }
+            rules[f"n{cnode.index}_end"] = {
+                "all": [{"m": dict(node_test)}],
+                "pri": _CATCH_ALL_PRI,
+                "run": self._action(cnode.index, ""),
+            }
+        return rules
+
+    def _action(self, node_index: int, member: str) -> Callable[[Any], None]:
+        # A closure of one argument: durable-rules treats any other signature as asynchronous.
+        def record(c: Any) -> None:
+            try:
+                self._fired.append((node_index, member))
+            except BaseException as exc:  # noqa: BLE001 - durable-rules would swallow it
+                self._errors.append(repr(exc))
+
+        return record
+
+    # -- asking --------------------------------------------------------------
+
+    def encode(self, cnode: CompiledNode, values: dict[str, Any]) -> dict[str, Any]:
+        """The question fact for one node: the values it reads, lists as sets of item keys."""
+        fact: dict[str, Any] = {"id": QUESTION_ID, "sid": SESSION_ID, "node": cnode.index}
+        for var, field in cnode.fields.items():
+            value = values.get(var)
+            if value is None:
+                continue
+            if var in cnode.list_values:
+                declared = cnode.list_values[var]
+                encoded: dict[str, int] = {"n": len(value)}
+                for item in value:
+                    encoded[list_key(declared.index(item))] = 1
+                fact[field] = encoded
+            else:
+                fact[field] = value
+        return fact
+
+    def ask(self, cnode: CompiledNode, values: dict[str, Any]) -> tuple[str, ...]:
+        """Which members (rows, or the rule) of a node durable-rules fires for these values, in firing order."""
+        fact = self.encode(cnode, values)
+        with self._lock:
+            if self._closed:
+                raise EngineFault(f"playbook {self.playbook.id} {self.playbook.version} is closed")
+            self._fired = []
+            self._errors = []
+            self.questions_asked += 1
+            try:
+                state = self._host.assert_fact(self.ruleset_name, fact)
+                self._host.retract_fact(self.ruleset_name, fact)
+            except Exception as exc:
+                self._reset_session()
+                raise EngineFault(f"durable-rules failed on node '{cnode.node.name}': {exc}") from exc
+            fired, errors = self._fired, self._errors
+        if errors or not isinstance(state, dict) or state.get("exception"):
+            self._reset_session()
+            detail = errors or [str(state.get("exception") if isinstance(state, dict) else state)]
+            raise EngineFault(f"an action failed on node '{cnode.node.name}': {'; '.join(detail)}")
+        if not fired or fired[-1] != (cnode.index, "") or any(n != cnode.index for n, _ in fired):
+            self._reset_session()
+            raise EngineFault(f"durable-rules did not see the question for node '{cnode.node.name}' through: {fired}")
+        # A rule whose condition has an ``any`` fires once per alternative that holds: count it once.
+        return tuple(dict.fromkeys(member for _, member in fired[:-1]))
+
+    def _reset_session(self) -> None:
+        try:
+            self._host.delete_state(self.ruleset_name, SESSION_ID)
+        except Exception:  # noqa: BLE001, S110 - the session may not exist yet; nothing else to undo
+            pass
+
+    def live_facts(self) -> list[Any]:
+        """Facts still held in the session (always none between questions)."""
+        with self._lock:
+            try:
+                facts: list[Any] = self._host.get_facts(self.ruleset_name, SESSION_ID)
+            except Exception:  # noqa: BLE001 - no session yet means no facts
+                return []
+            return facts
+
+    def close(self) -> None:
+        """Free the ruleset in durable-rules; this object cannot be asked again."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._reset_session()
+            handle = self._host.get_ruleset(self.ruleset_name)._handle
+            durable_rules_engine.delete_ruleset(handle)
+
+    def __enter__(self) -> CompiledPlaybook:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def compile_playbook(playbook: Playbook) -> CompiledPlaybook:
+    return CompiledPlaybook(playbook)

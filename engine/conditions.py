@@ -1,0 +1,210 @@
+"""The condition operators, one registry entry per YAML key.
+
+Each operator knows three things: which input types it applies to, how it
+reads a value (for the trace and the why-not explanation), and how it is
+written for durable-rules, both as itself and negated (durable-rules has no
+general ``not`` over one message, so negation is pushed down to the atoms).
+The two must agree; ``tests/test_conditions.py`` checks that they do.
+
+A missing value fails every test except ``present: false``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from engine.model import AllOf, Atom, Condition, Interval, Not
+
+__all__ = [
+    "COMPARISON_KEYS",
+    "OPERATORS",
+    "Operator",
+    "atom_matches",
+    "atoms_of",
+    "durable_expr",
+    "evaluate_condition",
+    "list_key",
+]
+
+Expr = dict[str, Any]
+
+COMPARISON_KEYS = ("gt", "gte", "lt", "lte")
+"""YAML keys that together make one ``interval`` atom."""
+
+
+def list_key(index: int) -> str:
+    """The key under which a list item, by its position in ``values``, is sent to durable-rules."""
+    return f"i{index}"
+
+
+def _present(field: str, is_list: bool) -> Expr:
+    return {"$ex": {f"{field}.n" if is_list else field: 1}}
+
+
+def _missing(field: str, is_list: bool) -> Expr:
+    return {"$nex": {f"{field}.n" if is_list else field: 1}}
+
+
+def _and(items: Sequence[Expr]) -> Expr:
+    return items[0] if len(items) == 1 else {"$and": list(items)}
+
+
+def _or(items: Sequence[Expr]) -> Expr:
+    return items[0] if len(items) == 1 else {"$or": list(items)}
+
+
+@dataclass(frozen=True)
+class Operator:
+    """One condition operator.
+
+    ``matches(value, operand)`` is called only with a present value.
+    ``durable(field, operand, negated, item_index)`` returns the durable-rules expression;
+    ``item_index`` maps a list item to its position in the variable's declared values.
+    """
+
+    types: frozenset[str]
+    matches: Callable[[Any, Any], bool]
+    durable: Callable[[str, Any, bool, Callable[[Any], int]], Expr]
+
+
+def _equals_durable(field: str, operand: Any, negated: bool, _: Callable[[Any], int]) -> Expr:
+    if negated:
+        return _or([_missing(field, False), {"$neq": {field: operand}}])
+    return {field: operand}
+
+
+def _not_equals_durable(field: str, operand: Any, negated: bool, _: Callable[[Any], int]) -> Expr:
+    if negated:
+        return _or([_missing(field, False), {field: operand}])
+    return {"$neq": {field: operand}}
+
+
+def _one_of_durable(field: str, operand: Any, negated: bool, _: Callable[[Any], int]) -> Expr:
+    if negated:
+        return _or([_missing(field, False), _and([{"$neq": {field: v}} for v in operand])])
+    return _or([{field: v} for v in operand])
+
+
+def _not_one_of_durable(field: str, operand: Any, negated: bool, _: Callable[[Any], int]) -> Expr:
+    if negated:
+        return _or([_missing(field, False), *({field: v} for v in operand)])
+    return _and([{"$neq": {field: v}} for v in operand])
+
+
+def _interval_matches(value: Any, interval: Interval) -> bool:
+    if interval.low is not None and (value < interval.low or (value == interval.low and not interval.low_closed)):
+        return False
+    return not (
+        interval.high is not None and (value > interval.high or (value == interval.high and not interval.high_closed))
+    )
+
+
+def _interval_durable(field: str, iv: Interval, negated: bool, _: Callable[[Any], int]) -> Expr:
+    inside: list[Expr] = []
+    outside: list[Expr] = [_missing(field, False)]
+    if iv.low is not None:
+        inside.append({"$gte" if iv.low_closed else "$gt": {field: iv.low}})
+        outside.append({"$lt" if iv.low_closed else "$lte": {field: iv.low}})
+    if iv.high is not None:
+        inside.append({"$lte" if iv.high_closed else "$lt": {field: iv.high}})
+        outside.append({"$gt" if iv.high_closed else "$gte": {field: iv.high}})
+    return _or(outside) if negated else _and(inside)
+
+
+def _present_durable(field: str, wanted: bool, negated: bool, _: Callable[[Any], int], *, is_list: bool) -> Expr:
+    return _present(field, is_list) if wanted != negated else _missing(field, is_list)
+
+
+def _contains(field: str, item: Any, negated: bool, index_of: Callable[[Any], int]) -> Expr:
+    key = f"{field}.{list_key(index_of(item))}"
+    return {"$nex": {key: 1}} if negated else {"$ex": {key: 1}}
+
+
+def _contains_all_durable(field: str, items: Any, negated: bool, index_of: Callable[[Any], int]) -> Expr:
+    parts = [_contains(field, item, negated, index_of) for item in items]
+    return _or(parts) if negated else _and(parts)
+
+
+def _contains_any_durable(field: str, items: Any, negated: bool, index_of: Callable[[Any], int]) -> Expr:
+    parts = [_contains(field, item, negated, index_of) for item in items]
+    return _and(parts) if negated else _or(parts)
+
+
+_SCALAR = frozenset({"number", "string", "boolean", "date", "enum"})
+_ORDERED = frozenset({"number"})
+_ANY = _SCALAR | {"list"}
+
+OPERATORS: dict[str, Operator] = {
+    "equals": Operator(_SCALAR, lambda v, x: bool(v == x), _equals_durable),
+    "not_equals": Operator(_SCALAR, lambda v, x: bool(v != x), _not_equals_durable),
+    "one_of": Operator(_SCALAR, lambda v, xs: v in xs, _one_of_durable),
+    "not_one_of": Operator(_SCALAR, lambda v, xs: v not in xs, _not_one_of_durable),
+    "interval": Operator(_ORDERED, _interval_matches, _interval_durable),
+    "present": Operator(
+        _ANY,
+        lambda v, wanted: bool(wanted),
+        lambda f, x, n, i: _present_durable(f, x, n, i, is_list=False),
+    ),
+    "contains": Operator(frozenset({"list"}), lambda v, x: x in v, _contains),
+    "contains_all": Operator(frozenset({"list"}), lambda v, xs: all(x in v for x in xs), _contains_all_durable),
+    "contains_any": Operator(frozenset({"list"}), lambda v, xs: any(x in v for x in xs), _contains_any_durable),
+}
+"""Normalised atom operators.  The YAML keys are these, except that gt/gte/lt/lte make ``interval``."""
+
+
+def atom_matches(atom: Atom, values: dict[str, Any]) -> bool:
+    value = values.get(atom.var)
+    if value is None:
+        return atom.op == "present" and atom.operand is False
+    return OPERATORS[atom.op].matches(value, atom.operand)
+
+
+def evaluate_condition(condition: Condition, values: dict[str, Any], out: list[bool] | None = None) -> bool:
+    """Evaluate a condition; append each atom's result, in order, to ``out``.
+
+    Every atom is evaluated (no short circuit), so the trace can report them all.
+    """
+    if isinstance(condition, Atom):
+        result = atom_matches(condition, values)
+        if out is not None:
+            out.append(result)
+        return result
+    if isinstance(condition, Not):
+        return not evaluate_condition(condition.item, values, out)
+    results = [evaluate_condition(item, values, out) for item in condition.items]
+    return all(results) if isinstance(condition, AllOf) else any(results)
+
+
+def atoms_of(condition: Condition | None) -> list[Atom]:
+    """The atoms of a condition, in the order :func:`evaluate_condition` reports them."""
+    if condition is None:
+        return []
+    if isinstance(condition, Atom):
+        return [condition]
+    if isinstance(condition, Not):
+        return atoms_of(condition.item)
+    return [atom for item in condition.items for atom in atoms_of(item)]
+
+
+def durable_expr(
+    condition: Condition,
+    field_of: Callable[[str], str],
+    index_of: Callable[[str, Any], int],
+    list_vars: frozenset[str],
+    negated: bool = False,
+) -> Expr:
+    """The durable-rules expression for a condition, negations pushed down to the atoms."""
+    if isinstance(condition, Atom):
+        var = condition.var
+        field = field_of(var)
+        if condition.op == "present":
+            return _present_durable(field, condition.operand, negated, lambda _: 0, is_list=var in list_vars)
+        return OPERATORS[condition.op].durable(field, condition.operand, negated, lambda item: index_of(var, item))
+    if isinstance(condition, Not):
+        return durable_expr(condition.item, field_of, index_of, list_vars, not negated)
+    parts = [durable_expr(item, field_of, index_of, list_vars, negated) for item in condition.items]
+    conjunction = isinstance(condition, AllOf) != negated  # De Morgan
+    return _and(parts) if conjunction else _or(parts)
+

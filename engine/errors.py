@@ -1,0 +1,82 @@
+"""Error types shared by every stage, and where in a file a problem lies.
+
+Leaves say *what* went wrong (a code and a message); the stage that walks the
+document says *where* (a :class:`Location`).  Codes are stable: tests and
+integrations match on them, never on the wording.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+__all__ = [
+    "CaseError",
+    "EngineFault",
+    "Location",
+    "PlaybookError",
+    "Problem",
+    "did_you_mean",
+]
+
+
+@dataclass(frozen=True, order=True)
+class Location:
+    """A place in a source file: 1-based line and column, plus the data path."""
+
+    file: str
+    line: int = 0
+    col: int = 0
+    path: tuple[str | int, ...] = field(default=(), compare=False)
+
+    def __str__(self) -> str:
+        if self.line:
+            return f"{self.file}:{self.line}:{self.col}"
+        return self.file
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One located problem in a playbook or mapping file."""
+
+    location: Location
+    code: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.location}: {self.code}: {self.message}"
+
+    def sort_key(self) -> tuple[str, int, int, str]:
+        return (self.location.file, self.location.line, self.location.col, self.code)
+
+
+class PlaybookError(Exception):
+    """A playbook could not be loaded: carries every problem found, sorted."""
+
+    def __init__(self, problems: Iterable[Problem]) -> None:
+        self.problems: list[Problem] = sorted(problems, key=Problem.sort_key)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+class CaseError(Exception):
+    """One input case could not be evaluated; the case id says which."""
+
+    def __init__(self, case_id: str, code: str, message: str) -> None:
+        self.case_id = case_id
+        self.code = code
+        self.message = message
+        super().__init__(f"case {case_id}: {code}: {message}")
+
+    def to_json(self) -> dict[str, str]:
+        return {"case": self.case_id, "error": {"code": self.code, "message": self.message}}
+
+
+class EngineFault(Exception):
+    """durable-rules did something the engine cannot trust (a bug, never bad input)."""
+
+
+def did_you_mean(word: str, choices: Sequence[str] | Iterable[str]) -> str:
+    """A ' (did you mean 'x'?)' suffix, or '' when nothing is close."""
+    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""

@@ -1,0 +1,374 @@
+"""Cases -> results: every decision, the recommendations, and the trace.
+
+For each case, nodes run in the playbook's dependency order.  For each node the
+engine first reads every condition of its rows (the trace needs each result);
+that vector of condition results is the question's identity.  durable-rules is
+asked each distinct question once per compiled playbook; the rows it fired are
+kept and reused for every later case with the same condition results, which
+is exact: a row's verdict depends on nothing else.  When durable-rules is asked,
+its answer is compared with the condition results, and any disagreement is an
+:class:`~engine.errors.EngineFault`, never a silent result.
+
+Every case yields exactly one :class:`Result` or one :class:`CaseError`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.compile import CompiledNode, CompiledPlaybook
+from engine.conditions import atoms_of, evaluate_condition
+from engine.errors import CaseError, EngineFault
+from engine.model import AllOf, AnyOf, Atom, Condition, Decision, InputField, Literal, Not, Output, Playbook
+
+__all__ = ["Evaluator", "Result", "negated_atoms", "prepare_inputs"]
+
+DEFAULT_CACHE_SIZE = 200_000
+"""Distinct questions remembered per evaluator; past this the memory is cleared (results never change)."""
+
+
+@dataclass
+class Result:
+    """The outcome for one case.  ``to_json`` is the documented output (schemas/result.schema.json)."""
+
+    case: str
+    as_of: str
+    playbook: Playbook
+    inputs: dict[str, Any]
+    decisions: dict[str, Any]
+    recommendations: list[dict[str, Any]]
+    trace: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_json(self, lang: str = "en") -> dict[str, Any]:
+        pb = self.playbook
+        return {
+            "case": self.case,
+            "as_of": self.as_of,
+            "playbook": {"id": pb.id, "version": pb.version, "hash": pb.content_hash},
+            "inputs": self.inputs,
+            "decisions": self.decisions,
+            "recommendations": [
+                {**rec, "label": pb.actions[rec["id"]].label.get(lang, rec["id"])} for rec in self.recommendations
+            ],
+            "trace": self.trace,
+        }
+
+
+def negated_atoms(condition: Condition | None) -> list[bool]:
+    """For each atom (in report order): does it stand under an odd number of ``not``?"""
+    out: list[bool] = []
+
+    def walk(cond: Condition, negated: bool) -> None:
+        if isinstance(cond, Atom):
+            out.append(negated)
+        elif isinstance(cond, Not):
+            walk(cond.item, not negated)
+        elif isinstance(cond, AllOf | AnyOf):
+            for item in cond.items:
+                walk(item, negated)
+
+    if condition is not None:
+        walk(condition, False)
+    return out
+
+
+def _parse_date(value: Any) -> dt.date | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return dt.date.fromisoformat(value[:10])
+    except ValueError:
+        return None
+
+
+def _normalise(field: InputField, value: Any) -> Any:
+    """The value in its declared type, or raise ValueError saying why not."""
+    kind = field.type
+    if kind == "number":
+        if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+            raise ValueError(f"'{value}' is not a number")
+        return value
+    if kind == "boolean":
+        if not isinstance(value, bool):
+            raise ValueError(f"'{value}' is not true or false")
+        return value
+    if kind == "string":
+        if not isinstance(value, str):
+            raise ValueError(f"'{value}' is not text")
+        return value
+    if kind == "date":
+        parsed = _parse_date(value)
+        if parsed is None:
+            raise ValueError(f"'{value}' is not a date (YYYY-MM-DD)")
+        return parsed.isoformat()
+    declared = field.values or ()
+    if kind == "enum":
+        return _declared(value, declared)
+    if not isinstance(value, list):
+        raise ValueError(f"'{value}' is not a list")
+    items = {_declared(item, declared) for item in value}
+    return [v for v in declared if v in items]
+
+
+def _declared(value: Any, declared: tuple[Any, ...]) -> Any:
+    for candidate in declared:
+        if candidate == value and isinstance(candidate, bool) == isinstance(value, bool) and (
+            isinstance(candidate, str) == isinstance(value, str)
+        ):
+            return candidate
+    raise ValueError(f"'{value}' is not one of: {', '.join(str(v) for v in declared)}")
+
+
+def prepare_inputs(
+    playbook: Playbook, case: dict[str, Any], as_of: dt.date, case_id: str
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Declared input fields of a case, checked and typed, plus the derivations made."""
+    values: dict[str, Any] = {}
+    derived: list[dict[str, Any]] = []
+    for name, field_ in playbook.inputs.items():
+        obj_name, key = name.split(".", 1)
+        obj = case.get(obj_name)
+        if obj is None:
+            continue
+        if not isinstance(obj, dict):
+            raise CaseError(case_id, "bad_input", f"'{obj_name}' should be an object")
+        raw = obj.get(key)
+        if raw is None:
+            continue
+        try:
+            values[name] = _normalise(field_, raw)
+        except ValueError as exc:
+            raise CaseError(case_id, "bad_input", f"{name}: {exc}") from None
+    for name, field_ in playbook.inputs.items():
+        if field_.weeks_until and name not in values and field_.weeks_until in values:
+            when = dt.date.fromisoformat(values[field_.weeks_until])
+            weeks = round((when - as_of).days / 7, 4)
+            values[name] = weeks
+            derived.append(
+                {
+                    "input": name,
+                    "value": weeks,
+                    "from": {field_.weeks_until: values[field_.weeks_until], "as_of": as_of.isoformat()},
+                }
+            )
+    return values, derived
+
+
+@dataclass
+class _NodePlan:
+    cnode: CompiledNode
+    conditions: list[Condition | None]
+    atom_counts: list[int]
+    atoms: list[list[Atom]]
+    negations: list[list[bool]]
+
+
+class Evaluator:
+    """Evaluates cases against one compiled playbook.  Safe to share between threads."""
+
+    def __init__(self, compiled: CompiledPlaybook, *, cache_size: int = DEFAULT_CACHE_SIZE) -> None:
+        self.compiled = compiled
+        self.playbook = compiled.playbook
+        self.cache_size = cache_size
+        self._answers: dict[tuple[int, tuple[bool, ...]], tuple[str, ...]] = {}
+        self._plans = [self._plan(cnode) for cnode in compiled.nodes]
+
+    def _plan(self, cnode: CompiledNode) -> _NodePlan:
+        if cnode.node.kind == "table":
+            conditions = [row.when for row in self.playbook.decisions[cnode.node.name].rows]
+        else:
+            conditions = [self.playbook.rules_by_id[cnode.node.name].when]
+        atoms = [atoms_of(c) for c in conditions]
+        return _NodePlan(cnode, conditions, [len(a) for a in atoms], atoms, [negated_atoms(c) for c in conditions])
+
+    # -- public ------------------------------------------------------------------
+
+    def evaluate(self, cases: Iterable[tuple[str, dict[str, Any]]], as_of: dt.date) -> Iterator[Result | CaseError]:
+        """One result or one error per case, in input order."""
+        for case_id, case in cases:
+            try:
+                yield self.evaluate_case(case, as_of, case_id)
+            except CaseError as error:
+                yield error
+
+    def evaluate_case(self, case: dict[str, Any], as_of: dt.date, case_id: str) -> Result:
+        if not isinstance(case, dict):
+            raise CaseError(case_id, "bad_input", "a case is an object with opportunity, account and market")
+        inputs, derived = prepare_inputs(self.playbook, case, as_of, case_id)
+        values = dict(inputs)
+        decisions: dict[str, Any] = {name: None for name in self.playbook.decisions}
+        set_by: dict[str, str] = {}
+        recommendations: list[dict[str, Any]] = []
+        trace: list[dict[str, Any]] = [{"derived": d} for d in derived]
+        for plan in self._plans:
+            fired, results = self._fired(plan, values)
+            if plan.cnode.node.kind == "table":
+                self._table(plan, fired, results, values, decisions, trace, case_id)
+            elif fired:
+                self._rule(plan, results, values, decisions, set_by, recommendations, trace, case_id)
+        return Result(
+            case=case_id,
+            as_of=as_of.isoformat(),
+            playbook=self.playbook,
+            inputs=inputs,
+            decisions=decisions,
+            recommendations=recommendations,
+            trace=trace,
+        )
+
+    # -- one node ----------------------------------------------------------------
+
+    def _fired(self, plan: _NodePlan, values: dict[str, Any]) -> tuple[list[int], list[bool]]:
+        """Indices of the members durable-rules fires, and every atom's result."""
+        results: list[bool] = []
+        matched: list[int] = []
+        for i, condition in enumerate(plan.conditions):
+            if condition is None or evaluate_condition(condition, values, results):
+                matched.append(i)
+        key = (plan.cnode.index, tuple(results))
+        answer = self._answers.get(key)
+        if answer is None:
+            answer = self.compiled.ask(plan.cnode, values)
+            expected = tuple(plan.cnode.members[i] for i in matched)
+            if answer != expected:
+                raise EngineFault(
+                    f"durable-rules fired {list(answer)} on '{plan.cnode.node.name}' where the conditions "
+                    f"give {list(expected)}"
+                )
+            if len(self._answers) >= self.cache_size:
+                self._answers.clear()
+            self._answers[key] = answer
+        return [plan.cnode.members.index(m) for m in answer], results
+
+    def _conditions(self, plan: _NodePlan, member: int, results: list[bool], values: dict[str, Any]) -> list[dict[str, Any]]:
+        start = sum(plan.atom_counts[:member])
+        out = []
+        for atom, result, negated in zip(
+            plan.atoms[member], results[start : start + plan.atom_counts[member]], plan.negations[member], strict=True
+        ):
+            item = {"input": atom.var, "test": atom.text, "value": values.get(atom.var), "result": result}
+            if negated:
+                item["negated"] = True
+            out.append(item)
+        return out
+
+    def _table(
+        self,
+        plan: _NodePlan,
+        fired: list[int],
+        results: list[bool],
+        values: dict[str, Any],
+        decisions: dict[str, Any],
+        trace: list[dict[str, Any]],
+        case_id: str,
+    ) -> None:
+        decision = self.playbook.decisions[plan.cnode.node.name]
+        rows = decision.rows
+        chosen = self._hit_policy(decision, fired, values, case_id)
+        if decision.hit_policy == "collect":
+            outputs = [self._output(rows[i].then, values, decision, case_id) for i in chosen]
+            value: Any = list(dict.fromkeys(outputs)) if chosen else None
+        else:
+            value = self._output(rows[chosen[0]].then, values, decision, case_id) if chosen else None
+        values[decision.name] = value
+        decisions[decision.name] = value
+        trace.append(
+            {
+                "decision": decision.name,
+                "hit_policy": decision.hit_policy,
+                "value": value,
+                "fired": [
+                    {
+                        "row": rows[i].id,
+                        "chosen": i in chosen,
+                        "conditions": self._conditions(plan, i, results, values),
+                        "source": rows[i].source.guide,
+                    }
+                    for i in fired
+                ],
+                "source": decision.source.guide,
+            }
+        )
+
+    def _hit_policy(self, decision: Decision, fired: list[int], values: dict[str, Any], case_id: str) -> list[int]:
+        if not fired:
+            return []
+        policy = decision.hit_policy
+        if policy == "unique" and len(fired) > 1:
+            ids = ", ".join(f"'{decision.rows[i].id}'" for i in fired)
+            raise CaseError(
+                case_id,
+                "hit_policy_violation",
+                f"rows {ids} of '{decision.name}' all match, but its hit policy is unique",
+            )
+        if policy == "collect":
+            return list(fired)
+        if policy == "priority":
+            ranking = list(decision.values or ())
+
+            def rank(i: int) -> int:
+                out = self._output(decision.rows[i].then, values, decision, case_id)
+                return ranking.index(out) if out in ranking else len(ranking)
+
+            return [min(fired, key=lambda i: (rank(i), i))]
+        return [fired[0]]
+
+    def _output(self, output: Output, values: dict[str, Any], decision: Decision | None, case_id: str) -> Any:
+        if isinstance(output, Literal):
+            return list(output.value) if isinstance(output.value, list) else output.value
+        value = values.get(output.var)
+        if decision is not None and value is not None and decision.values is not None:
+            items = value if decision.type == "list" and isinstance(value, list) else [value]
+            if any(item not in decision.values for item in items):
+                raise CaseError(
+                    case_id,
+                    "bad_output",
+                    f"'{output.var}' = {value!r} is not a value of decision '{decision.name}'",
+                )
+        return list(value) if isinstance(value, list) else value
+
+    def _rule(
+        self,
+        plan: _NodePlan,
+        results: list[bool],
+        values: dict[str, Any],
+        decisions: dict[str, Any],
+        set_by: dict[str, str],
+        recommendations: list[dict[str, Any]],
+        trace: list[dict[str, Any]],
+        case_id: str,
+    ) -> None:
+        rule = self.playbook.rules_by_id[plan.cnode.node.name]
+        sets: dict[str, Any] = {}
+        for target, output in rule.sets.items():
+            value = self._output(output, values, self.playbook.decisions[target], case_id)
+            if target in set_by and decisions[target] != value:
+                raise CaseError(
+                    case_id,
+                    "decision_conflict",
+                    f"rules '{set_by[target]}' and '{rule.id}' set '{target}' to {decisions[target]!r} and {value!r}",
+                )
+            set_by[target] = rule.id
+            decisions[target] = value
+            values[target] = value
+            sets[target] = value
+        recommended = []
+        for rec in rule.recommends:
+            params = {name: self._output(out, values, None, case_id) for name, out in rec.params.items()}
+            recommendations.append(
+                {"id": rec.action, "params": params, "rule": rule.id, "source": self.playbook.actions[rec.action].source.to_json()}
+            )
+            recommended.append(rec.action)
+        entry: dict[str, Any] = {
+            "rule": rule.id,
+            "conditions": self._conditions(plan, 0, results, values),
+            "source": rule.source.guide,
+        }
+        if sets:
+            entry["set"] = sets
+        if recommended:
+            entry["recommend"] = recommended
+        trace.append(entry)

@@ -1,0 +1,217 @@
+"""The typed playbook: what validation builds and every later stage reads.
+
+Nothing here knows YAML or durable-rules.  Every object keeps the
+:class:`~engine.errors.Location` it came from, so later checks can point at it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.errors import Location
+
+__all__ = [
+    "Action",
+    "AllOf",
+    "AnyOf",
+    "Atom",
+    "Condition",
+    "Decision",
+    "InputField",
+    "Interval",
+    "Literal",
+    "Node",
+    "Not",
+    "Output",
+    "Parameter",
+    "Playbook",
+    "Recommend",
+    "Row",
+    "Rule",
+    "Source",
+    "Text",
+    "ValueOf",
+]
+
+Text = dict[str, str]
+"""A text in each of the playbook's languages: ``{"zh": ..., "en": ...}``."""
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where in the course a piece of guidance comes from."""
+
+    guide: str
+    quote: str
+    note: Text | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"guide": self.guide, "quote": self.quote}
+        if self.note:
+            out["note"] = dict(self.note)
+        return out
+
+
+@dataclass(frozen=True)
+class Parameter:
+    name: str
+    value: Any
+    label: Text
+    description: Text | None
+    source: Source | None
+    location: Location
+
+
+@dataclass(frozen=True)
+class InputField:
+    """A field of an input fact, such as ``opportunity.weeks_to_close``."""
+
+    name: str
+    type: str  # number | string | boolean | date | enum | list
+    values: tuple[Any, ...] | None
+    label: Text
+    weeks_until: str | None  # when absent, derive from this date input and ``as_of``
+    location: Location
+
+
+@dataclass(frozen=True)
+class Interval:
+    low: float | None
+    low_closed: bool
+    high: float | None
+    high_closed: bool
+
+
+@dataclass(frozen=True)
+class Atom:
+    """One test on one variable: the smallest unit the trace reports on."""
+
+    var: str
+    op: str  # a key of engine.conditions.OPERATORS
+    operand: Any  # value, tuple of values, Interval or bool, parameters resolved
+    text: str  # how the test reads, parameter names kept ("≥ high_win_rate (60)")
+    location: Location
+
+
+@dataclass(frozen=True)
+class AllOf:
+    items: tuple[Condition, ...]
+
+
+@dataclass(frozen=True)
+class AnyOf:
+    items: tuple[Condition, ...]
+
+
+@dataclass(frozen=True)
+class Not:
+    item: Condition
+
+
+Condition = Atom | AllOf | AnyOf | Not
+
+
+@dataclass(frozen=True)
+class Literal:
+    value: Any
+
+
+@dataclass(frozen=True)
+class ValueOf:
+    var: str
+
+
+Output = Literal | ValueOf
+
+
+@dataclass(frozen=True)
+class Row:
+    id: str
+    index: int
+    label: Text
+    explain: Text | None
+    source: Source
+    when: Condition | None
+    then: Output
+    location: Location
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A derived fact.  With rows it is a decision table; without, rules set it."""
+
+    name: str
+    label: Text
+    description: Text | None
+    source: Source
+    type: str  # enum | list | number | string | boolean
+    values: tuple[Any, ...] | None
+    value_labels: dict[str, Text]
+    hit_policy: str
+    rows: tuple[Row, ...]
+    location: Location
+
+    def value_label(self, value: Any, lang: str) -> str:
+        labels = self.value_labels.get(str(value))
+        return labels[lang] if labels else str(value)
+
+
+@dataclass(frozen=True)
+class Recommend:
+    action: str
+    params: dict[str, Output]
+    location: Location
+
+
+@dataclass(frozen=True)
+class Rule:
+    id: str
+    index: int
+    label: Text
+    explain: Text | None
+    source: Source
+    when: Condition | None
+    sets: dict[str, Output]
+    recommends: tuple[Recommend, ...]
+    location: Location
+
+
+@dataclass(frozen=True)
+class Action:
+    id: str
+    label: Text
+    explain: Text | None
+    source: Source
+    location: Location
+
+
+@dataclass(frozen=True)
+class Node:
+    """One step of evaluation: a decision table or a rule, with the variables it reads."""
+
+    kind: str  # "table" | "rule"
+    name: str  # decision name or rule id
+    reads: tuple[str, ...]
+
+
+@dataclass
+class Playbook:
+    id: str
+    version: str
+    languages: tuple[str, ...]
+    title: Text
+    description: Text | None
+    parameters: dict[str, Parameter]
+    inputs: dict[str, InputField]
+    decisions: dict[str, Decision]
+    rules: tuple[Rule, ...]
+    actions: dict[str, Action]
+    file: str
+    content_hash: str
+    text: str = field(repr=False)
+    order: tuple[Node, ...] = ()
+
+    @property
+    def rules_by_id(self) -> dict[str, Rule]:
+        return {rule.id: rule for rule in self.rules}

@@ -1,0 +1,797 @@
+"""Loaded YAML -> a checked :class:`~engine.model.Playbook`, or every problem at once.
+
+Two passes: the JSON Schema in ``schemas/playbook.schema.json`` checks shape, then
+this module resolves names (inputs, decisions, parameters, actions, values),
+checks intervals and operator types, and orders the decision graph.  Each leaf
+check says what is wrong; the walker attaches where, from the YAML marks.
+Nothing here runs the playbook.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+from jsonschema.exceptions import ValidationError, best_match
+
+from engine.conditions import COMPARISON_KEYS, OPERATORS
+from engine.errors import Location, PlaybookError, Problem, did_you_mean
+from engine.load import Document, load_file, load_text
+from engine.model import (
+    Action,
+    AllOf,
+    AnyOf,
+    Atom,
+    Condition,
+    Decision,
+    InputField,
+    Interval,
+    Literal,
+    Node,
+    Not,
+    Output,
+    Parameter,
+    Playbook,
+    Recommend,
+    Row,
+    Rule,
+    Source,
+    Text,
+    ValueOf,
+)
+
+__all__ = ["SCHEMA_PATH", "build_playbook", "load_playbook", "load_playbook_text", "playbook_schema"]
+
+SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "playbook.schema.json"
+
+# durable-rules allows 255 properties per message; leave room for node, id and sid.
+MAX_NODE_PROPERTIES = 240
+# durable-rules allows 4096 rules per ruleset; every node adds one catch-all rule.
+MAX_DURABLE_RULES = 4000
+
+Path_ = tuple[str | int, ...]
+
+
+@cache
+def playbook_schema() -> dict[str, Any]:
+    schema: dict[str, Any] = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+    return schema
+
+
+def load_playbook(path: str | Path) -> Playbook:
+    """Load, check and build a playbook file; raise :class:`PlaybookError` with every problem."""
+    return build_playbook(load_file(path))
+
+
+def load_playbook_text(text: str, file: str = "<string>") -> Playbook:
+    return build_playbook(load_text(text, file))
+
+
+def build_playbook(doc: Document) -> Playbook:
+    builder = _Builder(doc)
+    playbook = builder.build()
+    if builder.problems or playbook is None:
+        raise PlaybookError(builder.problems)
+    return playbook
+
+
+def _path_text(path: Iterable[str | int]) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "the document"
+
+
+def _type_name(value: Any) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "text"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return "nothing" if value is None else type(value).__name__
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+class _Builder:
+    def __init__(self, doc: Document) -> None:
+        self.doc = doc
+        self.problems: list[Problem] = []
+        self.broken: set[Path_] = set()
+        self.languages: tuple[str, ...] = ("zh", "en")
+        self.parameters: dict[str, Parameter] = {}
+        self.inputs: dict[str, InputField] = {}
+        self.decision_specs: dict[str, dict[str, Any]] = {}
+
+    # -- reporting -------------------------------------------------------
+
+    def report(self, path: Path_, code: str, message: str, *, key: bool = False) -> None:
+        self.problems.append(Problem(self.doc.at(path, key=key), code, message))
+
+    def loc(self, path: Path_) -> Location:
+        return self.doc.at(path)
+
+    def is_broken(self, path: Path_) -> bool:
+        return any(path[: len(b)] == b for b in self.broken)
+
+    # -- schema pass -----------------------------------------------------
+
+    def schema_pass(self, data: Any) -> None:
+        validator = jsonschema.Draft202012Validator(playbook_schema())
+        for error in validator.iter_errors(data):
+            self.schema_problem(error)
+
+    def schema_problem(self, error: ValidationError) -> None:
+        if error.validator in ("anyOf", "oneOf") and error.context:
+            deepest = best_match(error.context)
+            if deepest is not None:
+                self.schema_problem(deepest)
+                return
+        path: Path_ = tuple(error.absolute_path)
+        self.broken.add(path)
+        where = _path_text(path)
+        validator = error.validator
+        schema = error.schema if isinstance(error.schema, dict) else {}
+        if validator == "additionalProperties" and isinstance(error.instance, dict):
+            known = list(schema.get("properties", {}))
+            extra = [k for k in error.instance if k not in known]
+            for key in extra:
+                self.broken.add((*path, key))
+                hint = did_you_mean(key, known)
+                if not known:
+                    self.report((*path, key), "unknown_key", f"'{key}' is not allowed at {where}", key=True)
+                else:
+                    self.report(
+                        (*path, key),
+                        "unknown_key",
+                        f"unknown key '{key}' at {where}{hint}; allowed: {', '.join(known)}",
+                        key=True,
+                    )
+            return
+        if validator == "required":
+            missing = [k for k in error.validator_value if k not in error.instance]
+            for key in missing:
+                self.report(path, "missing_key", f"{where} needs the key '{key}'")
+            return
+        if validator == "propertyNames":
+            name = str(error.instance)
+            self.broken.add((*path, name))
+            self.report((*path, name), "bad_name", f"'{name}' is not a valid name here: {error.message}", key=True)
+            return
+        if validator == "type":
+            wanted = error.validator_value
+            wanted_text = " or ".join(wanted) if isinstance(wanted, list) else wanted
+            self.report(
+                path,
+                "wrong_type",
+                f"{where} should be {wanted_text}, not {_type_name(error.instance)}",
+            )
+            return
+        if validator == "enum":
+            choices = [str(c) for c in error.validator_value]
+            self.report(
+                path,
+                "bad_value",
+                f"'{_fmt(error.instance)}' is not allowed at {where}{did_you_mean(str(error.instance), choices)}; "
+                f"choose one of: {', '.join(choices)}",
+            )
+            return
+        if validator == "pattern":
+            self.report(
+                path,
+                "bad_name",
+                f"'{error.instance}' at {where} does not fit the pattern {error.validator_value}"
+                " (lower-case letters, digits and underscores, starting with a letter)"
+                if "a-z" in str(error.validator_value)
+                else f"'{error.instance}' at {where} does not fit the pattern {error.validator_value}",
+            )
+            return
+        if validator in ("minItems", "minProperties", "minLength"):
+            self.report(path, "empty", f"{where} must not be empty")
+            return
+        if validator == "uniqueItems":
+            self.report(path, "duplicate_value", f"{where} lists a value twice")
+            return
+        self.report(path, "schema_error", f"{where}: {error.message}")
+
+    # -- the walk --------------------------------------------------------
+
+    def build(self) -> Playbook | None:
+        data = self.doc.data
+        if not isinstance(data, dict):
+            self.report((), "wrong_type", "a playbook is a mapping with the keys playbook, decisions, ...")
+            return None
+        self.schema_pass(data)
+        meta = data.get("playbook") if isinstance(data.get("playbook"), dict) else {}
+        langs = meta.get("languages") if isinstance(meta, dict) else None
+        if isinstance(langs, list) and langs and all(isinstance(x, str) for x in langs):
+            self.languages = tuple(langs)
+        for name, spec in self.items(data, "parameters"):
+            self.build_parameter(name, spec)
+        for name, spec in self.items(data, "inputs"):
+            self.build_input(name, spec)
+        for name, spec in self.items(data, "inputs"):
+            self.check_derive(name, spec)
+        for name, spec in self.items(data, "decisions"):
+            self.decision_specs[name] = spec
+        decisions = {name: d for name, spec in self.items(data, "decisions") if (d := self.build_decision(name, spec))}
+        actions = {name: a for name, spec in self.items(data, "actions") if (a := self.build_action(name, spec))}
+        rules = self.build_rules(data.get("rules"), decisions, actions)
+        if self.problems:
+            return None
+        title = self.text(meta.get("title"), ("playbook", "title")) or {}
+        text = self.doc.text
+        playbook = Playbook(
+            id=str(meta.get("id")),
+            version=str(meta.get("version")),
+            languages=self.languages,
+            title=title,
+            description=self.text(meta.get("description"), ("playbook", "description")),
+            parameters=self.parameters,
+            inputs=self.inputs,
+            decisions=decisions,
+            rules=tuple(rules),
+            actions=actions,
+            file=self.doc.file,
+            content_hash=hashlib.sha256(text.encode("utf-8")).hexdigest(),
+            text=text,
+        )
+        order = self.order(playbook)
+        if self.problems:
+            return None
+        playbook.order = order
+        self.check_limits(playbook)
+        return None if self.problems else playbook
+
+    def items(self, data: dict[str, Any], section: str) -> list[tuple[str, dict[str, Any]]]:
+        value = data.get(section)
+        if not isinstance(value, dict):
+            return []
+        return [
+            (str(name), spec)
+            for name, spec in value.items()
+            if isinstance(spec, dict) and not self.is_broken((section, name))
+        ]
+
+    def text(self, value: Any, path: Path_) -> Text | None:
+        if not isinstance(value, dict):
+            return None
+        for lang in self.languages:
+            if lang not in value:
+                self.report(path, "missing_translation", f"{_path_text(path)} has no '{lang}' text")
+        return {str(k): str(v) for k, v in value.items()}
+
+    def source(self, value: Any, path: Path_) -> Source | None:
+        if not isinstance(value, dict) or "guide" not in value or "quote" not in value:
+            return None
+        note = self.text(value.get("note"), (*path, "note")) if "note" in value else None
+        return Source(guide=str(value["guide"]), quote=str(value["quote"]), note=note)
+
+    # -- parameters and inputs ------------------------------------------------
+
+    def build_parameter(self, name: str, spec: dict[str, Any]) -> None:
+        path: Path_ = ("parameters", name)
+        self.parameters[name] = Parameter(
+            name=name,
+            value=spec.get("value"),
+            label=self.text(spec.get("label"), (*path, "label")) or {},
+            description=self.text(spec.get("description"), (*path, "description")),
+            source=self.source(spec.get("source"), (*path, "source")),
+            location=self.doc.at(path, key=True),
+        )
+
+    def build_input(self, name: str, spec: dict[str, Any]) -> None:
+        path: Path_ = ("inputs", name)
+        kind = str(spec.get("type"))
+        values = spec.get("values")
+        if kind in ("enum", "list") and not values:
+            self.report(path, "missing_values", f"input '{name}' is of type {kind} and needs its 'values'", key=True)
+        derive = spec.get("derive") if isinstance(spec.get("derive"), dict) else None
+        self.inputs[name] = InputField(
+            name=name,
+            type=kind,
+            values=tuple(values) if isinstance(values, list) else None,
+            label=self.text(spec.get("label"), (*path, "label")) or {},
+            weeks_until=str(derive["weeks_until"]) if derive and "weeks_until" in derive else None,
+            location=self.doc.at(path, key=True),
+        )
+
+    def check_derive(self, name: str, spec: dict[str, Any]) -> None:
+        field = self.inputs[name]
+        if field.weeks_until is None:
+            return
+        path: Path_ = ("inputs", name, "derive", "weeks_until")
+        if field.type != "number":
+            self.report(path, "wrong_input_type", f"'{name}' is derived as a number of weeks; declare it type: number")
+        source = self.inputs.get(field.weeks_until)
+        if source is None:
+            self.report(
+                path,
+                "unknown_input",
+                f"unknown input '{field.weeks_until}'{did_you_mean(field.weeks_until, self.inputs)}",
+            )
+        elif source.type != "date":
+            self.report(path, "wrong_input_type", f"'{field.weeks_until}' must be of type date to count weeks until it")
+
+    # -- variables -----------------------------------------------------------
+
+    def var_type(self, var: str) -> tuple[str, tuple[Any, ...] | None] | None:
+        """(type, values) of an input or decision, or None when the name is unknown."""
+        if "." in var:
+            field = self.inputs.get(var)
+            return (field.type, field.values) if field else None
+        spec = self.decision_specs.get(var)
+        if spec is None:
+            return None
+        return self.decision_type(spec), tuple(spec["values"]) if isinstance(spec.get("values"), list) else None
+
+    @staticmethod
+    def decision_type(spec: dict[str, Any]) -> str:
+        if "type" in spec:
+            return str(spec["type"])
+        if spec.get("hit_policy") == "collect":
+            return "list"
+        return "enum" if "values" in spec else "string"
+
+    def resolve_var(self, var: str, path: Path_) -> tuple[str, tuple[Any, ...] | None] | None:
+        found = self.var_type(var)
+        if found is None:
+            if "." in var:
+                self.report(path, "unknown_input", f"unknown input '{var}'{did_you_mean(var, self.inputs)}", key=True)
+            else:
+                self.report(
+                    path,
+                    "unknown_decision",
+                    f"unknown decision '{var}'{did_you_mean(var, self.decision_specs)}",
+                    key=True,
+                )
+        return found
+
+    def operand(self, raw: Any, path: Path_) -> tuple[Any, str] | None:
+        """Resolve a literal or ``{param: name}``; return (value, how it reads)."""
+        if isinstance(raw, dict) and "param" in raw:
+            name = str(raw["param"])
+            param = self.parameters.get(name)
+            if param is None:
+                self.report(
+                    (*path, "param"),
+                    "unknown_parameter",
+                    f"unknown parameter '{name}'{did_you_mean(name, self.parameters)}",
+                )
+                return None
+            value = param.value
+            shown = ", ".join(_fmt(v) for v in value) if isinstance(value, list) else _fmt(value)
+            return value, f"{name} ({shown})"
+        if isinstance(raw, list):
+            return raw, "{" + ", ".join(_fmt(v) for v in raw) + "}"
+        return raw, _fmt(raw)
+
+    def check_value(self, var: str, value: Any, kind: str, values: tuple[Any, ...] | None, path: Path_) -> bool:
+        """Is ``value`` a possible value of ``var``?  Report when not."""
+        if values is not None:
+            if any(value == v and isinstance(value, bool) == isinstance(v, bool) for v in values):
+                return True
+            hint = did_you_mean(str(value), [str(v) for v in values])
+            self.report(
+                path,
+                "unknown_value",
+                f"'{_fmt(value)}' is not a value of '{var}'{hint}; its values are: {', '.join(_fmt(v) for v in values)}",
+            )
+            return False
+        expected = {"number": (int, float), "string": (str,), "date": (str,), "boolean": (bool,)}.get(kind)
+        ok = expected is None or (isinstance(value, expected) and not (kind == "number" and isinstance(value, bool)))
+        if not ok:
+            self.report(path, "operand_type", f"'{var}' is of type {kind}; '{_fmt(value)}' is {_type_name(value)}")
+        return ok
+
+    # -- conditions --------------------------------------------------------
+
+    def condition(self, raw: Any, path: Path_) -> Condition | None:
+        if not isinstance(raw, dict) or self.is_broken(path):
+            return None
+        combinators = [k for k in ("all", "any", "not") if k in raw]
+        if combinators:
+            if len(raw) > 1:
+                self.report(
+                    path,
+                    "condition_mixed",
+                    f"'{combinators[0]}' must stand alone in its mapping; put the other tests inside it",
+                )
+                return None
+            key = combinators[0]
+            if key == "not":
+                inner = self.condition(raw["not"], (*path, "not"))
+                return Not(inner) if inner is not None else None
+            items = [self.condition(item, (*path, key, i)) for i, item in enumerate(raw[key])]
+            if any(item is None for item in items):
+                return None
+            kept = tuple(item for item in items if item is not None)
+            return AllOf(kept) if key == "all" else AnyOf(kept)
+        atoms: list[Condition] = []
+        ok = True
+        for var, test in raw.items():
+            built = self.tests(str(var), test, (*path, var))
+            if built is None:
+                ok = False
+            else:
+                atoms.extend(built)
+        if not ok or not atoms:
+            return None
+        return atoms[0] if len(atoms) == 1 else AllOf(tuple(atoms))
+
+    def tests(self, var: str, test: Any, path: Path_) -> list[Atom] | None:
+        found = self.resolve_var(var, path)
+        if found is None:
+            return None
+        kind, values = found
+        numeric = kind == "number" or (kind == "enum" and values is not None and all(
+            isinstance(v, int | float) and not isinstance(v, bool) for v in values
+        ))
+        item_values = values if kind == "list" else None
+        ops: dict[str, Any] = test if isinstance(test, dict) else {"equals": test}
+        atoms: list[Atom] = []
+        ok = True
+        where = self.loc(path)
+        for op, raw in ops.items():
+            if op in COMPARISON_KEYS:
+                continue
+            op_path: Path_ = (*path, op) if isinstance(test, dict) else path
+            if kind not in OPERATORS[op].types:
+                self.report(
+                    op_path,
+                    "operator_type",
+                    f"'{op}' does not apply to '{var}', which is of type {kind}",
+                    key=isinstance(test, dict),
+                )
+                ok = False
+                continue
+            if op == "present":
+                atoms.append(Atom(var, "present", bool(raw), "present" if raw else "missing", where))
+                continue
+            resolved = self.operand(raw, op_path)
+            if resolved is None:
+                ok = False
+                continue
+            value, shown = resolved
+            many = op in ("one_of", "not_one_of", "contains_all", "contains_any")
+            if many and not isinstance(value, list):
+                self.report(op_path, "operand_type", f"'{op}' needs a list of values")
+                ok = False
+                continue
+            if not many and isinstance(value, list):
+                self.report(op_path, "operand_type", f"'{op}' takes one value, not a list")
+                ok = False
+                continue
+            check_kind, check_values = ("enum", item_values) if kind == "list" else (kind, values)
+            for item in value if many else [value]:
+                ok = self.check_value(var, item, check_kind, check_values, op_path) and ok
+            operand = tuple(value) if many else value
+            symbol = {
+                "equals": "= ",
+                "not_equals": "≠ ",
+                "one_of": "∈ ",
+                "not_one_of": "∉ ",
+                "contains": "contains ",
+                "contains_all": "contains all of ",
+                "contains_any": "contains any of ",
+            }[op]
+            atoms.append(Atom(var, op, operand, symbol + shown, where))
+        comparisons = [k for k in COMPARISON_KEYS if k in ops]
+        if comparisons:
+            interval = self.interval(var, ops, comparisons, numeric, path)
+            if interval is None:
+                ok = False
+            else:
+                atoms.append(Atom(var, "interval", interval[0], interval[1], where))
+        return atoms if ok else None
+
+    def interval(
+        self, var: str, ops: dict[str, Any], keys: list[str], numeric: bool, path: Path_
+    ) -> tuple[Interval, str] | None:
+        if not numeric:
+            self.report((*path, keys[0]), "operator_type", f"'{keys[0]}' compares numbers; '{var}' is not a number", key=True)
+            return None
+        bounds: dict[str, tuple[float, str]] = {}
+        for key in keys:
+            resolved = self.operand(ops[key], (*path, key))
+            if resolved is None:
+                return None
+            value, shown = resolved
+            if not isinstance(value, int | float) or isinstance(value, bool):
+                self.report((*path, key), "operand_type", f"'{key}' needs a number, not {_type_name(value)}")
+                return None
+            bounds[key] = (value, shown)
+        for a, b in (("gt", "gte"), ("lt", "lte")):
+            if a in bounds and b in bounds:
+                self.report((*path, b), "interval_bounds", f"give either '{a}' or '{b}', not both", key=True)
+                return None
+        low_key = "gt" if "gt" in bounds else ("gte" if "gte" in bounds else None)
+        high_key = "lt" if "lt" in bounds else ("lte" if "lte" in bounds else None)
+        low = bounds[low_key][0] if low_key else None
+        high = bounds[high_key][0] if high_key else None
+        interval = Interval(low, low_key == "gte", high, high_key == "lte")
+        if low is not None and high is not None and (
+            low > high or (low == high and not (interval.low_closed and interval.high_closed))
+        ):
+            self.report(
+                (*path, low_key or "gt"),
+                "interval_empty",
+                f"no number is {low_key} {_fmt(low)} and {high_key} {_fmt(high)}: the interval is "
+                + ("reversed" if low > high else "empty"),
+                key=True,
+            )
+            return None
+        symbols = {"gt": "> ", "gte": "≥ ", "lt": "< ", "lte": "≤ "}
+        text = " and ".join(symbols[k] + bounds[k][1] for k in (low_key, high_key) if k)
+        return interval, text
+
+    # -- outputs -----------------------------------------------------------
+
+    def output(self, raw: Any, target: str, path: Path_, *, collect_item: bool = False) -> Output | None:
+        """A row's ``then`` or a rule's ``set``/param value, checked against the target decision."""
+        if isinstance(raw, dict) and "value_of" in raw:
+            var = str(raw["value_of"])
+            found = self.var_type(var)
+            if found is None:
+                code = "unknown_input" if "." in var else "unknown_decision"
+                pool = self.inputs if "." in var else self.decision_specs
+                self.report((*path, "value_of"), code, f"unknown {'input' if '.' in var else 'decision'} '{var}'{did_you_mean(var, pool)}")
+                return None
+            return ValueOf(var)
+        resolved = self.operand(raw, path)
+        if resolved is None:
+            return None
+        value = resolved[0]
+        if not target:
+            return Literal(value)
+        spec = self.decision_specs.get(target, {})
+        kind = self.decision_type(spec)
+        values = tuple(spec["values"]) if isinstance(spec.get("values"), list) else None
+        if kind == "list" and not collect_item:
+            if not isinstance(value, list):
+                self.report(path, "operand_type", f"decision '{target}' is a list; give a list of values")
+                return None
+            ok = all([self.check_value(target, v, "enum", values, path) for v in value])
+            return Literal(list(value)) if ok else None
+        if isinstance(value, list):
+            self.report(path, "operand_type", f"decision '{target}' takes one value, not a list")
+            return None
+        return Literal(value) if self.check_value(target, value, kind if kind != "list" else "enum", values, path) else None
+
+    # -- decisions, rules, actions --------------------------------------------
+
+    def build_decision(self, name: str, spec: dict[str, Any]) -> Decision | None:
+        path: Path_ = ("decisions", name)
+        kind = self.decision_type(spec)
+        values = spec.get("values")
+        hit_policy = str(spec.get("hit_policy", "unique"))
+        if kind in ("enum", "list") and not values:
+            self.report(path, "missing_values", f"decision '{name}' is of type {kind} and needs its 'values'", key=True)
+        if hit_policy == "collect" and kind != "list":
+            self.report((*path, "hit_policy"), "hit_policy_type", f"'collect' gathers a list; declare '{name}' type: list")
+        if hit_policy == "priority" and not values:
+            self.report((*path, "hit_policy"), "hit_policy_type", "'priority' ranks outputs by the order of 'values'; list them")
+        value_labels: dict[str, Text] = {}
+        for value, labels in (spec.get("value_labels") or {}).items():
+            label_path: Path_ = (*path, "value_labels", value)
+            if values and str(value) not in [str(v) for v in values]:
+                self.report(
+                    label_path,
+                    "unknown_value",
+                    f"'{value}' is not a value of '{name}'{did_you_mean(str(value), [str(v) for v in values])}",
+                    key=True,
+                )
+            text = self.text(labels, label_path)
+            if text:
+                value_labels[str(value)] = text
+        source = self.source(spec.get("source"), (*path, "source"))
+        rows: list[Row] = []
+        seen: dict[str, int] = {}
+        for index, row in enumerate(spec.get("rows") or []):
+            row_path: Path_ = (*path, "rows", index)
+            if not isinstance(row, dict) or self.is_broken(row_path):
+                continue
+            row_id = str(row.get("id"))
+            if row_id in seen:
+                self.report((*row_path, "id"), "duplicate_id", f"row id '{row_id}' is used twice in '{name}' (first at row {seen[row_id] + 1})")
+            seen.setdefault(row_id, index)
+            when = self.condition(row["when"], (*row_path, "when")) if "when" in row else None
+            then = self.output(row.get("then"), name, (*row_path, "then"), collect_item=hit_policy == "collect")
+            label = self.text(row.get("label"), (*row_path, "label"))
+            if then is None or label is None or ("when" in row and when is None):
+                continue
+            rows.append(
+                Row(
+                    id=row_id,
+                    index=index,
+                    label=label,
+                    explain=self.text(row.get("explain"), (*row_path, "explain")),
+                    source=self.source(row.get("source"), (*row_path, "source")) or source or Source("", ""),
+                    when=when,
+                    then=then,
+                    location=self.loc(row_path),
+                )
+            )
+        label = self.text(spec.get("label"), (*path, "label"))
+        if source is None or label is None:
+            return None
+        return Decision(
+            name=name,
+            label=label,
+            description=self.text(spec.get("description"), (*path, "description")),
+            source=source,
+            type=kind,
+            values=tuple(values) if isinstance(values, list) else None,
+            value_labels=value_labels,
+            hit_policy=hit_policy,
+            rows=tuple(rows),
+            location=self.doc.at(path, key=True),
+        )
+
+    def build_action(self, name: str, spec: dict[str, Any]) -> Action | None:
+        path: Path_ = ("actions", name)
+        label = self.text(spec.get("label"), (*path, "label"))
+        source = self.source(spec.get("source"), (*path, "source"))
+        if label is None or source is None:
+            return None
+        return Action(
+            id=name,
+            label=label,
+            explain=self.text(spec.get("explain"), (*path, "explain")),
+            source=source,
+            location=self.doc.at(path, key=True),
+        )
+
+    def build_rules(self, raw: Any, decisions: dict[str, Decision], actions: dict[str, Action]) -> list[Rule]:
+        rules: list[Rule] = []
+        seen: dict[str, int] = {}
+        for index, spec in enumerate(raw if isinstance(raw, list) else []):
+            path: Path_ = ("rules", index)
+            if not isinstance(spec, dict) or self.is_broken(path):
+                continue
+            rule_id = str(spec.get("id"))
+            if rule_id in seen:
+                self.report((*path, "id"), "duplicate_id", f"rule id '{rule_id}' is used twice (first at rule {seen[rule_id] + 1})")
+            seen.setdefault(rule_id, index)
+            then = spec.get("then") or {}
+            sets: dict[str, Output] = {}
+            ok = True
+            for target, raw_value in (then.get("set") or {}).items():
+                set_path: Path_ = (*path, "then", "set", target)
+                if target not in self.decision_specs:
+                    self.report(set_path, "unknown_decision", f"unknown decision '{target}'{did_you_mean(str(target), self.decision_specs)}", key=True)
+                    ok = False
+                    continue
+                if self.decision_specs[target].get("rows"):
+                    self.report(set_path, "decision_has_table", f"decision '{target}' is made by its table; a rule cannot also set it", key=True)
+                    ok = False
+                    continue
+                out = self.output(raw_value, str(target), set_path)
+                if out is None:
+                    ok = False
+                else:
+                    sets[str(target)] = out
+            recommends: list[Recommend] = []
+            for i, rec in enumerate(then.get("recommend") or []):
+                rec_path: Path_ = (*path, "then", "recommend", i)
+                action = str(rec.get("action"))
+                if action not in actions:
+                    self.report((*rec_path, "action"), "unknown_action", f"unknown action '{action}'{did_you_mean(action, actions)}")
+                    ok = False
+                params: dict[str, Output] = {}
+                for pname, pvalue in (rec.get("params") or {}).items():
+                    out = self.output(pvalue, "", (*rec_path, "params", pname))
+                    if out is None:
+                        ok = False
+                    else:
+                        params[str(pname)] = out
+                recommends.append(Recommend(action, params, self.loc(rec_path)))
+            when = self.condition(spec["when"], (*path, "when")) if "when" in spec else None
+            label = self.text(spec.get("label"), (*path, "label"))
+            source = self.source(spec.get("source"), (*path, "source"))
+            if not ok or label is None or source is None or ("when" in spec and when is None):
+                continue
+            rules.append(
+                Rule(
+                    id=rule_id,
+                    index=index,
+                    label=label,
+                    explain=self.text(spec.get("explain"), (*path, "explain")),
+                    source=source,
+                    when=when,
+                    sets=sets,
+                    recommends=tuple(recommends),
+                    location=self.loc(path),
+                )
+            )
+        for name, spec in self.decision_specs.items():
+            if not spec.get("rows") and not any(name in rule.sets for rule in rules) and name in decisions:
+                self.report(
+                    ("decisions", name),
+                    "decision_never_set",
+                    f"decision '{name}' has no rows and no rule sets it",
+                    key=True,
+                )
+        return rules
+
+    # -- the decision graph ---------------------------------------------------
+
+    def order(self, playbook: Playbook) -> tuple[Node, ...]:
+        """Nodes in an order where every decision is made before it is read."""
+        from engine.conditions import atoms_of
+
+        def reads_of(when: Condition | None, outputs: Iterable[Output]) -> tuple[str, ...]:
+            names = [atom.var for atom in atoms_of(when)]
+            names += [out.var for out in outputs if isinstance(out, ValueOf)]
+            return tuple(dict.fromkeys(names))
+
+        nodes: list[Node] = []
+        producers: dict[str, list[int]] = {}
+        for decision in playbook.decisions.values():
+            if decision.rows:
+                reads = tuple(
+                    dict.fromkeys(v for row in decision.rows for v in reads_of(row.when, [row.then]))
+                )
+                producers.setdefault(decision.name, []).append(len(nodes))
+                nodes.append(Node("table", decision.name, reads))
+        for rule in playbook.rules:
+            outputs = [*rule.sets.values(), *(p for rec in rule.recommends for p in rec.params.values())]
+            for target in rule.sets:
+                producers.setdefault(target, []).append(len(nodes))
+            nodes.append(Node("rule", rule.id, reads_of(rule.when, outputs)))
+        deps = [sorted({p for var in node.reads if "." not in var for p in producers.get(var, [])}) for node in nodes]
+
+        state = [0] * len(nodes)  # 0 new, 1 on the stack, 2 done
+        done: list[int] = []
+
+        def visit(i: int, stack: list[int]) -> bool:
+            if state[i] == 2:
+                return True
+            if state[i] == 1:
+                cycle = stack[stack.index(i) :] + [i]
+                names = [nodes[j].name for j in cycle]
+                first = nodes[i]
+                where: Path_ = ("decisions", first.name) if first.kind == "table" else ("rules", playbook.rules_by_id[first.name].index)
+                self.report(where, "decision_cycle", "decisions depend on each other in a cycle: " + " → ".join(names), key=first.kind == "table")
+                return False
+            state[i] = 1
+            for j in deps[i]:
+                if not visit(j, [*stack, i]):
+                    return False
+            state[i] = 2
+            done.append(i)
+            return True
+
+        for i in range(len(nodes)):
+            if not visit(i, []):
+                break
+        return tuple(nodes[i] for i in done)
+
+    def check_limits(self, playbook: Playbook) -> None:
+        durable_rules = sum(len(d.rows) + 1 for d in playbook.decisions.values() if d.rows) + 2 * len(playbook.rules)
+        if durable_rules > MAX_DURABLE_RULES:
+            self.report((), "playbook_too_large", f"{durable_rules} rows and rules; the engine holds at most {MAX_DURABLE_RULES}")
+        for node in playbook.order:
+            width = 3
+            for var in node.reads:
+                found = self.var_type(var)
+                width += 1 + len(found[1] or ()) if found and found[0] == "list" else 1
+            if width > MAX_NODE_PROPERTIES:
+                where: Path_ = ("decisions", node.name) if node.kind == "table" else ("rules",)
+                self.report(where, "node_too_wide", f"'{node.name}' reads {width} values; at most {MAX_NODE_PROPERTIES}", key=True)
