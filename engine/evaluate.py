@@ -143,17 +143,23 @@ def prepare_inputs(
         except ValueError as exc:
             raise CaseError(case_id, "bad_input", f"{name}: {exc}") from None
     for name, field_ in playbook.inputs.items():
-        if field_.weeks_until and name not in values and field_.weeks_until in values:
-            when = dt.date.fromisoformat(values[field_.weeks_until])
-            weeks = round((when - as_of).days / 7, 4)
-            values[name] = weeks
-            derived.append(
-                {
-                    "input": name,
-                    "value": weeks,
-                    "from": {field_.weeks_until: values[field_.weeks_until], "as_of": as_of.isoformat()},
-                }
-            )
+        if field_.derive is None or name in values:
+            continue
+        how, sources = field_.derive
+        if any(source not in values for source in sources):
+            continue
+        if how == "weeks_until":
+            days = (dt.date.fromisoformat(values[sources[0]]) - as_of).days
+            value: float = round(days / 7, 4)
+            basis = {sources[0]: values[sources[0]], "as_of": as_of.isoformat()}
+        else:
+            numerator, denominator = (values[s] for s in sources)
+            if denominator == 0:
+                continue  # no share of a zero target: the field stays missing, as the trace shows
+            value = round(numerator / denominator, 6)
+            basis = {s: values[s] for s in sources}
+        values[name] = value
+        derived.append({"input": name, "how": how, "value": value, "from": basis})
     return values, derived
 
 
@@ -170,6 +176,7 @@ class Evaluator:
     """Evaluates cases against one compiled playbook.  Safe to share between threads."""
 
     def __init__(self, compiled: CompiledPlaybook, *, cache_size: int = DEFAULT_CACHE_SIZE) -> None:
+        """``cache_size`` 0 asks durable-rules every question of every case (for tests and audits)."""
         self.compiled = compiled
         self.playbook = compiled.playbook
         self.cache_size = cache_size
@@ -186,9 +193,15 @@ class Evaluator:
 
     # -- public ------------------------------------------------------------------
 
-    def evaluate(self, cases: Iterable[tuple[str, dict[str, Any]]], as_of: dt.date) -> Iterator[Result | CaseError]:
-        """One result or one error per case, in input order."""
-        for case_id, case in cases:
+    def evaluate(
+        self, cases: Iterable[tuple[str, dict[str, Any]] | CaseError], as_of: dt.date
+    ) -> Iterator[Result | CaseError]:
+        """One result or one error per case, in input order; an input already in error passes through."""
+        for item in cases:
+            if isinstance(item, CaseError):
+                yield item
+                continue
+            case_id, case = item
             try:
                 yield self.evaluate_case(case, as_of, case_id)
             except CaseError as error:
@@ -229,7 +242,7 @@ class Evaluator:
             if condition is None or evaluate_condition(condition, values, results):
                 matched.append(i)
         key = (plan.cnode.index, tuple(results))
-        answer = self._answers.get(key)
+        answer = self._answers.get(key) if self.cache_size else None
         if answer is None:
             answer = self.compiled.ask(plan.cnode, values)
             expected = tuple(plan.cnode.members[i] for i in matched)
@@ -238,9 +251,10 @@ class Evaluator:
                     f"durable-rules fired {list(answer)} on '{plan.cnode.node.name}' where the conditions "
                     f"give {list(expected)}"
                 )
-            if len(self._answers) >= self.cache_size:
-                self._answers.clear()
-            self._answers[key] = answer
+            if self.cache_size:
+                if len(self._answers) >= self.cache_size:
+                    self._answers.clear()
+                self._answers[key] = answer
         return [plan.cnode.members.index(m) for m in answer], results
 
     def _conditions(self, plan: _NodePlan, member: int, results: list[bool], values: dict[str, Any]) -> list[dict[str, Any]]:

@@ -71,7 +71,7 @@ class InputField:
     type: str  # number | string | boolean | date | enum | list
     values: tuple[Any, ...] | None
     label: Text
-    weeks_until: str | None  # when absent, derive from this date input and ``as_of``
+    derive: tuple[str, tuple[str, ...]] | None  # when absent: ("weeks_until", (date,)) or ("ratio", (a, b))
     location: Location
 
 

@@ -144,7 +144,8 @@ class _Builder:
                 self.schema_problem(deepest)
                 return
         path: Path_ = tuple(error.absolute_path)
-        self.broken.add(path)
+        if error.validator != "additionalProperties":  # an unknown key spoils only itself
+            self.broken.add(path)
         where = _path_text(path)
         validator = error.validator
         schema = error.schema if isinstance(error.schema, dict) else {}
@@ -303,31 +304,42 @@ class _Builder:
         if kind in ("enum", "list") and not values:
             self.report(path, "missing_values", f"input '{name}' is of type {kind} and needs its 'values'", key=True)
         derive = spec.get("derive") if isinstance(spec.get("derive"), dict) else None
+        how: tuple[str, tuple[str, ...]] | None = None
+        if derive and "weeks_until" in derive:
+            how = ("weeks_until", (str(derive["weeks_until"]),))
+        elif derive and isinstance(derive.get("ratio"), list):
+            how = ("ratio", tuple(str(x) for x in derive["ratio"]))
         self.inputs[name] = InputField(
             name=name,
             type=kind,
             values=tuple(values) if isinstance(values, list) else None,
             label=self.text(spec.get("label"), (*path, "label")) or {},
-            weeks_until=str(derive["weeks_until"]) if derive and "weeks_until" in derive else None,
+            derive=how,
             location=self.doc.at(path, key=True),
         )
 
     def check_derive(self, name: str, spec: dict[str, Any]) -> None:
         field = self.inputs[name]
-        if field.weeks_until is None:
+        if field.derive is None:
             return
-        path: Path_ = ("inputs", name, "derive", "weeks_until")
+        how, sources = field.derive
+        path: Path_ = ("inputs", name, "derive", how)
         if field.type != "number":
-            self.report(path, "wrong_input_type", f"'{name}' is derived as a number of weeks; declare it type: number")
-        source = self.inputs.get(field.weeks_until)
-        if source is None:
-            self.report(
-                path,
-                "unknown_input",
-                f"unknown input '{field.weeks_until}'{did_you_mean(field.weeks_until, self.inputs)}",
-            )
-        elif source.type != "date":
-            self.report(path, "wrong_input_type", f"'{field.weeks_until}' must be of type date to count weeks until it")
+            self.report(path, "wrong_input_type", f"'{name}' is derived as a number; declare it type: number")
+        wanted = "date" if how == "weeks_until" else "number"
+        for i, source_name in enumerate(sources):
+            where: Path_ = path if how == "weeks_until" else (*path, i)
+            source = self.inputs.get(source_name)
+            if source is None:
+                self.report(
+                    where, "unknown_input", f"unknown input '{source_name}'{did_you_mean(source_name, self.inputs)}"
+                )
+            elif source.type != wanted or source.derive is not None:
+                self.report(
+                    where,
+                    "wrong_input_type",
+                    f"'{source_name}' must be a given (not derived) input of type {wanted} for {how}",
+                )
 
     # -- variables -----------------------------------------------------------
 

@@ -1,0 +1,157 @@
+"""Each durable-rules trap the design could meet, shown unable to hurt a result.
+
+See ../shared/engine-notes/durable_rules.md and the docstring of engine/compile.py.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+
+from engine import CompiledPlaybook, EngineFault, Evaluator, compile_playbook, load_playbook_text
+from engine.compile import QUESTION_ID, SESSION_ID
+from tests.conftest import AS_OF
+
+
+def fnv1a32(text: str) -> int:
+    h = 0x811C9DC5
+    for byte in text.encode():
+        h = ((h ^ byte) * 0x01000193) & 0xFFFFFFFF
+    return h
+
+
+def random_case(rng: random.Random, i: int) -> tuple[str, dict[str, Any]]:
+    opportunity: dict[str, Any] = {"id": f"deal-{i}", "amount": rng.randint(1, 1000), "period_target": 1000}
+    if rng.random() < 0.8:
+        opportunity["weeks_to_close"] = rng.choice([rng.randint(-2, 20), rng.random() * 20])
+    if rng.random() < 0.5:
+        opportunity["win_rate"] = rng.choice([0, 20, 40, 60, 80])
+    opportunity["milestones"] = rng.sample(["a", "b", "c", "d"], rng.randint(0, 4))
+    account = {"segment": rng.choice(["gov", "bank", "retail"]), "vip": rng.random() < 0.3}
+    return f"deal-{i}", {"opportunity": opportunity, "account": account}
+
+
+def test_colliding_ids_cannot_reject_a_case(compiled: CompiledPlaybook) -> None:
+    # These two ids share a 32-bit FNV-1a hash: as fact ids in one session, the second would be refused.
+    assert fnv1a32("deal-309876") == fnv1a32("deal-1122490")
+    evaluator = Evaluator(compiled, cache_size=0)
+    cases = [
+        ("deal-309876", {"id": "deal-309876", "opportunity": {"weeks_to_close": 1}}),
+        ("deal-1122490", {"id": "deal-1122490", "opportunity": {"weeks_to_close": 1}}),
+    ]
+    results = list(evaluator.evaluate(cases, AS_OF))
+    assert [r.case for r in results] == ["deal-309876", "deal-1122490"]  # type: ignore[union-attr]
+    assert all(r.decisions["funnel_layer"] == "bottom" for r in results)  # type: ignore[union-attr]
+
+
+def test_the_one_question_never_collides_with_the_session_state() -> None:
+    assert fnv1a32(QUESTION_ID) != fnv1a32(f"sid-{SESSION_ID}")
+
+
+def test_the_session_holds_nothing_between_questions(compiled: CompiledPlaybook) -> None:
+    evaluator = Evaluator(compiled, cache_size=0)
+    rng = random.Random(3)
+    before = compiled.questions_asked
+    for item in evaluator.evaluate((random_case(rng, i) for i in range(3000)), AS_OF):
+        assert not hasattr(item, "code"), item
+    assert compiled.questions_asked - before == 3000 * len(compiled.nodes)
+    assert compiled.live_facts() == []
+
+
+def test_no_background_threads_and_every_action_ran_before_return(pipeline: Any) -> None:
+    before = threading.active_count()
+    with compile_playbook(pipeline) as compiled:
+        evaluator = Evaluator(compiled, cache_size=0)
+        result = evaluator.evaluate_case({"opportunity": {"weeks_to_close": 1, "win_rate": 80}}, AS_OF, "c")
+        assert threading.active_count() == before
+        assert [r["id"] for r in result.recommendations] == ["follow_up"]
+
+
+class _BrokenActions(CompiledPlaybook):
+    """Actions that raise, as a bug in an action would: durable-rules swallows such errors."""
+
+    def _action(self, node_index: int, member: str):  # type: ignore[no-untyped-def]
+        def explode(c: Any) -> None:
+            raise RuntimeError("boom")
+
+        return explode
+
+
+def test_an_exception_inside_an_action_fails_loudly(pipeline: Any) -> None:
+    with _BrokenActions(pipeline) as compiled:
+        with pytest.raises(EngineFault, match="boom"):
+            Evaluator(compiled).evaluate_case({"opportunity": {"weeks_to_close": 1}}, AS_OF, "c")
+        # and the session is left clean for the next question
+        assert compiled.live_facts() == []
+
+
+def test_absence_only_conditions_terminate_and_are_right() -> None:
+    text = """
+playbook: {id: absent, version: "1", languages: [en], title: {en: t}}
+inputs:
+  account.name: {type: string, label: {en: name}}
+decisions:
+  nameless:
+    label: {en: nameless}
+    source: {guide: G-04, quote: q}
+    type: boolean
+    rows:
+      - {id: yes_row, label: {en: y}, when: {account.name: {present: false}}, then: true}
+      - {id: no_row, label: {en: n}, when: {not: {account.name: {present: false}}}, then: false}
+"""
+    with compile_playbook(load_playbook_text(text)) as compiled:
+        evaluator = Evaluator(compiled, cache_size=0)
+        assert evaluator.evaluate_case({}, AS_OF, "a").decisions["nameless"] is True
+        assert evaluator.evaluate_case({"account": {"name": "x"}}, AS_OF, "b").decisions["nameless"] is False
+
+
+def test_a_case_no_row_matches_is_not_lost(compiled: CompiledPlaybook) -> None:
+    result = Evaluator(compiled, cache_size=0).evaluate_case({"opportunity": {}}, AS_OF, "empty")
+    assert result.case == "empty"
+    assert result.decisions["funnel_layer"] is None
+
+
+def test_more_playbooks_than_a_ruleset_has_sessions(pipeline: Any) -> None:
+    # Each compiled playbook uses one session of its own ruleset; closing frees the ruleset.
+    for _ in range(1100):
+        with compile_playbook(pipeline) as compiled:
+            Evaluator(compiled, cache_size=0).evaluate_case({"opportunity": {"weeks_to_close": 3}}, AS_OF, "c")
+
+
+def test_a_closed_playbook_refuses_questions(pipeline: Any) -> None:
+    compiled = compile_playbook(pipeline)
+    compiled.close()
+    with pytest.raises(EngineFault, match="closed"):
+        Evaluator(compiled).evaluate_case({"opportunity": {"weeks_to_close": 3}}, AS_OF, "c")
+
+
+def test_threads_sharing_one_playbook_get_their_own_results(compiled: CompiledPlaybook) -> None:
+    rng = random.Random(11)
+    cases = [random_case(rng, i) for i in range(2000)]
+    expected = {r.case: r.to_json() for r in Evaluator(compiled).evaluate(cases, AS_OF)}  # type: ignore[union-attr]
+    shared = Evaluator(compiled, cache_size=0)
+
+    def work(chunk: list[tuple[str, dict[str, Any]]]) -> list[Any]:
+        return [r.to_json() for r in shared.evaluate(chunk, AS_OF)]  # type: ignore[union-attr]
+
+    with ThreadPoolExecutor(4) as pool:
+        got = [r for chunk in pool.map(work, [cases[i::4] for i in range(4)]) for r in chunk]
+    assert len(got) == len(cases)
+    assert {r["case"]: r for r in got} == expected
+
+
+def test_one_hundred_thousand_distinct_cases_give_one_hundred_thousand_results(compiled: CompiledPlaybook) -> None:
+    rng = random.Random(7)
+    seen: set[str] = set()
+    count = 0
+    for item in Evaluator(compiled).evaluate((random_case(rng, i) for i in range(100_000)), AS_OF):
+        assert not hasattr(item, "code"), item
+        seen.add(item.case)  # type: ignore[union-attr]
+        count += 1
+    assert count == len(seen) == 100_000
+
+

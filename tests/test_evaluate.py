@@ -1,0 +1,169 @@
+"""engine/evaluate.py on the fixture playbook: hit policies, derivations, rules, errors, determinism."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+import pytest
+
+from engine import CaseError, Evaluator, compile_playbook, load_playbook_text
+from tests.conftest import AS_OF, FIXTURES
+
+
+def run(evaluator: Evaluator, **objects: Any) -> Any:
+    return evaluator.evaluate_case(objects, AS_OF, "c")
+
+
+def test_weeks_are_derived_from_the_close_date_and_as_of(evaluator: Evaluator) -> None:
+    result = run(evaluator, opportunity={"close_date": "2027-02-19"})  # 12 weeks after AS_OF
+    assert result.inputs["opportunity.weeks_to_close"] == 12
+    assert result.decisions["funnel_layer"] == "surface"
+    assert result.trace[0]["derived"]["from"] == {"opportunity.close_date": "2027-02-19", "as_of": "2026-11-27"}
+    later = evaluator.evaluate_case({"opportunity": {"close_date": "2027-02-19"}}, dt.date(2027, 2, 12), "c")
+    assert later.decisions["funnel_layer"] == "bottom"
+
+
+def test_a_given_field_wins_over_its_derivation(evaluator: Evaluator) -> None:
+    result = run(evaluator, opportunity={"close_date": "2027-02-19", "weeks_to_close": 1})
+    assert result.decisions["funnel_layer"] == "bottom"
+    assert not any("derived" in step for step in result.trace)
+
+
+@pytest.mark.parametrize(("weeks", "layer"), [(10, "middle"), (10.0001, "surface"), (2, "bottom"), (2.5, "middle")])
+def test_interval_ends(evaluator: Evaluator, weeks: float, layer: str) -> None:
+    assert run(evaluator, opportunity={"weeks_to_close": weeks}).decisions["funnel_layer"] == layer
+
+
+def test_first_hit_policy_takes_the_first_matching_row(evaluator: Evaluator) -> None:
+    result = run(evaluator, opportunity={"milestones": ["a", "b"]})
+    assert result.decisions["progress"] == 40
+    step = next(s for s in result.trace if s.get("decision") == "progress")
+    assert [(f["row"], f["chosen"]) for f in step["fired"]] == [("two", True), ("one", False), ("none", False)]
+
+
+def test_value_of_passes_a_given_value_through(evaluator: Evaluator) -> None:
+    assert run(evaluator, opportunity={"win_rate": 60, "milestones": ["a"]}).decisions["progress"] == 60
+
+
+def test_collect_gathers_every_matching_row(evaluator: Evaluator) -> None:
+    result = run(evaluator, opportunity={"milestones": ["d"]}, account={"vip": True, "segment": "gov", "name": "Acme"})
+    assert result.decisions["tags"] == ["hot", "gov"]
+
+
+def test_priority_ranks_by_declared_values(evaluator: Evaluator) -> None:
+    big_at_bottom = run(evaluator, opportunity={"weeks_to_close": 1, "amount": 9, "period_target": 10})
+    assert big_at_bottom.decisions["attention"] == "high"
+    big_only = run(evaluator, opportunity={"weeks_to_close": 5, "amount": 9, "period_target": 10})
+    assert big_only.decisions["attention"] == "medium"
+
+
+def test_ratio_with_a_zero_denominator_stays_missing(evaluator: Evaluator) -> None:
+    result = run(evaluator, opportunity={"amount": 9, "period_target": 0})
+    assert "opportunity.share" not in result.inputs
+    assert result.decisions["size"] is None
+
+
+def test_rules_set_decisions_and_recommend_with_params(evaluator: Evaluator) -> None:
+    result = run(evaluator, opportunity={"weeks_to_close": 1, "win_rate": 80}, account={"segment": "retail"})
+    assert result.decisions["flagged"] is True
+    assert result.recommendations == [
+        {
+            "id": "follow_up",
+            "params": {"layer": "bottom", "threshold": 60},
+            "rule": "push",
+            "source": {"guide": "G-22", "quote": "积极跟进、机会难得"},
+        }
+    ]
+    quiet = run(evaluator, opportunity={"weeks_to_close": 5}, account={"segment": "bank"})
+    assert [r["id"] for r in quiet.recommendations] == ["wait"]
+    assert quiet.decisions["flagged"] is None
+
+
+def test_no_matching_row_leaves_the_decision_undetermined(evaluator: Evaluator) -> None:
+    result = run(evaluator)
+    assert result.decisions["funnel_layer"] is None
+    assert next(s for s in result.trace if s.get("decision") == "funnel_layer")["fired"] == []
+
+
+@pytest.mark.parametrize(
+    ("objects", "message"),
+    [
+        ({"opportunity": {"win_rate": 65}}, "opportunity.win_rate: '65' is not one of"),
+        ({"opportunity": {"win_rate": "60"}}, "opportunity.win_rate"),
+        ({"opportunity": {"weeks_to_close": "3"}}, "is not a number"),
+        ({"opportunity": {"weeks_to_close": True}}, "is not a number"),
+        ({"opportunity": {"close_date": "next week"}}, "is not a date"),
+        ({"opportunity": {"milestones": ["a", "q"]}}, "'q' is not one of"),
+        ({"opportunity": "big"}, "'opportunity' should be an object"),
+    ],
+)
+def test_bad_input_is_one_clear_error(evaluator: Evaluator, objects: dict[str, Any], message: str) -> None:
+    with pytest.raises(CaseError) as info:
+        evaluator.evaluate_case(objects, AS_OF, "c7")
+    assert info.value.code == "bad_input"
+    assert info.value.case_id == "c7"
+    assert message in info.value.message
+
+
+def test_unique_violation_is_an_error_of_that_case_only() -> None:
+    text = (FIXTURES / "pipeline.yaml").read_text(encoding="utf-8").replace(
+        "when: {opportunity.weeks_to_close: {gt: 2, lte: 10}}", "when: {opportunity.weeks_to_close: {gte: 2, lte: 10}}"
+    )
+    with compile_playbook(load_playbook_text(text, "overlap.yaml")) as compiled:
+        out = list(
+            Evaluator(compiled).evaluate(
+                [("a", {"opportunity": {"weeks_to_close": 2}}), ("b", {"opportunity": {"weeks_to_close": 3}})], AS_OF
+            )
+        )
+    assert isinstance(out[0], CaseError)
+    assert out[0].code == "hit_policy_violation"
+    assert "'middle', 'bottom'" in out[0].message
+    assert out[1].decisions["funnel_layer"] == "middle"  # type: ignore[union-attr]
+
+
+def test_conflicting_rules_fail_the_case() -> None:
+    text = (FIXTURES / "pipeline.yaml").read_text(encoding="utf-8").replace(
+        "  - id: push\n",
+        "  - id: unflag\n    label: {zh: 取消, en: unflag}\n    source: {guide: G-10, quote: q}\n"
+        "    when: {account.segment: retail}\n    then:\n      set: {flagged: false}\n  - id: push\n",
+    )
+    with compile_playbook(load_playbook_text(text, "conflict.yaml")) as compiled:
+        with pytest.raises(CaseError) as info:
+            Evaluator(compiled).evaluate_case({"account": {"segment": "retail"}}, AS_OF, "c")
+    assert info.value.code == "decision_conflict"
+
+
+def test_same_input_same_output_byte_for_byte(compiled: Any) -> None:
+    case = {"opportunity": {"close_date": "2026-12-20", "milestones": ["a", "c"], "amount": 3, "period_target": 4}}
+    first = json.dumps(Evaluator(compiled).evaluate_case(case, AS_OF, "c").to_json("zh"), ensure_ascii=False)
+    warm = Evaluator(compiled)
+    for _ in range(3):
+        warm.evaluate_case(case, AS_OF, "c")
+    again = json.dumps(warm.evaluate_case(case, AS_OF, "c").to_json("zh"), ensure_ascii=False)
+    uncached = json.dumps(Evaluator(compiled, cache_size=0).evaluate_case(case, AS_OF, "c").to_json("zh"), ensure_ascii=False)
+    assert first == again == uncached
+
+
+def test_two_versions_of_one_playbook_in_one_process_give_their_own_results() -> None:
+    text = (FIXTURES / "pipeline.yaml").read_text(encoding="utf-8")
+    v1 = load_playbook_text(text, "v1.yaml")
+    v2 = load_playbook_text(text.replace("value: 60\n", "value: 80\n", 1).replace('version: "1"', 'version: "2"'), "v2.yaml")
+    case = {"opportunity": {"win_rate": 60}}
+    with compile_playbook(v1) as c1, compile_playbook(v2) as c2:
+        assert c1.ruleset_name != c2.ruleset_name
+        r1 = Evaluator(c1).evaluate_case(case, AS_OF, "c")
+        r2 = Evaluator(c2).evaluate_case(case, AS_OF, "c")
+        assert r1.decisions["tags"] == ["hot", "nameless", "stuck"]
+        assert r2.decisions["tags"] == ["nameless", "stuck"]
+        assert r1.to_json()["playbook"]["hash"] != r2.to_json()["playbook"]["hash"]
+        # interleaved use keeps them apart
+        assert Evaluator(c1).evaluate_case(case, AS_OF, "c").decisions == r1.decisions
+
+
+def test_the_same_playbook_compiled_twice_does_not_collide(pipeline: Any) -> None:
+    with compile_playbook(pipeline) as a, compile_playbook(pipeline) as b:
+        assert a.ruleset_name == b.ruleset_name
+        case = {"opportunity": {"weeks_to_close": 1}}
+        assert Evaluator(a).evaluate_case(case, AS_OF, "c").decisions == Evaluator(b).evaluate_case(case, AS_OF, "c").decisions

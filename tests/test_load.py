@@ -1,0 +1,71 @@
+"""engine/load.py: safe YAML with locations, and what it refuses."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine.errors import PlaybookError
+from engine.load import MAX_BYTES, load_text
+
+
+def codes(text: str) -> list[tuple[str, int, int]]:
+    with pytest.raises(PlaybookError) as info:
+        load_text(text, "f.yaml")
+    return [(p.code, p.location.line, p.location.col) for p in info.value.problems]
+
+
+def test_marks_point_at_keys_and_values() -> None:
+    doc = load_text("a:\n  bb: 1\n  cc: [x, y]\n", "f.yaml")
+    assert doc.data == {"a": {"bb": 1, "cc": ["x", "y"]}}
+    assert str(doc.at(("a", "cc"), key=True)) == "f.yaml:3:3"
+    assert str(doc.at(("a", "cc", 1))) == "f.yaml:3:11"
+    # an unknown path falls back to its nearest known parent
+    assert str(doc.at(("a", "cc", 7))) == "f.yaml:3:7"
+
+
+def test_duplicate_keys_are_all_reported() -> None:
+    assert codes("a: 1\nb: 2\na: 3\nb: 4\n") == [("yaml_duplicate_key", 3, 1), ("yaml_duplicate_key", 4, 1)]
+
+
+def test_aliases_are_refused_before_expansion() -> None:
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}]\n" for i in range(20)
+    )
+    assert codes(bomb)[0][0] == "yaml_alias"
+
+
+def test_deep_nesting_is_refused_without_recursion_error() -> None:
+    assert codes("x: " + "[" * 5000 + "]" * 5000)[0][0] == "yaml_too_deep"
+
+
+def test_oversized_text_is_refused() -> None:
+    assert codes("x: '" + "a" * MAX_BYTES + "'")[0][0] == "yaml_too_large"
+
+
+@pytest.mark.parametrize("word", ["no", "yes", "on", "off", "No", "ON"])
+def test_yaml_11_booleans_are_flagged(word: str) -> None:
+    assert codes(f"a: {word}\n") == [("yaml_ambiguous_bool", 1, 4)]
+
+
+def test_quoted_and_literal_booleans_are_fine() -> None:
+    assert load_text("a: 'no'\nb: true\nc: false\n").data == {"a": "no", "b": True, "c": False}
+
+
+def test_dates_stay_text() -> None:
+    assert load_text("d: 2026-11-27\n").data == {"d": "2026-11-27"}
+
+
+def test_syntax_error_has_a_location() -> None:
+    assert codes("a: {b: 1\nc: 2\n")[0][0] == "yaml_syntax"
+
+
+def test_empty_document() -> None:
+    assert codes("# nothing\n")[0][0] == "yaml_empty"
+
+
+def test_two_files_in_a_row_do_not_share_locations() -> None:
+    first = load_text("a:\n  b: 1\n", "one.yaml")
+    second = load_text("b: 1\n", "two.yaml")
+    assert str(first.at(("a", "b"))) == "one.yaml:2:6"
+    assert str(second.at(("b",))) == "two.yaml:1:4"
+    assert ("a", "b") not in second.value_marks

@@ -1,0 +1,108 @@
+"""engine/validate.py: every problem at once, sorted, named; the registries match the schema."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine.conditions import COMPARISON_KEYS, OPERATORS
+from engine.errors import PlaybookError
+from engine.validate import load_playbook_text, playbook_schema
+from tests.conftest import FIXTURES
+
+HEAD = """playbook: {id: t, version: "1", languages: [en], title: {en: t}}
+inputs:
+  opportunity.weeks: {type: number, label: {en: weeks}}
+"""
+
+
+def problems(text: str) -> list[tuple[str, int]]:
+    with pytest.raises(PlaybookError) as info:
+        load_playbook_text(text, "t.yaml")
+    return [(p.code, p.location.line) for p in info.value.problems]
+
+
+def test_all_semantic_problems_come_at_once_in_file_order() -> None:
+    text = HEAD + """decisions:
+  layer:
+    label: {en: layer}
+    source: {guide: G-17, quote: q}
+    values: [a, b]
+    rows:
+      - {id: r1, label: {en: r}, when: {opportunity.wekks: 1}, then: a}
+      - {id: r2, label: {en: r}, when: {opportunity.weeks: {gt: 3, lt: 1}}, then: c}
+      - {id: r3, label: {en: r}, when: {opportunity.weeks: {gt: {param: nope}}}, then: a}
+"""
+    assert problems(text) == [
+        ("unknown_input", 10),
+        ("interval_empty", 11),
+        ("unknown_value", 11),
+        ("unknown_parameter", 12),
+    ]
+
+
+def test_schema_and_name_problems_are_reported_together() -> None:
+    text = HEAD + """decisions:
+  layer:
+    label: {en: layer}
+    source: {guide: G-17, quote: q}
+    values: [a, b]
+    colour: red
+    rows:
+      - {id: r1, label: {en: r}, when: {opportunity.wekks: 1}, then: a}
+"""
+    assert problems(text) == [("unknown_key", 9), ("unknown_input", 11)]
+
+
+def test_did_you_mean_for_decision_values() -> None:
+    text = HEAD + """decisions:
+  layer:
+    label: {en: layer}
+    source: {guide: G-17, quote: q}
+    values: [surface, bottom]
+    rows:
+      - {id: r1, label: {en: r}, then: surfase}
+"""
+    with pytest.raises(PlaybookError) as info:
+        load_playbook_text(text, "t.yaml")
+    assert "did you mean 'surface'?" in info.value.problems[0].message
+
+
+def test_a_cycle_names_its_loop() -> None:
+    text = HEAD + """decisions:
+  a:
+    label: {en: a}
+    source: {guide: G-17, quote: q}
+    values: [x]
+    rows: [{id: r, label: {en: r}, when: {b: x}, then: x}]
+  b:
+    label: {en: b}
+    source: {guide: G-17, quote: q}
+    values: [x]
+    rows: [{id: r, label: {en: r}, when: {a: x}, then: x}]
+"""
+    with pytest.raises(PlaybookError) as info:
+        load_playbook_text(text, "t.yaml")
+    [problem] = info.value.problems
+    assert problem.code == "decision_cycle"
+    assert "a → b → a" in problem.message
+
+
+def test_evaluation_order_follows_dependencies_not_file_order(pipeline) -> None:  # type: ignore[no-untyped-def]
+    order = [node.name for node in pipeline.order]
+    assert order.index("funnel_layer") < order.index("attention")
+    assert order.index("size") < order.index("attention")
+    assert order.index("flag_retail") < order.index("watch")  # watch reads flagged, which flag_retail sets
+
+
+def test_content_hash_identifies_the_text() -> None:
+    text = (FIXTURES / "pipeline.yaml").read_text(encoding="utf-8")
+    one = load_playbook_text(text, "a.yaml")
+    two = load_playbook_text(text + "\n# a comment\n", "a.yaml")
+    assert one.content_hash != two.content_hash
+    assert one.content_hash == load_playbook_text(text, "b.yaml").content_hash
+
+
+def test_schema_operator_keys_match_the_registry() -> None:
+    schema_ops = set(playbook_schema()["$defs"]["test"]["then"]["properties"])
+    registry = (set(OPERATORS) - {"interval"}) | set(COMPARISON_KEYS)
+    assert schema_ops == registry
