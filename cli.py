@@ -89,7 +89,11 @@ _playbook_option = click.option(
     help="The playbook file.",
 )
 _input_option = click.option(
-    "--input", "input_file", required=True, type=click.File("r", encoding="utf-8-sig"), help="JSON Lines cases ('-' for stdin)."
+    "--input",
+    "input_file",
+    required=True,
+    type=click.File("r", encoding="utf-8-sig"),
+    help="JSON Lines cases ('-' for stdin).",
 )
 _as_of_option = click.option("--as-of", "as_of", help="Evaluation date, YYYY-MM-DD (default: today).")
 _lang_option = click.option("--lang", type=click.Choice(["zh", "en"]), default="zh", show_default=True)
@@ -132,7 +136,9 @@ def recommend(playbook_path: str, input_file: IO[str], as_of: str | None, fmt: s
 @click.option("--why-not", "why_not", help="An action id, or decision=value: say which condition failed.")
 @_as_of_option
 @_lang_option
-def explain(playbook_path: str, input_file: IO[str], case_id: str, why_not: str | None, as_of: str | None, lang: str) -> None:
+def explain(
+    playbook_path: str, input_file: IO[str], case_id: str, why_not: str | None, as_of: str | None, lang: str
+) -> None:
     """Explain one case: every step with the values it read and its course source."""
     from engine import CaseError, EngineFault
     from engine.explain import UnknownTarget, why

@@ -17,7 +17,10 @@ __all__ = ["case_id_of", "read_cases"]
 
 def case_id_of(case: dict[str, Any], line_number: int) -> str:
     """The case's ``id``, else its opportunity's id, else ``line N``."""
-    for candidate in (case.get("id"), (case.get("opportunity") or {}).get("id") if isinstance(case.get("opportunity"), dict) else None):
+    for candidate in (
+        case.get("id"),
+        (case.get("opportunity") or {}).get("id") if isinstance(case.get("opportunity"), dict) else None,
+    ):
         if isinstance(candidate, str | int) and not isinstance(candidate, bool) and str(candidate):
             return str(candidate)
     return f"line {line_number}"

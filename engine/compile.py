@@ -22,6 +22,7 @@ results:
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -179,10 +180,9 @@ class CompiledPlaybook:
         return tuple(dict.fromkeys(member for _, member in fired[:-1]))
 
     def _reset_session(self) -> None:
-        try:
+        # The session may not exist yet; then there is nothing to undo.
+        with contextlib.suppress(Exception):
             self._host.delete_state(self.ruleset_name, SESSION_ID)
-        except Exception:  # noqa: BLE001, S110 - the session may not exist yet; nothing else to undo
-            pass
 
     def live_facts(self) -> list[Any]:
         """Facts still held in the session (always none between questions)."""

@@ -207,4 +207,3 @@ def durable_expr(
     parts = [durable_expr(item, field_of, index_of, list_vars, negated) for item in condition.items]
     conjunction = isinstance(condition, AllOf) != negated  # De Morgan
     return _and(parts) if conjunction else _or(parts)
-

@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 __all__ = [
     "CaseError",
@@ -68,7 +69,7 @@ class CaseError(Exception):
         self.message = message
         super().__init__(f"case {case_id}: {code}: {message}")
 
-    def to_json(self) -> dict[str, str]:
+    def to_json(self) -> dict[str, Any]:
         return {"case": self.case_id, "error": {"code": self.code, "message": self.message}}
 
 

@@ -115,8 +115,10 @@ def _normalise(field: InputField, value: Any) -> Any:
 
 def _declared(value: Any, declared: tuple[Any, ...]) -> Any:
     for candidate in declared:
-        if candidate == value and isinstance(candidate, bool) == isinstance(value, bool) and (
-            isinstance(candidate, str) == isinstance(value, str)
+        if (
+            candidate == value
+            and isinstance(candidate, bool) == isinstance(value, bool)
+            and (isinstance(candidate, str) == isinstance(value, str))
         ):
             return candidate
     raise ValueError(f"'{value}' is not one of: {', '.join(str(v) for v in declared)}")
@@ -212,7 +214,7 @@ class Evaluator:
             raise CaseError(case_id, "bad_input", "a case is an object with opportunity, account and market")
         inputs, derived = prepare_inputs(self.playbook, case, as_of, case_id)
         values = dict(inputs)
-        decisions: dict[str, Any] = {name: None for name in self.playbook.decisions}
+        decisions: dict[str, Any] = dict.fromkeys(self.playbook.decisions)
         set_by: dict[str, str] = {}
         recommendations: list[dict[str, Any]] = []
         trace: list[dict[str, Any]] = [{"derived": d} for d in derived]
@@ -257,7 +259,9 @@ class Evaluator:
                 self._answers[key] = answer
         return [plan.cnode.members.index(m) for m in answer], results
 
-    def _conditions(self, plan: _NodePlan, member: int, results: list[bool], values: dict[str, Any]) -> list[dict[str, Any]]:
+    def _conditions(
+        self, plan: _NodePlan, member: int, results: list[bool], values: dict[str, Any]
+    ) -> list[dict[str, Any]]:
         start = sum(plan.atom_counts[:member])
         out = []
         for atom, result, negated in zip(
@@ -373,7 +377,12 @@ class Evaluator:
         for rec in rule.recommends:
             params = {name: self._output(out, values, None, case_id) for name, out in rec.params.items()}
             recommendations.append(
-                {"id": rec.action, "params": params, "rule": rule.id, "source": self.playbook.actions[rec.action].source.to_json()}
+                {
+                    "id": rec.action,
+                    "params": params,
+                    "rule": rule.id,
+                    "source": self.playbook.actions[rec.action].source.to_json(),
+                }
             )
             recommended.append(rec.action)
         entry: dict[str, Any] = {

@@ -191,7 +191,9 @@ def why(playbook: Playbook, result: dict[str, Any], lang: str) -> str:
                 lines.append(f"      → {_var_label(playbook, name, lang)} = {_value_text(playbook, name, value, lang)}")
             for action_id in step.get("recommend", []):
                 action = playbook.actions[action_id]
-                lines.append(f"      → {_w(lang, 'recommendations')}: {action.label.get(lang, action_id)} {_cite(action.source)}")
+                lines.append(
+                    f"      → {_w(lang, 'recommendations')}: {action.label.get(lang, action_id)} {_cite(action.source)}"
+                )
     if not result["recommendations"]:
         lines.append(f"  {_w(lang, 'no_action')}")
     return "\n".join(lines)
@@ -209,12 +211,12 @@ def _parse_target(playbook: Playbook, target: str) -> tuple[str, str, Any]:
                 return "decision", name, value
         if decision.values is None:
             return "decision", name, raw
-        raise UnknownTarget(
-            f"'{raw}' is not a value of '{name}'{did_you_mean(raw, [str(v) for v in decision.values])}"
-        )
+        raise UnknownTarget(f"'{raw}' is not a value of '{name}'{did_you_mean(raw, [str(v) for v in decision.values])}")
     if target in playbook.actions:
         return "action", target, None
-    choices = list(playbook.actions) + [f"{d}={v}" for d in playbook.decisions for v in playbook.decisions[d].values or ()]
+    choices = list(playbook.actions) + [
+        f"{d}={v}" for d in playbook.decisions for v in playbook.decisions[d].values or ()
+    ]
     raise UnknownTarget(
         f"'{target}' is no action of the playbook{did_you_mean(target, choices)}; "
         "name an action id, or a decision value as decision=value"
@@ -250,19 +252,24 @@ def why_not(playbook: Playbook, result: dict[str, Any], target: str, lang: str) 
         actual = result["decisions"].get(name)
         if actual == wanted or (isinstance(actual, list) and wanted in actual):
             return f"{lines[0]}\n  {_w(lang, 'is')} {_value_text(playbook, name, actual, lang)}"
-        step = next((s for s in result["trace"] if s.get("decision") == name), {"fired": []})
-        fired = {f["row"]: f for f in step["fired"]}
+        step: dict[str, Any] = next((s for s in result["trace"] if s.get("decision") == name), {"fired": []})
+        fired_rows = {f["row"] for f in step["fired"]}
         chosen = [f["row"] for f in step["fired"] if f["chosen"]]
-        candidates = [
+        row_candidates = [
             row
             for row in decision.rows
-            if (isinstance(row.then, Literal) and (row.then.value == wanted or (isinstance(row.then.value, list) and wanted in row.then.value)))
+            if (
+                isinstance(row.then, Literal)
+                and (row.then.value == wanted or (isinstance(row.then.value, list) and wanted in row.then.value))
+            )
             or isinstance(row.then, ValueOf)
         ]
-        for row in candidates:
+        for row in row_candidates:
             lines.append(f"  {_w(lang, 'row')} {row.id} 「{row.label.get(lang, row.id)}」 {_cite(row.source)}")
-            if row.id in fired:
-                lines.append(f"    {_w(lang, 'fired_not_chosen').format(policy=decision.hit_policy)} {', '.join(chosen)}")
+            if row.id in fired_rows:
+                lines.append(
+                    f"    {_w(lang, 'fired_not_chosen').format(policy=decision.hit_policy)} {', '.join(chosen)}"
+                )
                 continue
             lines.append(f"    {_w(lang, 'not_fired')}; {_w(lang, 'failed')}:")
             lines.extend(f"      {c}" for c in _failed(playbook, row.when, values, lang))

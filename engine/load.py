@@ -72,7 +72,7 @@ class _GuardedLoader(yaml.SafeLoader):
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()
+            event = self.peek_event()  # type: ignore[no-untyped-call]
             raise _Refused(
                 event.start_mark,
                 "yaml_alias",
@@ -81,7 +81,7 @@ class _GuardedLoader(yaml.SafeLoader):
         self._depth += 1
         if self._depth > MAX_DEPTH:
             raise _Refused(
-                self.peek_event().start_mark,
+                self.peek_event().start_mark,  # type: ignore[no-untyped-call]
                 "yaml_too_deep",
                 f"nesting deeper than {MAX_DEPTH} levels",
             )
@@ -129,6 +129,7 @@ class _Builder:
             return result
         if isinstance(node, yaml.SequenceNode):
             return [self.build(item, (*path, i)) for i, item in enumerate(node.value)]
+        assert isinstance(node, yaml.ScalarNode)
         return self.scalar(node)
 
     def scalar(self, node: yaml.ScalarNode) -> Any:

@@ -14,7 +14,7 @@ import json
 from collections.abc import Iterable
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import jsonschema
 from jsonschema.exceptions import ValidationError, best_match
@@ -166,7 +166,8 @@ class _Builder:
                     )
             return
         if validator == "required":
-            missing = [k for k in error.validator_value if k not in error.instance]
+            present = cast(dict[str, Any], error.instance)
+            missing = [k for k in cast(list[str], error.validator_value) if k not in present]
             for key in missing:
                 self.report(path, "missing_key", f"{where} needs the key '{key}'")
             return
@@ -185,7 +186,7 @@ class _Builder:
             )
             return
         if validator == "enum":
-            choices = [str(c) for c in error.validator_value]
+            choices = [str(c) for c in cast(list[Any], error.validator_value)]
             self.report(
                 path,
                 "bad_value",
@@ -219,7 +220,7 @@ class _Builder:
             self.report((), "wrong_type", "a playbook is a mapping with the keys playbook, decisions, ...")
             return None
         self.schema_pass(data)
-        meta = data.get("playbook") if isinstance(data.get("playbook"), dict) else {}
+        meta: dict[str, Any] = data["playbook"] if isinstance(data.get("playbook"), dict) else {}
         langs = meta.get("languages") if isinstance(meta, dict) else None
         if isinstance(langs, list) and langs and all(isinstance(x, str) for x in langs):
             self.languages = tuple(langs)
@@ -403,7 +404,8 @@ class _Builder:
             self.report(
                 path,
                 "unknown_value",
-                f"'{_fmt(value)}' is not a value of '{var}'{hint}; its values are: {', '.join(_fmt(v) for v in values)}",
+                f"'{_fmt(value)}' is not a value of '{var}'{hint}; "
+                f"its values are: {', '.join(_fmt(v) for v in values)}",
             )
             return False
         expected = {"number": (int, float), "string": (str,), "date": (str,), "boolean": (bool,)}.get(kind)
@@ -452,9 +454,11 @@ class _Builder:
         if found is None:
             return None
         kind, values = found
-        numeric = kind == "number" or (kind == "enum" and values is not None and all(
-            isinstance(v, int | float) and not isinstance(v, bool) for v in values
-        ))
+        numeric = kind == "number" or (
+            kind == "enum"
+            and values is not None
+            and all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
+        )
         item_values = values if kind == "list" else None
         ops: dict[str, Any] = test if isinstance(test, dict) else {"equals": test}
         atoms: list[Atom] = []
@@ -517,7 +521,9 @@ class _Builder:
         self, var: str, ops: dict[str, Any], keys: list[str], numeric: bool, path: Path_
     ) -> tuple[Interval, str] | None:
         if not numeric:
-            self.report((*path, keys[0]), "operator_type", f"'{keys[0]}' compares numbers; '{var}' is not a number", key=True)
+            self.report(
+                (*path, keys[0]), "operator_type", f"'{keys[0]}' compares numbers; '{var}' is not a number", key=True
+            )
             return None
         bounds: dict[str, tuple[float, str]] = {}
         for key in keys:
@@ -538,8 +544,10 @@ class _Builder:
         low = bounds[low_key][0] if low_key else None
         high = bounds[high_key][0] if high_key else None
         interval = Interval(low, low_key == "gte", high, high_key == "lte")
-        if low is not None and high is not None and (
-            low > high or (low == high and not (interval.low_closed and interval.high_closed))
+        if (
+            low is not None
+            and high is not None
+            and (low > high or (low == high and not (interval.low_closed and interval.high_closed)))
         ):
             self.report(
                 (*path, low_key or "gt"),
@@ -563,7 +571,11 @@ class _Builder:
             if found is None:
                 code = "unknown_input" if "." in var else "unknown_decision"
                 pool = self.inputs if "." in var else self.decision_specs
-                self.report((*path, "value_of"), code, f"unknown {'input' if '.' in var else 'decision'} '{var}'{did_you_mean(var, pool)}")
+                self.report(
+                    (*path, "value_of"),
+                    code,
+                    f"unknown {'input' if '.' in var else 'decision'} '{var}'{did_you_mean(var, pool)}",
+                )
                 return None
             return ValueOf(var)
         resolved = self.operand(raw, path)
@@ -579,12 +591,17 @@ class _Builder:
             if not isinstance(value, list):
                 self.report(path, "operand_type", f"decision '{target}' is a list; give a list of values")
                 return None
-            ok = all([self.check_value(target, v, "enum", values, path) for v in value])
+            verdicts = [self.check_value(target, v, "enum", values, path) for v in value]  # report every bad one
+            ok = all(verdicts)
             return Literal(list(value)) if ok else None
         if isinstance(value, list):
             self.report(path, "operand_type", f"decision '{target}' takes one value, not a list")
             return None
-        return Literal(value) if self.check_value(target, value, kind if kind != "list" else "enum", values, path) else None
+        return (
+            Literal(value)
+            if self.check_value(target, value, kind if kind != "list" else "enum", values, path)
+            else None
+        )
 
     # -- decisions, rules, actions --------------------------------------------
 
@@ -596,9 +613,13 @@ class _Builder:
         if kind in ("enum", "list") and not values:
             self.report(path, "missing_values", f"decision '{name}' is of type {kind} and needs its 'values'", key=True)
         if hit_policy == "collect" and kind != "list":
-            self.report((*path, "hit_policy"), "hit_policy_type", f"'collect' gathers a list; declare '{name}' type: list")
+            self.report(
+                (*path, "hit_policy"), "hit_policy_type", f"'collect' gathers a list; declare '{name}' type: list"
+            )
         if hit_policy == "priority" and not values:
-            self.report((*path, "hit_policy"), "hit_policy_type", "'priority' ranks outputs by the order of 'values'; list them")
+            self.report(
+                (*path, "hit_policy"), "hit_policy_type", "'priority' ranks outputs by the order of 'values'; list them"
+            )
         value_labels: dict[str, Text] = {}
         for value, labels in (spec.get("value_labels") or {}).items():
             label_path: Path_ = (*path, "value_labels", value)
@@ -621,7 +642,11 @@ class _Builder:
                 continue
             row_id = str(row.get("id"))
             if row_id in seen:
-                self.report((*row_path, "id"), "duplicate_id", f"row id '{row_id}' is used twice in '{name}' (first at row {seen[row_id] + 1})")
+                self.report(
+                    (*row_path, "id"),
+                    "duplicate_id",
+                    f"row id '{row_id}' is used twice in '{name}' (first at row {seen[row_id] + 1})",
+                )
             seen.setdefault(row_id, index)
             when = self.condition(row["when"], (*row_path, "when")) if "when" in row else None
             then = self.output(row.get("then"), name, (*row_path, "then"), collect_item=hit_policy == "collect")
@@ -679,7 +704,11 @@ class _Builder:
                 continue
             rule_id = str(spec.get("id"))
             if rule_id in seen:
-                self.report((*path, "id"), "duplicate_id", f"rule id '{rule_id}' is used twice (first at rule {seen[rule_id] + 1})")
+                self.report(
+                    (*path, "id"),
+                    "duplicate_id",
+                    f"rule id '{rule_id}' is used twice (first at rule {seen[rule_id] + 1})",
+                )
             seen.setdefault(rule_id, index)
             then = spec.get("then") or {}
             sets: dict[str, Output] = {}
@@ -687,11 +716,21 @@ class _Builder:
             for target, raw_value in (then.get("set") or {}).items():
                 set_path: Path_ = (*path, "then", "set", target)
                 if target not in self.decision_specs:
-                    self.report(set_path, "unknown_decision", f"unknown decision '{target}'{did_you_mean(str(target), self.decision_specs)}", key=True)
+                    self.report(
+                        set_path,
+                        "unknown_decision",
+                        f"unknown decision '{target}'{did_you_mean(str(target), self.decision_specs)}",
+                        key=True,
+                    )
                     ok = False
                     continue
                 if self.decision_specs[target].get("rows"):
-                    self.report(set_path, "decision_has_table", f"decision '{target}' is made by its table; a rule cannot also set it", key=True)
+                    self.report(
+                        set_path,
+                        "decision_has_table",
+                        f"decision '{target}' is made by its table; a rule cannot also set it",
+                        key=True,
+                    )
                     ok = False
                     continue
                 out = self.output(raw_value, str(target), set_path)
@@ -704,7 +743,11 @@ class _Builder:
                 rec_path: Path_ = (*path, "then", "recommend", i)
                 action = str(rec.get("action"))
                 if action not in actions:
-                    self.report((*rec_path, "action"), "unknown_action", f"unknown action '{action}'{did_you_mean(action, actions)}")
+                    self.report(
+                        (*rec_path, "action"),
+                        "unknown_action",
+                        f"unknown action '{action}'{did_you_mean(action, actions)}",
+                    )
                     ok = False
                 params: dict[str, Output] = {}
                 for pname, pvalue in (rec.get("params") or {}).items():
@@ -757,9 +800,7 @@ class _Builder:
         producers: dict[str, list[int]] = {}
         for decision in playbook.decisions.values():
             if decision.rows:
-                reads = tuple(
-                    dict.fromkeys(v for row in decision.rows for v in reads_of(row.when, [row.then]))
-                )
+                reads = tuple(dict.fromkeys(v for row in decision.rows for v in reads_of(row.when, [row.then])))
                 producers.setdefault(decision.name, []).append(len(nodes))
                 nodes.append(Node("table", decision.name, reads))
         for rule in playbook.rules:
@@ -776,11 +817,20 @@ class _Builder:
             if state[i] == 2:
                 return True
             if state[i] == 1:
-                cycle = stack[stack.index(i) :] + [i]
+                cycle = [*stack[stack.index(i) :], i]
                 names = [nodes[j].name for j in cycle]
                 first = nodes[i]
-                where: Path_ = ("decisions", first.name) if first.kind == "table" else ("rules", playbook.rules_by_id[first.name].index)
-                self.report(where, "decision_cycle", "decisions depend on each other in a cycle: " + " → ".join(names), key=first.kind == "table")
+                where: Path_ = (
+                    ("decisions", first.name)
+                    if first.kind == "table"
+                    else ("rules", playbook.rules_by_id[first.name].index)
+                )
+                self.report(
+                    where,
+                    "decision_cycle",
+                    "decisions depend on each other in a cycle: " + " → ".join(names),
+                    key=first.kind == "table",
+                )
                 return False
             state[i] = 1
             for j in deps[i]:
@@ -798,7 +848,11 @@ class _Builder:
     def check_limits(self, playbook: Playbook) -> None:
         durable_rules = sum(len(d.rows) + 1 for d in playbook.decisions.values() if d.rows) + 2 * len(playbook.rules)
         if durable_rules > MAX_DURABLE_RULES:
-            self.report((), "playbook_too_large", f"{durable_rules} rows and rules; the engine holds at most {MAX_DURABLE_RULES}")
+            self.report(
+                (),
+                "playbook_too_large",
+                f"{durable_rules} rows and rules; the engine holds at most {MAX_DURABLE_RULES}",
+            )
         for node in playbook.order:
             width = 3
             for var in node.reads:
@@ -806,4 +860,9 @@ class _Builder:
                 width += 1 + len(found[1] or ()) if found and found[0] == "list" else 1
             if width > MAX_NODE_PROPERTIES:
                 where: Path_ = ("decisions", node.name) if node.kind == "table" else ("rules",)
-                self.report(where, "node_too_wide", f"'{node.name}' reads {width} values; at most {MAX_NODE_PROPERTIES}", key=True)
+                self.report(
+                    where,
+                    "node_too_wide",
+                    f"'{node.name}' reads {width} values; at most {MAX_NODE_PROPERTIES}",
+                    key=True,
+                )

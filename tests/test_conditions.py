@@ -44,7 +44,11 @@ def atom() -> st.SearchStrategy[dict[str, Any]]:
             {
                 "opportunity.n": st.one_of(
                     numbers,
-                    st.builds(lambda op, x: {op: x}, st.sampled_from(["gt", "gte", "lt", "lte", "equals", "not_equals"]), numbers),
+                    st.builds(
+                        lambda op, x: {op: x},
+                        st.sampled_from(["gt", "gte", "lt", "lte", "equals", "not_equals"]),
+                        numbers,
+                    ),
                     interval(),
                     st.builds(lambda xs: {"one_of": xs}, st.lists(numbers, min_size=1, max_size=3, unique=True)),
                     presence,
@@ -66,7 +70,11 @@ def atom() -> st.SearchStrategy[dict[str, Any]]:
             }
         ),
         st.fixed_dictionaries(
-            {"opportunity.w": st.one_of(st.sampled_from([0, 20, 40]), st.builds(lambda x: {"gte": x}, st.sampled_from([0, 20, 40])))}
+            {
+                "opportunity.w": st.one_of(
+                    st.sampled_from([0, 20, 40]), st.builds(lambda x: {"gte": x}, st.sampled_from([0, 20, 40]))
+                )
+            }
         ),
         st.fixed_dictionaries(
             {

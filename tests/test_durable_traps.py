@@ -153,5 +153,3 @@ def test_one_hundred_thousand_distinct_cases_give_one_hundred_thousand_results(c
         seen.add(item.case)  # type: ignore[union-attr]
         count += 1
     assert count == len(seen) == 100_000
-
-

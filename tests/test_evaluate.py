@@ -108,8 +108,13 @@ def test_bad_input_is_one_clear_error(evaluator: Evaluator, objects: dict[str, A
 
 
 def test_unique_violation_is_an_error_of_that_case_only() -> None:
-    text = (FIXTURES / "pipeline.yaml").read_text(encoding="utf-8").replace(
-        "when: {opportunity.weeks_to_close: {gt: 2, lte: 10}}", "when: {opportunity.weeks_to_close: {gte: 2, lte: 10}}"
+    text = (
+        (FIXTURES / "pipeline.yaml")
+        .read_text(encoding="utf-8")
+        .replace(
+            "when: {opportunity.weeks_to_close: {gt: 2, lte: 10}}",
+            "when: {opportunity.weeks_to_close: {gte: 2, lte: 10}}",
+        )
     )
     with compile_playbook(load_playbook_text(text, "overlap.yaml")) as compiled:
         out = list(
@@ -124,14 +129,17 @@ def test_unique_violation_is_an_error_of_that_case_only() -> None:
 
 
 def test_conflicting_rules_fail_the_case() -> None:
-    text = (FIXTURES / "pipeline.yaml").read_text(encoding="utf-8").replace(
-        "  - id: push\n",
-        "  - id: unflag\n    label: {zh: 取消, en: unflag}\n    source: {guide: G-10, quote: q}\n"
-        "    when: {account.segment: retail}\n    then:\n      set: {flagged: false}\n  - id: push\n",
+    text = (
+        (FIXTURES / "pipeline.yaml")
+        .read_text(encoding="utf-8")
+        .replace(
+            "  - id: push\n",
+            "  - id: unflag\n    label: {zh: 取消, en: unflag}\n    source: {guide: G-10, quote: q}\n"
+            "    when: {account.segment: retail}\n    then:\n      set: {flagged: false}\n  - id: push\n",
+        )
     )
-    with compile_playbook(load_playbook_text(text, "conflict.yaml")) as compiled:
-        with pytest.raises(CaseError) as info:
-            Evaluator(compiled).evaluate_case({"account": {"segment": "retail"}}, AS_OF, "c")
+    with compile_playbook(load_playbook_text(text, "conflict.yaml")) as compiled, pytest.raises(CaseError) as info:
+        Evaluator(compiled).evaluate_case({"account": {"segment": "retail"}}, AS_OF, "c")
     assert info.value.code == "decision_conflict"
 
 
@@ -142,14 +150,18 @@ def test_same_input_same_output_byte_for_byte(compiled: Any) -> None:
     for _ in range(3):
         warm.evaluate_case(case, AS_OF, "c")
     again = json.dumps(warm.evaluate_case(case, AS_OF, "c").to_json("zh"), ensure_ascii=False)
-    uncached = json.dumps(Evaluator(compiled, cache_size=0).evaluate_case(case, AS_OF, "c").to_json("zh"), ensure_ascii=False)
+    uncached = json.dumps(
+        Evaluator(compiled, cache_size=0).evaluate_case(case, AS_OF, "c").to_json("zh"), ensure_ascii=False
+    )
     assert first == again == uncached
 
 
 def test_two_versions_of_one_playbook_in_one_process_give_their_own_results() -> None:
     text = (FIXTURES / "pipeline.yaml").read_text(encoding="utf-8")
     v1 = load_playbook_text(text, "v1.yaml")
-    v2 = load_playbook_text(text.replace("value: 60\n", "value: 80\n", 1).replace('version: "1"', 'version: "2"'), "v2.yaml")
+    v2 = load_playbook_text(
+        text.replace("value: 60\n", "value: 80\n", 1).replace('version: "1"', 'version: "2"'), "v2.yaml"
+    )
     case = {"opportunity": {"win_rate": 60}}
     with compile_playbook(v1) as c1, compile_playbook(v2) as c2:
         assert c1.ruleset_name != c2.ruleset_name
@@ -166,4 +178,7 @@ def test_the_same_playbook_compiled_twice_does_not_collide(pipeline: Any) -> Non
     with compile_playbook(pipeline) as a, compile_playbook(pipeline) as b:
         assert a.ruleset_name == b.ruleset_name
         case = {"opportunity": {"weeks_to_close": 1}}
-        assert Evaluator(a).evaluate_case(case, AS_OF, "c").decisions == Evaluator(b).evaluate_case(case, AS_OF, "c").decisions
+        assert (
+            Evaluator(a).evaluate_case(case, AS_OF, "c").decisions
+            == Evaluator(b).evaluate_case(case, AS_OF, "c").decisions
+        )

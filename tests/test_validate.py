@@ -22,7 +22,9 @@ def problems(text: str) -> list[tuple[str, int]]:
 
 
 def test_all_semantic_problems_come_at_once_in_file_order() -> None:
-    text = HEAD + """decisions:
+    text = (
+        HEAD
+        + """decisions:
   layer:
     label: {en: layer}
     source: {guide: G-17, quote: q}
@@ -32,6 +34,7 @@ def test_all_semantic_problems_come_at_once_in_file_order() -> None:
       - {id: r2, label: {en: r}, when: {opportunity.weeks: {gt: 3, lt: 1}}, then: c}
       - {id: r3, label: {en: r}, when: {opportunity.weeks: {gt: {param: nope}}}, then: a}
 """
+    )
     assert problems(text) == [
         ("unknown_input", 10),
         ("interval_empty", 11),
@@ -41,7 +44,9 @@ def test_all_semantic_problems_come_at_once_in_file_order() -> None:
 
 
 def test_schema_and_name_problems_are_reported_together() -> None:
-    text = HEAD + """decisions:
+    text = (
+        HEAD
+        + """decisions:
   layer:
     label: {en: layer}
     source: {guide: G-17, quote: q}
@@ -50,11 +55,14 @@ def test_schema_and_name_problems_are_reported_together() -> None:
     rows:
       - {id: r1, label: {en: r}, when: {opportunity.wekks: 1}, then: a}
 """
+    )
     assert problems(text) == [("unknown_key", 9), ("unknown_input", 11)]
 
 
 def test_did_you_mean_for_decision_values() -> None:
-    text = HEAD + """decisions:
+    text = (
+        HEAD
+        + """decisions:
   layer:
     label: {en: layer}
     source: {guide: G-17, quote: q}
@@ -62,13 +70,16 @@ def test_did_you_mean_for_decision_values() -> None:
     rows:
       - {id: r1, label: {en: r}, then: surfase}
 """
+    )
     with pytest.raises(PlaybookError) as info:
         load_playbook_text(text, "t.yaml")
     assert "did you mean 'surface'?" in info.value.problems[0].message
 
 
 def test_a_cycle_names_its_loop() -> None:
-    text = HEAD + """decisions:
+    text = (
+        HEAD
+        + """decisions:
   a:
     label: {en: a}
     source: {guide: G-17, quote: q}
@@ -80,6 +91,7 @@ def test_a_cycle_names_its_loop() -> None:
     values: [x]
     rows: [{id: r, label: {en: r}, when: {a: x}, then: x}]
 """
+    )
     with pytest.raises(PlaybookError) as info:
         load_playbook_text(text, "t.yaml")
     [problem] = info.value.problems

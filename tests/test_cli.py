@@ -1,0 +1,185 @@
+"""cli.py: exit codes, the JSON output's schema, text in both languages, and no case lost through the CLI."""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import jsonschema
+import pytest
+from click.testing import CliRunner
+
+from cli import main
+from tests.conftest import FIXTURES, ROOT
+
+PIPELINE = str(FIXTURES / "pipeline.yaml")
+CASES = [
+    '{"id": "a", "opportunity": {"weeks_to_close": 1, "win_rate": 80}, "account": {"segment": "retail"}}',
+    '{"id": "b", "opportunity": {"close_date": "2027-03-01", "milestones": ["a"]}}',
+]
+
+
+@pytest.fixture
+def cases_file(tmp_path: Path) -> Path:
+    path = tmp_path / "cases.jsonl"
+    path.write_text("\n".join(CASES) + "\n", encoding="utf-8")
+    return path
+
+
+def invoke(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(main, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_json_output_follows_the_result_schema(cases_file: Path) -> None:
+    code, out, err = invoke(
+        "recommend", "--playbook", PIPELINE, "--input", str(cases_file), "--as-of", "2026-11-27", "--format", "json"
+    )
+    assert code == 0, err
+    schema = json.loads((ROOT / "schemas" / "result.schema.json").read_text(encoding="utf-8"))
+    lines = [json.loads(line) for line in out.splitlines()]
+    for line in lines:
+        jsonschema.validate(line, schema)
+    assert [line["case"] for line in lines] == ["a", "b"]
+    assert lines[0]["recommendations"][0]["label"] == "积极跟进"  # --lang defaults to zh
+    assert "2 cases: 2 results, 0 errors" in err
+
+
+def test_bad_lines_are_reported_and_the_run_fails(tmp_path: Path) -> None:
+    path = tmp_path / "cases.jsonl"
+    path.write_text(CASES[0] + "\n{oops\n\n" + '{"opportunity": {"win_rate": 65}}\n', encoding="utf-8")
+    code, out, err = invoke("recommend", "--playbook", PIPELINE, "--input", str(path), "--format", "json")
+    assert code == 1
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert [line.get("error", {}).get("code") for line in lines] == [None, "bad_json", "bad_input"]
+    assert [line["case"] for line in lines] == ["a", "line 2", "line 4"]
+    assert "3 cases: 1 results, 2 errors" in err
+
+
+def test_text_output_reads_in_each_language(cases_file: Path) -> None:
+    _, zh, _ = invoke(
+        "recommend", "--playbook", PIPELINE, "--input", str(cases_file), "--as-of", "2026-11-27", "--lang", "zh"
+    )
+    _, en, _ = invoke(
+        "recommend", "--playbook", PIPELINE, "--input", str(cases_file), "--as-of", "2026-11-27", "--lang", "en"
+    )
+    assert "漏斗位置: 底层" in zh and "积极跟进" in zh
+    assert "funnel layer: bottom" in en and "follow up hard" in en
+
+
+def test_explain_and_why_not(cases_file: Path) -> None:
+    code, out, _ = invoke(
+        "explain",
+        "--playbook",
+        PIPELINE,
+        "--input",
+        str(cases_file),
+        "--as-of",
+        "2026-11-27",
+        "--case",
+        "a",
+        "--lang",
+        "en",
+    )
+    assert code == 0
+    assert "weeks to close = 1 (≤ 2) ✓" in out
+    assert "[G-22 「积极跟进」]" in out
+    code, out, _ = invoke(
+        "explain",
+        "--playbook",
+        PIPELINE,
+        "--input",
+        str(cases_file),
+        "--as-of",
+        "2026-11-27",
+        "--case",
+        "b",
+        "--why-not",
+        "follow_up",
+        "--lang",
+        "en",
+    )
+    assert code == 0
+    assert "rule push" in out and "attention = low (= high) ✗" in out
+
+
+def test_explain_unknown_case_and_unknown_target(cases_file: Path) -> None:
+    code, _, err = invoke("explain", "--playbook", PIPELINE, "--input", str(cases_file), "--case", "zzz")
+    assert code == 1 and "no case 'zzz'" in err
+    code, _, err = invoke(
+        "explain", "--playbook", PIPELINE, "--input", str(cases_file), "--case", "a", "--why-not", "folow_up"
+    )
+    assert code == 2 and "did you mean 'follow_up'" in err
+
+
+def test_usage_errors_exit_2(cases_file: Path) -> None:
+    assert invoke("recommend", "--playbook", PIPELINE)[0] == 2
+    assert invoke("recommend", "--playbook", PIPELINE, "--input", str(cases_file), "--as-of", "tomorrow")[0] == 2
+    assert invoke("frobnicate")[0] == 2
+
+
+def test_an_invalid_playbook_fails_recommend_with_its_problems(tmp_path: Path, cases_file: Path) -> None:
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(
+        (FIXTURES / "pipeline.yaml").read_text(encoding="utf-8").replace("then: middle", "then: midle"),
+        encoding="utf-8",
+    )
+    code, _, err = invoke("recommend", "--playbook", str(broken), "--input", str(cases_file))
+    assert code == 1
+    assert f"{broken}:" in err and "unknown_value" in err
+
+
+def test_one_hundred_thousand_cases_through_the_cli_none_lost_or_doubled(tmp_path: Path) -> None:
+    rng = random.Random(5)
+    source = tmp_path / "cases.jsonl"
+    with source.open("w", encoding="utf-8") as out:
+        for i in range(100_000):
+            opportunity = {
+                "weeks_to_close": rng.randint(-3, 30),
+                "milestones": rng.sample(["a", "b", "c", "d"], rng.randint(0, 4)),
+            }
+            if i % 3:
+                opportunity["win_rate"] = rng.choice([0, 20, 40, 60, 80])
+            out.write(
+                json.dumps(
+                    {
+                        "id": f"opp-{i}",
+                        "opportunity": opportunity,
+                        "account": {"segment": rng.choice(["gov", "bank", "retail"])},
+                    }
+                )
+                + "\n"
+            )
+    target = tmp_path / "out.jsonl"
+    with target.open("w", encoding="utf-8") as out:
+        done = subprocess.run(
+            [
+                sys.executable,
+                str(ROOT / "cli.py"),
+                "recommend",
+                "--playbook",
+                PIPELINE,
+                "--input",
+                str(source),
+                "--format",
+                "json",
+                "--as-of",
+                "2026-11-27",
+            ],
+            stdout=out,
+            stderr=subprocess.PIPE,
+            text=True,
+            check=False,
+        )
+    assert done.returncode == 0, done.stderr
+    seen: set[str] = set()
+    count = 0
+    with target.open(encoding="utf-8") as lines:
+        for line in lines:
+            seen.add(json.loads(line)["case"])
+            count += 1
+    assert count == len(seen) == 100_000
+    assert "100000 cases: 100000 results, 0 errors" in done.stderr
