@@ -61,13 +61,14 @@ def main() -> None:
 @click.argument("playbooks", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--verbose", "-v", is_flag=True, help=f"Show every problem, not just the first {SHOWN_PROBLEMS}.")
 def check(playbooks: tuple[str, ...], verbose: bool) -> None:
-    """Check playbooks; print every problem as file:line:col: code: message."""
+    """Check playbooks, their tables included; print every problem as file:line:col: code: message."""
     from engine import PlaybookError, load_playbook
+    from engine.analyse import analyse
 
     problems = []
     for path in playbooks:
         try:
-            load_playbook(path)
+            problems.extend(sorted(analyse(load_playbook(path)), key=lambda p: p.sort_key()))
         except PlaybookError as error:
             problems.extend(error.problems)
     shown = problems if verbose else problems[:SHOWN_PROBLEMS]
@@ -78,6 +79,53 @@ def check(playbooks: tuple[str, ...], verbose: bool) -> None:
     if problems:
         sys.exit(1)
     click.echo(f"ok: {len(playbooks)} playbook{'s' if len(playbooks) != 1 else ''} valid", err=True)
+
+
+@main.command(name="test")
+@click.argument("playbook_path", type=click.Path(dir_okay=False, exists=True))
+@click.option(
+    "--tests",
+    "tests_dir",
+    type=click.Path(file_okay=False, exists=True),
+    help="Test folder (default: tests/<name>/ beside the playbook).",
+)
+@click.option(
+    "--min-coverage",
+    type=click.FloatRange(0, 100),
+    default=0.0,
+    help="Fail when fewer rows and rules (percent) are reached.",
+)
+def test_command(playbook_path: str, tests_dir: str | None, min_coverage: float) -> None:
+    """Run a playbook's tests: expected against actual, and the rows and rules no test reaches."""
+    from engine import PlaybookError
+    from engine.testing import default_test_dir, load_tests, run_tests
+
+    playbook = _load(playbook_path)
+    folder = Path(tests_dir) if tests_dir else default_test_dir(playbook_path)
+    files = sorted(folder.glob("*.yaml")) if folder.is_dir() else []
+    if not files:
+        _fail(f"no test files (*.yaml) in {folder}")
+    try:
+        tests = load_tests(files, playbook)
+    except PlaybookError as error:
+        _fail("\n".join(str(p) for p in error.problems))
+    report = run_tests(playbook, tests)
+    for outcome in report.failed:
+        click.echo(f"FAIL {outcome.test.location} {outcome.test.name}")
+        for line in outcome.differences:
+            click.echo(f"  {line}")
+    passed = len(report.outcomes) - len(report.failed)
+    click.echo(f"{passed} passed, {len(report.failed)} failed")
+    click.echo(
+        f"coverage: {report.coverage:.1f}% of rows and rules "
+        f"({len(report.members) - len(report.not_reached)}/{len(report.members)})"
+    )
+    if report.not_reached:
+        click.echo("not reached by any test: " + ", ".join(report.not_reached))
+    if report.failed:
+        sys.exit(1)
+    if report.coverage < min_coverage:
+        _fail(f"coverage {report.coverage:.1f}% is under --min-coverage {min_coverage:g}")
 
 
 _playbook_option = click.option(

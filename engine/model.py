@@ -151,6 +151,7 @@ class Decision:
     hit_policy: str
     rows: tuple[Row, ...]
     location: Location
+    output: bool = False  # shown to people; nothing else need read it
 
     def value_label(self, value: Any, lang: str) -> str:
         labels = self.value_labels.get(str(value))

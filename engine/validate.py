@@ -45,7 +45,7 @@ from engine.model import (
     ValueOf,
 )
 
-__all__ = ["SCHEMA_PATH", "build_playbook", "load_playbook", "load_playbook_text", "playbook_schema"]
+__all__ = ["SCHEMA_PATH", "DocumentChecker", "build_playbook", "load_playbook", "load_playbook_text", "playbook_schema"]
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "playbook.schema.json"
 
@@ -109,15 +109,16 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-class _Builder:
+class DocumentChecker:
+    """Located reports and the JSON Schema pass for one loaded document.
+
+    Shared by playbooks, playbook tests and mappings, so they all report alike.
+    """
+
     def __init__(self, doc: Document) -> None:
         self.doc = doc
         self.problems: list[Problem] = []
         self.broken: set[Path_] = set()
-        self.languages: tuple[str, ...] = ("zh", "en")
-        self.parameters: dict[str, Parameter] = {}
-        self.inputs: dict[str, InputField] = {}
-        self.decision_specs: dict[str, dict[str, Any]] = {}
 
     # -- reporting -------------------------------------------------------
 
@@ -132,8 +133,8 @@ class _Builder:
 
     # -- schema pass -----------------------------------------------------
 
-    def schema_pass(self, data: Any) -> None:
-        validator = jsonschema.Draft202012Validator(playbook_schema())
+    def schema_pass(self, data: Any, schema: dict[str, Any]) -> None:
+        validator = jsonschema.Draft202012Validator(schema)
         for error in validator.iter_errors(data):
             self.schema_problem(error)
 
@@ -212,6 +213,15 @@ class _Builder:
             return
         self.report(path, "schema_error", f"{where}: {error.message}")
 
+
+class _Builder(DocumentChecker):
+    def __init__(self, doc: Document) -> None:
+        super().__init__(doc)
+        self.languages: tuple[str, ...] = ("zh", "en")
+        self.parameters: dict[str, Parameter] = {}
+        self.inputs: dict[str, InputField] = {}
+        self.decision_specs: dict[str, dict[str, Any]] = {}
+
     # -- the walk --------------------------------------------------------
 
     def build(self) -> Playbook | None:
@@ -219,7 +229,7 @@ class _Builder:
         if not isinstance(data, dict):
             self.report((), "wrong_type", "a playbook is a mapping with the keys playbook, decisions, ...")
             return None
-        self.schema_pass(data)
+        self.schema_pass(data, playbook_schema())
         meta: dict[str, Any] = data["playbook"] if isinstance(data.get("playbook"), dict) else {}
         langs = meta.get("languages") if isinstance(meta, dict) else None
         if isinstance(langs, list) and langs and all(isinstance(x, str) for x in langs):
@@ -679,6 +689,7 @@ class _Builder:
             hit_policy=hit_policy,
             rows=tuple(rows),
             location=self.doc.at(path, key=True),
+            output=bool(spec.get("output", False)),
         )
 
     def build_action(self, name: str, spec: dict[str, Any]) -> Action | None:

@@ -1,0 +1,312 @@
+"""The table checker: gaps, overlaps, unreachable rows and rules, unused decisions, unreachable actions.
+
+Runs over a checked playbook, never over cases.  Each variable a table reads is
+split into *cells*: the regions its tests cannot tell apart (for numbers, the
+points and open stretches between every bound the table uses; for enumerations,
+each value a decision can actually take; for lists, which of the tested items
+are in it; "missing" where a row tests ``present``).  Every combination of cells
+is one representative case; reading each row's condition over it shows which
+rows cover it.  Uncovered combinations are merged back into readable regions.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from engine.conditions import atoms_of, evaluate_condition
+from engine.errors import Problem
+from engine.model import Atom, Condition, Decision, Interval, Playbook, ValueOf
+
+__all__ = ["MAX_COMBINATIONS", "analyse"]
+
+MAX_COMBINATIONS = 50_000
+"""Tables whose combinations of cells exceed this are not searched for gaps and overlaps."""
+
+_MISSING_TEXT = "missing"
+
+
+@dataclass(frozen=True)
+class _Cell:
+    value: Any  # a representative value (None: missing)
+    text: str
+    low: float | None = None  # numeric cells: the stretch they stand for
+    low_closed: bool = False
+    high: float | None = None
+    high_closed: bool = False
+    numeric: bool = False
+
+
+def _fmt(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else str(x)
+
+
+def _numeric_cells(bounds: Iterable[float]) -> list[_Cell]:
+    points = sorted(set(bounds))
+    if not points:
+        return [_Cell(0, "any number", numeric=True)]
+    cells = [_Cell(points[0] - 1, "", None, False, points[0], False, True)]
+    for i, p in enumerate(points):
+        cells.append(_Cell(p, "", p, True, p, True, True))
+        nxt = points[i + 1] if i + 1 < len(points) else None
+        cells.append(_Cell((p + nxt) / 2 if nxt is not None else p + 1, "", p, False, nxt, False, True))
+    return cells
+
+
+def _range_text(cells: Sequence[_Cell]) -> str:
+    first, last = cells[0], cells[-1]
+    if first.low is not None and first.low == last.high and first.low_closed and last.high_closed:
+        return f"= {_fmt(first.low)}"
+    low = _fmt(first.low) if first.low is not None else "-∞"
+    high = _fmt(last.high) if last.high is not None else "∞"
+    return f"in {'[' if first.low_closed else '('}{low}, {high}{']' if last.high_closed else ')'}"
+
+
+class _Analyser:
+    def __init__(self, playbook: Playbook) -> None:
+        self.playbook = playbook
+        self.problems: list[Problem] = []
+        self.domains = self._decision_domains()
+
+    def report(self, location: Any, code: str, message: str) -> None:
+        self.problems.append(Problem(location, code, message))
+
+    # -- what each variable can be -----------------------------------------------
+
+    def _decision_domains(self) -> dict[str, tuple[Any, ...] | None]:
+        """The values each enumerated decision can really take (None: not enumerable)."""
+        domains: dict[str, tuple[Any, ...] | None] = {}
+        for decision in self.playbook.decisions.values():
+            if decision.values is None or decision.type == "list":
+                domains[decision.name] = None
+                continue
+            outputs: list[Any] = []
+            sources = [row.then for row in decision.rows] + [
+                rule.sets[decision.name] for rule in self.playbook.rules if decision.name in rule.sets
+            ]
+            for out in sources:
+                if isinstance(out, ValueOf):
+                    outputs = list(decision.values)
+                    break
+                outputs.append(out.value)
+            domains[decision.name] = tuple(v for v in decision.values if v in outputs)
+        return domains
+
+    def cells(self, var: str, atoms: list[Atom]) -> list[_Cell] | None:
+        mine = [a for a in atoms if a.var == var]
+        if var in self.playbook.inputs:
+            field = self.playbook.inputs[var]
+            kind, values = field.type, field.values
+        else:
+            decision = self.playbook.decisions[var]
+            kind, values = decision.type, self.domains.get(var)
+            if kind == "list":
+                values = decision.values
+        cells: list[_Cell]
+        if kind == "list":
+            tested = sorted(
+                {
+                    x
+                    for a in mine
+                    if a.op.startswith("contains")
+                    for x in (a.operand if isinstance(a.operand, tuple) else (a.operand,))
+                },
+                key=lambda x: (values or ()).index(x) if values and x in values else 0,
+            )
+            if len(tested) > 12:
+                return None
+            cells = []
+            for picks in itertools.product([False, True], repeat=len(tested)):
+                chosen = [x for x, on in zip(tested, picks, strict=True) if on]
+                others = [x for x, on in zip(tested, picks, strict=True) if not on]
+                text = (
+                    "has {"
+                    + ", ".join(map(str, chosen))
+                    + "}"
+                    + (f" not {{{', '.join(map(str, others))}}}" if others else "")
+                )
+                cells.append(_Cell(chosen, text))
+        elif values is not None:
+            cells = [_Cell(v, f"= {v}") for v in values]
+        elif kind == "boolean":
+            cells = [_Cell(True, "= true"), _Cell(False, "= false")]
+        elif kind == "number":
+            bounds: list[float] = []
+            for a in mine:
+                if isinstance(a.operand, Interval):
+                    bounds += [b for b in (a.operand.low, a.operand.high) if b is not None]
+                elif a.op in ("equals", "not_equals"):
+                    bounds.append(a.operand)
+                elif a.op in ("one_of", "not_one_of"):
+                    bounds += list(a.operand)
+            cells = _numeric_cells(bounds)
+        else:
+            named = sorted(
+                {
+                    str(x)
+                    for a in mine
+                    if a.op != "present"
+                    for x in (a.operand if isinstance(a.operand, tuple) else (a.operand,))
+                }
+            )
+            cells = [_Cell(v, f"= {v}") for v in named] + [_Cell("\x00other", "other")]
+        if any(a.op == "present" for a in mine):
+            cells.append(_Cell(None, _MISSING_TEXT))
+        return cells
+
+    # -- tables ----------------------------------------------------------------
+
+    def combinations(self, conditions: list[Condition | None]) -> tuple[list[str], list[list[_Cell]]] | None:
+        atoms = [a for c in conditions for a in atoms_of(c)]
+        variables = list(dict.fromkeys(a.var for a in atoms))
+        grid = []
+        for var in variables:
+            cells = self.cells(var, atoms)
+            if cells is None:
+                return None
+            grid.append(cells)
+        total = 1
+        for cells in grid:
+            total *= len(cells)
+        if total > MAX_COMBINATIONS:
+            return None
+        return variables, grid
+
+    def table(self, decision: Decision) -> None:
+        conditions = [row.when for row in decision.rows]
+        found = self.combinations(conditions)
+        if found is None:
+            return
+        variables, grid = found
+        uncovered: list[tuple[int, ...]] = []
+        first_hits: set[int] = set()
+        matched_ever: set[int] = set()
+        overlaps: dict[tuple[int, int], tuple[int, ...]] = {}
+        for combo in itertools.product(*(range(len(cells)) for cells in grid)):
+            values = {var: grid[k][i].value for k, (var, i) in enumerate(zip(variables, combo, strict=True))}
+            hits = [r for r, c in enumerate(conditions) if c is None or evaluate_condition(c, values)]
+            matched_ever.update(hits)
+            if hits:
+                first_hits.add(hits[0])
+            else:
+                uncovered.append(combo)
+            if decision.hit_policy == "unique":
+                for pair in itertools.combinations(hits, 2):
+                    overlaps.setdefault(pair, combo)
+        name = decision.name
+        if decision.hit_policy != "collect":
+            for region in _merge(uncovered, grid):
+                self.report(
+                    decision.location,
+                    "table_gap",
+                    f"no row of '{name}' covers {_region_text(region, variables, grid)}",
+                )
+        for (a, b), combo in sorted(overlaps.items()):
+            rows = decision.rows
+            where = _region_text([(i, i) for i in combo], variables, grid)
+            self.report(
+                rows[b].location,
+                "table_overlap",
+                f"rows '{rows[a].id}' and '{rows[b].id}' of '{name}' both match when {where}, "
+                "but its hit policy is unique",
+            )
+        for r, row in enumerate(decision.rows):
+            if r not in matched_ever:
+                self.report(
+                    row.location, "row_unreachable", f"row '{row.id}' of '{name}': its conditions can never hold"
+                )
+            elif decision.hit_policy == "first" and r not in first_hits:
+                self.report(
+                    row.location,
+                    "row_unreachable",
+                    f"row '{row.id}' of '{name}' never fires first: earlier rows take every case it matches",
+                )
+
+    # -- rules, decisions, actions --------------------------------------------
+
+    def rules(self) -> set[str]:
+        """Check each rule can fire; return the actions that some firing rule recommends."""
+        reachable: set[str] = set()
+        for rule in self.playbook.rules:
+            found = self.combinations([rule.when])
+            fires = True
+            if found is not None and rule.when is not None:
+                variables, grid = found
+                fires = any(
+                    evaluate_condition(
+                        rule.when, {v: grid[k][i].value for k, (v, i) in enumerate(zip(variables, combo, strict=True))}
+                    )
+                    for combo in itertools.product(*(range(len(cells)) for cells in grid))
+                )
+            if not fires:
+                self.report(rule.location, "rule_unreachable", f"rule '{rule.id}': its conditions can never hold")
+                continue
+            reachable.update(rec.action for rec in rule.recommends)
+        return reachable
+
+    def run(self) -> list[Problem]:
+        for decision in self.playbook.decisions.values():
+            if decision.rows:
+                self.table(decision)
+        reachable = self.rules()
+        read = {var for node in self.playbook.order for var in node.reads}
+        for decision in self.playbook.decisions.values():
+            if decision.name not in read and not decision.output:
+                self.report(
+                    decision.location,
+                    "decision_unused",
+                    f"nothing reads decision '{decision.name}'; use it, remove it, or mark it output: true",
+                )
+        for action in self.playbook.actions.values():
+            if action.id not in reachable:
+                self.report(
+                    action.location, "action_unreachable", f"no rule that can fire recommends action '{action.id}'"
+                )
+        return self.problems
+
+
+def _merge(combos: list[tuple[int, ...]], grid: list[list[_Cell]]) -> list[list[tuple[int, int]]]:
+    """Merge uncovered combinations into regions: contiguous numeric cells, whole enumerations."""
+    regions = [[(i, i) for i in combo] for combo in combos]
+    for k, cells in enumerate(grid):
+        groups: dict[tuple[tuple[int, int], ...], list[tuple[int, int]]] = {}
+        for region in regions:
+            rest = tuple(region[:k] + region[k + 1 :])
+            groups.setdefault(rest, []).append(region[k])
+        merged = []
+        for rest, spans in groups.items():
+            spans.sort()
+            if cells[0].numeric:
+                joined: list[tuple[int, int]] = []
+                for lo, hi in spans:
+                    if joined and joined[-1][1] + 1 == lo and cells[lo].numeric and cells[joined[-1][1]].numeric:
+                        joined[-1] = (joined[-1][0], hi)
+                    else:
+                        joined.append((lo, hi))
+            elif len(spans) == len(cells):
+                joined = [(0, len(cells) - 1)]
+            else:
+                joined = spans
+            for span in joined:
+                merged.append([*rest[:k], span, *rest[k:]])
+        regions = merged
+    return sorted(regions)
+
+
+def _region_text(region: list[tuple[int, int]], variables: list[str], grid: list[list[_Cell]]) -> str:
+    parts = []
+    for var, (lo, hi), cells in zip(variables, region, grid, strict=True):
+        if lo == 0 and hi == len(cells) - 1 and len(cells) > 1:
+            continue  # any value of this variable
+        if cells[lo].numeric:
+            parts.append(f"{var} {_range_text(cells[lo : hi + 1])}")
+        else:
+            parts.append(f"{var} {cells[lo].text}")
+    return ", ".join(parts) or "any case"
+
+
+def analyse(playbook: Playbook) -> list[Problem]:
+    """Every table and reachability problem of a checked playbook."""
+    return _Analyser(playbook).run()

@@ -1,0 +1,94 @@
+"""The table checker finds seeded defects, each at its place with its code."""
+
+from __future__ import annotations
+
+from engine.analyse import analyse
+from engine.validate import load_playbook_text
+from tests.conftest import FIXTURES
+
+TEXT = (FIXTURES / "pipeline.yaml").read_text(encoding="utf-8")
+
+
+def found(text: str) -> list[tuple[str, int, str]]:
+    return [(p.code, p.location.line, p.message) for p in analyse(load_playbook_text(text, "seeded.yaml"))]
+
+
+def line_of(text: str, needle: str) -> int:
+    return text[: text.index(needle)].count("\n") + 1
+
+
+def test_the_fixture_is_clean() -> None:
+    assert found(TEXT) == []
+
+
+def test_a_gap_is_reported_as_the_interval_no_row_covers() -> None:
+    text = TEXT.replace(
+        "when: {opportunity.weeks_to_close: {gt: 2, lte: 10}}", "when: {opportunity.weeks_to_close: {gt: 4, lte: 10}}"
+    )
+    assert found(text) == [
+        (
+            "table_gap",
+            line_of(text, "  funnel_layer:"),
+            "no row of 'funnel_layer' covers opportunity.weeks_to_close in (2, 4]",
+        )
+    ]
+
+
+def test_an_overlap_under_unique_is_reported_at_the_later_row() -> None:
+    text = TEXT.replace("when: {opportunity.weeks_to_close: {lte: 2}}", "when: {opportunity.weeks_to_close: {lte: 3}}")
+    [(code, line, message)] = found(text)
+    assert code == "table_overlap"
+    assert line == line_of(text, "      - id: bottom")
+    assert (
+        "rows 'middle' and 'bottom' of 'funnel_layer' both match when opportunity.weeks_to_close in (2, 3)" in message
+    )
+
+
+def test_a_row_shadowed_under_first_is_unreachable() -> None:
+    text = TEXT.replace(
+        "        when: {opportunity.milestones: {contains: a}}\n        then: 20",
+        "        when: {opportunity.milestones: {contains_all: [a, b, c]}}\n        then: 20",
+    )
+    [(code, line, message)] = found(text)
+    assert (code, line) == ("row_unreachable", line_of(text, "      - id: one"))
+    assert "never fires first" in message
+
+
+def test_a_row_that_can_never_hold() -> None:
+    text = TEXT.replace(
+        "        when: {account.name: {present: false}}",
+        "        when: {all: [{account.name: {present: false}}, {account.name: x}]}",
+    )
+    [(code, line, message)] = found(text)
+    assert (code, line) == ("row_unreachable", line_of(text, "      - id: nameless"))
+    assert "can never hold" in message
+
+
+def test_a_dangling_decision_and_an_unreachable_action() -> None:
+    text = TEXT.replace(
+        "  flagged:\n",
+        "  orphan:\n    label: {zh: 孤, en: orphan}\n    source: {guide: G-10, quote: q}\n    values: [x]\n    rows: [{id: x, label: {zh: x, en: x}, then: x}]\n  flagged:\n",
+    )
+    text += "  never:\n    label: {zh: 从不, en: never}\n    source: {guide: G-19, quote: q}\n"
+    assert [(c, line) for c, line, _ in found(text)] == [
+        ("decision_unused", line_of(text, "  orphan:")),
+        ("action_unreachable", line_of(text, "  never:")),
+    ]
+
+
+def test_a_rule_waiting_for_a_value_no_row_gives_is_unreachable() -> None:
+    text = TEXT.replace(
+        "        - {attention: high}\n",
+        "        - {attention: high}\n        - {size: big}\n        - {funnel_layer: surface}\n        - {funnel_layer: bottom}\n",
+    )
+    codes = [(c, line) for c, line, _ in found(text)]
+    assert ("rule_unreachable", line_of(text, "  - id: push")) in codes
+    assert ("action_unreachable", line_of(text, "  follow_up:")) in codes
+
+
+def test_output_decisions_are_not_unused() -> None:
+    text = TEXT.replace(
+        "  flagged:\n",
+        "  orphan:\n    label: {zh: 孤, en: orphan}\n    source: {guide: G-10, quote: q}\n    values: [x]\n    output: true\n    rows: [{id: x, label: {zh: x, en: x}, then: x}]\n  flagged:\n",
+    )
+    assert found(text) == []
