@@ -7,6 +7,12 @@ from engine.validate import load_playbook_text
 from tests.conftest import FIXTURES
 
 TEXT = (FIXTURES / "pipeline.yaml").read_text(encoding="utf-8")
+ORPHAN = """  orphan:
+    label: {zh: 孤, en: orphan}
+    source: {guide: G-10, quote: q}
+    values: [x]
+    rows: [{id: x, label: {zh: x, en: x}, then: x}]
+"""
 
 
 def found(text: str) -> list[tuple[str, int, str]]:
@@ -67,7 +73,7 @@ def test_a_row_that_can_never_hold() -> None:
 def test_a_dangling_decision_and_an_unreachable_action() -> None:
     text = TEXT.replace(
         "  flagged:\n",
-        "  orphan:\n    label: {zh: 孤, en: orphan}\n    source: {guide: G-10, quote: q}\n    values: [x]\n    rows: [{id: x, label: {zh: x, en: x}, then: x}]\n  flagged:\n",
+        ORPHAN + "  flagged:\n",
     )
     text += "  never:\n    label: {zh: 从不, en: never}\n    source: {guide: G-19, quote: q}\n"
     assert [(c, line) for c, line, _ in found(text)] == [
@@ -79,7 +85,7 @@ def test_a_dangling_decision_and_an_unreachable_action() -> None:
 def test_a_rule_waiting_for_a_value_no_row_gives_is_unreachable() -> None:
     text = TEXT.replace(
         "        - {attention: high}\n",
-        "        - {attention: high}\n        - {size: big}\n        - {funnel_layer: surface}\n        - {funnel_layer: bottom}\n",
+        "        - {attention: high}\n        - {funnel_layer: surface}\n        - {funnel_layer: bottom}\n",
     )
     codes = [(c, line) for c, line, _ in found(text)]
     assert ("rule_unreachable", line_of(text, "  - id: push")) in codes
@@ -89,6 +95,6 @@ def test_a_rule_waiting_for_a_value_no_row_gives_is_unreachable() -> None:
 def test_output_decisions_are_not_unused() -> None:
     text = TEXT.replace(
         "  flagged:\n",
-        "  orphan:\n    label: {zh: 孤, en: orphan}\n    source: {guide: G-10, quote: q}\n    values: [x]\n    output: true\n    rows: [{id: x, label: {zh: x, en: x}, then: x}]\n  flagged:\n",
+        ORPHAN + "    output: true\n  flagged:\n",
     )
     assert found(text) == []
