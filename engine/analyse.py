@@ -190,8 +190,8 @@ class _Analyser:
             matched_ever.update(hits)
             if hits:
                 first_hits.add(hits[0])
-            else:
-                uncovered.append(combo)
+            elif any(value is not None for value in values.values()):
+                uncovered.append(combo)  # a case that knows none of the table's inputs may stay undetermined
             if decision.hit_policy == "unique":
                 for pair in itertools.combinations(hits, 2):
                     overlaps.setdefault(pair, combo)

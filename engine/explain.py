@@ -44,6 +44,8 @@ _WORDS: dict[str, dict[str, str]] = {
         "missing": "缺失",
         "negated": "不应成立",
         "params": "参数",
+        "yes": "是",
+        "no": "否",
     },
     "en": {
         "case": "case",
@@ -71,6 +73,8 @@ _WORDS: dict[str, dict[str, str]] = {
         "missing": "missing",
         "negated": "must not hold",
         "params": "params",
+        "yes": "yes",
+        "no": "no",
     },
 }
 
@@ -101,6 +105,8 @@ def _value_text(playbook: Playbook, var: str, value: Any, lang: str) -> str:
     if value is None:
         return _w(lang, "missing")
     decision = playbook.decisions.get(var)
+    if isinstance(value, bool) and (decision is None or str(value) not in decision.value_labels):
+        return _w(lang, "yes" if value else "no")
     if decision is None:
         return ", ".join(map(str, value)) if isinstance(value, list) else str(value)
     if isinstance(value, list):

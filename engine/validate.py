@@ -470,20 +470,24 @@ class _Builder(DocumentChecker):
             and all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
         )
         item_values = values if kind == "list" else None
-        ops: dict[str, Any] = test if isinstance(test, dict) else {"equals": test}
+        shorthand = not isinstance(test, dict) or set(test) == {"param"}
+        ops: dict[str, Any] = {"equals": test} if shorthand else test
         atoms: list[Atom] = []
         ok = True
         where = self.loc(path)
         for op, raw in ops.items():
             if op in COMPARISON_KEYS:
                 continue
-            op_path: Path_ = (*path, op) if isinstance(test, dict) else path
+            if op not in OPERATORS:  # the schema pass has reported it, with a suggestion
+                ok = False
+                continue
+            op_path: Path_ = path if shorthand else (*path, op)
             if kind not in OPERATORS[op].types:
                 self.report(
                     op_path,
                     "operator_type",
                     f"'{op}' does not apply to '{var}', which is of type {kind}",
-                    key=isinstance(test, dict),
+                    key=not shorthand,
                 )
                 ok = False
                 continue

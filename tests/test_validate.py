@@ -115,6 +115,46 @@ def test_content_hash_identifies_the_text() -> None:
 
 
 def test_schema_operator_keys_match_the_registry() -> None:
-    schema_ops = set(playbook_schema()["$defs"]["test"]["then"]["properties"])
+    schema_ops = set(playbook_schema()["$defs"]["test_operators"]["then"]["properties"])
     registry = (set(OPERATORS) - {"interval"}) | set(COMPARISON_KEYS)
     assert schema_ops == registry
+
+
+def test_an_unknown_operator_is_reported_not_raised() -> None:
+    text = (
+        HEAD
+        + """decisions:
+  layer:
+    label: {en: layer}
+    source: {guide: G-17, quote: q}
+    values: [a, b]
+    rows:
+      - {id: r1, label: {en: r}, when: {opportunity.weeks: {equal: 1}}, then: a}
+      - {id: r2, label: {en: r}, when: {opportunity.weeks: {gte: 1, foo: 2}}, then: b}
+"""
+    )
+    assert problems(text) == [("unknown_key", 10), ("unknown_key", 11)]
+
+
+def test_parameters_stand_for_single_values_and_lists() -> None:
+    text = """playbook: {id: t, version: "1", languages: [en], title: {en: t}}
+parameters:
+  key_classes: {value: [a, b], label: {en: key classes}}
+  usual: {value: b, label: {en: usual}}
+inputs:
+  account.kind: {type: enum, values: [a, b, c], label: {en: kind}}
+decisions:
+  key:
+    label: {en: key}
+    source: {guide: G-04, quote: q}
+    type: boolean
+    hit_policy: first
+    rows:
+      - {id: usual, label: {en: u}, when: {account.kind: {param: usual}}, then: true}
+      - {id: listed, label: {en: l}, when: {account.kind: {one_of: {param: key_classes}}}, then: true}
+      - {id: other, label: {en: o}, then: false}
+"""
+    playbook = load_playbook_text(text, "t.yaml")
+    [usual, listed, _] = playbook.decisions["key"].rows
+    assert (usual.when.op, usual.when.operand, usual.when.text) == ("equals", "b", "= usual (b)")  # type: ignore[union-attr]
+    assert listed.when.operand == ("a", "b")  # type: ignore[union-attr]
