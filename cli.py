@@ -68,7 +68,7 @@ def check(playbooks: tuple[str, ...], verbose: bool) -> None:
     problems = []
     for path in playbooks:
         try:
-            problems.extend(sorted(analyse(load_playbook(path)), key=lambda p: p.sort_key()))
+            problems.extend(analyse(load_playbook(path)))
         except PlaybookError as error:
             problems.extend(error.problems)
     shown = problems if verbose else problems[:SHOWN_PROBLEMS]

@@ -308,5 +308,5 @@ def _region_text(region: list[tuple[int, int]], variables: list[str], grid: list
 
 
 def analyse(playbook: Playbook) -> list[Problem]:
-    """Every table and reachability problem of a checked playbook."""
-    return _Analyser(playbook).run()
+    """Every table and reachability problem of a checked playbook, in file order."""
+    return sorted(_Analyser(playbook).run(), key=lambda p: p.sort_key())

@@ -1,0 +1,107 @@
+"""The course playbook: complete labels, and the table checker finding seeded defects in copies of it."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from engine.analyse import analyse
+from engine.validate import load_playbook, load_playbook_text
+from tests.conftest import ROOT
+
+COURSE = ROOT / "playbooks" / "course.yaml"
+TEXT = COURSE.read_text(encoding="utf-8")
+
+
+def without_row(text: str, row_id: str) -> str:
+    """The text with one block-style row (``      - id: <row_id>`` up to the next row) cut out."""
+    start = text.index(f"      - id: {row_id}\n")
+    end = re.compile(r"^      - id: |^  \S|^\S", re.M).search(text, start + 1)
+    assert end is not None
+    return text[:start] + text[end.start() :]
+
+
+def line_of(text: str, needle: str) -> int:
+    return text[: text.index(needle)].count("\n") + 1
+
+
+def problems(text: str) -> list[tuple[str, int, str]]:
+    return [(p.code, p.location.line, p.message) for p in analyse(load_playbook_text(text, "copy.yaml"))]
+
+
+def test_the_course_playbook_is_clean() -> None:
+    assert analyse(load_playbook(COURSE)) == []
+
+
+def test_without_the_rows_that_close_them_the_checker_finds_exactly_the_course_gaps() -> None:
+    text = without_row(without_row(TEXT, "gap_2_to_4_weeks"), "gap_6_to_10_weeks")
+    where = line_of(text, "\n  funnel_layer:\n") + 1
+    assert problems(text) == [
+        ("table_gap", where, "no row of 'funnel_layer' covers opportunity.weeks_to_close in (2, 4)"),
+        ("table_gap", where, "no row of 'funnel_layer' covers opportunity.weeks_to_close in (6, 10]"),
+    ]
+
+
+def test_seeded_overlap() -> None:
+    text = TEXT.replace(
+        "when: {opportunity.weeks_to_close: {gte: 4, lte: 6}}", "when: {opportunity.weeks_to_close: {gte: 3, lte: 6}}"
+    )
+    [(code, line, message)] = problems(text)
+    assert (code, line) == ("table_overlap", line_of(text, "      - id: middle\n"))
+    assert "rows 'gap_2_to_4_weeks' and 'middle'" in message
+
+
+def test_seeded_unreachable_row() -> None:
+    late = (
+        "      - id: late_attack\n        label: {zh: 迟到, en: late}\n"
+        "        when: {funnel_layer: bottom}\n        then: intensive_attack\n"
+    )
+    start = TEXT.index("      - id: wait_and_watch\n")
+    end = re.compile(r"^  \S", re.M).search(TEXT, start)
+    assert end is not None
+    text = TEXT[: end.start()] + late + TEXT[end.start() :]
+    [(code, line, message)] = problems(text)
+    assert (code, line) == ("row_unreachable", line_of(text, "      - id: late_attack"))
+    assert "never fires first" in message
+
+
+def test_seeded_gap_and_dangling_decision() -> None:
+    text = TEXT.replace("when: {opportunity.weeks_to_close: {gt: 10}}", "when: {opportunity.weeks_to_close: {gt: 12}}")
+    text = text.replace(
+        "\n  funnel_layer:\n",
+        "\n  dangling:\n    label: {zh: 悬空, en: dangling}\n    source: {guide: G-17, quote: 漏斗位置}\n"
+        "    values: [x]\n    rows: [{id: x, label: {zh: x, en: x}, then: x}]\n  funnel_layer:\n",
+    )
+    assert [(c, line) for c, line, _ in problems(text)] == [
+        ("decision_unused", line_of(text, "\n  dangling:\n") + 1),
+        ("table_gap", line_of(text, "\n  funnel_layer:\n") + 1),
+    ]
+    assert "opportunity.weeks_to_close in (10, 12]" in problems(text)[1][2]
+
+
+@pytest.mark.parametrize("lang", ["zh", "en"])
+def test_every_label_a_director_sees_exists_in_both_languages(lang: str) -> None:
+    playbook = load_playbook(COURSE)
+    for action in playbook.actions.values():
+        assert action.label.get(lang), action.id
+    for decision in playbook.decisions.values():
+        assert decision.label.get(lang), decision.name
+        if decision.type in ("enum", "list") and decision.values:
+            for value in decision.values:
+                assert decision.value_labels.get(str(value), {}).get(lang), (decision.name, value)
+        for row in decision.rows:
+            assert row.label.get(lang), (decision.name, row.id)
+    for rule in playbook.rules:
+        assert rule.label.get(lang), rule.id
+
+
+def test_every_part_cites_the_course() -> None:
+    playbook = load_playbook(COURSE)
+    course = (ROOT.parent / "shared" / "course" / "course-zh.txt").read_text(encoding="utf-8")
+    sources = [a.source for a in playbook.actions.values()] + [r.source for r in playbook.rules]
+    for decision in playbook.decisions.values():
+        sources += [decision.source] + [row.source for row in decision.rows]
+    for source in sources:
+        assert re.fullmatch(r"G-\d\d", source.guide)
+        assert source.quote in course, source.quote
