@@ -15,14 +15,15 @@ Every case yields exactly one :class:`Result` or one :class:`CaseError`.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Iterator
+from bisect import bisect_left
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from engine.compile import CompiledNode, CompiledPlaybook
 from engine.conditions import atoms_of, evaluate_condition
 from engine.errors import CaseError, EngineFault
-from engine.model import AllOf, AnyOf, Atom, Condition, Decision, InputField, Literal, Not, Output, Playbook
+from engine.model import AllOf, AnyOf, Atom, Condition, Decision, InputField, Interval, Literal, Not, Output, Playbook
 
 __all__ = ["Evaluator", "Result", "negated_atoms", "prepare_inputs"]
 
@@ -40,7 +41,73 @@ class Result:
     inputs: dict[str, Any]
     decisions: dict[str, Any]
     recommendations: list[dict[str, Any]]
-    trace: list[dict[str, Any]] = field(default_factory=list)
+    derived: list[dict[str, Any]] = field(default_factory=list)
+    values: dict[str, Any] = field(default_factory=dict, repr=False)
+    # (node plan, fired members, atom results, chosen members, decisions a rule set): the trace, unexpanded
+    steps: list[tuple[Any, tuple[int, ...], tuple[bool, ...], tuple[int, ...], dict[str, Any] | None]] = field(
+        default_factory=list, repr=False
+    )
+    _trace: list[dict[str, Any]] | None = field(default=None, repr=False)
+
+    @property
+    def trace(self) -> list[dict[str, Any]]:
+        """Every step in evaluation order: derivations, each table, each rule that fired (built on first use)."""
+        if self._trace is None:
+            self._trace = [{"derived": d} for d in self.derived] + [self._step(*step) for step in self.steps]
+        return self._trace
+
+    def _conditions(self, plan: Any, member: int, results: tuple[bool, ...]) -> list[dict[str, Any]]:
+        start = plan.offsets[member]
+        out = []
+        for k, (atom, negated) in enumerate(zip(plan.atoms[member], plan.negations[member], strict=True)):
+            item = {
+                "input": atom.var,
+                "test": atom.text,
+                "value": self.values.get(atom.var),
+                "result": results[start + k],
+            }
+            if negated:
+                item["negated"] = True
+            out.append(item)
+        return out
+
+    def _step(
+        self,
+        plan: Any,
+        fired: tuple[int, ...],
+        results: tuple[bool, ...],
+        chosen: tuple[int, ...],
+        sets: dict[str, Any] | None,
+    ) -> dict[str, Any]:
+        name = plan.cnode.node.name
+        if plan.cnode.node.kind == "rule":
+            rule = self.playbook.rules_by_id[name]
+            entry: dict[str, Any] = {
+                "rule": name,
+                "conditions": self._conditions(plan, 0, results),
+                "source": rule.source.guide,
+            }
+            if sets:
+                entry["set"] = sets
+            if rule.recommends:
+                entry["recommend"] = [rec.action for rec in rule.recommends]
+            return entry
+        decision = self.playbook.decisions[name]
+        return {
+            "decision": name,
+            "hit_policy": decision.hit_policy,
+            "value": self.decisions[name],
+            "fired": [
+                {
+                    "row": decision.rows[i].id,
+                    "chosen": i in chosen,
+                    "conditions": self._conditions(plan, i, results),
+                    "source": decision.rows[i].source.guide,
+                }
+                for i in fired
+            ],
+            "source": decision.source.guide,
+        }
 
     def to_json(self, lang: str = "en") -> dict[str, Any]:
         pb = self.playbook
@@ -165,13 +232,66 @@ def prepare_inputs(
     return values, derived
 
 
+_OTHER = ("other",)  # the cell of any value no test names
+
+
+def _cell_reader(var: str, atoms: list[Atom], kind: str, values: tuple[Any, ...] | None) -> Callable[[Any], Hashable]:
+    """A function from a value of ``var`` to its cell: values in one cell pass and fail the same tests.
+
+    This is what makes reusing an answer exact: every test of the node gives the
+    same result for every value of a cell (``tests/test_conditions.py`` checks it).
+    """
+    mine = [a for a in atoms if a.var == var]
+    if kind == "list":
+        tested = frozenset(
+            x
+            for a in mine
+            if a.op.startswith("contains")
+            for x in (a.operand if isinstance(a.operand, tuple) else (a.operand,))
+        )
+        return lambda v: None if v is None else tested.intersection(v)
+    numeric = kind == "number" or (
+        kind == "enum"
+        and values is not None
+        and all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
+    )
+    if numeric:
+        points: set[float] = set()
+        for a in mine:
+            if isinstance(a.operand, Interval):
+                points.update(b for b in (a.operand.low, a.operand.high) if b is not None)
+            elif a.op in ("equals", "not_equals"):
+                points.add(a.operand)
+            elif a.op in ("one_of", "not_one_of"):
+                points.update(a.operand)
+        bounds = sorted(points)
+        count = len(bounds)
+
+        def numeric_cell(v: Any) -> Hashable:
+            if v is None:
+                return None
+            i = bisect_left(bounds, v)
+            return 2 * i + 1 if i < count and bounds[i] == v else 2 * i
+
+        return numeric_cell
+    named = frozenset(
+        x
+        for a in mine
+        if a.op in ("equals", "not_equals", "one_of", "not_one_of")
+        for x in (a.operand if isinstance(a.operand, tuple) else (a.operand,))
+    )
+    return lambda v: None if v is None else (v if v in named else _OTHER)
+
+
 @dataclass
 class _NodePlan:
     cnode: CompiledNode
     conditions: list[Condition | None]
-    atom_counts: list[int]
     atoms: list[list[Atom]]
+    offsets: list[int]  # where each member's atoms start in the node's atom results
     negations: list[list[bool]]
+    readers: list[tuple[str, Callable[[Any], Hashable]]]
+    answers: dict[tuple[Hashable, ...], tuple[tuple[int, ...], tuple[bool, ...]]] = field(default_factory=dict)
 
 
 class Evaluator:
@@ -182,8 +302,15 @@ class Evaluator:
         self.compiled = compiled
         self.playbook = compiled.playbook
         self.cache_size = cache_size
-        self._answers: dict[tuple[int, tuple[bool, ...]], tuple[str, ...]] = {}
+        self._remembered = 0
         self._plans = [self._plan(cnode) for cnode in compiled.nodes]
+
+    def _var_type(self, var: str) -> tuple[str, tuple[Any, ...] | None]:
+        if var in self.playbook.inputs:
+            field_ = self.playbook.inputs[var]
+            return field_.type, field_.values
+        decision = self.playbook.decisions[var]
+        return decision.type, decision.values
 
     def _plan(self, cnode: CompiledNode) -> _NodePlan:
         if cnode.node.kind == "table":
@@ -191,7 +318,11 @@ class Evaluator:
         else:
             conditions = [self.playbook.rules_by_id[cnode.node.name].when]
         atoms = [atoms_of(c) for c in conditions]
-        return _NodePlan(cnode, conditions, [len(a) for a in atoms], atoms, [negated_atoms(c) for c in conditions])
+        offsets = [sum(len(a) for a in atoms[:i]) for i in range(len(atoms))]
+        every_atom = [a for member in atoms for a in member]
+        tested = list(dict.fromkeys(a.var for a in every_atom))
+        readers = [(var, _cell_reader(var, every_atom, *self._var_type(var))) for var in tested]
+        return _NodePlan(cnode, conditions, atoms, offsets, [negated_atoms(c) for c in conditions], readers)
 
     # -- public ------------------------------------------------------------------
 
@@ -214,77 +345,63 @@ class Evaluator:
             raise CaseError(case_id, "bad_input", "a case is an object with opportunity, account and market")
         inputs, derived = prepare_inputs(self.playbook, case, as_of, case_id)
         values = dict(inputs)
-        decisions: dict[str, Any] = dict.fromkeys(self.playbook.decisions)
-        set_by: dict[str, str] = {}
-        recommendations: list[dict[str, Any]] = []
-        trace: list[dict[str, Any]] = [{"derived": d} for d in derived]
-        for plan in self._plans:
-            fired, results = self._fired(plan, values)
-            if plan.cnode.node.kind == "table":
-                self._table(plan, fired, results, values, decisions, trace, case_id)
-            elif fired:
-                self._rule(plan, results, values, decisions, set_by, recommendations, trace, case_id)
-        return Result(
+        result = Result(
             case=case_id,
             as_of=as_of.isoformat(),
             playbook=self.playbook,
             inputs=inputs,
-            decisions=decisions,
-            recommendations=recommendations,
-            trace=trace,
+            decisions=dict.fromkeys(self.playbook.decisions),
+            recommendations=[],
+            derived=derived,
+            values=values,
         )
+        set_by: dict[str, str] = {}
+        for plan in self._plans:
+            fired, results = self._answer(plan, values)
+            if plan.cnode.node.kind == "table":
+                self._table(plan, fired, results, result, case_id)
+            elif fired:
+                self._rule(plan, results, result, set_by, case_id)
+        return result
 
     # -- one node ----------------------------------------------------------------
 
-    def _fired(self, plan: _NodePlan, values: dict[str, Any]) -> tuple[list[int], list[bool]]:
-        """Indices of the members durable-rules fires, and every atom's result."""
-        results: list[bool] = []
-        matched: list[int] = []
-        for i, condition in enumerate(plan.conditions):
-            if condition is None or evaluate_condition(condition, values, results):
-                matched.append(i)
-        key = (plan.cnode.index, tuple(results))
-        answer = self._answers.get(key) if self.cache_size else None
-        if answer is None:
-            answer = self.compiled.ask(plan.cnode, values)
-            expected = tuple(plan.cnode.members[i] for i in matched)
-            if answer != expected:
-                raise EngineFault(
-                    f"durable-rules fired {list(answer)} on '{plan.cnode.node.name}' where the conditions "
-                    f"give {list(expected)}"
-                )
-            if self.cache_size:
-                if len(self._answers) >= self.cache_size:
-                    self._answers.clear()
-                self._answers[key] = answer
-        return [plan.cnode.members.index(m) for m in answer], results
-
-    def _conditions(
-        self, plan: _NodePlan, member: int, results: list[bool], values: dict[str, Any]
-    ) -> list[dict[str, Any]]:
-        start = sum(plan.atom_counts[:member])
-        out = []
-        for atom, result, negated in zip(
-            plan.atoms[member], results[start : start + plan.atom_counts[member]], plan.negations[member], strict=True
-        ):
-            item = {"input": atom.var, "test": atom.text, "value": values.get(atom.var), "result": result}
-            if negated:
-                item["negated"] = True
-            out.append(item)
-        return out
+    def _answer(self, plan: _NodePlan, values: dict[str, Any]) -> tuple[tuple[int, ...], tuple[bool, ...]]:
+        """The members durable-rules fires for these values (indices), and every atom's result."""
+        key = tuple(cell(values.get(var)) for var, cell in plan.readers)
+        if self.cache_size:
+            known = plan.answers.get(key)
+            if known is not None:
+                return known
+        collected: list[bool] = []
+        matched = tuple(
+            i
+            for i, condition in enumerate(plan.conditions)
+            if condition is None or evaluate_condition(condition, values, collected)
+        )
+        answer = self.compiled.ask(plan.cnode, values)
+        members = plan.cnode.members
+        if answer != tuple(members[i] for i in matched):
+            raise EngineFault(
+                f"durable-rules fired {list(answer)} on '{plan.cnode.node.name}' where the conditions "
+                f"give {[members[i] for i in matched]}"
+            )
+        known = (matched, tuple(collected))
+        if self.cache_size:
+            if self._remembered >= self.cache_size:
+                for other in self._plans:
+                    other.answers.clear()
+                self._remembered = 0
+            plan.answers[key] = known
+            self._remembered += 1
+        return known
 
     def _table(
-        self,
-        plan: _NodePlan,
-        fired: list[int],
-        results: list[bool],
-        values: dict[str, Any],
-        decisions: dict[str, Any],
-        trace: list[dict[str, Any]],
-        case_id: str,
+        self, plan: _NodePlan, fired: tuple[int, ...], results: tuple[bool, ...], result: Result, case_id: str
     ) -> None:
         decision = self.playbook.decisions[plan.cnode.node.name]
         rows = decision.rows
+        values = result.values
         chosen = self._hit_policy(decision, fired, values, case_id)
         if decision.hit_policy == "collect":
             outputs = [self._output(rows[i].then, values, decision, case_id) for i in chosen]
@@ -292,28 +409,14 @@ class Evaluator:
         else:
             value = self._output(rows[chosen[0]].then, values, decision, case_id) if chosen else None
         values[decision.name] = value
-        decisions[decision.name] = value
-        trace.append(
-            {
-                "decision": decision.name,
-                "hit_policy": decision.hit_policy,
-                "value": value,
-                "fired": [
-                    {
-                        "row": rows[i].id,
-                        "chosen": i in chosen,
-                        "conditions": self._conditions(plan, i, results, values),
-                        "source": rows[i].source.guide,
-                    }
-                    for i in fired
-                ],
-                "source": decision.source.guide,
-            }
-        )
+        result.decisions[decision.name] = value
+        result.steps.append((plan, fired, results, chosen, None))
 
-    def _hit_policy(self, decision: Decision, fired: list[int], values: dict[str, Any], case_id: str) -> list[int]:
+    def _hit_policy(
+        self, decision: Decision, fired: tuple[int, ...], values: dict[str, Any], case_id: str
+    ) -> tuple[int, ...]:
         if not fired:
-            return []
+            return ()
         policy = decision.hit_policy
         if policy == "unique" and len(fired) > 1:
             ids = ", ".join(f"'{decision.rows[i].id}'" for i in fired)
@@ -323,7 +426,7 @@ class Evaluator:
                 f"rows {ids} of '{decision.name}' all match, but its hit policy is unique",
             )
         if policy == "collect":
-            return list(fired)
+            return fired
         if policy == "priority":
             ranking = list(decision.values or ())
 
@@ -331,8 +434,8 @@ class Evaluator:
                 out = self._output(decision.rows[i].then, values, decision, case_id)
                 return ranking.index(out) if out in ranking else len(ranking)
 
-            return [min(fired, key=lambda i: (rank(i), i))]
-        return [fired[0]]
+            return (min(fired, key=lambda i: (rank(i), i)),)
+        return (fired[0],)
 
     def _output(self, output: Output, values: dict[str, Any], decision: Decision | None, case_id: str) -> Any:
         if isinstance(output, Literal):
@@ -349,34 +452,27 @@ class Evaluator:
         return list(value) if isinstance(value, list) else value
 
     def _rule(
-        self,
-        plan: _NodePlan,
-        results: list[bool],
-        values: dict[str, Any],
-        decisions: dict[str, Any],
-        set_by: dict[str, str],
-        recommendations: list[dict[str, Any]],
-        trace: list[dict[str, Any]],
-        case_id: str,
+        self, plan: _NodePlan, results: tuple[bool, ...], result: Result, set_by: dict[str, str], case_id: str
     ) -> None:
         rule = self.playbook.rules_by_id[plan.cnode.node.name]
+        values = result.values
         sets: dict[str, Any] = {}
         for target, output in rule.sets.items():
             value = self._output(output, values, self.playbook.decisions[target], case_id)
-            if target in set_by and decisions[target] != value:
+            if target in set_by and result.decisions[target] != value:
                 raise CaseError(
                     case_id,
                     "decision_conflict",
-                    f"rules '{set_by[target]}' and '{rule.id}' set '{target}' to {decisions[target]!r} and {value!r}",
+                    f"rules '{set_by[target]}' and '{rule.id}' set '{target}' "
+                    f"to {result.decisions[target]!r} and {value!r}",
                 )
             set_by[target] = rule.id
-            decisions[target] = value
+            result.decisions[target] = value
             values[target] = value
             sets[target] = value
-        recommended = []
         for rec in rule.recommends:
             params = {name: self._output(out, values, None, case_id) for name, out in rec.params.items()}
-            recommendations.append(
+            result.recommendations.append(
                 {
                     "id": rec.action,
                     "params": params,
@@ -384,14 +480,4 @@ class Evaluator:
                     "source": self.playbook.actions[rec.action].source.to_json(),
                 }
             )
-            recommended.append(rec.action)
-        entry: dict[str, Any] = {
-            "rule": rule.id,
-            "conditions": self._conditions(plan, 0, results, values),
-            "source": rule.source.guide,
-        }
-        if sets:
-            entry["set"] = sets
-        if recommended:
-            entry["recommend"] = recommended
-        trace.append(entry)
+        result.steps.append((plan, (0,), results, (0,), sets))

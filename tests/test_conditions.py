@@ -182,3 +182,19 @@ def test_durable_rules_and_the_trace_agree(rows: list[dict[str, Any]], inputs: l
             [step] = result.trace
             assert [f["row"] for f in step["fired"]] == expected
             assert compiled.live_facts() == []
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(conditions, min_size=1, max_size=4), st.lists(cases, min_size=2, max_size=12))
+def test_reused_answers_give_the_same_results_and_traces(
+    rows: list[dict[str, Any]], inputs: list[dict[str, Any]]
+) -> None:
+    """Answers reused for values in the same cells are exactly what durable-rules says afresh."""
+    playbook = load_playbook_text(playbook_text(rows), "generated.yaml")
+    with compile_playbook(playbook) as compiled:
+        fresh = Evaluator(compiled, cache_size=0)
+        reusing = Evaluator(compiled)
+        for _ in range(2):  # the second round answers from memory
+            for i, case in enumerate(inputs):
+                want = fresh.evaluate_case({"opportunity": case}, AS_OF, str(i)).to_json()
+                assert reusing.evaluate_case({"opportunity": case}, AS_OF, str(i)).to_json() == want
