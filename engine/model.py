@@ -7,6 +7,7 @@ Nothing here knows YAML or durable-rules.  Every object keeps the
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from engine.errors import Location
@@ -213,6 +214,6 @@ class Playbook:
     text: str = field(repr=False)
     order: tuple[Node, ...] = ()
 
-    @property
+    @cached_property
     def rules_by_id(self) -> dict[str, Rule]:
         return {rule.id: rule for rule in self.rules}
