@@ -6,16 +6,19 @@ decides lives in the library; this module only talks to the terminal.
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
+import hashlib
 import json
+import os
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any, NoReturn
 
 import click
 
 DEFAULT_PLAYBOOK = Path(__file__).resolve().parent / "playbooks" / "course.yaml"
+DEFAULT_DB = os.environ.get("PLAYBOOK_DB", "sqlite:///playbook.db")
 SHOWN_PROBLEMS = 50
 
 
@@ -40,16 +43,6 @@ def _load(path: str) -> Any:
         return load_playbook(path)
     except PlaybookError as error:
         _fail("\n".join(str(p) for p in error.problems))
-
-
-def _results(playbook_path: str, input_file: IO[str], as_of: dt.date) -> Iterator[Any]:
-    from adapters.jsonl import read_cases
-    from engine import Evaluator, compile_playbook
-
-    playbook = _load(playbook_path)
-    with compile_playbook(playbook) as compiled:
-        yield playbook
-        yield from Evaluator(compiled).evaluate(read_cases(input_file), as_of)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -147,32 +140,100 @@ _as_of_option = click.option("--as-of", "as_of", help="Evaluation date, YYYY-MM-
 _lang_option = click.option("--lang", type=click.Choice(["zh", "en"]), default="zh", show_default=True)
 
 
+_db_option = click.option(
+    "--db",
+    default=DEFAULT_DB,
+    show_default=True,
+    help="Audit log database URL (SQLite file or postgresql://...); env PLAYBOOK_DB.",
+)
+
+
+def _open_store(url: str) -> Any:
+    from engine.store import Store
+
+    try:
+        return Store(url)
+    except Exception as error:  # noqa: BLE001 - any driver error becomes one clear line
+        _fail(f"cannot open the audit log {url}: {error}")
+
+
+def _run_key(input_file: IO[str], playbook: Any, as_of: dt.date) -> str | None:
+    """Names one import (file content, playbook version, as_of) so a rerun resumes it; None for stdin."""
+    name = getattr(input_file, "name", "<stdin>")
+    if name in ("<stdin>", "-") or not Path(name).is_file():
+        return None
+    digest = hashlib.sha256()
+    with open(name, "rb") as raw:
+        for block in iter(lambda: raw.read(1 << 20), b""):
+            digest.update(block)
+    digest.update(f"|{playbook.content_hash}|{as_of.isoformat()}".encode())
+    return digest.hexdigest()[:24]
+
+
 @main.command()
 @_playbook_option
 @_input_option
 @_as_of_option
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @_lang_option
-def recommend(playbook_path: str, input_file: IO[str], as_of: str | None, fmt: str, lang: str) -> None:
-    """Evaluate every case and print its decisions and recommendations."""
-    from engine import CaseError, EngineFault
+@_db_option
+@click.option("--no-store", is_flag=True, help="Do not keep the evaluations in the audit log.")
+def recommend(
+    playbook_path: str, input_file: IO[str], as_of: str | None, fmt: str, lang: str, db: str, no_store: bool
+) -> None:
+    """Evaluate every case, print its decisions and recommendations, and keep them in the audit log.
+
+    A file import stopped at any point resumes when run again: cases already stored are not evaluated twice.
+    """
+    from adapters.jsonl import read_numbered_cases
+    from engine import CaseError, EngineFault, Evaluator, compile_playbook
     from engine.explain import render_result
 
-    results = _results(playbook_path, input_file, _as_of(as_of))
-    playbook = next(results)
-    counts = {"results": 0, "errors": 0}
-    try:
-        for item in results:
-            counts["errors" if isinstance(item, CaseError) else "results"] += 1
-            payload = item.to_json() if isinstance(item, CaseError) else item.to_json(lang)
-            if fmt == "json":
-                click.echo(json.dumps(payload, ensure_ascii=False))
-            else:
-                click.echo(render_result(playbook, payload, lang) + "\n")
-    except EngineFault as fault:
-        _fail(f"engine fault, run stopped: {fault}")
+    when = _as_of(as_of)
+    playbook = _load(playbook_path)
+    counts = {"results": 0, "errors": 0, "skipped": 0}
+    seqs: list[int] = []
+    with compile_playbook(playbook) as compiled:
+        evaluator = Evaluator(compiled)
+        numbered = read_numbered_cases(input_file)
+        if no_store:
+            outcomes: Any = ((o, None) for o in evaluator.evaluate((item for _, item in numbered), when))
+        else:
+            from engine.audit import ImportItem, import_cases
+
+            store = _open_store(db)
+            run = _run_key(input_file, playbook, when)
+            done = store.stored_import_keys("jsonl", f"{run}:") if run else set()
+
+            def fresh() -> Any:
+                for number, item in numbered:
+                    key = f"{run}:{number}" if run else None
+                    if key in done:
+                        counts["skipped"] += 1
+                        continue
+                    yield ImportItem(key, item)
+
+            outcomes = import_cases(store, evaluator, fresh(), when, source="jsonl")
+        try:
+            for item, seq in outcomes:
+                counts["errors" if isinstance(item, CaseError) else "results"] += 1
+                payload = item.to_json() if isinstance(item, CaseError) else item.to_json(lang)
+                if seq is not None:
+                    payload = {"evaluation": seq, **payload}
+                    seqs.append(seq)
+                if fmt == "json":
+                    click.echo(json.dumps(payload, ensure_ascii=False))
+                else:
+                    click.echo(render_result(playbook, payload, lang) + "\n")
+        except EngineFault as fault:
+            _fail(f"engine fault, run stopped: {fault}")
     total = counts["results"] + counts["errors"]
-    click.echo(f"{total} cases: {counts['results']} results, {counts['errors']} errors", err=True)
+    summary = f"{total} cases: {counts['results']} results, {counts['errors']} errors"
+    if counts["skipped"]:
+        summary += f"; {counts['skipped']} already stored by an earlier run of this import"
+    if seqs:
+        summary += f"; stored in {db} as evaluations {seqs[0]}–{seqs[-1]}"
+    click.echo(summary, err=True)
     if counts["errors"]:
         sys.exit(1)
 
@@ -187,26 +248,232 @@ def recommend(playbook_path: str, input_file: IO[str], as_of: str | None, fmt: s
 def explain(
     playbook_path: str, input_file: IO[str], case_id: str, why_not: str | None, as_of: str | None, lang: str
 ) -> None:
-    """Explain one case: every step with the values it read and its course source."""
-    from engine import CaseError, EngineFault
-    from engine.explain import UnknownTarget, why
-    from engine.explain import why_not as why_not_text
+    """Explain one case of an input file: every step with the values it read and its course source."""
+    from adapters.jsonl import read_cases
+    from engine import CaseError, EngineFault, Evaluator, compile_playbook
 
-    results = _results(playbook_path, input_file, _as_of(as_of))
-    playbook = next(results)
-    try:
-        found = next((r for r in results if (r.case_id if isinstance(r, CaseError) else r.case) == case_id), None)
-    except EngineFault as fault:
-        _fail(f"engine fault: {fault}")
+    playbook = _load(playbook_path)
+    with compile_playbook(playbook) as compiled:
+        try:
+            outcomes = Evaluator(compiled).evaluate(read_cases(input_file), _as_of(as_of))
+            found = next((r for r in outcomes if (r.case_id if isinstance(r, CaseError) else r.case) == case_id), None)
+        except EngineFault as fault:
+            _fail(f"engine fault: {fault}")
     if found is None:
         _fail(f"no case '{case_id}' in the input")
     if isinstance(found, CaseError):
         _fail(str(found))
-    payload = found.to_json(lang)
+    _print_explanation(playbook, found.to_json(lang), why_not, lang)
+
+
+def _print_explanation(playbook: Any, payload: dict[str, Any], why_not: str | None, lang: str) -> None:
+    from engine.explain import UnknownTarget, why
+    from engine.explain import why_not as why_not_text
+
     try:
         click.echo(why_not_text(playbook, payload, why_not, lang) if why_not else why(playbook, payload, lang))
     except UnknownTarget as error:
         raise click.BadParameter(str(error), param_hint="--why-not") from None
+
+
+@main.command(name="why")
+@click.argument("evaluation", type=int)
+@click.option("--why-not", "why_not", help="An action id, or decision=value: say which condition failed.")
+@_lang_option
+@_db_option
+def why_command(evaluation: int, why_not: str | None, lang: str, db: str) -> None:
+    """Explain a stored evaluation under the playbook version that made it."""
+    from engine.audit import StoredMismatch, reevaluate
+
+    store = _open_store(db)
+    try:
+        stored, result = reevaluate(store, evaluation)
+    except (LookupError, StoredMismatch) as error:
+        _fail(str(error).strip("'\""))
+    click.echo(
+        f"#{stored.seq}  {stored.created_at}  {stored.source}  playbook {stored.playbook_id} {stored.playbook_version} "
+        f"({stored.playbook_hash[:12]})"
+    )
+    _print_explanation(result.playbook, result.to_json(lang), why_not, lang)
+    for outcome in store.outcomes_of(evaluation):
+        click.echo(
+            f"  outcome: {outcome['action']} {outcome['status']} by {outcome['who']} "
+            f"at {outcome['at']}: {outcome['why']}"
+        )
+
+
+def _listing(stored: Any) -> dict[str, Any]:
+    return {
+        "evaluation": stored.seq,
+        "created_at": stored.created_at,
+        "as_of": stored.as_of,
+        "playbook_version": stored.playbook_version,
+        "case": stored.case_id,
+        "record_id": stored.record_id,
+        "account_id": stored.account_id,
+        "status": stored.status,
+        "actions": ";".join(r["id"] for r in stored.recommendations),
+        "rules": ";".join(dict.fromkeys([*stored.fired.get("$rules", [])])),
+    }
+
+
+def _emit(rows: Any, fmt: str) -> int:
+    count = 0
+    writer = None
+    for stored in rows:
+        count += 1
+        if fmt == "json":
+            click.echo(json.dumps(stored.to_json(), ensure_ascii=False))
+            continue
+        line = _listing(stored)
+        if fmt == "csv":
+            if writer is None:
+                writer = csv.DictWriter(sys.stdout, fieldnames=list(line))
+                writer.writeheader()
+            writer.writerow(line)
+        else:
+            actions = line["actions"].replace(";", ", ") or "no action"
+            click.echo(
+                f"#{line['evaluation']}  {line['as_of']}  {line['case']}  account {line['account_id']}  "
+                f"v{line['playbook_version']}  {line['status']}: {actions}"
+            )
+    return count
+
+
+_format_option = click.option(
+    "--format", "fmt", type=click.Choice(["text", "json", "csv"]), default="text", show_default=True
+)
+
+
+@main.command()
+@click.argument("record_id")
+@_format_option
+@_db_option
+def history(record_id: str, fmt: str, db: str) -> None:
+    """Every evaluation of one opportunity (or, failing that, account) over time."""
+    store = _open_store(db)
+    found = _emit(store.search(record_id=record_id), fmt)
+    if not found:
+        found = _emit(store.search(account_id=record_id), fmt)
+    if not found:
+        _fail(f"no evaluation of '{record_id}' in {db}")
+
+
+@main.command(name="list")
+@click.option("--action", help="Only evaluations that recommended this action.")
+@click.option("--rule", help="Only evaluations in which this rule fired.")
+@click.option("--account", help="Only this account's evaluations.")
+@click.option("--since", help="as_of on or after this date.")
+@click.option("--until", help="as_of on or before this date.")
+@click.option("--limit", type=click.IntRange(1), help="At most this many.")
+@_format_option
+@_db_option
+def list_command(
+    action: str | None,
+    rule: str | None,
+    account: str | None,
+    since: str | None,
+    until: str | None,
+    limit: int | None,
+    fmt: str,
+    db: str,
+) -> None:
+    """List stored evaluations, filtered; export them as CSV or JSON Lines."""
+    store = _open_store(db)
+    for value in (since, until):
+        if value is not None:
+            _as_of(value)  # a bad date is a usage error
+    count = _emit(
+        store.search(action=action, rule=rule, account_id=account, since=since, until=until, limit=limit), fmt
+    )
+    click.echo(f"{count} evaluations", err=True)
+
+
+@main.command()
+@click.argument("evaluation", type=int)
+@click.argument("action")
+@click.option("--status", type=click.Choice(["accepted", "dismissed", "done"]), required=True)
+@click.option("--who", required=True, help="Who decided.")
+@click.option("--why", "reason", default="", help="Why.")
+@_db_option
+def outcome(evaluation: int, action: str, status: str, who: str, reason: str, db: str) -> None:
+    """Record what became of a recommendation (by action id or position); history is kept, never overwritten."""
+    store = _open_store(db)
+    try:
+        seq = store.record_outcome(evaluation, action, status, who, reason)
+    except LookupError as error:
+        _fail(str(error).strip("'\""))
+    click.echo(f"outcome #{seq}: evaluation {evaluation} {action} {status}")
+
+
+@main.group()
+def audit() -> None:
+    """Tamper evidence for the audit log."""
+
+
+@audit.command()
+@_db_option
+def verify(db: str) -> None:
+    """Walk the hash chains; report every edited, deleted or inserted record."""
+    store = _open_store(db)
+    problems = store.verify()
+    for problem in problems:
+        click.echo(str(problem))
+    for chain, (seq, digest) in sorted(store.head().items()):
+        click.echo(f"{chain}: {seq} records, head {digest}", err=True)
+    if problems:
+        sys.exit(1)
+    click.echo("ok: the chains verify", err=True)
+
+
+@main.command()
+@click.option(
+    "--playbook",
+    "playbook_path",
+    required=True,
+    type=click.Path(dir_okay=False, exists=True),
+    help="The playbook to try.",
+)
+@click.option("--since", help="Only evaluations with as_of on or after this date.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("--examples", type=click.IntRange(0), default=10, show_default=True)
+@_db_option
+def replay(playbook_path: str, since: str | None, fmt: str, examples: int, db: str) -> None:
+    """Re-evaluate stored inputs under another playbook and report what would change (nothing is written)."""
+    from engine import PlaybookError
+    from engine.audit import replay as run_replay
+
+    if since is not None:
+        _as_of(since)
+    store = _open_store(db)
+    try:
+        report = run_replay(store, Path(playbook_path).read_text(encoding="utf-8"), playbook_path, since=since)
+    except PlaybookError as error:
+        _fail("\n".join(str(p) for p in error.problems))
+    data = report.to_json(examples)
+    if fmt == "json":
+        click.echo(json.dumps(data, ensure_ascii=False, indent=2))
+        return
+    click.echo(f"{data['evaluated']} evaluations replayed; {data['changed']} would change")
+    for title, key in (
+        ("actions added", "actions_added"),
+        ("actions removed", "actions_removed"),
+        ("rules that would start firing", "rules_started"),
+        ("rules that would stop firing", "rules_stopped"),
+        ("decisions changed", "decisions_changed"),
+    ):
+        if data[key]:
+            click.echo(f"{title}: " + ", ".join(f"{k} ×{v}" for k, v in data[key].items()))
+    if data["left_without_action"]:
+        click.echo("left with no action: " + ", ".join(f"#{n}" for n in data["left_without_action"]))
+    for example in data["examples"]:
+        changes = "; ".join(f"{n}: {a} → {b}" for n, (a, b) in example["decisions"].items())
+        click.echo(f"  #{example['evaluation']} {example['case']}: {changes} +{example['added']} -{example['removed']}")
+    if data["failed"]:
+        click.echo(
+            f"{len(data['failed'])} cases fail under the new playbook: "
+            + ", ".join(f"#{f['evaluation']} {f['code']}" for f in data["failed"])
+        )
 
 
 if __name__ == "__main__":

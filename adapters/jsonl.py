@@ -12,7 +12,7 @@ from typing import Any
 
 from engine.errors import CaseError
 
-__all__ = ["case_id_of", "read_cases"]
+__all__ = ["case_id_of", "read_cases", "read_numbered_cases"]
 
 
 def case_id_of(case: dict[str, Any], line_number: int) -> str:
@@ -26,16 +26,22 @@ def case_id_of(case: dict[str, Any], line_number: int) -> str:
     return f"line {line_number}"
 
 
-def read_cases(lines: Iterable[str]) -> Iterator[tuple[str, dict[str, Any]] | CaseError]:
+def read_numbered_cases(lines: Iterable[str]) -> Iterator[tuple[int, tuple[str, dict[str, Any]] | CaseError]]:
+    """Each case with its line number (1-based); blank lines are skipped."""
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
             case = json.loads(line)
         except json.JSONDecodeError as exc:
-            yield CaseError(f"line {number}", "bad_json", f"not JSON: {exc.msg} at column {exc.colno}")
+            yield number, CaseError(f"line {number}", "bad_json", f"not JSON: {exc.msg} at column {exc.colno}")
             continue
         if not isinstance(case, dict):
-            yield CaseError(f"line {number}", "bad_json", "a case is a JSON object")
+            yield number, CaseError(f"line {number}", "bad_json", "a case is a JSON object")
             continue
-        yield case_id_of(case, number), case
+        yield number, (case_id_of(case, number), case)
+
+
+def read_cases(lines: Iterable[str]) -> Iterator[tuple[str, dict[str, Any]] | CaseError]:
+    for _, item in read_numbered_cases(lines):
+        yield item

@@ -109,6 +109,20 @@ class Result:
             "source": decision.source.guide,
         }
 
+    def fired(self) -> dict[str, list[str]]:
+        """The rows each table chose, and under ``$rules`` the rules that fired: what the audit log keeps."""
+        fired: dict[str, list[str]] = {}
+        rules: list[str] = []
+        for plan, _, _, chosen, _ in self.steps:
+            node = plan.cnode.node
+            if node.kind == "rule":
+                rules.append(node.name)
+            elif chosen:
+                fired[node.name] = [plan.cnode.members[i] for i in chosen]
+        if rules:
+            fired["$rules"] = rules
+        return fired
+
     def to_json(self, lang: str = "en") -> dict[str, Any]:
         pb = self.playbook
         return {

@@ -30,6 +30,8 @@ def cases_file(tmp_path: Path) -> Path:
 
 
 def invoke(*args: str) -> tuple[int, str, str]:
+    if args and args[0] == "recommend" and "--db" not in args:
+        args = (*args, "--no-store")  # these tests are about output; the audit log has its own
     result = CliRunner().invoke(main, list(args))
     return result.exit_code, result.stdout, result.stderr
 
@@ -168,6 +170,7 @@ def test_one_hundred_thousand_cases_through_the_cli_none_lost_or_doubled(tmp_pat
                 "json",
                 "--as-of",
                 "2026-11-27",
+                "--no-store",
             ],
             stdout=out,
             stderr=subprocess.PIPE,
@@ -183,3 +186,46 @@ def test_one_hundred_thousand_cases_through_the_cli_none_lost_or_doubled(tmp_pat
             count += 1
     assert count == len(seen) == 100_000
     assert "100000 cases: 100000 results, 0 errors" in done.stderr
+
+
+def test_the_audit_log_commands_end_to_end(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'log.db'}"
+    samples = str(ROOT / "samples" / "cases.jsonl")
+    code, out, err = invoke("recommend", "--input", samples, "--as-of", "2026-11-27", "--format", "json", "--db", db)
+    assert code == 0, err
+    first = json.loads(out.splitlines()[0])
+    assert first["evaluation"] == 1 and first["case"] == "opp-001"
+    assert "stored in" in err and "evaluations 1–41" in err
+
+    code, out, _ = invoke("why", "1", "--db", db, "--lang", "en")
+    assert code == 0 and "funnel layer = bottom" in out and "[G-17" in out
+    code, out, _ = invoke("why", "1", "--db", db, "--why-not", "fight_siege", "--lang", "en")
+    assert code == 0 and "rule battle_siege" in out
+    assert invoke("why", "999", "--db", db)[0] == 1
+
+    code, out, _ = invoke("history", "opp-002", "--db", db, "--format", "json")
+    assert code == 0 and [json.loads(line)["evaluation"] for line in out.splitlines()] == [2]
+    code, out, _ = invoke("list", "--db", db, "--action", "fight_blitz", "--format", "csv")
+    rows = out.splitlines()
+    assert code == 0 and rows[0].startswith("evaluation,created_at,as_of") and all("fight_blitz" in r for r in rows[1:])
+    assert len(rows) > 1
+
+    code, out, _ = invoke(
+        "outcome", "1", "intensive_attack", "--status", "accepted", "--who", "li.wei", "--why", "go", "--db", db
+    )
+    assert code == 0 and "accepted" in out
+    assert invoke("outcome", "1", "market_action_1", "--status", "done", "--who", "x", "--db", db)[0] == 1
+    code, _, err = invoke("audit", "verify", "--db", db)
+    assert code == 0 and "evaluations: 41 records" in err and "outcomes: 1 records" in err
+
+    changed = tmp_path / "changed.yaml"
+    changed.write_text(
+        (ROOT / "playbooks" / "course.yaml")
+        .read_text(encoding="utf-8")
+        .replace("  high_win_rate:\n    value: 60\n", "  high_win_rate:\n    value: 80\n"),
+        encoding="utf-8",
+    )
+    code, out, _ = invoke("replay", "--playbook", str(changed), "--db", db, "--format", "json")
+    report = json.loads(out)
+    assert code == 0 and report["evaluated"] == 41 and report["changed"] > 0
+    assert "fight_blitz" in report["actions_removed"]

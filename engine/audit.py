@@ -1,0 +1,165 @@
+"""Jobs over the audit log: resumable imports, re-evaluation for explanations, replay under another playbook.
+
+These join the evaluator and the store; neither of those knows the other.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.compile import compile_playbook
+from engine.errors import CaseError
+from engine.evaluate import Evaluator, Result
+from engine.store import Appended, Store, StoredEvaluation, iter_chunks
+from engine.validate import load_playbook_text
+
+__all__ = ["ImportItem", "ReplayReport", "StoredMismatch", "import_cases", "reevaluate", "replay"]
+
+BATCH = 500
+
+
+@dataclass(frozen=True)
+class ImportItem:
+    """One input case on its way to the log: a key that names it for resuming, and the case or its error."""
+
+    key: str | None
+    case: tuple[str, dict[str, Any]] | CaseError
+    event_id: str | None = None
+
+
+class StoredMismatch(Exception):
+    """Re-evaluating a stored case under its stored playbook does not give what was stored."""
+
+
+def import_cases(
+    store: Store,
+    evaluator: Evaluator,
+    items: Iterable[ImportItem],
+    as_of: dt.date,
+    *,
+    source: str,
+    batch: int = BATCH,
+) -> Iterator[tuple[Result | CaseError, int]]:
+    """Evaluate and store cases, yielding each outcome with its evaluation number once committed.
+
+    Items already stored under (source, key) are skipped, so a run stopped at any point
+    and started again stores every case exactly once; each batch is one transaction.
+    """
+    playbook = evaluator.playbook
+    for chunk in iter_chunks(items, batch):
+        appended = []
+        for item in chunk:
+            if isinstance(item.case, CaseError):
+                outcome: Result | CaseError = item.case
+                facts: dict[str, Any] = {}
+            else:
+                case_id, facts = item.case
+                try:
+                    outcome = evaluator.evaluate_case(facts, as_of, case_id)
+                except CaseError as error:
+                    outcome = error
+            appended.append(Appended(outcome, facts, import_key=item.key, event_id=item.event_id))
+        seqs = store.append(playbook, appended, source=source, as_of=as_of)
+        for entry, seq in zip(appended, seqs, strict=True):
+            if seq > 0:
+                yield entry.outcome, seq
+
+
+def reevaluate(store: Store, seq: int) -> tuple[StoredEvaluation, Result]:
+    """The stored evaluation and its full trace, re-derived under the stored playbook text and checked."""
+    stored = store.get(seq)
+    if stored.status != "ok" or stored.error:
+        raise StoredMismatch(f"evaluation {seq} is a failed case: {stored.error}")
+    playbook = load_playbook_text(store.playbook_text(stored.playbook_hash), f"<playbook {stored.playbook_hash[:12]}>")
+    with compile_playbook(playbook) as compiled:
+        result = Evaluator(compiled, cache_size=0).evaluate_case(
+            stored.facts, dt.date.fromisoformat(stored.as_of), stored.case_id
+        )
+    again = [(r["id"], r["rule"], r["params"]) for r in result.recommendations]
+    kept = [(r["id"], r["rule"], r["params"]) for r in stored.recommendations]
+    if result.decisions != stored.decisions or result.fired() != stored.fired or again != kept:
+        raise StoredMismatch(
+            f"evaluation {seq} does not match its re-evaluation under playbook {stored.playbook_hash[:12]}"
+        )
+    return stored, result
+
+
+@dataclass
+class ReplayReport:
+    evaluated: int = 0
+    changed: list[dict[str, Any]] = field(default_factory=list)
+    actions_added: Counter[str] = field(default_factory=Counter)
+    actions_removed: Counter[str] = field(default_factory=Counter)
+    rules_started: Counter[str] = field(default_factory=Counter)
+    rules_stopped: Counter[str] = field(default_factory=Counter)
+    decisions_changed: Counter[str] = field(default_factory=Counter)
+    left_without_action: list[int] = field(default_factory=list)
+    failed: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_json(self, examples: int = 10) -> dict[str, Any]:
+        return {
+            "evaluated": self.evaluated,
+            "changed": len(self.changed),
+            "changed_evaluations": [c["evaluation"] for c in self.changed],
+            "actions_added": dict(sorted(self.actions_added.items())),
+            "actions_removed": dict(sorted(self.actions_removed.items())),
+            "rules_started": dict(sorted(self.rules_started.items())),
+            "rules_stopped": dict(sorted(self.rules_stopped.items())),
+            "decisions_changed": dict(sorted(self.decisions_changed.items())),
+            "left_without_action": self.left_without_action,
+            "failed": self.failed,
+            "examples": self.changed[:examples],
+        }
+
+
+def _rules(fired: dict[str, list[str]]) -> Counter[str]:
+    return Counter(fired.get("$rules", []))
+
+
+def replay(store: Store, playbook_text: str, file: str, *, since: str | None = None) -> ReplayReport:
+    """Re-evaluate stored inputs under another playbook; report what would change. Nothing is written."""
+    playbook = load_playbook_text(playbook_text, file)
+    report = ReplayReport()
+    with compile_playbook(playbook) as compiled:
+        evaluator = Evaluator(compiled)
+        for stored in store.search(since=since):
+            if stored.status != "ok":
+                continue
+            report.evaluated += 1
+            try:
+                result = evaluator.evaluate_case(stored.facts, dt.date.fromisoformat(stored.as_of), stored.case_id)
+            except CaseError as error:
+                report.failed.append({"evaluation": stored.seq, "code": error.code, "message": error.message})
+                continue
+            before = Counter(r["id"] for r in stored.recommendations)
+            after = Counter(r["id"] for r in result.recommendations)
+            decisions = sorted(
+                name
+                for name in set(stored.decisions) | set(result.decisions)
+                if stored.decisions.get(name) != result.decisions.get(name)
+            )
+            rules_before, rules_after = _rules(stored.fired), _rules(result.fired())
+            if before == after and not decisions and rules_before == rules_after:
+                continue
+            report.actions_added.update(after - before)
+            report.actions_removed.update(before - after)
+            report.rules_started.update(rules_after - rules_before)
+            report.rules_stopped.update(rules_before - rules_after)
+            report.decisions_changed.update(decisions)
+            if before and not after:
+                report.left_without_action.append(stored.seq)
+            report.changed.append(
+                {
+                    "evaluation": stored.seq,
+                    "case": stored.case_id,
+                    "record_id": stored.record_id,
+                    "decisions": {n: [stored.decisions.get(n), result.decisions.get(n)] for n in decisions},
+                    "added": sorted((after - before).elements()),
+                    "removed": sorted((before - after).elements()),
+                }
+            )
+    return report

@@ -1,0 +1,709 @@
+"""The audit log: every evaluation kept, append-only and hash-chained, under the playbook version that made it.
+
+SQLite by default (WAL, ``BEGIN IMMEDIATE`` for every transaction), PostgreSQL by
+URL.  All SQL goes through SQLAlchemy Core with bound parameters.
+
+What is stored per evaluation: when, ``as_of``, the playbook (id, version, content
+hash; its text is stored once by hash), where the case came from (source, record,
+account, event, import key), the case's facts as given, every decision, the rows
+chosen and rules fired, the recommendations (one row each, for filtering and
+outcomes) and whether nothing was recommended; or, for a case that failed, its
+error.  The values each row read are the stored facts and decisions: ``why``
+re-evaluates them under the stored playbook text and checks that it fires what
+was stored before explaining it.
+
+Each evaluation's hash covers its content and the previous evaluation's hash;
+``chain_head`` holds the last one.  Appends lock the head, so writers are
+serialised and sequence numbers have no gaps.  Outcomes have a chain of their own.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Connection,
+    Engine,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+    insert,
+    inspect,
+    select,
+    update,
+)
+from sqlalchemy.engine import make_url
+
+from engine.errors import CaseError
+from engine.evaluate import Result
+from engine.model import Playbook
+
+__all__ = [
+    "DEFAULT_URL",
+    "SCHEMA_VERSION",
+    "Appended",
+    "ChainProblem",
+    "Store",
+    "StoredEvaluation",
+    "canonical",
+    "iter_chunks",
+]
+
+DEFAULT_URL = "sqlite:///playbook.db"
+SCHEMA_VERSION = 2
+GENESIS = "0" * 64
+OUTCOME_STATUSES = ("accepted", "dismissed", "done")
+
+metadata = MetaData()
+
+meta = Table("meta", metadata, Column("key", String(64), primary_key=True), Column("value", Text, nullable=False))
+
+playbooks = Table(
+    "playbooks",
+    metadata,
+    Column("hash", String(64), primary_key=True),
+    Column("playbook_id", String(200), nullable=False),
+    Column("version", String(200), nullable=False),
+    Column("text", Text, nullable=False),
+    Column("first_used", String(40), nullable=False),
+)
+
+chain_head = Table(
+    "chain_head",
+    metadata,
+    Column("chain", String(32), primary_key=True),
+    Column("seq", Integer, nullable=False),
+    Column("hash", String(64), nullable=False),
+)
+
+evaluations = Table(
+    "evaluations",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=False),
+    Column("created_at", String(40), nullable=False),
+    Column("as_of", String(10), nullable=False),
+    Column("playbook_hash", String(64), ForeignKey("playbooks.hash"), nullable=False),
+    Column("playbook_id", String(200), nullable=False),
+    Column("playbook_version", String(200), nullable=False),
+    Column("source", String(200), nullable=False),
+    Column("case_id", String(500), nullable=False),
+    Column("record_id", String(500)),
+    Column("account_id", String(500)),
+    Column("event_id", String(500)),
+    Column("import_key", String(500)),
+    Column("status", String(10), nullable=False),  # ok | error
+    Column("facts", Text, nullable=False),
+    Column("decisions", Text, nullable=False),
+    Column("fired", Text, nullable=False),
+    Column("no_action", Boolean, nullable=False),
+    Column("error", Text, nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("entry_hash", String(64), nullable=False),
+    UniqueConstraint("source", "import_key", name="uq_evaluations_import"),
+    UniqueConstraint("source", "event_id", name="uq_evaluations_event"),
+)
+Index("ix_evaluations_record", evaluations.c.record_id)
+Index("ix_evaluations_account", evaluations.c.account_id)
+Index("ix_evaluations_as_of", evaluations.c.as_of)
+
+recommendations = Table(
+    "recommendations",
+    metadata,
+    Column("evaluation_seq", Integer, ForeignKey("evaluations.seq"), primary_key=True),
+    Column("position", Integer, primary_key=True),
+    Column("action", String(200), nullable=False),
+    Column("rule", String(200), nullable=False),
+    Column("params", Text, nullable=False),
+)
+Index("ix_recommendations_action", recommendations.c.action)
+Index("ix_recommendations_rule", recommendations.c.rule)
+
+# Schema version 2 added outcomes.
+outcomes = Table(
+    "outcomes",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=False),
+    Column("evaluation_seq", Integer, ForeignKey("evaluations.seq"), nullable=False),
+    Column("position", Integer, nullable=False),
+    Column("action", String(200), nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("who", String(200), nullable=False),
+    Column("why", Text, nullable=False),
+    Column("at", String(40), nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("entry_hash", String(64), nullable=False),
+)
+Index("ix_outcomes_evaluation", outcomes.c.evaluation_seq)
+
+_TABLES_BY_VERSION = {1: [meta, playbooks, chain_head, evaluations, recommendations], 2: [outcomes]}
+
+
+def canonical(value: Any) -> str:
+    """The one JSON text of a value: sorted keys, no spaces, UTF-8 kept."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="microseconds")
+
+
+_EVALUATION_FIELDS = (
+    "seq",
+    "created_at",
+    "as_of",
+    "playbook_hash",
+    "playbook_id",
+    "playbook_version",
+    "source",
+    "case_id",
+    "record_id",
+    "account_id",
+    "event_id",
+    "import_key",
+    "status",
+    "facts",
+    "decisions",
+    "fired",
+    "no_action",
+    "error",
+)
+_OUTCOME_FIELDS = ("seq", "evaluation_seq", "position", "action", "status", "who", "why", "at")
+_RECOMMENDATION_FIELDS = ("position", "action", "rule", "params")
+
+
+def _hashed(prev_hash: str, fields: Sequence[Any], children: Sequence[Sequence[Any]] = ()) -> str:
+    body = canonical([list(fields), [list(c) for c in children]])
+    return hashlib.sha256(f"{prev_hash}{body}".encode()).hexdigest()
+
+
+def _evaluation_hash(prev_hash: str, row: dict[str, Any], recs: Sequence[dict[str, Any]]) -> str:
+    # Values are normalised as the database gives them back (SQLite has no booleans).
+    fields = [bool(row[f]) if f == "no_action" else row[f] for f in _EVALUATION_FIELDS]
+    return _hashed(prev_hash, fields, [[rec[f] for f in _RECOMMENDATION_FIELDS] for rec in recs])
+
+
+def _outcome_hash(prev_hash: str, row: dict[str, Any]) -> str:
+    return _hashed(prev_hash, [row[f] for f in _OUTCOME_FIELDS])
+
+
+@dataclass(frozen=True)
+class StoredEvaluation:
+    seq: int
+    created_at: str
+    as_of: str
+    playbook_hash: str
+    playbook_id: str
+    playbook_version: str
+    source: str
+    case_id: str
+    record_id: str | None
+    account_id: str | None
+    event_id: str | None
+    import_key: str | None
+    status: str
+    facts: dict[str, Any]
+    decisions: dict[str, Any]
+    fired: dict[str, list[str]]
+    no_action: bool
+    error: dict[str, str] | None
+    recommendations: list[dict[str, Any]]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "evaluation": self.seq,
+            "created_at": self.created_at,
+            "as_of": self.as_of,
+            "playbook": {"id": self.playbook_id, "version": self.playbook_version, "hash": self.playbook_hash},
+            "source": self.source,
+            "case": self.case_id,
+            "record_id": self.record_id,
+            "account_id": self.account_id,
+            "event_id": self.event_id,
+            "status": self.status,
+            "decisions": self.decisions,
+            "recommendations": self.recommendations,
+            "no_action": self.no_action,
+            "error": self.error,
+        }
+
+
+@dataclass(frozen=True)
+class ChainProblem:
+    chain: str  # evaluations | outcomes
+    seq: int
+    kind: str  # edited | deleted | inserted | broken_link
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.chain} #{self.seq}: {self.kind}: {self.message}"
+
+
+@dataclass(frozen=True)
+class Appended:
+    """One case given to :meth:`Store.append`: its result or error, and where it came from."""
+
+    outcome: Result | CaseError
+    facts: dict[str, Any]
+    import_key: str | None = None
+    event_id: str | None = None
+
+
+def _ids(facts: dict[str, Any]) -> tuple[str | None, str | None]:
+    opportunity: dict[str, Any] = facts["opportunity"] if isinstance(facts.get("opportunity"), dict) else {}
+    account: dict[str, Any] = facts["account"] if isinstance(facts.get("account"), dict) else {}
+    record = opportunity.get("id") or account.get("id")
+    account_id = opportunity.get("account_id") or account.get("id")
+    return (str(record) if record is not None else None, str(account_id) if account_id is not None else None)
+
+
+class Store:
+    """An audit log in one database.  Open with a SQLAlchemy URL; the schema is created or upgraded."""
+
+    def __init__(self, url: str = DEFAULT_URL) -> None:
+        if url.startswith(("postgresql://", "postgres://")):  # the driver installed with the postgres extra
+            url = "postgresql+psycopg://" + url.split("://", 1)[1]
+        self.url = url
+        self.engine: Engine = self._make_engine(url)
+        self.upgrade()
+
+    @staticmethod
+    def _make_engine(url: str) -> Engine:
+        parsed = make_url(url)
+        if parsed.get_backend_name() != "sqlite":
+            return create_engine(url, pool_pre_ping=True)
+        engine = create_engine(url, connect_args={"timeout": 60})
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+            dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA busy_timeout=60000")
+            cursor.close()
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn: Connection) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- schema ------------------------------------------------------------------
+
+    def schema_version(self) -> int:
+        if not inspect(self.engine).has_table("meta"):
+            return 0
+        with self.engine.connect() as conn:
+            value = conn.execute(select(meta.c.value).where(meta.c.key == "schema_version")).scalar()
+        return int(value) if value is not None else 0
+
+    def upgrade(self) -> None:
+        """Create the schema, or bring an older one up to SCHEMA_VERSION in place."""
+        with self.engine.begin() as conn:
+            current = 0
+            if inspect(conn).has_table("meta"):
+                value = conn.execute(select(meta.c.value).where(meta.c.key == "schema_version")).scalar()
+                current = int(value) if value is not None else 0
+            if current > SCHEMA_VERSION:
+                raise RuntimeError(
+                    f"the database has schema version {current}; this program knows up to {SCHEMA_VERSION}"
+                )
+            for version in range(current + 1, SCHEMA_VERSION + 1):
+                metadata.create_all(conn, tables=_TABLES_BY_VERSION[version])
+                if version == 1:
+                    conn.execute(insert(chain_head), [{"chain": "evaluations", "seq": 0, "hash": GENESIS}])
+                if version == 2:
+                    conn.execute(insert(chain_head), [{"chain": "outcomes", "seq": 0, "hash": GENESIS}])
+                if current == 0 and version == 1:
+                    conn.execute(insert(meta), [{"key": "schema_version", "value": "1"}])
+                conn.execute(update(meta).where(meta.c.key == "schema_version").values(value=str(version)))
+
+    # -- writing -----------------------------------------------------------------
+
+    def _save_playbook(self, conn: Connection, playbook: Playbook, now: str) -> None:
+        known = conn.execute(select(playbooks.c.hash).where(playbooks.c.hash == playbook.content_hash)).first()
+        if known is None:
+            conn.execute(
+                insert(playbooks),
+                [
+                    {
+                        "hash": playbook.content_hash,
+                        "playbook_id": playbook.id,
+                        "version": playbook.version,
+                        "text": playbook.text,
+                        "first_used": now,
+                    }
+                ],
+            )
+
+    def _lock_head(self, conn: Connection, chain: str) -> tuple[int, str]:
+        row = conn.execute(
+            select(chain_head.c.seq, chain_head.c.hash).where(chain_head.c.chain == chain).with_for_update()
+        ).one()
+        return int(row.seq), str(row.hash)
+
+    def append(self, playbook: Playbook, items: Sequence[Appended], *, source: str, as_of: dt.date) -> list[int]:
+        """Store a batch of evaluations in one transaction; return their sequence numbers.
+
+        Items whose (source, import key) or (source, event id) is already stored are
+        skipped (their place in the returned list is -1): a resumed import or a
+        redelivered event never stores twice.
+        """
+        if not items:
+            return []
+        now = _now()
+        with self.engine.begin() as conn:
+            # The head lock comes first: it serialises writers, so what they check next is settled.
+            seq, prev = self._lock_head(conn, "evaluations")
+            self._save_playbook(conn, playbook, now)
+            skip = self._already_stored(conn, source, items)
+            rows: list[dict[str, Any]] = []
+            children: list[dict[str, Any]] = []
+            seqs: list[int] = []
+            for i, item in enumerate(items):
+                if i in skip:
+                    seqs.append(-1)
+                    continue
+                seq += 1
+                row, recs = self._row(playbook, item, source, as_of, now, seq)
+                row["prev_hash"] = prev
+                row["entry_hash"] = prev = _evaluation_hash(prev, row, recs)
+                rows.append(row)
+                children.extend({"evaluation_seq": seq, **rec} for rec in recs)
+                seqs.append(seq)
+            if rows:
+                conn.execute(insert(evaluations), rows)
+                if children:
+                    conn.execute(insert(recommendations), children)
+                conn.execute(update(chain_head).where(chain_head.c.chain == "evaluations").values(seq=seq, hash=prev))
+        return seqs
+
+    def _already_stored(self, conn: Connection, source: str, items: Sequence[Appended]) -> set[int]:
+        skip: set[int] = set()
+        for column, attr in ((evaluations.c.import_key, "import_key"), (evaluations.c.event_id, "event_id")):
+            keys = [getattr(item, attr) for item in items if getattr(item, attr) is not None]
+            if not keys:
+                continue
+            found = set(conn.execute(select(column).where(evaluations.c.source == source, column.in_(keys))).scalars())
+            seen: set[str] = set()
+            for i, item in enumerate(items):
+                key = getattr(item, attr)
+                if key is not None and (key in found or key in seen):
+                    skip.add(i)
+                if key is not None:
+                    seen.add(key)
+        return skip
+
+    @staticmethod
+    def _row(
+        playbook: Playbook, item: Appended, source: str, as_of: dt.date, now: str, seq: int
+    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        record_id, account_id = _ids(item.facts)
+        outcome = item.outcome
+        row: dict[str, Any] = {
+            "seq": seq,
+            "created_at": now,
+            "as_of": as_of.isoformat(),
+            "playbook_hash": playbook.content_hash,
+            "playbook_id": playbook.id,
+            "playbook_version": playbook.version,
+            "source": source,
+            "record_id": record_id,
+            "account_id": account_id,
+            "event_id": item.event_id,
+            "import_key": item.import_key,
+            "facts": canonical(item.facts),
+        }
+        if isinstance(outcome, CaseError):
+            row |= {
+                "case_id": outcome.case_id,
+                "status": "error",
+                "decisions": "{}",
+                "fired": "{}",
+                "no_action": True,
+                "error": canonical({"code": outcome.code, "message": outcome.message}),
+            }
+            return row, []
+        recs = [
+            {"position": k, "action": rec["id"], "rule": rec["rule"], "params": canonical(rec["params"])}
+            for k, rec in enumerate(outcome.recommendations)
+        ]
+        row |= {
+            "case_id": outcome.case,
+            "status": "ok",
+            "decisions": canonical(outcome.decisions),
+            "fired": canonical(outcome.fired()),
+            "no_action": not recs,
+            "error": "",
+        }
+        return row, recs
+
+    def record_outcome(self, evaluation_seq: int, action: str, status: str, who: str, why: str) -> int:
+        """Mark a recommendation accepted, dismissed or done; outcomes are kept as history."""
+        if status not in OUTCOME_STATUSES:
+            raise ValueError(f"status must be one of {', '.join(OUTCOME_STATUSES)}, not '{status}'")
+        with self.engine.begin() as conn:
+            recs = conn.execute(
+                select(recommendations.c.position, recommendations.c.action)
+                .where(recommendations.c.evaluation_seq == evaluation_seq)
+                .order_by(recommendations.c.position)
+            ).all()
+            matching = [r for r in recs if r.action == action or str(r.position) == action]
+            if not matching:
+                offered = ", ".join(r.action for r in recs) or "nothing"
+                raise LookupError(
+                    f"evaluation {evaluation_seq} did not recommend '{action}' (it recommended: {offered})"
+                )
+            seq, prev = self._lock_head(conn, "outcomes")
+            seq += 1
+            row = {
+                "seq": seq,
+                "evaluation_seq": evaluation_seq,
+                "position": matching[0].position,
+                "action": matching[0].action,
+                "status": status,
+                "who": who,
+                "why": why,
+                "at": _now(),
+            }
+            row["prev_hash"] = prev
+            row["entry_hash"] = _outcome_hash(prev, row)
+            conn.execute(insert(outcomes), [row])
+            conn.execute(
+                update(chain_head).where(chain_head.c.chain == "outcomes").values(seq=seq, hash=row["entry_hash"])
+            )
+        return seq
+
+    # -- reading -----------------------------------------------------------------
+
+    def stored_import_keys(self, source: str, prefix: str) -> set[str]:
+        with self.engine.connect() as conn:
+            return set(
+                conn.execute(
+                    select(evaluations.c.import_key).where(
+                        evaluations.c.source == source, evaluations.c.import_key.startswith(prefix, autoescape=True)
+                    )
+                ).scalars()
+            )
+
+    def playbook_text(self, content_hash: str) -> str:
+        with self.engine.connect() as conn:
+            value = conn.execute(select(playbooks.c.text).where(playbooks.c.hash == content_hash)).scalar()
+        if value is None:
+            raise LookupError(f"no playbook with hash {content_hash}")
+        return str(value)
+
+    def _stored(self, conn: Connection, rows: Sequence[Any]) -> list[StoredEvaluation]:
+        seqs = [row.seq for row in rows]
+        recs: dict[int, list[dict[str, Any]]] = {seq: [] for seq in seqs}
+        for start in range(0, len(seqs), 500):
+            chunk = seqs[start : start + 500]
+            for rec in conn.execute(
+                select(recommendations)
+                .where(recommendations.c.evaluation_seq.in_(chunk))
+                .order_by(recommendations.c.evaluation_seq, recommendations.c.position)
+            ):
+                recs[rec.evaluation_seq].append(
+                    {"position": rec.position, "id": rec.action, "rule": rec.rule, "params": json.loads(rec.params)}
+                )
+        return [
+            StoredEvaluation(
+                seq=row.seq,
+                created_at=row.created_at,
+                as_of=row.as_of,
+                playbook_hash=row.playbook_hash,
+                playbook_id=row.playbook_id,
+                playbook_version=row.playbook_version,
+                source=row.source,
+                case_id=row.case_id,
+                record_id=row.record_id,
+                account_id=row.account_id,
+                event_id=row.event_id,
+                import_key=row.import_key,
+                status=row.status,
+                facts=json.loads(row.facts),
+                decisions=json.loads(row.decisions),
+                fired=json.loads(row.fired),
+                no_action=bool(row.no_action),
+                error=json.loads(row.error) if row.error else None,
+                recommendations=recs[row.seq],
+            )
+            for row in rows
+        ]
+
+    def get(self, seq: int) -> StoredEvaluation:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(evaluations).where(evaluations.c.seq == seq)).first()
+            if row is None:
+                raise LookupError(f"no evaluation {seq}")
+            return self._stored(conn, [row])[0]
+
+    def search(
+        self,
+        *,
+        record_id: str | None = None,
+        account_id: str | None = None,
+        action: str | None = None,
+        rule: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        limit: int | None = None,
+    ) -> Iterator[StoredEvaluation]:
+        """Evaluations in sequence order, filtered; ``since``/``until`` compare ``as_of`` (inclusive)."""
+        query = select(evaluations).order_by(evaluations.c.seq)
+        if record_id is not None:
+            query = query.where(evaluations.c.record_id == record_id)
+        if account_id is not None:
+            query = query.where(evaluations.c.account_id == account_id)
+        if since is not None:
+            query = query.where(evaluations.c.as_of >= since)
+        if until is not None:
+            query = query.where(evaluations.c.as_of <= until)
+        if action is not None:
+            query = query.where(
+                evaluations.c.seq.in_(
+                    select(recommendations.c.evaluation_seq).where(recommendations.c.action == action)
+                )
+            )
+        if rule is not None:
+            # a rule fired if it recommended something, or is listed in the fired rules
+            query = query.where(
+                evaluations.c.seq.in_(select(recommendations.c.evaluation_seq).where(recommendations.c.rule == rule))
+                | evaluations.c.fired.contains(f'"{rule}"', autoescape=True)
+            )
+        if limit is not None:
+            query = query.limit(limit)
+        with self.engine.connect() as conn:
+            result = conn.execution_options(yield_per=500).execute(query)
+            for chunk in result.partitions():
+                for stored in self._stored(conn, chunk):
+                    if (
+                        rule is None
+                        or rule in stored.fired.get("$rules", [])
+                        or any(r["rule"] == rule for r in stored.recommendations)
+                    ):
+                        yield stored
+
+    def outcomes_of(self, evaluation_seq: int) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(outcomes).where(outcomes.c.evaluation_seq == evaluation_seq).order_by(outcomes.c.seq)
+            )
+            return [
+                {
+                    "outcome": r.seq,
+                    "action": r.action,
+                    "position": r.position,
+                    "status": r.status,
+                    "who": r.who,
+                    "why": r.why,
+                    "at": r.at,
+                }
+                for r in rows
+            ]
+
+    def count(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(chain_head.c.seq).where(chain_head.c.chain == "evaluations")).scalar_one())
+
+    # -- tamper evidence ---------------------------------------------------------------
+
+    def verify(self) -> list[ChainProblem]:
+        """Walk both chains; report every edited, deleted or inserted record."""
+        problems: list[ChainProblem] = []
+        with self.engine.connect() as conn:
+            problems += self._verify_chain(conn, "evaluations")
+            problems += self._verify_chain(conn, "outcomes")
+        return problems
+
+    def _verify_chain(self, conn: Connection, chain: str) -> list[ChainProblem]:
+        table = evaluations if chain == "evaluations" else outcomes
+        head_seq, head_hash = conn.execute(
+            select(chain_head.c.seq, chain_head.c.hash).where(chain_head.c.chain == chain)
+        ).one()
+        problems: list[ChainProblem] = []
+        expected_seq, prev_hash = 1, GENESIS
+        result = conn.execution_options(yield_per=1000).execute(select(table).order_by(table.c.seq))
+        for chunk in result.partitions():
+            children: dict[int, list[dict[str, Any]]] = {}
+            if chain == "evaluations":
+                seqs = [row.seq for row in chunk]
+                for rec in conn.execute(
+                    select(recommendations)
+                    .where(recommendations.c.evaluation_seq.in_(seqs))
+                    .order_by(recommendations.c.position)
+                ):
+                    children.setdefault(rec.evaluation_seq, []).append(rec._asdict())
+            for row in chunk:
+                data = row._asdict()
+                seq = data["seq"]
+                if seq > head_seq:
+                    problems.append(
+                        ChainProblem(chain, seq, "inserted", f"#{seq} lies beyond the chain head #{head_seq}")
+                    )
+                    continue
+                if seq != expected_seq:
+                    problems.append(
+                        ChainProblem(chain, expected_seq, "deleted", f"#{expected_seq}..#{seq - 1} are missing")
+                    )
+                if chain == "evaluations":
+                    recomputed = _evaluation_hash(data["prev_hash"], data, children.get(seq, []))
+                else:
+                    recomputed = _outcome_hash(data["prev_hash"], data)
+                if recomputed != data["entry_hash"]:
+                    problems.append(
+                        ChainProblem(chain, seq, "edited", f"#{seq} does not match its hash: its content was changed")
+                    )
+                elif data["prev_hash"] != prev_hash and seq == expected_seq:
+                    problems.append(
+                        ChainProblem(
+                            chain, seq, "broken_link", f"#{seq} does not follow the record before it: one was replaced"
+                        )
+                    )
+                expected_seq, prev_hash = seq + 1, data["entry_hash"]
+        if expected_seq - 1 < head_seq:
+            problems.append(
+                ChainProblem(chain, expected_seq, "deleted", f"#{expected_seq}..#{head_seq} are missing from the end")
+            )
+        elif expected_seq - 1 == head_seq and head_seq and prev_hash != head_hash:
+            problems.append(ChainProblem(chain, head_seq, "broken_link", f"#{head_seq} does not match the chain head"))
+        return problems
+
+    def head(self) -> dict[str, tuple[int, str]]:
+        """The last sequence number and hash of each chain: note them elsewhere to anchor the log."""
+        with self.engine.connect() as conn:
+            return {r.chain: (r.seq, r.hash) for r in conn.execute(select(chain_head))}
+
+
+def iter_chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    chunk: list[Any] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk

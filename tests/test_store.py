@@ -1,0 +1,298 @@
+"""engine/store.py and engine/audit.py on SQLite and on a real PostgreSQL server."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, insert, text
+
+from adapters.jsonl import read_cases
+from engine import CaseError, Evaluator, compile_playbook, load_playbook
+from engine.audit import ImportItem, StoredMismatch, import_cases, reevaluate, replay
+from engine.explain import why
+from engine.store import SCHEMA_VERSION, Store, evaluations
+from tests.conftest import AS_OF, ROOT
+
+COURSE = ROOT / "playbooks" / "course.yaml"
+SAMPLES = ROOT / "samples" / "cases.jsonl"
+
+
+@pytest.fixture(scope="module")
+def course() -> Any:
+    with compile_playbook(load_playbook(COURSE)) as compiled:
+        yield compiled
+
+
+def sample_items(prefix: str = "run") -> list[ImportItem]:
+    with SAMPLES.open(encoding="utf-8") as lines:
+        return [ImportItem(f"{prefix}:{i}", item) for i, item in enumerate(read_cases(lines), 1)]
+
+
+def fill(url: str, course: Any, items: list[ImportItem] | None = None) -> Store:
+    store = Store(url)
+    list(import_cases(store, Evaluator(course), items or sample_items(), AS_OF, source="test", batch=7))
+    return store
+
+
+def test_evaluations_round_trip_with_recommendations_and_no_action(db_url: str, course: Any) -> None:
+    items = [
+        *sample_items(),
+        ImportItem("run:empty", ("empty", {})),
+        ImportItem("run:bad", CaseError("line 99", "bad_json", "not JSON")),
+    ]
+    store = fill(db_url, course, items)
+    assert store.count() == len(items)
+    first = store.get(1)
+    assert first.case_id == "opp-001" and first.status == "ok" and first.record_id == "opp-001"
+    assert first.recommendations[0]["id"] == "look_after_fat_sheep"
+    assert first.fired["funnel_layer"] == ["bottom"]
+    empty = store.get(len(items) - 1)
+    assert empty.case_id == "empty" and empty.status == "ok" and empty.facts == {}
+    bad = store.get(len(items))
+    assert bad.status == "error" and bad.error == {"code": "bad_json", "message": "not JSON"}
+    assert store.verify() == []
+    store.close()
+
+
+def test_a_case_with_nothing_to_do_is_kept_as_no_action(db_url: str, compiled: Any) -> None:
+    store = Store(db_url)
+    items = [
+        ImportItem("k:1", ("quiet", {"account": {"segment": "retail"}})),
+        ImportItem("k:2", ("busy", {"opportunity": {"weeks_to_close": 9}})),
+    ]
+    list(import_cases(store, Evaluator(compiled), items, AS_OF, source="test"))
+    quiet, busy = store.get(1), store.get(2)
+    assert (quiet.no_action, quiet.recommendations) == (True, [])
+    assert busy.no_action is False and [r["id"] for r in busy.recommendations] == ["wait"]
+    store.close()
+
+
+def test_a_replayed_import_or_redelivered_event_stores_nothing_twice(db_url: str, course: Any) -> None:
+    store = fill(db_url, course)
+    again = list(import_cases(store, Evaluator(course), sample_items(), AS_OF, source="test"))
+    assert again == []
+    event = [ImportItem(None, ("e", {"opportunity": {"id": "x"}}), event_id="evt-1")] * 3
+    assert len(list(import_cases(store, Evaluator(course), event, AS_OF, source="hook"))) == 1
+    assert len(list(import_cases(store, Evaluator(course), event, AS_OF, source="hook"))) == 0
+    assert store.count() == 42
+    assert store.verify() == []
+    store.close()
+
+
+def test_why_re_derives_the_stored_trace_in_both_languages(db_url: str, course: Any) -> None:
+    store = fill(db_url, course)
+    stored, result = reevaluate(store, 1)
+    zh, en = why(result.playbook, result.to_json("zh"), "zh"), why(result.playbook, result.to_json("en"), "en")
+    assert stored.decisions == result.decisions
+    for text_ in (zh, en):
+        steps = [line for line in text_.splitlines() if line.startswith("  ") and not line.startswith("    ")]
+        cited = [line for line in steps if "[G-" in line]
+        assert cited == [line for line in steps if not line.lstrip().startswith(("derived", "推算"))]
+    assert "漏斗位置 = 底层" in zh and "funnel layer = bottom" in en
+    assert [line.count("[G-") for line in zh.splitlines()] == [line.count("[G-") for line in en.splitlines()]
+    store.close()
+
+
+def test_why_refuses_a_record_that_no_longer_matches(db_url: str, course: Any) -> None:
+    store = fill(db_url, course)
+    with store.engine.begin() as conn:
+        conn.execute(
+            text("UPDATE evaluations SET decisions = :d WHERE seq = 2"), {"d": json.dumps({"funnel_layer": "surface"})}
+        )
+    with pytest.raises(StoredMismatch):
+        reevaluate(store, 2)
+    store.close()
+
+
+def tamper(store: Store, statement: str, **params: Any) -> None:
+    with store.engine.begin() as conn:
+        conn.execute(text(statement), params)
+
+
+def test_verify_catches_an_edited_row(db_url: str, course: Any) -> None:
+    store = fill(db_url, course)
+    tamper(store, "UPDATE evaluations SET facts = :f WHERE seq = 5", f='{"opportunity": {"amount": 1}}')
+    assert [(p.seq, p.kind) for p in store.verify()] == [(5, "edited")]
+    store.close()
+
+
+def test_verify_catches_an_edited_recommendation(db_url: str, course: Any) -> None:
+    store = fill(db_url, course)
+    tamper(store, "UPDATE recommendations SET action = 'market_action_1' WHERE evaluation_seq = 7 AND position = 0")
+    assert [(p.seq, p.kind) for p in store.verify()] == [(7, "edited")]
+    store.close()
+
+
+def test_verify_catches_a_deleted_row(db_url: str, course: Any) -> None:
+    store = fill(db_url, course)
+    tamper(store, "DELETE FROM recommendations WHERE evaluation_seq = 9")
+    tamper(store, "DELETE FROM evaluations WHERE seq = 9")
+    assert [(p.seq, p.kind) for p in store.verify()] == [(9, "deleted")]
+    tamper(store, "DELETE FROM recommendations WHERE evaluation_seq = 41")
+    tamper(store, "DELETE FROM evaluations WHERE seq = 41")
+    assert [(p.seq, p.kind) for p in store.verify()] == [(9, "deleted"), (41, "deleted")]
+    store.close()
+
+
+def test_verify_catches_an_inserted_row(db_url: str, course: Any) -> None:
+    store = fill(db_url, course)
+    with store.engine.begin() as conn:
+        row = dict(conn.execute(text("SELECT * FROM evaluations WHERE seq = 3")).mappings().one())
+    row |= {"seq": 42, "case_id": "forged", "import_key": "forged", "prev_hash": row["entry_hash"]}
+    with store.engine.begin() as conn:
+        conn.execute(insert(evaluations).values(row))
+    assert [(p.seq, p.kind) for p in store.verify()] == [(42, "inserted")]
+    store.close()
+
+
+def test_outcomes_are_kept_as_history(db_url: str, course: Any) -> None:
+    store = fill(db_url, course)
+    store.record_outcome(1, "intensive_attack", "accepted", "li.wei", "big deal")
+    store.record_outcome(1, "intensive_attack", "done", "li.wei", "signed")
+    store.record_outcome(1, "0", "dismissed", "zhang", "already a fat sheep")
+    assert [(o["action"], o["status"]) for o in store.outcomes_of(1)] == [
+        ("intensive_attack", "accepted"),
+        ("intensive_attack", "done"),
+        ("look_after_fat_sheep", "dismissed"),
+    ]
+    with pytest.raises(LookupError, match="did not recommend 'market_action_1'"):
+        store.record_outcome(1, "market_action_1", "done", "x", "")
+    tamper(store, "UPDATE outcomes SET status = 'accepted' WHERE seq = 2")
+    assert [(p.chain, p.seq, p.kind) for p in store.verify()] == [("outcomes", 2, "edited")]
+    store.close()
+
+
+def test_an_older_database_is_upgraded_in_place(db_url: str, course: Any) -> None:
+    store = fill(db_url, course)
+    before = [s.to_json() for s in store.search()]
+    tamper(store, "DROP TABLE outcomes")
+    tamper(store, "DELETE FROM chain_head WHERE chain = 'outcomes'")
+    tamper(store, "UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    store.close()
+    upgraded = Store(db_url)
+    assert upgraded.schema_version() == SCHEMA_VERSION
+    assert [s.to_json() for s in upgraded.search()] == before
+    upgraded.record_outcome(2, "0", "accepted", "a", "b")
+    assert upgraded.verify() == []
+    upgraded.close()
+
+
+def test_replay_with_one_threshold_changed_lists_exactly_the_changed_evaluations(
+    db_url: str, course: Any, tmp_path: Path
+) -> None:
+    store = fill(db_url, course)
+    changed_text = COURSE.read_text(encoding="utf-8").replace(
+        "  high_win_rate:\n    value: 60\n", "  high_win_rate:\n    value: 80\n"
+    )
+    assert changed_text != COURSE.read_text(encoding="utf-8")
+    report = replay(store, changed_text, "changed.yaml")
+    # what must change, found without the store: both playbooks over the raw sample cases
+    changed_path = tmp_path / "changed.yaml"
+    changed_path.write_text(changed_text, encoding="utf-8")
+    with compile_playbook(load_playbook(changed_path)) as other, SAMPLES.open(encoding="utf-8") as lines:
+        cases = list(read_cases(lines))
+        old = list(Evaluator(course).evaluate(cases, AS_OF))
+        new = list(Evaluator(other).evaluate(cases, AS_OF))
+    expected = [
+        i + 1
+        for i, (a, b) in enumerate(zip(old, new, strict=True))
+        if a.decisions != b.decisions or [r["id"] for r in a.recommendations] != [r["id"] for r in b.recommendations]  # type: ignore[union-attr]
+    ]
+    assert expected  # the threshold matters for the samples
+    assert [c["evaluation"] for c in report.changed] == expected
+    assert report.evaluated == 41
+    assert set(report.decisions_changed) <= {"battle_type", "director_action"} | set(report.decisions_changed)
+    store.close()
+
+
+def run_import(db: str, source: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "cli.py"),
+            "recommend",
+            "--playbook",
+            str(COURSE),
+            "--input",
+            str(source),
+            "--as-of",
+            "2026-11-27",
+            "--format",
+            "json",
+            "--db",
+            db,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def generated_file(path: Path, count: int, seed: int) -> Path:
+    sys.path.insert(0, str(ROOT))
+    from bench.cases import generate
+
+    with path.open("w", encoding="utf-8") as out:
+        for case_id, case in generate(count, seed=seed):
+            out.write(json.dumps({**case, "id": f"{seed}-{case_id}"}) + "\n")
+    return path
+
+
+def test_kill_9_during_an_import_then_rerun_loses_and_doubles_nothing(db_url: str, tmp_path: Path) -> None:
+    source = generated_file(tmp_path / "cases.jsonl", 10_000, seed=3)
+    Store(db_url).close()  # schema in place before the race
+    process = run_import(db_url, source)
+    store = Store(db_url)
+    deadline = time.monotonic() + 120
+    while store.count() < 1_000 and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.communicate()
+    interrupted = store.count()
+    assert 0 < interrupted < 10_000, "the import must be cut off midway for this test to mean anything"
+    rerun = run_import(db_url, source)
+    _, err = rerun.communicate(timeout=600)
+    assert rerun.returncode == 0, err
+    assert f"{interrupted} already stored" in err
+    assert store.count() == 10_000
+    with store.engine.connect() as conn:
+        keys = conn.execute(text("SELECT COUNT(DISTINCT import_key), COUNT(DISTINCT case_id) FROM evaluations")).one()
+    assert tuple(keys) == (10_000, 10_000)
+    assert store.verify() == []
+    store.close()
+
+
+def test_two_writers_at_once_lose_and_double_nothing(db_url: str, tmp_path: Path) -> None:
+    first = generated_file(tmp_path / "a.jsonl", 3_000, seed=1)
+    second = generated_file(tmp_path / "b.jsonl", 3_000, seed=2)
+    Store(db_url).close()
+    writers = [run_import(db_url, first), run_import(db_url, second)]
+    for writer in writers:
+        _, err = writer.communicate(timeout=600)
+        assert writer.returncode == 0, err
+    store = Store(db_url)
+    assert store.count() == 6_000
+    with store.engine.connect() as conn:
+        assert conn.execute(text("SELECT COUNT(DISTINCT case_id) FROM evaluations")).scalar() == 6_000
+        # the two imports really interleaved
+        sources = [r[0][:1] for r in conn.execute(text("SELECT case_id FROM evaluations ORDER BY seq"))]
+    assert store.verify() == []
+    switches = sum(1 for a, b in itertools.pairwise(sources) if a != b)
+    assert switches >= 1
+    store.close()
+
+
+def test_sqlite_is_in_wal_mode(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    Store(url).close()
+    with create_engine(url).connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
