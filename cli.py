@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any, NoReturn
 
@@ -157,63 +158,134 @@ def _open_store(url: str) -> Any:
         _fail(f"cannot open the audit log {url}: {error}")
 
 
-def _run_key(input_file: IO[str], playbook: Any, as_of: dt.date) -> str | None:
-    """Names one import (file content, playbook version, as_of) so a rerun resumes it; None for stdin."""
-    name = getattr(input_file, "name", "<stdin>")
-    if name in ("<stdin>", "-") or not Path(name).is_file():
+def _run_key(path: str, playbook: Any, as_of: dt.date, mapping: Any) -> str | None:
+    """Names one import (file content, playbook, mapping, as_of) so a rerun resumes it; None for stdin."""
+    if path == "-" or not Path(path).is_file():
         return None
     digest = hashlib.sha256()
-    with open(name, "rb") as raw:
+    with open(path, "rb") as raw:
         for block in iter(lambda: raw.read(1 << 20), b""):
             digest.update(block)
-    digest.update(f"|{playbook.content_hash}|{as_of.isoformat()}".encode())
+    mapping_text = Path(mapping.file).read_bytes() if mapping is not None else b""
+    digest.update(f"|{playbook.content_hash}|{as_of.isoformat()}|".encode() + mapping_text)
     return digest.hexdigest()[:24]
+
+
+def _numbered_input(path: str, mapping: Any, progress: Any) -> Iterator[tuple[int, Any]]:
+    """(line, case | CaseError | Quarantined) for every record of the input, JSON Lines or CSV."""
+    if mapping is None:
+        from adapters.jsonl import read_numbered_cases
+
+        handle = sys.stdin if path == "-" else open(path, encoding="utf-8-sig")  # noqa: SIM115 - closed below
+        try:
+            yield from read_numbered_cases(handle)
+        finally:
+            if handle is not sys.stdin:
+                handle.close()
+        return
+    from adapters.csv_export import read_csv
+    from adapters.mapping import MappedCase
+
+    for line, item in read_csv(path, mapping, progress=progress):
+        yield line, (item.case_id, item.case) if isinstance(item, MappedCase) else item
 
 
 @main.command()
 @_playbook_option
-@_input_option
+@click.option(
+    "--input", "input_path", required=True, help="JSON Lines cases ('-' for stdin), or a CRM CSV export with --mapping."
+)
+@click.option(
+    "--mapping", "mapping_name", help="A mapping preset (maven, salesforce_opportunity, ...) or file, for CSV input."
+)
 @_as_of_option
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @_lang_option
 @_db_option
 @click.option("--no-store", is_flag=True, help="Do not keep the evaluations in the audit log.")
+@click.option(
+    "--progress/--no-progress", default=None, help="A progress bar on stderr (default: when stderr is a terminal)."
+)
 def recommend(
-    playbook_path: str, input_file: IO[str], as_of: str | None, fmt: str, lang: str, db: str, no_store: bool
+    playbook_path: str,
+    input_path: str,
+    mapping_name: str | None,
+    as_of: str | None,
+    fmt: str,
+    lang: str,
+    db: str,
+    no_store: bool,
+    progress: bool | None,
 ) -> None:
     """Evaluate every case, print its decisions and recommendations, and keep them in the audit log.
 
+    Every input record is accounted for: rows read = cases evaluated + rows quarantined.
     A file import stopped at any point resumes when run again: cases already stored are not evaluated twice.
     """
-    from adapters.jsonl import read_numbered_cases
-    from engine import CaseError, EngineFault, Evaluator, compile_playbook
+    from adapters.mapping import Quarantined, load_mapping
+    from engine import CaseError, EngineFault, Evaluator, PlaybookError, compile_playbook
     from engine.explain import render_result
 
     when = _as_of(as_of)
+    if input_path != "-" and not Path(input_path).is_file():
+        raise click.BadParameter(f"'{input_path}' is not a file", param_hint="--input")
+    if mapping_name is None and input_path.lower().endswith(".csv"):
+        raise click.BadParameter(
+            "a CSV export needs --mapping (a preset name or a mapping file)", param_hint="--mapping"
+        )
     playbook = _load(playbook_path)
-    counts = {"results": 0, "errors": 0, "skipped": 0}
+    try:
+        mapping = load_mapping(mapping_name) if mapping_name else None
+    except PlaybookError as error:
+        _fail("\n".join(str(p) for p in error.problems))
+    source = f"csv:{mapping.id}" if mapping is not None else "jsonl"
+    counts = {"rows": 0, "results": 0, "errors": 0, "skipped": 0}
+    quarantined: dict[str, int] = {}
     seqs: list[int] = []
+    show_bar = progress if progress is not None else (input_path != "-" and sys.stderr.isatty())
+    bar = (
+        click.progressbar(length=Path(input_path).stat().st_size, file=sys.stderr, label="reading")
+        if show_bar
+        else None
+    )
+
+    def emit(payload: dict[str, Any], text: str) -> None:
+        click.echo(json.dumps(payload, ensure_ascii=False) if fmt == "json" else text)
+
+    def cases() -> Iterator[Any]:
+        from engine.audit import ImportItem
+
+        run = None if store is None else _run_key(input_path, playbook, when, mapping)
+        done = store.stored_import_keys(source, f"{run}:") if store is not None and run else set()
+        for line, item in _numbered_input(input_path, mapping, bar.update if bar else None):
+            counts["rows"] += 1
+            if isinstance(item, Quarantined):
+                quarantined[item.code] = quarantined.get(item.code, 0) + 1
+                where = f"{input_path}:{line}"
+                emit(
+                    {
+                        "case": item.record_id or f"line {line}",
+                        "line": line,
+                        "quarantined": {"code": item.code, "reason": item.reason},
+                    },
+                    f"{where}: quarantined: {item.code}: {item.reason}\n",
+                )
+                continue
+            key = f"{run}:{line}" if run else None
+            if key in done:
+                counts["skipped"] += 1
+                continue
+            yield ImportItem(key, item)
+
+    store = None if no_store else _open_store(db)
     with compile_playbook(playbook) as compiled:
         evaluator = Evaluator(compiled)
-        numbered = read_numbered_cases(input_file)
-        if no_store:
-            outcomes: Any = ((o, None) for o in evaluator.evaluate((item for _, item in numbered), when))
+        if store is None:
+            outcomes: Any = ((o, None) for o in evaluator.evaluate((i.case for i in cases()), when))
         else:
-            from engine.audit import ImportItem, import_cases
+            from engine.audit import import_cases
 
-            store = _open_store(db)
-            run = _run_key(input_file, playbook, when)
-            done = store.stored_import_keys("jsonl", f"{run}:") if run else set()
-
-            def fresh() -> Any:
-                for number, item in numbered:
-                    key = f"{run}:{number}" if run else None
-                    if key in done:
-                        counts["skipped"] += 1
-                        continue
-                    yield ImportItem(key, item)
-
-            outcomes = import_cases(store, evaluator, fresh(), when, source="jsonl")
+            outcomes = import_cases(store, evaluator, cases(), when, source=source)
         try:
             for item, seq in outcomes:
                 counts["errors" if isinstance(item, CaseError) else "results"] += 1
@@ -221,16 +293,23 @@ def recommend(
                 if seq is not None:
                     payload = {"evaluation": seq, **payload}
                     seqs.append(seq)
-                if fmt == "json":
-                    click.echo(json.dumps(payload, ensure_ascii=False))
-                else:
-                    click.echo(render_result(playbook, payload, lang) + "\n")
+                emit(payload, render_result(playbook, payload, lang) + "\n")
         except EngineFault as fault:
             _fail(f"engine fault, run stopped: {fault}")
-    total = counts["results"] + counts["errors"]
-    summary = f"{total} cases: {counts['results']} results, {counts['errors']} errors"
+        except PlaybookError as error:
+            _fail("\n".join(str(p) for p in error.problems))
+        finally:
+            if bar is not None:
+                bar.render_finish()
+    evaluated = counts["results"] + counts["errors"]
+    held = sum(quarantined.values())
+    summary = (
+        f"{counts['rows']} rows: {evaluated} cases evaluated ({counts['results']} results, {counts['errors']} errors)"
+    )
+    if quarantined:
+        summary += f", {held} quarantined (" + ", ".join(f"{c} {n}" for c, n in sorted(quarantined.items())) + ")"
     if counts["skipped"]:
-        summary += f"; {counts['skipped']} already stored by an earlier run of this import"
+        summary += f", {counts['skipped']} already stored by an earlier run of this import"
     if seqs:
         summary += f"; stored in {db} as evaluations {seqs[0]}–{seqs[-1]}"
     click.echo(summary, err=True)
