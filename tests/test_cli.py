@@ -47,7 +47,7 @@ def test_json_output_follows_the_result_schema(cases_file: Path) -> None:
         jsonschema.validate(line, schema)
     assert [line["case"] for line in lines] == ["a", "b"]
     assert lines[0]["recommendations"][0]["label"] == "积极跟进"  # --lang defaults to zh
-    assert "2 cases: 2 results, 0 errors" in err
+    assert "2 rows: 2 cases evaluated (2 results, 0 errors)" in err
 
 
 def test_bad_lines_are_reported_and_the_run_fails(tmp_path: Path) -> None:
@@ -58,7 +58,7 @@ def test_bad_lines_are_reported_and_the_run_fails(tmp_path: Path) -> None:
     lines = [json.loads(line) for line in out.splitlines()]
     assert [line.get("error", {}).get("code") for line in lines] == [None, "bad_json", "bad_input"]
     assert [line["case"] for line in lines] == ["a", "line 2", "line 4"]
-    assert "3 cases: 1 results, 2 errors" in err
+    assert "3 rows: 3 cases evaluated (1 results, 2 errors)" in err
 
 
 def test_text_output_reads_in_each_language(cases_file: Path) -> None:
@@ -185,7 +185,7 @@ def test_one_hundred_thousand_cases_through_the_cli_none_lost_or_doubled(tmp_pat
             seen.add(json.loads(line)["case"])
             count += 1
     assert count == len(seen) == 100_000
-    assert "100000 cases: 100000 results, 0 errors" in done.stderr
+    assert "100000 rows: 100000 cases evaluated (100000 results, 0 errors)" in done.stderr
 
 
 def test_the_audit_log_commands_end_to_end(tmp_path: Path) -> None:
