@@ -140,7 +140,9 @@ class DocumentChecker:
 
     def schema_problem(self, error: ValidationError) -> None:
         if error.validator in ("anyOf", "oneOf") and error.context:
-            deepest = best_match(error.context)
+            # The alternative of the right type says most: "unknown key 'frm'" beats "should be text".
+            fitting = [e for e in error.context if not (e.validator == "type" and not e.relative_path)]
+            deepest = best_match(fitting or error.context)
             if deepest is not None:
                 self.schema_problem(deepest)
                 return

@@ -1,0 +1,157 @@
+"""adapters/mapping.py and adapters/csv_export.py: CRM exports in, cases or quarantined rows out, nothing lost."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from adapters.csv_export import detect_encoding, read_csv
+from adapters.mapping import MappedCase, Quarantined, load_mapping
+from cli import main
+from engine.errors import PlaybookError
+
+MAVEN = Path(__file__).resolve().parent.parent.parent / "shared" / "crm-data" / "maven-crm-sales-opportunities"
+
+MAPPING = """mapping:
+  id: test
+  record_id: 编号
+lookups:
+  accounts: {file: accounts.csv, key: 名称, match: 客户, normalize: compact}
+quarantine:
+  - {field: 阶段, one_of: [赢单], code: closed_deal, reason: "阶段 {value}: closed"}
+fields:
+  opportunity.id: 编号
+  opportunity.amount: {from: 金额, type: number, required: true}
+  opportunity.close_date: {from: 结束日期, type: date, formats: ["%Y/%m/%d", "epoch_ms"]}
+  opportunity.win_rate:
+    from: 赢率
+    type: number
+    scale: 100
+    bands:
+      - {below: 20, value: 0}
+      - {below: 40, value: 20}
+      - {below: 60, value: 40}
+      - {below: 80, value: 60}
+      - {value: 80}
+  opportunity.milestones: {from: 阶段, map: {初步接触: [need_clarified], 方案展示: [need_clarified, considering_us]}}
+  account.id: 客户
+  account.attractiveness: {from: accounts.等级, map: {A: high, B: low}, unmapped: low}
+"""
+
+ROWS = """编号,客户,金额,结束日期,赢率,阶段
+o1,华为 技术,"1,200.50",2027/01/08,0.45,方案展示
+o2,中兴,300,1798761600000,0.1,初步接触
+o3,华为技术,abc,2027/01/08,0.2,初步接触
+o4,中兴,100,2027/01/08,0.2,赢单
+o5,中兴,100,2027/01/08
+o6,中兴,100,not a date,0.2,初步接触
+o7,中兴,100,2027/01/08,0.2,谈判中
+o8,,,2027/01/08,0.2,初步接触
+"""
+
+
+@pytest.fixture
+def export(tmp_path: Path) -> tuple[Path, Path]:
+    (tmp_path / "mapping.yaml").write_text(MAPPING, encoding="utf-8")
+    (tmp_path / "accounts.csv").write_text("名称,等级\n华为技术,A\n中兴,C\n", encoding="gbk")
+    return tmp_path / "mapping.yaml", tmp_path / "export.csv"
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-8-sig", "gbk"])
+def test_every_row_is_a_case_or_a_quarantined_row_with_its_line(export: tuple[Path, Path], encoding: str) -> None:
+    mapping_path, csv_path = export
+    csv_path.write_text(ROWS, encoding=encoding)
+    assert detect_encoding(csv_path) == ("gb18030" if encoding == "gbk" else "utf-8-sig")
+    out = list(read_csv(csv_path, load_mapping(mapping_path)))
+    assert [line for line, _ in out] == [2, 3, 4, 5, 6, 7, 8, 9]
+    cases = {item.case_id: item.case for _, item in out if isinstance(item, MappedCase)}
+    held = {line: (item.code, item.reason) for line, item in out if isinstance(item, Quarantined)}
+    assert cases["o1"] == {
+        "id": "o1",
+        "opportunity": {
+            "id": "o1",
+            "amount": 1200.5,
+            "close_date": "2027-01-08",
+            "win_rate": 40,
+            "milestones": ["need_clarified", "considering_us"],
+        },
+        "account": {"id": "华为 技术", "attractiveness": "high"},
+    }
+    assert cases["o2"]["opportunity"]["close_date"] == "2027-01-01"  # epoch milliseconds
+    assert cases["o2"]["account"]["attractiveness"] == "low"  # unmapped C
+    assert held == {
+        4: ("bad_number", "金额 'abc' is not a number"),
+        5: ("closed_deal", "阶段 赢单: closed"),
+        6: ("bad_row", "4 cells where the header has 6"),
+        7: ("bad_date", "结束日期 'not a date' is not a date in %Y/%m/%d, epoch_ms"),
+        8: ("unknown_value", "阶段 '谈判中' has no mapping to opportunity.milestones"),
+        9: ("missing_field", "金额 is empty; opportunity.amount is required"),
+    }
+
+
+def test_a_missing_column_is_located_in_the_mapping(export: tuple[Path, Path]) -> None:
+    mapping_path, csv_path = export
+    csv_path.write_text(ROWS.replace("金额", "金 额", 1), encoding="utf-8")
+    with pytest.raises(PlaybookError) as info:
+        list(read_csv(csv_path, load_mapping(mapping_path)))
+    [problem] = info.value.problems
+    assert (problem.code, problem.location.line, problem.location.col) == ("mapping_unknown_column", 10, 3)
+    assert "column '金额' is not in export.csv (did you mean '金 额'?)" in problem.message
+
+
+def test_mapping_file_errors_are_located(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(
+        MAPPING.replace("opportunity.amount: {from:", "opportunity.amount: {frm:").replace(
+            "      - {value: 80}\n", "      - {below: 90, value: 80}\n"
+        ),
+        encoding="utf-8",
+    )
+    with pytest.raises(PlaybookError) as info:
+        load_mapping(path)
+    found = [(p.code, p.location.line) for p in info.value.problems]
+    assert ("unknown_key", 10) in found
+    assert "did you mean 'from'" in info.value.problems[0].message
+
+
+def test_unknown_preset_suggests_one() -> None:
+    with pytest.raises(PlaybookError) as info:
+        load_mapping("mavn")
+    assert info.value.problems[0].code == "mapping_unknown_preset"
+    assert "did you mean 'maven'" in info.value.problems[0].message
+
+
+def test_all_maven_deals_are_accounted_for_through_the_cli(tmp_path: Path) -> None:
+    source = MAVEN / "sales_pipeline.csv"
+    result = CliRunner().invoke(
+        main,
+        [
+            "recommend",
+            "--input",
+            str(source),
+            "--mapping",
+            "maven",
+            "--as-of",
+            "2017-03-01",
+            "--format",
+            "json",
+            "--db",
+            f"sqlite:///{tmp_path / 'm.db'}",
+        ],
+    )
+    assert result.exit_code == 0, result.stderr
+    import json
+
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    held = [line for line in lines if "quarantined" in line]
+    evaluated = [line for line in lines if "evaluation" in line]
+    assert len(lines) == 8800 == len(held) + len(evaluated)
+    assert len(evaluated) == 1589 + 500  # the open deals
+    assert all(line["quarantined"]["code"] == "closed_deal" and line["line"] > 1 for line in held)
+    assert (
+        "8800 rows: 2089 cases evaluated (2089 results, 0 errors), 6711 quarantined (closed_deal 6711)" in result.stderr
+    )
+    gtx_pro = next(line for line in evaluated if line["case"] == "HAXMC4IX")
+    assert gtx_pro["inputs"]["opportunity.amount"] == 3393  # MG Advanced's list price: no close value yet
