@@ -184,9 +184,12 @@ def _numbered_input(path: str, mapping: Any, progress: Any) -> Iterator[tuple[in
                 handle.close()
         return
     from adapters.csv_export import read_csv
+    from adapters.json_records import read_json_records
     from adapters.mapping import MappedCase
 
-    for line, item in read_csv(path, mapping, progress=progress):
+    is_json = path.lower().endswith((".json", ".jsonl"))
+    records = read_json_records(path, mapping) if is_json else read_csv(path, mapping, progress=progress)
+    for line, item in records:
         yield line, (item.case_id, item.case) if isinstance(item, MappedCase) else item
 
 

@@ -155,3 +155,46 @@ def test_all_maven_deals_are_accounted_for_through_the_cli(tmp_path: Path) -> No
     )
     gtx_pro = next(line for line in evaluated if line["case"] == "HAXMC4IX")
     assert gtx_pro["inputs"]["opportunity.amount"] == 3393  # MG Advanced's list price: no close value yet
+
+
+def test_json_records_are_flattened_and_every_record_accounted_for(tmp_path: Path) -> None:
+    from adapters.json_records import flatten, read_json_records
+
+    assert flatten(
+        {"id": "7", "properties": {"amount": "6"}, "companies": ["c1", "c2"], "owner": {"email": "a@b"}}
+    ) == {
+        "id": "7",
+        "companies": ["c1", "c2"],
+        "companies.0": "c1",
+        "companies.1": "c2",
+        "owner.email": "a@b",
+        "amount": "6",
+    }
+    mapping_path = tmp_path / "deals.yaml"
+    mapping_path.write_text(
+        "mapping: {id: deals, record_id: id}\n"
+        "fields:\n"
+        "  opportunity.id: id\n"
+        "  opportunity.amount: {from: amount, type: number}\n"
+        "  opportunity.account_id: companies.0\n",
+        encoding="utf-8",
+    )
+    lines = tmp_path / "deals.jsonl"
+    lines.write_text(
+        '{"id": "1", "properties": {"amount": "6"}, "companies": ["c9"]}\n\n[1]\n{oops\n{"id": "2", "properties": {"amount": "x"}}\n',
+        encoding="utf-8",
+    )
+    out = list(read_json_records(lines, load_mapping(mapping_path)))
+    assert [(n, type(item).__name__, getattr(item, "code", None)) for n, item in out] == [
+        (1, "MappedCase", None),
+        (3, "Quarantined", "bad_row"),
+        (4, "Quarantined", "bad_json"),
+        (5, "Quarantined", "bad_number"),
+    ]
+    assert out[0][1].case == {"id": "1", "opportunity": {"id": "1", "amount": 6, "account_id": "c9"}}  # type: ignore[union-attr]
+    array = tmp_path / "deals.json"
+    array.write_text('[{"id": "1", "properties": {"amount": 3}}, {"id": "2"}]', encoding="utf-8")
+    assert [type(item).__name__ for _, item in read_json_records(array, load_mapping(mapping_path))] == [
+        "MappedCase",
+        "MappedCase",
+    ]
