@@ -181,7 +181,8 @@ def test_json_records_are_flattened_and_every_record_accounted_for(tmp_path: Pat
     )
     lines = tmp_path / "deals.jsonl"
     lines.write_text(
-        '{"id": "1", "properties": {"amount": "6"}, "companies": ["c9"]}\n\n[1]\n{oops\n{"id": "2", "properties": {"amount": "x"}}\n',
+        '{"id": "1", "properties": {"amount": "6"}, "companies": ["c9"]}\n\n[1]\n{oops\n'
+        '{"id": "2", "properties": {"amount": "x"}}\n',
         encoding="utf-8",
     )
     out = list(read_json_records(lines, load_mapping(mapping_path)))
