@@ -12,17 +12,15 @@ dropped.  Mapping files are checked like playbooks: every problem at
 from __future__ import annotations
 
 import datetime as dt
-import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import cache
 from pathlib import Path
 from typing import Any
 
 from engine.errors import Location, PlaybookError, Problem, did_you_mean
 from engine.load import load_file
-from engine.validate import DocumentChecker
+from engine.validate import DocumentChecker, load_schema
 
 __all__ = [
     "PRESETS_DIR",
@@ -37,16 +35,9 @@ __all__ = [
 ]
 
 PRESETS_DIR = Path(__file__).resolve().parent / "presets"
-SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "mapping.schema.json"
 _EMPTY = ("", "null", "NULL", "None", "none", "N/A", "n/a", "#N/A")
 _TRUE = ("true", "yes", "y", "1", "t", "是")
 _FALSE = ("false", "no", "n", "0", "f", "否")
-
-
-@cache
-def _schema() -> dict[str, Any]:
-    schema: dict[str, Any] = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
-    return schema
 
 
 @dataclass(frozen=True)
@@ -338,7 +329,7 @@ def load_mapping(name_or_path: str | Path) -> Mapping:
         path = preset
     doc = load_file(path)
     checker = DocumentChecker(doc)
-    checker.schema_pass(doc.data, _schema())
+    checker.schema_pass(doc.data, load_schema("mapping.schema.json"))
     data = doc.data if isinstance(doc.data, dict) else {}
     if checker.problems:
         raise PlaybookError(checker.problems)

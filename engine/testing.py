@@ -22,7 +22,6 @@ import datetime as dt
 import json
 from collections import Counter
 from dataclasses import dataclass, field
-from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +30,9 @@ from engine.errors import CaseError, Location, PlaybookError, did_you_mean
 from engine.evaluate import Evaluator, Result
 from engine.load import load_file
 from engine.model import Playbook
-from engine.validate import DocumentChecker
+from engine.validate import DocumentChecker, load_schema
 
 __all__ = [
-    "TEST_SCHEMA_PATH",
     "PlaybookTest",
     "TestOutcome",
     "TestReport",
@@ -43,14 +41,7 @@ __all__ = [
     "run_tests",
 ]
 
-TEST_SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "playbook-test.schema.json"
 DEFAULT_AS_OF = "2026-01-01"
-
-
-@cache
-def _schema() -> dict[str, Any]:
-    schema: dict[str, Any] = json.loads(TEST_SCHEMA_PATH.read_text(encoding="utf-8"))
-    return schema
 
 
 @dataclass(frozen=True)
@@ -111,7 +102,7 @@ def load_tests(paths: list[Path], playbook: Playbook) -> list[PlaybookTest]:
             problems.extend(error.problems)
             continue
         checker = DocumentChecker(doc)
-        checker.schema_pass(doc.data, _schema())
+        checker.schema_pass(doc.data, load_schema("playbook-test.schema.json"))
         for i, spec in enumerate(doc.data.get("tests", []) if isinstance(doc.data, dict) else []):
             where: tuple[str | int, ...] = ("tests", i)
             if not isinstance(spec, dict) or checker.is_broken(where):

@@ -45,9 +45,17 @@ from engine.model import (
     ValueOf,
 )
 
-__all__ = ["SCHEMA_PATH", "DocumentChecker", "build_playbook", "load_playbook", "load_playbook_text", "playbook_schema"]
+__all__ = [
+    "SCHEMAS_DIR",
+    "DocumentChecker",
+    "build_playbook",
+    "load_playbook",
+    "load_playbook_text",
+    "load_schema",
+    "playbook_schema",
+]
 
-SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "playbook.schema.json"
+SCHEMAS_DIR = Path(__file__).resolve().parent.parent / "schemas"
 
 # durable-rules allows 255 properties per message; leave room for node, id and sid.
 MAX_NODE_PROPERTIES = 240
@@ -58,9 +66,14 @@ Path_ = tuple[str | int, ...]
 
 
 @cache
-def playbook_schema() -> dict[str, Any]:
-    schema: dict[str, Any] = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+def load_schema(name: str) -> dict[str, Any]:
+    """A JSON Schema of ``schemas/`` by file name (``playbook.schema.json``), read once."""
+    schema: dict[str, Any] = json.loads((SCHEMAS_DIR / name).read_text(encoding="utf-8"))
     return schema
+
+
+def playbook_schema() -> dict[str, Any]:
+    return load_schema("playbook.schema.json")
 
 
 def load_playbook(path: str | Path) -> Playbook:
