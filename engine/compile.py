@@ -82,11 +82,7 @@ class CompiledPlaybook:
             kind, values = self._var_type(var)
             if kind == "list":
                 list_values[var] = values or ()
-        if node.kind == "table":
-            members = tuple(row.id for row in self.playbook.decisions[node.name].rows)
-        else:
-            members = (node.name,)
-        return CompiledNode(index, node, fields, list_values, members)
+        return CompiledNode(index, node, fields, list_values, node.members)
 
     def _var_type(self, var: str) -> tuple[str, tuple[Any, ...] | None]:
         if "." in var:
@@ -104,10 +100,7 @@ class CompiledPlaybook:
             def index_of(var: str, item: Any, cnode: CompiledNode = cnode) -> int:
                 return cnode.list_values[var].index(item)
 
-            if cnode.node.kind == "table":
-                conditions = [row.when for row in self.playbook.decisions[cnode.node.name].rows]
-            else:
-                conditions = [self.playbook.rules_by_id[cnode.node.name].when]
+            conditions = self.playbook.conditions_of(cnode.node)
             for k, (member, when) in enumerate(zip(cnode.members, conditions, strict=True)):
                 test: dict[str, Any] = node_test
                 if when is not None:

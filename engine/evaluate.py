@@ -80,11 +80,11 @@ class Result:
         sets: dict[str, Any] | None,
     ) -> dict[str, Any]:
         name = plan.cnode.node.name
-        if plan.cnode.node.kind == "rule":
-            rule = self.playbook.rules_by_id[name]
+        if plan.cnode.node.kind == "rules":
+            rule = self.playbook.rules_by_id[plan.cnode.members[chosen[0]]]
             entry: dict[str, Any] = {
-                "rule": name,
-                "conditions": self._conditions(plan, 0, results),
+                "rule": rule.id,
+                "conditions": self._conditions(plan, chosen[0], results),
                 "source": rule.source.guide,
             }
             if sets:
@@ -115,8 +115,8 @@ class Result:
         rules: list[str] = []
         for plan, _, _, chosen, _ in self.steps:
             node = plan.cnode.node
-            if node.kind == "rule":
-                rules.append(node.name)
+            if node.kind == "rules":
+                rules.extend(plan.cnode.members[i] for i in chosen)
             elif chosen:
                 fired[node.name] = [plan.cnode.members[i] for i in chosen]
         if rules:
@@ -327,10 +327,7 @@ class Evaluator:
         return decision.type, decision.values
 
     def _plan(self, cnode: CompiledNode) -> _NodePlan:
-        if cnode.node.kind == "table":
-            conditions = [row.when for row in self.playbook.decisions[cnode.node.name].rows]
-        else:
-            conditions = [self.playbook.rules_by_id[cnode.node.name].when]
+        conditions = self.playbook.conditions_of(cnode.node)
         atoms = [atoms_of(c) for c in conditions]
         offsets = [sum(len(a) for a in atoms[:i]) for i in range(len(atoms))]
         every_atom = [a for member in atoms for a in member]
@@ -374,8 +371,9 @@ class Evaluator:
             fired, results = self._answer(plan, values)
             if plan.cnode.node.kind == "table":
                 self._table(plan, fired, results, result, case_id)
-            elif fired:
-                self._rule(plan, results, result, set_by, case_id)
+            else:
+                for member in fired:
+                    self._rule(plan, member, results, result, set_by, case_id)
         return result
 
     # -- one node ----------------------------------------------------------------
@@ -466,9 +464,15 @@ class Evaluator:
         return list(value) if isinstance(value, list) else value
 
     def _rule(
-        self, plan: _NodePlan, results: tuple[bool, ...], result: Result, set_by: dict[str, str], case_id: str
+        self,
+        plan: _NodePlan,
+        member: int,
+        results: tuple[bool, ...],
+        result: Result,
+        set_by: dict[str, str],
+        case_id: str,
     ) -> None:
-        rule = self.playbook.rules_by_id[plan.cnode.node.name]
+        rule = self.playbook.rules_by_id[plan.cnode.members[member]]
         values = result.values
         sets: dict[str, Any] = {}
         for target, output in rule.sets.items():
@@ -494,4 +498,4 @@ class Evaluator:
                     "source": self.playbook.actions[rec.action].source.to_json(),
                 }
             )
-        result.steps.append((plan, (0,), results, (0,), sets))
+        result.steps.append((plan, (member,), results, (member,), sets))

@@ -190,11 +190,13 @@ class Action:
 
 @dataclass(frozen=True)
 class Node:
-    """One step of evaluation: a decision table or a rule, with the variables it reads."""
+    """One step of evaluation, one question to durable-rules: a decision table (its rows are the
+    members), or the rules that read exactly the same variables (each rule a member)."""
 
-    kind: str  # "table" | "rule"
-    name: str  # decision name or rule id
+    kind: str  # "table" | "rules"
+    name: str  # the decision's name, or the rules' ids joined by commas
     reads: tuple[str, ...]
+    members: tuple[str, ...]  # row ids, or rule ids, in file order
 
 
 @dataclass
@@ -217,3 +219,9 @@ class Playbook:
     @cached_property
     def rules_by_id(self) -> dict[str, Rule]:
         return {rule.id: rule for rule in self.rules}
+
+    def conditions_of(self, node: Node) -> list[Condition | None]:
+        """The condition of each member of a node, in member order."""
+        if node.kind == "table":
+            return [row.when for row in self.decisions[node.name].rows]
+        return [self.rules_by_id[member].when for member in node.members]

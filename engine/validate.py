@@ -832,12 +832,12 @@ class _Builder(DocumentChecker):
             if decision.rows:
                 reads = tuple(dict.fromkeys(v for row in decision.rows for v in reads_of(row.when, [row.then])))
                 producers.setdefault(decision.name, []).append(len(nodes))
-                nodes.append(Node("table", decision.name, reads))
+                nodes.append(Node("table", decision.name, reads, tuple(row.id for row in decision.rows)))
         for rule in playbook.rules:
             outputs = [*rule.sets.values(), *(p for rec in rule.recommends for p in rec.params.values())]
             for target in rule.sets:
                 producers.setdefault(target, []).append(len(nodes))
-            nodes.append(Node("rule", rule.id, reads_of(rule.when, outputs)))
+            nodes.append(Node("rules", rule.id, reads_of(rule.when, outputs), (rule.id,)))
         deps = [sorted({p for var in node.reads if "." not in var for p in producers.get(var, [])}) for node in nodes]
 
         state = [0] * len(nodes)  # 0 new, 1 on the stack, 2 done
@@ -873,7 +873,7 @@ class _Builder(DocumentChecker):
         for i in range(len(nodes)):
             if not visit(i, []):
                 break
-        return tuple(nodes[i] for i in done)
+        return _group_rules([nodes[i] for i in done])
 
     def check_limits(self, playbook: Playbook) -> None:
         durable_rules = sum(len(d.rows) + 1 for d in playbook.decisions.values() if d.rows) + 2 * len(playbook.rules)
@@ -896,3 +896,26 @@ class _Builder(DocumentChecker):
                     f"'{node.name}' reads {width} values; at most {MAX_NODE_PROPERTIES}",
                     key=True,
                 )
+
+
+def _group_rules(ordered: list[Node]) -> tuple[Node, ...]:
+    """Rules that read exactly the same variables become one node (one question), at the first one's place.
+
+    That place is valid for all of them: their inputs are the same, so all are ready there, and
+    whatever reads what one of them sets comes after it, hence after the first.
+    """
+    groups: dict[tuple[str, ...], list[Node]] = {}
+    for node in ordered:
+        if node.kind == "rules":
+            groups.setdefault(tuple(sorted(node.reads)), []).append(node)
+    out: list[Node] = []
+    for node in ordered:
+        if node.kind != "rules":
+            out.append(node)
+            continue
+        group = groups[tuple(sorted(node.reads))]
+        if group[0] is node:
+            members = tuple(m for n in group for m in n.members)  # rules in file order, as ordered
+            reads = tuple(dict.fromkeys(v for n in group for v in n.reads))
+            out.append(Node("rules", ",".join(members), reads, members))
+    return tuple(out)
