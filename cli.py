@@ -158,21 +158,39 @@ def _open_store(url: str) -> Any:
         _fail(f"cannot open the audit log {url}: {error}")
 
 
-def _run_key(path: str, playbook: Any, as_of: dt.date, mapping: Any) -> str | None:
-    """Names one import (file content, playbook, mapping, as_of) so a rerun resumes it; None for stdin."""
-    if path == "-" or not Path(path).is_file():
-        return None
+def _run_key(
+    path: str, playbook: Any, as_of: dt.date, mapping: Any, *, sql: tuple[str | None, str | None] = (None, None)
+) -> str | None:
+    """Names one import (file content or database read, playbook, mapping, as_of) so a rerun resumes it.
+
+    None for stdin.  A database read is named by its URL and table or query: a rerun resumes by
+    row position, so the source should not change in between.
+    """
     digest = hashlib.sha256()
-    with open(path, "rb") as raw:
-        for block in iter(lambda: raw.read(1 << 20), b""):
-            digest.update(block)
+    if sql != (None, None):
+        digest.update(f"{path}|{sql[0]}|{sql[1]}".encode())
+    elif path == "-" or not Path(path).is_file():
+        return None
+    else:
+        with open(path, "rb") as raw:
+            for block in iter(lambda: raw.read(1 << 20), b""):
+                digest.update(block)
     mapping_text = Path(mapping.file).read_bytes() if mapping is not None else b""
     digest.update(f"|{playbook.content_hash}|{as_of.isoformat()}|".encode() + mapping_text)
     return digest.hexdigest()[:24]
 
 
-def _numbered_input(path: str, mapping: Any, progress: Any) -> Iterator[tuple[int, Any]]:
-    """(line, case | CaseError | Quarantined) for every record of the input, JSON Lines or CSV."""
+def _numbered_input(
+    path: str, mapping: Any, progress: Any, *, sql: tuple[str | None, str | None] = (None, None)
+) -> Iterator[tuple[int, Any]]:
+    """(line, case | CaseError | Quarantined) for every record: JSON Lines, CSV, JSON records or a database."""
+    if sql != (None, None):
+        from adapters.mapping import MappedCase
+        from adapters.sql_source import read_sql
+
+        for position, item in read_sql(path, mapping, table=sql[0], query=sql[1]):
+            yield position, (item.case_id, item.case) if isinstance(item, MappedCase) else item
+        return
     if mapping is None:
         from adapters.jsonl import read_numbered_cases
 
@@ -196,11 +214,16 @@ def _numbered_input(path: str, mapping: Any, progress: Any) -> Iterator[tuple[in
 @main.command()
 @_playbook_option
 @click.option(
-    "--input", "input_path", required=True, help="JSON Lines cases ('-' for stdin), or a CRM CSV export with --mapping."
+    "--input",
+    "input_path",
+    help="JSON Lines cases ('-' for stdin); with --mapping, a CRM export: CSV, or JSON records (.json, .jsonl).",
 )
+@click.option("--mapping", "mapping_name", help="A mapping preset (maven, salesforce_opportunity, ...) or file.")
 @click.option(
-    "--mapping", "mapping_name", help="A mapping preset (maven, salesforce_opportunity, ...) or file, for CSV input."
+    "--sql", "sql_url", help="Read records from a database instead (SQLAlchemy URL; read-only), with --mapping."
 )
+@click.option("--table", help="With --sql: the table to read.")
+@click.option("--query", help="With --sql: a SELECT to run.")
 @_as_of_option
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @_lang_option
@@ -211,8 +234,11 @@ def _numbered_input(path: str, mapping: Any, progress: Any) -> Iterator[tuple[in
 )
 def recommend(
     playbook_path: str,
-    input_path: str,
+    input_path: str | None,
     mapping_name: str | None,
+    sql_url: str | None,
+    table: str | None,
+    query: str | None,
     as_of: str | None,
     fmt: str,
     lang: str,
@@ -230,7 +256,15 @@ def recommend(
     from engine.explain import render_result
 
     when = _as_of(as_of)
-    if input_path != "-" and not Path(input_path).is_file():
+    if sql_url is not None:
+        if input_path is not None or mapping_name is None or (table is None) == (query is None):
+            raise click.UsageError("--sql needs --mapping and exactly one of --table or --query, and no --input")
+        input_path = sql_url
+    elif input_path is None:
+        raise click.UsageError("give --input (or --sql)")
+    elif table is not None or query is not None:
+        raise click.UsageError("--table and --query go with --sql")
+    elif input_path != "-" and not Path(input_path).is_file():
         raise click.BadParameter(f"'{input_path}' is not a file", param_hint="--input")
     if mapping_name is None and input_path.lower().endswith(".csv"):
         raise click.BadParameter(
@@ -241,11 +275,12 @@ def recommend(
         mapping = load_mapping(mapping_name) if mapping_name else None
     except PlaybookError as error:
         _fail("\n".join(str(p) for p in error.problems))
-    source = f"csv:{mapping.id}" if mapping is not None else "jsonl"
+    kind = "sql" if sql_url is not None else ("json" if input_path.lower().endswith((".json", ".jsonl")) else "csv")
+    source = f"{kind}:{mapping.id}" if mapping is not None else "jsonl"
     counts = {"rows": 0, "results": 0, "errors": 0, "skipped": 0}
     quarantined: dict[str, int] = {}
     seqs: list[int] = []
-    show_bar = progress if progress is not None else (input_path != "-" and sys.stderr.isatty())
+    show_bar = sql_url is None and (progress if progress is not None else (input_path != "-" and sys.stderr.isatty()))
     bar = (
         click.progressbar(length=Path(input_path).stat().st_size, file=sys.stderr, label="reading")
         if show_bar
@@ -258,9 +293,9 @@ def recommend(
     def cases() -> Iterator[Any]:
         from engine.audit import ImportItem
 
-        run = None if store is None else _run_key(input_path, playbook, when, mapping)
+        run = None if store is None else _run_key(input_path, playbook, when, mapping, sql=(table, query))
         done = store.stored_import_keys(source, f"{run}:") if store is not None and run else set()
-        for line, item in _numbered_input(input_path, mapping, bar.update if bar else None):
+        for line, item in _numbered_input(input_path, mapping, bar.update if bar else None, sql=(table, query)):
             counts["rows"] += 1
             if isinstance(item, Quarantined):
                 quarantined[item.code] = quarantined.get(item.code, 0) + 1

@@ -71,6 +71,7 @@ class Lookup:
 
     name: str
     file: str | None
+    table: str | None
     key: str
     match: str
     compact: bool
@@ -338,6 +339,7 @@ def load_mapping(name_or_path: str | Path) -> Mapping:
         name: Lookup(
             name=name,
             file=spec.get("file"),
+            table=spec.get("table"),
             key=spec["key"],
             match=spec["match"],
             compact=spec.get("normalize") == "compact",
