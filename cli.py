@@ -593,5 +593,111 @@ def replay(playbook_path: str, since: str | None, fmt: str, examples: int, db: s
         )
 
 
+# -- playbook serve: the webhook service ----------------------------------------------------------
+
+
+@main.command()
+@_playbook_option
+@_db_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True, help="Port to listen on.")
+@click.option(
+    "--max-body",
+    type=click.IntRange(1),
+    default=1 << 20,
+    show_default=True,
+    help="Largest request body accepted, in bytes; a larger one is answered 413 unread.",
+)
+@click.option(
+    "--public-url",
+    help="The URL the CRMs call, e.g. https://hooks.example.com (HubSpot signs it); default: from the Host header.",
+)
+@click.option(
+    "--secrets-file",
+    type=click.Path(dir_okay=False, exists=True),
+    help="NAME=value lines (PLAYBOOK_HUBSPOT_SECRET, ...); they take precedence over the environment.",
+)
+@click.option(
+    "--mapping",
+    "mapping_specs",
+    multiple=True,
+    metavar="CRM=MAPPING",
+    help="Another mapping for a CRM (hubspot, salesforce, pipedrive, generic): a preset or file. Repeatable.",
+)
+@click.option("--workers", type=click.IntRange(1), default=4, show_default=True, help="Evaluation threads.")
+def serve(
+    playbook_path: str,
+    db: str,
+    host: str,
+    port: int,
+    max_body: int,
+    public_url: str | None,
+    secrets_file: str | None,
+    mapping_specs: tuple[str, ...],
+    workers: int,
+) -> None:
+    """Run the webhook service: CRM events in, evaluated, stored in the audit log.
+
+    Routes are enabled by their secrets, from the environment or --secrets-file:
+    PLAYBOOK_HUBSPOT_SECRET (/webhooks/hubspot), PLAYBOOK_SALESFORCE_CDC_SECRET
+    (/webhooks/salesforce/cdc), PLAYBOOK_SALESFORCE_ORG_IDS and/or PLAYBOOK_SALESFORCE_OUTBOUND_TOKEN
+    (/webhooks/salesforce/outbound[/TOKEN]), PLAYBOOK_PIPEDRIVE_USER and PLAYBOOK_PIPEDRIVE_PASSWORD
+    (/webhooks/pipedrive), PLAYBOOK_WEBHOOK_SECRET (/webhooks/generic).  GET /health reports the state.
+    """
+    import logging
+
+    import uvicorn
+
+    from adapters.mapping import load_mapping
+    from adapters.service import DEFAULT_MAPPINGS, SECRET_NAMES, Secrets, WebhookService, read_secrets_file
+    from engine import Evaluator, PlaybookError, compile_playbook
+
+    values = {name: os.environ[name] for name in SECRET_NAMES if name in os.environ}
+    if secrets_file is not None:
+        try:
+            values |= read_secrets_file(secrets_file)
+        except (OSError, UnicodeDecodeError, ValueError) as error:
+            _fail(str(error))
+    secrets = Secrets.from_mapping(values)
+    mappings = {}
+    for spec in mapping_specs:
+        crm, equals, name = spec.partition("=")
+        if not equals or crm not in DEFAULT_MAPPINGS or not name:
+            raise click.BadParameter(
+                f"'{spec}' should be CRM=MAPPING with CRM one of {', '.join(DEFAULT_MAPPINGS)}", param_hint="--mapping"
+            )
+        try:
+            mappings[crm] = load_mapping(name)
+        except PlaybookError as error:
+            _fail("\n".join(str(p) for p in error.problems))
+    playbook = _load(playbook_path)
+    store = _open_store(db)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    with compile_playbook(playbook) as compiled:
+        app = WebhookService(
+            store,
+            Evaluator(compiled),
+            secrets=secrets,
+            mappings=mappings,
+            max_body=max_body,
+            public_url=public_url,
+            workers=workers,
+        )
+        routes = app.routes()
+        if not routes:
+            app.close()
+            _fail("no webhook route is enabled: set at least one of " + ", ".join(SECRET_NAMES))
+        click.echo(
+            f"playbook {playbook.id} {playbook.version} ({playbook.content_hash[:12]}), audit log {db}; "
+            f"routes: {', '.join(routes)}",
+            err=True,
+        )
+        try:
+            uvicorn.run(app, host=host, port=port, lifespan="on", log_level="info")
+        finally:
+            app.close()
+            store.close()
+
+
 if __name__ == "__main__":
     main()

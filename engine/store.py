@@ -12,6 +12,11 @@ error.  The values each row read are the stored facts and decisions: ``why``
 re-evaluates them under the stored playbook text and checks that it fires what
 was stored before explaining it.
 
+Records that CRMs change piece by piece (webhooks) keep their last known state in
+``records`` (schema version 3): the fields, when each was last set, and a version
+number.  The state an evaluation was made from is saved in the same transaction as
+the evaluation, so neither is ever stored without the other.
+
 Each evaluation's hash covers its content and the previous evaluation's hash;
 ``chain_head`` holds the last one.  Appends lock the head, so writers are
 serialised and sequence numbers have no gaps.  Outcomes have a chain of their own.
@@ -57,6 +62,8 @@ __all__ = [
     "SCHEMA_VERSION",
     "Appended",
     "ChainProblem",
+    "RecordChanged",
+    "RecordState",
     "Store",
     "StoredEvaluation",
     "canonical",
@@ -64,7 +71,7 @@ __all__ = [
 ]
 
 DEFAULT_URL = "sqlite:///playbook.db"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 GENESIS = "0" * 64
 OUTCOME_STATUSES = ("accepted", "dismissed", "done")
 
@@ -149,7 +156,25 @@ outcomes = Table(
 )
 Index("ix_outcomes_evaluation", outcomes.c.evaluation_seq)
 
-_TABLES_BY_VERSION = {1: [meta, playbooks, chain_head, evaluations, recommendations], 2: [outcomes]}
+# Schema version 3 added records: the last known state of each record that webhooks change piece by piece.
+records = Table(
+    "records",
+    metadata,
+    Column("source", String(200), primary_key=True),
+    Column("record_id", String(500), primary_key=True),
+    Column("fields", Text, nullable=False),  # canonical JSON: CRM field -> value
+    Column("stamps", Text, nullable=False),  # canonical JSON: CRM field -> when it was set (ms since 1970)
+    Column("deleted", Boolean, nullable=False),
+    Column("version", Integer, nullable=False),  # 1 when first saved, one more at each save
+    Column("updated_at", String(40), nullable=False),
+    Column("last_event_id", String(500)),
+)
+
+_TABLES_BY_VERSION = {
+    1: [meta, playbooks, chain_head, evaluations, recommendations],
+    2: [outcomes],
+    3: [records],
+}
 
 
 def canonical(value: Any) -> str:
@@ -253,13 +278,42 @@ class ChainProblem:
 
 
 @dataclass(frozen=True)
+class RecordState:
+    """The last known state of one record that events change piece by piece.
+
+    ``version`` is the version this state was read at (0: never stored).  A state given back
+    to :meth:`Store.append` or :meth:`Store.save_record` is saved only if the stored version is
+    still that one; otherwise :class:`RecordChanged` is raised, and the caller reads, merges
+    and tries again.
+    """
+
+    source: str
+    record_id: str
+    fields: dict[str, Any]
+    stamps: dict[str, int]
+    deleted: bool = False
+    version: int = 0
+    updated_at: str | None = None
+    last_event_id: str | None = None
+
+
+class RecordChanged(Exception):
+    """A record's state was saved by someone else between reading it and saving it."""
+
+
+@dataclass(frozen=True)
 class Appended:
-    """One case given to :meth:`Store.append`: its result or error, and where it came from."""
+    """One case given to :meth:`Store.append`: its result or error, and where it came from.
+
+    ``record``: the state of the record the case was made from, saved in the same transaction
+    (and not at all when the event was already stored).
+    """
 
     outcome: Result | CaseError
     facts: dict[str, Any]
     import_key: str | None = None
     event_id: str | None = None
+    record: RecordState | None = None
 
 
 def _ids(facts: dict[str, Any]) -> tuple[str | None, str | None]:
@@ -399,6 +453,9 @@ class Store:
                 if children:
                     conn.execute(insert(recommendations), children)
                 conn.execute(update(chain_head).where(chain_head.c.chain == "evaluations").values(seq=seq, hash=prev))
+            for i, item in enumerate(items):
+                if item.record is not None and i not in skip:
+                    self._save_record(conn, item.record, item.event_id, now)
         return seqs
 
     def _already_stored(self, conn: Connection, source: str, items: Sequence[Appended]) -> set[int]:
@@ -460,6 +517,64 @@ class Store:
             "error": "",
         }
         return row, recs
+
+    # -- record state ---------------------------------------------------------------
+
+    def record_state(self, source: str, record_id: str) -> RecordState:
+        """The last known state of a record; an empty one at version 0 when none is stored."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(records).where(records.c.source == source, records.c.record_id == record_id)
+            ).first()
+        if row is None:
+            return RecordState(source, record_id, {}, {})
+        return RecordState(
+            source=source,
+            record_id=record_id,
+            fields=json.loads(row.fields),
+            stamps=json.loads(row.stamps),
+            deleted=bool(row.deleted),
+            version=int(row.version),
+            updated_at=row.updated_at,
+            last_event_id=row.last_event_id,
+        )
+
+    def save_record(self, state: RecordState, event_id: str | None = None) -> None:
+        """Save a record's state that no evaluation goes with (a deletion, a record set aside)."""
+        with self.engine.begin() as conn:
+            self._lock_head(conn, "evaluations")  # record writes are serialised with appends
+            self._save_record(conn, state, event_id, _now())
+
+    @staticmethod
+    def _save_record(conn: Connection, state: RecordState, event_id: str | None, now: str) -> None:
+        where = (records.c.source == state.source, records.c.record_id == state.record_id)
+        stored = conn.execute(select(records.c.version).where(*where)).scalar()
+        if (stored or 0) != state.version:
+            raise RecordChanged(
+                f"record {state.record_id} of {state.source} is at version {stored or 0}, not {state.version}"
+            )
+        values = {
+            "fields": canonical(state.fields),
+            "stamps": canonical(state.stamps),
+            "deleted": state.deleted,
+            "version": state.version + 1,
+            "updated_at": now,
+            "last_event_id": event_id,
+        }
+        if stored is None:
+            conn.execute(insert(records), [{"source": state.source, "record_id": state.record_id, **values}])
+        else:
+            conn.execute(update(records).where(*where).values(**values))
+
+    def evaluation_of_event(self, source: str, event_id: str) -> int | None:
+        """The evaluation stored for an event, if any."""
+        with self.engine.connect() as conn:
+            seq = conn.execute(
+                select(evaluations.c.seq).where(evaluations.c.source == source, evaluations.c.event_id == event_id)
+            ).scalar()
+        return None if seq is None else int(seq)
+
+    # -- outcomes -----------------------------------------------------------------
 
     def record_outcome(self, evaluation_seq: int, action: str, status: str, who: str, why: str) -> int:
         """Mark a recommendation accepted, dismissed or done; outcomes are kept as history."""
