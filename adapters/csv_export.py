@@ -120,12 +120,11 @@ def read_csv(
             extra = row.pop(None, None)
             if extra is not None or any(v is None for v in row.values()):
                 cells = len(header) + len(extra or []) - sum(v is None for v in row.values())
-                record_id = row.get(mapping.record_id) if mapping.record_id else None
                 yield (
                     line,
                     Quarantined(
                         line,
-                        str(record_id) if record_id else None,
+                        mapping.id_of(row),
                         "bad_row",
                         f"{cells} cells where the header has {len(header)}",
                     ),

@@ -109,7 +109,7 @@ _MISSING = object()
 class Mapping:
     id: str
     file: str
-    record_id: str | None
+    record_id: tuple[str, ...]  # the fields that name a record, first non-empty wins
     encoding: str
     lookups: dict[str, Lookup]
     quarantine: list[tuple[str, str, tuple[str, ...], str, str, Location]]  # field, op, values, code, reason, where
@@ -128,7 +128,7 @@ class Mapping:
 
     def columns_used(self) -> set[str]:
         """The source columns of the main record this mapping reads (for checking a CSV header)."""
-        used = {self.record_id} if self.record_id else set()
+        used = set(self.record_id) if len(self.record_id) == 1 else set()  # alternatives may be absent
         used |= {lookup.match for lookup in self.lookups.values()}
         used |= {q[0] for q in self.quarantine if "." not in q[0] or q[0].split(".", 1)[0] not in self.lookups}
         for rule in self.fields:
@@ -145,8 +145,7 @@ class Mapping:
         return record.get(source)
 
     def to_case(self, record: dict[str, Any], *, line: int | None = None) -> MappedCase | Quarantined:
-        raw_id = record.get(self.record_id) if self.record_id else None
-        record_id = None if _empty(raw_id) else str(raw_id).strip()
+        record_id = self.id_of(record)
         try:
             joined = self._join(record)
             for source, op, values, code, reason, _ in self.quarantine:
@@ -166,6 +165,14 @@ class Mapping:
         case_id = record_id or (f"line {line}" if line is not None else "record")
         case["id"] = case_id
         return MappedCase(case_id, case)
+
+    def id_of(self, record: dict[str, Any]) -> str | None:
+        """The record's id: the first of the ``record_id`` fields that has a value."""
+        for name in self.record_id:
+            value = record.get(name)
+            if not _empty(value):
+                return str(value).strip()
+        return None
 
     def _join(self, record: dict[str, Any]) -> dict[str, dict[str, Any] | None]:
         joined: dict[str, dict[str, Any] | None] = {}
@@ -403,7 +410,9 @@ def load_mapping(name_or_path: str | Path) -> Mapping:
     return Mapping(
         id=str(meta["id"]),
         file=str(path),
-        record_id=meta.get("record_id"),
+        record_id=tuple(meta["record_id"])
+        if isinstance(meta.get("record_id"), list)
+        else tuple(filter(None, [meta.get("record_id")])),
         encoding=str(meta.get("encoding", "auto")),
         lookups=lookups,
         quarantine=quarantine,
