@@ -23,7 +23,20 @@ from typing import Any
 from engine.compile import CompiledNode, CompiledPlaybook
 from engine.conditions import atoms_of, evaluate_condition
 from engine.errors import CaseError, EngineFault
-from engine.model import AllOf, AnyOf, Atom, Condition, Decision, InputField, Interval, Literal, Not, Output, Playbook
+from engine.model import (
+    AllOf,
+    AnyOf,
+    Atom,
+    Condition,
+    Decision,
+    InputField,
+    Interval,
+    Literal,
+    Not,
+    Output,
+    Playbook,
+    Rule,
+)
 
 __all__ = ["Evaluator", "Result", "negated_atoms", "prepare_inputs"]
 
@@ -165,54 +178,86 @@ def _parse_date(value: Any) -> dt.date | None:
         return None
 
 
-def _normalise(field: InputField, value: Any) -> Any:
-    """The value in its declared type, or raise ValueError saying why not."""
+def _tag(value: Any) -> str:
+    # 1 == True and "1" != 1 in Python; the declared type decides which a value may match.
+    if isinstance(value, bool):
+        return "b"
+    if isinstance(value, int | float):
+        return "n"
+    return "s" if isinstance(value, str) else "?"
+
+
+def _reader(field: InputField) -> Callable[[Any], Any]:
+    """The function giving a raw value in the field's declared type, or raising ValueError saying why not."""
     kind = field.type
     if kind == "number":
-        if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
-            raise ValueError(f"'{value}' is not a number")
-        return value
-    if kind == "boolean":
-        if not isinstance(value, bool):
-            raise ValueError(f"'{value}' is not true or false")
-        return value
-    if kind == "string":
-        if not isinstance(value, str):
-            raise ValueError(f"'{value}' is not text")
-        return value
+
+        def number(value: Any) -> Any:
+            if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+                raise ValueError(f"'{value}' is not a number")
+            return value
+
+        return number
+    if kind in ("boolean", "string"):
+        wanted, what = (bool, "true or false") if kind == "boolean" else (str, "text")
+
+        def plain(value: Any) -> Any:
+            if not isinstance(value, wanted):
+                raise ValueError(f"'{value}' is not {what}")
+            return value
+
+        return plain
     if kind == "date":
-        parsed = _parse_date(value)
-        if parsed is None:
-            raise ValueError(f"'{value}' is not a date (YYYY-MM-DD)")
-        return parsed.isoformat()
+
+        def date(value: Any) -> Any:
+            parsed = _parse_date(value)
+            if parsed is None:
+                raise ValueError(f"'{value}' is not a date (YYYY-MM-DD)")
+            return parsed.isoformat()
+
+        return date
     declared = field.values or ()
+    canonical = {(_tag(v), v): v for v in declared}
+    choices = ", ".join(str(v) for v in declared)
+
+    def one(value: Any) -> Any:
+        try:
+            return canonical[(_tag(value), value)]
+        except (KeyError, TypeError):
+            raise ValueError(f"'{value}' is not one of: {choices}") from None
+
     if kind == "enum":
-        return _declared(value, declared)
-    if not isinstance(value, list):
-        raise ValueError(f"'{value}' is not a list")
-    items = {_declared(item, declared) for item in value}
-    return [v for v in declared if v in items]
+        return one
+
+    def many(value: Any) -> Any:
+        if not isinstance(value, list):
+            raise ValueError(f"'{value}' is not a list")
+        items = {one(item) for item in value}
+        return [v for v in declared if v in items]
+
+    return many
 
 
-def _declared(value: Any, declared: tuple[Any, ...]) -> Any:
-    for candidate in declared:
-        if (
-            candidate == value
-            and isinstance(candidate, bool) == isinstance(value, bool)
-            and (isinstance(candidate, str) == isinstance(value, str))
-        ):
-            return candidate
-    raise ValueError(f"'{value}' is not one of: {', '.join(str(v) for v in declared)}")
+@dataclass(frozen=True)
+class _InputPlan:
+    readers: tuple[tuple[str, str, str, Callable[[Any], Any]], ...]  # name, object, key, reader
+    derived: tuple[tuple[str, str, tuple[str, ...]], ...]  # name, how, sources
+
+
+def _input_plan(playbook: Playbook) -> _InputPlan:
+    readers = tuple((name, *name.split(".", 1), _reader(f)) for name, f in playbook.inputs.items())
+    derived = tuple((name, f.derive[0], f.derive[1]) for name, f in playbook.inputs.items() if f.derive is not None)
+    return _InputPlan(readers, derived)  # type: ignore[arg-type]
 
 
 def prepare_inputs(
-    playbook: Playbook, case: dict[str, Any], as_of: dt.date, case_id: str
+    playbook: Playbook, case: dict[str, Any], as_of: dt.date, case_id: str, plan: _InputPlan | None = None
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Declared input fields of a case, checked and typed, plus the derivations made."""
+    plan = plan or _input_plan(playbook)
     values: dict[str, Any] = {}
     derived: list[dict[str, Any]] = []
-    for name, field_ in playbook.inputs.items():
-        obj_name, key = name.split(".", 1)
+    for name, obj_name, key, read in plan.readers:
         obj = case.get(obj_name)
         if obj is None:
             continue
@@ -222,14 +267,11 @@ def prepare_inputs(
         if raw is None:
             continue
         try:
-            values[name] = _normalise(field_, raw)
+            values[name] = read(raw)
         except ValueError as exc:
             raise CaseError(case_id, "bad_input", f"{name}: {exc}") from None
-    for name, field_ in playbook.inputs.items():
-        if field_.derive is None or name in values:
-            continue
-        how, sources = field_.derive
-        if any(source not in values for source in sources):
+    for name, how, sources in plan.derived:
+        if name in values or any(source not in values for source in sources):
             continue
         if how == "weeks_until":
             days = (dt.date.fromisoformat(values[sources[0]]) - as_of).days
@@ -249,7 +291,9 @@ def prepare_inputs(
 _OTHER = ("other",)  # the cell of any value no test names
 
 
-def _cell_reader(var: str, atoms: list[Atom], kind: str, values: tuple[Any, ...] | None) -> Callable[[Any], Hashable]:
+def _cell_reader(
+    var: str, atoms: list[Atom], kind: str, values: tuple[Any, ...] | None
+) -> Callable[[Any], Hashable] | None:
     """A function from a value of ``var`` to its cell: values in one cell pass and fail the same tests.
 
     This is what makes reusing an answer exact: every test of the node gives the
@@ -294,6 +338,9 @@ def _cell_reader(var: str, atoms: list[Atom], kind: str, values: tuple[Any, ...]
         if a.op in ("equals", "not_equals", "one_of", "not_one_of")
         for x in (a.operand if isinstance(a.operand, tuple) else (a.operand,))
     )
+    domain = (True, False) if kind == "boolean" else values
+    if domain and all(v in named for v in domain):
+        return None  # every possible value is named: the value is its own cell
     return lambda v: None if v is None else (v if v in named else _OTHER)
 
 
@@ -304,8 +351,11 @@ class _NodePlan:
     atoms: list[list[Atom]]
     offsets: list[int]  # where each member's atoms start in the node's atom results
     negations: list[list[bool]]
-    readers: list[tuple[str, Callable[[Any], Hashable]]]
-    answers: dict[tuple[Hashable, ...], tuple[tuple[int, ...], tuple[bool, ...]]] = field(default_factory=dict)
+    readers: list[tuple[str, Callable[[Any], Hashable] | None]]  # None: the value is its own cell
+    decision: Decision | None  # for a table
+    rules: list[Rule]  # for a group of rules, by member
+    answers: dict[Hashable, tuple[tuple[int, ...], tuple[bool, ...]]] = field(default_factory=dict)
+    outcomes: dict[Hashable, tuple[tuple[int, ...], Any]] = field(default_factory=dict)  # table: chosen rows, value
 
 
 class Evaluator:
@@ -318,6 +368,9 @@ class Evaluator:
         self.cache_size = cache_size
         self._remembered = 0
         self._plans = [self._plan(cnode) for cnode in compiled.nodes]
+        self._inputs = _input_plan(self.playbook)
+        # shared by every result (read-only): an action's course source
+        self._sources = {name: action.source.to_json() for name, action in self.playbook.actions.items()}
 
     def _var_type(self, var: str) -> tuple[str, tuple[Any, ...] | None]:
         if var in self.playbook.inputs:
@@ -333,7 +386,12 @@ class Evaluator:
         every_atom = [a for member in atoms for a in member]
         tested = list(dict.fromkeys(a.var for a in every_atom))
         readers = [(var, _cell_reader(var, every_atom, *self._var_type(var))) for var in tested]
-        return _NodePlan(cnode, conditions, atoms, offsets, [negated_atoms(c) for c in conditions], readers)
+        node = cnode.node
+        decision = self.playbook.decisions[node.name] if node.kind == "table" else None
+        rules = [self.playbook.rules_by_id[m] for m in node.members] if node.kind == "rules" else []
+        return _NodePlan(
+            cnode, conditions, atoms, offsets, [negated_atoms(c) for c in conditions], readers, decision, rules
+        )
 
     # -- public ------------------------------------------------------------------
 
@@ -354,7 +412,7 @@ class Evaluator:
     def evaluate_case(self, case: dict[str, Any], as_of: dt.date, case_id: str) -> Result:
         if not isinstance(case, dict):
             raise CaseError(case_id, "bad_input", "a case is an object with opportunity, account and market")
-        inputs, derived = prepare_inputs(self.playbook, case, as_of, case_id)
+        inputs, derived = prepare_inputs(self.playbook, case, as_of, case_id, self._inputs)
         values = dict(inputs)
         result = Result(
             case=case_id,
@@ -368,9 +426,9 @@ class Evaluator:
         )
         set_by: dict[str, str] = {}
         for plan in self._plans:
-            fired, results = self._answer(plan, values)
+            key, fired, results = self._answer(plan, values)
             if plan.cnode.node.kind == "table":
-                self._table(plan, fired, results, result, case_id)
+                self._table(plan, key, fired, results, result, case_id)
             else:
                 for member in fired:
                     self._rule(plan, member, results, result, set_by, case_id)
@@ -378,13 +436,19 @@ class Evaluator:
 
     # -- one node ----------------------------------------------------------------
 
-    def _answer(self, plan: _NodePlan, values: dict[str, Any]) -> tuple[tuple[int, ...], tuple[bool, ...]]:
-        """The members durable-rules fires for these values (indices), and every atom's result."""
-        key = tuple(cell(values.get(var)) for var, cell in plan.readers)
+    def _answer(self, plan: _NodePlan, values: dict[str, Any]) -> tuple[Hashable, tuple[int, ...], tuple[bool, ...]]:
+        """The question's key, the members durable-rules fires for these values (indices), every atom's result."""
+        readers = plan.readers
+        key: Hashable
+        if len(readers) == 1:  # the common case, kept cheap
+            var, cell = readers[0]
+            key = values.get(var) if cell is None else cell(values.get(var))
+        else:
+            key = tuple([values.get(var) if cell is None else cell(values.get(var)) for var, cell in readers])
         if self.cache_size:
             known = plan.answers.get(key)
             if known is not None:
-                return known
+                return key, known[0], known[1]
         collected: list[bool] = []
         matched = tuple(
             i
@@ -403,23 +467,38 @@ class Evaluator:
             if self._remembered >= self.cache_size:
                 for other in self._plans:
                     other.answers.clear()
+                    other.outcomes.clear()
                 self._remembered = 0
             plan.answers[key] = known
             self._remembered += 1
-        return known
+        return key, known[0], known[1]
 
     def _table(
-        self, plan: _NodePlan, fired: tuple[int, ...], results: tuple[bool, ...], result: Result, case_id: str
+        self,
+        plan: _NodePlan,
+        key: Hashable,
+        fired: tuple[int, ...],
+        results: tuple[bool, ...],
+        result: Result,
+        case_id: str,
     ) -> None:
-        decision = self.playbook.decisions[plan.cnode.node.name]
-        rows = decision.rows
+        decision = plan.decision
+        assert decision is not None
         values = result.values
-        chosen = self._hit_policy(decision, fired, values, case_id)
-        if decision.hit_policy == "collect":
-            outputs = [self._output(rows[i].then, values, decision, case_id) for i in chosen]
-            value: Any = list(dict.fromkeys(outputs)) if chosen else None
+        known = plan.outcomes.get(key) if self.cache_size else None
+        if known is not None:  # literal outputs: the same key gives the same rows and value
+            chosen, value = known
+            value = list(value) if isinstance(value, list) else value
         else:
-            value = self._output(rows[chosen[0]].then, values, decision, case_id) if chosen else None
+            rows = decision.rows
+            chosen = self._hit_policy(decision, fired, values, case_id)
+            if decision.hit_policy == "collect":
+                outputs = [self._output(rows[i].then, values, decision, case_id) for i in chosen]
+                value = list(dict.fromkeys(outputs)) if chosen else None
+            else:
+                value = self._output(rows[chosen[0]].then, values, decision, case_id) if chosen else None
+            if self.cache_size and all(isinstance(rows[i].then, Literal) for i in chosen):
+                plan.outcomes[key] = (chosen, list(value) if isinstance(value, list) else value)
         values[decision.name] = value
         result.decisions[decision.name] = value
         result.steps.append((plan, fired, results, chosen, None))
@@ -472,7 +551,7 @@ class Evaluator:
         set_by: dict[str, str],
         case_id: str,
     ) -> None:
-        rule = self.playbook.rules_by_id[plan.cnode.members[member]]
+        rule = plan.rules[member]
         values = result.values
         sets: dict[str, Any] = {}
         for target, output in rule.sets.items():
@@ -495,7 +574,7 @@ class Evaluator:
                     "id": rec.action,
                     "params": params,
                     "rule": rule.id,
-                    "source": self.playbook.actions[rec.action].source.to_json(),
+                    "source": self._sources[rec.action],
                 }
             )
         result.steps.append((plan, (member,), results, (member,), sets))
