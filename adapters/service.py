@@ -12,6 +12,8 @@ Routes (each enabled by its secret; a route without one answers 404 saying what 
 ``POST /webhooks/pipedrive``           Pipedrive webhooks v2, HTTP Basic auth
                                        (PLAYBOOK_PIPEDRIVE_USER, PLAYBOOK_PIPEDRIVE_PASSWORD)
 ``POST /webhooks/generic``             generic signed JSON events (PLAYBOOK_WEBHOOK_SECRET)
+``POST /outcomes``                     what became of a recommendation: {"evaluation", "action", "status",
+                                      "who", "why"}, signed as the generic events (PLAYBOOK_WEBHOOK_SECRET)
 ``GET /health``                        200 with the playbook version and the log's size
 =====================================  ==========================================================
 
@@ -54,6 +56,7 @@ from adapters.webhook import (
     GENERIC_TIMESTAMP_HEADER,
     SOAP_ACK,
     IgnoredEvent,
+    MalformedPayload,
     RecordEvent,
     WebhookError,
     check_organization,
@@ -101,6 +104,7 @@ _ROUTES = {  # path -> route
     "/webhooks/salesforce/outbound": "salesforce_outbound",
     "/webhooks/pipedrive": "pipedrive",
     "/webhooks/generic": "generic",
+    "/outcomes": "outcomes",
 }
 _OUTBOUND_PREFIX = "/webhooks/salesforce/outbound/"
 SECRET_NAMES = {
@@ -169,6 +173,7 @@ class Secrets:
                 "PLAYBOOK_PIPEDRIVE_USER and PLAYBOOK_PIPEDRIVE_PASSWORD",
             ),
             "generic": (self.webhook, "PLAYBOOK_WEBHOOK_SECRET"),
+            "outcomes": (self.webhook, "PLAYBOOK_WEBHOOK_SECRET"),
         }
         value, names = need[route]
         return None if value else f"{route} webhooks are not enabled on this service: set {names}"
@@ -373,6 +378,8 @@ class WebhookService:
 
     def handle(self, route: str, token: str | None, request: Request) -> Response:
         """Authenticate, read, evaluate and store one request; every failure becomes its answer."""
+        if route == "outcomes":
+            return self._outcome(request)
         try:
             events = self._events(route, token, request)
             system = "salesforce" if route.startswith("salesforce") else route
@@ -396,6 +403,41 @@ class WebhookService:
             200,
             {"received": len(outcomes), "evaluations": evaluations, "events": [o.to_json() for o in outcomes]},
         )
+
+    def _outcome(self, request: Request) -> Response:
+        """Record what became of a recommendation (accepted, dismissed, done), with who and why; kept as history."""
+        secret = self.secrets.webhook
+        assert secret is not None  # the route is enabled
+        try:
+            signature = next((request.headers[h] for h in GENERIC_SIGNATURE_HEADERS if h in request.headers), None)
+            verify_generic(
+                secret,
+                body=request.body,
+                signature=signature,
+                timestamp=request.headers.get(GENERIC_TIMESTAMP_HEADER),
+                now=self.clock(),
+            )
+            try:
+                data = json.loads(request.body)
+            except ValueError as exc:
+                raise MalformedPayload(f"the body is not JSON: {exc}") from None
+            fields = ("evaluation", "action", "status", "who")
+            if not isinstance(data, dict) or any(data.get(f) in (None, "") for f in fields):
+                raise MalformedPayload(f"an outcome is a JSON object with {', '.join(fields)} and optionally why")
+            if not isinstance(data["evaluation"], int) or isinstance(data["evaluation"], bool):
+                raise MalformedPayload("'evaluation' is the evaluation's number")
+        except WebhookError as error:
+            log.warning("outcome from %s refused (%d %s): %s", request.client, error.status, error.code, error.message)
+            return Response.json(error.status, error.to_json())
+        try:
+            seq = self.store.record_outcome(
+                data["evaluation"], str(data["action"]), str(data["status"]), str(data["who"]), str(data.get("why", ""))
+            )
+        except LookupError as error:
+            return Response.error(404, "not_recommended", str(error).strip("'\""))
+        except ValueError as error:
+            return Response.error(400, "bad_status", str(error))
+        return Response.json(200, {"outcome": seq, "evaluation": data["evaluation"], "status": data["status"]})
 
     def _events(self, route: str, token: str | None, request: Request) -> list[RecordEvent | IgnoredEvent]:
         secrets, headers, now = self.secrets, request.headers, self.clock()

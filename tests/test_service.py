@@ -369,7 +369,7 @@ def test_playbook_serve_runs_the_service_with_secrets_from_the_environment(tmp_p
             assert process.poll() is None, process.communicate()[1].decode()
             try:
                 status, health = get(f"http://127.0.0.1:{port}/health")
-                assert status == 200 and health["routes"] == ["/webhooks/generic"]
+                assert status == 200 and health["routes"] == ["/webhooks/generic", "/outcomes"]
                 break
             except ConnectionError:
                 assert time.monotonic() < deadline, "playbook serve did not answer"
@@ -391,3 +391,39 @@ def test_playbook_serve_runs_the_service_with_secrets_from_the_environment(tmp_p
         timeout=60,
     )
     assert nothing.returncode == 1 and "no webhook route is enabled" in nothing.stderr
+
+
+def test_outcomes_are_recorded_over_http_signed_and_kept_as_history(tmp_path: Path, course: Any) -> None:
+    secret = secrets.token_urlsafe(24)
+    with serving(f"sqlite:///{tmp_path / 'audit.db'}", course, secrets=Secrets(webhook=secret)) as served:
+        event = json.dumps(
+            {
+                "id": "evt-1",
+                "event": "deal.created",
+                "created_at": "2026-11-27T09:00:00Z",
+                "data": {"opportunity": {"id": "opp-9", "weeks_to_close": 1}},
+            }
+        ).encode()
+        status, _, answer = post(served.base + "/webhooks/generic", event, relay_headers(event, secret))
+        assert status == 200, answer
+        [evaluation] = json.loads(answer)["evaluations"]
+        action = served.store.get(evaluation).recommendations[0]["id"]
+        url = served.base + "/outcomes"
+        for status_word in ("accepted", "done"):
+            body = json.dumps(
+                {"evaluation": evaluation, "action": action, "status": status_word, "who": "li.wei", "why": "ok"}
+            ).encode()
+            status, _, answer = post(url, body, relay_headers(body, secret))
+            assert status == 200, answer
+        unsigned = json.dumps({"evaluation": evaluation, "action": action, "status": "dismissed", "who": "x"}).encode()
+        assert post(url, unsigned, relay_headers(unsigned, "wrong"))[0] == 401
+        wrong_action = json.dumps({"evaluation": evaluation, "action": "nope", "status": "done", "who": "x"}).encode()
+        assert post(url, wrong_action, relay_headers(wrong_action, secret))[0] == 404
+        bad_status = json.dumps({"evaluation": evaluation, "action": action, "status": "won", "who": "x"}).encode()
+        assert post(url, bad_status, relay_headers(bad_status, secret))[0] == 400
+        assert post(url, b"{oops", relay_headers(b"{oops", secret))[0] == 400
+        assert [(o["action"], o["status"], o["who"]) for o in served.store.outcomes_of(evaluation)] == [
+            (action, "accepted", "li.wei"),
+            (action, "done", "li.wei"),
+        ]
+        assert served.store.verify() == []
