@@ -225,7 +225,14 @@ def _numbered_input(
 @click.option("--table", help="With --sql: the table to read.")
 @click.option("--query", help="With --sql: a SELECT to run.")
 @_as_of_option
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json", "summary"]),
+    default="text",
+    show_default=True,
+    help="summary: only the closing counts (for imports whose results go to the audit log).",
+)
 @_lang_option
 @_db_option
 @click.option("--no-store", is_flag=True, help="Do not keep the evaluations in the audit log.")
@@ -288,7 +295,8 @@ def recommend(
     )
 
     def emit(payload: dict[str, Any], text: str) -> None:
-        click.echo(json.dumps(payload, ensure_ascii=False) if fmt == "json" else text)
+        if fmt != "summary":
+            click.echo(json.dumps(payload, ensure_ascii=False) if fmt == "json" else text)
 
     def cases() -> Iterator[Any]:
         from engine.audit import ImportItem
@@ -327,10 +335,14 @@ def recommend(
         try:
             for item, seq in outcomes:
                 counts["errors" if isinstance(item, CaseError) else "results"] += 1
-                payload = item.to_json() if isinstance(item, CaseError) else item.to_json(lang)
+                if seq is not None:
+                    seqs.append(seq)
+                if fmt == "summary":
+                    continue
+                # the text report reads no trace: do not build one for it
+                payload = item.to_json() if isinstance(item, CaseError) else item.to_json(lang, trace=fmt == "json")
                 if seq is not None:
                     payload = {"evaluation": seq, **payload}
-                    seqs.append(seq)
                 emit(payload, render_result(playbook, payload, lang) + "\n")
         except EngineFault as fault:
             _fail(f"engine fault, run stopped: {fault}")

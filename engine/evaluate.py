@@ -136,9 +136,10 @@ class Result:
             fired["$rules"] = rules
         return fired
 
-    def to_json(self, lang: str = "en") -> dict[str, Any]:
+    def to_json(self, lang: str = "en", *, trace: bool = True) -> dict[str, Any]:
+        """The documented output; ``trace=False`` leaves the trace out (for reports that do not show it)."""
         pb = self.playbook
-        return {
+        out = {
             "case": self.case,
             "as_of": self.as_of,
             "playbook": {"id": pb.id, "version": pb.version, "hash": pb.content_hash},
@@ -147,8 +148,10 @@ class Result:
             "recommendations": [
                 {**rec, "label": pb.actions[rec["id"]].label.get(lang, rec["id"])} for rec in self.recommendations
             ],
-            "trace": self.trace,
         }
+        if trace:
+            out["trace"] = self.trace
+        return out
 
 
 def negated_atoms(condition: Condition | None) -> list[bool]:

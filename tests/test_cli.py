@@ -229,3 +229,13 @@ def test_the_audit_log_commands_end_to_end(tmp_path: Path) -> None:
     report = json.loads(out)
     assert code == 0 and report["evaluated"] == 41 and report["changed"] > 0
     assert "fight_blitz" in report["actions_removed"]
+
+
+def test_summary_format_prints_only_the_counts_and_stores_everything(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'log.db'}"
+    samples = str(ROOT / "samples" / "cases.jsonl")
+    code, out, err = invoke("recommend", "--input", samples, "--as-of", "2026-11-27", "--format", "summary", "--db", db)
+    assert code == 0 and out == ""
+    assert "41 rows: 41 cases evaluated (41 results, 0 errors); stored in" in err
+    code, out, _ = invoke("list", "--db", db, "--format", "json")
+    assert code == 0 and len(out.splitlines()) == 41
