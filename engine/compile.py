@@ -23,6 +23,7 @@ results:
 from __future__ import annotations
 
 import contextlib
+import math
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,9 +32,10 @@ from typing import Any
 import durable_rules_engine
 from durable.engine import Host
 
-from engine.conditions import durable_expr, list_key
+from engine.conditions import atoms_of, durable_expr, durable_safe, list_key, numbers_of
 from engine.errors import EngineFault
-from engine.model import Node, Playbook
+from engine.model import Atom, Node, Playbook
+from engine.validate import QUESTION_CHUNK as CHUNK
 
 __all__ = ["QUESTION_ID", "SESSION_ID", "CompiledNode", "CompiledPlaybook", "compile_playbook"]
 
@@ -55,7 +57,9 @@ class CompiledNode:
     node: Node
     fields: dict[str, str]  # variable -> field name in the question fact
     list_values: dict[str, tuple[Any, ...]]  # list variable -> its declared values
-    members: tuple[str, ...]  # row ids of a table, or the rule id
+    members: tuple[str, ...]  # row ids of a table, or the rule ids
+    chunks: tuple[tuple[int, int, int], ...]  # (first member, end, question id): one fact each
+    atoms: tuple[Atom, ...]  # every test of the node
 
 
 class CompiledPlaybook:
@@ -64,6 +68,7 @@ class CompiledPlaybook:
     def __init__(self, playbook: Playbook) -> None:
         self.playbook = playbook
         self.ruleset_name = f"pb_{playbook.content_hash[:16]}"
+        self._next_question = 0
         self.nodes: tuple[CompiledNode, ...] = tuple(self._compile_node(i, n) for i, n in enumerate(playbook.order))
         self._lock = threading.Lock()
         self._fired: list[tuple[int, str]] = []
@@ -82,7 +87,12 @@ class CompiledPlaybook:
             kind, values = self._var_type(var)
             if kind == "list":
                 list_values[var] = values or ()
-        return CompiledNode(index, node, fields, list_values, node.members)
+        chunks = []
+        for start in range(0, max(len(node.members), 1), CHUNK):
+            chunks.append((start, min(start + CHUNK, len(node.members)), self._next_question))
+            self._next_question += 1
+        atoms = tuple(a for c in self.playbook.conditions_of(node) for a in atoms_of(c))
+        return CompiledNode(index, node, fields, list_values, node.members, tuple(chunks), atoms)
 
     def _var_type(self, var: str) -> tuple[str, tuple[Any, ...] | None]:
         if "." in var:
@@ -94,27 +104,30 @@ class CompiledPlaybook:
     def _ruleset(self) -> dict[str, Any]:
         rules: dict[str, Any] = {}
         for cnode in self.nodes:
-            node_test = {"node": cnode.index}
             list_vars = frozenset(cnode.list_values)
 
             def index_of(var: str, item: Any, cnode: CompiledNode = cnode) -> int:
                 return cnode.list_values[var].index(item)
 
             conditions = self.playbook.conditions_of(cnode.node)
-            for k, (member, when) in enumerate(zip(cnode.members, conditions, strict=True)):
-                test: dict[str, Any] = node_test
-                if when is not None:
-                    test = {"$and": [node_test, durable_expr(when, cnode.fields.__getitem__, index_of, list_vars)]}
-                rules[f"n{cnode.index}_m{k}"] = {
-                    "all": [{"m": test}],
-                    "pri": k,
-                    "run": self._action(cnode.index, member),
+            for start, end, question in cnode.chunks:
+                node_test = {"node": question}
+                for k in range(start, end):
+                    test: dict[str, Any] = node_test
+                    when = conditions[k]
+                    if when is not None:
+                        expr = durable_expr(when, cnode.fields.__getitem__, index_of, list_vars)
+                        test = {"$and": [node_test, expr]}
+                    rules[f"q{question}_m{k}"] = {
+                        "all": [{"m": test}],
+                        "pri": k,
+                        "run": self._action(question, cnode.members[k]),
+                    }
+                rules[f"q{question}_end"] = {
+                    "all": [{"m": dict(node_test)}],
+                    "pri": _CATCH_ALL_PRI,
+                    "run": self._action(question, ""),
                 }
-            rules[f"n{cnode.index}_end"] = {
-                "all": [{"m": dict(node_test)}],
-                "pri": _CATCH_ALL_PRI,
-                "run": self._action(cnode.index, ""),
-            }
         return rules
 
     def _action(self, node_index: int, member: str) -> Callable[[Any], None]:
@@ -131,11 +144,13 @@ class CompiledPlaybook:
 
     def encode(self, cnode: CompiledNode, values: dict[str, Any]) -> dict[str, Any]:
         """The question fact for one node: the values it reads, lists as sets of item keys."""
-        fact: dict[str, Any] = {"id": QUESTION_ID, "sid": SESSION_ID, "node": cnode.index}
+        fact: dict[str, Any] = {"id": QUESTION_ID, "sid": SESSION_ID}
         for var, field in cnode.fields.items():
-            value = values.get(var)
+            value: Any = values.get(var)
             if value is None:
                 continue
+            if isinstance(value, float) and not durable_safe(value):
+                value = self._neighbour(cnode, var, value)
             if var in cnode.list_values:
                 declared = cnode.list_values[var]
                 encoded: dict[str, int] = {"n": len(value)}
@@ -146,9 +161,28 @@ class CompiledPlaybook:
                 fact[field] = value
         return fact
 
+    def _neighbour(self, cnode: CompiledNode, var: str, value: float) -> float:
+        """An adjacent float durable-rules can read, on the same side of every bound the node tests.
+
+        durable-rules' JSON reader refuses a number like ``1e-05`` (an exponent without a point);
+        Python writes some floats that way.  The bounds are checked readable at validation, so
+        ``value`` is no bound, and a neighbour that is no bound either answers every test alike.
+        """
+        bounds = {b for atom in cnode.atoms if atom.var == var for b in numbers_of(atom)}
+        for candidate in (math.nextafter(value, math.inf), math.nextafter(value, -math.inf)):
+            if candidate not in bounds and durable_safe(candidate):
+                return candidate
+        raise EngineFault(f"'{var}' = {value!r} cannot be written for durable-rules on node '{cnode.node.name}'")
+
     def ask(self, cnode: CompiledNode, values: dict[str, Any]) -> tuple[str, ...]:
-        """Which members (rows, or the rule) of a node durable-rules fires for these values, in firing order."""
-        fact = self.encode(cnode, values)
+        """Which members (rows, or rules) of a node durable-rules fires for these values, in member order."""
+        base = self.encode(cnode, values)
+        answer: list[str] = []
+        for _, _, question in cnode.chunks:
+            answer.extend(self._ask_once(cnode, {**base, "node": question}, question))
+        return tuple(answer)
+
+    def _ask_once(self, cnode: CompiledNode, fact: dict[str, Any], question: int) -> list[str]:
         with self._lock:
             if self._closed:
                 raise EngineFault(f"playbook {self.playbook.id} {self.playbook.version} is closed")
@@ -166,11 +200,11 @@ class CompiledPlaybook:
             self._reset_session()
             detail = errors or [str(state.get("exception") if isinstance(state, dict) else state)]
             raise EngineFault(f"an action failed on node '{cnode.node.name}': {'; '.join(detail)}")
-        if not fired or fired[-1] != (cnode.index, "") or any(n != cnode.index for n, _ in fired):
+        if not fired or fired[-1] != (question, "") or any(n != question for n, _ in fired):
             self._reset_session()
             raise EngineFault(f"durable-rules did not see the question for node '{cnode.node.name}' through: {fired}")
         # A rule whose condition has an ``any`` fires once per alternative that holds: count it once.
-        return tuple(dict.fromkeys(member for _, member in fired[:-1]))
+        return list(dict.fromkeys(member for _, member in fired[:-1]))
 
     def _reset_session(self) -> None:
         # The session may not exist yet; then there is nothing to undo.

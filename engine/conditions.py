@@ -24,8 +24,10 @@ __all__ = [
     "atom_matches",
     "atoms_of",
     "durable_expr",
+    "durable_safe",
     "evaluate_condition",
     "list_key",
+    "numbers_of",
 ]
 
 Expr = dict[str, Any]
@@ -152,6 +154,23 @@ OPERATORS: dict[str, Operator] = {
     "contains_any": Operator(frozenset({"list"}), lambda v, xs: any(x in v for x in xs), _contains_any_durable),
 }
 """Normalised atom operators.  The YAML keys are these, except that gt/gte/lt/lte make ``interval``."""
+
+
+def durable_safe(number: float | int) -> bool:
+    """Can durable-rules read this number as Python writes it?  Its JSON reader refuses an exponent
+    without a decimal point (``1e-05``, ``1e+16``); ``1.5e-05`` and plain decimals are fine."""
+    text = repr(number)
+    mantissa, e, _ = text.lower().partition("e")
+    return not e or "." in mantissa
+
+
+def numbers_of(atom: Atom) -> list[float]:
+    """The numbers a test compares with."""
+    operand = atom.operand
+    if isinstance(operand, Interval):
+        return [b for b in (operand.low, operand.high) if b is not None]
+    items = operand if isinstance(operand, tuple) else (operand,)
+    return [x for x in items if isinstance(x, int | float) and not isinstance(x, bool)]
 
 
 def atom_matches(atom: Atom, values: dict[str, Any]) -> bool:

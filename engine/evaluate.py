@@ -356,6 +356,7 @@ class _NodePlan:
     negations: list[list[bool]]
     readers: list[tuple[str, Callable[[Any], Hashable] | None]]  # None: the value is its own cell
     decision: Decision | None  # for a table
+    literal: bool  # every row's output is a constant: the rows chosen and the value follow from the key
     rules: list[Rule]  # for a group of rules, by member
     answers: dict[Hashable, tuple[tuple[int, ...], tuple[bool, ...]]] = field(default_factory=dict)
     outcomes: dict[Hashable, tuple[tuple[int, ...], Any]] = field(default_factory=dict)  # table: chosen rows, value
@@ -392,8 +393,10 @@ class Evaluator:
         node = cnode.node
         decision = self.playbook.decisions[node.name] if node.kind == "table" else None
         rules = [self.playbook.rules_by_id[m] for m in node.members] if node.kind == "rules" else []
+        # Under priority the choice reads every fired row's output, so any value_of row rules out reuse.
+        literal = decision is not None and all(isinstance(row.then, Literal) for row in decision.rows)
         return _NodePlan(
-            cnode, conditions, atoms, offsets, [negated_atoms(c) for c in conditions], readers, decision, rules
+            cnode, conditions, atoms, offsets, [negated_atoms(c) for c in conditions], readers, decision, literal, rules
         )
 
     # -- public ------------------------------------------------------------------
@@ -500,7 +503,7 @@ class Evaluator:
                 value = list(dict.fromkeys(outputs)) if chosen else None
             else:
                 value = self._output(rows[chosen[0]].then, values, decision, case_id) if chosen else None
-            if self.cache_size and all(isinstance(rows[i].then, Literal) for i in chosen):
+            if self.cache_size and plan.literal:
                 plan.outcomes[key] = (chosen, list(value) if isinstance(value, list) else value)
         values[decision.name] = value
         result.decisions[decision.name] = value

@@ -19,7 +19,7 @@ from typing import Any, cast
 import jsonschema
 from jsonschema.exceptions import ValidationError, best_match
 
-from engine.conditions import COMPARISON_KEYS, OPERATORS
+from engine.conditions import COMPARISON_KEYS, OPERATORS, durable_safe, numbers_of
 from engine.errors import Location, PlaybookError, Problem, did_you_mean
 from engine.load import Document, load_file, load_text
 from engine.model import (
@@ -59,8 +59,12 @@ SCHEMAS_DIR = Path(__file__).resolve().parent.parent / "schemas"
 
 # durable-rules allows 255 properties per message; leave room for node, id and sid.
 MAX_NODE_PROPERTIES = 240
-# durable-rules allows 4096 rules per ruleset; every node adds one catch-all rule.
+# durable-rules allows 4096 rules per ruleset; every question adds one catch-all rule.
 MAX_DURABLE_RULES = 4000
+QUESTION_CHUNK = 16
+"""Members asked about in one fact.  durable-rules fails with error 303 (its match stack, about 64
+deep) when more of one fact's partial matches are pending at once: 66 interval rows on one number
+did (``bench/scaling.py --shape band``).  A node with more members is asked in chunks of this size."""
 
 Path_ = tuple[str | int, ...]
 
@@ -544,6 +548,17 @@ class _Builder(DocumentChecker):
                 ok = False
             else:
                 atoms.append(Atom(var, "interval", interval[0], interval[1], where))
+        for atom in atoms:
+            for number in numbers_of(atom):
+                if not durable_safe(number):
+                    self.report(
+                        path,
+                        "number_unreadable",
+                        f"{number!r} cannot be given to durable-rules (it reads no exponent without a point); "
+                        "scale the unit so the number is written plainly",
+                        key=True,
+                    )
+                    ok = False
         return atoms if ok else None
 
     def interval(
@@ -876,7 +891,7 @@ class _Builder(DocumentChecker):
         return _group_rules([nodes[i] for i in done])
 
     def check_limits(self, playbook: Playbook) -> None:
-        durable_rules = sum(len(d.rows) + 1 for d in playbook.decisions.values() if d.rows) + 2 * len(playbook.rules)
+        durable_rules = sum(len(n.members) + -(-len(n.members) // QUESTION_CHUNK) for n in playbook.order)
         if durable_rules > MAX_DURABLE_RULES:
             self.report(
                 (),

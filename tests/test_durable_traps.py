@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from engine import CompiledPlaybook, EngineFault, Evaluator, compile_playbook, load_playbook_text
+from engine import CompiledPlaybook, EngineFault, Evaluator, PlaybookError, compile_playbook, load_playbook_text
 from engine.compile import QUESTION_ID, SESSION_ID
 from tests.conftest import AS_OF
 
@@ -153,3 +153,75 @@ def test_one_hundred_thousand_distinct_cases_give_one_hundred_thousand_results(c
         seen.add(item.case)  # type: ignore[union-attr]
         count += 1
     assert count == len(seen) == 100_000
+
+
+def test_a_node_of_many_interval_rows_on_one_number_does_not_overflow_durable_rules() -> None:
+    # In one fact, durable-rules overflows its match stack (error 303) past ~64 pending partial
+    # matches: 66 rows of amount bands did, for a large amount.  Nodes are asked in chunks.
+    rows = "\n".join(
+        f"      - {{id: b{i}, label: {{en: b}}, then: {i}, "
+        f"when: {{opportunity.amount: {{gte: {i * 1000}, lt: {(i + 1) * 1000}}}}}}}"
+        for i in range(100)
+    )
+    text = f"""
+playbook: {{id: bands, version: "1", languages: [en], title: {{en: t}}}}
+inputs:
+  opportunity.amount: {{type: number, label: {{en: amount}}}}
+decisions:
+  band:
+    label: {{en: band}}
+    source: {{guide: G-16, quote: q}}
+    type: number
+    rows:
+{rows}
+"""
+    with compile_playbook(load_playbook_text(text)) as compiled:
+        evaluator = Evaluator(compiled, cache_size=0)
+        for amount in (500, 64_500, 65_500, 99_999):
+            assert (
+                evaluator.evaluate_case({"opportunity": {"amount": amount}}, AS_OF, "c").decisions["band"]
+                == amount // 1000
+            )
+
+
+def test_numbers_durable_rules_cannot_read_are_sent_as_an_equivalent_neighbour() -> None:
+    # durable-rules' JSON reader refuses 1e-05 and 1e+16 (an exponent without a point); Python writes
+    # those floats that way.  The case must still be evaluated, and alike on both sides of each bound.
+    text = """
+playbook: {id: tiny, version: "1", languages: [en], title: {en: t}}
+inputs:
+  opportunity.share: {type: number, label: {en: share}}
+decisions:
+  level:
+    label: {en: level}
+    source: {guide: G-16, quote: q}
+    values: [none, some, much]
+    rows:
+      - {id: none, label: {en: n}, when: {opportunity.share: {lte: 0}}, then: none}
+      - {id: some, label: {en: s}, when: {opportunity.share: {gt: 0, lt: 0.5}}, then: some}
+      - {id: much, label: {en: m}, when: {opportunity.share: {gte: 0.5}}, then: much}
+"""
+    with compile_playbook(load_playbook_text(text)) as compiled:
+        evaluator = Evaluator(compiled, cache_size=0)
+        for share, level in ((1e-05, "some"), (-2e-07, "none"), (1e16, "much"), (0.0, "none")):
+            result = evaluator.evaluate_case({"opportunity": {"share": share}}, AS_OF, "c")
+            assert result.decisions["level"] == level
+            assert result.inputs["opportunity.share"] == share  # the case keeps its own value
+
+
+def test_a_bound_durable_rules_cannot_read_is_refused_at_validation() -> None:
+    text = """
+playbook: {id: tiny, version: "1", languages: [en], title: {en: t}}
+inputs:
+  opportunity.share: {type: number, label: {en: share}}
+decisions:
+  level:
+    label: {en: level}
+    source: {guide: G-16, quote: q}
+    values: [some]
+    rows:
+      - {id: some, label: {en: s}, when: {opportunity.share: {gt: 0.00001}}, then: some}
+"""
+    with pytest.raises(PlaybookError) as info:
+        load_playbook_text(text)
+    assert [p.code for p in info.value.problems] == ["number_unreadable"]

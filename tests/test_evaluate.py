@@ -182,3 +182,27 @@ def test_the_same_playbook_compiled_twice_does_not_collide(pipeline: Any) -> Non
             Evaluator(a).evaluate_case(case, AS_OF, "c").decisions
             == Evaluator(b).evaluate_case(case, AS_OF, "c").decisions
         )
+
+
+def test_priority_with_a_passed_through_value_is_not_reused_across_cases() -> None:
+    # Under priority the choice depends on every fired row's output; a value_of row's output is the
+    # case's own value, so a choice must not be reused for a case whose conditions merely match.
+    text = """
+playbook: {id: prio, version: "1", languages: [en], title: {en: t}}
+inputs:
+  account.temperature: {type: enum, values: [hot, warm, cold], label: {en: t}}
+decisions:
+  heat:
+    label: {en: heat}
+    source: {guide: G-19, quote: q}
+    values: [hot, warm, cold]
+    hit_policy: priority
+    rows:
+      - {id: given, label: {en: g}, when: {account.temperature: {present: true}}, then: {value_of: account.temperature}}
+      - {id: floor, label: {en: f}, then: warm}
+"""
+    with compile_playbook(load_playbook_text(text)) as compiled:
+        evaluator = Evaluator(compiled)
+        for temperature, heat in (("cold", "warm"), ("hot", "hot"), ("cold", "warm"), ("warm", "warm")):
+            result = evaluator.evaluate_case({"account": {"temperature": temperature}}, AS_OF, "c")
+            assert result.decisions["heat"] == heat
