@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import gc
 import hashlib
 import json
 import os
@@ -35,6 +36,17 @@ def _as_of(value: str | None) -> dt.date:
         return dt.date.fromisoformat(value)
     except ValueError:
         raise click.BadParameter(f"'{value}' is not a date (YYYY-MM-DD)", param_hint="--as-of") from None
+
+
+def _tune_memory() -> None:
+    """For long runs: results hold no reference cycles, so reference counting frees them.
+
+    The cycle collector's full passes over everything alive (the playbook, the memory of answers,
+    a batch waiting for the audit log) cost more than half an import's time; freeze what was built
+    so far and collect less often.  Measured: 71 -> 31 us of evaluation per Maven case.
+    """
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
 
 
 def _load(path: str) -> Any:
@@ -326,6 +338,7 @@ def recommend(
     store = None if no_store else _open_store(db)
     with compile_playbook(playbook) as compiled:
         evaluator = Evaluator(compiled)
+        _tune_memory()
         if store is None:
             outcomes: Any = ((o, None) for o in evaluator.evaluate((i.case for i in cases()), when))
         else:
@@ -704,6 +717,7 @@ def serve(
             f"routes: {', '.join(routes)}",
             err=True,
         )
+        _tune_memory()
         try:
             uvicorn.run(app, host=host, port=port, lifespan="on", log_level="info")
         finally:

@@ -1,6 +1,6 @@
 """End to end: a CRM CSV export -> cases -> evaluation -> the audit log in SQLite, through the real CLI.
 
-    python bench/end_to_end.py [--rows 100000] [--data DIR] [--as-of 2017-03-01]
+    python bench/end_to_end.py [--rows 100000] [--data DIR] [--as-of 2017-03-01] [--format summary|json|text]
 
 The Maven CRM sample set (sales_pipeline.csv, with accounts.csv and products.csv beside it)
 is repeated to ``--rows`` rows in a temporary folder, each copy's opportunity ids made
@@ -115,11 +115,13 @@ def stored_evaluations(db: Path) -> dict[str, int]:
     return {"stored": sum(by_status.values()), "stored_by_status": by_status, "chain_head": head}
 
 
-def one_run(input_name: str, csv_path: Path, *, store: bool, as_of: str, work: Path) -> dict[str, Any]:
+def one_run(
+    input_name: str, csv_path: Path, *, store: bool, as_of: str, work: Path, fmt: str = "summary"
+) -> dict[str, Any]:
     label = f"{input_name}, {'audit log' if store else '--no-store'}"
     db = work / f"{input_name}-{'store' if store else 'nostore'}.db"  # a fresh database: no resumed import
     command = [playbook_command(), "recommend", "--input", str(csv_path), "--mapping", "maven"]
-    command += ["--as-of", as_of, "--format", "json"]
+    command += ["--as-of", as_of, "--format", fmt]
     command += ["--db", f"sqlite:///{db}"] if store else ["--no-store"]
     stderr_path = work / f"{db.stem}.stderr"
     seconds, rss_mb, code = run_cli(command, work, stderr_path)
@@ -172,6 +174,12 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=100_000, help="rows in each repeated CSV (default 100000)")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the Maven CRM sample set's folder")
     parser.add_argument("--as-of", default="2017-03-01", help="evaluation date (the set's deals are of 2016-17)")
+    parser.add_argument(
+        "--format",
+        default="summary",
+        choices=["summary", "json", "text"],
+        help="what recommend prints per case (default summary: an import's results go to the audit log)",
+    )
     args = parser.parse_args()
 
     header, pipeline = read_pipeline(args.data)
@@ -184,7 +192,7 @@ def main() -> None:
         # One open deal: what every run pays before its first case (imports, playbook, compile, schema).
         write_repeated(header, open_deals, 1, work / "startup.csv")
         startup = {
-            store: one_run("startup", work / "startup.csv", store=store, as_of=args.as_of, work=work)
+            store: one_run("startup", work / "startup.csv", store=store, as_of=args.as_of, work=work, fmt=args.format)
             for store in (True, False)
         }
         inputs = {"mixed": pipeline, "open": open_deals}
@@ -192,7 +200,7 @@ def main() -> None:
             csv_path = work / f"{name}.csv"
             write_repeated(header, source, args.rows, csv_path)
             for store in (True, False):
-                runs.append(one_run(name, csv_path, store=store, as_of=args.as_of, work=work))
+                runs.append(one_run(name, csv_path, store=store, as_of=args.as_of, work=work, fmt=args.format))
     for run in runs:
         net = run["seconds"] - startup[run["store"]]["seconds"]
         run["cases_per_second_after_startup"] = round(run["evaluated"] / net) if net > 0 else None

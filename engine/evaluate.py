@@ -310,6 +310,9 @@ def _cell_reader(
             if a.op.startswith("contains")
             for x in (a.operand if isinstance(a.operand, tuple) else (a.operand,))
         )
+        if values is not None and tested.issuperset(values):
+            # every item is tested: the list itself (typed inputs are deduplicated, in declared order) is its cell
+            return lambda v: None if v is None else tuple(v)
         return lambda v: None if v is None else tested.intersection(v)
     numeric = kind == "number" or (
         kind == "enum"
@@ -359,7 +362,11 @@ class _NodePlan:
     literal: bool  # every row's output is a constant: the rows chosen and the value follow from the key
     rules: list[Rule]  # for a group of rules, by member
     answers: dict[Hashable, tuple[tuple[int, ...], tuple[bool, ...]]] = field(default_factory=dict)
-    outcomes: dict[Hashable, tuple[tuple[int, ...], Any]] = field(default_factory=dict)  # table: chosen rows, value
+    # a table's whole outcome by key: fired rows, atom results, chosen rows, value
+    outcomes: dict[Hashable, tuple[tuple[int, ...], tuple[bool, ...], tuple[int, ...], Any]] = field(
+        default_factory=dict
+    )
+    name: str = ""  # the decision a table makes
 
 
 class Evaluator:
@@ -396,7 +403,16 @@ class Evaluator:
         # Under priority the choice reads every fired row's output, so any value_of row rules out reuse.
         literal = decision is not None and all(isinstance(row.then, Literal) for row in decision.rows)
         return _NodePlan(
-            cnode, conditions, atoms, offsets, [negated_atoms(c) for c in conditions], readers, decision, literal, rules
+            cnode,
+            conditions,
+            atoms,
+            offsets,
+            [negated_atoms(c) for c in conditions],
+            readers,
+            decision,
+            literal,
+            rules,
+            name=node.name,
         )
 
     # -- public ------------------------------------------------------------------
@@ -431,9 +447,26 @@ class Evaluator:
             values=values,
         )
         set_by: dict[str, str] = {}
+        decisions, steps, reuse = result.decisions, result.steps, bool(self.cache_size)
         for plan in self._plans:
-            key, fired, results = self._answer(plan, values)
-            if plan.cnode.node.kind == "table":
+            readers = plan.readers
+            key: Hashable
+            if len(readers) == 1:  # the common case, kept cheap
+                var, cell = readers[0]
+                key = values.get(var) if cell is None else cell(values.get(var))
+            else:
+                key = tuple([values.get(var) if cell is None else cell(values.get(var)) for var, cell in readers])
+            if reuse and plan.decision is not None:
+                known = plan.outcomes.get(key)
+                if known is not None:  # the hot path: a table's whole outcome follows from the key
+                    fired, results, chosen, value = known
+                    if type(value) is list:
+                        value = list(value)
+                    values[plan.name] = decisions[plan.name] = value
+                    steps.append((plan, fired, results, chosen, None))
+                    continue
+            fired, results = self._answer(plan, key, values)
+            if plan.decision is not None:
                 self._table(plan, key, fired, results, result, case_id)
             else:
                 for member in fired:
@@ -442,19 +475,14 @@ class Evaluator:
 
     # -- one node ----------------------------------------------------------------
 
-    def _answer(self, plan: _NodePlan, values: dict[str, Any]) -> tuple[Hashable, tuple[int, ...], tuple[bool, ...]]:
-        """The question's key, the members durable-rules fires for these values (indices), every atom's result."""
-        readers = plan.readers
-        key: Hashable
-        if len(readers) == 1:  # the common case, kept cheap
-            var, cell = readers[0]
-            key = values.get(var) if cell is None else cell(values.get(var))
-        else:
-            key = tuple([values.get(var) if cell is None else cell(values.get(var)) for var, cell in readers])
+    def _answer(
+        self, plan: _NodePlan, key: Hashable, values: dict[str, Any]
+    ) -> tuple[tuple[int, ...], tuple[bool, ...]]:
+        """The members durable-rules fires for these values (indices), and every atom's result."""
         if self.cache_size:
             known = plan.answers.get(key)
             if known is not None:
-                return key, known[0], known[1]
+                return known
         collected: list[bool] = []
         matched = tuple(
             i
@@ -477,7 +505,7 @@ class Evaluator:
                 self._remembered = 0
             plan.answers[key] = known
             self._remembered += 1
-        return key, known[0], known[1]
+        return known
 
     def _table(
         self,
@@ -491,20 +519,15 @@ class Evaluator:
         decision = plan.decision
         assert decision is not None
         values = result.values
-        known = plan.outcomes.get(key) if self.cache_size else None
-        if known is not None:  # literal outputs: the same key gives the same rows and value
-            chosen, value = known
-            value = list(value) if isinstance(value, list) else value
+        rows = decision.rows
+        chosen = self._hit_policy(decision, fired, values, case_id)
+        if decision.hit_policy == "collect":
+            outputs = [self._output(rows[i].then, values, decision, case_id) for i in chosen]
+            value = list(dict.fromkeys(outputs)) if chosen else None
         else:
-            rows = decision.rows
-            chosen = self._hit_policy(decision, fired, values, case_id)
-            if decision.hit_policy == "collect":
-                outputs = [self._output(rows[i].then, values, decision, case_id) for i in chosen]
-                value = list(dict.fromkeys(outputs)) if chosen else None
-            else:
-                value = self._output(rows[chosen[0]].then, values, decision, case_id) if chosen else None
-            if self.cache_size and plan.literal:
-                plan.outcomes[key] = (chosen, list(value) if isinstance(value, list) else value)
+            value = self._output(rows[chosen[0]].then, values, decision, case_id) if chosen else None
+        if self.cache_size and plan.literal:  # literal outputs: the same key gives the same rows and value
+            plan.outcomes[key] = (fired, results, chosen, list(value) if isinstance(value, list) else value)
         values[decision.name] = value
         result.decisions[decision.name] = value
         result.steps.append((plan, fired, results, chosen, None))

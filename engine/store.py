@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import hashlib
 import json
 import threading
@@ -138,9 +139,10 @@ recommendations = Table(
     Column("action", String(200), nullable=False),
     Column("rule", String(200), nullable=False),
     Column("params", Text, nullable=False),
+    # Clustered by evaluation: one B-tree to write per row, which is most of an import's cost.
+    # Listing by action or rule reads the table through (an audit query, not a hot path).
+    sqlite_with_rowid=False,
 )
-Index("ix_recommendations_action", recommendations.c.action)
-Index("ix_recommendations_rule", recommendations.c.rule)
 
 # Schema version 2 added outcomes.
 outcomes = Table(
@@ -180,9 +182,17 @@ _TABLES_BY_VERSION = {
 }
 
 
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def canonical(value: Any) -> str:
     """The one JSON text of a value: sorted keys, no spaces, UTF-8 kept."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return _CANONICAL.encode(value)
+
+
+# The big per-case columns keep their keys' order (the mapping's and the playbook's, both fixed):
+# they are hashed as stored, so they need no sorting, which costs a third of their encoding.
+_compact = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
 def _now() -> str:
@@ -213,15 +223,41 @@ _OUTCOME_FIELDS = ("seq", "evaluation_seq", "position", "action", "status", "who
 _RECOMMENDATION_FIELDS = ("position", "action", "rule", "params")
 
 
+@functools.lru_cache(maxsize=4096)
+def _params_text_of(items: tuple[tuple[str, type, Any], ...]) -> str:
+    return canonical({name: value for name, _, value in items})
+
+
+def _params_text(params: dict[str, Any]) -> str:
+    """canonical(params), remembered: recommendations repeat the same few parameter sets.
+
+    The key holds each value's type: 1, 1.0 and True are equal in Python but not in JSON.
+    """
+    try:
+        return _params_text_of(tuple((name, type(value), value) for name, value in params.items()))
+    except TypeError:  # a list among the values: not hashable, written out each time
+        return canonical(params)
+
+
 def _hashed(prev_hash: str, fields: Sequence[Any], children: Sequence[Sequence[Any]] = ()) -> str:
     body = canonical([list(fields), [list(c) for c in children]])
     return hashlib.sha256(f"{prev_hash}{body}".encode()).hexdigest()
 
 
+_JSON_FIELDS = ("facts", "decisions", "fired", "error")
+_PLAIN_FIELDS = tuple(f for f in _EVALUATION_FIELDS if f not in _JSON_FIELDS)
+
+
 def _evaluation_hash(prev_hash: str, row: dict[str, Any], recs: Sequence[dict[str, Any]]) -> str:
+    # The JSON columns are hashed as the text they are stored as, joined by a separator no JSON text
+    # holds raw (U+001E); encoding them again inside one JSON document was the import's largest cost.
     # Values are normalised as the database gives them back (SQLite has no booleans).
-    fields = [bool(row[f]) if f == "no_action" else row[f] for f in _EVALUATION_FIELDS]
-    return _hashed(prev_hash, fields, [[rec[f] for f in _RECOMMENDATION_FIELDS] for rec in recs])
+    plain = [bool(row[f]) if f == "no_action" else row[f] for f in _PLAIN_FIELDS]
+    children = [[rec["position"], rec["action"], rec["rule"]] for rec in recs]
+    body = "\x1e".join(
+        [canonical([plain, children]), *(row[f] for f in _JSON_FIELDS), *(rec["params"] for rec in recs)]
+    )
+    return hashlib.sha256(f"{prev_hash}{body}".encode()).hexdigest()
 
 
 def _outcome_hash(prev_hash: str, row: dict[str, Any]) -> str:
@@ -511,7 +547,7 @@ class Store:
             "account_id": account_id,
             "event_id": item.event_id,
             "import_key": item.import_key,
-            "facts": canonical(item.facts),
+            "facts": _compact(item.facts),
         }
         if isinstance(outcome, CaseError):
             row |= {
@@ -524,14 +560,14 @@ class Store:
             }
             return row, []
         recs = [
-            {"position": k, "action": rec["id"], "rule": rec["rule"], "params": canonical(rec["params"])}
+            {"position": k, "action": rec["id"], "rule": rec["rule"], "params": _params_text(rec["params"])}
             for k, rec in enumerate(outcome.recommendations)
         ]
         row |= {
             "case_id": outcome.case,
             "status": "ok",
-            "decisions": canonical(outcome.decisions),
-            "fired": canonical(outcome.fired()),
+            "decisions": _compact(outcome.decisions),
+            "fired": _compact(outcome.fired()),
             "no_action": not recs,
             "error": "",
         }
