@@ -15,8 +15,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from adapters.mapping import MappedCase, Mapping, Quarantined, location_of_column
-from engine.errors import Location, PlaybookError, Problem, did_you_mean
+from adapters.mapping import MappedCase, Mapping, Quarantined
+from engine.errors import Location, PlaybookError, Problem
 
 __all__ = ["detect_encoding", "read_csv"]
 
@@ -94,16 +94,7 @@ def read_csv(
             header = reader.fieldnames or []
         except UnicodeDecodeError as exc:
             raise _decode_error(path, 1, encoding, exc) from None
-        missing = sorted(mapping.columns_used() - set(header))
-        if missing:
-            raise PlaybookError(
-                Problem(
-                    location_of_column(mapping, column),
-                    "mapping_unknown_column",
-                    f"column '{column}' is not in {path.name}{did_you_mean(column, header)}",
-                )
-                for column in missing
-            )
+        mapping.check_columns(header, path.name)
         previous_end = reader.line_num
         while True:
             try:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -134,6 +134,19 @@ class Mapping:
         for rule in self.fields:
             used |= {s for s in rule.sources if "." not in s or s.split(".", 1)[0] not in self.lookups}
         return used
+
+    def check_columns(self, present: Sequence[str], what: str) -> None:
+        """Raise a located ``mapping_unknown_column`` for each column this mapping reads that ``what`` lacks."""
+        missing = sorted(self.columns_used() - set(present))
+        if missing:
+            raise PlaybookError(
+                Problem(
+                    location_of_column(self, column),
+                    "mapping_unknown_column",
+                    f"column '{column}' is not in {what}{did_you_mean(column, present)}",
+                )
+                for column in missing
+            )
 
     # -- one record ---------------------------------------------------------------
 

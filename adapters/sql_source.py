@@ -24,7 +24,7 @@ from __future__ import annotations
 import os
 import re
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
 
@@ -78,7 +78,7 @@ def read_sql(
                 else:
                     result = conn.execute(sa.text(str(query)).execution_options(yield_per=BATCH))
                     columns = list(result.keys())
-                    _check_columns(mapping, columns, "the query's result")
+                    mapping.check_columns(columns, "the query's result")
                 for position, row in enumerate(result, start=1):
                     record = {column: _plain(value) for column, value in zip(columns, row, strict=True)}
                     yield position, mapping.to_case(record, line=position)
@@ -189,24 +189,11 @@ def _select_table(conn: Connection, name: str, mapping: Mapping, where: Location
     """SELECT the columns the mapping reads, in the table's order, by primary key."""
     table, key = _columns_of(conn, name, where)
     present = [c.name for c in table.columns]
-    _check_columns(mapping, present, f"table {name}")
+    mapping.check_columns(present, f"table {name}")
     used = mapping.columns_used()
     columns = [c for c in present if c in used]
     statement = sa.select(*(table.c[c] for c in columns)).order_by(*(table.c[c] for c in key))
     return statement, columns
-
-
-def _check_columns(mapping: Mapping, present: Sequence[str], what: str) -> None:
-    missing = sorted(mapping.columns_used() - set(present))
-    if missing:
-        raise PlaybookError(
-            Problem(
-                location_of_column(mapping, column),
-                "mapping_unknown_column",
-                f"column '{column}' is not in {what}{did_you_mean(column, present)}",
-            )
-            for column in missing
-        )
 
 
 def _lookup_tables(mapping: Mapping) -> dict[str, str]:
