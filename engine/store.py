@@ -377,6 +377,7 @@ class Store:
         self._queue: AbstractContextManager[Any] = (
             threading.RLock() if self.engine.dialect.name == "sqlite" else contextlib.nullcontext()
         )
+        self._known_playbooks: set[str] = set()  # stored playbook versions, to skip the look-up per append
         self.upgrade()
 
     @contextlib.contextmanager
@@ -487,7 +488,8 @@ class Store:
         with self._begin() as conn:
             # The head lock comes first: it serialises writers, so what they check next is settled.
             seq, prev = self._lock_head(conn, "evaluations")
-            self._save_playbook(conn, playbook, now)
+            if playbook.content_hash not in self._known_playbooks:
+                self._save_playbook(conn, playbook, now)
             skip = self._already_stored(conn, source, items)
             rows: list[dict[str, Any]] = []
             children: list[dict[str, Any]] = []
@@ -511,6 +513,7 @@ class Store:
             for i, item in enumerate(items):
                 if item.record is not None and i not in skip:
                     self._save_record(conn, item.record, item.event_id, now)
+        self._known_playbooks.add(playbook.content_hash)  # committed: playbook rows are never removed
         return seqs
 
     def _already_stored(self, conn: Connection, source: str, items: Sequence[Appended]) -> set[int]:
