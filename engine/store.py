@@ -239,6 +239,26 @@ def _params_text(params: dict[str, Any]) -> str:
         return canonical(params)
 
 
+@functools.lru_cache(maxsize=16)
+def _insert_statement(table: Table, dialect_name: str, dialect: Any) -> tuple[str, tuple[str, ...] | None]:
+    compiled = insert(table).compile(dialect=dialect)
+    return str(compiled), tuple(compiled.positiontup) if compiled.positional and compiled.positiontup else None
+
+
+def _insert_many(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
+    """Insert rows with one prepared statement through the driver, parameters still bound.
+
+    The statement is SQLAlchemy's own for the table; passing the rows straight to the driver skips
+    SQLAlchemy's per-row parameter processing, a tenth of an import's time.  Values are plain
+    text, integers and booleans, which every driver binds as they are.
+    """
+    statement, order = _insert_statement(table, conn.dialect.name, conn.dialect)
+    if order is None:
+        conn.exec_driver_sql(statement, rows)  # named parameters: the dicts as they are
+    else:
+        conn.exec_driver_sql(statement, [tuple(row[name] for name in order) for row in rows])
+
+
 def _hashed(prev_hash: str, fields: Sequence[Any], children: Sequence[Sequence[Any]] = ()) -> str:
     body = canonical([list(fields), [list(c) for c in children]])
     return hashlib.sha256(f"{prev_hash}{body}".encode()).hexdigest()
@@ -506,9 +526,9 @@ class Store:
                 children.extend({"evaluation_seq": seq, **rec} for rec in recs)
                 seqs.append(seq)
             if rows:
-                conn.execute(insert(evaluations), rows)
+                _insert_many(conn, evaluations, rows)
                 if children:
-                    conn.execute(insert(recommendations), children)
+                    _insert_many(conn, recommendations, children)
                 conn.execute(update(chain_head).where(chain_head.c.chain == "evaluations").values(seq=seq, hash=prev))
             for i, item in enumerate(items):
                 if item.record is not None and i not in skip:
