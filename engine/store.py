@@ -240,7 +240,7 @@ def _params_text(params: dict[str, Any]) -> str:
 
 
 @functools.lru_cache(maxsize=16)
-def _insert_statement(table: Table, dialect_name: str, dialect: Any) -> tuple[str, tuple[str, ...] | None]:
+def _insert_statement(table: Table, dialect: Any) -> tuple[str, tuple[str, ...] | None]:
     compiled = insert(table).compile(dialect=dialect)
     return str(compiled), tuple(compiled.positiontup) if compiled.positional and compiled.positiontup else None
 
@@ -252,7 +252,7 @@ def _insert_many(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> 
     SQLAlchemy's per-row parameter processing, a tenth of an import's time.  Values are plain
     text, integers and booleans, which every driver binds as they are.
     """
-    statement, order = _insert_statement(table, conn.dialect.name, conn.dialect)
+    statement, order = _insert_statement(table, conn.dialect)
     if order is None:
         conn.exec_driver_sql(statement, rows)  # named parameters: the dicts as they are
     else:
