@@ -402,12 +402,16 @@ class Store:
 
     @contextlib.contextmanager
     def _begin(self) -> Iterator[Connection]:
-        with self._queue, self.engine.begin() as conn:
-            yield conn
+        """A write transaction: on SQLite ``BEGIN IMMEDIATE``, one writer at a time."""
+        with self._queue, self.engine.connect() as conn:
+            conn.execution_options(playbook_write=True)
+            with conn.begin():
+                yield conn
 
     @contextlib.contextmanager
     def _connect(self) -> Iterator[Connection]:
-        with self._queue, self.engine.connect() as conn:
+        """A read: on SQLite a deferred transaction, which in WAL mode waits for no writer."""
+        with self.engine.connect() as conn:
             yield conn
 
     @staticmethod
@@ -428,7 +432,10 @@ class Store:
 
         @event.listens_for(engine, "begin")
         def _on_begin(conn: Connection) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # Writers take the write lock at once, so that checks made inside see a settled log;
+            # readers see a snapshot and never wait.
+            writes = conn.get_execution_options().get("playbook_write", False)
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if writes else "BEGIN")
 
         return engine
 
