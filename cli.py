@@ -719,7 +719,8 @@ def serve(
         )
         _tune_memory()
         try:
-            uvicorn.run(app, host=host, port=port, lifespan="on", log_level="info")
+            # No access log: the service logs each event with its record and evaluation instead.
+            uvicorn.run(app, host=host, port=port, lifespan="on", log_level="info", access_log=False)
         finally:
             app.close()
             store.close()

@@ -99,10 +99,9 @@ class Ingestor:
         raise StateContention(f"record {event.record_id} kept changing while event {event.event_id} was merged")
 
     def _attempt(self, event: RecordEvent, as_of: dt.date, received_ms: int) -> EventOutcome:
-        known = self.store.evaluation_of_event(self.source, event.event_id)
+        known, state = self.store.event_and_record(self.source, event.event_id, event.key)
         if known is not None:
             return EventOutcome(event.event_id, event.record_id, "duplicate", evaluation=known)
-        state = self.store.record_state(self.source, event.key)
         merged = merge(state.fields, state.stamps, state.deleted, event, received_ms)
         new_state = RecordState(
             self.source, event.key, merged.fields, merged.stamps, merged.deleted, version=state.version

@@ -608,9 +608,19 @@ class Store:
     def record_state(self, source: str, record_id: str) -> RecordState:
         """The last known state of a record; an empty one at version 0 when none is stored."""
         with self._connect() as conn:
-            row = conn.execute(
-                select(records).where(records.c.source == source, records.c.record_id == record_id)
-            ).first()
+            return self._record_state(conn, source, record_id)
+
+    def event_and_record(self, source: str, event_id: str, record_id: str) -> tuple[int | None, RecordState]:
+        """In one read: the evaluation already stored for an event (or None), and the record's state."""
+        with self._connect() as conn:
+            seq = conn.execute(
+                select(evaluations.c.seq).where(evaluations.c.source == source, evaluations.c.event_id == event_id)
+            ).scalar()
+            return (None if seq is None else int(seq)), self._record_state(conn, source, record_id)
+
+    @staticmethod
+    def _record_state(conn: Connection, source: str, record_id: str) -> RecordState:
+        row = conn.execute(select(records).where(records.c.source == source, records.c.record_id == record_id)).first()
         if row is None:
             return RecordState(source, record_id, {}, {})
         return RecordState(
