@@ -16,9 +16,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from engine.conditions import atoms_of, evaluate_condition
+from engine.conditions import atoms_of, evaluate_condition, numbers_of
 from engine.errors import Problem
-from engine.model import Atom, Condition, Decision, Interval, Playbook, ValueOf
+from engine.model import Atom, Condition, Decision, Playbook, ValueOf
 
 __all__ = ["MAX_COMBINATIONS", "analyse"]
 
@@ -133,15 +133,7 @@ class _Analyser:
         elif kind == "boolean":
             cells = [_Cell(True, "= true"), _Cell(False, "= false")]
         elif kind == "number":
-            bounds: list[float] = []
-            for a in mine:
-                if isinstance(a.operand, Interval):
-                    bounds += [b for b in (a.operand.low, a.operand.high) if b is not None]
-                elif a.op in ("equals", "not_equals"):
-                    bounds.append(a.operand)
-                elif a.op in ("one_of", "not_one_of"):
-                    bounds += list(a.operand)
-            cells = _numeric_cells(bounds)
+            cells = _numeric_cells(n for a in mine for n in numbers_of(a))
         else:
             named = sorted(
                 {

@@ -84,7 +84,7 @@ class CompiledPlaybook:
         fields = {var: f"v{i}" for i, var in enumerate(node.reads)}
         list_values: dict[str, tuple[Any, ...]] = {}
         for var in node.reads:
-            kind, values = self._var_type(var)
+            kind, values = self.playbook.var_type(var)
             if kind == "list":
                 list_values[var] = values or ()
         chunks = []
@@ -93,13 +93,6 @@ class CompiledPlaybook:
             self._next_question += 1
         atoms = tuple(a for c in self.playbook.conditions_of(node) for a in atoms_of(c))
         return CompiledNode(index, node, fields, list_values, node.members, tuple(chunks), atoms)
-
-    def _var_type(self, var: str) -> tuple[str, tuple[Any, ...] | None]:
-        if "." in var:
-            field = self.playbook.inputs[var]
-            return field.type, field.values
-        decision = self.playbook.decisions[var]
-        return decision.type, decision.values
 
     def _ruleset(self) -> dict[str, Any]:
         rules: dict[str, Any] = {}

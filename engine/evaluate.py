@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.compile import CompiledNode, CompiledPlaybook
-from engine.conditions import atoms_of, evaluate_condition
+from engine.conditions import atoms_of, evaluate_condition, numbers_of
 from engine.errors import CaseError, EngineFault
 from engine.model import (
     AllOf,
@@ -30,7 +30,6 @@ from engine.model import (
     Condition,
     Decision,
     InputField,
-    Interval,
     Literal,
     Not,
     Output,
@@ -320,15 +319,7 @@ def _cell_reader(
         and all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
     )
     if numeric:
-        points: set[float] = set()
-        for a in mine:
-            if isinstance(a.operand, Interval):
-                points.update(b for b in (a.operand.low, a.operand.high) if b is not None)
-            elif a.op in ("equals", "not_equals"):
-                points.add(a.operand)
-            elif a.op in ("one_of", "not_one_of"):
-                points.update(a.operand)
-        bounds = sorted(points)
+        bounds = sorted({n for a in mine for n in numbers_of(a)})
         count = len(bounds)
 
         def numeric_cell(v: Any) -> Hashable:
@@ -383,20 +374,13 @@ class Evaluator:
         # shared by every result (read-only): an action's course source
         self._sources = {name: action.source.to_json() for name, action in self.playbook.actions.items()}
 
-    def _var_type(self, var: str) -> tuple[str, tuple[Any, ...] | None]:
-        if var in self.playbook.inputs:
-            field_ = self.playbook.inputs[var]
-            return field_.type, field_.values
-        decision = self.playbook.decisions[var]
-        return decision.type, decision.values
-
     def _plan(self, cnode: CompiledNode) -> _NodePlan:
         conditions = self.playbook.conditions_of(cnode.node)
         atoms = [atoms_of(c) for c in conditions]
         offsets = [sum(len(a) for a in atoms[:i]) for i in range(len(atoms))]
         every_atom = [a for member in atoms for a in member]
         tested = list(dict.fromkeys(a.var for a in every_atom))
-        readers = [(var, _cell_reader(var, every_atom, *self._var_type(var))) for var in tested]
+        readers = [(var, _cell_reader(var, every_atom, *self.playbook.var_type(var))) for var in tested]
         node = cnode.node
         decision = self.playbook.decisions[node.name] if node.kind == "table" else None
         rules = [self.playbook.rules_by_id[m] for m in node.members] if node.kind == "rules" else []

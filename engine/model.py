@@ -220,6 +220,14 @@ class Playbook:
     def rules_by_id(self) -> dict[str, Rule]:
         return {rule.id: rule for rule in self.rules}
 
+    def var_type(self, var: str) -> tuple[str, tuple[Any, ...] | None]:
+        """(type, declared values) of a variable: an input field (``object.field``) or a decision."""
+        if var in self.inputs:
+            field_ = self.inputs[var]
+            return field_.type, field_.values
+        decision = self.decisions[var]
+        return decision.type, decision.values
+
     def conditions_of(self, node: Node) -> list[Condition | None]:
         """The condition of each member of a node, in member order."""
         if node.kind == "table":
