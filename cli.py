@@ -196,13 +196,6 @@ def _numbered_input(
     path: str, mapping: Any, progress: Any, *, sql: tuple[str | None, str | None] = (None, None)
 ) -> Iterator[tuple[int, Any]]:
     """(line, case | CaseError | Quarantined) for every record: JSON Lines, CSV, JSON records or a database."""
-    if sql != (None, None):
-        from adapters.mapping import MappedCase
-        from adapters.sql_source import read_sql
-
-        for position, item in read_sql(path, mapping, table=sql[0], query=sql[1]):
-            yield position, (item.case_id, item.case) if isinstance(item, MappedCase) else item
-        return
     if mapping is None:
         from adapters.jsonl import read_numbered_cases
 
@@ -216,9 +209,14 @@ def _numbered_input(
     from adapters.csv_export import read_csv
     from adapters.json_records import read_json_records
     from adapters.mapping import MappedCase
+    from adapters.sql_source import read_sql
 
-    is_json = path.lower().endswith((".json", ".jsonl"))
-    records = read_json_records(path, mapping) if is_json else read_csv(path, mapping, progress=progress)
+    if sql != (None, None):
+        records = read_sql(path, mapping, table=sql[0], query=sql[1])
+    elif path.lower().endswith((".json", ".jsonl")):
+        records = read_json_records(path, mapping)
+    else:
+        records = read_csv(path, mapping, progress=progress)
     for line, item in records:
         yield line, (item.case_id, item.case) if isinstance(item, MappedCase) else item
 
