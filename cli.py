@@ -647,7 +647,6 @@ def replay(playbook_path: str, since: str | None, fmt: str, examples: int, db: s
     metavar="CRM=MAPPING",
     help="Another mapping for a CRM (hubspot, salesforce, pipedrive, generic): a preset or file. Repeatable.",
 )
-@click.option("--workers", type=click.IntRange(1), default=4, show_default=True, help="Evaluation threads.")
 def serve(
     playbook_path: str,
     db: str,
@@ -657,7 +656,6 @@ def serve(
     public_url: str | None,
     secrets_file: str | None,
     mapping_specs: tuple[str, ...],
-    workers: int,
 ) -> None:
     """Run the webhook service: CRM events in, evaluated, stored in the audit log.
 
@@ -704,7 +702,6 @@ def serve(
             mappings=mappings,
             max_body=max_body,
             public_url=public_url,
-            workers=workers,
         )
         routes = app.routes()
         if not routes:

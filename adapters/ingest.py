@@ -1,38 +1,59 @@
 """Record events -> the record's merged state -> a case -> an evaluation, stored with the state in one transaction.
 
-One :class:`Ingestor` per CRM: it knows the source name the audit log files its events
-under, the kind of record it evaluates and the mapping that makes a case of one.  For each
-event it reads the record's last known state, merges the event into it
+A :class:`Feed` is one CRM's events: the source the audit log files them under, the
+kind of record evaluated and the mapping that makes a case of one.  For each event the
+:class:`Ingestor` takes the record's last known state, merges the event into it
 (:func:`adapters.webhook.merge`), maps the whole state and evaluates the case; the
-evaluation and the new state are saved together (:meth:`engine.store.Store.append`), or
-neither is.  An event already stored is not evaluated again; a state saved by another
-worker meanwhile makes it read and merge again.
+evaluation and the new state are saved together, or neither is.  An event already
+stored is not evaluated again.
+
+Group commit: callers submit their events and wait; one writer thread takes every
+submission waiting, opens one write transaction (:meth:`engine.store.Store.write`),
+reads there what they need (events already stored, records' states) and evaluates
+and stores them all, in order.  Reading under the write lock means no state can
+change between its read and its save, so nothing is merged twice or retried; one
+transaction for many requests means one commit, one chain-head update and a few
+statements for all of them, which is what keeps webhook latency low under load.
 
 Every event ends as exactly one :class:`EventOutcome`: evaluated (a result or a case
-error, both stored), duplicate, quarantined, deleted or ignored.
+error, both stored), duplicate, quarantined, deleted or ignored.  A submission whose
+events cannot be evaluated (an engine fault) fails alone; a transaction that cannot be
+stored fails every submission in it, and nothing of it is kept.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import queue
+import threading
 import time
+from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from concurrent.futures import Future
+from dataclasses import dataclass, replace
 from typing import Any
 
 from adapters.mapping import Mapping, Quarantined
 from adapters.webhook import IgnoredEvent, RecordEvent, merge
 from engine.errors import CaseError
 from engine.evaluate import Evaluator, Result
-from engine.store import Appended, RecordChanged, RecordState, Store
+from engine.store import Appended, RecordState, Store, Writer
 
-__all__ = ["ATTEMPTS", "EventOutcome", "Ingestor", "StateContention"]
+__all__ = ["MAX_BATCH", "EventOutcome", "Feed", "Ingestor"]
 
-ATTEMPTS = 20  # reads and merges of one event before giving up (the sender retries later)
+MAX_BATCH = 500  # events per transaction, at most (a single submission may be larger)
 
 
-class StateContention(Exception):
-    """A record's state kept changing under one event: the sender should deliver it again later."""
+@dataclass(frozen=True)
+class Feed:
+    """One CRM's events: the source they are filed under, the mapping that makes cases, the record type evaluated.
+
+    ``object_type`` None evaluates records of every type; else only that type's (others are ignored).
+    """
+
+    source: str
+    mapping: Mapping
+    object_type: str | None = None
 
 
 @dataclass(frozen=True)
@@ -58,76 +79,240 @@ class EventOutcome:
         return data
 
 
+@dataclass
+class _Submission:
+    feed: Feed
+    events: Sequence[RecordEvent | IgnoredEvent]
+    received: float  # seconds since 1970, by the ingestor's clock
+    future: Future[list[EventOutcome]]
+
+
+_STOP = None
+
+
 class Ingestor:
-    """Evaluates and stores the events of one CRM.  Safe to share between threads."""
+    """Evaluates and stores record events, those of concurrent callers in one transaction.  Thread-safe.
+
+    It runs a writer thread from the start: :meth:`close` it when done.
+    """
 
     def __init__(
         self,
         store: Store,
         evaluator: Evaluator,
-        mapping: Mapping,
         *,
-        source: str,
-        object_type: str | None,
         clock: Callable[[], float] = time.time,
+        max_batch: int = MAX_BATCH,
     ) -> None:
-        """``object_type`` None evaluates records of every type; else only that type's (others are ignored)."""
         self.store = store
         self.evaluator = evaluator
-        self.mapping = mapping
-        self.source = source
-        self.object_type = object_type
         self.clock = clock
+        self.max_batch = max_batch
+        self._queue: queue.SimpleQueue[_Submission | None] = queue.SimpleQueue()
+        self._closing = threading.Lock()  # nothing is queued behind the stop
+        self._closed = False
+        self._writer = threading.Thread(target=self._write_batches, name="playbook-ingest", daemon=True)
+        self._writer.start()
 
-    def ingest(self, events: Sequence[RecordEvent | IgnoredEvent]) -> list[EventOutcome]:
-        """One outcome per event, in order.  Store and engine failures are raised, not reported."""
-        now = self.clock()
-        as_of = dt.datetime.fromtimestamp(now, dt.UTC).date()
-        return [self._one(event, as_of, int(now * 1000)) for event in events]
+    def submit(self, feed: Feed, events: Sequence[RecordEvent | IgnoredEvent]) -> Future[list[EventOutcome]]:
+        """Queue events for the writer; the future gives one outcome per event, in order, once committed.
 
-    def _one(self, event: RecordEvent | IgnoredEvent, as_of: dt.date, received_ms: int) -> EventOutcome:
-        if isinstance(event, IgnoredEvent):
-            return EventOutcome(event.event_id, event.record_id, "ignored", reason=event.reason)
-        if self.object_type is not None and event.object_type != self.object_type:
-            reason = f"{event.object_type} records are not evaluated here, only {self.object_type} records"
-            return EventOutcome(event.event_id, event.record_id, "ignored", reason=reason)
-        for _ in range(ATTEMPTS):
+        Its exception, if any, is a store or engine failure: nothing of the events was stored.
+        """
+        future: Future[list[EventOutcome]] = Future()
+        with self._closing:
+            if self._closed:
+                raise RuntimeError("the ingestor is closed")
+            self._queue.put(_Submission(feed, events, self.clock(), future))
+        return future
+
+    def ingest(self, feed: Feed, events: Sequence[RecordEvent | IgnoredEvent]) -> list[EventOutcome]:
+        """Submit and wait: one outcome per event, in order.  Store and engine failures are raised."""
+        return self.submit(feed, events).result()
+
+    def close(self) -> None:
+        """Store what was submitted, then stop the writer."""
+        with self._closing:
+            if not self._closed:
+                self._closed = True
+                self._queue.put(_STOP)
+        self._writer.join()
+
+    # -- the writer thread ---------------------------------------------------------------
+
+    def _write_batches(self) -> None:
+        while True:
+            batch, stop = self._take()
+            if batch:
+                self._write(batch)
+            if stop:
+                return
+
+    def _take(self) -> tuple[list[_Submission], bool]:
+        """The next submission (waiting for it) and those queued behind it, up to max_batch events."""
+        first = self._queue.get()
+        if first is _STOP:
+            return [], True
+        batch, size = [first], len(first.events)
+        while size < self.max_batch:
             try:
-                return self._attempt(event, as_of, received_ms)
-            except RecordChanged:
-                continue
-        raise StateContention(f"record {event.record_id} kept changing while event {event.event_id} was merged")
+                more = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if more is _STOP:
+                return batch, True
+            batch.append(more)
+            size += len(more.events)
+        return batch, False
 
-    def _attempt(self, event: RecordEvent, as_of: dt.date, received_ms: int) -> EventOutcome:
-        known, state = self.store.event_and_record(self.source, event.event_id, event.key)
-        if known is not None:
-            return EventOutcome(event.event_id, event.record_id, "duplicate", evaluation=known)
-        merged = merge(state.fields, state.stamps, state.deleted, event, received_ms)
-        new_state = RecordState(
-            self.source, event.key, merged.fields, merged.stamps, merged.deleted, version=state.version
-        )
-        if merged.deleted:
-            if merged.changed:
-                self.store.save_record(new_state, event.event_id)
-            return EventOutcome(event.event_id, event.record_id, "deleted")
-        mapped = self.mapping.to_case(merged.fields)
-        if isinstance(mapped, Quarantined):
-            if merged.changed:
-                self.store.save_record(new_state, event.event_id)
-            return EventOutcome(event.event_id, event.record_id, "quarantined", code=mapped.code, reason=mapped.reason)
-        outcome: Result | CaseError
+    def _write(self, batch: list[_Submission]) -> None:
+        live = [s for s in batch if s.future.set_running_or_notify_cancel()]
+        done: list[tuple[_Submission, list[EventOutcome]]] = []
         try:
-            outcome = self.evaluator.evaluate_case(mapped.case, as_of, mapped.case_id)
-        except CaseError as error:
-            outcome = error
-        appended = Appended(outcome, mapped.case, event_id=event.event_id, record=new_state)
-        [seq] = self.store.append(self.evaluator.playbook, [appended], source=self.source, as_of=as_of)
-        if seq < 0:  # stored by another worker since we looked
-            known = self.store.evaluation_of_event(self.source, event.event_id)
-            return EventOutcome(event.event_id, event.record_id, "duplicate", evaluation=known)
-        if isinstance(outcome, CaseError):
-            return EventOutcome(
-                event.event_id, event.record_id, "error", evaluation=seq, code=outcome.code, reason=outcome.message
+            with self.store.write() as writer:
+                transaction = _Transaction(writer, self.evaluator, live)
+                for submission in live:
+                    try:
+                        staged = transaction.stage(submission)
+                    except Exception as error:  # noqa: BLE001 - it cannot be evaluated: it alone fails
+                        submission.future.set_exception(error)
+                        continue
+                    done.append((submission, transaction.append(staged)))  # a store failure fails them all
+                transaction.save_records()
+        except BaseException as error:  # rolled back: every submission in it fails, none is half-stored
+            for submission in live:
+                if not submission.future.done():
+                    submission.future.set_exception(error)
+            if not isinstance(error, Exception):
+                raise
+            return
+        for submission, outcomes in done:
+            submission.future.set_result(outcomes)
+
+
+@dataclass(frozen=True)
+class _Staged:
+    """A submission evaluated, not yet stored."""
+
+    source: str
+    as_of: dt.date
+    outcomes: list[EventOutcome]  # the evaluated ones still without their evaluation's number
+    items: list[Appended]
+    pending: list[tuple[int, int]]  # (outcome, item): the outcomes numbered by the items' evaluations
+    evaluated: dict[tuple[str, str], int]  # (source, event) -> item
+    states: dict[tuple[str, str], RecordState]  # records changed -> their new state
+
+
+class _Transaction:
+    """The submissions of one write transaction: what they read, in one query per source, and what they change."""
+
+    def __init__(self, writer: Writer, evaluator: Evaluator, submissions: list[_Submission]) -> None:
+        self.writer = writer
+        self.evaluator = evaluator
+        event_ids: defaultdict[str, set[str]] = defaultdict(set)
+        record_ids: defaultdict[str, set[str]] = defaultdict(set)
+        for submission in submissions:
+            for event in submission.events:
+                if isinstance(event, RecordEvent):
+                    event_ids[submission.feed.source].add(event.event_id)
+                    record_ids[submission.feed.source].add(event.key)
+        self.evaluated: dict[tuple[str, str], int] = {  # (source, event) -> its evaluation
+            (source, event_id): seq
+            for source, ids in event_ids.items()
+            for event_id, seq in writer.events_stored(source, ids).items()
+        }
+        self.states: dict[tuple[str, str], RecordState] = {
+            (source, record_id): state
+            for source, ids in record_ids.items()
+            for record_id, state in writer.record_states(source, ids).items()
+        }
+        self.changed: dict[tuple[str, str], RecordState] = {}
+
+    def stage(self, submission: _Submission) -> _Staged:
+        """Merge, map and evaluate one submission's events, writing nothing yet."""
+        feed = submission.feed
+        as_of = dt.datetime.fromtimestamp(submission.received, dt.UTC).date()
+        received_ms = int(submission.received * 1000)
+        states: dict[tuple[str, str], RecordState] = {}
+        evaluated: dict[tuple[str, str], int] = {}
+        items: list[Appended] = []
+        outcomes: list[EventOutcome] = []
+        pending: list[tuple[int, int]] = []
+        for event in submission.events:
+            if isinstance(event, IgnoredEvent):
+                outcomes.append(EventOutcome(event.event_id, event.record_id, "ignored", reason=event.reason))
+                continue
+            if feed.object_type is not None and event.object_type != feed.object_type:
+                reason = f"{event.object_type} records are not evaluated here, only {feed.object_type} records"
+                outcomes.append(EventOutcome(event.event_id, event.record_id, "ignored", reason=reason))
+                continue
+            event_key, record_key = (feed.source, event.event_id), (feed.source, event.key)
+            if event_key in self.evaluated:
+                outcomes.append(EventOutcome(event.event_id, event.record_id, "duplicate", self.evaluated[event_key]))
+                continue
+            if event_key in evaluated:
+                pending.append((len(outcomes), evaluated[event_key]))
+                outcomes.append(EventOutcome(event.event_id, event.record_id, "duplicate"))
+                continue
+            state = states[record_key] if record_key in states else self.states[record_key]
+            merged = merge(state.fields, state.stamps, state.deleted, event, received_ms)
+            new_state = RecordState(
+                feed.source,
+                event.key,
+                merged.fields,
+                merged.stamps,
+                merged.deleted,
+                version=state.version + 1,
+                last_event_id=event.event_id,
             )
-        actions = tuple(rec["id"] for rec in outcome.recommendations)
-        return EventOutcome(event.event_id, event.record_id, "evaluated", evaluation=seq, recommendations=actions)
+            if merged.deleted:
+                if merged.changed:
+                    states[record_key] = new_state
+                outcomes.append(EventOutcome(event.event_id, event.record_id, "deleted"))
+                continue
+            mapped = feed.mapping.to_case(merged.fields)
+            if isinstance(mapped, Quarantined):
+                if merged.changed:
+                    states[record_key] = new_state
+                outcomes.append(
+                    EventOutcome(event.event_id, event.record_id, "quarantined", code=mapped.code, reason=mapped.reason)
+                )
+                continue
+            result: Result | CaseError
+            try:
+                result = self.evaluator.evaluate_case(mapped.case, as_of, mapped.case_id)
+            except CaseError as error:
+                result = error
+            states[record_key] = new_state  # the state an evaluation was made from is saved with it
+            evaluated[event_key] = len(items)
+            pending.append((len(outcomes), len(items)))
+            items.append(Appended(result, mapped.case, event_id=event.event_id))
+            outcomes.append(_evaluated(event, result))
+        return _Staged(feed.source, as_of, outcomes, items, pending, evaluated, states)
+
+    def append(self, staged: _Staged) -> list[EventOutcome]:
+        """Append a staged submission's evaluations; its outcomes, numbered."""
+        outcomes = staged.outcomes
+        if staged.items:
+            playbook = self.evaluator.playbook
+            seqs = self.writer.append(playbook, staged.items, source=staged.source, as_of=staged.as_of)
+            if -1 in seqs:  # cannot be: every event was looked up under this same write lock
+                raise RuntimeError(f"an event of {staged.source} was already stored though it was not found")
+            for position, item in staged.pending:
+                outcomes[position] = replace(outcomes[position], evaluation=seqs[item])
+            self.evaluated |= {
+                (staged.source, event_id): seqs[item] for (_, event_id), item in staged.evaluated.items()
+            }
+        self.states |= staged.states
+        self.changed |= staged.states
+        return outcomes
+
+    def save_records(self) -> None:
+        self.writer.save_records(self.changed.values())
+
+
+def _evaluated(event: RecordEvent, result: Result | CaseError) -> EventOutcome:
+    if isinstance(result, CaseError):
+        return EventOutcome(event.event_id, event.record_id, "error", code=result.code, reason=result.message)
+    actions = tuple(rec["id"] for rec in result.recommendations)
+    return EventOutcome(event.event_id, event.record_id, "evaluated", recommendations=actions)

@@ -28,11 +28,13 @@ The signature schemes are in ``adapters/webhook.py``.  A request is answered:
   A record the mapping sets aside (``quarantined``: a closed deal, a value it cannot read) is
   answered 200 too: the delivery was fine, and a 4xx would make Salesforce resend it for 24
   hours; the event is listed with its code and reason, logged, and the record's state kept;
-- 503 when a record's state kept changing under an event, 500 when the store or the engine
-  failed: the CRM delivers again, and what was stored is not stored twice.
+- 500 when the store or the engine failed: nothing of the request was stored, and the CRM
+  delivers it again.
 
-Verification, parsing and evaluation are synchronous work: they run on a pool of worker
-threads sharing one compiled playbook, never on the event loop.
+A request is authenticated and parsed on the event loop (a hash and a JSON or XML parse);
+its events go to the :class:`adapters.ingest.Ingestor`, whose one writer thread evaluates
+and stores the events of every request waiting in one transaction (group commit), and the
+answer is sent once they are committed.  Health checks and outcomes run on worker threads.
 """
 
 from __future__ import annotations
@@ -43,12 +45,11 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from adapters.ingest import EventOutcome, Ingestor, StateContention
+from adapters.ingest import EventOutcome, Feed, Ingestor
 from adapters.mapping import Mapping as FieldMapping
 from adapters.mapping import load_mapping
 from adapters.webhook import (
@@ -248,7 +249,6 @@ class WebhookService:
         mappings: Mapping[str, FieldMapping] | None = None,
         max_body: int = DEFAULT_MAX_BODY,
         public_url: str | None = None,
-        workers: int = 4,
         clock: Callable[[], float] = time.time,
     ) -> None:
         """``mappings``: per CRM (hubspot, salesforce, pipedrive, generic), replacing DEFAULT_MAPPINGS."""
@@ -264,25 +264,19 @@ class WebhookService:
             raise ValueError(
                 f"no CRM named {', '.join(sorted(unknown))}; mappings are for {', '.join(DEFAULT_MAPPINGS)}"
             )
-        self.ingestors = {
-            system: Ingestor(
-                store,
-                evaluator,
-                chosen.get(system) or load_mapping(preset),
-                source=f"webhook:{system}",
-                object_type=_OBJECT_TYPES[system],
-                clock=clock,
-            )
+        self.feeds = {
+            system: Feed(f"webhook:{system}", chosen.get(system) or load_mapping(preset), _OBJECT_TYPES[system])
             for system, preset in DEFAULT_MAPPINGS.items()
         }
-        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="playbook-webhook")
+        self.ingestor = Ingestor(store, evaluator, clock=clock)
 
     def routes(self) -> list[str]:
         """The enabled routes' paths."""
         return [path for path, route in _ROUTES.items() if self.secrets.disabled_because(route) is None]
 
     def close(self) -> None:
-        self._executor.shutdown(wait=True)
+        """Store the events already received, then stop."""
+        self.ingestor.close()
 
     # -- ASGI ----------------------------------------------------------------------------
 
@@ -342,10 +336,13 @@ class WebhookService:
             scheme=str(scope.get("scheme") or "http"),
             client=f"{client[0]}:{client[1]}" if client else "",
         )
-        return await self._in_worker(functools.partial(self.handle, route, token, request))
+        if route == "outcomes":
+            return await self._in_worker(functools.partial(self._outcome, request))
+        return await self._events_answer(route, token, request)
 
-    async def _in_worker(self, work: Callable[[], Response]) -> Response:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, work)
+    @staticmethod
+    async def _in_worker(work: Callable[[], Response]) -> Response:
+        return await asyncio.get_running_loop().run_in_executor(None, work)
 
     async def _body(self, headers: Mapping[str, str], receive: Receive) -> bytes | None:
         declared = headers.get("content-length")
@@ -376,22 +373,18 @@ class WebhookService:
             return Response.json(503, {"status": "unavailable", "playbook": about, "error": "audit log unreachable"})
         return Response.json(200, {"status": "ok", "playbook": about, "routes": self.routes(), "evaluations": count})
 
-    def handle(self, route: str, token: str | None, request: Request) -> Response:
-        """Authenticate, read, evaluate and store one request; every failure becomes its answer."""
-        if route == "outcomes":
-            return self._outcome(request)
+    async def _events_answer(self, route: str, token: str | None, request: Request) -> Response:
+        """Authenticate, read, evaluate and store one request's events; every failure becomes its answer."""
         try:
             events = self._events(route, token, request)
-            system = "salesforce" if route.startswith("salesforce") else route
-            outcomes = self.ingestors[system].ingest(events)
         except WebhookError as error:
             log.warning(
                 "%s from %s refused (%d %s): %s", route, request.client, error.status, error.code, error.message
             )
             return Response.json(error.status, error.to_json())
-        except StateContention as error:
-            log.warning("%s: %s", route, error)
-            return Response.error(503, "busy", f"{error}; deliver it again", (("retry-after", "5"),))
+        feed = self.feeds["salesforce" if route.startswith("salesforce") else route]
+        try:
+            outcomes = await asyncio.wrap_future(self.ingestor.submit(feed, events))
         except Exception:
             log.exception("%s: the event could not be evaluated or stored", route)
             return Response.error(500, "internal_error", "the event could not be evaluated or stored; deliver it again")

@@ -1,7 +1,7 @@
 """Webhook events: latency and throughput of ``playbook serve`` under signed events, at rising concurrency.
 
     python bench/events.py [--route generic|hubspot] [--levels 1,8,32] [--events 2000] [--seconds 60]
-                           [--workers 4] [--warmup 50]
+                           [--warmup 50]
 
 Starts ``playbook serve`` as a subprocess on 127.0.0.1 (a free port, a temporary SQLite audit
 log, a secret generated for this run in its environment), waits for GET /health, then sends
@@ -84,13 +84,13 @@ def playbook_command() -> str:
     return str(beside) if beside.exists() else "playbook"
 
 
-def start_server(work: Path, route: str, secret: str, workers: int) -> tuple[subprocess.Popen[bytes], int, Path]:
+def start_server(work: Path, route: str, secret: str) -> tuple[subprocess.Popen[bytes], int, Path]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PLAYBOOK_")}  # only this run's route and db
     env[SECRET_ENV[route]] = secret
     log = work / "server.log"
     command = [playbook_command(), "serve", "--host", HOST, "--port", str(port)]
-    command += ["--db", f"sqlite:///{work / 'events.db'}", "--workers", str(workers)]
+    command += ["--db", f"sqlite:///{work / 'events.db'}"]
     with log.open("wb") as out:
         server = subprocess.Popen(command, cwd=work, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
     return server, port, log
@@ -396,7 +396,6 @@ def main() -> None:
     parser.add_argument("--levels", default="1,8,32", help="concurrency levels (client threads)")
     parser.add_argument("--events", type=int, default=2000, help="requests per level at most")
     parser.add_argument("--seconds", type=float, default=60, help="time per level at most")
-    parser.add_argument("--workers", type=int, default=4, help="playbook serve --workers")
     parser.add_argument("--warmup", type=int, default=50, help="requests before the first level, reported apart")
     args = parser.parse_args()
     levels = [int(s) for s in args.levels.split(",") if s]
@@ -407,7 +406,7 @@ def main() -> None:
     make_bodies = generic_bodies if args.route == "generic" else hubspot_bodies
     with tempfile.TemporaryDirectory(prefix="bench-events-") as tmp:
         work = Path(tmp)
-        server, port, log = start_server(work, args.route, secret, args.workers)
+        server, port, log = start_server(work, args.route, secret)
         try:
             health = wait_healthy(server, port, log)
             sign = generic_signer(secret) if args.route == "generic" else hubspot_signer(secret, port)
@@ -449,7 +448,6 @@ def main() -> None:
         "python": platform.python_version(),
         "route": args.route,
         "events_per_request": events_per_request,
-        "workers": args.workers,
         "limits": {"requests_per_level": args.events, "seconds_per_level": args.seconds},
         "playbook": health["playbook"],
         "warmup": warmup,

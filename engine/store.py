@@ -13,9 +13,9 @@ re-evaluates them under the stored playbook text and checks that it fires what
 was stored before explaining it.
 
 Records that CRMs change piece by piece (webhooks) keep their last known state in
-``records`` (schema version 3): the fields, when each was last set, and a version
-number.  The state an evaluation was made from is saved in the same transaction as
-the evaluation, so neither is ever stored without the other.
+``records`` (schema version 3): the fields, when each was last set, and how many
+times it changed.  They are read and saved inside a :class:`Writer`'s transaction,
+with the evaluations made from them, so neither is ever stored without the other.
 
 Each evaluation's hash covers its content and the previous evaluation's hash;
 ``chain_head`` holds the last one.  Appends lock the head, so writers are
@@ -48,6 +48,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    bindparam,
     create_engine,
     event,
     insert,
@@ -66,10 +67,10 @@ __all__ = [
     "SCHEMA_VERSION",
     "Appended",
     "ChainProblem",
-    "RecordChanged",
     "RecordState",
     "Store",
     "StoredEvaluation",
+    "Writer",
     "canonical",
     "iter_chunks",
 ]
@@ -340,10 +341,8 @@ class ChainProblem:
 class RecordState:
     """The last known state of one record that events change piece by piece.
 
-    ``version`` is the version this state was read at (0: never stored).  A state given back
-    to :meth:`Store.append` or :meth:`Store.save_record` is saved only if the stored version is
-    still that one; otherwise :class:`RecordChanged` is raised, and the caller reads, merges
-    and tries again.
+    ``version`` counts the changes saved (0: never stored); ``last_event_id`` is the event that
+    made the last one.  States are read and saved through a :class:`Writer`.
     """
 
     source: str
@@ -356,23 +355,14 @@ class RecordState:
     last_event_id: str | None = None
 
 
-class RecordChanged(Exception):
-    """A record's state was saved by someone else between reading it and saving it."""
-
-
 @dataclass(frozen=True)
 class Appended:
-    """One case given to :meth:`Store.append`: its result or error, and where it came from.
-
-    ``record``: the state of the record the case was made from, saved in the same transaction
-    (and not at all when the event was already stored).
-    """
+    """One case given to :meth:`Writer.append`: its result or error, and where it came from."""
 
     outcome: Result | CaseError
     facts: dict[str, Any]
     import_key: str | None = None
     event_id: str | None = None
-    record: RecordState | None = None
 
 
 def _ids(facts: dict[str, Any]) -> tuple[str | None, str | None]:
@@ -480,194 +470,29 @@ class Store:
 
     # -- writing -----------------------------------------------------------------
 
-    def _save_playbook(self, conn: Connection, playbook: Playbook, now: str) -> None:
-        known = conn.execute(select(playbooks.c.hash).where(playbooks.c.hash == playbook.content_hash)).first()
-        if known is None:
-            conn.execute(
-                insert(playbooks),
-                [
-                    {
-                        "hash": playbook.content_hash,
-                        "playbook_id": playbook.id,
-                        "version": playbook.version,
-                        "text": playbook.text,
-                        "first_used": now,
-                    }
-                ],
-            )
-
-    def _lock_head(self, conn: Connection, chain: str) -> tuple[int, str]:
-        row = conn.execute(
-            select(chain_head.c.seq, chain_head.c.hash).where(chain_head.c.chain == chain).with_for_update()
-        ).one()
-        return int(row.seq), str(row.hash)
+    @contextlib.contextmanager
+    def write(self) -> Iterator[Writer]:
+        """One write transaction, the evaluations chain's head locked: it all commits, or none of it."""
+        with self._begin() as conn:
+            writer = Writer(conn, self._known_playbooks)
+            yield writer
+            writer.finish()
+        self._known_playbooks |= writer.playbooks_saved  # committed: playbook rows are never removed
 
     def append(self, playbook: Playbook, items: Sequence[Appended], *, source: str, as_of: dt.date) -> list[int]:
-        """Store a batch of evaluations in one transaction; return their sequence numbers.
-
-        Items whose (source, import key) or (source, event id) is already stored are
-        skipped (their place in the returned list is -1): a resumed import or a
-        redelivered event never stores twice.
-        """
+        """Store a batch of evaluations in one transaction; see :meth:`Writer.append`."""
         if not items:
             return []
-        now = _now()
-        with self._begin() as conn:
-            # The head lock comes first: it serialises writers, so what they check next is settled.
-            seq, prev = self._lock_head(conn, "evaluations")
-            if playbook.content_hash not in self._known_playbooks:
-                self._save_playbook(conn, playbook, now)
-            skip = self._already_stored(conn, source, items)
-            rows: list[dict[str, Any]] = []
-            children: list[dict[str, Any]] = []
-            seqs: list[int] = []
-            for i, item in enumerate(items):
-                if i in skip:
-                    seqs.append(-1)
-                    continue
-                seq += 1
-                row, recs = self._row(playbook, item, source, as_of, now, seq)
-                row["prev_hash"] = prev
-                row["entry_hash"] = prev = _evaluation_hash(prev, row, recs)
-                rows.append(row)
-                children.extend({"evaluation_seq": seq, **rec} for rec in recs)
-                seqs.append(seq)
-            if rows:
-                _insert_many(conn, evaluations, rows)
-                if children:
-                    _insert_many(conn, recommendations, children)
-                conn.execute(update(chain_head).where(chain_head.c.chain == "evaluations").values(seq=seq, hash=prev))
-            for i, item in enumerate(items):
-                if item.record is not None and i not in skip:
-                    self._save_record(conn, item.record, item.event_id, now)
-        self._known_playbooks.add(playbook.content_hash)  # committed: playbook rows are never removed
-        return seqs
-
-    def _already_stored(self, conn: Connection, source: str, items: Sequence[Appended]) -> set[int]:
-        skip: set[int] = set()
-        for column, attr in ((evaluations.c.import_key, "import_key"), (evaluations.c.event_id, "event_id")):
-            keys = [getattr(item, attr) for item in items if getattr(item, attr) is not None]
-            if not keys:
-                continue
-            found = set(conn.execute(select(column).where(evaluations.c.source == source, column.in_(keys))).scalars())
-            seen: set[str] = set()
-            for i, item in enumerate(items):
-                key = getattr(item, attr)
-                if key is not None and (key in found or key in seen):
-                    skip.add(i)
-                if key is not None:
-                    seen.add(key)
-        return skip
-
-    @staticmethod
-    def _row(
-        playbook: Playbook, item: Appended, source: str, as_of: dt.date, now: str, seq: int
-    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-        record_id, account_id = _ids(item.facts)
-        outcome = item.outcome
-        row: dict[str, Any] = {
-            "seq": seq,
-            "created_at": now,
-            "as_of": as_of.isoformat(),
-            "playbook_hash": playbook.content_hash,
-            "playbook_id": playbook.id,
-            "playbook_version": playbook.version,
-            "source": source,
-            "record_id": record_id,
-            "account_id": account_id,
-            "event_id": item.event_id,
-            "import_key": item.import_key,
-            "facts": _compact(item.facts),
-        }
-        if isinstance(outcome, CaseError):
-            row |= {
-                "case_id": outcome.case_id,
-                "status": "error",
-                "decisions": "{}",
-                "fired": "{}",
-                "no_action": True,
-                "error": canonical({"code": outcome.code, "message": outcome.message}),
-            }
-            return row, []
-        recs = [
-            {"position": k, "action": rec["id"], "rule": rec["rule"], "params": _params_text(rec["params"])}
-            for k, rec in enumerate(outcome.recommendations)
-        ]
-        row |= {
-            "case_id": outcome.case,
-            "status": "ok",
-            "decisions": _compact(outcome.decisions),
-            "fired": _compact(outcome.fired()),
-            "no_action": not recs,
-            "error": "",
-        }
-        return row, recs
-
-    # -- record state ---------------------------------------------------------------
+        with self.write() as writer:
+            return writer.append(playbook, items, source=source, as_of=as_of)
 
     def record_state(self, source: str, record_id: str) -> RecordState:
         """The last known state of a record; an empty one at version 0 when none is stored."""
         with self._connect() as conn:
-            return self._record_state(conn, source, record_id)
-
-    def event_and_record(self, source: str, event_id: str, record_id: str) -> tuple[int | None, RecordState]:
-        """In one read: the evaluation already stored for an event (or None), and the record's state."""
-        with self._connect() as conn:
-            seq = conn.execute(
-                select(evaluations.c.seq).where(evaluations.c.source == source, evaluations.c.event_id == event_id)
-            ).scalar()
-            return (None if seq is None else int(seq)), self._record_state(conn, source, record_id)
-
-    @staticmethod
-    def _record_state(conn: Connection, source: str, record_id: str) -> RecordState:
-        row = conn.execute(select(records).where(records.c.source == source, records.c.record_id == record_id)).first()
-        if row is None:
-            return RecordState(source, record_id, {}, {})
-        return RecordState(
-            source=source,
-            record_id=record_id,
-            fields=json.loads(row.fields),
-            stamps=json.loads(row.stamps),
-            deleted=bool(row.deleted),
-            version=int(row.version),
-            updated_at=row.updated_at,
-            last_event_id=row.last_event_id,
-        )
-
-    def save_record(self, state: RecordState, event_id: str | None = None) -> None:
-        """Save a record's state that no evaluation goes with (a deletion, a record set aside)."""
-        with self._begin() as conn:
-            self._lock_head(conn, "evaluations")  # record writes are serialised with appends
-            self._save_record(conn, state, event_id, _now())
-
-    @staticmethod
-    def _save_record(conn: Connection, state: RecordState, event_id: str | None, now: str) -> None:
-        where = (records.c.source == state.source, records.c.record_id == state.record_id)
-        stored = conn.execute(select(records.c.version).where(*where)).scalar()
-        if (stored or 0) != state.version:
-            raise RecordChanged(
-                f"record {state.record_id} of {state.source} is at version {stored or 0}, not {state.version}"
-            )
-        values = {
-            "fields": canonical(state.fields),
-            "stamps": canonical(state.stamps),
-            "deleted": state.deleted,
-            "version": state.version + 1,
-            "updated_at": now,
-            "last_event_id": event_id,
-        }
-        if stored is None:
-            conn.execute(insert(records), [{"source": state.source, "record_id": state.record_id, **values}])
-        else:
-            conn.execute(update(records).where(*where).values(**values))
-
-    def evaluation_of_event(self, source: str, event_id: str) -> int | None:
-        """The evaluation stored for an event, if any."""
-        with self._connect() as conn:
-            seq = conn.execute(
-                select(evaluations.c.seq).where(evaluations.c.source == source, evaluations.c.event_id == event_id)
-            ).scalar()
-        return None if seq is None else int(seq)
+            row = conn.execute(
+                select(records).where(records.c.source == source, records.c.record_id == record_id)
+            ).first()
+        return RecordState(source, record_id, {}, {}) if row is None else _state_of(row)
 
     # -- outcomes -----------------------------------------------------------------
 
@@ -687,7 +512,7 @@ class Store:
                 raise LookupError(
                     f"evaluation {evaluation_seq} did not recommend '{action}' (it recommended: {offered})"
                 )
-            seq, prev = self._lock_head(conn, "outcomes")
+            seq, prev = _lock_head(conn, "outcomes")
             seq += 1
             row = {
                 "seq": seq,
@@ -906,6 +731,215 @@ class Store:
         """The last sequence number and hash of each chain: note them elsewhere to anchor the log."""
         with self._connect() as conn:
             return {r.chain: (r.seq, r.hash) for r in conn.execute(select(chain_head))}
+
+
+class Writer:
+    """The one writer of the audit log for the length of a transaction (:meth:`Store.write`).
+
+    The evaluations chain's head is locked first: SQLite takes its write lock at ``BEGIN
+    IMMEDIATE``, PostgreSQL locks the head row.  So whatever is read here (events already
+    stored, records' states) stays true until the transaction ends, in this process and in
+    any other sharing the database.
+    """
+
+    def __init__(self, conn: Connection, known_playbooks: set[str]) -> None:
+        self.conn = conn
+        self.now = _now()
+        self.playbooks_saved: set[str] = set()
+        self._known_playbooks = known_playbooks
+        self._seq, self._hash = _lock_head(conn, "evaluations")
+        self._head_seq = self._seq
+        self._records_read: dict[tuple[str, str], bool] = {}  # (source, record) -> is it stored
+
+    def append(self, playbook: Playbook, items: Sequence[Appended], *, source: str, as_of: dt.date) -> list[int]:
+        """Add evaluations to the chain; return their sequence numbers.
+
+        Items whose (source, import key) or (source, event id) is already stored are
+        skipped (their place in the returned list is -1): a resumed import or a
+        redelivered event never stores twice.
+        """
+        content_hash = playbook.content_hash
+        if content_hash not in self._known_playbooks and content_hash not in self.playbooks_saved:
+            _save_playbook(self.conn, playbook, self.now)
+            self.playbooks_saved.add(content_hash)
+        skip = self._already_stored(source, items)
+        rows: list[dict[str, Any]] = []
+        children: list[dict[str, Any]] = []
+        seqs: list[int] = []
+        seq, prev = self._seq, self._hash
+        for i, item in enumerate(items):
+            if i in skip:
+                seqs.append(-1)
+                continue
+            seq += 1
+            row, recs = _evaluation_row(playbook, item, source, as_of, self.now, seq)
+            row["prev_hash"] = prev
+            row["entry_hash"] = prev = _evaluation_hash(prev, row, recs)
+            rows.append(row)
+            children.extend({"evaluation_seq": seq, **rec} for rec in recs)
+            seqs.append(seq)
+        if rows:
+            _insert_many(self.conn, evaluations, rows)
+            if children:
+                _insert_many(self.conn, recommendations, children)
+        self._seq, self._hash = seq, prev
+        return seqs
+
+    def _already_stored(self, source: str, items: Sequence[Appended]) -> set[int]:
+        skip: set[int] = set()
+        for column, attr in ((evaluations.c.import_key, "import_key"), (evaluations.c.event_id, "event_id")):
+            keys = [getattr(item, attr) for item in items if getattr(item, attr) is not None]
+            if not keys:
+                continue
+            found = {row[0] for row in self._rows_among(column, source, keys)}
+            seen: set[str] = set()
+            for i, item in enumerate(items):
+                key = getattr(item, attr)
+                if key is not None and (key in found or key in seen):
+                    skip.add(i)
+                if key is not None:
+                    seen.add(key)
+        return skip
+
+    def _rows_among(self, column: Any, source: str, keys: Iterable[str], *also: Any) -> Iterator[Any]:
+        """Rows (``column``, ``*also``) of ``source`` in ``column``'s table whose ``column`` is among ``keys``."""
+        for chunk in iter_chunks(keys, 500):
+            yield from self.conn.execute(
+                select(column, *also).where(column.table.c.source == source, column.in_(chunk))
+            )
+
+    def events_stored(self, source: str, event_ids: Iterable[str]) -> dict[str, int]:
+        """Of these events of ``source``, those already evaluated, with their evaluation's number."""
+        found = self._rows_among(evaluations.c.event_id, source, event_ids, evaluations.c.seq)
+        return {row.event_id: int(row.seq) for row in found}
+
+    def record_states(self, source: str, record_ids: Iterable[str]) -> dict[str, RecordState]:
+        """These records' states (an empty one at version 0 for a record never stored)."""
+        wanted = set(record_ids)
+        others = [c for c in records.c if c.name != "record_id"]
+        states = {
+            row.record_id: _state_of(row) for row in self._rows_among(records.c.record_id, source, wanted, *others)
+        }
+        for record_id in wanted:
+            self._records_read[(source, record_id)] = record_id in states
+            states.setdefault(record_id, RecordState(source, record_id, {}, {}))
+        return states
+
+    def save_records(self, states: Iterable[RecordState]) -> None:
+        """Save records' new states, each read by :meth:`record_states` in this same transaction."""
+        inserts: list[dict[str, Any]] = []
+        updates: list[dict[str, Any]] = []
+        for state in states:
+            key = (state.source, state.record_id)
+            if key not in self._records_read:
+                raise ValueError(f"record {state.record_id} of {state.source} was not read in this transaction")
+            values = {
+                "fields": canonical(state.fields),
+                "stamps": canonical(state.stamps),
+                "deleted": state.deleted,
+                "version": state.version,
+                "updated_at": self.now,
+                "last_event_id": state.last_event_id,
+            }
+            if self._records_read[key]:
+                updates.append({"b_source": state.source, "b_record_id": state.record_id, **values})
+            else:
+                inserts.append({"source": state.source, "record_id": state.record_id, **values})
+                self._records_read[key] = True
+        if inserts:
+            _insert_many(self.conn, records, inserts)
+        if updates:
+            self.conn.execute(_UPDATE_RECORD, updates)
+
+    def finish(self) -> None:
+        """Move the chain head to the last evaluation appended; called just before the commit."""
+        if self._seq != self._head_seq:
+            self.conn.execute(
+                update(chain_head).where(chain_head.c.chain == "evaluations").values(seq=self._seq, hash=self._hash)
+            )
+            self._head_seq = self._seq
+
+
+_UPDATE_RECORD = update(records).where(
+    records.c.source == bindparam("b_source"), records.c.record_id == bindparam("b_record_id")
+)
+
+
+def _lock_head(conn: Connection, chain: str) -> tuple[int, str]:
+    row = conn.execute(
+        select(chain_head.c.seq, chain_head.c.hash).where(chain_head.c.chain == chain).with_for_update()
+    ).one()
+    return int(row.seq), str(row.hash)
+
+
+def _save_playbook(conn: Connection, playbook: Playbook, now: str) -> None:
+    known = conn.execute(select(playbooks.c.hash).where(playbooks.c.hash == playbook.content_hash)).first()
+    if known is None:
+        row = {
+            "hash": playbook.content_hash,
+            "playbook_id": playbook.id,
+            "version": playbook.version,
+            "text": playbook.text,
+            "first_used": now,
+        }
+        conn.execute(insert(playbooks), [row])
+
+
+def _state_of(row: Any) -> RecordState:
+    return RecordState(
+        source=row.source,
+        record_id=row.record_id,
+        fields=json.loads(row.fields),
+        stamps=json.loads(row.stamps),
+        deleted=bool(row.deleted),
+        version=int(row.version),
+        updated_at=row.updated_at,
+        last_event_id=row.last_event_id,
+    )
+
+
+def _evaluation_row(
+    playbook: Playbook, item: Appended, source: str, as_of: dt.date, now: str, seq: int
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    record_id, account_id = _ids(item.facts)
+    outcome = item.outcome
+    row: dict[str, Any] = {
+        "seq": seq,
+        "created_at": now,
+        "as_of": as_of.isoformat(),
+        "playbook_hash": playbook.content_hash,
+        "playbook_id": playbook.id,
+        "playbook_version": playbook.version,
+        "source": source,
+        "record_id": record_id,
+        "account_id": account_id,
+        "event_id": item.event_id,
+        "import_key": item.import_key,
+        "facts": _compact(item.facts),
+    }
+    if isinstance(outcome, CaseError):
+        row |= {
+            "case_id": outcome.case_id,
+            "status": "error",
+            "decisions": "{}",
+            "fired": "{}",
+            "no_action": True,
+            "error": canonical({"code": outcome.code, "message": outcome.message}),
+        }
+        return row, []
+    recs = [
+        {"position": k, "action": rec["id"], "rule": rec["rule"], "params": _params_text(rec["params"])}
+        for k, rec in enumerate(outcome.recommendations)
+    ]
+    row |= {
+        "case_id": outcome.case,
+        "status": "ok",
+        "decisions": _compact(outcome.decisions),
+        "fired": _compact(outcome.fired()),
+        "no_action": not recs,
+        "error": "",
+    }
+    return row, recs
 
 
 def iter_chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:

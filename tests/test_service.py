@@ -213,6 +213,22 @@ def test_a_malformed_body_is_400_and_nothing_is_stored(served: Served) -> None:
     assert served.stored() == (0, 0)
 
 
+def test_a_request_the_audit_log_cannot_store_is_500_stores_nothing_and_can_be_delivered_again(
+    served: Served,
+) -> None:
+    with served.store.engine.begin() as conn:  # the log refuses record states, after the evaluation is written
+        conn.exec_driver_sql("CREATE TRIGGER refuse BEFORE INSERT ON records BEGIN SELECT RAISE(ABORT, 'full'); END")
+    body = captured("deal_propertyChange_amount")
+    status, answer = hubspot_post(served, body)
+    assert status == 500 and answer["error"]["code"] == "internal_error"
+    assert served.stored() == (0, 0) and served.store.verify() == []
+    with served.store.engine.begin() as conn:
+        conn.exec_driver_sql("DROP TRIGGER refuse")
+    status, answer = hubspot_post(served, body)  # the CRM's retry
+    assert status == 200 and answer["events"][0]["status"] == "evaluated"
+    assert served.stored() == (1, 1)
+
+
 # -- dedup and merging -------------------------------------------------------------------------
 
 
