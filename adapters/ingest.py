@@ -167,18 +167,16 @@ class Ingestor:
 
     def _write(self, batch: list[_Submission]) -> None:
         live = [s for s in batch if s.future.set_running_or_notify_cancel()]
-        done: list[tuple[_Submission, list[EventOutcome]]] = []
         try:
             with self.store.write() as writer:
                 transaction = _Transaction(writer, self.evaluator, live)
+                staged: list[tuple[_Submission, _Staged]] = []
                 for submission in live:
                     try:
-                        staged = transaction.stage(submission)
+                        staged.append((submission, transaction.stage(submission)))
                     except Exception as error:  # noqa: BLE001 - it cannot be evaluated: it alone fails
                         submission.future.set_exception(error)
-                        continue
-                    done.append((submission, transaction.append(staged)))  # a store failure fails them all
-                transaction.save_records()
+                transaction.store()  # a store failure fails them all
         except BaseException as error:  # rolled back: every submission in it fails, none is half-stored
             for submission in live:
                 if not submission.future.done():
@@ -186,21 +184,16 @@ class Ingestor:
             if not isinstance(error, Exception):
                 raise
             return
-        for submission, outcomes in done:
-            submission.future.set_result(outcomes)
+        for submission, done in staged:
+            submission.future.set_result(transaction.outcomes(done))
 
 
 @dataclass(frozen=True)
 class _Staged:
     """A submission evaluated, not yet stored."""
 
-    source: str
-    as_of: dt.date
-    outcomes: list[EventOutcome]  # the evaluated ones still without their evaluation's number
-    items: list[Appended]
-    pending: list[tuple[int, int]]  # (outcome, item): the outcomes numbered by the items' evaluations
-    evaluated: dict[tuple[str, str], int]  # (source, event) -> item
-    states: dict[tuple[str, str], RecordState]  # records changed -> their new state
+    outcomes: list[EventOutcome]  # those evaluated or duplicate still without their evaluation's number
+    numbered: list[tuple[int, tuple[str, str]]]  # (outcome, (source, event)) to number once stored
 
 
 class _Transaction:
@@ -216,7 +209,7 @@ class _Transaction:
                 if isinstance(event, RecordEvent):
                     event_ids[submission.feed.source].add(event.event_id)
                     record_ids[submission.feed.source].add(event.key)
-        self.evaluated: dict[tuple[str, str], int] = {  # (source, event) -> its evaluation
+        self.evaluations: dict[tuple[str, str], int] = {  # (source, event) -> its evaluation's number
             (source, event_id): seq
             for source, ids in event_ids.items()
             for event_id, seq in writer.events_stored(source, ids).items()
@@ -226,18 +219,20 @@ class _Transaction:
             for source, ids in record_ids.items()
             for record_id, state in writer.record_states(source, ids).items()
         }
+        self.evaluated: set[tuple[str, str]] = set()  # events evaluated in this transaction
+        self.items: dict[tuple[str, dt.date], list[Appended]] = {}  # by (source, as_of), to append
         self.changed: dict[tuple[str, str], RecordState] = {}
 
     def stage(self, submission: _Submission) -> _Staged:
-        """Merge, map and evaluate one submission's events, writing nothing yet."""
+        """Merge, map and evaluate one submission's events; kept for :meth:`store` only if it returns."""
         feed = submission.feed
         as_of = dt.datetime.fromtimestamp(submission.received, dt.UTC).date()
         received_ms = int(submission.received * 1000)
         states: dict[tuple[str, str], RecordState] = {}
-        evaluated: dict[tuple[str, str], int] = {}
+        evaluated: set[tuple[str, str]] = set()
         items: list[Appended] = []
         outcomes: list[EventOutcome] = []
-        pending: list[tuple[int, int]] = []
+        numbered: list[tuple[int, tuple[str, str]]] = []
         for event in submission.events:
             if isinstance(event, IgnoredEvent):
                 outcomes.append(EventOutcome(event.event_id, event.record_id, "ignored", reason=event.reason))
@@ -247,11 +242,8 @@ class _Transaction:
                 outcomes.append(EventOutcome(event.event_id, event.record_id, "ignored", reason=reason))
                 continue
             event_key, record_key = (feed.source, event.event_id), (feed.source, event.key)
-            if event_key in self.evaluated:
-                outcomes.append(EventOutcome(event.event_id, event.record_id, "duplicate", self.evaluated[event_key]))
-                continue
-            if event_key in evaluated:
-                pending.append((len(outcomes), evaluated[event_key]))
+            if event_key in self.evaluations or event_key in self.evaluated or event_key in evaluated:
+                numbered.append((len(outcomes), event_key))
                 outcomes.append(EventOutcome(event.event_id, event.record_id, "duplicate"))
                 continue
             state = states[record_key] if record_key in states else self.states[record_key]
@@ -284,31 +276,32 @@ class _Transaction:
             except CaseError as error:
                 result = error
             states[record_key] = new_state  # the state an evaluation was made from is saved with it
-            evaluated[event_key] = len(items)
-            pending.append((len(outcomes), len(items)))
+            evaluated.add(event_key)
             items.append(Appended(result, mapped.case, event_id=event.event_id))
+            numbered.append((len(outcomes), event_key))
             outcomes.append(_evaluated(event, result))
-        return _Staged(feed.source, as_of, outcomes, items, pending, evaluated, states)
+        self.states |= states
+        self.changed |= states
+        self.evaluated |= evaluated
+        self.items.setdefault((feed.source, as_of), []).extend(items)
+        return _Staged(outcomes, numbered)
 
-    def append(self, staged: _Staged) -> list[EventOutcome]:
-        """Append a staged submission's evaluations; its outcomes, numbered."""
-        outcomes = staged.outcomes
-        if staged.items:
-            playbook = self.evaluator.playbook
-            seqs = self.writer.append(playbook, staged.items, source=staged.source, as_of=staged.as_of)
+    def store(self) -> None:
+        """Append every evaluation staged, one statement per table for each source and day; save the states."""
+        playbook = self.evaluator.playbook
+        for (source, as_of), items in self.items.items():
+            seqs = self.writer.append(playbook, items, source=source, as_of=as_of)
             if -1 in seqs:  # cannot be: every event was looked up under this same write lock
-                raise RuntimeError(f"an event of {staged.source} was already stored though it was not found")
-            for position, item in staged.pending:
-                outcomes[position] = replace(outcomes[position], evaluation=seqs[item])
-            self.evaluated |= {
-                (staged.source, event_id): seqs[item] for (_, event_id), item in staged.evaluated.items()
-            }
-        self.states |= staged.states
-        self.changed |= staged.states
-        return outcomes
-
-    def save_records(self) -> None:
+                raise RuntimeError(f"an event of {source} was already stored though it was not found")
+            self.evaluations |= {(source, str(item.event_id)): seq for item, seq in zip(items, seqs, strict=True)}
         self.writer.save_records(self.changed.values())
+
+    def outcomes(self, staged: _Staged) -> list[EventOutcome]:
+        """A submission's outcomes, each evaluated or duplicate event with its evaluation's number."""
+        outcomes = staged.outcomes
+        for position, event_key in staged.numbered:
+            outcomes[position] = replace(outcomes[position], evaluation=self.evaluations[event_key])
+        return outcomes
 
 
 def _evaluated(event: RecordEvent, result: Result | CaseError) -> EventOutcome:

@@ -361,7 +361,7 @@ class WebhookService:
             if not message.get("more_body"):
                 return b"".join(chunks)
 
-    # -- one request, on a worker thread ----------------------------------------------------
+    # -- one request ---------------------------------------------------------------------
 
     def _health(self) -> Response:
         playbook = self.evaluator.playbook

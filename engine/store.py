@@ -803,10 +803,9 @@ class Writer:
 
     def _rows_among(self, column: Any, source: str, keys: Iterable[str], *also: Any) -> Iterator[Any]:
         """Rows (``column``, ``*also``) of ``source`` in ``column``'s table whose ``column`` is among ``keys``."""
+        statement = _rows_among_statement(column, also)
         for chunk in iter_chunks(keys, 500):
-            yield from self.conn.execute(
-                select(column, *also).where(column.table.c.source == source, column.in_(chunk))
-            )
+            yield from self.conn.execute(statement, {"source": source, "keys": chunk})
 
     def events_stored(self, source: str, event_ids: Iterable[str]) -> dict[str, int]:
         """Of these events of ``source``, those already evaluated, with their evaluation's number."""
@@ -858,6 +857,15 @@ class Writer:
                 update(chain_head).where(chain_head.c.chain == "evaluations").values(seq=self._seq, hash=self._hash)
             )
             self._head_seq = self._seq
+
+
+@functools.lru_cache(maxsize=8)
+def _rows_among_statement(column: Any, also: tuple[Any, ...]) -> Any:
+    # Built once: building a statement costs more than running it on a small batch.
+    table = column.table
+    return select(column, *also).where(
+        table.c.source == bindparam("source"), column.in_(bindparam("keys", expanding=True))
+    )
 
 
 _UPDATE_RECORD = update(records).where(
