@@ -166,7 +166,9 @@ class Ingestor:
         return batch, False
 
     def _write(self, batch: list[_Submission]) -> None:
-        live = [s for s in batch if s.future.set_running_or_notify_cancel()]
+        live = [s for s in batch if s.future.set_running_or_notify_cancel()]  # not those given up on
+        if not live:
+            return
         try:
             with self.store.write() as writer:
                 transaction = _Transaction(writer, self.evaluator, live)
@@ -177,6 +179,7 @@ class Ingestor:
                     except Exception as error:  # noqa: BLE001 - it cannot be evaluated: it alone fails
                         submission.future.set_exception(error)
                 transaction.store()  # a store failure fails them all
+                answers = [(submission, transaction.outcomes(done)) for submission, done in staged]
         except BaseException as error:  # rolled back: every submission in it fails, none is half-stored
             for submission in live:
                 if not submission.future.done():
@@ -184,8 +187,8 @@ class Ingestor:
             if not isinstance(error, Exception):
                 raise
             return
-        for submission, done in staged:
-            submission.future.set_result(transaction.outcomes(done))
+        for submission, outcomes in answers:  # committed
+            submission.future.set_result(outcomes)
 
 
 @dataclass(frozen=True)
