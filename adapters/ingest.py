@@ -111,6 +111,7 @@ class Ingestor:
         self._queue: queue.SimpleQueue[_Submission | None] = queue.SimpleQueue()
         self._closing = threading.Lock()  # nothing is queued behind the stop
         self._closed = False
+        self._held: _Submission | None = None  # taken from the queue, for the next transaction
         self._writer = threading.Thread(target=self._write_batches, name="playbook-ingest", daemon=True)
         self._writer.start()
 
@@ -141,16 +142,27 @@ class Ingestor:
     # -- the writer thread ---------------------------------------------------------------
 
     def _write_batches(self) -> None:
-        while True:
-            batch, stop = self._take()
-            if batch:
-                self._write(batch)
-            if stop:
-                return
+        try:
+            while True:
+                batch, stop = self._take()
+                if batch:
+                    self._write(batch)
+                if stop:
+                    return
+        finally:  # however the writer ends, nothing submitted waits for ever
+            with self._closing:
+                self._closed = True
+            left: list[_Submission | None] = [self._held]
+            while not self._queue.empty():
+                left.append(self._queue.get())
+            for submission in left:
+                if submission is not None and submission.future.set_running_or_notify_cancel():
+                    submission.future.set_exception(RuntimeError("the ingestor stopped before storing these events"))
 
     def _take(self) -> tuple[list[_Submission], bool]:
-        """The next submission (waiting for it) and those queued behind it, up to max_batch events."""
-        first = self._queue.get()
+        """The next submission (waiting for it) and those queued behind it, up to max_batch events in all."""
+        first = self._held if self._held is not None else self._queue.get()
+        self._held = None
         if first is _STOP:
             return [], True
         batch, size = [first], len(first.events)
@@ -161,14 +173,30 @@ class Ingestor:
                 break
             if more is _STOP:
                 return batch, True
+            if size + len(more.events) > self.max_batch:
+                self._held = more
+                break
             batch.append(more)
             size += len(more.events)
         return batch, False
 
     def _write(self, batch: list[_Submission]) -> None:
         live = [s for s in batch if s.future.set_running_or_notify_cancel()]  # not those given up on
-        if not live:
-            return
+        try:
+            if live and not self._commit(live) and len(live) > 1:
+                # Something in one submission the database refuses fails the whole transaction; nothing
+                # was kept, so each is tried alone, and only that one fails.
+                for submission in live:
+                    if not submission.future.done():
+                        self._commit([submission])
+        except BaseException as error:  # the writer is stopping: answer before it does
+            for submission in live:
+                if not submission.future.done():
+                    submission.future.set_exception(error)
+            raise
+
+    def _commit(self, live: list[_Submission]) -> bool:
+        """Store the submissions in one transaction and answer them; False when it was rolled back."""
         try:
             with self.store.write() as writer:
                 transaction = _Transaction(writer, self.evaluator, live)
@@ -180,15 +208,13 @@ class Ingestor:
                         submission.future.set_exception(error)
                 transaction.store()  # a store failure fails them all
                 answers = [(submission, transaction.outcomes(done)) for submission, done in staged]
-        except BaseException as error:  # rolled back: every submission in it fails, none is half-stored
-            for submission in live:
-                if not submission.future.done():
-                    submission.future.set_exception(error)
-            if not isinstance(error, Exception):
-                raise
-            return
+        except Exception as error:  # noqa: BLE001 - rolled back: none is half-stored
+            if len(live) == 1 and not live[0].future.done():
+                live[0].future.set_exception(error)
+            return False
         for submission, outcomes in answers:  # committed
             submission.future.set_result(outcomes)
+        return True
 
 
 @dataclass(frozen=True)
@@ -223,7 +249,7 @@ class _Transaction:
             for record_id, state in writer.record_states(source, ids).items()
         }
         self.evaluated: set[tuple[str, str]] = set()  # events evaluated in this transaction
-        self.items: dict[tuple[str, dt.date], list[Appended]] = {}  # by (source, as_of), to append
+        self.runs: list[tuple[str, dt.date, list[Appended]]] = []  # to append: runs of one source and day
         self.changed: dict[tuple[str, str], RecordState] = {}
 
     def stage(self, submission: _Submission) -> _Staged:
@@ -286,13 +312,17 @@ class _Transaction:
         self.states |= states
         self.changed |= states
         self.evaluated |= evaluated
-        self.items.setdefault((feed.source, as_of), []).extend(items)
+        if items:
+            if self.runs and self.runs[-1][:2] == (feed.source, as_of):
+                self.runs[-1][2].extend(items)
+            else:
+                self.runs.append((feed.source, as_of, items))
         return _Staged(outcomes, numbered)
 
     def store(self) -> None:
-        """Append every evaluation staged, one statement per table for each source and day; save the states."""
+        """Append every evaluation staged, in order, a statement per table and run; save the states."""
         playbook = self.evaluator.playbook
-        for (source, as_of), items in self.items.items():
+        for source, as_of, items in self.runs:
             seqs = self.writer.append(playbook, items, source=source, as_of=as_of)
             if -1 in seqs:  # cannot be: every event was looked up under this same write lock
                 raise RuntimeError(f"an event of {source} was already stored though it was not found")

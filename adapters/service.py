@@ -62,6 +62,7 @@ from adapters.webhook import (
     WebhookError,
     check_organization,
     check_size,
+    digits,
     parse_generic,
     parse_hubspot,
     parse_pipedrive,
@@ -346,7 +347,7 @@ class WebhookService:
 
     async def _body(self, headers: Mapping[str, str], receive: Receive) -> bytes | None:
         declared = headers.get("content-length")
-        if declared is not None and declared.strip().isdigit():
+        if declared is not None and digits(declared.strip()):
             check_size(int(declared), self.max_body, declared=True)
         chunks: list[bytes] = []
         size = 0
@@ -377,14 +378,13 @@ class WebhookService:
         """Authenticate, read, evaluate and store one request's events; every failure becomes its answer."""
         try:
             events = self._events(route, token, request)
+            feed = self.feeds["salesforce" if route.startswith("salesforce") else route]
+            outcomes = await asyncio.wrap_future(self.ingestor.submit(feed, events))
         except WebhookError as error:
             log.warning(
                 "%s from %s refused (%d %s): %s", route, request.client, error.status, error.code, error.message
             )
             return Response.json(error.status, error.to_json())
-        feed = self.feeds["salesforce" if route.startswith("salesforce") else route]
-        try:
-            outcomes = await asyncio.wrap_future(self.ingestor.submit(feed, events))
         except Exception:
             log.exception("%s: the event could not be evaluated or stored", route)
             return Response.error(500, "internal_error", "the event could not be evaluated or stored; deliver it again")

@@ -79,6 +79,7 @@ __all__ = [
     "WebhookError",
     "check_organization",
     "check_size",
+    "digits",
     "generic_signature",
     "hubspot_uri",
     "hubspot_v3_signature",
@@ -98,6 +99,7 @@ SIGNATURE_WINDOW_SECONDS = 300
 GENERIC_SIGNATURE_HEADERS = ("x-playbook-signature", "x-bottlecrm-signature")
 GENERIC_TIMESTAMP_HEADER = "x-playbook-timestamp"
 DELETED = "$deleted"  # the stamp of a record's deletion, kept beside the fields' stamps
+MAX_ID_LENGTH = 500  # characters of an event's or record's id: the audit log's columns hold no more
 
 # The acknowledgement Salesforce waits for; anything else and it sends the message again for 24 hours.
 SOAP_ACK = (
@@ -181,6 +183,11 @@ class RecordEvent:
     fields: dict[str, Any]
     occurred_at: int | None
     tenant: str | None = None
+
+    def __post_init__(self) -> None:
+        for what, value in (("event id", self.event_id), ("record id", self.key)):
+            if len(value) > MAX_ID_LENGTH:
+                raise MalformedPayload(f"the {what} '{value[:40]}...' is over {MAX_ID_LENGTH} characters long")
 
     @property
     def key(self) -> str:
@@ -297,7 +304,7 @@ def verify_hubspot_v3(
     """Raise unless ``signature`` is HubSpot's v3 signature of this request, made within ``window`` s of ``now``."""
     if not signature:
         raise BadSignature("no X-HubSpot-Signature-v3 header: HubSpot signs every webhook (signature v3)")
-    if timestamp is None or not timestamp.strip().isdigit():
+    if timestamp is None or not digits(timestamp.strip()):
         raise BadSignature("X-HubSpot-Request-Timestamp is missing or not a time in milliseconds")
     _check_window(int(timestamp) / 1000, now, window, "X-HubSpot-Request-Timestamp")
     expected = hubspot_v3_signature(secret, method, uri, body, timestamp.strip())
@@ -335,7 +342,7 @@ def verify_generic(
                 given.append(value.strip().lower())
     else:
         given.append(signature.strip().lower())
-    if timestamp is None or not timestamp.strip().isdigit():
+    if timestamp is None or not digits(timestamp.strip()):
         raise BadSignature("the signature has no time: send t=<unix seconds> in it, or X-Playbook-Timestamp")
     if not given:
         raise BadSignature("the signature header has no v1=<hex> part")
@@ -377,18 +384,48 @@ def check_organization(organization_id: str, allowed: Collection[str]) -> None:
 # -- reading values ------------------------------------------------------------------------
 
 
+def digits(text: str) -> bool:
+    """Only the ASCII digits 0-9 (``str.isdigit`` also passes '²', which ``int`` refuses)."""
+    return text.isascii() and text.isdigit()
+
+
 def _json(body: bytes, what: str) -> Any:
     def refuse(constant: str) -> Any:
         raise ValueError(f"{constant} is not a JSON number")
 
     try:
-        return json.loads(body, parse_constant=refuse)
+        value = json.loads(body, parse_constant=refuse)
     except json.JSONDecodeError as error:
         raise MalformedPayload(
             f"a {what} body is JSON; this one is not: {error.msg} at line {error.lineno} column {error.colno}"
         ) from None
     except (ValueError, RecursionError) as error:
         raise MalformedPayload(f"a {what} body is JSON; this one is not: {error}") from None
+    # Made by an escape (\u0000, \ud800) or by a surrogate's raw UTF-8 bytes, which json reads too (0xED...)
+    if (b"\\u" in body or b"\xed" in body) and not _storable(value):
+        raise MalformedPayload(
+            f"the {what} body holds a NUL character (\\u0000) or half of a surrogate pair: text that cannot be stored"
+        )
+    return value
+
+
+def _storable(value: Any) -> bool:
+    """No NUL and no lone surrogate in any text, key or value: what PostgreSQL and UTF-8 refuse."""
+    if isinstance(value, str):
+        return "\x00" not in value and (value.isascii() or _encodes(value))
+    if isinstance(value, dict):
+        return all(_storable(k) and _storable(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(_storable(v) for v in value)
+    return True
+
+
+def _encodes(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _object(value: Any, where: str) -> dict[str, Any]:
@@ -427,7 +464,7 @@ def _millis(value: Any, where: str) -> int | None:
         return value
     if isinstance(value, str):
         text = value.strip()
-        if text.isdigit():
+        if digits(text):
             return int(text)
         try:
             moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
@@ -648,7 +685,7 @@ def parse_pipedrive(body: bytes) -> list[RecordEvent | IgnoredEvent]:
         return [IgnoredEvent("pipedrive", event_id, entity_id, f"action '{action}' is not acted on")]
     occurred = _millis(meta.get("timestamp"), "meta.timestamp")
     fields = {} if change == "delete" else dict(_object(data.get("data"), "data"))
-    fields.setdefault("id", int(entity_id) if entity_id.isdigit() else entity_id)
+    fields.setdefault("id", int(entity_id) if digits(entity_id) else entity_id)
     return [RecordEvent("pipedrive", entity, entity_id, event_id, change, fields, occurred, company)]
 
 

@@ -175,27 +175,26 @@ def test_concurrent_changes_to_one_record_are_all_merged_and_each_evaluated(hubs
 
 
 class BrokenMapping:
-    """A mapping that fails on one record, as a bug in the engine would: nothing is known to be wrong with the data."""
+    """A mapping that fails on one deal as a bug in the engine would: nothing is wrong with the data."""
 
-    def __init__(self, inner: Any, broken: str) -> None:
-        self.inner, self.broken = inner, broken
+    def __init__(self, broken: str, error: BaseException) -> None:
+        self.inner, self.broken, self.error = load_mapping("hubspot_deal"), broken, error
 
     def to_case(self, fields: dict[str, Any]) -> Any:
         if fields.get("hs_object_id") == self.broken:
-            raise RuntimeError("the engine failed")
+            raise self.error
         return self.inner.to_case(fields)
 
 
+def deal_event(event_id: str, deal: str, amount: str = "5") -> RecordEvent:
+    return RecordEvent("hubspot", "deal", deal, event_id, "update", {"hs_object_id": deal, "amount": amount}, 1, "7")
+
+
 def test_a_request_that_cannot_be_evaluated_fails_alone_in_its_transaction(course: Any, store: Store) -> None:
-    feed = Feed("webhook:hubspot", BrokenMapping(load_mapping("hubspot_deal"), "13"), "deal")  # type: ignore[arg-type]
+    feed = Feed("webhook:hubspot", BrokenMapping("13", RuntimeError("the engine failed")), "deal")  # type: ignore[arg-type]
     ingestor = Ingestor(store, Evaluator(course), clock=lambda: NOW)
+    event = deal_event
     try:
-
-        def event(event_id: str, deal: str) -> RecordEvent:
-            return RecordEvent(
-                "hubspot", "deal", deal, event_id, "update", {"hs_object_id": deal, "amount": "5"}, 1, "7"
-            )
-
         with store.write():  # the writer waits: what is submitted meanwhile is stored in one transaction
             futures = [
                 ingestor.submit(feed, [event("g1", "42")]),
@@ -244,6 +243,74 @@ def test_a_transaction_the_database_refuses_keeps_neither_evaluations_nor_states
         )
     assert [o.status for o in hubspot.ingest([change("b", 2000, amount="2")])] == ["evaluated"]  # delivered again
     assert store.count() == 2 and store.get(2).facts["opportunity"]["amount"] == 2
+
+
+def test_a_request_the_database_refuses_fails_alone_in_its_transaction(course: Any, store: Store) -> None:
+    with store.engine.begin() as conn:  # refuses one deal's evaluations, as a value too long for a column would
+        if store.engine.dialect.name == "sqlite":
+            conn.exec_driver_sql(
+                "CREATE TRIGGER refuse BEFORE INSERT ON evaluations WHEN NEW.record_id = '13'"
+                " BEGIN SELECT RAISE(ABORT, 'refused'); END"
+            )
+        else:
+            conn.exec_driver_sql(
+                "CREATE FUNCTION refuse() RETURNS trigger AS $$ BEGIN IF NEW.record_id = '13' THEN"
+                " RAISE EXCEPTION 'refused'; END IF; RETURN NEW; END $$ LANGUAGE plpgsql"
+            )
+            conn.exec_driver_sql(
+                "CREATE TRIGGER refuse BEFORE INSERT ON evaluations FOR EACH ROW EXECUTE FUNCTION refuse()"
+            )
+    ingestor = Ingestor(store, Evaluator(course), clock=lambda: NOW)
+    try:
+        with store.write():  # the writer waits: what is submitted meanwhile is stored in one transaction
+            futures = [
+                ingestor.submit(HUBSPOT, [deal_event(e, deal)]) for e, deal in (("g1", "42"), ("b", "13"), ("g2", "42"))
+            ]
+        assert [o.status for o in futures[0].result()] == ["evaluated"]
+        assert [o.status for o in futures[2].result()] == ["evaluated"]
+        with pytest.raises(Exception, match="refused"):
+            futures[1].result()
+    finally:
+        ingestor.close()
+    assert [store.get(seq).event_id for seq in (1, 2)] == ["g1", "g2"] and store.count() == 2
+    assert store.record_state("webhook:hubspot", "7/13").version == 0 and store.verify() == []
+
+
+def test_evaluations_are_numbered_in_the_order_they_were_made_even_across_midnight(course: Any, store: Store) -> None:
+    midnight = 1795824000.0  # 2026-11-28 00:00 UTC; the clock steps back over it, as NTP may step it
+    times = iter([midnight - 1, midnight + 1, midnight - 0.5])
+    ingestor = Ingestor(store, Evaluator(course), clock=lambda: next(times))
+    try:
+        with store.write():
+            futures = [ingestor.submit(HUBSPOT, [deal_event(f"e{k}", "42", str(k))]) for k in (1, 2, 3)]
+        numbers = [f.result()[0].evaluation for f in futures]
+    finally:
+        ingestor.close()
+    assert numbers == [1, 2, 3]
+    assert [store.get(n).as_of for n in numbers] == ["2026-11-27", "2026-11-28", "2026-11-27"]
+    latest = store.get(3)
+    assert (
+        latest.facts["opportunity"]["amount"]
+        == 3
+        == int(store.record_state("webhook:hubspot", "7/42").fields["amount"])
+    )
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # the writer's SystemExit
+def test_a_writer_that_stops_answers_every_submission_and_takes_no_more(course: Any, store: Store) -> None:
+    feed = Feed("webhook:hubspot", BrokenMapping("13", SystemExit(3)), "deal")  # type: ignore[arg-type]
+    ingestor = Ingestor(store, Evaluator(course), clock=lambda: NOW, max_batch=1)
+    with store.write():  # one event per transaction: the second waits behind the first
+        stopping = ingestor.submit(feed, [deal_event("b", "13")])
+        after = ingestor.submit(feed, [deal_event("g", "42")])
+    with pytest.raises(SystemExit):
+        stopping.result(timeout=10)
+    with pytest.raises(RuntimeError, match="stopped"):
+        after.result(timeout=10)
+    with pytest.raises(RuntimeError, match="closed"):
+        ingestor.submit(feed, [deal_event("g", "42")])
+    ingestor.close()
+    assert store.count() == 0
 
 
 def test_a_state_not_read_in_the_transaction_is_not_saved(store: Store) -> None:

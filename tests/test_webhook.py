@@ -26,6 +26,7 @@ from adapters.webhook import (
     WebhookError,
     check_organization,
     check_size,
+    digits,
     hubspot_uri,
     hubspot_v3_signature,
     merge,
@@ -176,6 +177,16 @@ def test_each_way_of_failing_is_its_own_error_with_its_status() -> None:
     check_size(1024, 1024)
     with pytest.raises(BodyTooLarge):
         check_size(1025, 1024, declared=True)
+
+
+def test_a_timestamp_of_digits_other_than_0_to_9_is_a_bad_signature() -> None:
+    body = b"{}"
+    for stamp in ("\u00b2", "\u0661\u0662"):  # '²' and Arabic-Indic digits: str.isdigit passes them, int does not
+        with pytest.raises(BadSignature, match="no time"):
+            verify_generic("s", body=body, signature=f"t={stamp},v1=00", now=0)
+        with pytest.raises(BadSignature, match="not a time"):
+            verify_hubspot_v3("s", method="POST", uri="http://h/x", body=body, signature="x", timestamp=stamp, now=0)
+    assert digits("1795767944") and not digits("") and not digits("-1") and not digits("\u00b2")
 
 
 # -- every payload sample yields the expected facts -------------------------------------------
@@ -442,6 +453,17 @@ def test_an_event_without_a_time_counts_as_received_now_and_deletion_can_be_undo
         (parse_pipedrive, b'{"meta": {"version": "2.0", "action": "create"}}', "entity"),
         (parse_generic, b'{"id": "e", "event": "updated", "data": {"id": 1}}', "<object>.<action>"),
         (parse_generic, b'{"id": "e", "event": "deal.updated", "data": {"name": "x"}}', "'id'"),
+        # text the audit log cannot store: refused here (400), not failed at the database on every retry
+        (parse_generic, b'{"id": "e", "event": "deal.updated", "data": {"id": 1, "name": "a\\u0000b"}}', "NUL"),
+        (parse_generic, b'{"id": "e", "event": "deal.updated", "data": {"id": 1, "n\\ud800": 2}}', "surrogate"),
+        (parse_generic, b'{"id": "e", "event": "deal.updated", "data": {"id": 1, "n": "\xed\xa0\x80"}}', "surrogate"),
+        (parse_generic, b'{"id": "' + b"e" * 501 + b'", "event": "deal.updated", "data": {"id": 1}}', "over 500"),
+        (
+            parse_hubspot,
+            b'[{"eventId": 1, "portalId": 2, "occurredAt": 3, "subscriptionType": "deal.creation", '
+            b'"objectId": "' + b"9" * 600 + b'"}]',
+            "over 500",
+        ),
     ],
 )
 def test_malformed_bodies_say_what_is_wrong(parse: Any, body: bytes, says: str) -> None:
