@@ -17,8 +17,9 @@ statements for all of them, which is what keeps webhook latency low under load.
 
 Every event ends as exactly one :class:`EventOutcome`: evaluated (a result or a case
 error, both stored), duplicate, quarantined, deleted or ignored.  A submission whose
-events cannot be evaluated (an engine fault) fails alone; a transaction that cannot be
-stored fails every submission in it, and nothing of it is kept.
+events cannot be evaluated (an engine fault) fails alone.  A transaction the database
+refuses keeps nothing; its submissions are tried again one per transaction, so that only
+the one at fault fails (and when the database itself is down, each fails).
 """
 
 from __future__ import annotations
