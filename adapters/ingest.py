@@ -38,7 +38,7 @@ from adapters.mapping import Mapping, Quarantined
 from adapters.webhook import IgnoredEvent, RecordEvent, merge
 from engine.errors import CaseError
 from engine.evaluate import Evaluator, Result
-from engine.store import Appended, RecordState, Store, Writer
+from engine.store import ID_LENGTH, Appended, RecordState, Store, Writer, oversized_id
 
 __all__ = ["MAX_BATCH", "EventOutcome", "Feed", "Ingestor"]
 
@@ -301,13 +301,18 @@ class _Transaction:
                 )
                 continue
             result: Result | CaseError
-            try:
-                result = self.evaluator.evaluate_case(mapped.case, as_of, mapped.case_id)
-            except CaseError as error:
-                result = error
+            facts = mapped.case
+            problem = oversized_id(mapped.case_id, facts)
+            if problem is not None:  # kept as a failed case, filed under its id cut short
+                result, facts = CaseError(mapped.case_id[:ID_LENGTH], "id_too_long", problem), {}
+            else:
+                try:
+                    result = self.evaluator.evaluate_case(facts, as_of, mapped.case_id)
+                except CaseError as error:
+                    result = error
             states[record_key] = new_state  # the state an evaluation was made from is saved with it
             evaluated.add(event_key)
-            items.append(Appended(result, mapped.case, event_id=event.event_id))
+            items.append(Appended(result, facts, event_id=event.event_id))
             numbered.append((len(outcomes), event_key))
             outcomes.append(_evaluated(event, result))
         self.states |= states

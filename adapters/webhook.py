@@ -60,6 +60,8 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from engine.store import ID_LENGTH
+
 __all__ = [
     "DELETED",
     "GENERIC_SIGNATURE_HEADERS",
@@ -99,7 +101,6 @@ SIGNATURE_WINDOW_SECONDS = 300
 GENERIC_SIGNATURE_HEADERS = ("x-playbook-signature", "x-bottlecrm-signature")
 GENERIC_TIMESTAMP_HEADER = "x-playbook-timestamp"
 DELETED = "$deleted"  # the stamp of a record's deletion, kept beside the fields' stamps
-MAX_ID_LENGTH = 500  # characters of an event's or record's id: the audit log's columns hold no more
 
 # The acknowledgement Salesforce waits for; anything else and it sends the message again for 24 hours.
 SOAP_ACK = (
@@ -186,8 +187,8 @@ class RecordEvent:
 
     def __post_init__(self) -> None:
         for what, value in (("event id", self.event_id), ("record id", self.key)):
-            if len(value) > MAX_ID_LENGTH:
-                raise MalformedPayload(f"the {what} '{value[:40]}...' is over {MAX_ID_LENGTH} characters long")
+            if len(value) > ID_LENGTH:
+                raise MalformedPayload(f"the {what} '{value[:40]}...' is over {ID_LENGTH} characters long")
 
     @property
     def key(self) -> str:

@@ -73,12 +73,14 @@ __all__ = [
     "Writer",
     "canonical",
     "iter_chunks",
+    "oversized_id",
 ]
 
 DEFAULT_URL = "sqlite:///playbook.db"
 SCHEMA_VERSION = 3
 GENESIS = "0" * 64
 OUTCOME_STATUSES = ("accepted", "dismissed", "done")
+ID_LENGTH = 500  # characters of the ids evaluations and records are filed under (PostgreSQL enforces it)
 
 metadata = MetaData()
 
@@ -112,11 +114,11 @@ evaluations = Table(
     Column("playbook_id", String(200), nullable=False),
     Column("playbook_version", String(200), nullable=False),
     Column("source", String(200), nullable=False),
-    Column("case_id", String(500), nullable=False),
-    Column("record_id", String(500)),
-    Column("account_id", String(500)),
-    Column("event_id", String(500)),
-    Column("import_key", String(500)),
+    Column("case_id", String(ID_LENGTH), nullable=False),
+    Column("record_id", String(ID_LENGTH)),
+    Column("account_id", String(ID_LENGTH)),
+    Column("event_id", String(ID_LENGTH)),
+    Column("import_key", String(ID_LENGTH)),
     Column("status", String(10), nullable=False),  # ok | error
     Column("facts", Text, nullable=False),
     Column("decisions", Text, nullable=False),
@@ -167,13 +169,13 @@ records = Table(
     "records",
     metadata,
     Column("source", String(200), primary_key=True),
-    Column("record_id", String(500), primary_key=True),
+    Column("record_id", String(ID_LENGTH), primary_key=True),
     Column("fields", Text, nullable=False),  # canonical JSON: CRM field -> value
     Column("stamps", Text, nullable=False),  # canonical JSON: CRM field -> when it was set (ms since 1970)
     Column("deleted", Boolean, nullable=False),
     Column("version", Integer, nullable=False),  # 1 when first saved, one more at each save
     Column("updated_at", String(40), nullable=False),
-    Column("last_event_id", String(500)),
+    Column("last_event_id", String(ID_LENGTH)),
 )
 
 _TABLES_BY_VERSION = {
@@ -371,6 +373,15 @@ def _ids(facts: dict[str, Any]) -> tuple[str | None, str | None]:
     record = opportunity.get("id") or account.get("id")
     account_id = opportunity.get("account_id") or account.get("id")
     return (str(record) if record is not None else None, str(account_id) if account_id is not None else None)
+
+
+def oversized_id(case_id: str, facts: dict[str, Any]) -> str | None:
+    """Why a case cannot be filed under its ids (one is over ID_LENGTH characters), or None when all fit."""
+    record_id, account_id = _ids(facts)
+    for what, value in (("case id", case_id), ("record id", record_id), ("account id", account_id)):
+        if value is not None and len(value) > ID_LENGTH:
+            return f"the {what} '{value[:40]}...' is over {ID_LENGTH} characters, more than the audit log files"
+    return None
 
 
 class Store:

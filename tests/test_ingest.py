@@ -12,7 +12,7 @@ from sqlalchemy import inspect, select
 
 from adapters.ingest import EventOutcome, Feed, Ingestor
 from adapters.mapping import load_mapping
-from adapters.webhook import RecordEvent, parse_hubspot
+from adapters.webhook import RecordEvent, parse_generic, parse_hubspot
 from engine import Evaluator, compile_playbook, load_playbook
 from engine.store import SCHEMA_VERSION, RecordState, Store, records
 from tests.conftest import ROOT
@@ -311,6 +311,21 @@ def test_a_writer_that_stops_answers_every_submission_and_takes_no_more(course: 
         ingestor.submit(feed, [deal_event("g", "42")])
     ingestor.close()
     assert store.count() == 0
+
+
+def test_an_account_id_too_long_to_file_is_a_stored_error_not_a_failed_request(course: Any, store: Store) -> None:
+    body = json.dumps(
+        {"id": "e1", "event": "opportunity.updated", "data": {"id": "o1", "opportunity": {"account_id": "a" * 600}}}
+    ).encode()
+    ingestor = Ingestor(store, Evaluator(course), clock=lambda: NOW)
+    try:
+        [outcome] = ingestor.ingest(Feed("webhook:generic", load_mapping("generic")), parse_generic(body))
+    finally:
+        ingestor.close()
+    assert (outcome.status, outcome.code, outcome.evaluation) == ("error", "id_too_long", 1)
+    assert "account id" in str(outcome.reason)
+    assert store.get(1).error == {"code": "id_too_long", "message": outcome.reason}
+    assert store.record_state("webhook:generic", "o1").version == 1 and store.verify() == []
 
 
 def test_a_state_not_read_in_the_transaction_is_not_saved(store: Store) -> None:

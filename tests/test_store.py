@@ -88,6 +88,30 @@ def test_a_replayed_import_or_redelivered_event_stores_nothing_twice(db_url: str
     store.close()
 
 
+def test_a_case_whose_id_is_too_long_to_file_is_kept_as_a_failed_case_and_the_import_goes_on(
+    db_url: str, course: Any
+) -> None:
+    long = "x" * 600  # PostgreSQL refuses it in a 500-character column; the whole batch would fail
+    items = [
+        ImportItem("k:1", ("a", {"opportunity": {"id": "a", "win_rate": 40}})),
+        ImportItem("k:2", (long, {"opportunity": {"id": long}})),
+        ImportItem("k:3", ("c", {"opportunity": {"id": "c", "account_id": long}})),
+        ImportItem("k:4", ("d", {"opportunity": {"id": "d"}})),
+    ]
+    store = Store(db_url)
+    outcomes = list(import_cases(store, Evaluator(course), items, AS_OF, source="test"))
+    assert [seq for _, seq in outcomes] == [1, 2, 3, 4]
+    failed = [o for o, _ in outcomes if isinstance(o, CaseError)]
+    assert [(e.code, e.case_id) for e in failed] == [("id_too_long", "x" * 500), ("id_too_long", "c")]
+    assert "account id" in failed[1].message and "over 500 characters" in failed[1].message
+    assert store.get(2).status == "error" and store.get(2).error == {
+        "code": "id_too_long",
+        "message": failed[0].message,
+    }
+    assert store.count() == 4 and store.verify() == []
+    store.close()
+
+
 def test_why_re_derives_the_stored_trace_in_both_languages(db_url: str, course: Any) -> None:
     store = fill(db_url, course)
     stored, result = reevaluate(store, 1)
