@@ -125,12 +125,13 @@ class Result:
         """The rows each table chose, and under ``$rules`` the rules that fired: what the audit log keeps."""
         fired: dict[str, list[str]] = {}
         rules: list[str] = []
-        for plan, _, _, chosen, _ in self.steps:
-            node = plan.cnode.node
-            if node.kind == "rules":
-                rules.extend(plan.cnode.members[i] for i in chosen)
-            elif chosen:
-                fired[node.name] = [plan.cnode.members[i] for i in chosen]
+        for plan, _, _, chosen, _ in self.steps:  # once per stored case: kept lean
+            if chosen:
+                members = plan.cnode.members
+                if plan.decision is None:
+                    rules += [members[i] for i in chosen]
+                else:
+                    fired[plan.name] = [members[i] for i in chosen]
         if rules:
             fired["$rules"] = rules
         return fired
