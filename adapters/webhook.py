@@ -396,14 +396,15 @@ def _json(body: bytes, what: str) -> Any:
 
     try:
         value = json.loads(body, parse_constant=refuse)
+        # Made by an escape (\u0000, \ud800) or by a surrogate's raw UTF-8 bytes, which json reads too (0xED...)
+        storable = not (b"\\u" in body or b"\xed" in body) or _storable(value)
     except json.JSONDecodeError as error:
         raise MalformedPayload(
             f"a {what} body is JSON; this one is not: {error.msg} at line {error.lineno} column {error.colno}"
         ) from None
     except (ValueError, RecursionError) as error:
         raise MalformedPayload(f"a {what} body is JSON; this one is not: {error}") from None
-    # Made by an escape (\u0000, \ud800) or by a surrogate's raw UTF-8 bytes, which json reads too (0xED...)
-    if (b"\\u" in body or b"\xed" in body) and not _storable(value):
+    if not storable:
         raise MalformedPayload(
             f"the {what} body holds a NUL character (\\u0000) or half of a surrogate pair: text that cannot be stored"
         )
