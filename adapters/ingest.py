@@ -36,9 +36,10 @@ from typing import Any
 
 from adapters.mapping import Mapping, Quarantined
 from adapters.webhook import IgnoredEvent, RecordEvent, merge
+from engine.audit import outcome_to_file
 from engine.errors import CaseError
 from engine.evaluate import Evaluator, Result
-from engine.store import ID_LENGTH, Appended, RecordState, Store, Writer, oversized_id
+from engine.store import Appended, RecordState, Store, Writer
 
 __all__ = ["MAX_BATCH", "EventOutcome", "Feed", "Ingestor"]
 
@@ -300,16 +301,7 @@ class _Transaction:
                     EventOutcome(event.event_id, event.record_id, "quarantined", code=mapped.code, reason=mapped.reason)
                 )
                 continue
-            result: Result | CaseError
-            facts = mapped.case
-            problem = oversized_id(mapped.case_id, facts)
-            if problem is not None:  # kept as a failed case, filed under its id cut short
-                result, facts = CaseError(mapped.case_id[:ID_LENGTH], "id_too_long", problem), {}
-            else:
-                try:
-                    result = self.evaluator.evaluate_case(facts, as_of, mapped.case_id)
-                except CaseError as error:
-                    result = error
+            result, facts = outcome_to_file(self.evaluator, mapped.case_id, mapped.case, as_of)
             states[record_key] = new_state  # the state an evaluation was made from is saved with it
             evaluated.add(event_key)
             items.append(Appended(result, facts, event_id=event.event_id))

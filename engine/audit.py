@@ -17,7 +17,7 @@ from engine.evaluate import Evaluator, Result
 from engine.store import ID_LENGTH, Appended, Store, StoredEvaluation, iter_chunks, oversized_id
 from engine.validate import load_playbook_text
 
-__all__ = ["ImportItem", "ReplayReport", "StoredMismatch", "import_cases", "reevaluate", "replay"]
+__all__ = ["ImportItem", "ReplayReport", "StoredMismatch", "import_cases", "outcome_to_file", "reevaluate", "replay"]
 
 BATCH = 2000  # cases per transaction: a commit costs a disk sync
 
@@ -57,20 +57,30 @@ def import_cases(
                 outcome: Result | CaseError = item.case
                 facts: dict[str, Any] = {}
             else:
-                case_id, facts = item.case
-                problem = oversized_id(case_id, facts)
-                if problem is not None:  # reported and kept as a failed case, filed under its id cut short
-                    outcome, facts = CaseError(case_id[:ID_LENGTH], "id_too_long", problem), {}
-                else:
-                    try:
-                        outcome = evaluator.evaluate_case(facts, as_of, case_id)
-                    except CaseError as error:
-                        outcome = error
+                case_id, case = item.case
+                outcome, facts = outcome_to_file(evaluator, case_id, case, as_of)
             appended.append(Appended(outcome, facts, import_key=item.key, event_id=item.event_id))
         seqs = store.append(playbook, appended, source=source, as_of=as_of)
         for entry, seq in zip(appended, seqs, strict=True):
             if seq > 0:
                 yield entry.outcome, seq
+
+
+def outcome_to_file(
+    evaluator: Evaluator, case_id: str, facts: dict[str, Any], as_of: dt.date
+) -> tuple[Result | CaseError, dict[str, Any]]:
+    """A case's result or error, and the facts to file it with, for :meth:`engine.store.Writer.append`.
+
+    A case whose ids are too long to file is not evaluated: it is kept as a failed case
+    (``id_too_long``) under its id cut short, without its facts.
+    """
+    problem = oversized_id(case_id, facts)
+    if problem is not None:
+        return CaseError(case_id[:ID_LENGTH], "id_too_long", problem), {}
+    try:
+        return evaluator.evaluate_case(facts, as_of, case_id), facts
+    except CaseError as error:
+        return error, facts
 
 
 def reevaluate(store: Store, seq: int) -> tuple[StoredEvaluation, Result]:
