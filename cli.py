@@ -55,7 +55,7 @@ def _load(path: str) -> Any:
     try:
         return load_playbook(path)
     except PlaybookError as error:
-        _fail("\n".join(str(p) for p in error.problems))
+        _fail(str(error))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -114,7 +114,7 @@ def test_command(playbook_path: str, tests_dir: str | None, min_coverage: float)
     try:
         tests = load_tests(files, playbook)
     except PlaybookError as error:
-        _fail("\n".join(str(p) for p in error.problems))
+        _fail(str(error))
     report = run_tests(playbook, tests)
     for outcome in report.failed:
         click.echo(f"FAIL {outcome.test.location} {outcome.test.name}")
@@ -291,7 +291,7 @@ def recommend(
     try:
         mapping = load_mapping(mapping_name) if mapping_name else None
     except PlaybookError as error:
-        _fail("\n".join(str(p) for p in error.problems))
+        _fail(str(error))
     kind = "sql" if sql_url is not None else ("json" if input_path.lower().endswith((".json", ".jsonl")) else "csv")
     source = f"{kind}:{mapping.id}" if mapping is not None else "jsonl"
     counts = {"rows": 0, "results": 0, "errors": 0, "skipped": 0}
@@ -358,7 +358,7 @@ def recommend(
         except EngineFault as fault:
             _fail(f"engine fault, run stopped: {fault}")
         except PlaybookError as error:
-            _fail("\n".join(str(p) for p in error.problems))
+            _fail(str(error))
         finally:
             if bar is not None:
                 bar.render_finish()
@@ -589,7 +589,7 @@ def replay(playbook_path: str, since: str | None, fmt: str, examples: int, db: s
     try:
         report = run_replay(store, Path(playbook_path).read_text(encoding="utf-8"), playbook_path, since=since)
     except PlaybookError as error:
-        _fail("\n".join(str(p) for p in error.problems))
+        _fail(str(error))
     data = report.to_json(examples)
     if fmt == "json":
         click.echo(json.dumps(data, ensure_ascii=False, indent=2))
@@ -690,7 +690,7 @@ def serve(
         try:
             mappings[crm] = load_mapping(name)
         except PlaybookError as error:
-            _fail("\n".join(str(p) for p in error.problems))
+            _fail(str(error))
     playbook = _load(playbook_path)
     store = _open_store(db)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
