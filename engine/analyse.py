@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from engine.conditions import atoms_of, evaluate_condition, numbers_of
+from engine.conditions import atoms_of, evaluate_condition, items_of, numbers_of
 from engine.errors import Problem
 from engine.model import Atom, Condition, Decision, Playbook, ValueOf
 
@@ -107,12 +107,7 @@ class _Analyser:
         cells: list[_Cell]
         if kind == "list":
             tested = sorted(
-                {
-                    x
-                    for a in mine
-                    if a.op.startswith("contains")
-                    for x in (a.operand if isinstance(a.operand, tuple) else (a.operand,))
-                },
+                {x for a in mine if a.op.startswith("contains") for x in items_of(a)},
                 key=lambda x: (values or ()).index(x) if values and x in values else 0,
             )
             if len(tested) > 12:
@@ -135,14 +130,7 @@ class _Analyser:
         elif kind == "number":
             cells = _numeric_cells(n for a in mine for n in numbers_of(a))
         else:
-            named = sorted(
-                {
-                    str(x)
-                    for a in mine
-                    if a.op != "present"
-                    for x in (a.operand if isinstance(a.operand, tuple) else (a.operand,))
-                }
-            )
+            named = sorted({str(x) for a in mine if a.op != "present" for x in items_of(a)})
             cells = [_Cell(v, f"= {v}") for v in named] + [_Cell("\x00other", "other")]
         if any(a.op == "present" for a in mine):
             cells.append(_Cell(None, _MISSING_TEXT))

@@ -26,6 +26,7 @@ __all__ = [
     "durable_expr",
     "durable_safe",
     "evaluate_condition",
+    "items_of",
     "list_key",
     "numbers_of",
 ]
@@ -164,13 +165,17 @@ def durable_safe(number: float | int) -> bool:
     return not e or "." in mantissa
 
 
+def items_of(atom: Atom) -> tuple[Any, ...]:
+    """The values a test names: each of a list operand, else the operand itself."""
+    return atom.operand if isinstance(atom.operand, tuple) else (atom.operand,)
+
+
 def numbers_of(atom: Atom) -> list[float]:
     """The numbers a test compares with."""
     operand = atom.operand
     if isinstance(operand, Interval):
         return [b for b in (operand.low, operand.high) if b is not None]
-    items = operand if isinstance(operand, tuple) else (operand,)
-    return [x for x in items if isinstance(x, int | float) and not isinstance(x, bool)]
+    return [x for x in items_of(atom) if isinstance(x, int | float) and not isinstance(x, bool)]
 
 
 def atom_matches(atom: Atom, values: dict[str, Any]) -> bool:

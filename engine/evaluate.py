@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.compile import CompiledNode, CompiledPlaybook
-from engine.conditions import atoms_of, evaluate_condition, numbers_of
+from engine.conditions import atoms_of, evaluate_condition, items_of, numbers_of
 from engine.errors import CaseError, EngineFault
 from engine.model import (
     AllOf,
@@ -304,12 +304,7 @@ def _cell_reader(
     """
     mine = [a for a in atoms if a.var == var]
     if kind == "list":
-        tested = frozenset(
-            x
-            for a in mine
-            if a.op.startswith("contains")
-            for x in (a.operand if isinstance(a.operand, tuple) else (a.operand,))
-        )
+        tested = frozenset(x for a in mine if a.op.startswith("contains") for x in items_of(a))
         if values is not None and tested.issuperset(values):
             # every item is tested: the list itself (typed inputs are deduplicated, in declared order) is its cell
             return lambda v: None if v is None else tuple(v)
@@ -330,12 +325,7 @@ def _cell_reader(
             return 2 * i + 1 if i < count and bounds[i] == v else 2 * i
 
         return numeric_cell
-    named = frozenset(
-        x
-        for a in mine
-        if a.op in ("equals", "not_equals", "one_of", "not_one_of")
-        for x in (a.operand if isinstance(a.operand, tuple) else (a.operand,))
-    )
+    named = frozenset(x for a in mine if a.op in ("equals", "not_equals", "one_of", "not_one_of") for x in items_of(a))
     domain = (True, False) if kind == "boolean" else values
     if domain and all(v in named for v in domain):
         return None  # every possible value is named: the value is its own cell
