@@ -402,14 +402,7 @@ class WebhookService:
         secret = self.secrets.webhook
         assert secret is not None  # the route is enabled
         try:
-            signature = next((request.headers[h] for h in GENERIC_SIGNATURE_HEADERS if h in request.headers), None)
-            verify_generic(
-                secret,
-                body=request.body,
-                signature=signature,
-                timestamp=request.headers.get(GENERIC_TIMESTAMP_HEADER),
-                now=self.clock(),
-            )
+            _verify_generic(secret, request, self.clock())
             try:
                 data = json.loads(request.body)
             except ValueError as exc:
@@ -449,14 +442,7 @@ class WebhookService:
         if route in ("generic", "salesforce_cdc"):
             secret = secrets.webhook if route == "generic" else secrets.salesforce_cdc
             assert secret is not None
-            signature = next((headers[h] for h in GENERIC_SIGNATURE_HEADERS if h in headers), None)
-            verify_generic(
-                secret,
-                body=request.body,
-                signature=signature,
-                timestamp=headers.get(GENERIC_TIMESTAMP_HEADER),
-                now=now,
-            )
+            _verify_generic(secret, request, now)
             return parse_generic(request.body) if route == "generic" else parse_salesforce_cdc(request.body)
         if route == "pipedrive":
             assert secrets.pipedrive_user is not None and secrets.pipedrive_password is not None
@@ -469,6 +455,15 @@ class WebhookService:
         if secrets.salesforce_org_ids:
             check_organization(message.organization_id, secrets.salesforce_org_ids)
         return list(message.events)
+
+
+def _verify_generic(secret: str, request: Request, now: float) -> None:
+    """The generic scheme, for events and outcomes: the signature from whichever header carries it."""
+    headers = request.headers
+    signature = next((headers[h] for h in GENERIC_SIGNATURE_HEADERS if h in headers), None)
+    verify_generic(
+        secret, body=request.body, signature=signature, timestamp=headers.get(GENERIC_TIMESTAMP_HEADER), now=now
+    )
 
 
 def _headers(raw: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
