@@ -37,7 +37,7 @@ from engine.model import (
     Rule,
 )
 
-__all__ = ["Evaluator", "Result", "negated_atoms", "prepare_inputs"]
+__all__ = ["Evaluator", "Result", "condition_trace", "negated_atoms", "prepare_inputs"]
 
 DEFAULT_CACHE_SIZE = 200_000
 """Distinct questions remembered per evaluator; past this the memory is cleared (results never change)."""
@@ -69,19 +69,8 @@ class Result:
         return self._trace
 
     def _conditions(self, plan: Any, member: int, results: tuple[bool, ...]) -> list[dict[str, Any]]:
-        start = plan.offsets[member]
-        out = []
-        for k, (atom, negated) in enumerate(zip(plan.atoms[member], plan.negations[member], strict=True)):
-            item = {
-                "input": atom.var,
-                "test": atom.text,
-                "value": self.values.get(atom.var),
-                "result": results[start + k],
-            }
-            if negated:
-                item["negated"] = True
-            out.append(item)
-        return out
+        atoms, start = plan.atoms[member], plan.offsets[member]
+        return condition_trace(atoms, plan.negations[member], results[start : start + len(atoms)], self.values)
 
     def _step(
         self,
@@ -152,6 +141,19 @@ class Result:
         if trace:
             out["trace"] = self.trace
         return out
+
+
+def condition_trace(
+    atoms: Iterable[Atom], negations: Iterable[bool], results: Iterable[bool], values: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """A condition as the trace shows it: each test, the input it read, that input's value, the result."""
+    out = []
+    for atom, negated, result in zip(atoms, negations, results, strict=True):
+        item: dict[str, Any] = {"input": atom.var, "test": atom.text, "value": values.get(atom.var), "result": result}
+        if negated:
+            item["negated"] = True
+        out.append(item)
+    return out
 
 
 def negated_atoms(condition: Condition | None) -> list[bool]:

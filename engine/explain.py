@@ -12,7 +12,7 @@ from typing import Any
 
 from engine.conditions import atoms_of, evaluate_condition
 from engine.errors import did_you_mean
-from engine.evaluate import negated_atoms
+from engine.evaluate import condition_trace, negated_atoms
 from engine.model import Condition, Literal, Playbook, Source, ValueOf
 
 __all__ = ["UnknownTarget", "render_result", "why", "why_not"]
@@ -128,13 +128,7 @@ def _evaluated_conditions(condition: Condition | None, values: dict[str, Any]) -
     results: list[bool] = []
     if condition is not None:
         evaluate_condition(condition, values, results)
-    out = []
-    for atom, result, negated in zip(atoms_of(condition), results, negated_atoms(condition), strict=True):
-        item: dict[str, Any] = {"input": atom.var, "test": atom.text, "value": values.get(atom.var), "result": result}
-        if negated:
-            item["negated"] = True
-        out.append(item)
-    return out
+    return condition_trace(atoms_of(condition), negated_atoms(condition), results, values)
 
 
 def render_result(playbook: Playbook, result: dict[str, Any], lang: str) -> str:
