@@ -396,8 +396,7 @@ def _json(body: bytes, what: str) -> Any:
 
     try:
         value = json.loads(body, parse_constant=refuse)
-        # Made by an escape (\u0000, \ud800) or by a surrogate's raw UTF-8 bytes, which json reads too (0xED...)
-        storable = not (b"\\u" in body or b"\xed" in body) or _storable(value)
+        storable = _UNSTORABLE_HINT.search(body) is None or _storable(value)
     except json.JSONDecodeError as error:
         raise MalformedPayload(
             f"a {what} body is JSON; this one is not: {error.msg} at line {error.lineno} column {error.colno}"
@@ -409,6 +408,11 @@ def _json(body: bytes, what: str) -> Any:
             f"the {what} body holds a NUL character (\\u0000) or half of a surrogate pair: text that cannot be stored"
         )
     return value
+
+
+# What can make text that cannot be stored: an escaped NUL or surrogate (\u0000, \ud800), or a
+# surrogate's raw UTF-8 bytes, which json reads too.  Only a body with one of these is walked.
+_UNSTORABLE_HINT = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])|\xed[\xa0-\xbf]")
 
 
 def _storable(value: Any) -> bool:
