@@ -20,7 +20,7 @@ from typing import IO, Any, NoReturn
 import click
 
 DEFAULT_PLAYBOOK = Path(__file__).resolve().parent / "playbooks" / "course.yaml"
-DEFAULT_DB = os.environ.get("PLAYBOOK_DB", "sqlite:///playbook.db")
+DEFAULT_DB = "sqlite:///playbook.db"
 SHOWN_PROBLEMS = 50
 
 
@@ -58,7 +58,10 @@ def _load(path: str) -> Any:
         _fail(str(error))
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    context_settings={"help_option_names": ["-h", "--help"], "show_default": True},
+)
+@click.version_option(package_name="sales-playbook", prog_name="playbook")
 def main() -> None:
     """Sales playbooks: check them, and recommend what to do for each case, with the reasons."""
 
@@ -150,14 +153,18 @@ _input_option = click.option(
     help="JSON Lines cases ('-' for stdin).",
 )
 _as_of_option = click.option("--as-of", "as_of", help="Evaluation date, YYYY-MM-DD (default: today).")
-_lang_option = click.option("--lang", type=click.Choice(["zh", "en"]), default="zh", show_default=True)
+_lang_option = click.option(
+    "--lang", type=click.Choice(["zh", "en"]), default="zh", show_default=True, envvar="PLAYBOOK_LANG", show_envvar=True
+)
 
 
 _db_option = click.option(
     "--db",
     default=DEFAULT_DB,
     show_default=True,
-    help="Audit log database URL (SQLite file or postgresql://...); env PLAYBOOK_DB.",
+    envvar="PLAYBOOK_DB",
+    show_envvar=True,
+    help="Audit log database URL (SQLite file or postgresql://...).",
 )
 
 
@@ -720,6 +727,25 @@ def serve(
             app.close()
             store.close()
 
+
+def _name_environment_variables(group: click.Group, prefix: str) -> None:
+    """Every option can also come from the environment: PLAYBOOK_<COMMAND>_<OPTION>, named after the
+    option as typed (PLAYBOOK_RECOMMEND_FORMAT for ``recommend --format``); click's own automatic names
+    follow the Python parameter instead (``fmt``).  Options shared by every command keep their short
+    names (PLAYBOOK_LANG, PLAYBOOK_DB)."""
+    for name, command in group.commands.items():
+        here = f"{prefix}_{name.upper().replace('-', '_')}"
+        if isinstance(command, click.Group):
+            _name_environment_variables(command, here)
+            continue
+        for param in command.params:
+            long_flags = [flag for flag in param.opts if flag.startswith("--")]
+            if isinstance(param, click.Option) and param.envvar is None and long_flags:
+                param.envvar = f"{here}_{long_flags[0][2:].upper().replace('-', '_')}"
+                param.show_envvar = True
+
+
+_name_environment_variables(main, "PLAYBOOK")
 
 if __name__ == "__main__":
     main()

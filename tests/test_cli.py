@@ -239,3 +239,23 @@ def test_summary_format_prints_only_the_counts_and_stores_everything(tmp_path: P
     assert "41 rows: 41 cases evaluated (41 results, 0 errors); stored in" in err
     code, out, _ = invoke("list", "--db", db, "--format", "json")
     assert code == 0 and len(out.splitlines()) == 41
+
+
+def test_version_names_the_program_and_its_version() -> None:
+    from importlib.metadata import version
+
+    result = CliRunner().invoke(main, ["--version"])
+    assert result.exit_code == 0
+    assert result.stdout.strip() == f"playbook, version {version('sales-playbook')}"
+
+
+def test_options_come_from_playbook_environment_variables(cases_file: Path) -> None:
+    args = ["recommend", "--playbook", PIPELINE, "--input", str(cases_file), "--as-of", "2026-11-27", "--no-store"]
+    env = {"PLAYBOOK_LANG": "en", "PLAYBOOK_RECOMMEND_FORMAT": "json"}
+    result = CliRunner(env=env).invoke(main, args)
+    assert result.exit_code == 0, result.stderr
+    first = json.loads(result.stdout.splitlines()[0])  # json, from PLAYBOOK_RECOMMEND_FORMAT
+    assert first["recommendations"][0]["label"] == "follow up hard"  # English, from PLAYBOOK_LANG
+    # an option on the command line wins over the environment
+    result = CliRunner(env=env).invoke(main, [*args, "--lang", "zh"])
+    assert json.loads(result.stdout.splitlines()[0])["recommendations"][0]["label"] == "积极跟进"
