@@ -41,12 +41,14 @@ pytestmark = pytest.mark.skipif(not CRM.is_dir(), reason=f"the shared CRM data i
 
 HUBSPOT_SECRET, CDC_SECRET, TOKEN, PIPEDRIVE_PASSWORD = (secrets.token_urlsafe(24) for _ in range(4))  # made here
 SECRETS = Secrets(
-    hubspot=HUBSPOT_SECRET,
-    salesforce_cdc=CDC_SECRET,
-    salesforce_org_ids=("00D5w000004qGTO",),
-    salesforce_token=TOKEN,
-    pipedrive_user="pipedrive",
-    pipedrive_password=PIPEDRIVE_PASSWORD,
+    {
+        "PLAYBOOK_HUBSPOT_SECRET": HUBSPOT_SECRET,
+        "PLAYBOOK_SALESFORCE_CDC_SECRET": CDC_SECRET,
+        "PLAYBOOK_SALESFORCE_ORG_IDS": "00D5w000004qGTO",
+        "PLAYBOOK_SALESFORCE_OUTBOUND_TOKEN": TOKEN,
+        "PLAYBOOK_PIPEDRIVE_USER": "pipedrive",
+        "PLAYBOOK_PIPEDRIVE_PASSWORD": PIPEDRIVE_PASSWORD,
+    }
 )
 
 
@@ -340,7 +342,7 @@ def test_bottlecrm_captures_as_they_are_through_the_generic_route(tmp_path: Path
     secret = json.loads((CAPTURES / "INDEX.json").read_text(encoding="utf-8"))["secret"]
     signed_at = 1795767944  # the captures' t=; the service's clock is set just after it
     options = {
-        "secrets": Secrets(webhook=secret),
+        "secrets": Secrets({"PLAYBOOK_WEBHOOK_SECRET": secret}),
         "mappings": {"generic": load_mapping("bottlecrm_deal")},
         "clock": lambda: signed_at + 30.0,
     }
@@ -359,7 +361,9 @@ def test_bottlecrm_captures_as_they_are_through_the_generic_route(tmp_path: Path
 
 
 def test_health_unknown_and_disabled_routes(tmp_path: Path, course: Any) -> None:
-    with serving(f"sqlite:///{tmp_path / 'audit.db'}", course, secrets=Secrets(hubspot="x")) as served:
+    with serving(
+        f"sqlite:///{tmp_path / 'audit.db'}", course, secrets=Secrets({"PLAYBOOK_HUBSPOT_SECRET": "x"})
+    ) as served:
         status, health = get(served.base + "/health")
         assert status == 200 and health["status"] == "ok" and health["routes"] == ["/webhooks/hubspot"]
         assert health["playbook"]["id"] == "course" and health["evaluations"] == 0
@@ -411,7 +415,9 @@ def test_playbook_serve_runs_the_service_with_secrets_from_the_environment(tmp_p
 
 def test_outcomes_are_recorded_over_http_signed_and_kept_as_history(tmp_path: Path, course: Any) -> None:
     secret = secrets.token_urlsafe(24)
-    with serving(f"sqlite:///{tmp_path / 'audit.db'}", course, secrets=Secrets(webhook=secret)) as served:
+    with serving(
+        f"sqlite:///{tmp_path / 'audit.db'}", course, secrets=Secrets({"PLAYBOOK_WEBHOOK_SECRET": secret})
+    ) as served:
         event = json.dumps(
             {
                 "id": "evt-1",
