@@ -58,7 +58,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute, Mount, Route
 
 from adapters.ingest import STORED, EventOutcome, Feed, Ingestor
 from adapters.mapping import Mapping as FieldMapping
@@ -699,16 +699,18 @@ def create_app(
             endpoint = _endpoint(service, handler, entry)
             own.append(Route(path, endpoint, methods=list(entry.methods), name=f"{entry.name}:{path}"))
             labels[endpoint] = path
+    mounts = [extra.path for extra in routes if isinstance(extra, Mount)]
     for extra in routes:
         if isinstance(extra, Route):
-            labels[extra.endpoint] = extra.path
+            labels.setdefault(extra.endpoint, extra.path)
 
     def route_of(scope: Any) -> str:
-        found = labels.get(scope.get("endpoint"))
-        if found is not None:
-            return found
-        root = scope.get("root_path") or ""
-        return f"{root}/*" if root else "unmatched"  # a mount's own routes are counted under the mount
+        """The route template that answered (never the path as sent: ids and tokens stay out of metrics)."""
+        path = scope.get("path", "")
+        for mount in mounts:  # a mount's own routes are counted under the mount
+            if path == mount or path.startswith(mount + "/"):
+                return f"{mount}/*"
+        return labels.get(scope.get("endpoint"), "unmatched")
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
