@@ -51,9 +51,10 @@ from engine.errors import CaseError
 from engine.evaluate import Evaluator, Result
 from engine.store import Appended, RecordState, Store, Writer, evaluations
 
-__all__ = ["MAX_BATCH", "EventOutcome", "Feed", "Ingestor"]
+__all__ = ["LINGER", "MAX_BATCH", "STORED", "EventOutcome", "Feed", "Ingestor"]
 
 MAX_BATCH = 500  # events per transaction, at most (a single submission may be larger)
+LINGER = 0.001  # seconds the busy writer waits, at most, for its transaction to fill
 
 
 @dataclass(frozen=True)
@@ -122,13 +123,20 @@ class Ingestor:
         clock: Callable[[], float] = time.time,
         max_batch: int = MAX_BATCH,
         on_evaluated: Callable[[float], None] | None = None,
+        linger: float = LINGER,
     ) -> None:
-        """``on_evaluated`` is told the seconds each evaluation took (for metrics); it runs on the writer thread."""
+        """``on_evaluated`` is told the seconds each evaluation took (for metrics); it runs on the writer thread.
+
+        ``linger``: when the last transaction held several submissions, the writer waits up to this
+        long for as many before it begins the next (0: never waits).
+        """
         self.store = store
         self.evaluator = evaluator
         self.clock = clock
         self.max_batch = max_batch
         self.on_evaluated = on_evaluated
+        self.linger = linger
+        self._last_batch = 1
         self._queue: queue.SimpleQueue[_Submission | None] = queue.SimpleQueue()
         self._closing = threading.Lock()  # nothing is queued behind the stop
         self._closed = False
@@ -191,11 +199,24 @@ class Ingestor:
         if first is _STOP:
             return [], True
         batch, size = [first], len(first.events)
+        deadline = 0.0
         while size < self.max_batch:
             try:
                 more = self._queue.get_nowait()
             except queue.Empty:
-                break
+                # Busy (the last transaction held more submissions than this one yet): wait up to
+                # ``linger`` for as many, since a commit costs as much as evaluating a few events.
+                # Idle (one at a time), nothing waits.
+                if len(batch) >= self._last_batch:
+                    break
+                now = time.monotonic()
+                deadline = deadline or now + self.linger
+                if now >= deadline:
+                    break
+                try:
+                    more = self._queue.get(timeout=deadline - now)
+                except queue.Empty:
+                    break
             if more is _STOP:
                 return batch, True
             if size + len(more.events) > self.max_batch:
@@ -203,6 +224,7 @@ class Ingestor:
                 break
             batch.append(more)
             size += len(more.events)
+        self._last_batch = len(batch)
         return batch, False
 
     def _write(self, batch: list[_Submission]) -> None:

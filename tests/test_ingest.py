@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -392,3 +393,26 @@ def test_a_version_2_database_gets_the_records_table_in_place(db_url: str, cours
     again.ingestor.close()
     assert upgraded.count() == 2 and upgraded.verify() == []
     upgraded.close()
+
+
+def test_a_busy_writer_waits_briefly_to_fill_its_transaction_and_an_idle_one_does_not(
+    course: Any, store: Store
+) -> None:
+    ingestor = Ingestor(store, Evaluator(course), clock=lambda: NOW, linger=1.0)
+    try:
+        started = time.monotonic()
+        ingestor.ingest(HUBSPOT, [deal_event("alone", "1")])  # idle: answered without waiting out the linger
+        assert time.monotonic() - started < 0.9
+        with store.write():  # three queue up behind the lock: a transaction of three, so the writer is busy
+            first = [ingestor.submit(HUBSPOT, [deal_event(f"q{k}", str(10 + k))]) for k in range(3)]
+        [f.result() for f in first]
+        spread = []
+        for k in range(3):  # arriving 50 ms apart: the writer waits for them (up to 1 s) and stores them together
+            spread.append(ingestor.submit(HUBSPOT, [deal_event(f"s{k}", str(20 + k))]))
+            time.sleep(0.05)
+        numbers = [f.result()[0].evaluation for f in spread]
+    finally:
+        ingestor.close()
+    made = {store.get(n or 0).created_at for n in numbers}
+    assert len(made) == 1, "one transaction, one time of writing"
+    assert len({store.get(n or 0).created_at for n in (2, 3, 4)}) == 1
