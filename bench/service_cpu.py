@@ -4,12 +4,15 @@
                                 [--profile FILE]
 
 The app of ``playbook serve`` (adapters/service.py, the course playbook, a temporary SQLite
-audit log) is called as uvicorn calls it, ``--concurrency`` requests at a time on one event loop,
+audit log) is called as uvicorn calls it, ``--concurrency`` requests at a time on one event loop
+(uvloop, as uvicorn picks it when installed),
 each a distinct signed event built as bench/events.py builds them.  Process CPU time (every
 thread: the event loop and the ingest writer) is divided by the requests answered.  HTTP parsing
 and the socket writes are not in it (bench/events.py measures those with the rest); what is left
-is the app's own cost, and it moves much less with the machine's load than wall-clock latency,
-so two versions can be compared on a busy machine.  ``--profile`` writes a cProfile of the run.
+is the app's own cost.  CPU time still grows on a busy machine; for a figure that does not,
+count instructions: ``valgrind --tool=cachegrind --cache-sim=no python3 bench/service_cpu.py
+--requests N`` at two values of N, the difference over the difference in requests.  The bench's
+own signing counts in both.  ``--profile`` writes a cProfile of the event loop's thread.
 """
 
 from __future__ import annotations
