@@ -654,6 +654,27 @@ def replay(playbook_path: str, since: str | None, fmt: str, examples: int, db: s
     metavar="CRM=MAPPING",
     help="Another mapping for a CRM (hubspot, salesforce, pipedrive, generic): a preset or file. Repeatable.",
 )
+@click.option(
+    "--max-clock-skew",
+    type=click.FloatRange(0),
+    default=300,
+    show_default=True,
+    help="Seconds an event may say it happened after this server's clock; a later one is refused (400).",
+)
+@click.option(
+    "--body-timeout",
+    type=click.FloatRange(0.1),
+    default=10,
+    show_default=True,
+    help="Seconds a request's body may take to arrive once its headers have; then 408.",
+)
+@click.option(
+    "--max-connections",
+    type=click.IntRange(1),
+    default=200,
+    show_default=True,
+    help="Open connections at most; past it a request is answered 503.",
+)
 def serve(
     playbook_path: str,
     db: str,
@@ -663,6 +684,9 @@ def serve(
     public_url: str | None,
     secrets_file: str | None,
     mapping_specs: tuple[str, ...],
+    max_clock_skew: float,
+    body_timeout: float,
+    max_connections: int,
 ) -> None:
     """Run the webhook service: CRM events in, evaluated, stored in the audit log.
 
@@ -670,14 +694,24 @@ def serve(
     PLAYBOOK_HUBSPOT_SECRET (/webhooks/hubspot), PLAYBOOK_SALESFORCE_CDC_SECRET
     (/webhooks/salesforce/cdc), PLAYBOOK_SALESFORCE_ORG_IDS and/or PLAYBOOK_SALESFORCE_OUTBOUND_TOKEN
     (/webhooks/salesforce/outbound[/TOKEN]), PLAYBOOK_PIPEDRIVE_USER and PLAYBOOK_PIPEDRIVE_PASSWORD
-    (/webhooks/pipedrive), PLAYBOOK_WEBHOOK_SECRET (/webhooks/generic).  GET /health reports the state.
+    (/webhooks/pipedrive), PLAYBOOK_WEBHOOK_SECRET (/webhooks/generic, /outcomes, signed reads);
+    PLAYBOOK_API_TOKEN lets a bearer token read GET /evaluations/N and /records/ID/latest (and guards
+    /metrics).  GET /health reports the state; /openapi.json describes every route.
     """
     import logging
 
     import uvicorn
 
     from adapters.mapping import load_mapping
-    from adapters.service import DEFAULT_MAPPINGS, SECRET_NAMES, Secrets, WebhookService, read_secrets_file
+    from adapters.service import (
+        CRMS,
+        SECRET_NAMES,
+        Secrets,
+        WebhookService,
+        create_app,
+        read_secrets_file,
+        server_config,
+    )
     from engine import Evaluator, PlaybookError, compile_playbook
 
     values = {name: os.environ[name] for name in SECRET_NAMES if name in os.environ}
@@ -690,9 +724,9 @@ def serve(
     mappings = {}
     for spec in mapping_specs:
         crm, equals, name = spec.partition("=")
-        if not equals or crm not in DEFAULT_MAPPINGS or not name:
+        if not equals or crm not in CRMS or not name:
             raise click.BadParameter(
-                f"'{spec}' should be CRM=MAPPING with CRM one of {', '.join(DEFAULT_MAPPINGS)}", param_hint="--mapping"
+                f"'{spec}' should be CRM=MAPPING with CRM one of {', '.join(CRMS)}", param_hint="--mapping"
             )
         try:
             mappings[crm] = load_mapping(name)
@@ -702,17 +736,19 @@ def serve(
     store = _open_store(db)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     with compile_playbook(playbook) as compiled:
-        app = WebhookService(
+        service = WebhookService(
             store,
             Evaluator(compiled),
             secrets=secrets,
             mappings=mappings,
             max_body=max_body,
             public_url=public_url,
+            max_clock_skew=max_clock_skew,
+            body_timeout=body_timeout,
         )
-        routes = app.routes()
+        routes = service.enabled()
         if not routes:
-            app.close()
+            service.close()
             _fail("no webhook route is enabled: set at least one of " + ", ".join(SECRET_NAMES))
         click.echo(
             f"playbook {playbook.id} {playbook.version} ({playbook.content_hash[:12]}), audit log {db}; "
@@ -720,11 +756,11 @@ def serve(
             err=True,
         )
         _tune_memory()
+        config = server_config(create_app(service), host=host, port=port, max_connections=max_connections)
         try:
-            # No access log: the service logs each event with its record and evaluation instead.
-            uvicorn.run(app, host=host, port=port, lifespan="on", log_level="info", access_log=False)
+            uvicorn.Server(config).run()
         finally:
-            app.close()
+            service.close()
             store.close()
 
 

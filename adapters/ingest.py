@@ -15,8 +15,16 @@ change between its read and its save, so nothing is merged twice or retried; one
 transaction for many requests means one commit, one chain-head update and a few
 statements for all of them, which is what keeps webhook latency low under load.
 
+Coalescing: the events of one submission (one delivery) that change the same record are
+merged in order and the record's final state is evaluated once, filed under the last of
+them; the others are answered ``coalesced`` with that evaluation's number.  Intermediate
+states (a HubSpot batch sets one property per event) are never evaluated.
+
 Every event ends as exactly one :class:`EventOutcome`: evaluated (a result or a case
-error, both stored), duplicate, quarantined, deleted or ignored.  A submission whose
+error, both stored), coalesced, duplicate, quarantined, deleted or ignored.  An event
+is a duplicate when it is already stored, or when it changes nothing in a record whose
+state was already evaluated on the same day under the same playbook, or in a delivery
+one of whose events is already stored (a redelivered batch).  A submission whose
 events cannot be evaluated (an engine fault) fails alone.  A transaction the database
 refuses keeps nothing; its submissions are tried again one per transaction, so that only
 the one at fault fails (and when the database itself is down, each fails).
@@ -34,16 +42,19 @@ from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from typing import Any
 
+from sqlalchemy import bindparam, select
+
 from adapters.mapping import Mapping, Quarantined
 from adapters.webhook import IgnoredEvent, RecordEvent, merge
 from engine.audit import outcome_to_file
 from engine.errors import CaseError
 from engine.evaluate import Evaluator, Result
-from engine.store import Appended, RecordState, Store, Writer
+from engine.store import Appended, RecordState, Store, Writer, evaluations
 
-__all__ = ["MAX_BATCH", "EventOutcome", "Feed", "Ingestor"]
+__all__ = ["LINGER", "MAX_BATCH", "STORED", "EventOutcome", "Feed", "Ingestor"]
 
 MAX_BATCH = 500  # events per transaction, at most (a single submission may be larger)
+LINGER = 0.001  # seconds the busy writer waits, at most, for its transaction to fill
 
 
 @dataclass(frozen=True)
@@ -58,22 +69,28 @@ class Feed:
     object_type: str | None = None
 
 
+STORED = ("evaluated", "error")  # the statuses of an event whose evaluation was stored by this submission
+
+
 @dataclass(frozen=True)
 class EventOutcome:
     event_id: str
     record_id: str | None
-    status: str  # evaluated | error | duplicate | quarantined | deleted | ignored
+    status: str  # evaluated | error | coalesced | duplicate | quarantined | deleted | ignored
     evaluation: int | None = None
-    recommendations: tuple[str, ...] = ()
+    recommendations: tuple[dict[str, Any], ...] = ()  # as Result.recommendations: id, params, rule, source
     code: str | None = None
     reason: str | None = None
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, label: Callable[[str], str] | None = None) -> dict[str, Any]:
+        """The outcome as the service answers it; ``label`` names an action in the reader's language."""
         data: dict[str, Any] = {"event": self.event_id, "record": self.record_id, "status": self.status}
         if self.evaluation is not None:
             data["evaluation"] = self.evaluation
         if self.status == "evaluated":
-            data["recommendations"] = list(self.recommendations)
+            data["recommendations"] = [
+                {**rec, "label": label(rec["id"]) if label else rec["id"]} for rec in self.recommendations
+            ]
         if self.code is not None:
             data["code"] = self.code
         if self.reason is not None:
@@ -105,11 +122,21 @@ class Ingestor:
         *,
         clock: Callable[[], float] = time.time,
         max_batch: int = MAX_BATCH,
+        on_evaluated: Callable[[float], None] | None = None,
+        linger: float = LINGER,
     ) -> None:
+        """``on_evaluated`` is told the seconds each evaluation took (for metrics); it runs on the writer thread.
+
+        ``linger``: when the last transaction held several submissions, the writer waits up to this
+        long for as many before it begins the next (0: never waits).
+        """
         self.store = store
         self.evaluator = evaluator
         self.clock = clock
         self.max_batch = max_batch
+        self.on_evaluated = on_evaluated
+        self.linger = linger
+        self._last_batch = 1
         self._queue: queue.SimpleQueue[_Submission | None] = queue.SimpleQueue()
         self._closing = threading.Lock()  # nothing is queued behind the stop
         self._closed = False
@@ -128,6 +155,10 @@ class Ingestor:
                 raise RuntimeError("the ingestor is closed")
             self._queue.put(_Submission(feed, events, self.clock(), future))
         return future
+
+    def pending(self) -> int:
+        """Submissions waiting for the writer (not counting the transaction being written)."""
+        return self._queue.qsize() + (self._held is not None)
 
     def ingest(self, feed: Feed, events: Sequence[RecordEvent | IgnoredEvent]) -> list[EventOutcome]:
         """Submit and wait: one outcome per event, in order.  Store and engine failures are raised."""
@@ -168,11 +199,24 @@ class Ingestor:
         if first is _STOP:
             return [], True
         batch, size = [first], len(first.events)
+        deadline = 0.0
         while size < self.max_batch:
             try:
                 more = self._queue.get_nowait()
             except queue.Empty:
-                break
+                # Busy (the last transaction held more submissions than this one yet): wait up to
+                # ``linger`` for as many, since a commit costs as much as evaluating a few events.
+                # Idle (one at a time), nothing waits.
+                if len(batch) >= self._last_batch:
+                    break
+                now = time.monotonic()
+                deadline = deadline or now + self.linger
+                if now >= deadline:
+                    break
+                try:
+                    more = self._queue.get(timeout=deadline - now)
+                except queue.Empty:
+                    break
             if more is _STOP:
                 return batch, True
             if size + len(more.events) > self.max_batch:
@@ -180,6 +224,7 @@ class Ingestor:
                 break
             batch.append(more)
             size += len(more.events)
+        self._last_batch = len(batch)
         return batch, False
 
     def _write(self, batch: list[_Submission]) -> None:
@@ -201,7 +246,7 @@ class Ingestor:
         """Store the submissions in one transaction and answer them; False when it was rolled back."""
         try:
             with self.store.write() as writer:
-                transaction = _Transaction(writer, self.evaluator, live)
+                transaction = _Transaction(writer, self.evaluator, live, self.on_evaluated)
                 staged: list[tuple[_Submission, _Staged]] = []
                 for submission in live:
                     try:
@@ -223,16 +268,23 @@ class Ingestor:
 class _Staged:
     """A submission evaluated, not yet stored."""
 
-    outcomes: list[EventOutcome]  # those evaluated or duplicate still without their evaluation's number
-    numbered: list[tuple[int, tuple[str, str]]]  # (outcome, (source, event)) to number once stored
+    outcomes: list[EventOutcome]  # those evaluated, coalesced or duplicate still without their evaluation's number
+    numbered: list[tuple[int, tuple[str, str]]]  # (outcome, (source, event filed)) to number once stored
 
 
 class _Transaction:
     """The submissions of one write transaction: what they read, in one query per source, and what they change."""
 
-    def __init__(self, writer: Writer, evaluator: Evaluator, submissions: list[_Submission]) -> None:
+    def __init__(
+        self,
+        writer: Writer,
+        evaluator: Evaluator,
+        submissions: list[_Submission],
+        on_evaluated: Callable[[float], None] | None = None,
+    ) -> None:
         self.writer = writer
         self.evaluator = evaluator
+        self.on_evaluated = on_evaluated
         event_ids: defaultdict[str, set[str]] = defaultdict(set)
         record_ids: defaultdict[str, set[str]] = defaultdict(set)
         for submission in submissions:
@@ -250,72 +302,131 @@ class _Transaction:
             for source, ids in record_ids.items()
             for record_id, state in writer.record_states(source, ids).items()
         }
-        self.evaluated: set[tuple[str, str]] = set()  # events evaluated in this transaction
+        # events evaluated in this transaction -> the event their evaluation is filed under
+        self.evaluated: dict[tuple[str, str], tuple[str, str]] = {}
         self.runs: list[tuple[str, dt.date, list[Appended]]] = []  # to append: runs of one source and day
         self.changed: dict[tuple[str, str], RecordState] = {}
 
     def stage(self, submission: _Submission) -> _Staged:
-        """Merge, map and evaluate one submission's events; kept for :meth:`store` only if it returns."""
+        """Merge each record's events, map and evaluate its final state; kept for :meth:`store` only if it returns."""
         feed = submission.feed
         as_of = dt.datetime.fromtimestamp(submission.received, dt.UTC).date()
         received_ms = int(submission.received * 1000)
-        states: dict[tuple[str, str], RecordState] = {}
-        evaluated: set[tuple[str, str]] = set()
-        items: list[Appended] = []
-        outcomes: list[EventOutcome] = []
+        outcomes: list[EventOutcome | None] = [None] * len(submission.events)
         numbered: list[tuple[int, tuple[str, str]]] = []
-        for event in submission.events:
+        folds: dict[tuple[str, str], list[int]] = {}  # record -> positions of its new events, in order
+        known: dict[tuple[str, str], tuple[str, str]] = {}  # record -> an event of it already stored, filed
+        for position, event in enumerate(submission.events):
             if isinstance(event, IgnoredEvent):
-                outcomes.append(EventOutcome(event.event_id, event.record_id, "ignored", reason=event.reason))
+                outcomes[position] = EventOutcome(event.event_id, event.record_id, "ignored", reason=event.reason)
                 continue
             if feed.object_type is not None and event.object_type != feed.object_type:
                 reason = f"{event.object_type} records are not evaluated here, only {feed.object_type} records"
-                outcomes.append(EventOutcome(event.event_id, event.record_id, "ignored", reason=reason))
+                outcomes[position] = EventOutcome(event.event_id, event.record_id, "ignored", reason=reason)
                 continue
             event_key, record_key = (feed.source, event.event_id), (feed.source, event.key)
-            if event_key in self.evaluations or event_key in self.evaluated or event_key in evaluated:
-                numbered.append((len(outcomes), event_key))
-                outcomes.append(EventOutcome(event.event_id, event.record_id, "duplicate"))
+            filed = event_key if event_key in self.evaluations else self.evaluated.get(event_key)
+            if filed is not None:
+                numbered.append((position, filed))
+                outcomes[position] = EventOutcome(event.event_id, event.record_id, "duplicate")
+                known.setdefault(record_key, filed)
                 continue
-            state = states[record_key] if record_key in states else self.states[record_key]
-            merged = merge(state.fields, state.stamps, state.deleted, event, received_ms)
+            folds.setdefault(record_key, []).append(position)
+        states: dict[tuple[str, str], RecordState] = {}
+        items: list[Appended] = []
+        for record_key, positions in folds.items():
+            events = [event for p in positions if isinstance(event := submission.events[p], RecordEvent)]
+            last = events[-1]
+            state = self.states[record_key]
+            fields, stamps, deleted, changed = state.fields, state.stamps, state.deleted, False
+            for event in events:
+                merged = merge(fields, stamps, deleted, event, received_ms)
+                fields, stamps, deleted = merged.fields, merged.stamps, merged.deleted
+                changed = changed or merged.changed
+            if not changed and (seen := self._seen(record_key, known, as_of)) is not None:
+                covering, reason = seen
+                for position, event in zip(positions, events, strict=True):
+                    if isinstance(covering, tuple):
+                        numbered.append((position, covering))
+                    evaluation = covering if isinstance(covering, int) else None
+                    outcomes[position] = EventOutcome(
+                        event.event_id, event.record_id, "duplicate", evaluation=evaluation, reason=reason
+                    )
+                continue
             new_state = RecordState(
                 feed.source,
-                event.key,
-                merged.fields,
-                merged.stamps,
-                merged.deleted,
-                version=state.version + 1,
-                last_event_id=event.event_id,
+                last.key,
+                fields,
+                stamps,
+                deleted,
+                version=state.version + len(positions),
+                last_event_id=last.event_id,
             )
-            if merged.deleted:
-                if merged.changed:
+            if deleted:
+                if changed:
                     states[record_key] = new_state
-                outcomes.append(EventOutcome(event.event_id, event.record_id, "deleted"))
+                for position, event in zip(positions, events, strict=True):
+                    outcomes[position] = EventOutcome(event.event_id, event.record_id, "deleted")
                 continue
-            mapped = feed.mapping.to_case(merged.fields)
+            mapped = feed.mapping.to_case(fields)
             if isinstance(mapped, Quarantined):
-                if merged.changed:
+                if changed:
                     states[record_key] = new_state
-                outcomes.append(
-                    EventOutcome(event.event_id, event.record_id, "quarantined", code=mapped.code, reason=mapped.reason)
-                )
+                for position, event in zip(positions, events, strict=True):
+                    outcomes[position] = EventOutcome(
+                        event.event_id, event.record_id, "quarantined", code=mapped.code, reason=mapped.reason
+                    )
                 continue
+            started = time.perf_counter()
             result, facts = outcome_to_file(self.evaluator, mapped.case_id, mapped.case, as_of)
+            if self.on_evaluated is not None:
+                self.on_evaluated(time.perf_counter() - started)
             states[record_key] = new_state  # the state an evaluation was made from is saved with it
-            evaluated.add(event_key)
-            items.append(Appended(result, facts, event_id=event.event_id))
-            numbered.append((len(outcomes), event_key))
-            outcomes.append(_evaluated(event, result))
+            filed = (feed.source, last.event_id)
+            items.append(Appended(result, facts, event_id=last.event_id))
+            for position, event in zip(positions, events, strict=True):
+                self.evaluated[(feed.source, event.event_id)] = filed
+                numbered.append((position, filed))
+                if position == positions[-1]:
+                    outcomes[position] = _evaluated(event, result)
+                else:
+                    reason = (
+                        f"merged with the later events of this delivery: the state after {last.event_id} was evaluated"
+                    )
+                    outcomes[position] = EventOutcome(event.event_id, event.record_id, "coalesced", reason=reason)
         self.states |= states
         self.changed |= states
-        self.evaluated |= evaluated
         if items:
             if self.runs and self.runs[-1][:2] == (feed.source, as_of):
                 self.runs[-1][2].extend(items)
             else:
                 self.runs.append((feed.source, as_of, items))
-        return _Staged(outcomes, numbered)
+        done = [o for o in outcomes if o is not None]
+        assert len(done) == len(outcomes)  # every event has exactly one outcome
+        return _Staged(done, numbered)
+
+    def _seen(
+        self, record_key: tuple[str, str], known: dict[tuple[str, str], tuple[str, str]], as_of: dt.date
+    ) -> tuple[tuple[str, str] | int, str] | None:
+        """For events that change nothing: what already covers the record's state (an event filed, or an
+        evaluation's number) and why; None when the state is to be evaluated.
+
+        Either the same delivery holds an event already stored (a batch delivered again: its other
+        events were coalesced into that one), or the state's last event was evaluated on the same
+        day under this playbook, so evaluating it again would store the same result twice.
+        """
+        if record_key in known:
+            return known[record_key], "changes nothing; this delivery was already evaluated"
+        source, last_event = record_key[0], self.states[record_key].last_event_id
+        if last_event is None:
+            return None
+        filed = self.evaluations.get((source, last_event)) or self.evaluated.get((source, last_event))
+        if isinstance(filed, tuple):
+            return filed, "changes nothing in the record's state, evaluated earlier in this transaction"
+        row = self.writer.conn.execute(_LAST_EVALUATION, {"source": source, "event_id": last_event}).first()
+        if row is None or row.as_of != as_of.isoformat() or row.playbook_hash != self.evaluator.playbook.content_hash:
+            return None
+        return int(row.seq), f"changes nothing in the record's state, evaluated as of {row.as_of}"
 
     def store(self) -> None:
         """Append every evaluation staged, in order, a statement per table and run; save the states."""
@@ -328,15 +439,21 @@ class _Transaction:
         self.writer.save_records(self.changed.values())
 
     def outcomes(self, staged: _Staged) -> list[EventOutcome]:
-        """A submission's outcomes, each evaluated or duplicate event with its evaluation's number."""
+        """A submission's outcomes, each evaluated, coalesced or duplicate event with its evaluation's number."""
         outcomes = staged.outcomes
-        for position, event_key in staged.numbered:
-            outcomes[position] = replace(outcomes[position], evaluation=self.evaluations[event_key])
+        for position, filed in staged.numbered:
+            outcomes[position] = replace(outcomes[position], evaluation=self.evaluations[filed])
         return outcomes
+
+
+# The evaluation filed under a record's last event: read (rarely) for events that change nothing.
+# Here, not in the store, until the store has a query for it.
+_LAST_EVALUATION = select(evaluations.c.seq, evaluations.c.as_of, evaluations.c.playbook_hash).where(
+    evaluations.c.source == bindparam("source"), evaluations.c.event_id == bindparam("event_id")
+)
 
 
 def _evaluated(event: RecordEvent, result: Result | CaseError) -> EventOutcome:
     if isinstance(result, CaseError):
         return EventOutcome(event.event_id, event.record_id, "error", code=result.code, reason=result.message)
-    actions = tuple(rec["id"] for rec in result.recommendations)
-    return EventOutcome(event.event_id, event.record_id, "evaluated", recommendations=actions)
+    return EventOutcome(event.event_id, event.record_id, "evaluated", recommendations=tuple(result.recommendations))

@@ -34,7 +34,8 @@ Salesforce Outbound Messages
 
 Every way of failing is its own error type with the HTTP status it answers:
 :class:`MalformedPayload` 400, :class:`BadSignature`, :class:`StaleTimestamp`,
-:class:`BadCredentials`, :class:`UnknownOrganization` 401, :class:`BodyTooLarge` 413.
+:class:`BadCredentials`, :class:`UnknownOrganization` 401, :class:`BodyTooLarge` 413,
+:class:`BodyTimeout` 408, :class:`EventInFuture` 400.
 
 Record events
 -------------
@@ -54,9 +55,10 @@ import datetime as dt
 import hashlib
 import hmac
 import json
+import math
 import re
 import xml.etree.ElementTree as ET
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,7 +72,9 @@ __all__ = [
     "SOAP_ACK",
     "BadCredentials",
     "BadSignature",
+    "BodyTimeout",
     "BodyTooLarge",
+    "EventInFuture",
     "IgnoredEvent",
     "MalformedPayload",
     "MergedState",
@@ -79,6 +83,7 @@ __all__ = [
     "StaleTimestamp",
     "UnknownOrganization",
     "WebhookError",
+    "check_event_times",
     "check_organization",
     "check_size",
     "digits",
@@ -156,6 +161,14 @@ class BodyTooLarge(WebhookError):
     status, code = 413, "body_too_large"
 
 
+class BodyTimeout(WebhookError):
+    status, code = 408, "body_timeout"
+
+
+class EventInFuture(WebhookError):
+    status, code = 400, "event_in_future"
+
+
 def check_size(size: int, limit: int, *, declared: bool = False) -> None:
     """Refuse a body over the limit (``declared``: the size is the Content-Length, nothing read yet)."""
     if size > limit:
@@ -218,6 +231,22 @@ class MergedState:
     stamps: dict[str, int]
     deleted: bool
     changed: bool
+
+
+def check_event_times(events: Sequence[RecordEvent | IgnoredEvent], now: float, max_skew: float) -> None:
+    """Refuse a delivery holding an event that says it happened more than ``max_skew`` seconds from now.
+
+    The later time wins when states merge, so one accepted event stamped in the far future would
+    freeze the fields it sets: no real update could ever change them again.
+    """
+    limit = (now + max_skew) * 1000
+    for event in events:
+        if isinstance(event, RecordEvent) and event.occurred_at is not None and event.occurred_at > limit:
+            ahead = event.occurred_at / 1000 - now
+            raise EventInFuture(
+                f"event {event.event_id[:80]} says it happened {ahead:.0f} s after this server's clock; at most "
+                f"{max_skew:g} s are allowed (a sender's clock that is wrong, or a forged time)"
+            )
 
 
 def merge(
@@ -307,7 +336,9 @@ def verify_hubspot_v3(
         raise BadSignature("no X-HubSpot-Signature-v3 header: HubSpot signs every webhook (signature v3)")
     if timestamp is None or not digits(timestamp.strip()):
         raise BadSignature("X-HubSpot-Request-Timestamp is missing or not a time in milliseconds")
-    _check_window(int(timestamp) / 1000, now, window, "X-HubSpot-Request-Timestamp")
+    _check_window(
+        _header_time(timestamp, "X-HubSpot-Request-Timestamp") / 1000, now, window, "X-HubSpot-Request-Timestamp"
+    )
     expected = hubspot_v3_signature(secret, method, uri, body, timestamp.strip())
     if not _same(expected, signature.strip()):
         raise BadSignature(
@@ -348,7 +379,7 @@ def verify_generic(
     if not given:
         raise BadSignature("the signature header has no v1=<hex> part")
     timestamp = timestamp.strip()
-    _check_window(int(timestamp), now, window, "the signature's timestamp")
+    _check_window(_header_time(timestamp, "the signature's timestamp"), now, window, "the signature's timestamp")
     expected = generic_signature(secret, timestamp, body)
     matches = [_same(expected, candidate) for candidate in given]  # every candidate compared, in constant time
     if not any(matches):
@@ -390,12 +421,34 @@ def digits(text: str) -> bool:
     return text.isascii() and text.isdigit()
 
 
+# Times are milliseconds since 1970 up to the end of year 9999; 16 digits hold every one of them.
+# Longer digit strings are refused before ``int`` reads them (past 4,300 digits it raises, and a
+# few hundred make a float overflow).
+MAX_TIME_MS = 253_402_300_799_999
+_TIME_DIGITS = len(str(MAX_TIME_MS))
+
+
+def _header_time(timestamp: str, header: str) -> int:
+    text = timestamp.strip()
+    if len(text) > _TIME_DIGITS:
+        raise MalformedPayload(f"{header} is {len(text)} digits long: not a time")
+    return int(text)
+
+
+def _finite(text: str) -> float:
+    """A JSON number with a fraction or exponent, refused when it is not finite (``1e999`` reads as infinity)."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text[:40]} is not a finite number")
+    return value
+
+
 def _json(body: bytes, what: str) -> Any:
     def refuse(constant: str) -> Any:
         raise ValueError(f"{constant} is not a JSON number")
 
     try:
-        value = json.loads(body, parse_constant=refuse)
+        value = json.loads(body, parse_constant=refuse, parse_float=_finite)
         storable = _UNSTORABLE_HINT.search(body) is None or _storable(value)
     except json.JSONDecodeError as error:
         raise MalformedPayload(
@@ -466,11 +519,11 @@ def _millis(value: Any, where: str) -> int | None:
     """Milliseconds since the epoch from a number of ms or an ISO 8601 time; None stays None."""
     if value is None:
         return None
-    if isinstance(value, int) and not isinstance(value, bool):
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_TIME_MS:
         return value
     if isinstance(value, str):
         text = value.strip()
-        if digits(text):
+        if digits(text) and len(text) <= _TIME_DIGITS and int(text) <= MAX_TIME_MS:
             return int(text)
         try:
             moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
@@ -479,8 +532,11 @@ def _millis(value: Any, where: str) -> int | None:
         else:
             if moment.tzinfo is None:
                 moment = moment.replace(tzinfo=dt.UTC)
-            return int(moment.timestamp() * 1000)
-    raise MalformedPayload(f"{where} is not a time (milliseconds since 1970, or ISO 8601): {value!r}")
+            ms = int(moment.timestamp() * 1000)
+            if 0 <= ms <= MAX_TIME_MS:
+                return ms
+    shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:60] + "..."
+    raise MalformedPayload(f"{where} is not a time (milliseconds since 1970, or ISO 8601): {shown}")
 
 
 # -- HubSpot -------------------------------------------------------------------------------
@@ -691,7 +747,7 @@ def parse_pipedrive(body: bytes) -> list[RecordEvent | IgnoredEvent]:
         return [IgnoredEvent("pipedrive", event_id, entity_id, f"action '{action}' is not acted on")]
     occurred = _millis(meta.get("timestamp"), "meta.timestamp")
     fields = {} if change == "delete" else dict(_object(data.get("data"), "data"))
-    fields.setdefault("id", int(entity_id) if digits(entity_id) else entity_id)
+    fields.setdefault("id", int(entity_id) if digits(entity_id) and len(entity_id) <= 18 else entity_id)
     return [RecordEvent("pipedrive", entity, entity_id, event_id, change, fields, occurred, company)]
 
 

@@ -79,17 +79,13 @@ def free_port() -> int:
         return port
 
 
-def playbook_command() -> str:
-    beside = Path(sys.executable).parent / "playbook"
-    return str(beside) if beside.exists() else "playbook"
-
-
 def start_server(work: Path, route: str, secret: str) -> tuple[subprocess.Popen[bytes], int, Path]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PLAYBOOK_")}  # only this run's route and db
     env[SECRET_ENV[route]] = secret
+    env["PYTHONPATH"] = str(ROOT)  # this checkout's code, whatever an installed ``playbook`` points at
     log = work / "server.log"
-    command = [playbook_command(), "serve", "--host", HOST, "--port", str(port)]
+    command = [sys.executable, "-m", "cli", "serve", "--host", HOST, "--port", str(port)]
     command += ["--db", f"sqlite:///{work / 'events.db'}"]
     with log.open("wb") as out:
         server = subprocess.Popen(command, cwd=work, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -60,16 +61,11 @@ def change(event_id: str, at: int, change: str = "update", **fields: str) -> Rec
 
 def test_partial_updates_are_merged_and_each_evaluation_is_of_the_whole_record(hubspot: Hubspot, store: Store) -> None:
     ingest = hubspot
-    outcomes = ingest.ingest(
-        [
-            change("a", 1000, "create"),
-            change("b", 2000, amount="250000"),
-            change("c", 3000, closedate="1798761600000"),  # 2027-01-01
-            change("d", 4000, hs_deal_stage_probability="0.6"),
-        ]
-    )
-    assert [o.status for o in outcomes] == ["evaluated"] * 4
-    assert [o.evaluation for o in outcomes] == [1, 2, 3, 4]
+    ingest.ingest([change("a", 1000, "create")])
+    ingest.ingest([change("b", 2000, amount="250000")])
+    ingest.ingest([change("c", 3000, closedate="1798761600000")])  # 2027-01-01
+    [outcome] = ingest.ingest([change("d", 4000, hs_deal_stage_probability="0.6")])
+    assert (outcome.status, outcome.evaluation) == ("evaluated", 4)
     last = store.get(4)
     assert last.facts["opportunity"] == {"id": "42", "amount": 250000, "close_date": "2027-01-01", "win_rate": 60}
     assert (last.source, last.event_id, last.record_id, last.as_of) == ("webhook:hubspot", "d", "42", "2026-11-27")
@@ -82,11 +78,51 @@ def test_a_redelivered_event_changes_nothing(hubspot: Hubspot, store: Store) -> 
     ingest = hubspot
     first = ingest.ingest([change("a", 1000, amount="1"), change("b", 2000, amount="2")])
     state = store.record_state("webhook:hubspot", "7/42")
-    again = ingest.ingest([change("a", 1000, amount="1")] * 3)
+    again = ingest.ingest([change("a", 1000, amount="1")] * 3)  # coalesced into b's evaluation the first time
     assert [o.status for o in again] == ["duplicate"] * 3
     assert {o.evaluation for o in again} == {first[0].evaluation}
-    assert store.count() == 2
+    batch = ingest.ingest([change("a", 1000, amount="1"), change("b", 2000, amount="2")])  # the batch, again
+    assert [(o.status, o.evaluation) for o in batch] == [("duplicate", 1), ("duplicate", 1)]
+    assert store.count() == 1
     assert store.record_state("webhook:hubspot", "7/42") == state  # amount stays "2", version unchanged
+
+
+def test_a_batch_is_evaluated_once_per_record_in_its_final_state(hubspot: Hubspot, store: Store) -> None:
+    # HubSpot sends a deal's creation and each property change as separate events of one batch:
+    # the intermediate states (a deal without its amount, then without its close date) are never evaluated.
+    other = RecordEvent("hubspot", "deal", "43", "x", "update", {"hs_object_id": "43", "amount": "7"}, 1500, "7")
+    outcomes = hubspot.ingest(
+        [
+            change("a", 1000, "create"),
+            change("b", 2000, amount="250000"),
+            other,
+            change("c", 3000, closedate="1798761600000"),  # 2027-01-01
+            change("d", 4000, hs_deal_stage_probability="0.6"),
+        ]
+    )
+    assert [o.status for o in outcomes] == ["coalesced", "coalesced", "evaluated", "coalesced", "evaluated"]
+    assert [o.evaluation for o in outcomes] == [1, 1, 2, 1, 1]  # records in the order they first appear
+    assert "the state after d was evaluated" in str(outcomes[0].reason)
+    assert store.count() == 2
+    final = store.get(1)
+    assert final.event_id == "d"
+    assert final.facts["opportunity"] == {"id": "42", "amount": 250000, "close_date": "2027-01-01", "win_rate": 60}
+    assert store.record_state("webhook:hubspot", "7/42").version == 4
+    # an event that changes nothing (same values, same times: b, coalesced, delivered alone) in a state
+    # evaluated today is not evaluated again; one that changes it is
+    [same] = hubspot.ingest([change("b", 2000, amount="250000")])
+    assert (same.status, same.evaluation) == ("duplicate", 1)
+    [changed] = hubspot.ingest([change("f", 6000, amount="260000")])
+    assert (changed.status, changed.evaluation) == ("evaluated", 3)
+    assert store.verify() == []
+
+
+def test_a_batch_whose_record_ends_deleted_or_closed_evaluates_nothing(hubspot: Hubspot, store: Store) -> None:
+    closed = hubspot.ingest([change("a", 1000, amount="5"), change("b", 2000, dealstage="closedwon")])
+    assert [(o.status, o.code) for o in closed] == [("quarantined", "closed_deal")] * 2
+    reopened = hubspot.ingest([change("c", 3000, dealstage="appointmentscheduled"), change("d", 4000, "delete")])
+    assert [o.status for o in reopened] == ["deleted", "deleted"]
+    assert store.count() == 0 and store.record_state("webhook:hubspot", "7/42").version == 4
 
 
 def test_a_late_older_event_is_evaluated_without_undoing_the_newer_value(hubspot: Hubspot, store: Store) -> None:
@@ -99,15 +135,16 @@ def test_a_late_older_event_is_evaluated_without_undoing_the_newer_value(hubspot
 
 def test_closed_and_deleted_deals_are_kept_in_state_but_not_evaluated(hubspot: Hubspot, store: Store) -> None:
     ingest = hubspot
-    outcomes = ingest.ingest(
-        [
+    outcomes = [
+        ingest.ingest([event])[0]
+        for event in (
             change("a", 1000, amount="5"),
             change("b", 2000, dealstage="closedwon"),
             change("c", 3000, amount="6"),
             change("d", 4000, "delete"),
             change("d", 4000, "delete"),
-        ]
-    )
+        )
+    ]
     assert [o.status for o in outcomes] == ["evaluated", "quarantined", "quarantined", "deleted", "deleted"]
     assert outcomes[1].code == "closed_deal" and "closedwon" in str(outcomes[1].reason)
     assert store.count() == 1
@@ -200,7 +237,7 @@ def test_a_request_that_cannot_be_evaluated_fails_alone_in_its_transaction(cours
                 ingestor.submit(feed, [event("g1", "42")]),
                 ingestor.submit(feed, [event("g2", "42"), event("b1", "13")]),
                 ingestor.submit(feed, [event("b2", "13")]),
-                ingestor.submit(feed, [event("g3", "42")]),
+                ingestor.submit(feed, [event("g3", "42", "6")]),  # changes the state g1 left
             ]
         for good in (futures[0], futures[3]):
             assert [o.status for o in good.result()] == ["evaluated"]
@@ -264,7 +301,8 @@ def test_a_request_the_database_refuses_fails_alone_in_its_transaction(course: A
     try:
         with store.write():  # the writer waits: what is submitted meanwhile is stored in one transaction
             futures = [
-                ingestor.submit(HUBSPOT, [deal_event(e, deal)]) for e, deal in (("g1", "42"), ("b", "13"), ("g2", "42"))
+                ingestor.submit(HUBSPOT, [deal_event(e, deal, amount)])
+                for e, deal, amount in (("g1", "42", "5"), ("b", "13", "5"), ("g2", "42", "6"))
             ]
         assert [o.status for o in futures[0].result()] == ["evaluated"]
         assert [o.status for o in futures[2].result()] == ["evaluated"]
@@ -355,3 +393,26 @@ def test_a_version_2_database_gets_the_records_table_in_place(db_url: str, cours
     again.ingestor.close()
     assert upgraded.count() == 2 and upgraded.verify() == []
     upgraded.close()
+
+
+def test_a_busy_writer_waits_briefly_to_fill_its_transaction_and_an_idle_one_does_not(
+    course: Any, store: Store
+) -> None:
+    ingestor = Ingestor(store, Evaluator(course), clock=lambda: NOW, linger=1.0)
+    try:
+        started = time.monotonic()
+        ingestor.ingest(HUBSPOT, [deal_event("alone", "1")])  # idle: answered without waiting out the linger
+        assert time.monotonic() - started < 0.9
+        with store.write():  # three queue up behind the lock: a transaction of three, so the writer is busy
+            first = [ingestor.submit(HUBSPOT, [deal_event(f"q{k}", str(10 + k))]) for k in range(3)]
+        [f.result() for f in first]
+        spread = []
+        for k in range(3):  # arriving 50 ms apart: the writer waits for them (up to 1 s) and stores them together
+            spread.append(ingestor.submit(HUBSPOT, [deal_event(f"s{k}", str(20 + k))]))
+            time.sleep(0.05)
+        numbers = [f.result()[0].evaluation for f in spread]
+    finally:
+        ingestor.close()
+    made = {store.get(n or 0).created_at for n in numbers}
+    assert len(made) == 1, "one transaction, one time of writing"
+    assert len({store.get(n or 0).created_at for n in (2, 3, 4)}) == 1

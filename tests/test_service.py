@@ -29,7 +29,7 @@ import uvicorn
 from sqlalchemy import func, select
 
 from adapters.mapping import load_mapping
-from adapters.service import Secrets, WebhookService
+from adapters.service import Secrets, WebhookService, create_app, server_config
 from engine import Evaluator, compile_playbook, load_playbook
 from engine.store import Store, records
 from tests.conftest import ROOT
@@ -41,12 +41,14 @@ pytestmark = pytest.mark.skipif(not CRM.is_dir(), reason=f"the shared CRM data i
 
 HUBSPOT_SECRET, CDC_SECRET, TOKEN, PIPEDRIVE_PASSWORD = (secrets.token_urlsafe(24) for _ in range(4))  # made here
 SECRETS = Secrets(
-    hubspot=HUBSPOT_SECRET,
-    salesforce_cdc=CDC_SECRET,
-    salesforce_org_ids=("00D5w000004qGTO",),
-    salesforce_token=TOKEN,
-    pipedrive_user="pipedrive",
-    pipedrive_password=PIPEDRIVE_PASSWORD,
+    {
+        "PLAYBOOK_HUBSPOT_SECRET": HUBSPOT_SECRET,
+        "PLAYBOOK_SALESFORCE_CDC_SECRET": CDC_SECRET,
+        "PLAYBOOK_SALESFORCE_ORG_IDS": "00D5w000004qGTO",
+        "PLAYBOOK_SALESFORCE_OUTBOUND_TOKEN": TOKEN,
+        "PLAYBOOK_PIPEDRIVE_USER": "pipedrive",
+        "PLAYBOOK_PIPEDRIVE_PASSWORD": PIPEDRIVE_PASSWORD,
+    }
 )
 
 
@@ -69,12 +71,16 @@ class Served:
 
 
 @contextmanager
-def serving(url: str, compiled: Any, **options: Any) -> Iterator[Served]:
+def serving(
+    url: str, compiled: Any, *, routes: tuple[Any, ...] = (), max_connections: int = 100, **options: Any
+) -> Iterator[Served]:
+    """The service on a free port of loopback, configured as ``playbook serve`` configures uvicorn."""
     store = Store(url)
-    app = WebhookService(store, Evaluator(compiled), **{"secrets": SECRETS, **options})
+    service = WebhookService(store, Evaluator(compiled), **{"secrets": SECRETS, **options})
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="critical", lifespan="on"))
+    app = create_app(service, routes=routes)
+    server = uvicorn.Server(server_config(app, max_connections=max_connections, log_level="critical"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
@@ -101,7 +107,8 @@ def call(method: str, url: str, body: Any = None, headers: dict[str, str] | None
     where = urlsplit(url)
     conn = http.client.HTTPConnection(where.hostname or "", where.port, timeout=30)
     try:
-        conn.request(method, where.path, body=body, headers=headers or {}, **options)
+        target = where.path + (f"?{where.query}" if where.query else "")
+        conn.request(method, target, body=body, headers=headers or {}, **options)
         response = conn.getresponse()
         return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
     finally:
@@ -340,7 +347,7 @@ def test_bottlecrm_captures_as_they_are_through_the_generic_route(tmp_path: Path
     secret = json.loads((CAPTURES / "INDEX.json").read_text(encoding="utf-8"))["secret"]
     signed_at = 1795767944  # the captures' t=; the service's clock is set just after it
     options = {
-        "secrets": Secrets(webhook=secret),
+        "secrets": Secrets({"PLAYBOOK_WEBHOOK_SECRET": secret}),
         "mappings": {"generic": load_mapping("bottlecrm_deal")},
         "clock": lambda: signed_at + 30.0,
     }
@@ -359,7 +366,9 @@ def test_bottlecrm_captures_as_they_are_through_the_generic_route(tmp_path: Path
 
 
 def test_health_unknown_and_disabled_routes(tmp_path: Path, course: Any) -> None:
-    with serving(f"sqlite:///{tmp_path / 'audit.db'}", course, secrets=Secrets(hubspot="x")) as served:
+    with serving(
+        f"sqlite:///{tmp_path / 'audit.db'}", course, secrets=Secrets({"PLAYBOOK_HUBSPOT_SECRET": "x"})
+    ) as served:
         status, health = get(served.base + "/health")
         assert status == 200 and health["status"] == "ok" and health["routes"] == ["/webhooks/hubspot"]
         assert health["playbook"]["id"] == "course" and health["evaluations"] == 0
@@ -411,7 +420,9 @@ def test_playbook_serve_runs_the_service_with_secrets_from_the_environment(tmp_p
 
 def test_outcomes_are_recorded_over_http_signed_and_kept_as_history(tmp_path: Path, course: Any) -> None:
     secret = secrets.token_urlsafe(24)
-    with serving(f"sqlite:///{tmp_path / 'audit.db'}", course, secrets=Secrets(webhook=secret)) as served:
+    with serving(
+        f"sqlite:///{tmp_path / 'audit.db'}", course, secrets=Secrets({"PLAYBOOK_WEBHOOK_SECRET": secret})
+    ) as served:
         event = json.dumps(
             {
                 "id": "evt-1",
@@ -443,3 +454,299 @@ def test_outcomes_are_recorded_over_http_signed_and_kept_as_history(tmp_path: Pa
             (action, "done", "li.wei"),
         ]
         assert served.store.verify() == []
+
+
+# -- hardening (issue 13) -------------------------------------------------------------------------
+
+
+def generic_event(event_id: str, record: str, created_at: str, **opportunity: Any) -> bytes:
+    data = {"opportunity": {"id": record, **opportunity}}
+    return json.dumps({"id": event_id, "event": "deal.updated", "created_at": created_at, "data": data}).encode()
+
+
+def iso(seconds_from_now: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + seconds_from_now))
+
+
+def test_an_event_stamped_in_the_future_is_refused_and_cannot_freeze_a_record(tmp_path: Path, course: Any) -> None:
+    # Before: a signed event stamped a year ahead was accepted, and its stamp won every later merge,
+    # so the real update below was answered "evaluated" on the stale amount.
+    secret = secrets.token_urlsafe(24)
+    options = {"secrets": Secrets({"PLAYBOOK_WEBHOOK_SECRET": secret}), "max_clock_skew": 120}
+    with serving(f"sqlite:///{tmp_path / 'audit.db'}", course, **options) as served:
+        url = served.base + "/webhooks/generic"
+        poison = generic_event("e-future", "opp-1", iso(365 * 86400), amount=1)
+        status, _, answer = post(url, poison, relay_headers(poison, secret))
+        assert status == 400 and json.loads(answer)["error"]["code"] == "event_in_future", answer
+        assert "at most 120 s" in json.loads(answer)["error"]["message"]
+        assert served.stored() == (0, 0)
+        real = generic_event("e-real", "opp-1", iso(0), amount=5000)
+        status, _, answer = post(url, real, relay_headers(real, secret))
+        assert status == 200 and json.loads(answer)["events"][0]["status"] == "evaluated"
+        assert served.store.get(1).facts["opportunity"]["amount"] == 5000
+        within = generic_event("e-skewed", "opp-1", iso(60), amount=6000)  # a sender's clock a minute fast
+        assert post(url, within, relay_headers(within, secret))[0] == 200
+    body = captured("deal_propertyChange_amount")
+    event = json.loads(body)[0] | {"occurredAt": int((time.time() + 86400) * 1000)}
+    with serving(f"sqlite:///{tmp_path / 'other.db'}", course) as served:
+        status, answer = hubspot_post(served, json.dumps([event]).encode())
+        assert status == 400 and answer["error"]["code"] == "event_in_future"
+        assert served.stored() == (0, 0)
+
+
+def test_a_timestamp_of_five_thousand_digits_is_400_not_500(served: Served) -> None:
+    body = captured("deal_propertyChange_amount")
+    url = served.base + "/webhooks/hubspot"
+    headers = hubspot_headers(url, body) | {"X-HubSpot-Request-Timestamp": "9" * 5000}
+    status, _, answer = post(url, body, headers)
+    assert status == 400 and b"5000 digits" in answer
+    cdc = (SAMPLES / "salesforce_cdc_opportunity_create_pubsub_decoded.json").read_bytes()
+    signed = {"Content-Type": "application/json", "X-Playbook-Signature": f"t={'1' * 5000},v1=00"}
+    status, _, answer = post(served.base + "/webhooks/salesforce/cdc", cdc, signed)
+    assert status == 400 and json.loads(answer)["error"]["code"] == "malformed_payload"
+    event = json.loads(body)[0] | {"occurredAt": "9" * 5000}
+    status, answer_json = hubspot_post(served, json.dumps([event]).encode())
+    assert status == 400 and "not a time" in answer_json["error"]["message"]
+    assert served.stored() == (0, 0)
+
+
+@pytest.mark.parametrize("number", [b"1e999", b"-1e999", b"Infinity", b"NaN"])
+def test_non_finite_numbers_are_refused_and_never_stored(served: Served, number: bytes) -> None:
+    cdc = (SAMPLES / "salesforce_cdc_opportunity_create_pubsub_decoded.json").read_bytes()
+    poisoned = cdc.replace(b'"Amount": 40000', b'"Amount": ' + number)
+    assert poisoned != cdc
+    url = served.base + "/webhooks/salesforce/cdc"
+    status, _, answer = post(url, poisoned, relay_headers(poisoned, CDC_SECRET))
+    assert status == 400 and json.loads(answer)["error"]["code"] == "malformed_payload", answer
+    examples = json.loads((SAMPLES / "pipedrive_webhook_v2_deal_examples.json").read_text(encoding="utf-8"))
+    pipedrive = json.dumps(examples["create"]).encode().replace(b'"value": 100', b'"value": ' + number)
+    assert b'"value": ' + number in pipedrive
+    assert post(served.base + "/webhooks/pipedrive", pipedrive, pipedrive_auth())[0] == 400
+    assert served.stored() == (0, 0)
+
+
+def test_a_body_that_does_not_arrive_in_time_is_408_and_stores_nothing(tmp_path: Path, course: Any) -> None:
+    with serving(f"sqlite:///{tmp_path / 'audit.db'}", course, body_timeout=0.5) as served:
+        where = urlsplit(served.base)
+        with socket.create_connection((where.hostname or "", where.port or 0), timeout=10) as sock:
+            started = time.monotonic()
+            sock.sendall(b"POST /webhooks/hubspot HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n" + b"[" * 10)
+            answer = sock.recv(65536)
+            waited = time.monotonic() - started
+        assert answer.startswith(b"HTTP/1.1 408") and b"body_timeout" in answer, answer
+        assert 0.4 < waited < 5
+        assert served.stored() == (0, 0)
+
+
+def test_open_connections_are_capped(tmp_path: Path, course: Any) -> None:
+    with serving(f"sqlite:///{tmp_path / 'audit.db'}", course, max_connections=2, body_timeout=30) as served:
+        where = urlsplit(served.base)
+        address = (where.hostname or "", where.port or 0)
+        holding = [socket.create_connection(address, timeout=10) for _ in range(2)]
+        try:
+            for sock in holding:  # two slow senders: headers sent, the body never comes
+                sock.sendall(b"POST /webhooks/hubspot HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n")
+            time.sleep(0.3)
+            status, _, answer = call("GET", served.base + "/health")
+            assert status == 503, answer
+        finally:
+            for sock in holding:
+                sock.close()
+        deadline = time.monotonic() + 10
+        while call("GET", served.base + "/health")[0] != 200:  # the slots are given back
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+
+
+# -- the service answers like an API (issue 16) ---------------------------------------------------
+
+API_TOKEN = secrets.token_urlsafe(24)
+
+
+@pytest.fixture
+def api(tmp_path: Path, course: Any) -> Iterator[tuple[Served, str]]:
+    secret = secrets.token_urlsafe(24)
+    chosen = Secrets({"PLAYBOOK_WEBHOOK_SECRET": secret, "PLAYBOOK_API_TOKEN": API_TOKEN})
+    with serving(f"sqlite:///{tmp_path / 'audit.db'}", course, secrets=chosen) as served:
+        yield served, secret
+
+
+def openapi_validator(served: Served, schema: str) -> Any:
+    from openapi_schema_validator import OAS31Validator
+
+    document = json.loads(call("GET", served.base + "/openapi.json")[2])
+    return OAS31Validator({"$ref": f"#/components/schemas/{schema}", "components": document["components"]})
+
+
+def test_a_webhook_answer_labels_each_recommendation_in_the_language_asked(
+    api: tuple[Served, str], course: Any
+) -> None:
+    served, secret = api
+    playbook = course.playbook
+    answers = {}
+    for lang, extra in (("en", "?lang=en"), ("zh", "")):
+        body = generic_event(f"e-{lang}", f"opp-{lang}", iso(0), weeks_to_close=1, amount=250000)
+        headers = relay_headers(body, secret) | (
+            {} if extra else {"Accept-Language": "fr;q=0.9, zh-CN;q=0.8, en;q=0.1"}
+        )
+        status, answer_headers, answer = post(served.base + "/webhooks/generic" + extra, body, headers)
+        assert status == 200, answer
+        answers[lang] = json.loads(answer)
+        assert answers[lang]["lang"] == lang and answer_headers["content-language"] == lang
+        openapi_validator(served, "WebhookAnswer").validate(answers[lang])
+    for lang, answer in answers.items():
+        recommendations = answer["events"][0]["recommendations"]
+        assert recommendations
+        for rec in recommendations:
+            action = playbook.actions[rec["id"]]
+            assert rec["label"] == action.label[lang]
+            assert rec["source"]["guide"] == action.source.guide and isinstance(rec["params"], dict)
+            assert rec["rule"] in playbook.rules_by_id
+    assert (
+        answers["en"]["events"][0]["recommendations"][0]["label"]
+        != answers["zh"]["events"][0]["recommendations"][0]["label"]
+    )
+    body = generic_event("e-x", "opp-x", iso(0))
+    status, _, answer = post(served.base + "/webhooks/generic?lang=fr", body, relay_headers(body, secret))
+    assert status == 400 and b"zh, en" in answer and served.stored()[0] == 2
+
+
+def signed_read(url: str, secret: str) -> dict[str, str]:
+    """The generic scheme over the request line, as docs/webhooks.md describes signed reads."""
+    where = urlsplit(url)
+    line = f"GET {where.path}{'?' + where.query if where.query else ''}"
+    now = str(int(time.time()))
+    signature = hmac.new(secret.encode(), now.encode() + b"." + line.encode(), hashlib.sha256).hexdigest()
+    return {"X-Playbook-Signature": f"t={now},v1={signature}"}
+
+
+def test_evaluations_are_read_back_with_a_token_or_a_signature(api: tuple[Served, str], course: Any) -> None:
+    served, secret = api
+    for k, amount in enumerate((1000, 250000)):
+        body = generic_event(f"e{k}", "opp-7", iso(0), weeks_to_close=1, amount=amount)
+        assert post(served.base + "/webhooks/generic", body, relay_headers(body, secret))[0] == 200
+    first = served.store.get(1)
+    action = first.recommendations[0]["id"]
+    outcome = json.dumps({"evaluation": 1, "action": action, "status": "accepted", "who": "li.wei"}).encode()
+    assert post(served.base + "/outcomes", outcome, relay_headers(outcome, secret))[0] == 200
+    bearer = {"Authorization": f"Bearer {API_TOKEN}"}
+    url = served.base + "/evaluations/1?lang=en"
+    status, headers, answer = call("GET", url, headers=bearer)
+    assert status == 200 and headers["content-language"] == "en", answer
+    read = json.loads(answer)
+    openapi_validator(served, "Evaluation").validate(read)
+    assert read["evaluation"] == 1 and read["record_id"] == "opp-7" and read["event_id"] == "e0"
+    assert read["playbook"]["hash"] == course.playbook.content_hash
+    assert [(o["action"], o["status"], o["who"]) for o in read["outcomes"]] == [(action, "accepted", "li.wei")]
+    assert read["recommendations"][0]["label"] == course.playbook.actions[action].label["en"]
+    assert read["recommendations"][0]["source"]["guide"] == course.playbook.actions[action].source.guide
+    signed = call("GET", url, headers=signed_read(url, secret))
+    assert signed[0] == 200 and json.loads(signed[2]) == read
+    latest_url = served.base + "/records/opp-7/latest"
+    status, _, answer = call("GET", latest_url, headers=signed_read(latest_url, secret))
+    assert status == 200 and json.loads(answer)["evaluation"] == 2 and json.loads(answer)["lang"] == "zh"
+    of_source = served.base + "/records/opp-7/latest?source=webhook:hubspot"
+    status, _, answer = call("GET", of_source, headers=bearer)
+    assert status == 404 and json.loads(answer)["error"]["code"] == "no_evaluation"
+    # refused: nothing, a wrong token, a signature of another path, a replayed old signature
+    assert call("GET", url)[0] == 401
+    assert call("GET", url, headers={"Authorization": "Bearer " + API_TOKEN[:-1] + "x"})[0] == 401
+    assert call("GET", url, headers=signed_read(served.base + "/evaluations/2?lang=en", secret))[0] == 401
+    assert call("GET", served.base + "/evaluations/99", headers=bearer)[0] == 404
+    assert call("GET", served.base + "/records/nobody/latest", headers=bearer)[0] == 404
+
+
+def test_reads_are_disabled_without_a_secret_or_token(served: Served) -> None:
+    status, _, answer = call("GET", served.base + "/evaluations/1")
+    assert status == 404 and b"PLAYBOOK_API_TOKEN" in answer
+    status, health = get(served.base + "/health")
+    assert health["reads"] == [] and "/webhooks/hubspot" in health["routes"]
+
+
+def test_the_openapi_document_is_valid_and_describes_every_route(served: Served) -> None:
+    from openapi_spec_validator import validate
+
+    from adapters.service import ROUTES
+
+    status, document = get(served.base + "/openapi.json")
+    assert status == 200
+    validate(document)
+    described = {(path, method) for path, item in document["paths"].items() for method in item}
+    for route in ROUTES:
+        for path in route.paths:
+            template = path.replace(":int", "").replace(":path", "")
+            assert {(template, m.lower()) for m in route.methods} <= described, path
+    assert "/webhooks/salesforce/outbound/{token}" in document["paths"]
+
+
+def test_metrics_count_requests_events_and_evaluations(served: Served) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    batch = json.loads(captured("deal_creation")) + json.loads(captured("deal_propertyChange_amount"))
+    body = json.dumps(batch).encode()
+    assert hubspot_post(served, body)[0] == 200
+    assert hubspot_post(served, body)[0] == 200  # delivered again: duplicates
+    assert hubspot_post(served, body, secret=secrets.token_urlsafe(8))[0] == 401
+    closed = captured("deal_propertyChange_dealstage_closedwon_retry3")
+    assert hubspot_post(served, closed)[0] == 200  # a closed deal: quarantined
+    status, headers, text = call("GET", served.base + "/metrics")
+    assert status == 200 and headers["content-type"].startswith("text/plain")
+    samples = {}
+    for family in text_string_to_metric_families(text.decode()):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    hubspot = "/webhooks/hubspot"
+    assert samples[("playbook_http_requests_total", (("method", "POST"), ("route", hubspot), ("status", "200")))] == 3
+    assert samples[("playbook_http_requests_total", (("method", "POST"), ("route", hubspot), ("status", "401")))] == 1
+    events = {"coalesced": 1, "evaluated": 1, "duplicate": 2, "quarantined": 1}
+    for status_word, count in events.items():
+        assert samples[("playbook_webhook_events_total", (("route", "hubspot"), ("status", status_word)))] == count
+    assert samples[("playbook_evaluation_duration_seconds_count", ())] == 1
+    assert samples[("playbook_http_request_duration_seconds_count", (("route", hubspot),))] == 4
+    assert samples[("playbook_ingest_queue_depth", ())] == 0
+    assert not any(TOKEN in str(key) for key in samples)
+
+
+def test_metrics_need_the_token_when_one_is_set(api: tuple[Served, str]) -> None:
+    served, _ = api
+    assert call("GET", served.base + "/metrics")[0] == 401
+    status, _, text = call("GET", served.base + "/metrics", headers={"Authorization": f"Bearer {API_TOKEN}"})
+    assert status == 200 and b"playbook_http_requests_total" in text
+
+
+def test_a_hubspot_batch_is_one_evaluation_of_the_deal_s_final_state(served: Served) -> None:
+    keys = ("deal_creation", "deal_propertyChange_amount", "deal_propertyChange_dealstage")
+    batch = [event for key in keys for event in json.loads(captured(key))]
+    status, answer = hubspot_post(served, json.dumps(batch).encode())
+    assert status == 200 and answer["evaluations"] == [1]
+    assert [e["status"] for e in answer["events"]] == ["coalesced", "coalesced", "evaluated"]
+    assert {e["evaluation"] for e in answer["events"]} == {1}
+    assert served.stored() == (1, 1)
+    assert served.store.get(1).facts["opportunity"] == {"id": "332507367156", "amount": 2000}
+    status, again = hubspot_post(served, json.dumps(batch).encode())  # HubSpot retries the batch
+    assert [e["status"] for e in again["events"]] == ["duplicate"] * 3 and served.stored() == (1, 1)
+
+
+def test_the_app_takes_more_routes_and_mounts(tmp_path: Path, course: Any) -> None:
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Mount, Route
+
+    async def page(request: Any) -> PlainTextResponse:
+        return PlainTextResponse("console")
+
+    console = Starlette(routes=[Route("/", page)])
+    routes = (Mount("/ui", app=console), Route("/extra", page))
+    with serving(f"sqlite:///{tmp_path / 'audit.db'}", course, routes=routes) as served:
+        assert call("GET", served.base + "/ui/")[2] == b"console"
+        assert call("GET", served.base + "/extra")[2] == b"console"
+        assert get(served.base + "/health")[0] == 200
+        metrics = call("GET", served.base + "/metrics")[2].decode()
+        assert 'route="/ui/*"' in metrics and 'route="/extra"' in metrics
+
+
+def test_secrets_are_known_names_and_stay_out_of_repr() -> None:
+    with pytest.raises(ValueError, match="PLAYBOOK_TYPO"):
+        Secrets({"PLAYBOOK_TYPO": "x"})
+    chosen = Secrets({"PLAYBOOK_WEBHOOK_SECRET": "s3cr3t-value", "PLAYBOOK_HUBSPOT_SECRET": "  "})
+    assert "s3cr3t" not in repr(chosen) and chosen.get("PLAYBOOK_HUBSPOT_SECRET") is None

@@ -17,13 +17,16 @@ from adapters.webhook import (
     SOAP_ACK,
     BadCredentials,
     BadSignature,
+    BodyTimeout,
     BodyTooLarge,
+    EventInFuture,
     IgnoredEvent,
     MalformedPayload,
     RecordEvent,
     StaleTimestamp,
     UnknownOrganization,
     WebhookError,
+    check_event_times,
     check_organization,
     check_size,
     digits,
@@ -170,8 +173,17 @@ def test_basic_auth_tokens_and_organizations() -> None:
 
 
 def test_each_way_of_failing_is_its_own_error_with_its_status() -> None:
-    kinds = [MalformedPayload, BadSignature, StaleTimestamp, BadCredentials, UnknownOrganization, BodyTooLarge]
-    assert [k.status for k in kinds] == [400, 401, 401, 401, 401, 413]
+    kinds = [
+        MalformedPayload,
+        BadSignature,
+        StaleTimestamp,
+        BadCredentials,
+        UnknownOrganization,
+        BodyTooLarge,
+        BodyTimeout,
+        EventInFuture,
+    ]
+    assert [k.status for k in kinds] == [400, 401, 401, 401, 401, 413, 408, 400]
     assert len({k.code for k in kinds}) == len(kinds)
     assert all(issubclass(k, WebhookError) for k in kinds)
     check_size(1024, 1024)
@@ -517,3 +529,55 @@ def test_hubspot_preset_reads_deals_as_the_api_gives_them_every_value_text() -> 
     assert first.case["opportunity"] == {"id": "4280411910", "amount": 6, "close_date": "2014-08-31", "win_rate": 20}
     closed = out["4307833946"]
     assert isinstance(closed, Quarantined) and closed.code == "closed_deal"
+
+
+# -- event times ------------------------------------------------------------------------------
+
+
+def test_an_event_further_in_the_future_than_the_skew_is_refused() -> None:
+    now = 1_795_767_944.0
+    events: list[RecordEvent | IgnoredEvent] = [
+        event({}, int(now * 1000)),
+        event({}, None),
+        IgnoredEvent("hubspot", "x", None, "not acted on"),
+        event({}, int((now + 299) * 1000)),
+    ]
+    check_event_times(events, now, 300)
+    with pytest.raises(EventInFuture, match="301 s after"):
+        check_event_times([*events, event({}, int((now + 301) * 1000), event_id="late")], now, 300)
+    with pytest.raises(EventInFuture):
+        check_event_times([event({}, int((now + 1) * 1000))], now, 0)
+
+
+@pytest.mark.parametrize(
+    "when",
+    [
+        "9" * 17,
+        "9" * 5000,
+        -1,
+        10**20,
+        "10000-01-01T00:00:00Z",
+        "9999-12-31T23:59:59-01:00",
+        "0001-01-01T00:00:00+01:00",
+    ],
+)
+def test_a_time_outside_1970_to_9999_is_not_a_time(when: Any) -> None:
+    body = json.dumps({"id": "e", "event": "deal.updated", "created_at": when, "data": {"id": 1}}).encode()
+    with pytest.raises(MalformedPayload, match="not a time"):
+        parse_generic(body)
+
+
+def test_a_signature_timestamp_too_long_to_be_a_time_is_malformed_not_a_crash() -> None:
+    for stamp in ("9" * 17, "9" * 5000):
+        with pytest.raises(MalformedPayload, match="digits long"):
+            verify_generic("s", body=b"{}", signature=f"t={stamp},v1=00", now=0)
+        with pytest.raises(MalformedPayload, match="digits long"):
+            verify_hubspot_v3("s", method="POST", uri="http://h/x", body=b"{}", signature="x", timestamp=stamp, now=0)
+
+
+@pytest.mark.parametrize("number", [b"1e999", b"-1e999", b"1E400", b"NaN", b"Infinity", b"-Infinity"])
+def test_non_finite_numbers_are_malformed(number: bytes) -> None:
+    body = b'{"id": "e", "event": "deal.updated", "data": {"id": 1, "amount": ' + number + b"}}"
+    with pytest.raises(MalformedPayload, match=r"finite|JSON number"):
+        parse_generic(body)
+    assert only(parse_generic(body.replace(number, b"1e300"))).fields["amount"] == 1e300

@@ -1,0 +1,151 @@
+"""The service's CPU per webhook, without sockets: the ASGI app driven in this process.
+
+    python bench/service_cpu.py [--requests 4000] [--concurrency 8] [--route generic|hubspot]
+                                [--profile FILE]
+
+The app of ``playbook serve`` (adapters/service.py, the course playbook, a temporary SQLite
+audit log) is called as uvicorn calls it, ``--concurrency`` requests at a time on one event loop
+(uvloop, as uvicorn picks it when installed),
+each a distinct signed event built as bench/events.py builds them.  Process CPU time (every
+thread: the event loop and the ingest writer) is divided by the requests answered.  HTTP parsing
+and the socket writes are not in it (bench/events.py measures those with the rest); what is left
+is the app's own cost.  CPU time still grows on a busy machine; for a figure that does not,
+count instructions: ``valgrind --tool=cachegrind --cache-sim=no python3 bench/service_cpu.py
+--requests N`` at two values of N, the difference over the difference in requests.  The bench's
+own signing counts in both.  ``--profile`` writes a cProfile of the event loop's thread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import json
+import os
+import secrets
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from adapters.service import Secrets, WebhookService  # noqa: E402
+from bench.events import generic_bodies, generic_signer, hubspot_bodies, hubspot_signer  # noqa: E402
+from engine import Evaluator, compile_playbook, load_playbook  # noqa: E402
+from engine.store import Store  # noqa: E402
+
+PATHS = {"generic": "/webhooks/generic", "hubspot": "/webhooks/hubspot"}
+
+
+async def one_request(app: Any, path: str, body: bytes, headers: dict[str, str]) -> None:
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+        + [(b"host", b"127.0.0.1:8080"), (b"content-length", str(len(body)).encode())],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8080),
+    }
+    sent = False
+    status = 0
+
+    async def receive() -> dict[str, Any]:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await asyncio.sleep(3600)
+        return {"type": "http.disconnect"}
+
+    chunks: list[bytes] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = message["status"]
+        else:
+            chunks.append(message.get("body", b""))
+
+    await app(scope, receive, send)
+    if status != 200:  # the answer is not parsed: only the server's work is measured
+        raise RuntimeError(f"{status}: {b''.join(chunks)[:300]!r}")
+
+
+async def drive(app: Any, path: str, bodies: list[bytes], sign: Any, concurrency: int) -> Counter[str]:
+    queue = list(reversed(bodies))
+    done: Counter[str] = Counter()
+
+    async def worker() -> None:
+        while queue:
+            body = queue.pop()
+            await one_request(app, path, body, sign(body))
+            done["requests"] += 1
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return done
+
+
+def run(coroutine: Any) -> Any:
+    """On uvloop when it is installed, as uvicorn's default loop is."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coroutine)
+    return uvloop.run(coroutine)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=4000)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--route", choices=list(PATHS), default="generic")
+    parser.add_argument("--profile", help="write a cProfile of the measured run here")
+    args = parser.parse_args()
+    secret = secrets.token_hex(16)
+    names = {"generic": "PLAYBOOK_WEBHOOK_SECRET", "hubspot": "PLAYBOOK_HUBSPOT_SECRET"}
+    make = generic_bodies if args.route == "generic" else hubspot_bodies
+    sign = generic_signer(secret) if args.route == "generic" else hubspot_signer(secret, 8080)
+    with tempfile.TemporaryDirectory(prefix="bench-service-cpu-") as tmp:
+        store = Store(f"sqlite:///{Path(tmp) / 'audit.db'}")
+        with compile_playbook(load_playbook(ROOT / "playbooks" / "course.yaml")) as compiled:
+            service = WebhookService(store, Evaluator(compiled), secrets=Secrets({names[args.route]: secret}))
+            try:
+                warm, _ = make(0, 200)
+                run(drive(service, PATHS[args.route], warm, sign, args.concurrency))
+                bodies, _ = make(1, args.requests)
+                profiler = cProfile.Profile() if args.profile else None
+                cpu, wall = time.process_time(), time.perf_counter()
+                if profiler:
+                    profiler.enable()
+                done = run(drive(service, PATHS[args.route], bodies, sign, args.concurrency))
+                if profiler:
+                    profiler.disable()
+                    profiler.dump_stats(args.profile)
+                cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+            finally:
+                service.close()
+                store.close()
+    result = {
+        "route": args.route,
+        "concurrency": args.concurrency,
+        "requests": done["requests"],
+        "cpu_ms_per_request": round(cpu * 1000 / done["requests"], 3),
+        "wall_seconds": round(wall, 2),
+        "loadavg": os.getloadavg(),
+    }
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

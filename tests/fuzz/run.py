@@ -1,0 +1,87 @@
+"""Fuzz the webhook parsers for a while: ``python -m tests.fuzz.run [--target NAME] [--minutes 10]``.
+
+Runs the property of tests/fuzz/webhooks.py on hypothesis-made bodies, in rounds of
+``--round`` examples with fresh random seeds, until the time is up; prints per target the
+executions, how many bodies were refused (400) or accepted, and the crashes.  A crash stops that
+target: its smallest failing body is written to ``corpus/<target>/crash-<sha256 prefix>`` (so it
+becomes a seed, and the normal test run replays it) and the command exits 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import time
+import traceback
+from collections import Counter
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+
+from tests.fuzz.webhooks import CORPUS, TARGETS, Target, bodies, check
+
+
+def fuzz(target: Target, seconds: float, per_round: int) -> dict[str, Any]:
+    counts: Counter[str] = Counter()
+    failing: list[bytes] = []
+
+    @settings(
+        max_examples=per_round,
+        deadline=None,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(bodies(target))
+    def one(body: bytes) -> None:
+        counts["executions"] += 1
+        try:
+            counts[check(target, body)] += 1
+        except BaseException:
+            failing.append(body)  # the last one is hypothesis's smallest, replayed at the end
+            raise
+
+    started = time.monotonic()
+    crash = None
+    while time.monotonic() - started < seconds:
+        try:
+            one()
+        except Exception:  # noqa: BLE001 - a crash: recorded below
+            crash = traceback.format_exc(limit=8)
+            break
+    result: dict[str, Any] = {
+        "target": target.name,
+        "seconds": round(time.monotonic() - started, 1),
+        "executions": counts["executions"],
+        "refused": counts["refused"],
+        "accepted": counts["accepted"],
+        "crashes": 0,
+    }
+    if crash is not None:
+        body = failing[-1]
+        name = f"crash-{hashlib.sha256(body).hexdigest()[:12]}"
+        (CORPUS / target.name / name).write_bytes(body)
+        result |= {"crashes": 1, "saved": str(CORPUS / target.name / name), "error": crash}
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--target", choices=[*TARGETS, "all"], default="all")
+    parser.add_argument("--minutes", type=float, default=10.0, help="per target")
+    parser.add_argument("--round", type=int, default=2000, help="examples per hypothesis run")
+    args = parser.parse_args()
+    names = list(TARGETS) if args.target == "all" else [args.target]
+    failed = False
+    for name in names:
+        result = fuzz(TARGETS[name], args.minutes * 60, args.round)
+        result["loadavg"] = [round(x, 2) for x in os.getloadavg()]
+        print(json.dumps(result), flush=True)
+        failed = failed or result["crashes"] > 0
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
