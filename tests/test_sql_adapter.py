@@ -24,7 +24,8 @@ AS_OF = dt.date(2026, 11, 27)
 OPEN = ("lead", "opportunity", "converted")
 QUERY = """
     -- the preset's columns, joined by hand to show a query reads like the table
-    SELECT o.id, o.number, o.party, o.amount, o.conversion_probability, o.end_date, o.state, p.name AS party_name
+    SELECT o.id, o.number, o.description, o.party, o.employee, o.amount, o.conversion_probability, o.start_date,
+        o.end_date, o.state, p.name AS party_name
     FROM sale_opportunity AS o LEFT JOIN party_party AS p ON p.id = o.party
     ORDER BY o.id
 """
@@ -116,13 +117,27 @@ def test_one_known_case_in_full(tryton: TrytonCrm, tryton_facts: dict[str, dict[
             "period_target": 100000,
             "close_date": "2026-12-04",
             "win_rate": 60,
+            "name": "Northwind: plant retrofit",  # the description
+            "owner": "Sam Seller",  # the employee's party, through two lookups
+            "stage": "opportunity",
+            "created_date": "2026-09-01",  # the start date
         },
-        "account": {"id": fact["code"]},
+        "account": {"id": fact["code"], "name": "Northwind Metals"},
     }
 
 
 def test_a_query_reads_the_same_cases_as_the_table(tryton: TrytonCrm) -> None:
     assert read(tryton, query=QUERY) == read(tryton, table="sale_opportunity")
+
+
+def test_a_query_without_the_who_and_where_columns_still_reads(tryton: TrytonCrm) -> None:
+    narrow = "SELECT id, number, party, amount, conversion_probability, end_date, state FROM sale_opportunity"
+    full = read(tryton, table="sale_opportunity")
+    assert len(read(tryton, query=narrow)) == len(full)
+    for (_, item), (_, whole) in zip(read(tryton, query=narrow), full, strict=True):
+        if isinstance(item, MappedCase) and isinstance(whole, MappedCase):
+            lacking = {k: v for k, v in whole.case["opportunity"].items() if k not in ("name", "owner", "created_date")}
+            assert item.case["opportunity"] == lacking
 
 
 def test_a_query_can_choose_the_rows(tryton: TrytonCrm) -> None:
