@@ -17,6 +17,7 @@ every problem at ``file:line:col`` with a stable code.  Presets live in ``adapte
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import math
 import re
 from collections.abc import Callable, Iterable, Sequence
@@ -44,7 +45,7 @@ __all__ = [
 ]
 
 PRESETS_DIR = Path(__file__).resolve().parent / "presets"
-_EMPTY = ("", "null", "NULL", "None", "none", "N/A", "n/a", "#N/A")
+_EMPTY = frozenset(("", "null", "NULL", "None", "none", "N/A", "n/a", "#N/A"))
 _TRUE = ("true", "yes", "y", "1", "t", "是")
 _FALSE = ("false", "no", "n", "0", "f", "否")
 
@@ -95,7 +96,9 @@ class Lookup:
 
 @dataclass(frozen=True)
 class FieldRule:
-    target: str
+    target: str  # obj.key
+    obj: str
+    key: str
     sources: tuple[str, ...]
     constant: Any
     type: str
@@ -237,10 +240,8 @@ class Mapping:
         case: dict[str, Any] = {}
         for rule in self.fields:
             value = self._field(rule, record, joined)
-            if value is _MISSING:
-                continue
-            obj, key = rule.target.split(".", 1)
-            case.setdefault(obj, {})[key] = value
+            if value is not _MISSING:
+                case.setdefault(rule.obj, {})[rule.key] = value
         case_id = record_id or (f"line {line}" if line is not None else "record")
         case["id"] = case_id
         problem = unstorable(case)
@@ -357,16 +358,46 @@ def _encodes(text: str) -> bool:
     return True
 
 
-def unstorable(value: Any, where: str = "") -> str | None:
+def unstorable(value: Any) -> str | None:
     """Why a case cannot be stored, else None: text (a key or a value) holding a NUL or half a surrogate pair.
 
     PostgreSQL refuses NUL in text, and UTF-8 has no encoding for a lone surrogate (the audit
     log's hash and its JSON both need one), so such a case is quarantined before it is stored.
     """
+    return None if _storable(value) else _why_unstorable(value, "")
+
+
+def _text_storable(text: str) -> bool:
+    return "\x00" not in text and (text.isascii() or _encodes(text))
+
+
+def _storable(value: Any) -> bool:
+    """The fast walk (every case takes it): strings are checked inline, containers recursed into."""
+    if isinstance(value, str):
+        return _text_storable(value)
+    if isinstance(value, dict):
+        items: Iterable[tuple[Any, Any]] = value.items()
+    elif isinstance(value, list | tuple):
+        items = enumerate(value)
+    else:
+        return True
+    for key, inner in items:
+        if type(key) is str and not _text_storable(key):
+            return False
+        if type(inner) is str:
+            if "\x00" in inner or not (inner.isascii() or _encodes(inner)):  # _text_storable, inlined: hot
+                return False
+        elif isinstance(inner, dict | list | tuple) and not _storable(inner):
+            return False
+    return True
+
+
+def _why_unstorable(value: Any, where: str) -> str | None:
+    """The slow walk (only a case that cannot be stored takes it): where, and what."""
     if isinstance(value, str):
         if "\x00" in value:
             return f"{where or 'a value'} holds a NUL character (\\u0000): text that cannot be stored"
-        if not value.isascii() and not _encodes(value):
+        if not _encodes(value):
             code = next(ord(c) for c in value if 0xD800 <= ord(c) <= 0xDFFF)
             what = f"U+{code:04X}: half of a UTF-16 pair"
             if 0xDC80 <= code <= 0xDCFF:  # how Python keeps a byte that is not UTF-8
@@ -376,12 +407,12 @@ def unstorable(value: Any, where: str = "") -> str | None:
     if isinstance(value, dict):
         for key, inner in value.items():
             place = f"{where}.{key}" if where else str(key)
-            problem = unstorable(key, f"the name {shown(place)}") or unstorable(inner, shown(place))
+            problem = _why_unstorable(key, f"the name {shown(place)}") or _why_unstorable(inner, shown(place))
             if problem is not None:
                 return problem
     elif isinstance(value, list | tuple):
         for i, inner in enumerate(value):
-            problem = unstorable(inner, f"{where}[{i}]")
+            problem = _why_unstorable(inner, f"{where}[{i}]")
             if problem is not None:
                 return problem
     return None
@@ -417,15 +448,29 @@ def _parse_number(raw: Any, rule: FieldRule, used: str) -> Any:
         raise _Reject("bad_number", f"{used} '{raw}' is not a number")
     if isinstance(raw, int | float):
         return _finite(raw, raw, used)
-    text = str(raw).strip().replace("\u00a0", "").replace(" ", "")
+    text = str(raw)
+    number = (_number_of if len(text) <= _CACHED else _number_of.__wrapped__)(text, rule.decimal)
+    if number is None:
+        raise _Reject("bad_number", f"{used} '{shown(raw)}' is not a number")
+    return _finite(number, raw, used)
+
+
+_CACHED = 40  # values this short are read once per distinct text: exports repeat dates, prices and stages
+
+
+@functools.lru_cache(maxsize=8192)
+def _number_of(text: str, decimal: str) -> int | float | None:
+    """The number a text says (thousands separators, currency signs, a percent sign), else None."""
+    text = text.strip().replace("\u00a0", "").replace(" ", "")
     percent = text.endswith("%")
     text = text.rstrip("%").lstrip("$¥€£")
-    text = text.replace(".", "").replace(",", ".") if rule.decimal == "," else text.replace(",", "")
+    text = text.replace(".", "").replace(",", ".") if decimal == "," else text.replace(",", "")
     try:
         number = float(text)
     except ValueError:
-        raise _Reject("bad_number", f"{used} '{shown(raw)}' is not a number") from None
-    _finite(number, raw, used)
+        return None
+    if not math.isfinite(number):
+        return number  # refused by the caller, which names the field
     if percent:
         number /= 100
     return int(number) if number.is_integer() and "." not in text and not percent else number
@@ -437,7 +482,17 @@ def _parse_date(raw: Any, rule: FieldRule, used: str) -> Any:
     if isinstance(raw, dt.date):
         return raw.isoformat()
     text = str(raw).strip()
-    for fmt in rule.formats or ("iso",):
+    formats = rule.formats or ("iso",)
+    date = (_date_of if len(text) <= _CACHED else _date_of.__wrapped__)(text, formats)
+    if date is None:
+        raise _Reject("bad_date", f"{used} '{shown(raw)}' is not a date in {', '.join(formats)}")
+    return date
+
+
+@functools.lru_cache(maxsize=8192)
+def _date_of(text: str, formats: tuple[str, ...]) -> str | None:
+    """The ISO date a text says in the first of ``formats`` that reads it, else None."""
+    for fmt in formats:
         try:
             if fmt == "epoch_ms":
                 return dt.datetime.fromtimestamp(int(float(text)) / 1000, dt.UTC).date().isoformat()
@@ -450,7 +505,7 @@ def _parse_date(raw: Any, rule: FieldRule, used: str) -> Any:
             return dt.datetime.strptime(text, fmt).date().isoformat()
         except (ValueError, OverflowError, OSError):
             continue
-    raise _Reject("bad_date", f"{used} '{shown(raw)}' is not a date in {', '.join(rule.formats or ('iso',))}")
+    return None
 
 
 def _parse_boolean(raw: Any, rule: FieldRule, used: str) -> Any:
@@ -571,6 +626,8 @@ def load_mapping(name_or_path: str | Path) -> Mapping:
         rules.append(
             FieldRule(
                 target=str(target),
+                obj=str(target).split(".", 1)[0],
+                key=str(target).split(".", 1)[1],
                 sources=tuple(str(s) for s in sources),
                 constant=rule.get("value", _MISSING),
                 type=kind,
