@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from adapters.mapping import MappedCase, Mapping, Quarantined, quarantine_failure
+from adapters.mapping import MappedCase, Mapping, Quarantined, quarantine_failure, shown
 from engine.errors import Location, PlaybookError, Problem
 
 __all__ = ["detect_encoding", "read_csv"]
@@ -166,7 +166,7 @@ def _check_header(path: Path, line: int, text: str, header: list[str]) -> None:
                 Problem(
                     Location(str(path), line, col),
                     "csv_duplicate_column",
-                    f"column '{name}' is named twice in the header (cells {seen[name] + 1} and {i + 1}): "
+                    f"column '{shown(name)}' is named twice in the header (cells {seen[name] + 1} and {i + 1}): "
                     "rename one, or a mapping could read only one of them",
                 )
             )

@@ -65,6 +65,13 @@ class Quarantined:
     code: str
     reason: str
 
+    def __post_init__(self) -> None:
+        # whatever made it, a quarantined record can be printed and stored: its text is escaped if it must be
+        if self.record_id is not None and not _storable(self.record_id):
+            object.__setattr__(self, "record_id", shown(self.record_id))
+        if not _storable(self.reason):
+            object.__setattr__(self, "reason", _escaped(self.reason))
+
     def to_json(self) -> dict[str, Any]:
         return {"line": self.line, "record_id": self.record_id, "code": self.code, "reason": self.reason}
 
@@ -193,7 +200,7 @@ class Mapping:
                 Problem(
                     location_of_column(self, column),
                     "mapping_unknown_column",
-                    f"column '{column}' is not in {what}{did_you_mean(column, present)}",
+                    f"column '{column}' is not in {what}{did_you_mean(column, [shown(p) for p in present])}",
                 )
                 for column in missing
             )
@@ -226,7 +233,7 @@ class Mapping:
             record_id = self.id_of(record)
             return self._case(record, record_id, line)
         except _Reject as reject:
-            return Quarantined(line, _storable_id(record_id), reject.code, reject.reason)
+            return Quarantined(line, record_id, reject.code, reject.reason)
         except Exception as exc:  # noqa: BLE001 - the record's boundary: no record may stop a run
             return quarantine_failure(line, record_id, exc)
 
@@ -345,6 +352,10 @@ def shown(value: Any) -> str:
     text = value if isinstance(value, str) else str(value)
     if len(text) > _SHOWN:
         text = f"{text[:_SHOWN]}… ({len(text)} characters)"
+    return _escaped(text)
+
+
+def _escaped(text: str) -> str:
     if text.isprintable() and (text.isascii() or _encodes(text)):
         return text
     return "".join(c if c.isprintable() and _encodes(c) else c.encode("unicode_escape").decode("ascii") for c in text)
@@ -426,11 +437,7 @@ def quarantine_failure(line: int | None, record_id: str | None, exc: BaseExcepti
         reason = "nested too deeply to read"
     else:
         reason = f"could not be read: {type(exc).__name__}: {shown(str(exc))}"
-    return Quarantined(line, _storable_id(record_id), "bad_record", reason)
-
-
-def _storable_id(record_id: str | None) -> str | None:
-    return record_id if record_id is None or unstorable(record_id) is None else shown(record_id)
+    return Quarantined(line, record_id, "bad_record", reason)
 
 
 def _finite(number: Any, raw: Any, used: str) -> Any:
