@@ -200,17 +200,23 @@ def _run_key(
 
 
 def _numbered_input(
-    path: str, mapping: Any, progress: Any, *, sql: tuple[str | None, str | None] = (None, None)
+    path: str,
+    mapping: Any,
+    progress: Any,
+    *,
+    sql: tuple[str | None, str | None] = (None, None),
+    sql_timeout: float | None = None,
 ) -> Iterator[tuple[int, Any]]:
     """(line, case | CaseError | Quarantined) for every record: JSON Lines, CSV, JSON records or a database."""
     if mapping is None:
         from adapters.jsonl import read_numbered_cases
 
-        handle = sys.stdin if path == "-" else open(path, encoding="utf-8-sig")  # noqa: SIM115 - closed below
+        # bytes: each line's encoding is checked on its own, so one bad line is that line's error
+        handle = sys.stdin.buffer if path == "-" else open(path, "rb")  # noqa: SIM115 - closed below
         try:
             yield from read_numbered_cases(handle)
         finally:
-            if handle is not sys.stdin:
+            if handle is not sys.stdin.buffer:
                 handle.close()
         return
     from adapters.csv_export import read_csv
@@ -219,7 +225,7 @@ def _numbered_input(
     from adapters.sql_source import read_sql
 
     if sql != (None, None):
-        records = read_sql(path, mapping, table=sql[0], query=sql[1])
+        records = read_sql(path, mapping, table=sql[0], query=sql[1], timeout=sql_timeout or None)
     elif path.lower().endswith((".json", ".jsonl")):
         records = read_json_records(path, mapping)
     else:
@@ -241,6 +247,13 @@ def _numbered_input(
 )
 @click.option("--table", help="With --sql: the table to read.")
 @click.option("--query", help="With --sql: a SELECT to run.")
+@click.option(
+    "--sql-timeout",
+    type=click.FloatRange(0),
+    default=300.0,
+    show_default=True,
+    help="With --sql: seconds the database may take to give the next rows (PostgreSQL, SQLite); 0 for no limit.",
+)
 @_as_of_option
 @click.option(
     "--format",
@@ -263,6 +276,7 @@ def recommend(
     sql_url: str | None,
     table: str | None,
     query: str | None,
+    sql_timeout: float,
     as_of: str | None,
     fmt: str,
     lang: str,
@@ -320,7 +334,8 @@ def recommend(
 
         run = None if store is None else _run_key(input_path, playbook, when, mapping, sql=(table, query))
         done = store.stored_import_keys(source, f"{run}:") if store is not None and run else set()
-        for line, item in _numbered_input(input_path, mapping, bar.update if bar else None, sql=(table, query)):
+        progress = bar.update if bar else None
+        for line, item in _numbered_input(input_path, mapping, progress, sql=(table, query), sql_timeout=sql_timeout):
             counts["rows"] += 1
             if isinstance(item, Quarantined):
                 quarantined[item.code] = quarantined.get(item.code, 0) + 1

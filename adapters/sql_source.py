@@ -16,13 +16,21 @@ with SELECT, WITH, VALUES or TABLE, nothing is ever committed, and the transacti
 Values arrive as the driver gives them (no SQLAlchemy type conversion: SQLite stores Tryton's
 amounts as text blobs that SQLAlchemy's Numeric cannot read), except that bytes are decoded as
 UTF-8; the mapping parses numbers and dates, so a table and a query reading the same rows give
-the same cases.
+the same cases.  Text that is not UTF-8 (SQLite stores whatever it is given) is kept with its
+bad bytes escaped, so that the record holding it is quarantined (``unstorable_text``) instead of
+stopping the read or being changed silently.
+
+A statement timeout bounds how long the database may take to give the next rows (``timeout``
+seconds, :data:`DEFAULT_TIMEOUT` unless given; ``None`` for none): on PostgreSQL it is the
+transaction's ``statement_timeout`` (each fetch of a streamed result is a statement), on SQLite a
+progress handler that interrupts a step running longer.  Other databases are not bounded.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import time
 import warnings
 from collections.abc import Iterator
 from typing import Any
@@ -31,29 +39,40 @@ from urllib.parse import quote
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Connection, Engine
 
-from adapters.mapping import Lookup, MappedCase, Mapping, Quarantined, location_of_column
+from adapters.mapping import Lookup, MappedCase, Mapping, Quarantined, location_of_column, quarantine_failure
 from engine.errors import Location, PlaybookError, Problem, did_you_mean
 
-__all__ = ["read_only_engine", "read_sql"]
+__all__ = ["DEFAULT_TIMEOUT", "read_only_engine", "read_sql"]
 
 BATCH = 1000
 """Rows fetched at a time (a server-side cursor where the driver has one): memory stays constant."""
+
+DEFAULT_TIMEOUT = 300.0
+"""Seconds the database may take to give the next rows: long enough for a sort over millions of
+rows before the first one, short enough that a runaway query does not hold a CRM's database."""
 
 _QUERY_STARTS = ("select", "with", "values", "table")
 _LEADING = re.compile(r"(?:\s+|--[^\n]*(?:\n|$)|/\*.*?\*/|\()*", re.S)
 
 
 def read_sql(
-    url: str, mapping: Mapping, *, table: str | None = None, query: str | None = None
+    url: str,
+    mapping: Mapping,
+    *,
+    table: str | None = None,
+    query: str | None = None,
+    timeout: float | None = DEFAULT_TIMEOUT,
 ) -> Iterator[tuple[int, MappedCase | Quarantined]]:
     """Each row of ``table`` or of ``query`` (give exactly one), by its 1-based position, mapped or quarantined.
 
     Raises :class:`PlaybookError` with located problems: a column the mapping reads that the
-    result lacks (``mapping_unknown_column``, at the mapping's line), an unknown table
-    (``sql_unknown_table``), a lookup without a table (``mapping_lookup_table``), a query that is
-    not a SELECT (``sql_not_a_query``), a bad URL (``sql_url``), a database that cannot be opened
-    (``sql_connect``) or that rejects the query (``sql_query``).  ValueError when given both a
-    table and a query, or neither: that is the caller's mistake, not the user's.
+    result lacks (``mapping_unknown_column``, at the mapping's line), a result naming a column
+    twice (``sql_duplicate_column``), an unknown table (``sql_unknown_table``), a lookup without
+    a table (``mapping_lookup_table``), a query that is not a SELECT (``sql_not_a_query``), a bad
+    URL (``sql_url``), a database that cannot be opened (``sql_connect``), that rejects the query
+    (``sql_query``) or that takes longer than ``timeout`` seconds to give the next rows
+    (``sql_timeout``).  ValueError when given both a table and a query, or neither: that is the
+    caller's mistake, not the user's.
     """
     if (table is None) == (query is None):
         raise ValueError("read_sql reads a table or a query: give exactly one")
@@ -62,33 +81,98 @@ def read_sql(
         _check_query(query, where)
     lookup_tables = _lookup_tables(mapping)
     engine = read_only_engine(url)
+    position = 0
     try:
         try:
             conn = engine.connect()
         except sa.exc.SQLAlchemyError as exc:
             raise _problem(where, "sql_connect", f"cannot open the database: {_reason(exc)}") from None
         with conn:
+            clock = _Clock(conn, timeout)
             try:
-                _begin_read_only(conn)
+                _begin_read_only(conn, timeout)
+                clock.restart()
                 for name, table_name in lookup_tables.items():
                     mapping.attach(name, _read_lookup(conn, mapping, mapping.lookups[name], table_name))
+                clock.restart()
                 if table is not None:
                     statement, columns = _select_table(conn, table, mapping, where)
                     result = conn.execute(statement.execution_options(yield_per=BATCH))
                 else:
                     result = conn.execute(sa.text(str(query)).execution_options(yield_per=BATCH))
                     columns = list(result.keys())
+                    _check_unique(columns, where)
                     mapping.check_columns(columns, "the query's result")
-                for position, row in enumerate(result, start=1):
-                    record = {column: _plain(value) for column, value in zip(columns, row, strict=True)}
-                    yield position, mapping.to_case(record, line=position)
+                rows = iter(result)
+                while True:
+                    clock.restart()  # the time a consumer takes between rows is not the database's
+                    row = next(rows, None)
+                    if row is None:
+                        break
+                    position += 1
+                    try:
+                        record = {column: _plain(value) for column, value in zip(columns, row, strict=True)}
+                        item = mapping.to_case(record, line=position)
+                    except Exception as exc:  # noqa: BLE001 - the row's boundary: no row may stop a read
+                        item = quarantine_failure(position, None, exc)
+                    yield position, item
             except sa.exc.SQLAlchemyError as exc:
+                if clock.expired(exc):
+                    raise _problem(
+                        where,
+                        "sql_timeout",
+                        f"the database took longer than {timeout:g} s to give the rows after row {position} "
+                        "(--sql-timeout); those rows were not read",
+                    ) from None
                 raise _problem(where, "sql_query", f"the database refused the read: {_reason(exc)}") from None
             finally:
                 if conn.in_transaction():
                     conn.rollback()
     finally:
         engine.dispose()
+
+
+class _Clock:
+    """The statement timeout on SQLite: a progress handler interrupts a step that runs past the deadline.
+
+    PostgreSQL keeps its own (``statement_timeout``); this only tells its cancellation apart.
+    """
+
+    def __init__(self, conn: Connection, timeout: float | None) -> None:
+        self.timeout = timeout if timeout else None
+        self.deadline = float("inf")
+        self.interrupted = False
+        if self.timeout is not None and conn.dialect.name == "sqlite":
+            raw = conn.connection.dbapi_connection
+            if raw is not None:
+                raw.set_progress_handler(self._check, 10_000)
+
+    def restart(self) -> None:
+        if self.timeout is not None:
+            self.deadline = time.monotonic() + self.timeout
+
+    def _check(self) -> int:
+        if time.monotonic() > self.deadline:
+            self.interrupted = True
+            return 1  # SQLite stops the step: OperationalError "interrupted"
+        return 0
+
+    def expired(self, exc: sa.exc.SQLAlchemyError) -> bool:
+        original = getattr(exc, "orig", None)
+        code = getattr(original, "sqlstate", None) or getattr(original, "pgcode", None)  # psycopg, psycopg2
+        return self.interrupted or code == "57014"  # query_canceled
+
+
+def _check_unique(columns: list[str], where: Location) -> None:
+    """Refuse a result naming a column twice: a record could keep only one of the two values."""
+    twice = sorted({c for c in columns if columns.count(c) > 1})
+    if twice:
+        raise _problem(
+            where,
+            "sql_duplicate_column",
+            f"the query's result names {', '.join(repr(c) for c in twice)} more than once: give each column "
+            "its own name (AS)",
+        )
 
 
 def read_only_engine(url: str) -> Engine:
@@ -111,6 +195,8 @@ def read_only_engine(url: str) -> Engine:
 
     @sa.event.listens_for(engine, "connect")
     def _session_read_only(dbapi_connection: Any, _record: Any) -> None:
+        if backend == "sqlite":
+            dbapi_connection.text_factory = _sqlite_text
         cursor = dbapi_connection.cursor()
         try:
             if backend == "sqlite":
@@ -139,10 +225,12 @@ def _sqlite_read_only(url: URL) -> URL:
     return url.set(database=database, query=query)
 
 
-def _begin_read_only(conn: Connection) -> None:
-    """Make the transaction about to start read-only (the statement must come first in it)."""
+def _begin_read_only(conn: Connection, timeout: float | None) -> None:
+    """Make the transaction about to start read-only (the statement must come first in it), and bounded."""
     if conn.dialect.name in ("postgresql", "oracle"):
         conn.exec_driver_sql("SET TRANSACTION READ ONLY")
+    if conn.dialect.name == "postgresql" and timeout:
+        conn.exec_driver_sql(f"SET LOCAL statement_timeout = {max(1, round(timeout * 1000))}")  # an int, not input
 
 
 def _check_query(query: str, where: Location) -> None:
@@ -222,15 +310,14 @@ def _read_lookup(conn: Connection, mapping: Mapping, lookup: Lookup, name: str) 
     table, _ = _columns_of(conn, name, lookup.location)
     present = [c.name for c in table.columns]
     prefix = f"{lookup.name}."
-    sources = {s for rule in mapping.fields for s in rule.sources} | {q[0] for q in mapping.quarantine}
-    wanted = {s[len(prefix) :] for s in sources if s.startswith(prefix)}
+    wanted = mapping.lookup_columns(lookup.name)
     problems = [
         Problem(
             location_of_column(mapping, prefix + column),
             "mapping_unknown_column",
             f"column '{column}' is not in table {name} (lookup '{lookup.name}'){did_you_mean(column, present)}",
         )
-        for column in sorted(wanted - set(present))
+        for column in sorted(mapping.lookup_columns(lookup.name, needed=True) - set(present) - {lookup.key})
     ]
     if lookup.key not in present:
         problems.append(
@@ -243,7 +330,7 @@ def _read_lookup(conn: Connection, mapping: Mapping, lookup: Lookup, name: str) 
         )
     if problems:
         raise PlaybookError(problems)
-    columns = [c for c in present if c in wanted or c == lookup.key]
+    columns = [c for c in present if c in wanted]
     rows = conn.execute(sa.select(*(table.c[c] for c in columns)))
     return [{c: _plain(v) for c, v in zip(columns, row, strict=True)} for row in rows]
 
@@ -255,8 +342,13 @@ def _plain(value: Any) -> Any:
     if isinstance(value, memoryview):
         value = value.tobytes()
     if isinstance(value, bytes | bytearray):
-        return bytes(value).decode("utf-8", errors="replace")
+        return _sqlite_text(bytes(value))
     return value
+
+
+def _sqlite_text(data: bytes) -> str:
+    """UTF-8 text; a byte that is not UTF-8 kept escaped (a lone surrogate) so its record is quarantined."""
+    return data.decode("utf-8", errors="surrogateescape")
 
 
 def _where(url: str) -> Location:

@@ -2,7 +2,7 @@
 
     python bench/end_to_end.py [--rows 100000] [--data DIR] [--as-of 2017-03-01] [--format summary|json|text]
 
-The Maven CRM sample set (sales_pipeline.csv, with accounts.csv and products.csv beside it)
+The Maven CRM sample set (sales_pipeline.csv, with accounts.csv, products.csv and sales_teams.csv beside it)
 is repeated to ``--rows`` rows in a temporary folder, each copy's opportunity ids made
 distinct (``<id>-r<k>``) so every row is a record of its own.  Two inputs are written:
 
@@ -187,7 +187,7 @@ def main() -> None:
     runs = []
     with tempfile.TemporaryDirectory(prefix="bench-e2e-") as tmp:
         work = Path(tmp)
-        for lookup in ("accounts.csv", "products.csv"):  # the preset's lookups are read beside the input
+        for lookup in ("accounts.csv", "products.csv", "sales_teams.csv"):  # the preset's lookups, beside the input
             shutil.copy(args.data / lookup, work / lookup)
         # One open deal: what every run pays before its first case (imports, playbook, compile, schema).
         write_repeated(header, open_deals, 1, work / "startup.csv")

@@ -275,7 +275,10 @@ def test_a_hubspot_property_change_is_merged_with_the_deal_s_earlier_state(serve
     status, answer = hubspot_post(served, json.dumps([later]).encode())
     assert status == 200 and answer["evaluations"] == [4]
     facts = served.store.get(4).facts
-    assert facts == {"id": "332507367156", "opportunity": {"id": "332507367156", "amount": 2000, "win_rate": 40}}
+    assert facts == {
+        "id": "332507367156",
+        "opportunity": {"id": "332507367156", "amount": 2000, "stage": "qualifiedtobuy", "win_rate": 40},
+    }
     state = served.store.record_state("webhook:hubspot", "48975575/332507367156")
     assert state.fields["dealstage"] == "qualifiedtobuy" and state.version == 4
     status, answer = hubspot_post(served, captured("deal_deletion"))
@@ -302,6 +305,10 @@ def test_a_salesforce_outbound_message_is_answered_with_the_soap_ack(served: Ser
         "amount": 45000.0,
         "close_date": "2020-07-11",
         "win_rate": 80,
+        "name": "Backpackers, Inc. (Sample)",
+        "owner": "0055w00000BhqR0AAJ",
+        "stage": "Negotiation/Review",
+        "created_date": "2020-05-08",
     }
     assert post(f"{served.base}/webhooks/salesforce/outbound/wrong", body)[0] == 401
     assert post(f"{served.base}/webhooks/salesforce/outbound", body)[0] == 401  # the token is required
@@ -722,7 +729,7 @@ def test_a_hubspot_batch_is_one_evaluation_of_the_deal_s_final_state(served: Ser
     assert [e["status"] for e in answer["events"]] == ["coalesced", "coalesced", "evaluated"]
     assert {e["evaluation"] for e in answer["events"]} == {1}
     assert served.stored() == (1, 1)
-    assert served.store.get(1).facts["opportunity"] == {"id": "332507367156", "amount": 2000}
+    assert served.store.get(1).facts["opportunity"] == {"id": "332507367156", "amount": 2000, "stage": "qualifiedtobuy"}
     status, again = hubspot_post(served, json.dumps(batch).encode())  # HubSpot retries the batch
     assert [e["status"] for e in again["events"]] == ["duplicate"] * 3 and served.stored() == (1, 1)
 

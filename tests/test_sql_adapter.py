@@ -24,7 +24,8 @@ AS_OF = dt.date(2026, 11, 27)
 OPEN = ("lead", "opportunity", "converted")
 QUERY = """
     -- the preset's columns, joined by hand to show a query reads like the table
-    SELECT o.id, o.number, o.party, o.amount, o.conversion_probability, o.end_date, o.state, p.name AS party_name
+    SELECT o.id, o.number, o.description, o.party, o.employee, o.amount, o.conversion_probability, o.start_date,
+        o.end_date, o.state, p.name AS party_name
     FROM sale_opportunity AS o LEFT JOIN party_party AS p ON p.id = o.party
     ORDER BY o.id
 """
@@ -116,13 +117,27 @@ def test_one_known_case_in_full(tryton: TrytonCrm, tryton_facts: dict[str, dict[
             "period_target": 100000,
             "close_date": "2026-12-04",
             "win_rate": 60,
+            "name": "Northwind: plant retrofit",  # the description
+            "owner": "Sam Seller",  # the employee's party, through two lookups
+            "stage": "opportunity",
+            "created_date": "2026-09-01",  # the start date
         },
-        "account": {"id": fact["code"]},
+        "account": {"id": fact["code"], "name": "Northwind Metals"},
     }
 
 
 def test_a_query_reads_the_same_cases_as_the_table(tryton: TrytonCrm) -> None:
     assert read(tryton, query=QUERY) == read(tryton, table="sale_opportunity")
+
+
+def test_a_query_without_the_who_and_where_columns_still_reads(tryton: TrytonCrm) -> None:
+    narrow = "SELECT id, number, party, amount, conversion_probability, end_date, state FROM sale_opportunity"
+    full = read(tryton, table="sale_opportunity")
+    assert len(read(tryton, query=narrow)) == len(full)
+    for (_, item), (_, whole) in zip(read(tryton, query=narrow), full, strict=True):
+        if isinstance(item, MappedCase) and isinstance(whole, MappedCase):
+            lacking = {k: v for k, v in whole.case["opportunity"].items() if k not in ("name", "owner", "created_date")}
+            assert item.case["opportunity"] == lacking
 
 
 def test_a_query_can_choose_the_rows(tryton: TrytonCrm) -> None:
@@ -430,3 +445,133 @@ def test_recommend_reads_the_live_tryton_database_and_resumes(tryton: TrytonCrm,
     assert "6 already stored by an earlier run of this import" in again.stderr
     usage = CliRunner().invoke(main, ["recommend", "--sql", tryton.url, "--mapping", "tryton_opportunity"])
     assert usage.exit_code == 2
+
+
+# -- hostile rows and runaway queries -------------------------------------------------------------
+
+SLOW_SQLITE = (
+    "SELECT d.* FROM deals AS d, (WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 20000000) "
+    "SELECT max(x) AS m FROM c) AS slow"
+)  # about 7 s here without a timeout: a broken timeout fails the test instead of hanging it
+
+
+def test_a_runaway_query_on_sqlite_is_stopped_by_the_statement_timeout(small: tuple[str, Any]) -> None:
+    url, mapping = small
+    with pytest.raises(PlaybookError) as error:
+        list(read_sql(url, mapping, query=SLOW_SQLITE, timeout=0.3))
+    assert codes(error) == ["sql_timeout"]
+    assert "longer than 0.3 s to give the rows after row 0" in str(error.value)
+
+
+def _many_deals(url: str, count: int) -> None:
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM deals"))
+        conn.execute(
+            sa.text("INSERT INTO deals (deal_id, account, amount, stage) VALUES (:d, 'A1', '5', 'Open')"),
+            [{"d": f"m{i:05d}"} for i in range(count)],
+        )
+    engine.dispose()
+
+
+def test_the_timeout_counts_the_databases_time_not_the_readers(small: tuple[str, Any]) -> None:
+    """Rows come in batches; a consumer slower than the timeout between two batches is not cut off."""
+    import time
+
+    url, mapping = small
+    _many_deals(url, 2500)
+    seen = 0
+    for position, _ in read_sql(url, mapping, table="deals", timeout=0.2):
+        seen += 1
+        if position in (999, 1000, 1999, 2000):  # around each batch of 1,000 rows
+            time.sleep(0.25)
+    assert seen == 2500
+
+
+def test_text_sqlite_cannot_store_elsewhere_quarantines_its_row_only(small: tuple[str, Any]) -> None:
+    url, _ = small
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE deals SET account = 'A1' || char(0) || 'x' WHERE deal_id = 'd1'"))
+        conn.execute(sa.text("UPDATE deals SET stage = CAST(X'4f70656e' AS TEXT) WHERE deal_id = 'd2'"))  # 'Open'
+        conn.execute(sa.text("UPDATE deals SET deal_id = CAST(X'64ff32' AS TEXT) WHERE deal_id = 'd2'"))  # not UTF-8
+    engine.dispose()
+    other = MAPPING.replace("required: true", "required: false")
+    path = Path(url.removeprefix("sqlite:///")).with_name("loose.yaml")
+    path.write_text(other, encoding="utf-8")
+    items = list(read_sql(url, load_mapping(path), table="deals"))
+    got = [(p, i.code if isinstance(i, Quarantined) else i.case_id) for p, i in items]
+    assert got == [
+        (1, "unstorable_text"),  # d1: a NUL in its account
+        (2, "closed_deal"),
+        (3, "d4"),
+        (4, "bad_number"),
+        (5, "unstorable_text"),  # d\xff2: an id that is not UTF-8 (last by primary key)
+    ]
+    assert "NUL character" in items[0][1].reason  # type: ignore[union-attr]
+    assert "not UTF-8" in items[4][1].reason  # type: ignore[union-attr]
+
+
+def test_a_query_naming_a_column_twice_is_refused(small: tuple[str, Any]) -> None:
+    url, mapping = small
+    with pytest.raises(PlaybookError) as error:
+        list(read_sql(url, mapping, query="SELECT deal_id, account, amount, closing, stage, amount FROM deals"))
+    assert codes(error) == ["sql_duplicate_column"]
+    assert "'amount' more than once" in str(error.value)
+
+
+def test_postgresql_statement_timeout_default_and_configured(pg_url: str, tmp_path: Path) -> None:
+    mapping_file = tmp_path / "pg.yaml"
+    mapping_file.write_text(
+        "mapping: {id: pg, record_id: deal_id}\nfields:\n  opportunity.amount: {from: amount, type: number}\n",
+        encoding="utf-8",
+    )
+    mapping = load_mapping(mapping_file)
+    setting = "SELECT current_setting('statement_timeout') AS deal_id, 1 AS amount"
+    assert [i.case_id for _, i in read_sql(pg_url, mapping, query=setting)] == ["5min"]  # type: ignore[union-attr]
+    assert [i.case_id for _, i in read_sql(pg_url, mapping, query=setting, timeout=2.5)] == ["2500ms"]  # type: ignore[union-attr]
+    assert [i.case_id for _, i in read_sql(pg_url, mapping, query=setting, timeout=None)] == ["0"]  # type: ignore[union-attr]
+    slow = "SELECT deal_id, amount FROM deals, pg_sleep(3)"
+    with pytest.raises(PlaybookError) as error:
+        list(read_sql(pg_url, mapping, query=slow, timeout=0.3))
+    assert codes(error) == ["sql_timeout"]
+    with pytest.raises(PlaybookError) as error:
+        list(read_sql(pg_url, mapping, query="SELECT deal_id, 1 / 0 AS amount FROM deals"))
+    assert codes(error) == ["sql_query"]  # a refusal is not a timeout
+
+
+def test_postgresql_timeout_counts_each_fetch(pg_url: str, tmp_path: Path) -> None:
+    import time
+
+    mapping_file = tmp_path / "pg.yaml"
+    mapping_file.write_text(
+        "mapping: {id: pg, record_id: deal_id}\nfields:\n  opportunity.id: deal_id\n", encoding="utf-8"
+    )
+    engine = sa.create_engine(pg_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO deals SELECT 'g' || n, n, NULL FROM generate_series(1, 2500) AS n"))
+    engine.dispose()
+    seen = 0
+    for position, _ in read_sql(pg_url, load_mapping(mapping_file), table="deals", timeout=0.2):
+        seen += 1
+        if position in (999, 1000, 1999, 2000):
+            time.sleep(0.25)
+    assert seen == 2502
+
+
+def test_recommend_takes_a_statement_timeout(pg_url: str, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from cli import main
+
+    mapping_file = tmp_path / "pg.yaml"
+    mapping_file.write_text(
+        "mapping: {id: pg, record_id: deal_id}\nfields:\n  opportunity.amount: {from: amount, type: number}\n",
+        encoding="utf-8",
+    )
+    args = ["recommend", "--sql", pg_url, "--query", "SELECT deal_id, amount FROM deals, pg_sleep(3)"]
+    args += ["--mapping", str(mapping_file), "--as-of", "2026-11-27", "--no-store", "--sql-timeout", "0.3"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1
+    assert "sql_timeout: the database took longer than 0.3 s" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -269,7 +269,10 @@ def test_hubspot_merged_property_changes_make_one_deal() -> None:
     assert fields == {"hs_object_id": "332507367156", "amount": "2000", "dealstage": "qualifiedtobuy"}
     case = load_mapping("hubspot_deal").to_case(fields)
     assert isinstance(case, MappedCase)
-    assert case.case == {"id": "332507367156", "opportunity": {"id": "332507367156", "amount": 2000}}
+    assert case.case == {
+        "id": "332507367156",
+        "opportunity": {"id": "332507367156", "amount": 2000, "stage": "qualifiedtobuy"},
+    }
 
 
 def test_hubspot_events_this_service_does_not_act_on_are_reported() -> None:
@@ -307,6 +310,10 @@ def test_salesforce_cdc_create_carries_the_opportunity() -> None:
             "amount": 40000,
             "close_date": "2022-05-31",
             "win_rate": 0,
+            "name": "Acme - 400 Widgets",
+            "owner": "005SM000000146PYAQ",
+            "stage": "Prospecting",
+            "created_date": "2022-05-19",
         },
         "account": {"id": "001SM0000000iibYAA"},
     }
@@ -345,6 +352,9 @@ def test_salesforce_outbound_messages() -> None:
             "account_id": "0017F000007ydJmQAI",
             "amount": 120000.0,
             "close_date": "2017-04-03",
+            "name": "Express Logistics SLA",
+            "stage": "Perception Analysis",
+            "origin": "inbound",  # LeadSource Web
         },
         "account": {"id": "0017F000007ydJmQAI"},
     }
@@ -359,6 +369,10 @@ def test_salesforce_outbound_messages() -> None:
         "amount": 45000.0,
         "close_date": "2020-07-11",
         "win_rate": 80,
+        "name": "Backpackers, Inc. (Sample)",
+        "owner": "0055w00000BhqR0AAJ",
+        "stage": "Negotiation/Review",
+        "created_date": "2020-05-08",
     }
 
 
@@ -378,7 +392,17 @@ def test_pipedrive_v2_create_change_delete() -> None:
     assert change.fields["label_ids"] == [24, 25] and change.fields["update_time"] == "2022-11-24T15:11:55Z"
     assert case_of("pipedrive_deal", create) == {
         "id": "8",
-        "opportunity": {"id": "8", "account_id": "1", "amount": 100},
+        "opportunity": {
+            "id": "8",
+            "account_id": "1",
+            "amount": 100,
+            "name": "Sample Org deal",
+            "owner": "12415231",
+            "market": "1",
+            "stage": "2",
+            "stage_entered_date": "2022-11-24",
+            "created_date": "2022-11-24",
+        },
         "account": {"id": "1"},
     }
     state = merge({}, {}, False, create, 0)
@@ -399,6 +423,11 @@ def test_bottlecrm_events_through_the_generic_route_and_its_preset() -> None:
             "amount": 235000.0,
             "close_date": "2024-04-06",
             "win_rate": 60,
+            "name": "Weaving Plant Generator",
+            "market": "deefef71-b120-47e6-8d34-2ec8019214bd",
+            "stage": "PROSPECTING",
+            "created_date": "2026-11-27",
+            "participants": [],
         },
         "account": {"id": "9c620850-a1e1-4b1f-a95d-f349458677b0"},
     }
@@ -526,7 +555,18 @@ def test_hubspot_preset_reads_deals_as_the_api_gives_them_every_value_text() -> 
         out[deal["id"]] = mapping.to_case({**properties, "hs_object_id": deal["id"]})
     first = out["4280411910"]
     assert isinstance(first, MappedCase)
-    assert first.case["opportunity"] == {"id": "4280411910", "amount": 6, "close_date": "2014-08-31", "win_rate": 20}
+    assert first.case["opportunity"] == {
+        "id": "4280411910",
+        "amount": 6,
+        "close_date": "2014-08-31",
+        "win_rate": 20,
+        "name": "Test Deal 332",
+        "owner": "52550153",
+        "market": "default",
+        "stage": "appointmentscheduled",
+        "stage_entered_date": "2021-02-22",
+        "created_date": "2021-02-22",
+    }
     closed = out["4307833946"]
     assert isinstance(closed, Quarantined) and closed.code == "closed_deal"
 
