@@ -770,7 +770,8 @@ def server_config(
         lifespan="on",
         log_level=log_level,
         access_log=False,  # the service logs each event with its record and evaluation instead
-        limit_concurrency=max_connections,
+        # uvicorn counts the connection asking too, so N+1 lets N be open and refuses the next one
+        limit_concurrency=max_connections + 1,
         timeout_keep_alive=int(keep_alive) if keep_alive >= 1 else 1,
     )
 
