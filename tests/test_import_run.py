@@ -1,0 +1,167 @@
+"""adapters/import_run.py: one import run — the source dispatch, events in input order, counts, resume, reruns."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from adapters.import_run import Evaluated, ImportRun, QuarantinedRecord, Source, StoredEarlier
+from adapters.mapping import load_mapping
+from engine import CaseError, Evaluator, Result, compile_playbook, load_playbook, load_playbook_text
+from engine.store import Store
+from tests.conftest import AS_OF, ROOT
+
+COURSE = ROOT / "playbooks" / "course.yaml"
+SAMPLES = ROOT / "samples" / "cases.jsonl"
+
+
+@pytest.fixture(scope="module")
+def course() -> Iterator[Any]:
+    with compile_playbook(load_playbook(COURSE)) as compiled:
+        yield compiled
+
+
+@pytest.fixture
+def cases(tmp_path: Path) -> Path:
+    """The 41 samples, a line that is not JSON after the third, and a case the course cannot read."""
+    lines = SAMPLES.read_text(encoding="utf-8").splitlines()
+    bad = ['{"id": "oops', '{"id": "odd", "opportunity": {"amount": "lots"}}']
+    path = tmp_path / "cases.jsonl"
+    path.write_text("\n".join([*lines[:3], bad[0], *lines[3:], bad[1]]) + "\n", encoding="utf-8")
+    return path
+
+
+def outcomes(events: list[Any]) -> list[tuple[str, Any, list[str]]]:
+    """What a reader is shown of each case: its id, its decisions and its actions (or its error code)."""
+    shown = []
+    for event in events:
+        outcome = event.outcome
+        if isinstance(outcome, CaseError):
+            shown.append((outcome.case_id, outcome.code, []))
+        else:
+            shown.append((outcome.case, outcome.decisions, [r["id"] for r in outcome.recommendations]))
+    return shown
+
+
+def test_the_source_is_chosen_once_from_the_options() -> None:
+    maven = load_mapping("maven")
+    assert Source("cases.jsonl").kind == "jsonl" and Source("-").name == "jsonl"
+    assert Source("deals.json", maven).kind == "json" and Source("deals.jsonl", maven).name == "json:maven"
+    assert Source("export.CSV", maven).name == "csv:maven"
+    assert Source("sqlite:///crm.db", maven, table="deals").name == "sql:maven"
+    with pytest.raises(ValueError, match="needs --mapping"):
+        Source("export.csv")
+    with pytest.raises(ValueError, match="needs --mapping"):
+        Source("sqlite:///crm.db", table="deals")
+
+
+def test_every_record_is_one_event_in_input_order_and_counted(course: Any, cases: Path, tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'log.db'}")
+    run = ImportRun(Source(str(cases)), Evaluator(course), AS_OF, store, batch=7)
+    events = list(run)
+    assert [e.line for e in events] == list(range(1, 44))
+    assert all(isinstance(e, Evaluated) for e in events)
+    assert [e.evaluation for e in events] == list(range(1, 44))  # every case filed, in order
+    errors = [e.outcome.code for e in events if isinstance(e.outcome, CaseError)]
+    assert errors == ["bad_json", "bad_input"]
+    counts = run.counts
+    assert (counts.rows, counts.results, counts.errors, counts.earlier) == (43, 41, 2, 0)
+    assert (counts.first_evaluation, counts.last_evaluation) == (1, 43)
+    assert store.count() == 43
+    store.close()
+
+
+def test_without_a_store_every_case_is_evaluated_and_nothing_kept(course: Any, cases: Path) -> None:
+    run = ImportRun(Source(str(cases)), Evaluator(course), AS_OF)
+    events = list(run)
+    assert len(events) == 43 and all(isinstance(e, Evaluated) and e.evaluation is None for e in events)
+    assert (run.counts.results, run.counts.errors, run.counts.first_evaluation) == (41, 2, None)
+
+
+def test_a_rerun_gives_what_was_stored_and_evaluates_nothing(course: Any, cases: Path, db_url: str) -> None:
+    store = Store(db_url)
+    first = list(ImportRun(Source(str(cases)), Evaluator(course), AS_OF, store, batch=7))
+    run = ImportRun(Source(str(cases)), Evaluator(course), AS_OF, store, batch=7)
+    again = list(run)
+    assert store.count() == 43  # nothing evaluated again, nothing stored again
+    assert all(isinstance(e, StoredEarlier) for e in again)
+    assert [e.stored.seq for e in again] == [e.evaluation for e in first]
+    assert outcomes(again) == outcomes(first)
+    counts = run.counts
+    assert (counts.rows, counts.evaluated, counts.earlier_results, counts.earlier_errors) == (43, 0, 41, 2)
+    assert counts.first_evaluation is None and counts.earlier_stored is not None
+    # a result shown from the log carries its trace, as when it was made
+    shown = next(e.outcome for e in again if isinstance(e.outcome, Result))
+    assert shown.to_json("en")["trace"] == first[0].outcome.to_json("en")["trace"]
+    store.close()
+
+
+def test_a_run_stopped_midway_resumes_and_shows_the_rest(course: Any, cases: Path, tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'log.db'}")
+    stopped = iter(ImportRun(Source(str(cases)), Evaluator(course), AS_OF, store, batch=10))
+    for _ in range(15):  # the second batch is committed before its first event is given
+        next(stopped)
+    del stopped
+    assert store.count() == 20
+    run = ImportRun(Source(str(cases)), Evaluator(course), AS_OF, store, batch=10)
+    events = list(run)
+    assert [type(e).__name__ for e in events] == ["StoredEarlier"] * 20 + ["Evaluated"] * 23
+    assert (run.counts.earlier, run.counts.evaluated) == (20, 23)
+    assert store.count() == 43
+    store.close()
+
+
+def test_reevaluate_files_a_new_generation_under_the_current_playbook(course: Any, cases: Path, tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'log.db'}")
+    first = list(ImportRun(Source(str(cases)), Evaluator(course), AS_OF, store))
+    text = COURSE.read_text(encoding="utf-8").replace(
+        "  high_win_rate:\n    value: 60\n", "  high_win_rate:\n    value: 80\n"
+    )
+    changed = load_playbook_text(text, "changed.yaml")
+    with compile_playbook(changed) as compiled:
+        # a changed playbook alone does not evaluate a stored import again: it is shown as it was stored
+        shown = list(ImportRun(Source(str(cases)), Evaluator(compiled), AS_OF, store))
+        assert store.count() == 43 and all(isinstance(e, StoredEarlier) for e in shown)
+        assert {e.outcome.playbook.content_hash for e in shown if isinstance(e.outcome, Result)} == {
+            first[0].outcome.playbook.content_hash
+        }
+        again = list(ImportRun(Source(str(cases)), Evaluator(compiled), AS_OF, store, reevaluate=True))
+        assert [e.evaluation for e in again] == list(range(44, 87))
+        assert outcomes(again) != outcomes(first)  # the threshold matters for the samples
+        assert {e.outcome.playbook.content_hash for e in again if isinstance(e.outcome, Result)} == {
+            changed.content_hash
+        }
+        # later runs show the newest generation
+        latest = list(ImportRun(Source(str(cases)), Evaluator(compiled), AS_OF, store))
+    assert [e.stored.seq for e in latest] == list(range(44, 87))
+    assert outcomes(latest) == outcomes(again)
+    assert store.count() == 86 and store.verify() == []
+    store.close()
+
+
+def test_a_stored_case_that_no_longer_re_derives_is_an_error_not_a_silent_result(
+    course: Any, cases: Path, tmp_path: Path
+) -> None:
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    store = Store(url)
+    list(ImportRun(Source(str(cases)), Evaluator(course), AS_OF, store))
+    with store.engine.begin() as conn:  # what a bug or an edit would leave
+        conn.exec_driver_sql("UPDATE evaluations SET decisions = ? WHERE seq = 1", (json.dumps({"funnel_layer": "x"}),))
+    events = list(ImportRun(Source(str(cases)), Evaluator(course), AS_OF, store))
+    assert isinstance(events[0].outcome, CaseError) and events[0].outcome.code == "stored_mismatch"
+    assert "--reevaluate" in events[0].outcome.message
+    store.close()
+
+
+def test_quarantined_records_are_events_in_their_place(course: Any, tmp_path: Path) -> None:
+    maven = ROOT.parent / "shared" / "crm-data" / "maven-crm-sales-opportunities"
+    if not maven.is_dir():
+        pytest.skip(f"the Maven sample set is not at {maven}")
+    events = list(ImportRun(Source(str(maven / "sales_pipeline.csv"), load_mapping("maven")), Evaluator(course), AS_OF))
+    assert [e.line for e in events] == list(range(2, 8802))  # the header is line 1
+    held = [e for e in events if isinstance(e, QuarantinedRecord)]
+    assert len(held) == 6711 and {e.record.code for e in held} == {"closed_deal"}
