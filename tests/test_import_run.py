@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import csv
 import json
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
+from click.testing import CliRunner
 
 from adapters.import_run import Evaluated, ImportRun, QuarantinedRecord, Source, StoredEarlier
 from adapters.mapping import load_mapping
+from cli import main
 from engine import CaseError, Evaluator, Result, compile_playbook, load_playbook, load_playbook_text
 from engine.store import Store
 from tests.conftest import AS_OF, ROOT
@@ -165,3 +170,83 @@ def test_quarantined_records_are_events_in_their_place(course: Any, tmp_path: Pa
     assert [e.line for e in events] == list(range(2, 8802))  # the header is line 1
     held = [e for e in events if isinstance(e, QuarantinedRecord)]
     assert len(held) == 6711 and {e.record.code for e in held} == {"closed_deal"}
+
+
+# -- through the CLI: the Maven import run twice ----------------------------------------------------
+
+MAVEN = ROOT.parent / "shared" / "crm-data" / "maven-crm-sales-opportunities"
+needs_maven = pytest.mark.skipif(not MAVEN.is_dir(), reason=f"the Maven sample set is not at {MAVEN}")
+
+
+def open_deals(pipeline: Path) -> list[str]:
+    with pipeline.open(encoding="utf-8") as rows:
+        return [row["opportunity_id"] for row in csv.DictReader(rows) if row["deal_stage"] not in ("Won", "Lost")]
+
+
+def maven_slice(folder: Path, rows: int) -> Path:
+    """The first ``rows`` deals of sales_pipeline.csv, with the tables the preset joins beside them."""
+    for name in ("accounts.csv", "products.csv", "sales_teams.csv"):
+        shutil.copy(MAVEN / name, folder / name)
+    lines = (MAVEN / "sales_pipeline.csv").read_text(encoding="utf-8").splitlines(keepends=True)
+    (folder / "sales_pipeline.csv").write_text("".join(lines[: rows + 1]), encoding="utf-8")
+    return folder / "sales_pipeline.csv"
+
+
+def recommend(pipeline: Path, db: str, *more: str) -> Any:
+    args = ["recommend", "--input", str(pipeline), "--mapping", "maven", "--as-of", "2017-06-30", "--db", db]
+    return CliRunner().invoke(main, [*args, *more])
+
+
+def english_cases(text: str) -> list[str]:
+    return [line.split()[1] for line in text.splitlines() if line.startswith("case ")]
+
+
+@needs_maven
+def test_a_rerun_in_english_shows_every_stored_result_in_english(tmp_path: Path) -> None:
+    pipeline = maven_slice(tmp_path, 400)
+    db = f"sqlite:///{tmp_path / 'log.db'}"
+    first = recommend(pipeline, db, "--format", "json")
+    assert first.exit_code == 0, first.stderr
+    made = {line["case"]: line for line in map(json.loads, first.stdout.splitlines()) if "evaluation" in line}
+    again = recommend(pipeline, db, "--lang", "en")
+    assert again.exit_code == 0, again.stderr
+    deals = open_deals(pipeline)
+    assert 0 < len(deals) < 400
+    assert english_cases(again.stdout) == deals
+    assert "下一步" not in again.stdout and "结论" not in again.stdout
+    assert f"{len(deals)} already stored by an earlier run of this import" in again.stderr
+    assert "0 cases evaluated" in again.stderr and "stored in" not in again.stderr
+    # as JSON, the same stored evaluations, said to be stored earlier, in the result schema
+    schema = json.loads((ROOT / "schemas" / "result.schema.json").read_text(encoding="utf-8"))
+    shown = [json.loads(line) for line in recommend(pipeline, db, "--format", "json").stdout.splitlines()]
+    validator = jsonschema.Draft202012Validator(schema)
+    for line in shown:
+        validator.validate(line)
+    results = [line for line in shown if "evaluation" in line]
+    assert [r["case"] for r in results] == deals and all(r["stored_earlier"] for r in results)
+    assert {r["case"]: (r["evaluation"], r["decisions"]) for r in results} == {
+        c: (r["evaluation"], r["decisions"]) for c, r in made.items()
+    }
+    store = Store(db)
+    assert store.count() == len(deals)
+    # --reevaluate: evaluated again, as new evaluations
+    renewed = recommend(pipeline, db, "--reevaluate", "--format", "json")
+    assert renewed.exit_code == 0, renewed.stderr
+    numbers = [line["evaluation"] for line in map(json.loads, renewed.stdout.splitlines()) if "evaluation" in line]
+    assert numbers == list(range(len(deals) + 1, 2 * len(deals) + 1))
+    assert f"{len(deals)} cases evaluated" in renewed.stderr
+    assert store.count() == 2 * len(deals) and store.verify() == []
+    store.close()
+
+
+@needs_maven
+def test_the_whole_maven_import_run_twice_shows_every_open_deal_the_second_time(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'log.db'}"
+    pipeline = MAVEN / "sales_pipeline.csv"
+    assert recommend(pipeline, db, "--format", "summary").exit_code == 0
+    again = recommend(pipeline, db, "--lang", "en")
+    assert again.exit_code == 0, again.stderr
+    deals = open_deals(pipeline)
+    assert len(deals) == 2089
+    assert english_cases(again.stdout) == deals
+    assert "2089 already stored by an earlier run of this import" in again.stderr
