@@ -20,6 +20,7 @@ import click
 DEFAULT_PLAYBOOK = Path(__file__).resolve().parent / "playbooks" / "course.yaml"
 DEFAULT_DB = "sqlite:///playbook.db"
 SHOWN_PROBLEMS = 50
+DIRECTOR_CALL = "director_action"  # the decision recommend --format summary counts: the director's call (G-19)
 
 
 def _fail(message: str) -> NoReturn:
@@ -202,7 +203,7 @@ def _open_store(url: str) -> Any:
     type=click.Choice(["text", "json", "summary"]),
     default="text",
     show_default=True,
-    help="summary: only the closing counts (for imports whose results go to the audit log).",
+    help="summary: counts per action, per director's call and per owner (the results go to the audit log).",
 )
 @_lang_option
 @_db_option
@@ -212,6 +213,8 @@ def _open_store(url: str) -> Any:
     is_flag=True,
     help="Evaluate an import stored earlier again, under the current playbook, as new evaluations.",
 )
+@click.option("--all", "every_decision", is_flag=True, help="Show every decision, the undetermined ones too.")
+@click.option("--verbose", "-v", is_flag=True, help="List the quarantined records on stderr (JSON lists them anyway).")
 @click.option(
     "--progress/--no-progress", default=None, help="A progress bar on stderr (default: when stderr is a terminal)."
 )
@@ -229,6 +232,8 @@ def recommend(
     db: str,
     no_store: bool,
     reevaluate: bool,
+    every_decision: bool,
+    verbose: bool,
     progress: bool | None,
 ) -> None:
     """Evaluate every case, print its decisions and recommendations, and keep them in the audit log.
@@ -241,7 +246,7 @@ def recommend(
     from adapters.import_run import ImportRun, QuarantinedRecord, Source, StoredEarlier
     from adapters.mapping import load_mapping
     from engine import CaseError, EngineFault, Evaluator, PlaybookError, compile_playbook
-    from engine.explain import render_result
+    from engine.report import render_case, render_tally
 
     when = _as_of(as_of)
     if sql_url is not None:
@@ -274,36 +279,56 @@ def recommend(
     store = None if no_store else _open_store(db)
     with compile_playbook(playbook) as compiled:
         _tune_memory()
+        tallied = DIRECTOR_CALL if DIRECTOR_CALL in playbook.decisions else None
         run = ImportRun(
-            source, Evaluator(compiled), when, store, reevaluate=reevaluate, progress=bar.update if bar else None
+            source,
+            Evaluator(compiled),
+            when,
+            store,
+            reevaluate=reevaluate,
+            progress=bar.update if bar else None,
+            tallied=tallied,
         )
         try:
             for event in run:
-                if fmt == "summary":
-                    continue
                 if isinstance(event, QuarantinedRecord):
                     held = event.record
-                    payload = {
-                        "case": held.record_id or f"line {event.line}",
-                        "line": event.line,
-                        "quarantined": {"code": held.code, "reason": held.reason},
-                    }
-                    text = f"{input_path}:{event.line}: quarantined: {held.code}: {held.reason}\n"
-                else:
-                    outcome = event.outcome
-                    # the text report reads no trace: do not build one for it
-                    payload = (
-                        outcome.to_json()
-                        if isinstance(outcome, CaseError)
-                        else outcome.to_json(lang, trace=fmt == "json")
-                    )
-                    if isinstance(event, StoredEarlier):
-                        payload = {"evaluation": event.stored.seq, "stored_earlier": True, **payload}
-                    elif event.evaluation is not None:
-                        payload = {"evaluation": event.evaluation, **payload}
-                    shown_by = playbook if isinstance(outcome, CaseError) else outcome.playbook
-                    text = render_result(shown_by, payload, lang) + "\n"
-                click.echo(json.dumps(payload, ensure_ascii=False) if fmt == "json" else text)
+                    if fmt == "json":
+                        click.echo(
+                            json.dumps(
+                                {
+                                    "case": held.record_id or f"line {event.line}",
+                                    "line": event.line,
+                                    "quarantined": {"code": held.code, "reason": held.reason},
+                                },
+                                ensure_ascii=False,
+                            )
+                        )
+                    elif verbose:
+                        click.echo(f"{input_path}:{event.line}: quarantined: {held.code}: {held.reason}", err=True)
+                    continue
+                if fmt == "summary":
+                    continue
+                outcome = event.outcome
+                # the text report reads no trace: do not build one for it
+                payload = (
+                    outcome.to_json() if isinstance(outcome, CaseError) else outcome.to_json(lang, trace=fmt == "json")
+                )
+                if isinstance(event, StoredEarlier):
+                    payload = {"evaluation": event.stored.seq, "stored_earlier": True, **payload}
+                elif event.evaluation is not None:
+                    payload = {"evaluation": event.evaluation, **payload}
+                if fmt == "json":
+                    click.echo(json.dumps(payload, ensure_ascii=False))
+                    continue
+                facts, stored = (
+                    (event.stored.facts, (event.stored.seq, event.stored.created_at))
+                    if isinstance(event, StoredEarlier)
+                    else (event.facts, None)
+                )
+                shown_by = playbook if isinstance(outcome, CaseError) else outcome.playbook
+                text = render_case(shown_by, payload, lang, facts=facts, every_decision=every_decision, stored=stored)
+                click.echo(text + "\n")
         except EngineFault as fault:
             _fail(f"engine fault, run stopped: {fault}")
         except PlaybookError as error:
@@ -317,16 +342,29 @@ def recommend(
     )
     if counts.quarantined:
         held_counts = ", ".join(f"{code} {n}" for code, n in sorted(counts.quarantined.items()))
-        summary += f", {counts.quarantined.total()} quarantined ({held_counts})"
+        listed = "" if fmt == "json" or verbose else "; --verbose lists them"
+        summary += f", {counts.quarantined.total()} quarantined ({held_counts}{listed})"
     if counts.earlier:
         first, last = counts.earlier_stored or ("", "")
         when_stored = first[:10] if first[:10] == last[:10] else f"{first[:10]}–{last[:10]}"
         summary += (
-            f", {counts.earlier} already stored by an earlier run of this import on {when_stored} and shown as stored "
+            f", {counts.earlier} already stored by an earlier run of this import on {when_stored} and "
+            f"{'counted' if fmt == 'summary' else 'shown'} as stored "
             f"({counts.earlier_results} results, {counts.earlier_errors} errors; --reevaluate evaluates them again)"
         )
     if counts.first_evaluation is not None:
         summary += f"; stored in {db} as evaluations {counts.first_evaluation}–{counts.last_evaluation}"
+    if fmt == "summary":
+        click.echo(
+            render_tally(
+                playbook,
+                lang,
+                actions=counts.actions,
+                owners=counts.owners,
+                decision=tallied,
+                values=counts.decision_values,
+            )
+        )
     click.echo(summary, err=True)
     if counts.errors or counts.earlier_errors:
         sys.exit(1)

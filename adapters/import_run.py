@@ -182,7 +182,7 @@ class ImportCounts:
     first_evaluation: int | None = None  # stored by this run
     last_evaluation: int | None = None
     earlier_stored: tuple[str, str] | None = None  # (first, last) time the earlier evaluations were stored
-    actions: Counter[str] = field(default_factory=Counter)  # recommended, over every result given
+    actions: Counter[str] = field(default_factory=Counter)  # cases each action was recommended to
     owners: Counter[str | None] = field(default_factory=Counter)  # cases given, by opportunity.owner
     decision_values: Counter[Any] = field(default_factory=Counter)  # values of the run's tallied decision
 
@@ -218,7 +218,7 @@ class ImportCounts:
         owner = opportunity.get("owner") if isinstance(opportunity, dict) else None
         self.owners[str(owner) if owner is not None else None] += 1
         if isinstance(event.outcome, Result):
-            self.actions.update(rec["id"] for rec in event.outcome.recommendations)
+            self.actions.update({rec["id"] for rec in event.outcome.recommendations})
             if tallied is not None:
                 value = event.outcome.decisions.get(tallied)
                 self.decision_values[tuple(value) if isinstance(value, list) else value] += 1

@@ -213,6 +213,7 @@ def test_a_rerun_in_english_shows_every_stored_result_in_english(tmp_path: Path)
     deals = open_deals(pipeline)
     assert 0 < len(deals) < 400
     assert english_cases(again.stdout) == deals
+    assert all(block[2].startswith("  stored earlier, on ") for block in case_blocks(again.stdout))
     assert "下一步" not in again.stdout and "结论" not in again.stdout
     assert f"{len(deals)} already stored by an earlier run of this import" in again.stderr
     assert "0 cases evaluated" in again.stderr and "stored in" not in again.stderr
@@ -250,3 +251,35 @@ def test_the_whole_maven_import_run_twice_shows_every_open_deal_the_second_time(
     assert len(deals) == 2089
     assert english_cases(again.stdout) == deals
     assert "2089 already stored by an earlier run of this import" in again.stderr
+
+
+def case_blocks(text: str) -> list[list[str]]:
+    return [block.splitlines() for block in text.strip().split("\n\n")]
+
+
+@needs_maven
+def test_text_for_people_who_and_where_first_determined_decisions_and_quarantine_counted(tmp_path: Path) -> None:
+    pipeline = maven_slice(tmp_path, 300)
+    with pipeline.open(encoding="utf-8") as rows:
+        deals = {row["opportunity_id"]: row for row in csv.DictReader(rows)}
+    with (MAVEN / "sales_teams.csv").open(encoding="utf-8") as rows:
+        region = {row["sales_agent"]: row["regional_office"] for row in csv.DictReader(rows)}
+    closed = sum(row["deal_stage"] in ("Won", "Lost") for row in deals.values())
+    shown = recommend(pipeline, "sqlite://", "--no-store")
+    assert shown.exit_code == 0, shown.stderr
+    blocks = case_blocks(shown.stdout)
+    assert blocks[0][0].startswith("案例 ")  # a case first: no notice of a closed deal before it
+    assert len(blocks) == len(deals) - closed and all(block[0].startswith("案例 ") for block in blocks)
+    for block in blocks:
+        deal = deals[block[0].split()[1]]
+        who = f"客户经理 {deal['sales_agent']} · 区域 {region[deal['sales_agent']]} · 金额 "
+        assert who in block[1] and (not deal["account"] or block[1].startswith(f"  客户 {deal['account']} · "))
+        assert not any(line.endswith(": 未定") for line in block)  # only what was determined
+        assert any(line.startswith("    另有 ") and "项结论未定" in line for line in block)
+    assert "quarantined" not in shown.stdout and "quarantined: closed_deal" not in shown.stderr
+    assert f"{closed} quarantined (closed_deal {closed}; --verbose lists them)" in shown.stderr
+    every = recommend(pipeline, "sqlite://", "--no-store", "--all", "--verbose")
+    assert sum(line.endswith(": 未定") for line in every.stdout.splitlines()) > 0 and "另有 " not in every.stdout
+    listed = [line for line in every.stderr.splitlines() if ": quarantined: closed_deal: " in line]
+    assert len(listed) == closed and listed[0].startswith(f"{pipeline}:")
+    assert f"{closed} quarantined (closed_deal {closed})" in every.stderr
