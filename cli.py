@@ -9,11 +9,9 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import gc
-import hashlib
 import json
 import os
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any, NoReturn
 
@@ -22,6 +20,7 @@ import click
 DEFAULT_PLAYBOOK = Path(__file__).resolve().parent / "playbooks" / "course.yaml"
 DEFAULT_DB = "sqlite:///playbook.db"
 SHOWN_PROBLEMS = 50
+DIRECTOR_CALL = "director_action"  # the decision recommend --format summary counts: the director's call (G-19)
 
 
 def _fail(message: str) -> NoReturn:
@@ -177,63 +176,6 @@ def _open_store(url: str) -> Any:
         _fail(f"cannot open the audit log {url}: {error}")
 
 
-def _run_key(
-    path: str, playbook: Any, as_of: dt.date, mapping: Any, *, sql: tuple[str | None, str | None] = (None, None)
-) -> str | None:
-    """Names one import (file content or database read, playbook, mapping, as_of) so a rerun resumes it.
-
-    None for stdin.  A database read is named by its URL and table or query: a rerun resumes by
-    row position, so the source should not change in between.
-    """
-    digest = hashlib.sha256()
-    if sql != (None, None):
-        digest.update(f"{path}|{sql[0]}|{sql[1]}".encode())
-    elif path == "-" or not Path(path).is_file():
-        return None
-    else:
-        with open(path, "rb") as raw:
-            for block in iter(lambda: raw.read(1 << 20), b""):
-                digest.update(block)
-    mapping_text = Path(mapping.file).read_bytes() if mapping is not None else b""
-    digest.update(f"|{playbook.content_hash}|{as_of.isoformat()}|".encode() + mapping_text)
-    return digest.hexdigest()[:24]
-
-
-def _numbered_input(
-    path: str,
-    mapping: Any,
-    progress: Any,
-    *,
-    sql: tuple[str | None, str | None] = (None, None),
-    sql_timeout: float | None = None,
-) -> Iterator[tuple[int, Any]]:
-    """(line, case | CaseError | Quarantined) for every record: JSON Lines, CSV, JSON records or a database."""
-    if mapping is None:
-        from adapters.jsonl import read_numbered_cases
-
-        # bytes: each line's encoding is checked on its own, so one bad line is that line's error
-        handle = sys.stdin.buffer if path == "-" else open(path, "rb")  # noqa: SIM115 - closed below
-        try:
-            yield from read_numbered_cases(handle)
-        finally:
-            if handle is not sys.stdin.buffer:
-                handle.close()
-        return
-    from adapters.csv_export import read_csv
-    from adapters.json_records import read_json_records
-    from adapters.mapping import MappedCase
-    from adapters.sql_source import read_sql
-
-    if sql != (None, None):
-        records = read_sql(path, mapping, table=sql[0], query=sql[1], timeout=sql_timeout or None)
-    elif path.lower().endswith((".json", ".jsonl")):
-        records = read_json_records(path, mapping)
-    else:
-        records = read_csv(path, mapping, progress=progress)
-    for line, item in records:
-        yield line, (item.case_id, item.case) if isinstance(item, MappedCase) else item
-
-
 @main.command()
 @_playbook_option
 @click.option(
@@ -261,11 +203,18 @@ def _numbered_input(
     type=click.Choice(["text", "json", "summary"]),
     default="text",
     show_default=True,
-    help="summary: only the closing counts (for imports whose results go to the audit log).",
+    help="summary: counts per action, per director's call and per owner (the results go to the audit log).",
 )
 @_lang_option
 @_db_option
 @click.option("--no-store", is_flag=True, help="Do not keep the evaluations in the audit log.")
+@click.option(
+    "--reevaluate",
+    is_flag=True,
+    help="Evaluate an import stored earlier again, under the current playbook, as new evaluations.",
+)
+@click.option("--all", "every_decision", is_flag=True, help="Show every decision, the undetermined ones too.")
+@click.option("--verbose", "-v", is_flag=True, help="List the quarantined records on stderr (JSON lists them anyway).")
 @click.option(
     "--progress/--no-progress", default=None, help="A progress bar on stderr (default: when stderr is a terminal)."
 )
@@ -282,16 +231,22 @@ def recommend(
     lang: str,
     db: str,
     no_store: bool,
+    reevaluate: bool,
+    every_decision: bool,
+    verbose: bool,
     progress: bool | None,
 ) -> None:
     """Evaluate every case, print its decisions and recommendations, and keep them in the audit log.
 
-    Every input record is accounted for: rows read = cases evaluated + rows quarantined.
-    A file import stopped at any point resumes when run again: cases already stored are not evaluated twice.
+    Every input record is accounted for: rows read = cases evaluated + stored earlier + rows quarantined.
+    A file import run again shows what its earlier run stored, evaluating nothing again (a run stopped
+    at any point resumes: only the cases not stored yet are evaluated); --reevaluate evaluates every
+    case again under the current playbook, as new evaluations.
     """
-    from adapters.mapping import Quarantined, load_mapping
+    from adapters.import_run import ImportRun, QuarantinedRecord, Source, StoredEarlier
+    from adapters.mapping import load_mapping
     from engine import CaseError, EngineFault, Evaluator, PlaybookError, compile_playbook
-    from engine.explain import render_result
+    from engine.report import render_case, render_tally
 
     when = _as_of(as_of)
     if sql_url is not None:
@@ -304,79 +259,76 @@ def recommend(
         raise click.UsageError("--table and --query go with --sql")
     elif input_path != "-" and not Path(input_path).is_file():
         raise click.BadParameter(f"'{input_path}' is not a file", param_hint="--input")
-    if mapping_name is None and input_path.lower().endswith(".csv"):
-        raise click.BadParameter(
-            "a CSV export needs --mapping (a preset name or a mapping file)", param_hint="--mapping"
-        )
     playbook = _load(playbook_path)
     try:
         mapping = load_mapping(mapping_name) if mapping_name else None
     except PlaybookError as error:
         _fail(str(error))
-    kind = "sql" if sql_url is not None else ("json" if input_path.lower().endswith((".json", ".jsonl")) else "csv")
-    source = f"{kind}:{mapping.id}" if mapping is not None else "jsonl"
-    counts = {"rows": 0, "results": 0, "errors": 0, "skipped": 0}
-    quarantined: dict[str, int] = {}
-    seqs: list[int] = []
-    show_bar = sql_url is None and (progress if progress is not None else (input_path != "-" and sys.stderr.isatty()))
+    try:
+        source = Source(input_path, mapping, table=table, query=query, timeout=sql_timeout or None)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--mapping") from None
+    show_bar = source.kind != "sql" and (
+        progress if progress is not None else input_path != "-" and sys.stderr.isatty()
+    )
     bar = (
         click.progressbar(length=Path(input_path).stat().st_size, file=sys.stderr, label="reading")
         if show_bar
         else None
     )
-
-    def emit(payload: dict[str, Any], text: str) -> None:
-        if fmt != "summary":
-            click.echo(json.dumps(payload, ensure_ascii=False) if fmt == "json" else text)
-
-    def cases() -> Iterator[Any]:
-        from engine.audit import ImportItem
-
-        run = None if store is None else _run_key(input_path, playbook, when, mapping, sql=(table, query))
-        done = store.stored_import_keys(source, f"{run}:") if store is not None and run else set()
-        progress = bar.update if bar else None
-        for line, item in _numbered_input(input_path, mapping, progress, sql=(table, query), sql_timeout=sql_timeout):
-            counts["rows"] += 1
-            if isinstance(item, Quarantined):
-                quarantined[item.code] = quarantined.get(item.code, 0) + 1
-                where = f"{input_path}:{line}"
-                emit(
-                    {
-                        "case": item.record_id or f"line {line}",
-                        "line": line,
-                        "quarantined": {"code": item.code, "reason": item.reason},
-                    },
-                    f"{where}: quarantined: {item.code}: {item.reason}\n",
-                )
-                continue
-            key = f"{run}:{line}" if run else None
-            if key in done:
-                counts["skipped"] += 1
-                continue
-            yield ImportItem(key, item)
-
     store = None if no_store else _open_store(db)
     with compile_playbook(playbook) as compiled:
-        evaluator = Evaluator(compiled)
         _tune_memory()
-        if store is None:
-            outcomes: Any = ((o, None) for o in evaluator.evaluate((i.case for i in cases()), when))
-        else:
-            from engine.audit import import_cases
-
-            outcomes = import_cases(store, evaluator, cases(), when, source=source)
+        tallied = DIRECTOR_CALL if DIRECTOR_CALL in playbook.decisions else None
+        run = ImportRun(
+            source,
+            Evaluator(compiled),
+            when,
+            store,
+            reevaluate=reevaluate,
+            progress=bar.update if bar else None,
+            tallied=tallied,
+        )
         try:
-            for item, seq in outcomes:
-                counts["errors" if isinstance(item, CaseError) else "results"] += 1
-                if seq is not None:
-                    seqs.append(seq)
+            for event in run:
+                if isinstance(event, QuarantinedRecord):
+                    held = event.record
+                    if fmt == "json":
+                        click.echo(
+                            json.dumps(
+                                {
+                                    "case": held.record_id or f"line {event.line}",
+                                    "line": event.line,
+                                    "quarantined": {"code": held.code, "reason": held.reason},
+                                },
+                                ensure_ascii=False,
+                            )
+                        )
+                    elif verbose:
+                        click.echo(f"{input_path}:{event.line}: quarantined: {held.code}: {held.reason}", err=True)
+                    continue
                 if fmt == "summary":
                     continue
+                outcome = event.outcome
                 # the text report reads no trace: do not build one for it
-                payload = item.to_json() if isinstance(item, CaseError) else item.to_json(lang, trace=fmt == "json")
-                if seq is not None:
-                    payload = {"evaluation": seq, **payload}
-                emit(payload, render_result(playbook, payload, lang) + "\n")
+                payload = (
+                    outcome.to_json() if isinstance(outcome, CaseError) else outcome.to_json(lang, trace=fmt == "json")
+                )
+                if isinstance(event, StoredEarlier):
+                    payload = {"evaluation": event.stored.seq, "stored_earlier": True, **payload}
+                elif event.evaluation is not None:
+                    payload = {"evaluation": event.evaluation, **payload}
+                if fmt == "json":
+                    click.echo(json.dumps(payload, ensure_ascii=False))
+                    continue
+                facts, stored = (
+                    (event.stored.facts, (event.stored.seq, event.stored.created_at))
+                    if isinstance(event, StoredEarlier)
+                    else (event.facts, None)
+                )
+                shown_by = playbook if isinstance(outcome, CaseError) else outcome.playbook
+                text = render_case(shown_by, payload, lang, facts=facts, every_decision=every_decision, stored=stored)
+                click.echo(text + "\n")
         except EngineFault as fault:
             _fail(f"engine fault, run stopped: {fault}")
         except PlaybookError as error:
@@ -384,19 +336,37 @@ def recommend(
         finally:
             if bar is not None:
                 bar.render_finish()
-    evaluated = counts["results"] + counts["errors"]
-    held = sum(quarantined.values())
+    counts = run.counts
     summary = (
-        f"{counts['rows']} rows: {evaluated} cases evaluated ({counts['results']} results, {counts['errors']} errors)"
+        f"{counts.rows} rows: {counts.evaluated} cases evaluated ({counts.results} results, {counts.errors} errors)"
     )
-    if quarantined:
-        summary += f", {held} quarantined (" + ", ".join(f"{c} {n}" for c, n in sorted(quarantined.items())) + ")"
-    if counts["skipped"]:
-        summary += f", {counts['skipped']} already stored by an earlier run of this import"
-    if seqs:
-        summary += f"; stored in {db} as evaluations {seqs[0]}–{seqs[-1]}"
+    if counts.quarantined:
+        held_counts = ", ".join(f"{code} {n}" for code, n in sorted(counts.quarantined.items()))
+        listed = "" if fmt == "json" or verbose else "; --verbose lists them"
+        summary += f", {counts.quarantined.total()} quarantined ({held_counts}{listed})"
+    if counts.earlier:
+        first, last = counts.earlier_stored or ("", "")
+        when_stored = first[:10] if first[:10] == last[:10] else f"{first[:10]}–{last[:10]}"
+        summary += (
+            f", {counts.earlier} already stored by an earlier run of this import on {when_stored} and "
+            f"{'counted' if fmt == 'summary' else 'shown'} as stored "
+            f"({counts.earlier_results} results, {counts.earlier_errors} errors; --reevaluate evaluates them again)"
+        )
+    if counts.first_evaluation is not None:
+        summary += f"; stored in {db} as evaluations {counts.first_evaluation}–{counts.last_evaluation}"
+    if fmt == "summary":
+        click.echo(
+            render_tally(
+                playbook,
+                lang,
+                actions=counts.actions,
+                owners=counts.owners,
+                decision=tallied,
+                values=counts.decision_values,
+            )
+        )
     click.echo(summary, err=True)
-    if counts["errors"]:
+    if counts.errors or counts.earlier_errors:
         sys.exit(1)
 
 

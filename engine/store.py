@@ -545,15 +545,15 @@ class Store:
 
     # -- reading -----------------------------------------------------------------
 
-    def stored_import_keys(self, source: str, prefix: str) -> set[str]:
+    def stored_imports(self, source: str, prefix: str) -> dict[str, int]:
+        """The import keys of ``source`` that start with ``prefix``, each with its evaluation's number."""
         with self._connect() as conn:
-            return set(
-                conn.execute(
-                    select(evaluations.c.import_key).where(
-                        evaluations.c.source == source, evaluations.c.import_key.startswith(prefix, autoescape=True)
-                    )
-                ).scalars()
+            rows = conn.execute(
+                select(evaluations.c.import_key, evaluations.c.seq).where(
+                    evaluations.c.source == source, evaluations.c.import_key.startswith(prefix, autoescape=True)
+                )
             )
+            return {row.import_key: int(row.seq) for row in rows}
 
     def playbook_text(self, content_hash: str) -> str:
         with self._connect() as conn:
@@ -606,6 +606,18 @@ class Store:
             if row is None:
                 raise LookupError(f"no evaluation {seq}")
             return self._stored(conn, [row])[0]
+
+    def get_many(self, seqs: Sequence[int]) -> list[StoredEvaluation]:
+        """These evaluations, in the order given (each must exist)."""
+        found: dict[int, StoredEvaluation] = {}
+        with self._connect() as conn:
+            for chunk in iter_chunks(seqs, 500):
+                rows = conn.execute(select(evaluations).where(evaluations.c.seq.in_(chunk))).all()
+                found.update((stored.seq, stored) for stored in self._stored(conn, rows))
+        missing = [seq for seq in seqs if seq not in found]
+        if missing:
+            raise LookupError(f"no evaluation {missing[0]}")
+        return [found[seq] for seq in seqs]
 
     def search(
         self,

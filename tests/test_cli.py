@@ -6,6 +6,7 @@ import json
 import random
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import jsonschema
@@ -231,14 +232,26 @@ def test_the_audit_log_commands_end_to_end(tmp_path: Path) -> None:
     assert "fight_blitz" in report["actions_removed"]
 
 
-def test_summary_format_prints_only_the_counts_and_stores_everything(tmp_path: Path) -> None:
+def test_summary_format_prints_the_counts_and_stores_everything(tmp_path: Path) -> None:
     db = f"sqlite:///{tmp_path / 'log.db'}"
     samples = str(ROOT / "samples" / "cases.jsonl")
-    code, out, err = invoke("recommend", "--input", samples, "--as-of", "2026-11-27", "--format", "summary", "--db", db)
-    assert code == 0 and out == ""
+    code, out, err = invoke(
+        "recommend", "--input", samples, "--as-of", "2026-11-27", "--format", "summary", "--db", db, "--lang", "en"
+    )
+    assert code == 0
     assert "41 rows: 41 cases evaluated (41 results, 0 errors); stored in" in err
-    code, out, _ = invoke("list", "--db", db, "--format", "json")
-    assert code == 0 and len(out.splitlines()) == 41
+    code, listed, _ = invoke("list", "--db", db, "--format", "json")
+    assert code == 0 and len(listed.splitlines()) == 41
+    # the counts are those of the results: cases per action, per director's call, per owner
+    _, shown, _ = invoke("recommend", "--input", samples, "--as-of", "2026-11-27", "--format", "json", "--lang", "en")
+    results = [json.loads(line) for line in shown.splitlines()]
+    per_action = Counter(label for r in results for label in {rec["label"] for rec in r["recommendations"]})
+    sections = out.split("\n" + "director's conclusion:\n")
+    counted = {line.split(None, 1)[1]: int(line.split(None, 1)[0]) for line in sections[0].splitlines()[1:]}
+    assert sections[0].startswith("Actions recommended (cases):") and counted == dict(per_action)
+    calls, owners = sections[1].split("Owners (cases):\n")
+    assert sum(int(line.split()[0]) for line in calls.splitlines()) == 41
+    assert owners.split() == ["41", "(no", "owner)"]  # the samples name no owner
 
 
 def test_version_names_the_program_and_its_version() -> None:

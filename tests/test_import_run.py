@@ -1,0 +1,285 @@
+"""adapters/import_run.py: one import run — the source dispatch, events in input order, counts, resume, reruns."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+from click.testing import CliRunner
+
+from adapters.import_run import Evaluated, ImportRun, QuarantinedRecord, Source, StoredEarlier
+from adapters.mapping import load_mapping
+from cli import main
+from engine import CaseError, Evaluator, Result, compile_playbook, load_playbook, load_playbook_text
+from engine.store import Store
+from tests.conftest import AS_OF, ROOT
+
+COURSE = ROOT / "playbooks" / "course.yaml"
+SAMPLES = ROOT / "samples" / "cases.jsonl"
+
+
+@pytest.fixture(scope="module")
+def course() -> Iterator[Any]:
+    with compile_playbook(load_playbook(COURSE)) as compiled:
+        yield compiled
+
+
+@pytest.fixture
+def cases(tmp_path: Path) -> Path:
+    """The 41 samples, a line that is not JSON after the third, and a case the course cannot read."""
+    lines = SAMPLES.read_text(encoding="utf-8").splitlines()
+    bad = ['{"id": "oops', '{"id": "odd", "opportunity": {"amount": "lots"}}']
+    path = tmp_path / "cases.jsonl"
+    path.write_text("\n".join([*lines[:3], bad[0], *lines[3:], bad[1]]) + "\n", encoding="utf-8")
+    return path
+
+
+def outcomes(events: list[Any]) -> list[tuple[str, Any, list[str]]]:
+    """What a reader is shown of each case: its id, its decisions and its actions (or its error code)."""
+    shown = []
+    for event in events:
+        outcome = event.outcome
+        if isinstance(outcome, CaseError):
+            shown.append((outcome.case_id, outcome.code, []))
+        else:
+            shown.append((outcome.case, outcome.decisions, [r["id"] for r in outcome.recommendations]))
+    return shown
+
+
+def test_the_source_is_chosen_once_from_the_options() -> None:
+    maven = load_mapping("maven")
+    assert Source("cases.jsonl").kind == "jsonl" and Source("-").name == "jsonl"
+    assert Source("deals.json", maven).kind == "json" and Source("deals.jsonl", maven).name == "json:maven"
+    assert Source("export.CSV", maven).name == "csv:maven"
+    assert Source("sqlite:///crm.db", maven, table="deals").name == "sql:maven"
+    with pytest.raises(ValueError, match="needs --mapping"):
+        Source("export.csv")
+    with pytest.raises(ValueError, match="needs --mapping"):
+        Source("sqlite:///crm.db", table="deals")
+
+
+def test_every_record_is_one_event_in_input_order_and_counted(course: Any, cases: Path, tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'log.db'}")
+    run = ImportRun(Source(str(cases)), Evaluator(course), AS_OF, store, batch=7)
+    events = list(run)
+    assert [e.line for e in events] == list(range(1, 44))
+    assert all(isinstance(e, Evaluated) for e in events)
+    assert [e.evaluation for e in events] == list(range(1, 44))  # every case filed, in order
+    errors = [e.outcome.code for e in events if isinstance(e.outcome, CaseError)]
+    assert errors == ["bad_json", "bad_input"]
+    counts = run.counts
+    assert (counts.rows, counts.results, counts.errors, counts.earlier) == (43, 41, 2, 0)
+    assert (counts.first_evaluation, counts.last_evaluation) == (1, 43)
+    assert store.count() == 43
+    store.close()
+
+
+def test_without_a_store_every_case_is_evaluated_and_nothing_kept(course: Any, cases: Path) -> None:
+    run = ImportRun(Source(str(cases)), Evaluator(course), AS_OF)
+    events = list(run)
+    assert len(events) == 43 and all(isinstance(e, Evaluated) and e.evaluation is None for e in events)
+    assert (run.counts.results, run.counts.errors, run.counts.first_evaluation) == (41, 2, None)
+
+
+def test_a_rerun_gives_what_was_stored_and_evaluates_nothing(course: Any, cases: Path, db_url: str) -> None:
+    store = Store(db_url)
+    first = list(ImportRun(Source(str(cases)), Evaluator(course), AS_OF, store, batch=7))
+    run = ImportRun(Source(str(cases)), Evaluator(course), AS_OF, store, batch=7)
+    again = list(run)
+    assert store.count() == 43  # nothing evaluated again, nothing stored again
+    assert all(isinstance(e, StoredEarlier) for e in again)
+    assert [e.stored.seq for e in again] == [e.evaluation for e in first]
+    assert outcomes(again) == outcomes(first)
+    counts = run.counts
+    assert (counts.rows, counts.evaluated, counts.earlier_results, counts.earlier_errors) == (43, 0, 41, 2)
+    assert counts.first_evaluation is None and counts.earlier_stored is not None
+    # a result shown from the log carries its trace, as when it was made
+    shown = next(e.outcome for e in again if isinstance(e.outcome, Result))
+    assert shown.to_json("en")["trace"] == first[0].outcome.to_json("en")["trace"]
+    store.close()
+
+
+def test_a_run_stopped_midway_resumes_and_shows_the_rest(course: Any, cases: Path, tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'log.db'}")
+    stopped = iter(ImportRun(Source(str(cases)), Evaluator(course), AS_OF, store, batch=10))
+    for _ in range(15):  # the second batch is committed before its first event is given
+        next(stopped)
+    del stopped
+    assert store.count() == 20
+    run = ImportRun(Source(str(cases)), Evaluator(course), AS_OF, store, batch=10)
+    events = list(run)
+    assert [type(e).__name__ for e in events] == ["StoredEarlier"] * 20 + ["Evaluated"] * 23
+    assert (run.counts.earlier, run.counts.evaluated) == (20, 23)
+    assert store.count() == 43
+    store.close()
+
+
+def test_reevaluate_files_a_new_generation_under_the_current_playbook(course: Any, cases: Path, tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'log.db'}")
+    first = list(ImportRun(Source(str(cases)), Evaluator(course), AS_OF, store))
+    text = COURSE.read_text(encoding="utf-8").replace(
+        "  high_win_rate:\n    value: 60\n", "  high_win_rate:\n    value: 80\n"
+    )
+    changed = load_playbook_text(text, "changed.yaml")
+    with compile_playbook(changed) as compiled:
+        # a changed playbook alone does not evaluate a stored import again: it is shown as it was stored
+        shown = list(ImportRun(Source(str(cases)), Evaluator(compiled), AS_OF, store))
+        assert store.count() == 43 and all(isinstance(e, StoredEarlier) for e in shown)
+        assert {e.outcome.playbook.content_hash for e in shown if isinstance(e.outcome, Result)} == {
+            first[0].outcome.playbook.content_hash
+        }
+        again = list(ImportRun(Source(str(cases)), Evaluator(compiled), AS_OF, store, reevaluate=True))
+        assert [e.evaluation for e in again] == list(range(44, 87))
+        assert outcomes(again) != outcomes(first)  # the threshold matters for the samples
+        assert {e.outcome.playbook.content_hash for e in again if isinstance(e.outcome, Result)} == {
+            changed.content_hash
+        }
+        # later runs show the newest generation
+        latest = list(ImportRun(Source(str(cases)), Evaluator(compiled), AS_OF, store))
+    assert [e.stored.seq for e in latest] == list(range(44, 87))
+    assert outcomes(latest) == outcomes(again)
+    assert store.count() == 86 and store.verify() == []
+    store.close()
+
+
+def test_a_stored_case_that_no_longer_re_derives_is_an_error_not_a_silent_result(
+    course: Any, cases: Path, tmp_path: Path
+) -> None:
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    store = Store(url)
+    list(ImportRun(Source(str(cases)), Evaluator(course), AS_OF, store))
+    with store.engine.begin() as conn:  # what a bug or an edit would leave
+        conn.exec_driver_sql("UPDATE evaluations SET decisions = ? WHERE seq = 1", (json.dumps({"funnel_layer": "x"}),))
+    events = list(ImportRun(Source(str(cases)), Evaluator(course), AS_OF, store))
+    assert isinstance(events[0].outcome, CaseError) and events[0].outcome.code == "stored_mismatch"
+    assert "--reevaluate" in events[0].outcome.message
+    store.close()
+
+
+def test_quarantined_records_are_events_in_their_place(course: Any, tmp_path: Path) -> None:
+    maven = ROOT.parent / "shared" / "crm-data" / "maven-crm-sales-opportunities"
+    if not maven.is_dir():
+        pytest.skip(f"the Maven sample set is not at {maven}")
+    events = list(ImportRun(Source(str(maven / "sales_pipeline.csv"), load_mapping("maven")), Evaluator(course), AS_OF))
+    assert [e.line for e in events] == list(range(2, 8802))  # the header is line 1
+    held = [e for e in events if isinstance(e, QuarantinedRecord)]
+    assert len(held) == 6711 and {e.record.code for e in held} == {"closed_deal"}
+
+
+# -- through the CLI: the Maven import run twice ----------------------------------------------------
+
+MAVEN = ROOT.parent / "shared" / "crm-data" / "maven-crm-sales-opportunities"
+needs_maven = pytest.mark.skipif(not MAVEN.is_dir(), reason=f"the Maven sample set is not at {MAVEN}")
+
+
+def open_deals(pipeline: Path) -> list[str]:
+    with pipeline.open(encoding="utf-8") as rows:
+        return [row["opportunity_id"] for row in csv.DictReader(rows) if row["deal_stage"] not in ("Won", "Lost")]
+
+
+def maven_slice(folder: Path, rows: int) -> Path:
+    """The first ``rows`` deals of sales_pipeline.csv, with the tables the preset joins beside them."""
+    for name in ("accounts.csv", "products.csv", "sales_teams.csv"):
+        shutil.copy(MAVEN / name, folder / name)
+    lines = (MAVEN / "sales_pipeline.csv").read_text(encoding="utf-8").splitlines(keepends=True)
+    (folder / "sales_pipeline.csv").write_text("".join(lines[: rows + 1]), encoding="utf-8")
+    return folder / "sales_pipeline.csv"
+
+
+def recommend(pipeline: Path, db: str, *more: str) -> Any:
+    args = ["recommend", "--input", str(pipeline), "--mapping", "maven", "--as-of", "2017-06-30", "--db", db]
+    return CliRunner().invoke(main, [*args, *more])
+
+
+def english_cases(text: str) -> list[str]:
+    return [line.split()[1] for line in text.splitlines() if line.startswith("case ")]
+
+
+@needs_maven
+def test_a_rerun_in_english_shows_every_stored_result_in_english(tmp_path: Path) -> None:
+    pipeline = maven_slice(tmp_path, 400)
+    db = f"sqlite:///{tmp_path / 'log.db'}"
+    first = recommend(pipeline, db, "--format", "json")
+    assert first.exit_code == 0, first.stderr
+    made = {line["case"]: line for line in map(json.loads, first.stdout.splitlines()) if "evaluation" in line}
+    again = recommend(pipeline, db, "--lang", "en")
+    assert again.exit_code == 0, again.stderr
+    deals = open_deals(pipeline)
+    assert 0 < len(deals) < 400
+    assert english_cases(again.stdout) == deals
+    assert all(block[2].startswith("  stored earlier, on ") for block in case_blocks(again.stdout))
+    assert "下一步" not in again.stdout and "结论" not in again.stdout
+    assert f"{len(deals)} already stored by an earlier run of this import" in again.stderr
+    assert "0 cases evaluated" in again.stderr and "stored in" not in again.stderr
+    # as JSON, the same stored evaluations, said to be stored earlier, in the result schema
+    schema = json.loads((ROOT / "schemas" / "result.schema.json").read_text(encoding="utf-8"))
+    shown = [json.loads(line) for line in recommend(pipeline, db, "--format", "json").stdout.splitlines()]
+    validator = jsonschema.Draft202012Validator(schema)
+    for line in shown:
+        validator.validate(line)
+    results = [line for line in shown if "evaluation" in line]
+    assert [r["case"] for r in results] == deals and all(r["stored_earlier"] for r in results)
+    assert {r["case"]: (r["evaluation"], r["decisions"]) for r in results} == {
+        c: (r["evaluation"], r["decisions"]) for c, r in made.items()
+    }
+    store = Store(db)
+    assert store.count() == len(deals)
+    # --reevaluate: evaluated again, as new evaluations
+    renewed = recommend(pipeline, db, "--reevaluate", "--format", "json")
+    assert renewed.exit_code == 0, renewed.stderr
+    numbers = [line["evaluation"] for line in map(json.loads, renewed.stdout.splitlines()) if "evaluation" in line]
+    assert numbers == list(range(len(deals) + 1, 2 * len(deals) + 1))
+    assert f"{len(deals)} cases evaluated" in renewed.stderr
+    assert store.count() == 2 * len(deals) and store.verify() == []
+    store.close()
+
+
+@needs_maven
+def test_the_whole_maven_import_run_twice_shows_every_open_deal_the_second_time(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'log.db'}"
+    pipeline = MAVEN / "sales_pipeline.csv"
+    assert recommend(pipeline, db, "--format", "summary").exit_code == 0
+    again = recommend(pipeline, db, "--lang", "en")
+    assert again.exit_code == 0, again.stderr
+    deals = open_deals(pipeline)
+    assert len(deals) == 2089
+    assert english_cases(again.stdout) == deals
+    assert "2089 already stored by an earlier run of this import" in again.stderr
+
+
+def case_blocks(text: str) -> list[list[str]]:
+    return [block.splitlines() for block in text.strip().split("\n\n")]
+
+
+@needs_maven
+def test_text_for_people_who_and_where_first_determined_decisions_and_quarantine_counted(tmp_path: Path) -> None:
+    pipeline = maven_slice(tmp_path, 300)
+    with pipeline.open(encoding="utf-8") as rows:
+        deals = {row["opportunity_id"]: row for row in csv.DictReader(rows)}
+    with (MAVEN / "sales_teams.csv").open(encoding="utf-8") as rows:
+        region = {row["sales_agent"]: row["regional_office"] for row in csv.DictReader(rows)}
+    closed = sum(row["deal_stage"] in ("Won", "Lost") for row in deals.values())
+    shown = recommend(pipeline, "sqlite://", "--no-store")
+    assert shown.exit_code == 0, shown.stderr
+    blocks = case_blocks(shown.stdout)
+    assert blocks[0][0].startswith("案例 ")  # a case first: no notice of a closed deal before it
+    assert len(blocks) == len(deals) - closed and all(block[0].startswith("案例 ") for block in blocks)
+    for block in blocks:
+        deal = deals[block[0].split()[1]]
+        who = f"客户经理 {deal['sales_agent']} · 区域 {region[deal['sales_agent']]} · 金额 "
+        assert who in block[1] and (not deal["account"] or block[1].startswith(f"  客户 {deal['account']} · "))
+        assert not any(line.endswith(": 未定") for line in block)  # only what was determined
+        assert any(line.startswith("    另有 ") and "项结论未定" in line for line in block)
+    assert "quarantined" not in shown.stdout and "quarantined: closed_deal" not in shown.stderr
+    assert f"{closed} quarantined (closed_deal {closed}; --verbose lists them)" in shown.stderr
+    every = recommend(pipeline, "sqlite://", "--no-store", "--all", "--verbose")
+    assert sum(line.endswith(": 未定") for line in every.stdout.splitlines()) > 0 and "另有 " not in every.stdout
+    listed = [line for line in every.stderr.splitlines() if ": quarantined: closed_deal: " in line]
+    assert len(listed) == closed and listed[0].startswith(f"{pipeline}:")
+    assert f"{closed} quarantined (closed_deal {closed})" in every.stderr
