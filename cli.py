@@ -13,7 +13,6 @@ import hashlib
 import json
 import os
 import sys
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any, NoReturn
@@ -30,13 +29,13 @@ def _fail(message: str) -> NoReturn:
     sys.exit(1)
 
 
-def _as_of(value: str | None) -> dt.date:
+def _as_of(value: str | None, option: str = "--as-of") -> dt.date:
     if value is None:
         return dt.date.today()
     try:
         return dt.date.fromisoformat(value)
     except ValueError:
-        raise click.BadParameter(f"'{value}' is not a date (YYYY-MM-DD)", param_hint="--as-of") from None
+        raise click.BadParameter(f"'{value}' is not a date (YYYY-MM-DD)", param_hint=option) from None
 
 
 def _tune_memory() -> None:
@@ -75,12 +74,13 @@ def check(playbooks: tuple[str, ...], verbose: bool) -> None:
     from engine import PlaybookError, load_playbook
     from engine.analyse import analyse
 
-    problems = []
-    for path in playbooks:
+    found = []
+    for path in dict.fromkeys(playbooks):  # a file named twice is checked once
         try:
-            problems.extend(analyse(load_playbook(path)))
+            found.extend(analyse(load_playbook(path)))
         except PlaybookError as error:
-            problems.extend(error.problems)
+            found.extend(error.problems)
+    problems = list(dict.fromkeys(found))  # one problem found by two checks is printed once
     shown = problems if verbose else problems[:SHOWN_PROBLEMS]
     for problem in shown:
         click.echo(str(problem))
@@ -440,43 +440,112 @@ def _print_explanation(playbook: Any, payload: dict[str, Any], why_not: str | No
 
 
 @main.command(name="why")
-@click.argument("evaluation", type=int)
+@click.argument("evaluation", type=int, required=False)
+@click.option(
+    "--record", "record_id", help="Instead of EVALUATION: the record whose advice to explain (with --action)."
+)
+@click.option(
+    "--on", "on", help="With --record: the advice in force on this date (as_of, YYYY-MM-DD; default: the latest)."
+)
+@click.option("--action", help="Only why this action was advised (an action id, or RULE:ACTION).")
 @click.option("--why-not", "why_not", help="An action id, or decision=value: say which condition failed.")
 @_lang_option
 @_db_option
-def why_command(evaluation: int, why_not: str | None, lang: str, db: str) -> None:
-    """Explain a stored evaluation under the playbook version that made it."""
-    from engine.audit import StoredMismatch, reevaluate
+def why_command(
+    evaluation: int | None,
+    record_id: str | None,
+    on: str | None,
+    action: str | None,
+    why_not: str | None,
+    lang: str,
+    db: str,
+) -> None:
+    """Explain a stored evaluation under the playbook version that made it, and what became of its advice.
 
+    \b
+    playbook why 12                      every step of evaluation 12
+    playbook why 12 --action A           only the steps that led to action A, and A's outcomes
+    playbook why --record ID --action A [--on DATE]
+                                         why A was advised to record ID (on DATE), under which playbook,
+                                         and what became of it
+    """
+    from engine.answers import outcome_lines, stored_header, why_action
+    from engine.audit import StoredMismatch, reevaluate
+    from engine.explain import UnknownTarget, why
+    from engine.explain import why_not as why_not_text
+
+    if (evaluation is None) == (record_id is None):
+        raise click.UsageError("give an EVALUATION number or --record ID (with --action)")
+    if record_id is not None and action is None:
+        raise click.UsageError("--record needs --action: the action whose advice to explain")
+    if on is not None and record_id is None:
+        raise click.UsageError("--on goes with --record")
+    if action is not None and why_not is not None:
+        raise click.UsageError("--action and --why-not ask different questions: give one")
     store = _open_store(db)
+    note = None
+    if record_id is not None:
+        assert action is not None
+        evaluation, note = _advice_in_force(
+            store, record_id, action, None if on is None else _as_of(on, "--on").isoformat()
+        )
+    assert evaluation is not None
     try:
         stored, result = reevaluate(store, evaluation)
     except (LookupError, StoredMismatch) as error:
         _fail(str(error).strip("'\""))
-    click.echo(
-        f"#{stored.seq}  {stored.created_at}  {stored.source}  playbook {stored.playbook_id} {stored.playbook_version} "
-        f"({stored.playbook_hash[:12]})"
-    )
-    _print_explanation(result.playbook, result.to_json(lang), why_not, lang)
-    for text in _outcome_texts(stored):
-        click.echo(f"  outcome: {text}")
+    payload = result.to_json(lang)
+    try:
+        if action is not None:
+            text = why_action(result.playbook, payload, action, lang)
+        elif why_not is not None:
+            text = why_not_text(result.playbook, payload, why_not, lang)
+        else:
+            text = why(result.playbook, payload, lang)
+    except UnknownTarget as error:
+        raise click.BadParameter(str(error), param_hint="--action" if action else "--why-not") from None
+    if note is not None:
+        click.echo(note, err=True)
+    click.echo(stored_header(stored, lang))
+    click.echo(text)
+    for line in outcome_lines(stored, lang, action):
+        click.echo(line)
 
 
-def _outcome_texts(stored: Any) -> list[str]:
-    """Each outcome as 'action status by who at time: why'; an action recommended twice is named with its rule."""
-    rules = {rec["position"]: rec["rule"] for rec in stored.recommendations}
-    repeated = {a for a, n in Counter(rec["id"] for rec in stored.recommendations).items() if n > 1}
-    texts = []
-    for done in stored.outcomes:
-        action = f"{rules.get(done['position'])}:{done['action']}" if done["action"] in repeated else done["action"]
-        when = done["at"][:19].replace("T", " ")
-        texts.append(
-            f"{action} {done['status']} by {done['who']} at {when} UTC" + (f": {done['why']}" if done["why"] else "")
-        )
-    return texts
+def _advice_in_force(store: Any, record_id: str, action: str, on: str | None) -> tuple[int, str | None]:
+    """The record's evaluation in force on ``on``: its latest with as_of on or before it.
+
+    With it, when that one did not advise ``action``, a note that says so and names the last one that
+    did (the explanation then says why not).
+    """
+    from engine.answers import split_action
+
+    wanted, rule = split_action(action)
+    latest: Any = None
+    last_advised: Any = None
+    for stored in store.search(record_id=record_id, until=on):
+        latest = stored
+        if any(r["id"] == wanted and rule in (None, r["rule"]) for r in stored.recommendations):
+            last_advised = stored
+    when = f" on or before {on}" if on else ""
+    if latest is None:
+        _fail(f"no evaluation of record '{record_id}'{when} in the audit log")
+    if last_advised is not latest:
+        note = f"the advice in force for '{record_id}'{when} is evaluation {latest.seq} (as of {latest.as_of}), "
+        if last_advised is None:
+            note += f"and no evaluation of it{when} advised '{action}': why not, below"
+        else:
+            note += (
+                f"which did not advise '{action}' (why not, below); evaluation {last_advised.seq} "
+                f"(as of {last_advised.as_of}) did: playbook why {last_advised.seq} --action {action}"
+            )
+        return int(latest.seq), note
+    return int(latest.seq), None
 
 
 def _listing(stored: Any) -> dict[str, Any]:
+    from engine.answers import outcome_texts
+
     return {
         "evaluation": stored.seq,
         "created_at": stored.created_at,
@@ -490,7 +559,7 @@ def _listing(stored: Any) -> dict[str, Any]:
         "status": stored.status,
         "actions": ";".join(r["id"] for r in stored.recommendations),
         "rules": ";".join(dict.fromkeys([*stored.fired.get("$rules", [])])),
-        "outcomes": "; ".join(_outcome_texts(stored)),
+        "outcomes": "; ".join(outcome_texts(stored)),
     }
 
 
@@ -503,6 +572,8 @@ def _spreadsheet_safe(value: Any) -> Any:
 
 
 def _emit(rows: Any, fmt: str) -> int:
+    from engine.answers import outcome_texts
+
     count = 0
     writer = None
     for stored in rows:
@@ -526,7 +597,7 @@ def _emit(rows: Any, fmt: str) -> int:
             f"playbook {stored.playbook_id} {stored.playbook_version} ({stored.playbook_hash[:12]})  "
             f"{stored.status}: {actions}"
         )
-        for text in _outcome_texts(stored):
+        for text in outcome_texts(stored):
             click.echo(f"    outcome: {text}")
     return count
 
@@ -571,9 +642,9 @@ def list_command(
 ) -> None:
     """List stored evaluations, filtered; export them as CSV or JSON Lines."""
     store = _open_store(db)
-    for value in (since, until):
+    for value, option in ((since, "--since"), (until, "--until")):
         if value is not None:
-            _as_of(value)  # a bad date is a usage error
+            _as_of(value, option)  # a bad date is a usage error
     count = _emit(
         store.search(action=action, rule=rule, account_id=account, since=since, until=until, limit=limit), fmt
     )
@@ -586,12 +657,20 @@ def list_command(
 @click.option("--status", type=click.Choice(["accepted", "dismissed", "done"]), required=True)
 @click.option("--who", required=True, help="Who decided.")
 @click.option("--why", "reason", default="", help="Why.")
+@click.option(
+    "--rule", help="The rule whose recommendation this is, when the evaluation recommended ACTION more than once."
+)
 @_db_option
-def outcome(evaluation: int, action: str, status: str, who: str, reason: str, db: str) -> None:
-    """Record what became of a recommendation (by action id or position); history is kept, never overwritten."""
+def outcome(evaluation: int, action: str, status: str, who: str, reason: str, rule: str | None, db: str) -> None:
+    """Record what became of a recommendation; history is kept, never overwritten.
+
+    ACTION is the action id, RULE:ACTION when several rules recommended it, or its position.
+    """
+    from engine.audit import record_outcome
+
     store = _open_store(db)
     try:
-        seq = store.record_outcome(evaluation, action, status, who, reason)
+        seq = record_outcome(store, evaluation, action, status, who, reason, rule=rule)
     except LookupError as error:
         _fail(str(error).strip("'\""))
     click.echo(f"outcome #{seq}: evaluation {evaluation} {action} {status}")
@@ -635,7 +714,7 @@ def replay(playbook_path: str, since: str | None, fmt: str, examples: int, db: s
     from engine.audit import replay as run_replay
 
     if since is not None:
-        _as_of(since)
+        _as_of(since, "--since")
     store = _open_store(db)
     try:
         report = run_replay(store, Path(playbook_path).read_text(encoding="utf-8"), playbook_path, since=since)

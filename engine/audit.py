@@ -17,7 +17,19 @@ from engine.evaluate import Evaluator, Result
 from engine.store import ID_LENGTH, Appended, Store, StoredEvaluation, iter_chunks, oversized_id
 from engine.validate import load_playbook_text
 
-__all__ = ["ImportItem", "ReplayReport", "StoredMismatch", "import_cases", "outcome_to_file", "reevaluate", "replay"]
+__all__ = [
+    "AmbiguousAction",
+    "ImportItem",
+    "ReplayReport",
+    "StoredMismatch",
+    "UnknownEvaluation",
+    "import_cases",
+    "outcome_to_file",
+    "recommendation_position",
+    "record_outcome",
+    "reevaluate",
+    "replay",
+]
 
 BATCH = 2000  # cases per transaction: a commit costs a disk sync
 
@@ -100,6 +112,53 @@ def reevaluate(store: Store, seq: int) -> tuple[StoredEvaluation, Result]:
             f"evaluation {seq} does not match its re-evaluation under playbook {stored.playbook_hash[:12]}"
         )
     return stored, result
+
+
+class UnknownEvaluation(LookupError):
+    """An evaluation number the audit log does not hold."""
+
+
+class AmbiguousAction(LookupError):
+    """An outcome names an action its evaluation recommended more than once, without saying by which rule."""
+
+
+def recommendation_position(stored: StoredEvaluation, action: str, rule: str | None = None) -> int:
+    """The position of the one recommendation named by ``action`` (an action id, ``rule:action`` or a
+    position), of ``rule`` when given.  LookupError when there is none, AmbiguousAction when several."""
+    if ":" in action and rule is None:
+        rule, _, action = action.partition(":")
+    matching = [
+        rec
+        for rec in stored.recommendations
+        if (rec["id"] == action or str(rec["position"]) == action) and rule in (None, rec["rule"])
+    ]
+    if len(matching) > 1:
+        qualified = ", ".join(f"{rec['rule']}:{rec['id']}" for rec in matching)
+        raise AmbiguousAction(
+            f"evaluation {stored.seq} recommended '{action}' {len(matching)} times, by different rules; "
+            f"say which: {qualified}"
+        )
+    if not matching:
+        by = f" by rule '{rule}'" if rule is not None else ""
+        offered = ", ".join(dict.fromkeys(rec["id"] for rec in stored.recommendations)) or "nothing"
+        raise LookupError(f"evaluation {stored.seq} did not recommend '{action}'{by} (it recommended: {offered})")
+    return int(matching[0]["position"])
+
+
+def record_outcome(
+    store: Store, evaluation: int, action: str, status: str, who: str, why: str, *, rule: str | None = None
+) -> int:
+    """Record what became of one recommendation; see :func:`recommendation_position` for naming it.
+
+    UnknownEvaluation when the evaluation does not exist, LookupError when it did not recommend the
+    action, AmbiguousAction when it did so more than once; ValueError for an unknown status.
+    """
+    try:
+        stored = store.get(evaluation)
+    except LookupError:
+        raise UnknownEvaluation(f"there is no evaluation {evaluation} in the audit log") from None
+    position = recommendation_position(stored, action, rule)
+    return store.record_outcome(evaluation, str(position), status, who, why)
 
 
 @dataclass

@@ -327,3 +327,154 @@ def test_csv_cells_that_a_spreadsheet_would_run_as_formulas_are_escaped(tmp_path
     # JSON is data, not a spreadsheet: it keeps the ids as they are
     code, out, _ = invoke("list", "--db", db, "--format", "json")
     assert json.loads(out)["case"] == formula
+
+
+@pytest.fixture
+def sample_log(tmp_path: Path) -> str:
+    """The sample cases stored twice: as of 2026-11-27 (evaluations 1-41) and 2026-12-20 (42-82)."""
+    db = f"sqlite:///{tmp_path / 'log.db'}"
+    samples = str(ROOT / "samples" / "cases.jsonl")
+    for as_of in ("2026-11-27", "2026-12-20"):
+        code, _, err = invoke("recommend", "--input", samples, "--as-of", as_of, "--format", "summary", "--db", db)
+        assert code == 0, err
+    return db
+
+
+def test_why_record_action_says_why_under_which_playbook_and_what_became_of_it(sample_log: str) -> None:
+    from engine import load_playbook
+
+    content_hash = load_playbook(ROOT / "playbooks" / "course.yaml").content_hash
+    db = sample_log
+    code, _, err = invoke(
+        "outcome", "1", "intensive_attack", "--status", "accepted", "--who", "li.wei", "--why", "A project", "--db", db
+    )
+    assert code == 0, err
+    code, en, _ = invoke(
+        "why", "--record", "opp-001", "--action", "intensive_attack", "--on", "2026-12-01", "--db", db, "--lang", "en"
+    )
+    assert code == 0
+    assert en.startswith("evaluation #1, as of 2026-11-27")
+    assert f"playbook course version 1.0.0, content hash {content_hash}" in en
+    # the steps that led to the action, with their course sources, and no others
+    assert "rule director_intensive_attack" in en and "[G-19" in en and "funnel layer = bottom" in en
+    assert "rule battle_blitz" not in en and "market division" not in en
+    assert en.splitlines()[-2:] == [
+        "Outcomes:",
+        en.splitlines()[-1],
+    ] and en.splitlines()[-1].startswith("  intensive_attack accepted by li.wei at ")
+    assert en.endswith(" UTC: A project\n")
+
+    code, zh, _ = invoke("why", "--record", "opp-001", "--action", "intensive_attack", "--on", "2026-12-01", "--db", db)
+    assert code == 0
+    assert f"剧本 course 版本 1.0.0,内容哈希 {content_hash}" in zh and "规则 director_intensive_attack" in zh
+    assert "处理结果:" in zh and "已接受,li.wei," in zh and "理由:A project" in zh
+
+    # without --on: the latest evaluation (as of 2026-12-20), which has no outcome yet
+    code, latest, _ = invoke("why", "--record", "opp-001", "--action", "intensive_attack", "--db", db, "--lang", "en")
+    assert code == 0 and latest.startswith("evaluation #42, as of 2026-12-20")
+    assert latest.endswith("Outcomes:\n  (no outcome recorded yet)\n")
+    # before anything was evaluated
+    code, _, err = invoke(
+        "why", "--record", "opp-001", "--action", "intensive_attack", "--on", "2026-01-01", "--db", db
+    )
+    assert code == 1 and "no evaluation of record 'opp-001' on or before 2026-01-01" in err
+    code, _, err = invoke("why", "--record", "opp-001", "--action", "fight_blits", "--db", db)
+    assert code == 2 and "did you mean 'fight_blitz'" in err
+    assert invoke("why", "--record", "opp-001", "--db", db)[0] == 2  # --record needs --action
+    assert invoke("why", "1", "--record", "opp-001", "--action", "x", "--db", db)[0] == 2
+
+
+def test_why_record_names_the_last_evaluation_that_advised_an_action_no_longer_in_force(sample_log: str) -> None:
+    from engine.store import Store
+
+    store = Store(sample_log)
+    dropped = {}  # record -> (earlier evaluation, an action it advised that the later one does not)
+    for seq in range(1, 42):
+        earlier, later = store.get(seq), store.get(seq + 41)
+        gone = sorted({r["id"] for r in earlier.recommendations} - {r["id"] for r in later.recommendations})
+        if gone:
+            dropped[earlier.record_id] = (seq, gone[0])
+    store.close()
+    record, (seq, action) = sorted(dropped.items())[0]
+    code, out, err = invoke("why", "--record", record, "--action", action, "--db", sample_log, "--lang", "en")
+    assert code == 0
+    assert f"evaluation {seq + 41} (as of 2026-12-20), which did not advise '{action}'" in err
+    assert f"evaluation {seq} (as of 2026-11-27) did: playbook why {seq} --action {action}" in err
+    assert out.startswith(f"evaluation #{seq + 41}") and "why not" in out
+
+
+def test_why_narrowed_to_one_action(sample_log: str) -> None:
+    code, whole, _ = invoke("why", "1", "--db", sample_log, "--lang", "en")
+    code, narrow, _ = invoke("why", "1", "--action", "fight_blitz", "--db", sample_log, "--lang", "en")
+    assert code == 0
+    assert "rule battle_blitz" in narrow and "battle type = blitz" in narrow and "[G-22" in narrow
+    assert "rule divide_by_customer" in whole and "rule divide_by_customer" not in narrow
+    assert len(narrow.splitlines()) < len(whole.splitlines()) / 2
+    # an action this evaluation did not recommend: why not
+    code, out, _ = invoke("why", "1", "--action", "fight_siege", "--db", sample_log, "--lang", "en")
+    assert code == 0 and "why not" in out and "rule battle_siege" in out
+
+
+def test_an_action_recommended_by_several_rules_needs_its_rule_named(sample_log: str) -> None:
+    db = sample_log
+    # evaluation 2 (opp-002) recommends identify_decision_role through four rules
+    code, _, err = invoke("outcome", "2", "identify_decision_role", "--status", "done", "--who", "li.wei", "--db", db)
+    assert code == 1 and "4 times" in err and "find_role_decide:identify_decision_role" in err
+    code, _, err = invoke(
+        "outcome", "2", "find_role_decide:identify_decision_role", "--status", "done", "--who", "li.wei", "--db", db
+    )
+    assert code == 0, err
+    code, _, err = invoke(
+        "outcome",
+        "2",
+        "identify_decision_role",
+        "--rule",
+        "find_role_use",
+        "--status",
+        "dismissed",
+        "--who",
+        "li",
+        "--db",
+        db,
+    )
+    assert code == 0, err
+    code, _, err = invoke(
+        "outcome",
+        "2",
+        "identify_decision_role",
+        "--rule",
+        "battle_blitz",
+        "--status",
+        "done",
+        "--who",
+        "li",
+        "--db",
+        db,
+    )
+    assert code == 1 and "did not recommend 'identify_decision_role' by rule 'battle_blitz'" in err
+    code, out, _ = invoke("history", "opp-002", "--db", db)
+    assert "outcome: find_role_decide:identify_decision_role done by li.wei" in out
+    assert "outcome: find_role_use:identify_decision_role dismissed by li" in out
+
+
+def test_an_outcome_for_an_evaluation_that_does_not_exist_says_so(sample_log: str) -> None:
+    code, _, err = invoke("outcome", "999", "fight_blitz", "--status", "done", "--who", "li", "--db", sample_log)
+    assert code == 1 and "there is no evaluation 999 in the audit log" in err
+
+
+def test_a_bad_date_names_its_option(sample_log: str) -> None:
+    for option in ("--since", "--until"):
+        code, _, err = invoke("list", option, "2026-13-01", "--db", sample_log)
+        assert code == 2 and f"Invalid value for {option}" in err
+
+
+def test_check_prints_each_problem_once(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(
+        (FIXTURES / "pipeline.yaml").read_text(encoding="utf-8").replace("then: middle", "then: midle"),
+        encoding="utf-8",
+    )
+    code, out, _ = invoke("check", str(broken), str(broken))
+    assert code == 1
+    lines = out.splitlines()
+    assert len(lines) == len(set(lines)) == 1 and "unknown_value" in lines[0]
