@@ -704,46 +704,52 @@ def verify(db: str) -> None:
     type=click.Path(dir_okay=False, exists=True),
     help="The playbook to try.",
 )
-@click.option("--since", help="Only evaluations with as_of on or after this date.")
+@click.option(
+    "--baseline",
+    "baseline_path",
+    type=click.Path(dir_okay=False, exists=True),
+    help="Compare against this playbook (default: the one live now, which made the newest evaluation in the log).",
+)
+@click.option("--since", help="Only records whose evaluation is as of this date or later.")
+@click.option("--all", "every", is_flag=True, help="Replay every stored evaluation, not only each record's latest.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
-@click.option("--examples", type=click.IntRange(0), default=10, show_default=True)
+@click.option("--examples", type=click.IntRange(0), default=10, show_default=True, help="Examples kept per count.")
+@_lang_option
 @_db_option
-def replay(playbook_path: str, since: str | None, fmt: str, examples: int, db: str) -> None:
-    """Re-evaluate stored inputs under another playbook and report what would change (nothing is written)."""
+def replay(
+    playbook_path: str,
+    baseline_path: str | None,
+    since: str | None,
+    every: bool,
+    fmt: str,
+    examples: int,
+    lang: str,
+    db: str,
+) -> None:
+    """What a playbook change would change: each record's latest evaluation re-evaluated under the new
+    playbook and under the one live now, compared (nothing is written)."""
     from engine import PlaybookError
-    from engine.audit import replay as run_replay
+    from engine.replay import live_playbook, render_replay
+    from engine.replay import replay as run_replay
 
     if since is not None:
         _as_of(since, "--since")
+    candidate = _load(playbook_path)
     store = _open_store(db)
+    chosen: dict[str, Any]
     try:
-        report = run_replay(store, Path(playbook_path).read_text(encoding="utf-8"), playbook_path, since=since)
+        if baseline_path is not None:
+            baseline, chosen = _load(baseline_path), {"file": baseline_path}
+        else:
+            baseline, newest = live_playbook(store)
+            chosen = {"evaluation": newest}
+        report = run_replay(store, candidate, baseline, chosen, since=since, every=every, examples=examples)
+    except LookupError as error:
+        _fail(str(error).strip("'\""))
     except PlaybookError as error:
         _fail(str(error))
-    data = report.to_json(examples)
-    if fmt == "json":
-        click.echo(json.dumps(data, ensure_ascii=False, indent=2))
-        return
-    click.echo(f"{data['evaluated']} evaluations replayed; {data['changed']} would change")
-    for title, key in (
-        ("actions added", "actions_added"),
-        ("actions removed", "actions_removed"),
-        ("rules that would start firing", "rules_started"),
-        ("rules that would stop firing", "rules_stopped"),
-        ("decisions changed", "decisions_changed"),
-    ):
-        if data[key]:
-            click.echo(f"{title}: " + ", ".join(f"{k} ×{v}" for k, v in data[key].items()))
-    if data["left_without_action"]:
-        click.echo("left with no action: " + ", ".join(f"#{n}" for n in data["left_without_action"]))
-    for example in data["examples"]:
-        changes = "; ".join(f"{n}: {a} → {b}" for n, (a, b) in example["decisions"].items())
-        click.echo(f"  #{example['evaluation']} {example['case']}: {changes} +{example['added']} -{example['removed']}")
-    if data["failed"]:
-        click.echo(
-            f"{len(data['failed'])} cases fail under the new playbook: "
-            + ", ".join(f"#{f['evaluation']} {f['code']}" for f in data["failed"])
-        )
+    data = report.to_json(lang)
+    click.echo(json.dumps(data, ensure_ascii=False, indent=2) if fmt == "json" else render_replay(data))
 
 
 # -- playbook serve: the webhook service ----------------------------------------------------------

@@ -51,6 +51,7 @@ from sqlalchemy import (
     bindparam,
     create_engine,
     event,
+    func,
     insert,
     inspect,
     select,
@@ -624,9 +625,17 @@ class Store:
         since: str | None = None,
         until: str | None = None,
         limit: int | None = None,
+        latest_per_record: bool = False,
     ) -> Iterator[StoredEvaluation]:
-        """Evaluations in sequence order, filtered; ``since``/``until`` compare ``as_of`` (inclusive)."""
+        """Evaluations in sequence order, filtered; ``since``/``until`` compare ``as_of`` (inclusive).
+
+        ``latest_per_record``: only each record's newest evaluation (a record is its record id, else
+        its case id), before the other filters apply.
+        """
         query = select(evaluations).order_by(evaluations.c.seq)
+        if latest_per_record:
+            record = func.coalesce(evaluations.c.record_id, evaluations.c.case_id)
+            query = query.where(evaluations.c.seq.in_(select(func.max(evaluations.c.seq)).group_by(record)))
         if record_id is not None:
             query = query.where(evaluations.c.record_id == record_id)
         if account_id is not None:

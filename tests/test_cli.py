@@ -229,8 +229,8 @@ def test_the_audit_log_commands_end_to_end(tmp_path: Path) -> None:
     )
     code, out, _ = invoke("replay", "--playbook", str(changed), "--db", db, "--format", "json")
     report = json.loads(out)
-    assert code == 0 and report["evaluated"] == 41 and report["changed"] > 0
-    assert "fight_blitz" in report["actions_removed"]
+    assert code == 0 and report["replayed"] == 41 and report["changed"] > 0
+    assert "fight_blitz" in [entry["action"] for entry in report["actions_removed"]]
 
 
 def test_summary_format_prints_only_the_counts_and_stores_everything(tmp_path: Path) -> None:
@@ -478,3 +478,57 @@ def test_check_prints_each_problem_once(tmp_path: Path) -> None:
     assert code == 1
     lines = out.splitlines()
     assert len(lines) == len(set(lines)) == 1 and "unknown_value" in lines[0]
+
+
+def test_replay_reports_counts_labels_and_examples_in_the_chosen_language(sample_log: str, tmp_path: Path) -> None:
+    course = (ROOT / "playbooks" / "course.yaml").read_text(encoding="utf-8")
+    changed = tmp_path / "changed.yaml"
+    changed.write_text(
+        course.replace("  high_win_rate:\n    value: 60\n", "  high_win_rate:\n    value: 80\n"), encoding="utf-8"
+    )
+    code, out, err = invoke(
+        "replay", "--playbook", str(changed), "--db", sample_log, "--format", "json", "--lang", "en"
+    )
+    assert code == 0, err
+    report = json.loads(out)
+    # each record once, as it stands now (the samples were stored as of two dates), against the live playbook
+    assert report["replayed"] == 41 and report["as_of"] == {"from": "2026-12-20", "to": "2026-12-20"}
+    assert report["baseline"]["from"] == {"evaluation": 82} and report["baseline"]["version"] == "1.0.0"
+    blitz = next(entry for entry in report["actions_removed"] if entry["action"] == "fight_blitz")
+    assert blitz["label"].startswith("blitz") and 0 < blitz["records"] <= report["changed"]
+    assert blitz["examples"] and all(e.startswith("opp-") for e in blitz["examples"])
+    move = next(m for m in report["decisions_changed"] if m["decision"] == "battle_type" and m["from"] == "blitz")
+    assert move["label"] == "battle type" and move["records"] == blitz["records"]
+    assert report["unchanged"] == 41 - report["changed"]
+
+    code, every, _ = invoke("replay", "--playbook", str(changed), "--db", sample_log, "--format", "json", "--all")
+    assert json.loads(every)["replayed"] == 82
+
+    code, en, _ = invoke("replay", "--playbook", str(changed), "--db", sample_log, "--lang", "en")
+    assert code == 0
+    assert en.startswith("replay: 41 evaluations (the latest of each record, as of 2026-12-20 to 2026-12-20)")
+    assert f"{report['changed']} would change, {report['unchanged']} unchanged" in en
+    assert f"battle type: {move['from_label']} → {move['to_label']}: {move['records']} records" in en
+    assert "['" not in en and "fight_blitz" not in en  # labels, not ids or Python lists
+    code, zh, _ = invoke("replay", "--playbook", str(changed), "--db", sample_log)
+    assert code == 0 and zh.startswith("回放:41 次评估") and "竞争战法:" in zh and "['" not in zh
+
+    code, same, _ = invoke(
+        "replay", "--playbook", str(ROOT / "playbooks" / "course.yaml"), "--db", sample_log, "--lang", "en"
+    )
+    assert code == 0 and "the new playbook is the one live now" in same
+    code, against, _ = invoke(
+        "replay",
+        "--playbook",
+        str(ROOT / "playbooks" / "course.yaml"),
+        "--baseline",
+        str(changed),
+        "--db",
+        sample_log,
+        "--format",
+        "json",
+    )
+    assert json.loads(against)["changed"] == report["changed"]  # the same change, seen from the other side
+    empty = f"sqlite:///{tmp_path / 'empty.db'}"
+    code, _, err = invoke("replay", "--playbook", str(changed), "--db", empty)
+    assert code == 1 and "holds no evaluation" in err
