@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import random
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +19,7 @@ from cli import main
 from tests.conftest import FIXTURES, ROOT
 
 PIPELINE = str(FIXTURES / "pipeline.yaml")
+MAVEN_PIPELINE = ROOT.parent / "shared" / "crm-data" / "maven-crm-sales-opportunities" / "sales_pipeline.csv"
 CASES = [
     '{"id": "a", "opportunity": {"weeks_to_close": 1, "win_rate": 80}, "account": {"segment": "retail"}}',
     '{"id": "b", "opportunity": {"close_date": "2027-03-01", "milestones": ["a"]}}',
@@ -532,3 +534,39 @@ def test_replay_reports_counts_labels_and_examples_in_the_chosen_language(sample
     empty = f"sqlite:///{tmp_path / 'empty.db'}"
     code, _, err = invoke("replay", "--playbook", str(changed), "--db", empty)
     assert code == 1 and "holds no evaluation" in err
+
+
+def readme_summary(start: str) -> re.Pattern[str]:
+    """The README's quoted summary line that starts with ``start``, as a pattern: N, R, E, Q any number, … anything."""
+    quoted = [
+        q for q in re.findall(r"`([^`\n]+)`", (ROOT / "README.md").read_text(encoding="utf-8")) if q.startswith(start)
+    ]
+    assert quoted, f"the README quotes no summary line starting {start!r}"
+    pattern = re.escape(quoted[0]).replace("…", ".+?")
+    return re.compile(re.sub(r"\b[NREQ]\b", r"\\d+", pattern))
+
+
+def test_the_readme_summary_lines_are_what_the_program_prints(cases_file: Path) -> None:
+    code, _, err = invoke("recommend", "--playbook", PIPELINE, "--input", str(cases_file), "--as-of", "2026-11-27")
+    assert code == 0
+    assert readme_summary("N rows: N cases evaluated").fullmatch(err.strip()), err
+
+
+@pytest.mark.skipif(not MAVEN_PIPELINE.is_file(), reason=f"the Maven sample set is not at {MAVEN_PIPELINE}")
+def test_the_readme_summary_of_an_export_with_quarantined_rows(tmp_path: Path) -> None:
+    code, _, err = invoke(
+        "recommend",
+        "--input",
+        str(MAVEN_PIPELINE),
+        "--mapping",
+        "maven",
+        "--as-of",
+        "2017-03-01",
+        "--format",
+        "summary",
+        "--db",
+        f"sqlite:///{tmp_path / 'log.db'}",
+    )
+    assert code == 0
+    summary = err.strip().split("; stored in")[0]
+    assert readme_summary("N rows: E cases evaluated (…), Q quarantined").fullmatch(summary), summary
