@@ -28,13 +28,13 @@ def _fail(message: str) -> NoReturn:
     sys.exit(1)
 
 
-def _as_of(value: str | None) -> dt.date:
+def _as_of(value: str | None, option: str = "--as-of") -> dt.date:
     if value is None:
         return dt.date.today()
     try:
         return dt.date.fromisoformat(value)
     except ValueError:
-        raise click.BadParameter(f"'{value}' is not a date (YYYY-MM-DD)", param_hint="--as-of") from None
+        raise click.BadParameter(f"'{value}' is not a date (YYYY-MM-DD)", param_hint=option) from None
 
 
 def _tune_memory() -> None:
@@ -73,12 +73,13 @@ def check(playbooks: tuple[str, ...], verbose: bool) -> None:
     from engine import PlaybookError, load_playbook
     from engine.analyse import analyse
 
-    problems = []
-    for path in playbooks:
+    found = []
+    for path in dict.fromkeys(playbooks):  # a file named twice is checked once
         try:
-            problems.extend(analyse(load_playbook(path)))
+            found.extend(analyse(load_playbook(path)))
         except PlaybookError as error:
-            problems.extend(error.problems)
+            found.extend(error.problems)
+    problems = list(dict.fromkeys(found))  # one problem found by two checks is printed once
     shown = problems if verbose else problems[:SHOWN_PROBLEMS]
     for problem in shown:
         click.echo(str(problem))
@@ -409,47 +410,140 @@ def _print_explanation(playbook: Any, payload: dict[str, Any], why_not: str | No
 
 
 @main.command(name="why")
-@click.argument("evaluation", type=int)
+@click.argument("evaluation", type=int, required=False)
+@click.option(
+    "--record", "record_id", help="Instead of EVALUATION: the record whose advice to explain (with --action)."
+)
+@click.option(
+    "--on", "on", help="With --record: the advice in force on this date (as_of, YYYY-MM-DD; default: the latest)."
+)
+@click.option("--action", help="Only why this action was advised (an action id, or RULE:ACTION).")
 @click.option("--why-not", "why_not", help="An action id, or decision=value: say which condition failed.")
 @_lang_option
 @_db_option
-def why_command(evaluation: int, why_not: str | None, lang: str, db: str) -> None:
-    """Explain a stored evaluation under the playbook version that made it."""
-    from engine.audit import StoredMismatch, reevaluate
+def why_command(
+    evaluation: int | None,
+    record_id: str | None,
+    on: str | None,
+    action: str | None,
+    why_not: str | None,
+    lang: str,
+    db: str,
+) -> None:
+    """Explain a stored evaluation under the playbook version that made it, and what became of its advice.
 
+    \b
+    playbook why 12                      every step of evaluation 12
+    playbook why 12 --action A           only the steps that led to action A, and A's outcomes
+    playbook why --record ID --action A [--on DATE]
+                                         why A was advised to record ID (on DATE), under which playbook,
+                                         and what became of it
+    """
+    from engine.answers import outcome_lines, stored_header, why_action
+    from engine.audit import StoredMismatch, reevaluate
+    from engine.explain import UnknownTarget, why
+    from engine.explain import why_not as why_not_text
+
+    if (evaluation is None) == (record_id is None):
+        raise click.UsageError("give an EVALUATION number or --record ID (with --action)")
+    if record_id is not None and action is None:
+        raise click.UsageError("--record needs --action: the action whose advice to explain")
+    if on is not None and record_id is None:
+        raise click.UsageError("--on goes with --record")
+    if action is not None and why_not is not None:
+        raise click.UsageError("--action and --why-not ask different questions: give one")
     store = _open_store(db)
+    note = None
+    if record_id is not None:
+        assert action is not None
+        evaluation, note = _advice_in_force(
+            store, record_id, action, None if on is None else _as_of(on, "--on").isoformat()
+        )
+    assert evaluation is not None
     try:
         stored, result = reevaluate(store, evaluation)
     except (LookupError, StoredMismatch) as error:
         _fail(str(error).strip("'\""))
-    click.echo(
-        f"#{stored.seq}  {stored.created_at}  {stored.source}  playbook {stored.playbook_id} {stored.playbook_version} "
-        f"({stored.playbook_hash[:12]})"
-    )
-    _print_explanation(result.playbook, result.to_json(lang), why_not, lang)
-    for outcome in store.outcomes_of(evaluation):
-        click.echo(
-            f"  outcome: {outcome['action']} {outcome['status']} by {outcome['who']} "
-            f"at {outcome['at']}: {outcome['why']}"
-        )
+    payload = result.to_json(lang)
+    try:
+        if action is not None:
+            text = why_action(result.playbook, payload, action, lang)
+        elif why_not is not None:
+            text = why_not_text(result.playbook, payload, why_not, lang)
+        else:
+            text = why(result.playbook, payload, lang)
+    except UnknownTarget as error:
+        raise click.BadParameter(str(error), param_hint="--action" if action else "--why-not") from None
+    if note is not None:
+        click.echo(note, err=True)
+    click.echo(stored_header(stored, lang))
+    click.echo(text)
+    for line in outcome_lines(stored, lang, action):
+        click.echo(line)
+
+
+def _advice_in_force(store: Any, record_id: str, action: str, on: str | None) -> tuple[int, str | None]:
+    """The record's evaluation in force on ``on``: its latest with as_of on or before it.
+
+    With it, when that one did not advise ``action``, a note that says so and names the last one that
+    did (the explanation then says why not).
+    """
+    from engine.answers import split_action
+
+    wanted, rule = split_action(action)
+    latest: Any = None
+    last_advised: Any = None
+    for stored in store.search(record_id=record_id, until=on):
+        latest = stored
+        if any(r["id"] == wanted and rule in (None, r["rule"]) for r in stored.recommendations):
+            last_advised = stored
+    when = f" on or before {on}" if on else ""
+    if latest is None:
+        _fail(f"no evaluation of record '{record_id}'{when} in the audit log")
+    if last_advised is not latest:
+        note = f"the advice in force for '{record_id}'{when} is evaluation {latest.seq} (as of {latest.as_of}), "
+        if last_advised is None:
+            note += f"and no evaluation of it{when} advised '{action}': why not, below"
+        else:
+            note += (
+                f"which did not advise '{action}' (why not, below); evaluation {last_advised.seq} "
+                f"(as of {last_advised.as_of}) did: playbook why {last_advised.seq} --action {action}"
+            )
+        return int(latest.seq), note
+    return int(latest.seq), None
 
 
 def _listing(stored: Any) -> dict[str, Any]:
+    from engine.answers import outcome_texts
+
     return {
         "evaluation": stored.seq,
         "created_at": stored.created_at,
         "as_of": stored.as_of,
+        "playbook_id": stored.playbook_id,
         "playbook_version": stored.playbook_version,
+        "playbook_hash": stored.playbook_hash,
         "case": stored.case_id,
         "record_id": stored.record_id,
         "account_id": stored.account_id,
         "status": stored.status,
         "actions": ";".join(r["id"] for r in stored.recommendations),
         "rules": ";".join(dict.fromkeys([*stored.fired.get("$rules", [])])),
+        "outcomes": "; ".join(outcome_texts(stored)),
     }
 
 
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _spreadsheet_safe(value: Any) -> Any:
+    """A cell a spreadsheet will not run as a formula (OWASP's CSV injection rule: a leading quote)."""
+    return f"'{value}" if isinstance(value, str) and value.startswith(_FORMULA_STARTS) else value
+
+
 def _emit(rows: Any, fmt: str) -> int:
+    from engine.answers import outcome_texts
+
     count = 0
     writer = None
     for stored in rows:
@@ -462,13 +556,19 @@ def _emit(rows: Any, fmt: str) -> int:
             if writer is None:
                 writer = csv.DictWriter(sys.stdout, fieldnames=list(line))
                 writer.writeheader()
-            writer.writerow(line)
-        else:
-            actions = line["actions"].replace(";", ", ") or "no action"
-            click.echo(
-                f"#{line['evaluation']}  {line['as_of']}  {line['case']}  account {line['account_id']}  "
-                f"v{line['playbook_version']}  {line['status']}: {actions}"
-            )
+            writer.writerow({name: _spreadsheet_safe(value) for name, value in line.items()})
+            continue
+        account = f"  account {stored.account_id}" if stored.account_id is not None else ""
+        actions = line["actions"].replace(";", ", ") or "no action"
+        if stored.status != "ok" and stored.error:
+            actions = f"{stored.error['code']}: {stored.error['message']}"
+        click.echo(
+            f"#{stored.seq}  {stored.as_of}  {stored.case_id}{account}  "
+            f"playbook {stored.playbook_id} {stored.playbook_version} ({stored.playbook_hash[:12]})  "
+            f"{stored.status}: {actions}"
+        )
+        for text in outcome_texts(stored):
+            click.echo(f"    outcome: {text}")
     return count
 
 
@@ -512,9 +612,9 @@ def list_command(
 ) -> None:
     """List stored evaluations, filtered; export them as CSV or JSON Lines."""
     store = _open_store(db)
-    for value in (since, until):
+    for value, option in ((since, "--since"), (until, "--until")):
         if value is not None:
-            _as_of(value)  # a bad date is a usage error
+            _as_of(value, option)  # a bad date is a usage error
     count = _emit(
         store.search(action=action, rule=rule, account_id=account, since=since, until=until, limit=limit), fmt
     )
@@ -527,12 +627,20 @@ def list_command(
 @click.option("--status", type=click.Choice(["accepted", "dismissed", "done"]), required=True)
 @click.option("--who", required=True, help="Who decided.")
 @click.option("--why", "reason", default="", help="Why.")
+@click.option(
+    "--rule", help="The rule whose recommendation this is, when the evaluation recommended ACTION more than once."
+)
 @_db_option
-def outcome(evaluation: int, action: str, status: str, who: str, reason: str, db: str) -> None:
-    """Record what became of a recommendation (by action id or position); history is kept, never overwritten."""
+def outcome(evaluation: int, action: str, status: str, who: str, reason: str, rule: str | None, db: str) -> None:
+    """Record what became of a recommendation; history is kept, never overwritten.
+
+    ACTION is the action id, RULE:ACTION when several rules recommended it, or its position.
+    """
+    from engine.audit import record_outcome
+
     store = _open_store(db)
     try:
-        seq = store.record_outcome(evaluation, action, status, who, reason)
+        seq = record_outcome(store, evaluation, action, status, who, reason, rule=rule)
     except LookupError as error:
         _fail(str(error).strip("'\""))
     click.echo(f"outcome #{seq}: evaluation {evaluation} {action} {status}")
@@ -566,46 +674,52 @@ def verify(db: str) -> None:
     type=click.Path(dir_okay=False, exists=True),
     help="The playbook to try.",
 )
-@click.option("--since", help="Only evaluations with as_of on or after this date.")
+@click.option(
+    "--baseline",
+    "baseline_path",
+    type=click.Path(dir_okay=False, exists=True),
+    help="Compare against this playbook (default: the one live now, which made the newest evaluation in the log).",
+)
+@click.option("--since", help="Only records whose evaluation is as of this date or later.")
+@click.option("--all", "every", is_flag=True, help="Replay every stored evaluation, not only each record's latest.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
-@click.option("--examples", type=click.IntRange(0), default=10, show_default=True)
+@click.option("--examples", type=click.IntRange(0), default=10, show_default=True, help="Examples kept per count.")
+@_lang_option
 @_db_option
-def replay(playbook_path: str, since: str | None, fmt: str, examples: int, db: str) -> None:
-    """Re-evaluate stored inputs under another playbook and report what would change (nothing is written)."""
+def replay(
+    playbook_path: str,
+    baseline_path: str | None,
+    since: str | None,
+    every: bool,
+    fmt: str,
+    examples: int,
+    lang: str,
+    db: str,
+) -> None:
+    """What a playbook change would change: each record's latest evaluation re-evaluated under the new
+    playbook and under the one live now, compared (nothing is written)."""
     from engine import PlaybookError
-    from engine.audit import replay as run_replay
+    from engine.replay import live_playbook, render_replay
+    from engine.replay import replay as run_replay
 
     if since is not None:
-        _as_of(since)
+        _as_of(since, "--since")
+    candidate = _load(playbook_path)
     store = _open_store(db)
+    chosen: dict[str, Any]
     try:
-        report = run_replay(store, Path(playbook_path).read_text(encoding="utf-8"), playbook_path, since=since)
+        if baseline_path is not None:
+            baseline, chosen = _load(baseline_path), {"file": baseline_path}
+        else:
+            baseline, newest = live_playbook(store)
+            chosen = {"evaluation": newest}
+        report = run_replay(store, candidate, baseline, chosen, since=since, every=every, examples=examples)
+    except LookupError as error:
+        _fail(str(error).strip("'\""))
     except PlaybookError as error:
         _fail(str(error))
-    data = report.to_json(examples)
-    if fmt == "json":
-        click.echo(json.dumps(data, ensure_ascii=False, indent=2))
-        return
-    click.echo(f"{data['evaluated']} evaluations replayed; {data['changed']} would change")
-    for title, key in (
-        ("actions added", "actions_added"),
-        ("actions removed", "actions_removed"),
-        ("rules that would start firing", "rules_started"),
-        ("rules that would stop firing", "rules_stopped"),
-        ("decisions changed", "decisions_changed"),
-    ):
-        if data[key]:
-            click.echo(f"{title}: " + ", ".join(f"{k} ×{v}" for k, v in data[key].items()))
-    if data["left_without_action"]:
-        click.echo("left with no action: " + ", ".join(f"#{n}" for n in data["left_without_action"]))
-    for example in data["examples"]:
-        changes = "; ".join(f"{n}: {a} → {b}" for n, (a, b) in example["decisions"].items())
-        click.echo(f"  #{example['evaluation']} {example['case']}: {changes} +{example['added']} -{example['removed']}")
-    if data["failed"]:
-        click.echo(
-            f"{len(data['failed'])} cases fail under the new playbook: "
-            + ", ".join(f"#{f['evaluation']} {f['code']}" for f in data["failed"])
-        )
+    data = report.to_json(lang)
+    click.echo(json.dumps(data, ensure_ascii=False, indent=2) if fmt == "json" else render_replay(data))
 
 
 # -- playbook serve: the webhook service ----------------------------------------------------------

@@ -149,7 +149,11 @@ SCHEMAS: dict[str, Any] = {
         "required": ["evaluation", "action", "status", "who"],
         "properties": {
             "evaluation": {"type": "integer"},
-            "action": {"type": "string", "description": "the action's id, or its position in the evaluation"},
+            "action": {
+                "type": "string",
+                "description": "the action's id, rule:action when several rules recommended it, or its position",
+            },
+            "rule": {"type": "string", "description": "the rule that recommended the action, when it was several"},
             "status": {"enum": ["accepted", "dismissed", "done"]},
             "who": {"type": "string"},
             "why": {"type": "string"},
@@ -207,6 +211,7 @@ def _errors(*statuses: int) -> dict[str, Any]:
         401: "not authenticated",
         404: "no such thing, or the route is not enabled (the message says what to set)",
         408: "the body did not arrive in time",
+        409: "the evaluation recommended that action more than once: name the rule (rule:action, or rule)",
         413: "the body is over the limit",
         500: "the store or the engine failed; nothing was stored",
     }
@@ -261,7 +266,10 @@ def _operation(route: ServiceRoute, path: str, languages: list[str]) -> dict[str
             "required": True,
             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/OutcomeRequest"}}},
         }
-        operation["responses"] = {"200": _json_answer("recorded", "OutcomeAnswer"), **_errors(400, 401, 404, 408, 413)}
+        operation["responses"] = {
+            "200": _json_answer("recorded", "OutcomeAnswer"),
+            **_errors(400, 401, 404, 408, 409, 413),
+        }
     elif route.kind in ("evaluation", "latest"):
         operation["security"] = [{"apiToken": []}, {"playbookSignature": []}]
         name = "evaluation" if route.kind == "evaluation" else "record"

@@ -76,6 +76,5 @@ def evaluation_answer(store: Store, playbooks: Playbooks, seq: int, lang: str) -
         for rec in stored.recommendations
         for action in (playbook.actions.get(rec["id"]),)
     ]
-    answer["outcomes"] = store.outcomes_of(seq)
     answer["lang"] = lang
     return answer

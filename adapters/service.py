@@ -89,6 +89,7 @@ from adapters.webhook import (
     verify_hubspot_v3,
     verify_token,
 )
+from engine.audit import AmbiguousAction, UnknownEvaluation, record_outcome
 from engine.evaluate import Evaluator
 from engine.store import Store
 
@@ -603,10 +604,21 @@ class WebhookService:
         return await run_in_threadpool(self._record_outcome, data)
 
     def _record_outcome(self, data: dict[str, Any]) -> Response:
+        rule = data.get("rule")
         try:
-            seq = self.store.record_outcome(
-                data["evaluation"], str(data["action"]), str(data["status"]), str(data["who"]), str(data.get("why", ""))
+            seq = record_outcome(
+                self.store,
+                data["evaluation"],
+                str(data["action"]),
+                str(data["status"]),
+                str(data["who"]),
+                str(data.get("why", "")),
+                rule=None if rule in (None, "") else str(rule),
             )
+        except UnknownEvaluation as error:
+            return _error(404, "no_evaluation", str(error))
+        except AmbiguousAction as error:
+            return _error(409, "ambiguous_action", str(error))
         except LookupError as error:
             return _error(404, "not_recommended", str(error).strip("'\""))
         except ValueError as error:
@@ -802,7 +814,7 @@ def _outcome_request(body: bytes) -> dict[str, Any]:
         raise MalformedPayload(f"the body is not JSON: {exc}") from None
     fields = ("evaluation", "action", "status", "who")
     if not isinstance(data, dict) or any(data.get(f) in (None, "") for f in fields):
-        raise MalformedPayload(f"an outcome is a JSON object with {', '.join(fields)} and optionally why")
+        raise MalformedPayload(f"an outcome is a JSON object with {', '.join(fields)} and optionally rule and why")
     if not isinstance(data["evaluation"], int) or isinstance(data["evaluation"], bool):
         raise MalformedPayload("'evaluation' is the evaluation's number")
     return data

@@ -1,4 +1,6 @@
-"""Jobs over the audit log: resumable imports, re-evaluation for explanations, replay under another playbook.
+"""Jobs over the audit log: resumable imports, re-evaluation for explanations, outcomes of recommendations.
+
+Replay under another playbook is engine/replay.py.
 
 These join the evaluator and the store; neither of those knows the other.
 """
@@ -6,9 +8,8 @@ These join the evaluator and the store; neither of those knows the other.
 from __future__ import annotations
 
 import datetime as dt
-from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from engine.compile import compile_playbook
@@ -17,7 +18,17 @@ from engine.evaluate import Evaluator, Result
 from engine.store import ID_LENGTH, Appended, Store, StoredEvaluation, iter_chunks, oversized_id
 from engine.validate import load_playbook_text
 
-__all__ = ["ImportItem", "ReplayReport", "StoredMismatch", "import_cases", "outcome_to_file", "reevaluate", "replay"]
+__all__ = [
+    "AmbiguousAction",
+    "ImportItem",
+    "StoredMismatch",
+    "UnknownEvaluation",
+    "import_cases",
+    "outcome_to_file",
+    "recommendation_position",
+    "record_outcome",
+    "reevaluate",
+]
 
 BATCH = 2000  # cases per transaction: a commit costs a disk sync
 
@@ -102,78 +113,48 @@ def reevaluate(store: Store, seq: int) -> tuple[StoredEvaluation, Result]:
     return stored, result
 
 
-@dataclass
-class ReplayReport:
-    evaluated: int = 0
-    changed: list[dict[str, Any]] = field(default_factory=list)
-    actions_added: Counter[str] = field(default_factory=Counter)
-    actions_removed: Counter[str] = field(default_factory=Counter)
-    rules_started: Counter[str] = field(default_factory=Counter)
-    rules_stopped: Counter[str] = field(default_factory=Counter)
-    decisions_changed: Counter[str] = field(default_factory=Counter)
-    left_without_action: list[int] = field(default_factory=list)
-    failed: list[dict[str, Any]] = field(default_factory=list)
-
-    def to_json(self, examples: int = 10) -> dict[str, Any]:
-        return {
-            "evaluated": self.evaluated,
-            "changed": len(self.changed),
-            "changed_evaluations": [c["evaluation"] for c in self.changed],
-            "actions_added": dict(sorted(self.actions_added.items())),
-            "actions_removed": dict(sorted(self.actions_removed.items())),
-            "rules_started": dict(sorted(self.rules_started.items())),
-            "rules_stopped": dict(sorted(self.rules_stopped.items())),
-            "decisions_changed": dict(sorted(self.decisions_changed.items())),
-            "left_without_action": self.left_without_action,
-            "failed": self.failed,
-            "examples": self.changed[:examples],
-        }
+class UnknownEvaluation(LookupError):
+    """An evaluation number the audit log does not hold."""
 
 
-def _rules(fired: dict[str, list[str]]) -> Counter[str]:
-    return Counter(fired.get("$rules", []))
+class AmbiguousAction(LookupError):
+    """An outcome names an action its evaluation recommended more than once, without saying by which rule."""
 
 
-def replay(store: Store, playbook_text: str, file: str, *, since: str | None = None) -> ReplayReport:
-    """Re-evaluate stored inputs under another playbook; report what would change. Nothing is written."""
-    playbook = load_playbook_text(playbook_text, file)
-    report = ReplayReport()
-    with compile_playbook(playbook) as compiled:
-        evaluator = Evaluator(compiled)
-        for stored in store.search(since=since):
-            if stored.status != "ok":
-                continue
-            report.evaluated += 1
-            try:
-                result = evaluator.evaluate_case(stored.facts, dt.date.fromisoformat(stored.as_of), stored.case_id)
-            except CaseError as error:
-                report.failed.append({"evaluation": stored.seq, "code": error.code, "message": error.message})
-                continue
-            before = Counter(r["id"] for r in stored.recommendations)
-            after = Counter(r["id"] for r in result.recommendations)
-            decisions = sorted(
-                name
-                for name in set(stored.decisions) | set(result.decisions)
-                if stored.decisions.get(name) != result.decisions.get(name)
-            )
-            rules_before, rules_after = _rules(stored.fired), _rules(result.fired())
-            if before == after and not decisions and rules_before == rules_after:
-                continue
-            report.actions_added.update(after - before)
-            report.actions_removed.update(before - after)
-            report.rules_started.update(rules_after - rules_before)
-            report.rules_stopped.update(rules_before - rules_after)
-            report.decisions_changed.update(decisions)
-            if before and not after:
-                report.left_without_action.append(stored.seq)
-            report.changed.append(
-                {
-                    "evaluation": stored.seq,
-                    "case": stored.case_id,
-                    "record_id": stored.record_id,
-                    "decisions": {n: [stored.decisions.get(n), result.decisions.get(n)] for n in decisions},
-                    "added": sorted((after - before).elements()),
-                    "removed": sorted((before - after).elements()),
-                }
-            )
-    return report
+def recommendation_position(stored: StoredEvaluation, action: str, rule: str | None = None) -> int:
+    """The position of the one recommendation named by ``action`` (an action id, ``rule:action`` or a
+    position), of ``rule`` when given.  LookupError when there is none, AmbiguousAction when several."""
+    if ":" in action and rule is None:
+        rule, _, action = action.partition(":")
+    matching = [
+        rec
+        for rec in stored.recommendations
+        if (rec["id"] == action or str(rec["position"]) == action) and rule in (None, rec["rule"])
+    ]
+    if len(matching) > 1:
+        qualified = ", ".join(f"{rec['rule']}:{rec['id']}" for rec in matching)
+        raise AmbiguousAction(
+            f"evaluation {stored.seq} recommended '{action}' {len(matching)} times, by different rules; "
+            f"say which: {qualified}"
+        )
+    if not matching:
+        by = f" by rule '{rule}'" if rule is not None else ""
+        offered = ", ".join(dict.fromkeys(rec["id"] for rec in stored.recommendations)) or "nothing"
+        raise LookupError(f"evaluation {stored.seq} did not recommend '{action}'{by} (it recommended: {offered})")
+    return int(matching[0]["position"])
+
+
+def record_outcome(
+    store: Store, evaluation: int, action: str, status: str, who: str, why: str, *, rule: str | None = None
+) -> int:
+    """Record what became of one recommendation; see :func:`recommendation_position` for naming it.
+
+    UnknownEvaluation when the evaluation does not exist, LookupError when it did not recommend the
+    action, AmbiguousAction when it did so more than once; ValueError for an unknown status.
+    """
+    try:
+        stored = store.get(evaluation)
+    except LookupError:
+        raise UnknownEvaluation(f"there is no evaluation {evaluation} in the audit log") from None
+    position = recommendation_position(stored, action, rule)
+    return store.record_outcome(evaluation, str(position), status, who, why)

@@ -32,7 +32,7 @@ import json
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import (
@@ -51,6 +51,7 @@ from sqlalchemy import (
     bindparam,
     create_engine,
     event,
+    func,
     insert,
     inspect,
     select,
@@ -308,6 +309,7 @@ class StoredEvaluation:
     no_action: bool
     error: dict[str, str] | None
     recommendations: list[dict[str, Any]]
+    outcomes: list[dict[str, Any]] = field(default_factory=list)  # what became of the recommendations, in order
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -325,6 +327,7 @@ class StoredEvaluation:
             "recommendations": self.recommendations,
             "no_action": self.no_action,
             "error": self.error,
+            "outcomes": self.outcomes,
         }
 
 
@@ -565,8 +568,8 @@ class Store:
     def _stored(self, conn: Connection, rows: Sequence[Any]) -> list[StoredEvaluation]:
         seqs = [row.seq for row in rows]
         recs: dict[int, list[dict[str, Any]]] = {seq: [] for seq in seqs}
-        for start in range(0, len(seqs), 500):
-            chunk = seqs[start : start + 500]
+        done: dict[int, list[dict[str, Any]]] = {seq: [] for seq in seqs}
+        for chunk in iter_chunks(seqs, 500):
             for rec in conn.execute(
                 select(recommendations)
                 .where(recommendations.c.evaluation_seq.in_(chunk))
@@ -575,6 +578,10 @@ class Store:
                 recs[rec.evaluation_seq].append(
                     {"position": rec.position, "id": rec.action, "rule": rec.rule, "params": json.loads(rec.params)}
                 )
+            for row in conn.execute(
+                select(outcomes).where(outcomes.c.evaluation_seq.in_(chunk)).order_by(outcomes.c.seq)
+            ):
+                done[row.evaluation_seq].append(_outcome_of(row))
         return [
             StoredEvaluation(
                 seq=row.seq,
@@ -596,6 +603,7 @@ class Store:
                 no_action=bool(row.no_action),
                 error=json.loads(row.error) if row.error else None,
                 recommendations=recs[row.seq],
+                outcomes=done[row.seq],
             )
             for row in rows
         ]
@@ -629,9 +637,17 @@ class Store:
         since: str | None = None,
         until: str | None = None,
         limit: int | None = None,
+        latest_per_record: bool = False,
     ) -> Iterator[StoredEvaluation]:
-        """Evaluations in sequence order, filtered; ``since``/``until`` compare ``as_of`` (inclusive)."""
+        """Evaluations in sequence order, filtered; ``since``/``until`` compare ``as_of`` (inclusive).
+
+        ``latest_per_record``: only each record's newest evaluation (a record is its record id, else
+        its case id), before the other filters apply.
+        """
         query = select(evaluations).order_by(evaluations.c.seq)
+        if latest_per_record:
+            record = func.coalesce(evaluations.c.record_id, evaluations.c.case_id)
+            query = query.where(evaluations.c.seq.in_(select(func.max(evaluations.c.seq)).group_by(record)))
         if record_id is not None:
             query = query.where(evaluations.c.record_id == record_id)
         if account_id is not None:
@@ -670,18 +686,7 @@ class Store:
             rows = conn.execute(
                 select(outcomes).where(outcomes.c.evaluation_seq == evaluation_seq).order_by(outcomes.c.seq)
             )
-            return [
-                {
-                    "outcome": r.seq,
-                    "action": r.action,
-                    "position": r.position,
-                    "status": r.status,
-                    "who": r.who,
-                    "why": r.why,
-                    "at": r.at,
-                }
-                for r in rows
-            ]
+            return [_outcome_of(r) for r in rows]
 
     def count(self) -> int:
         with self._connect() as conn:
@@ -914,6 +919,18 @@ def _save_playbook(conn: Connection, playbook: Playbook, now: str) -> None:
             "first_used": now,
         }
         conn.execute(insert(playbooks), [row])
+
+
+def _outcome_of(row: Any) -> dict[str, Any]:
+    return {
+        "outcome": row.seq,
+        "action": row.action,
+        "position": row.position,
+        "status": row.status,
+        "who": row.who,
+        "why": row.why,
+        "at": row.at,
+    }
 
 
 def _state_of(row: Any) -> RecordState:

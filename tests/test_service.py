@@ -456,9 +456,34 @@ def test_outcomes_are_recorded_over_http_signed_and_kept_as_history(tmp_path: Pa
         bad_status = json.dumps({"evaluation": evaluation, "action": action, "status": "won", "who": "x"}).encode()
         assert post(url, bad_status, relay_headers(bad_status, secret))[0] == 400
         assert post(url, b"{oops", relay_headers(b"{oops", secret))[0] == 400
+        missing = json.dumps({"evaluation": 999, "action": action, "status": "done", "who": "x"}).encode()
+        status, _, answer = post(url, missing, relay_headers(missing, secret))
+        assert status == 404 and json.loads(answer)["error"]["code"] == "no_evaluation"
         assert [(o["action"], o["status"], o["who"]) for o in served.store.outcomes_of(evaluation)] == [
             (action, "accepted", "li.wei"),
             (action, "done", "li.wei"),
+        ]
+        # a key account whose decision roles are unknown: one action recommended by four rules
+        case = json.loads((ROOT / "samples" / "cases.jsonl").read_text(encoding="utf-8").splitlines()[1])
+        event = json.dumps(
+            {"id": "evt-2", "event": "deal.created", "created_at": "2026-11-27T09:00:00Z", "data": case}
+        ).encode()
+        status, _, answer = post(served.base + "/webhooks/generic", event, relay_headers(event, secret))
+        [second] = json.loads(answer)["evaluations"]
+        rules = [r["rule"] for r in served.store.get(second).recommendations if r["id"] == "identify_decision_role"]
+        assert len(rules) > 1
+        vague = json.dumps({"evaluation": second, "action": "identify_decision_role", "status": "done", "who": "x"})
+        status, _, answer = post(url, vague.encode(), relay_headers(vague.encode(), secret))
+        assert status == 409 and json.loads(answer)["error"]["code"] == "ambiguous_action"
+        for named in (
+            {"action": f"{rules[1]}:identify_decision_role"},
+            {"action": "identify_decision_role", "rule": rules[0]},
+        ):
+            body = json.dumps({"evaluation": second, "status": "done", "who": "x", **named}).encode()
+            assert post(url, body, relay_headers(body, secret))[0] == 200
+        assert [o["position"] for o in served.store.outcomes_of(second)] == [
+            next(r["position"] for r in served.store.get(second).recommendations if r["rule"] == rule)
+            for rule in rules[1::-1]
         ]
         assert served.store.verify() == []
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 import json
 import os
@@ -17,8 +18,9 @@ from sqlalchemy import create_engine, insert, text
 
 from adapters.jsonl import read_cases
 from engine import CaseError, Evaluator, compile_playbook, load_playbook
-from engine.audit import ImportItem, StoredMismatch, import_cases, reevaluate, replay
+from engine.audit import ImportItem, StoredMismatch, import_cases, reevaluate
 from engine.explain import why
+from engine.replay import live_playbook, replay, replay_changes
 from engine.store import SCHEMA_VERSION, Store, evaluations
 from tests.conftest import AS_OF, ROOT
 
@@ -211,7 +213,7 @@ def test_an_older_database_is_upgraded_in_place(db_url: str, course: Any) -> Non
     upgraded.close()
 
 
-def test_replay_with_one_threshold_changed_lists_exactly_the_changed_evaluations(
+def test_replay_with_one_threshold_changed_lists_exactly_the_changed_records(
     db_url: str, course: Any, tmp_path: Path
 ) -> None:
     store = fill(db_url, course)
@@ -219,11 +221,12 @@ def test_replay_with_one_threshold_changed_lists_exactly_the_changed_evaluations
         "  high_win_rate:\n    value: 60\n", "  high_win_rate:\n    value: 80\n"
     )
     assert changed_text != COURSE.read_text(encoding="utf-8")
-    report = replay(store, changed_text, "changed.yaml")
-    # what must change, found without the store: both playbooks over the raw sample cases
     changed_path = tmp_path / "changed.yaml"
     changed_path.write_text(changed_text, encoding="utf-8")
-    with compile_playbook(load_playbook(changed_path)) as other, SAMPLES.open(encoding="utf-8") as lines:
+    candidate, baseline = load_playbook(changed_path), load_playbook(COURSE)
+    changes = list(replay_changes(store, candidate, baseline))
+    # what must change, found without the store: both playbooks over the raw sample cases
+    with compile_playbook(candidate) as other, SAMPLES.open(encoding="utf-8") as lines:
         cases = list(read_cases(lines))
         old = list(Evaluator(course).evaluate(cases, AS_OF))
         new = list(Evaluator(other).evaluate(cases, AS_OF))
@@ -233,9 +236,30 @@ def test_replay_with_one_threshold_changed_lists_exactly_the_changed_evaluations
         if a.decisions != b.decisions or [r["id"] for r in a.recommendations] != [r["id"] for r in b.recommendations]  # type: ignore[union-attr]
     ]
     assert expected  # the threshold matters for the samples
-    assert [c["evaluation"] for c in report.changed] == expected
-    assert report.evaluated == 41
-    assert set(report.decisions_changed) <= {"battle_type", "director_action"} | set(report.decisions_changed)
+    assert [c.evaluation for c in changes if c.changed] == expected
+    assert len(changes) == 41
+    report = replay(store, candidate, baseline, {"file": str(COURSE)}, examples=2)
+    data = report.to_json("en")
+    assert (data["replayed"], data["changed"]) == (41, len(expected))
+    assert {move["decision"] for move in data["decisions_changed"]} <= {"battle_type", "director_action", "win_level"}
+    assert all(len(entry["examples"]) <= 2 for entry in data["actions_added"] + data["decisions_changed"])
+    assert len(data["examples"]) == 2  # memory: counts and a few examples, never every evaluation
+    store.close()
+
+
+def test_replay_takes_each_records_latest_evaluation_and_compares_with_the_live_playbook(
+    db_url: str, course: Any
+) -> None:
+    store = fill(db_url, course)
+    later = dt.date(2026, 12, 20)
+    list(import_cases(store, Evaluator(course), sample_items("again"), later, source="test"))
+    live, newest = live_playbook(store)
+    assert (live.content_hash, newest) == (course.playbook.content_hash, 82)
+    latest = list(replay_changes(store, course.playbook, live))
+    assert [c.evaluation for c in latest] == list(range(42, 83))  # one per record: its latest
+    assert not any(c.changed for c in latest)  # the same playbook changes nothing
+    assert len(list(replay_changes(store, course.playbook, live, every=True))) == 82
+    assert [c.as_of for c in replay_changes(store, course.playbook, live, since="2026-12-01")] == ["2026-12-20"] * 41
     store.close()
 
 
