@@ -104,6 +104,15 @@ def _path_text(path: Iterable[str | int]) -> str:
     return out or "the document"
 
 
+def _mapping(value: Any) -> dict[Any, Any]:
+    """``value`` when it is a mapping, else empty: the schema pass reports the wrong shape."""
+    return value if isinstance(value, dict) else {}
+
+
+def _listing(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
 def _type_name(value: Any) -> str:
     if isinstance(value, bool):
         return "a boolean"
@@ -461,7 +470,9 @@ class _Builder(DocumentChecker):
             if key == "not":
                 inner = self.condition(raw["not"], (*path, "not"))
                 return Not(inner) if inner is not None else None
-            items = [self.condition(item, (*path, key, i)) for i, item in enumerate(raw[key])]
+            items = [self.condition(item, (*path, key, i)) for i, item in enumerate(_listing(raw[key]))]
+            if not items:
+                return None  # the schema pass has said what is wrong
             if any(item is None for item in items):
                 return None
             kept = tuple(item for item in items if item is not None)
@@ -665,7 +676,7 @@ class _Builder(DocumentChecker):
                 (*path, "hit_policy"), "hit_policy_type", "'priority' ranks outputs by the order of 'values'; list them"
             )
         value_labels: dict[str, Text] = {}
-        for value, labels in (spec.get("value_labels") or {}).items():
+        for value, labels in _mapping(spec.get("value_labels")).items():
             label_path: Path_ = (*path, "value_labels", value)
             if values and str(value) not in [str(v) for v in values]:
                 self.report(
@@ -680,7 +691,7 @@ class _Builder(DocumentChecker):
         source = self.source(spec.get("source"), (*path, "source"))
         rows: list[Row] = []
         seen: dict[str, int] = {}
-        for index, row in enumerate(spec.get("rows") or []):
+        for index, row in enumerate(_listing(spec.get("rows"))):
             row_path: Path_ = (*path, "rows", index)
             if not isinstance(row, dict) or self.is_broken(row_path):
                 continue
@@ -755,10 +766,10 @@ class _Builder(DocumentChecker):
                     f"rule id '{rule_id}' is used twice (first at rule {seen[rule_id] + 1})",
                 )
             seen.setdefault(rule_id, index)
-            then = spec.get("then") or {}
+            then = _mapping(spec.get("then"))
             sets: dict[str, Output] = {}
             ok = True
-            for target, raw_value in (then.get("set") or {}).items():
+            for target, raw_value in _mapping(then.get("set")).items():
                 set_path: Path_ = (*path, "then", "set", target)
                 if target not in self.decision_specs:
                     self.report(
@@ -784,8 +795,11 @@ class _Builder(DocumentChecker):
                 else:
                     sets[str(target)] = out
             recommends: list[Recommend] = []
-            for i, rec in enumerate(then.get("recommend") or []):
+            for i, rec in enumerate(_listing(then.get("recommend"))):
                 rec_path: Path_ = (*path, "then", "recommend", i)
+                if not isinstance(rec, dict):
+                    ok = False
+                    continue
                 action = str(rec.get("action"))
                 if action not in actions:
                     self.report(
@@ -795,7 +809,7 @@ class _Builder(DocumentChecker):
                     )
                     ok = False
                 params: dict[str, Output] = {}
-                for pname, pvalue in (rec.get("params") or {}).items():
+                for pname, pvalue in _mapping(rec.get("params")).items():
                     out = self.output(pvalue, "", (*rec_path, "params", pname))
                     if out is None:
                         ok = False
