@@ -19,6 +19,7 @@ __all__ = [
     "PlaybookError",
     "Problem",
     "did_you_mean",
+    "printable",
 ]
 
 
@@ -44,6 +45,12 @@ class Problem:
     location: Location
     code: str
     message: str
+
+    def __post_init__(self) -> None:
+        # A name in a message may hold anything the file held (escapes included); a terminal must
+        # never receive its control characters.
+        if not self.message.isprintable():
+            object.__setattr__(self, "message", printable(self.message))
 
     def __str__(self) -> str:
         return f"{self.location}: {self.code}: {self.message}"
@@ -75,6 +82,11 @@ class CaseError(Exception):
 
 class EngineFault(Exception):
     """durable-rules did something the engine cannot trust (a bug, never bad input)."""
+
+
+def printable(text: str) -> str:
+    """``text`` with every character that is not printable written as its escape (``\\x07``)."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 def did_you_mean(word: str, choices: Sequence[str] | Iterable[str]) -> str:
