@@ -171,6 +171,41 @@ class _Builder:
         return value
 
 
+def _plain_words(exc: yaml.MarkedYAMLError, text: str) -> tuple[str, tuple[int, int] | None]:
+    """What a parser error usually means, in the words of someone editing the file ('' when it is not
+    one of the usual ones), and the line and column of the cause when that is not where the parser stopped."""
+    problem, context = exc.problem or "", exc.context or ""
+    opened = f"line {exc.context_mark.line + 1}" if exc.context_mark else "above"
+    if "'\\t'" in problem or "\t" in problem:
+        return "a tab: YAML indents with spaces only; replace the tab with spaces", None
+    if "could not find expected ':'" in problem:
+        return "a missing ':' after this key (write 'key: value')", _mark(
+            exc.context_mark
+        ) if exc.context_mark else None
+    if "mapping values are not allowed" in problem and exc.problem_mark is not None:
+        lines = text.split("\n")
+        above = [
+            (i, t) for i, t in enumerate(lines[: exc.problem_mark.line]) if t.strip() and not t.lstrip().startswith("#")
+        ]
+        if above and ":" not in above[-1][1] and not above[-1][1].lstrip().startswith("- "):
+            number, line = above[-1]
+            return f"a missing ':' after the key '{line.strip()}'", (number + 1, len(line) - len(line.lstrip()) + 1)
+        return (
+            "a ':' where none can be: this line is indented deeper than the key above it allows, "
+            "or a value holds ': ' and needs quotes"
+        ), None
+    if "expected <block end>" in problem:
+        if "'?'" in problem or "<scalar>" in problem or "block collection" in context:
+            return "a key among list items, or a list item indented differently from the others above it", None
+        return "this line's indentation does not match the lines above: line it up with the keys beside it", None
+    if problem.startswith("expected ',' or '}'") or problem.startswith("expected ',' or ']'"):
+        bracket = "{" if "}" in problem else "["
+        return f"the '{bracket}' opened on {opened} is not closed before this point", None
+    if "quoted scalar" in context and "end of stream" in problem:
+        return f"the quote opened on {opened} is never closed", None
+    return "", None
+
+
 def _line_col(text: str, position: int) -> tuple[int, int]:
     before = text[:position]
     return before.count("\n") + 1, position - (before.rfind("\n") + 1) + 1
@@ -211,7 +246,10 @@ def load_text(text: str, file: str = "<string>") -> Document:
         mark = exc.problem_mark or exc.context_mark
         line, col = _mark(mark) if mark else (1, 1)
         reason = exc.problem or exc.context or "not valid YAML"
-        raise PlaybookError([Problem(Location(file, line, col), "yaml_syntax", reason)]) from None
+        plain, cause = _plain_words(exc, text)
+        message = f"{plain} (the parser says: {reason})" if plain else reason
+        line, col = cause or (line, col)
+        raise PlaybookError([Problem(Location(file, line, col), "yaml_syntax", message)]) from None
     except yaml.YAMLError as exc:
         raise PlaybookError([Problem(Location(file, 1, 1), "yaml_syntax", str(exc))]) from None
     finally:

@@ -20,7 +20,7 @@ import traceback
 from collections import Counter
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 
 from tests.fuzz import playbooks
 from tests.fuzz.webhooks import CORPUS, TARGETS, Target, bodies, check
@@ -39,6 +39,8 @@ def fuzz(target: Target | None, seconds: float, per_round: int) -> dict[str, Any
         deadline=None,
         database=None,
         suppress_health_check=list(HealthCheck),
+        # shrinking a playbook of thousands of lines can take longer than the run: save it as found
+        phases=list(Phase) if target is not None else [Phase.explicit, Phase.reuse, Phase.generate],
     )
     @given(inputs)
     def one(body: Any) -> None:
