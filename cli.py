@@ -67,9 +67,18 @@ def main() -> None:
 
 @main.command()
 @click.argument("playbooks", nargs=-1, required=True, type=click.Path(dir_okay=False))
-@click.option("--verbose", "-v", is_flag=True, help=f"Show every problem, not just the first {SHOWN_PROBLEMS}.")
+@click.option(
+    "--verbose",
+    "-v",
+    is_flag=True,
+    help=f"Show every problem, not just the first {SHOWN_PROBLEMS}, and those that follow from each, indented.",
+)
 def check(playbooks: tuple[str, ...], verbose: bool) -> None:
-    """Check playbooks, their tables included; print every problem as file:line:col: code: message."""
+    """Check playbooks, their tables included; print every problem as file:line:col: code: message.
+
+    The most fundamental problem comes first; problems that follow from another (the uses of a
+    misspelt name, say) are folded under it.
+    """
     from engine import PlaybookError, load_playbook
     from engine.analyse import analyse
 
@@ -83,6 +92,8 @@ def check(playbooks: tuple[str, ...], verbose: bool) -> None:
     shown = problems if verbose else problems[:SHOWN_PROBLEMS]
     for problem in shown:
         click.echo(str(problem))
+        for consequence in problem.consequences if verbose else ():
+            click.echo(f"    {consequence}")
     if len(problems) > len(shown):
         click.echo(f"... and {len(problems) - len(shown)} more (--verbose shows all)")
     if problems:

@@ -12,13 +12,14 @@ rows cover it.  Uncovered combinations are merged back into readable regions.
 from __future__ import annotations
 
 import itertools
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from engine.conditions import atoms_of, evaluate_condition, items_of, numbers_of
+from engine.conditions import atom_matches, atoms_of, evaluate_condition, items_of, numbers_of
 from engine.errors import Problem
-from engine.model import Atom, Condition, Decision, Playbook, ValueOf
+from engine.model import AllOf, Atom, Condition, Decision, Interval, Playbook, ValueOf
 
 __all__ = ["MAX_COMBINATIONS", "analyse"]
 
@@ -69,6 +70,7 @@ class _Analyser:
         self.playbook = playbook
         self.problems: list[Problem] = []
         self.domains = self._decision_domains()
+        self.steps = 0  # combinations visited and row matches found: the table checker's work
 
     def report(self, location: Any, code: str, message: str) -> None:
         self.problems.append(Problem(location, code, message))
@@ -154,25 +156,54 @@ class _Analyser:
             return None
         return variables, grid
 
+    def hits(
+        self, conditions: list[Condition | None], variables: list[str], grid: list[list[_Cell]]
+    ) -> list[list[int]]:
+        """For every combination of cells (in ``itertools.product`` order), the rows that match it, in order.
+
+        A row that is a conjunction of tests is spread over the combinations its tests allow, each
+        variable's cells found apart (an interval's by bisection), so a table of N interval rows costs
+        about N steps, not N times its 2N cells.  Other rows are evaluated on every combination.
+        """
+        sizes = [len(cells) for cells in grid]
+        strides = [1] * len(grid)
+        for k in range(len(grid) - 2, -1, -1):
+            strides[k] = strides[k + 1] * sizes[k + 1]
+        total = strides[0] * sizes[0] if grid else 1
+        hits: list[list[int]] = [[] for _ in range(total)]
+        numbers = [[c.value for c in cells if c.numeric] for cells in grid]  # numeric cells come first, in order
+        for r, condition in enumerate(conditions):
+            allowed = _allowed_cells(condition, variables, grid, numbers)
+            if allowed is None:
+                self.steps += total
+                for flat, combo in enumerate(itertools.product(*(range(n) for n in sizes))):
+                    values = {var: grid[k][i].value for k, (var, i) in enumerate(zip(variables, combo, strict=True))}
+                    if evaluate_condition(condition, values):  # type: ignore[arg-type]
+                        hits[flat].append(r)
+                continue
+            for combo in itertools.product(*allowed):
+                hits[sum(i * stride for i, stride in zip(combo, strides, strict=True))].append(r)
+        self.steps += total + sum(len(h) for h in hits)
+        return hits
+
     def table(self, decision: Decision) -> None:
         conditions = [row.when for row in decision.rows]
         found = self.combinations(conditions)
         if found is None:
             return
         variables, grid = found
+        hits_of = self.hits(conditions, variables, grid)
         uncovered: list[tuple[int, ...]] = []
         first_hits: set[int] = set()
         matched_ever: set[int] = set()
         overlaps: dict[tuple[int, int], tuple[int, ...]] = {}
-        for combo in itertools.product(*(range(len(cells)) for cells in grid)):
-            values = {var: grid[k][i].value for k, (var, i) in enumerate(zip(variables, combo, strict=True))}
-            hits = [r for r, c in enumerate(conditions) if c is None or evaluate_condition(c, values)]
+        for combo, hits in zip(itertools.product(*(range(len(cells)) for cells in grid)), hits_of, strict=True):
             matched_ever.update(hits)
             if hits:
                 first_hits.add(hits[0])
-            elif any(value is not None for value in values.values()):
+            elif any(grid[k][i].value is not None for k, i in enumerate(combo)):
                 uncovered.append(combo)  # a case that knows none of the table's inputs may stay undetermined
-            if decision.hit_policy == "unique":
+            if decision.hit_policy == "unique" and len(hits) > 1:
                 for pair in itertools.combinations(hits, 2):
                     overlaps.setdefault(pair, combo)
         name = decision.name
@@ -245,6 +276,41 @@ class _Analyser:
                     action.location, "action_unreachable", f"no rule that can fire recommends action '{action.id}'"
                 )
         return self.problems
+
+
+def _conjuncts(condition: Condition) -> list[Atom] | None:
+    """The tests of a condition that is their conjunction, else None."""
+    if isinstance(condition, Atom):
+        return [condition]
+    if isinstance(condition, AllOf):
+        atoms = [_conjuncts(item) for item in condition.items]
+        return None if any(a is None for a in atoms) else [x for a in atoms if a is not None for x in a]
+    return None
+
+
+def _allowed_cells(
+    condition: Condition | None, variables: list[str], grid: list[list[_Cell]], numbers: list[list[Any]]
+) -> list[Sequence[int]] | None:
+    """Per variable, the cells a conjunctive condition allows; None for any other condition."""
+    allowed: list[Sequence[int]] = [range(len(cells)) for cells in grid]
+    if condition is None:
+        return allowed
+    atoms = _conjuncts(condition)
+    if atoms is None:
+        return None
+    for atom in sorted(atoms, key=lambda a: a.op != "interval"):  # narrow by bisection first (numbers)
+        k = variables.index(atom.var)
+        cells = grid[k]
+        before = allowed[k]
+        if atom.op == "interval" and isinstance(before, range) and cells[0].numeric:
+            reps = numbers[k]
+            iv: Interval = atom.operand
+            low = 0 if iv.low is None else (bisect_left if iv.low_closed else bisect_right)(reps, iv.low)
+            high = len(reps) if iv.high is None else (bisect_right if iv.high_closed else bisect_left)(reps, iv.high)
+            allowed[k] = range(max(low, before.start), min(high, before.stop))
+        else:
+            allowed[k] = [i for i in before if atom_matches(atom, {atom.var: cells[i].value})]
+    return allowed
 
 
 def _merge(combos: list[tuple[int, ...]], grid: list[list[_Cell]]) -> list[list[tuple[int, int]]]:

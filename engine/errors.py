@@ -19,6 +19,7 @@ __all__ = [
     "PlaybookError",
     "Problem",
     "did_you_mean",
+    "printable",
 ]
 
 
@@ -39,24 +40,45 @@ class Location:
 
 @dataclass(frozen=True)
 class Problem:
-    """One located problem in a playbook or mapping file."""
+    """One located problem in a playbook or mapping file.
+
+    ``consequences`` are the problems that follow from this one (the uses of a misspelt section's
+    names, say): reported folded under it.  ``rank`` orders problems of one file before their
+    place does: the most fundamental first (0: the document's own shape, 1: other shapes,
+    2: a root of other problems, 3: the rest).
+    """
 
     location: Location
     code: str
     message: str
+    consequences: tuple[Problem, ...] = field(default=(), compare=False)
+    rank: int = field(default=3, compare=False)
+
+    def __post_init__(self) -> None:
+        # A name in a message may hold anything the file held (escapes included); a terminal must
+        # never receive its control characters.
+        if not self.message.isprintable():
+            object.__setattr__(self, "message", printable(self.message))
 
     def __str__(self) -> str:
-        return f"{self.location}: {self.code}: {self.message}"
+        line = f"{self.location}: {self.code}: {self.message}"
+        if not self.consequences:
+            return line
+        count = len(self.consequences)
+        uses = all(c.code.startswith("unknown_") for c in self.consequences)
+        if uses:
+            return f"{line} … and {count} {'use' if count == 1 else 'uses'} of it"
+        return f"{line} … and {count} {'problem follows' if count == 1 else 'problems follow'} from it"
 
-    def sort_key(self) -> tuple[str, int, int, str]:
-        return (self.location.file, self.location.line, self.location.col, self.code)
+    def sort_key(self) -> tuple[str, int, int, int, str]:
+        return (self.location.file, self.rank, self.location.line, self.location.col, self.code)
 
 
 class PlaybookError(Exception):
-    """A playbook could not be loaded: carries every problem found, sorted."""
+    """A playbook could not be loaded: carries every problem found, the most fundamental first."""
 
     def __init__(self, problems: Iterable[Problem]) -> None:
-        self.problems: list[Problem] = sorted(problems, key=Problem.sort_key)
+        self.problems: list[Problem] = sorted(dict.fromkeys(problems), key=Problem.sort_key)
         super().__init__("\n".join(str(p) for p in self.problems))
 
 
@@ -75,6 +97,11 @@ class CaseError(Exception):
 
 class EngineFault(Exception):
     """durable-rules did something the engine cannot trust (a bug, never bad input)."""
+
+
+def printable(text: str) -> str:
+    """``text`` with every character that is not printable written as its escape (``\\x07``)."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 def did_you_mean(word: str, choices: Sequence[str] | Iterable[str]) -> str:

@@ -9,6 +9,7 @@ Nothing here runs the playbook.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 from collections.abc import Iterable
@@ -67,6 +68,12 @@ deep) when more of one fact's partial matches are pending at once: 66 interval r
 did (``bench/scaling.py --shape band``).  A node with more members is asked in chunks of this size."""
 
 Path_ = tuple[str | int, ...]
+Subject = tuple[str, str]
+"""What a problem is about: ("parameter" | "input" | "decision" | "action", name), or ("key", a missing key)."""
+
+SECTIONS = {"parameters": "parameter", "inputs": "input", "decisions": "decision", "rules": "rule", "actions": "action"}
+_TEXT_KEYS = frozenset(("key", k) for k in ("label", "description", "explain", "source", "value_labels", "output"))
+_PARAMETER_MISFITS = frozenset({"operand_type", "unknown_value", "number_unreadable"})
 
 
 @cache
@@ -93,7 +100,7 @@ def build_playbook(doc: Document) -> Playbook:
     builder = _Builder(doc)
     playbook = builder.build()
     if builder.problems or playbook is None:
-        raise PlaybookError(builder.problems)
+        raise PlaybookError(builder.fold())
     return playbook
 
 
@@ -102,6 +109,19 @@ def _path_text(path: Iterable[str | int]) -> str:
     for part in path:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out or "the document"
+
+
+def _mapping(value: Any) -> dict[Any, Any]:
+    """``value`` when it is a mapping, else empty: the schema pass reports the wrong shape."""
+    return value if isinstance(value, dict) else {}
+
+
+def _listing(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _subject(var: str) -> Subject:
+    return ("input", var) if "." in var else ("decision", var)
 
 
 def _type_name(value: Any) -> str:
@@ -135,12 +155,14 @@ class DocumentChecker:
     def __init__(self, doc: Document) -> None:
         self.doc = doc
         self.problems: list[Problem] = []
+        self.subjects: list[Subject | None] = []  # per problem: the name it is about, if any
         self.broken: set[Path_] = set()
 
     # -- reporting -------------------------------------------------------
 
-    def report(self, path: Path_, code: str, message: str, *, key: bool = False) -> None:
+    def report(self, path: Path_, code: str, message: str, *, key: bool = False, about: Subject | None = None) -> None:
         self.problems.append(Problem(self.doc.at(path, key=key), code, message))
+        self.subjects.append(about)
 
     def loc(self, path: Path_) -> Location:
         return self.doc.at(path)
@@ -154,6 +176,7 @@ class DocumentChecker:
         validator = jsonschema.Draft202012Validator(schema)
         for error in validator.iter_errors(data):
             self.schema_problem(error)
+        self.schema_count = len(self.problems)
 
     def schema_problem(self, error: ValidationError) -> None:
         if error.validator in ("anyOf", "oneOf") and error.context:
@@ -175,6 +198,7 @@ class DocumentChecker:
             for key in extra:
                 self.broken.add((*path, key))
                 hint = did_you_mean(key, known)
+                close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
                 if not known:
                     self.report((*path, key), "unknown_key", f"'{key}' is not allowed at {where}", key=True)
                 else:
@@ -183,13 +207,14 @@ class DocumentChecker:
                         "unknown_key",
                         f"unknown key '{key}' at {where}{hint}; allowed: {', '.join(known)}",
                         key=True,
+                        about=("key", close[0]) if close else None,
                     )
             return
         if validator == "required":
             present = cast(dict[str, Any], error.instance)
             missing = [k for k in cast(list[str], error.validator_value) if k not in present]
             for key in missing:
-                self.report(path, "missing_key", f"{where} needs the key '{key}'")
+                self.report(path, "missing_key", f"{where} needs the key '{key}'", about=("key", key))
             return
         if validator == "propertyNames":
             name = str(error.instance)
@@ -240,6 +265,106 @@ class _Builder(DocumentChecker):
         self.parameters: dict[str, Parameter] = {}
         self.inputs: dict[str, InputField] = {}
         self.decision_specs: dict[str, dict[str, Any]] = {}
+        self.param_operands: dict[Path_, str] = {}  # where a {param: name} was read, and the name
+        self.param_roots: dict[str, int] = {}  # a parameter whose value misfits: its problem's index
+        self.folded: dict[int, list[Problem]] = {}  # a root problem's index: the problems that follow from it
+
+    def report(self, path: Path_, code: str, message: str, *, key: bool = False, about: Subject | None = None) -> None:
+        name = self.param_operands.get(path)
+        if name is None or code not in _PARAMETER_MISFITS:
+            super().report(path, code, message, key=key, about=about)
+            return
+        # A parameter's value that does not fit where it is used: one problem, at the parameter.
+        use = Problem(self.doc.at(path, key=key), code, message)
+        root = self.param_roots.get(name)
+        if root is None:
+            value = self.parameters[name].value
+            root = self.param_roots[name] = len(self.problems)
+            super().report(
+                ("parameters", name, "value"),
+                "parameter_value",
+                f"parameter '{name}' is {_fmt(value)} ({_type_name(value)}), which does not fit where it is used: "
+                f"line {use.location.line}: {message}",
+                about=("parameter", name),
+            )
+        self.folded.setdefault(root, []).append(use)
+
+    def fold(self) -> list[Problem]:
+        """The problems, each that follows from another folded under that root, ranked: the most fundamental first.
+
+        What follows from what: a missing key from the misspelt key beside it; the uses of the names a
+        misspelt section defines (``aactions:``: every ``unknown_action``); whatever concerns an entry
+        (a parameter, input, decision, rule, action) or a row whose own keys are wrong, or uses its name;
+        the uses of a parameter whose value misfits (folded as they are reported); the later uses of
+        one unknown name.
+        """
+        schema_count = getattr(self, "schema_count", 0)
+        data = self.doc.data if isinstance(self.doc.data, dict) else {}
+        root_of: dict[int, int] = {}
+        missing = {
+            (p.location.path, about[1]): i
+            for i, (p, about) in enumerate(zip(self.problems[:schema_count], self.subjects, strict=False))
+            if p.code == "missing_key" and about is not None
+        }
+        scopes: list[tuple[int, Path_ | None, set[Subject]]] = []  # a schema problem: what follows from it
+        rules_misspelt = False
+        for i, problem in enumerate(self.problems[:schema_count]):
+            path = problem.location.path
+            if problem.code == "unknown_key" and path:
+                wanted = [key for (parent, key) in missing if parent == path[:-1]]
+                for key in difflib.get_close_matches(str(path[-1]), wanted, n=1, cutoff=0.6):
+                    root_of[missing[(path[:-1], key)]] = i
+            if problem.code == "unknown_key" and len(path) == 1:
+                section = difflib.get_close_matches(str(path[0]), list(SECTIONS), n=1, cutoff=0.6)
+                if section:
+                    kind = SECTIONS[section[0]]
+                    names = data.get(path[0])
+                    scopes.append((i, None, {(kind, str(n)) for n in names} if isinstance(names, dict) else set()))
+                    rules_misspelt = rules_misspelt or kind == "rule"
+            elif problem.code == "unknown_key" and (self.subjects[i] is None or self.subjects[i] in _TEXT_KEYS):
+                continue  # a key that means nothing here, or only text: nothing else follows from it
+            elif len(path) >= 2 and path[0] in SECTIONS:
+                depth = len(path) - 1 if problem.code == "unknown_key" else len(path)  # the mapping at fault
+                if depth <= 2:  # an entry's own keys
+                    scopes.append((i, path[:2], {(SECTIONS[str(path[0])], str(path[1]))}))
+                else:  # a row's or a rule's part: only what lies under it
+                    scopes.append((i, path[: min(depth, 4)], set()))
+        for i in range(schema_count, len(self.problems)):
+            about, path = self.subjects[i], self.problems[i].location.path
+            for root, prefix, subjects in scopes:
+                if (
+                    about in subjects
+                    or (prefix is not None and path[: len(prefix)] == prefix)
+                    or (rules_misspelt and prefix is None and self.problems[i].code == "decision_never_set")
+                ):
+                    root_of[i] = root
+                    break
+        first_use: dict[tuple[str, Subject], int] = {}
+        for i in sorted(range(schema_count, len(self.problems)), key=lambda i: self.problems[i].sort_key()):
+            about = self.subjects[i]
+            if i in root_of or about is None or not self.problems[i].code.startswith("unknown_"):
+                continue
+            # one unknown name, written the same way at several places: reported once, at the first
+            root_of.setdefault(i, first_use.setdefault((self.problems[i].code, about), i))
+            if root_of[i] == i:
+                del root_of[i]
+        for root, uses in self.folded.items():
+            for use in uses:
+                self.problems.append(use)
+                root_of[len(self.problems) - 1] = root
+        consequences: dict[int, list[Problem]] = {}
+        for i, root in root_of.items():
+            while root in root_of:  # a root that is itself a consequence hands its own on
+                root = root_of[root]
+            consequences.setdefault(root, []).append(self.problems[i])
+        out = []
+        for i, problem in enumerate(self.problems):
+            if i in root_of:
+                continue
+            rank = (0 if len(problem.location.path) <= 1 else 1) if i < schema_count else 2 if i in consequences else 3
+            followers = tuple(sorted(consequences.get(i, ()), key=Problem.sort_key))
+            out.append(Problem(problem.location, problem.code, problem.message, followers, rank))
+        return out
 
     # -- the walk --------------------------------------------------------
 
@@ -330,7 +455,7 @@ class _Builder(DocumentChecker):
     def build_input(self, name: str, spec: dict[str, Any]) -> None:
         path: Path_ = ("inputs", name)
         kind = str(spec.get("type"))
-        values = spec.get("values")
+        values = spec.get("values") if isinstance(spec.get("values"), list) else None
         if kind in ("enum", "list") and not values:
             self.report(path, "missing_values", f"input '{name}' is of type {kind} and needs its 'values'", key=True)
         derive = spec.get("derive") if isinstance(spec.get("derive"), dict) else None
@@ -362,7 +487,10 @@ class _Builder(DocumentChecker):
             source = self.inputs.get(source_name)
             if source is None:
                 self.report(
-                    where, "unknown_input", f"unknown input '{source_name}'{did_you_mean(source_name, self.inputs)}"
+                    where,
+                    "unknown_input",
+                    f"unknown input '{source_name}'{did_you_mean(source_name, self.inputs)}",
+                    about=("input", source_name),
                 )
             elif source.type != wanted or source.derive is not None:
                 self.report(
@@ -395,13 +523,20 @@ class _Builder(DocumentChecker):
         found = self.var_type(var)
         if found is None:
             if "." in var:
-                self.report(path, "unknown_input", f"unknown input '{var}'{did_you_mean(var, self.inputs)}", key=True)
+                self.report(
+                    path,
+                    "unknown_input",
+                    f"unknown input '{var}'{did_you_mean(var, self.inputs)}",
+                    key=True,
+                    about=("input", var),
+                )
             else:
                 self.report(
                     path,
                     "unknown_decision",
                     f"unknown decision '{var}'{did_you_mean(var, self.decision_specs)}",
                     key=True,
+                    about=("decision", var),
                 )
         return found
 
@@ -415,8 +550,10 @@ class _Builder(DocumentChecker):
                     (*path, "param"),
                     "unknown_parameter",
                     f"unknown parameter '{name}'{did_you_mean(name, self.parameters)}",
+                    about=("parameter", name),
                 )
                 return None
+            self.param_operands[path] = name
             value = param.value
             shown = ", ".join(_fmt(v) for v in value) if isinstance(value, list) else _fmt(value)
             return value, f"{name} ({shown})"
@@ -435,12 +572,18 @@ class _Builder(DocumentChecker):
                 "unknown_value",
                 f"'{_fmt(value)}' is not a value of '{var}'{hint}; "
                 f"its values are: {', '.join(_fmt(v) for v in values)}",
+                about=_subject(var),
             )
             return False
         expected = {"number": (int, float), "string": (str,), "date": (str,), "boolean": (bool,)}.get(kind)
         ok = expected is None or (isinstance(value, expected) and not (kind == "number" and isinstance(value, bool)))
         if not ok:
-            self.report(path, "operand_type", f"'{var}' is of type {kind}; '{_fmt(value)}' is {_type_name(value)}")
+            self.report(
+                path,
+                "operand_type",
+                f"'{var}' is of type {kind}; '{_fmt(value)}' is {_type_name(value)}",
+                about=_subject(var),
+            )
         return ok
 
     # -- conditions --------------------------------------------------------
@@ -461,7 +604,9 @@ class _Builder(DocumentChecker):
             if key == "not":
                 inner = self.condition(raw["not"], (*path, "not"))
                 return Not(inner) if inner is not None else None
-            items = [self.condition(item, (*path, key, i)) for i, item in enumerate(raw[key])]
+            items = [self.condition(item, (*path, key, i)) for i, item in enumerate(_listing(raw[key]))]
+            if not items:
+                return None  # the schema pass has said what is wrong
             if any(item is None for item in items):
                 return None
             kept = tuple(item for item in items if item is not None)
@@ -507,6 +652,7 @@ class _Builder(DocumentChecker):
                     "operator_type",
                     f"'{op}' does not apply to '{var}', which is of type {kind}",
                     key=not shorthand,
+                    about=_subject(var),
                 )
                 ok = False
                 continue
@@ -566,7 +712,11 @@ class _Builder(DocumentChecker):
     ) -> tuple[Interval, str] | None:
         if not numeric:
             self.report(
-                (*path, keys[0]), "operator_type", f"'{keys[0]}' compares numbers; '{var}' is not a number", key=True
+                (*path, keys[0]),
+                "operator_type",
+                f"'{keys[0]}' compares numbers; '{var}' is not a number",
+                key=True,
+                about=_subject(var),
             )
             return None
         bounds: dict[str, tuple[float, str]] = {}
@@ -576,7 +726,12 @@ class _Builder(DocumentChecker):
                 return None
             value, shown = resolved
             if not isinstance(value, int | float) or isinstance(value, bool):
-                self.report((*path, key), "operand_type", f"'{key}' needs a number, not {_type_name(value)}")
+                self.report(
+                    (*path, key),
+                    "operand_type",
+                    f"'{key}' needs a number, not {_type_name(value)}",
+                    about=_subject(var),
+                )
                 return None
             bounds[key] = (value, shown)
         for a, b in (("gt", "gte"), ("lt", "lte")):
@@ -619,6 +774,7 @@ class _Builder(DocumentChecker):
                     (*path, "value_of"),
                     code,
                     f"unknown {'input' if '.' in var else 'decision'} '{var}'{did_you_mean(var, pool)}",
+                    about=_subject(var),
                 )
                 return None
             return ValueOf(var)
@@ -633,13 +789,20 @@ class _Builder(DocumentChecker):
         values = tuple(spec["values"]) if isinstance(spec.get("values"), list) else None
         if kind == "list" and not collect_item:
             if not isinstance(value, list):
-                self.report(path, "operand_type", f"decision '{target}' is a list; give a list of values")
+                self.report(
+                    path,
+                    "operand_type",
+                    f"decision '{target}' is a list; give a list of values",
+                    about=_subject(target),
+                )
                 return None
             verdicts = [self.check_value(target, v, "enum", values, path) for v in value]  # report every bad one
             ok = all(verdicts)
             return Literal(list(value)) if ok else None
         if isinstance(value, list):
-            self.report(path, "operand_type", f"decision '{target}' takes one value, not a list")
+            self.report(
+                path, "operand_type", f"decision '{target}' takes one value, not a list", about=_subject(target)
+            )
             return None
         return (
             Literal(value)
@@ -652,7 +815,7 @@ class _Builder(DocumentChecker):
     def build_decision(self, name: str, spec: dict[str, Any]) -> Decision | None:
         path: Path_ = ("decisions", name)
         kind = self.decision_type(spec)
-        values = spec.get("values")
+        values = spec.get("values") if isinstance(spec.get("values"), list) else None
         hit_policy = str(spec.get("hit_policy", "unique"))
         if kind in ("enum", "list") and not values:
             self.report(path, "missing_values", f"decision '{name}' is of type {kind} and needs its 'values'", key=True)
@@ -665,7 +828,7 @@ class _Builder(DocumentChecker):
                 (*path, "hit_policy"), "hit_policy_type", "'priority' ranks outputs by the order of 'values'; list them"
             )
         value_labels: dict[str, Text] = {}
-        for value, labels in (spec.get("value_labels") or {}).items():
+        for value, labels in _mapping(spec.get("value_labels")).items():
             label_path: Path_ = (*path, "value_labels", value)
             if values and str(value) not in [str(v) for v in values]:
                 self.report(
@@ -680,7 +843,7 @@ class _Builder(DocumentChecker):
         source = self.source(spec.get("source"), (*path, "source"))
         rows: list[Row] = []
         seen: dict[str, int] = {}
-        for index, row in enumerate(spec.get("rows") or []):
+        for index, row in enumerate(_listing(spec.get("rows"))):
             row_path: Path_ = (*path, "rows", index)
             if not isinstance(row, dict) or self.is_broken(row_path):
                 continue
@@ -755,10 +918,10 @@ class _Builder(DocumentChecker):
                     f"rule id '{rule_id}' is used twice (first at rule {seen[rule_id] + 1})",
                 )
             seen.setdefault(rule_id, index)
-            then = spec.get("then") or {}
+            then = _mapping(spec.get("then"))
             sets: dict[str, Output] = {}
             ok = True
-            for target, raw_value in (then.get("set") or {}).items():
+            for target, raw_value in _mapping(then.get("set")).items():
                 set_path: Path_ = (*path, "then", "set", target)
                 if target not in self.decision_specs:
                     self.report(
@@ -766,6 +929,7 @@ class _Builder(DocumentChecker):
                         "unknown_decision",
                         f"unknown decision '{target}'{did_you_mean(str(target), self.decision_specs)}",
                         key=True,
+                        about=("decision", str(target)),
                     )
                     ok = False
                     continue
@@ -775,6 +939,7 @@ class _Builder(DocumentChecker):
                         "decision_has_table",
                         f"decision '{target}' is made by its table; a rule cannot also set it",
                         key=True,
+                        about=("decision", str(target)),
                     )
                     ok = False
                     continue
@@ -784,18 +949,22 @@ class _Builder(DocumentChecker):
                 else:
                     sets[str(target)] = out
             recommends: list[Recommend] = []
-            for i, rec in enumerate(then.get("recommend") or []):
+            for i, rec in enumerate(_listing(then.get("recommend"))):
                 rec_path: Path_ = (*path, "then", "recommend", i)
+                if not isinstance(rec, dict):
+                    ok = False
+                    continue
                 action = str(rec.get("action"))
                 if action not in actions:
                     self.report(
                         (*rec_path, "action"),
                         "unknown_action",
                         f"unknown action '{action}'{did_you_mean(action, actions)}",
+                        about=("action", action),
                     )
                     ok = False
                 params: dict[str, Output] = {}
-                for pname, pvalue in (rec.get("params") or {}).items():
+                for pname, pvalue in _mapping(rec.get("params")).items():
                     out = self.output(pvalue, "", (*rec_path, "params", pname))
                     if out is None:
                         ok = False
@@ -827,6 +996,7 @@ class _Builder(DocumentChecker):
                     "decision_never_set",
                     f"decision '{name}' has no rows and no rule sets it",
                     key=True,
+                    about=("decision", name),
                 )
         return rules
 

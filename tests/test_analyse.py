@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from engine.analyse import analyse
+import pytest
+
+from engine.analyse import _Analyser, analyse
 from engine.validate import load_playbook_text
 from tests.conftest import FIXTURES
 
@@ -98,3 +100,32 @@ def test_output_decisions_are_not_unused() -> None:
         ORPHAN + "    output: true\n  flagged:\n",
     )
     assert found(text) == []
+
+
+def interval_table(rows: int) -> str:
+    """One table of ``rows`` adjacent intervals on one number (bench/check_scaling.py times 3,000)."""
+    from bench.check_scaling import interval_playbook
+
+    return interval_playbook(rows)
+
+
+@pytest.mark.parametrize("rows", [100, 400])
+def test_checking_interval_rows_takes_steps_in_proportion_to_the_rows(rows: int) -> None:
+    playbook = load_playbook_text(interval_table(rows), "big.yaml")
+    checker = _Analyser(playbook)
+    problems = checker.run()
+    assert [p.code for p in problems] == []
+    # every row meets the two or three cells its interval spans; before, each of the 2N cells met every row
+    assert checker.steps <= 6 * rows
+
+
+def test_a_gap_and_an_overlap_among_many_interval_rows_are_still_found() -> None:
+    text = interval_table(300).replace("{gte: 1000, lt: 1010}", "{gte: 1001, lt: 1010}")
+    text = text.replace("{gte: 2000, lt: 2010}", "{gte: 2000, lt: 2011}")
+    assert [(c, m) for c, _, m in found(text)] == [
+        ("table_gap", "no row of 'tier' covers opportunity.amount in [1000, 1001)"),
+        (
+            "table_overlap",
+            "rows 'r201' and 'r202' of 'tier' both match when opportunity.amount = 2010, but its hit policy is unique",
+        ),
+    ]

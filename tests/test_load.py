@@ -69,3 +69,27 @@ def test_two_files_in_a_row_do_not_share_locations() -> None:
     assert str(first.at(("a", "b"))) == "one.yaml:2:6"
     assert str(second.at(("b",))) == "two.yaml:1:4"
     assert ("a", "b") not in second.value_marks
+
+
+@pytest.mark.parametrize("character", ["\x00", "\x07", "\x1b", "\ufffe"])
+def test_a_control_character_is_a_located_error(character: str) -> None:
+    assert codes(f"a: 1\nb: x{character}y\n") == [("yaml_bad_character", 2, 5)]
+
+
+def test_an_integer_too_long_for_python_is_a_located_error() -> None:
+    assert codes("a: 1\nb: " + "9" * 4400 + "\n") == [("number_too_long", 2, 4)]
+
+
+@pytest.mark.parametrize("number", [".inf", "-.inf", ".nan", ".NaN", "1.0e+999"])
+def test_numbers_that_are_not_finite_are_refused(number: str) -> None:
+    assert codes(f"a:\n  lt: {number}\n") == [("number_not_finite", 2, 7)]
+
+
+@pytest.mark.parametrize("number", ["010", "-017", "1:30", "190:20:30", "1:30.5"])
+def test_yaml_11_octal_and_sexagesimal_numbers_are_refused(number: str) -> None:
+    assert codes(f"a: {number}\n") == [("yaml_ambiguous_number", 1, 4)]
+
+
+def test_plain_and_quoted_numbers_are_fine() -> None:
+    data = load_text("a: 0\nb: 10\nc: '010'\nd: '1:30'\ne: 0.5\nf: -3\ng: 1.5e+3\n").data
+    assert data == {"a": 0, "b": 10, "c": "010", "d": "1:30", "e": 0.5, "f": -3, "g": 1500.0}

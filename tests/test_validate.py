@@ -158,3 +158,47 @@ decisions:
     [usual, listed, _] = playbook.decisions["key"].rows
     assert (usual.when.op, usual.when.operand, usual.when.text) == ("equals", "b", "= usual (b)")  # type: ignore[union-attr]
     assert listed.when.operand == ("a", "b")  # type: ignore[union-attr]
+
+
+COURSE = (FIXTURES.parent.parent / "playbooks" / "course.yaml").read_text(encoding="utf-8")
+
+
+def test_rows_that_are_not_a_list_are_a_located_error() -> None:
+    text = COURSE.replace("    rows:\n      - id: given\n", "    rows: 5\n    old_rows:\n      - id: given\n", 1)
+    line = text[: text.index("    rows: 5")].count("\n") + 1
+    assert ("wrong_type", line) in problems(text)
+
+
+def test_a_rule_whose_then_is_a_list_is_a_located_error() -> None:
+    text = COURSE.replace(
+        "    then:\n      recommend: [{action: look_after_fat_sheep",
+        "    then:\n      - recommend: [{action: look_after_fat_sheep",
+        1,
+    )
+    line = text[: text.index("      - recommend: [{action: look_after_fat_sheep")].count("\n") + 1
+    assert problems(text) == [("wrong_type", line)]
+
+
+@pytest.mark.parametrize("shape", ["5", "[1, 2]", "x", "{recommend: 5}", "{recommend: [5]}", "{set: [1]}"])
+def test_odd_shapes_of_a_rule_are_errors_not_crashes(shape: str) -> None:
+    text = COURSE.replace(
+        "    then:\n      recommend: [{action: look_after_fat_sheep, "
+        "params: {contribution_type: {value_of: contribution_type}}}]",
+        f"    then: {shape}",
+        1,
+    )
+    assert problems(text)
+
+
+@pytest.mark.parametrize("bound", [".inf", "-.inf", ".nan"])
+def test_a_bound_that_is_not_finite_is_refused_where_it_is_written(bound: str) -> None:
+    text = COURSE.replace(
+        "when: {opportunity.weeks_to_close: {lt: 0}}", f"when: {{opportunity.weeks_to_close: {{lt: {bound}}}}}", 1
+    )
+    line = text[: text.index(f"lt: {bound}")].count("\n") + 1
+    assert problems(text) == [("number_not_finite", line)]
+
+
+def test_all_that_is_not_a_list_is_an_error_not_a_crash() -> None:
+    text = COURSE.replace("when: {opportunity.weeks_to_close: {lt: 0}}", "when: {all: 5}", 1)
+    assert problems(text)
