@@ -74,6 +74,7 @@ class InputField:
     label: Text
     derive: tuple[str, tuple[str, ...]] | None  # when absent: ("weeks_until", (date,)) or ("ratio", (a, b))
     location: Location
+    value_labels: dict[str, Text] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,7 @@ class Atom:
     operand: Any  # value, tuple of values, Interval or bool, parameters resolved
     text: str  # how the test reads, parameter names kept ("≥ high_win_rate (60)")
     location: Location
+    params: tuple[str | None, ...] = ()  # the parameter behind each operand (an interval: low, high), if any
 
 
 @dataclass(frozen=True)
