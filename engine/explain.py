@@ -15,7 +15,7 @@ from engine.errors import did_you_mean
 from engine.evaluate import condition_trace, negated_atoms
 from engine.model import Atom, Condition, Interval, Literal, Playbook, Row, Rule, Source, Text, ValueOf
 
-__all__ = ["UnknownTarget", "param_variable", "render_result", "test_text", "why", "why_not"]
+__all__ = ["UnknownTarget", "render_result", "test_text", "why", "why_not"]
 
 _WORDS: dict[str, dict[str, str]] = {
     "zh": {
@@ -36,8 +36,7 @@ _WORDS: dict[str, dict[str, str]] = {
         "recommended_by": "依据规则",
         "is": "结论就是",
         "fired": "已触发",
-        "not_fired": "未触发",
-        "failed": "不满足的条件",
+        "not_fired": "未触发;不满足的条件:",
         "fired_not_chosen": "条件满足,但按命中策略“{policy}”选了",
         "was_recommended": "已经建议,依据规则",
         "nothing_produces": "剧本里没有能得出此结果的行或规则",
@@ -78,8 +77,7 @@ _WORDS: dict[str, dict[str, str]] = {
         "recommended_by": "by rule",
         "is": "it is",
         "fired": "it fired",
-        "not_fired": "did not fire",
-        "failed": "conditions not met",
+        "not_fired": "did not fire; conditions not met:",
         "fired_not_chosen": "its conditions hold, but the '{policy}' hit policy chose",
         "was_recommended": "it was recommended, by rule",
         "nothing_produces": "no row or rule of the playbook can give this",
@@ -227,23 +225,18 @@ def _param_var(playbook: Playbook, rule_id: str, action_id: str, key: str) -> st
         output = rec.params.get(key) if rec.action == action_id else None
         if isinstance(output, ValueOf):
             return output.var
-    return param_variable(playbook, key) or key
-
-
-def param_variable(playbook: Playbook, key: str) -> str | None:
-    """The decision or input an action parameter is named after, if exactly one."""
-    if key in playbook.decisions or key in playbook.inputs:
-        return key
-    fields = [name for name in playbook.inputs if name.partition(".")[2] == key]
-    return fields[0] if len(fields) == 1 else None
+    return playbook.param_variable(key) or key
 
 
 def _params_text(playbook: Playbook, rec: dict[str, Any], lang: str) -> str:
     parts = []
     for key, value in rec["params"].items():
         var = _param_var(playbook, rec["rule"], rec["id"], key)
-        named = param_variable(playbook, key)
-        label = _var_label(playbook, named, lang) if named else _var_label(playbook, var, lang)
+        named = playbook.param_variable(key)
+        if named is None and key in playbook.parameters:
+            label = _label(playbook.parameters[key].label, lang, key)
+        else:
+            label = _var_label(playbook, named or var, lang)
         parts.append(f"{label}{':' if lang == 'zh' else ': '}{_value_text(playbook, var, value, lang)}")
     return ("; " if lang != "zh" else ";").join(parts)
 
@@ -390,7 +383,7 @@ def why_not(playbook: Playbook, result: dict[str, Any], target: str, lang: str) 
             if rule.id in fired:
                 lines.append(f"    {_w(lang, 'fired')}")
                 continue
-            lines.append(f"    {_w(lang, 'not_fired')}; {_w(lang, 'failed')}:")
+            lines.append(f"    {_w(lang, 'not_fired')}")
             lines.extend(f"      {c}" for c in _failed(playbook, rule.when, values, lang))
     else:
         decision = playbook.decisions[name]
@@ -419,7 +412,7 @@ def why_not(playbook: Playbook, result: dict[str, Any], target: str, lang: str) 
                 policy = _w(lang, decision.hit_policy)
                 lines.append(f"    {_w(lang, 'fired_not_chosen').format(policy=policy)} {chosen_text}")
                 continue
-            lines.append(f"    {_w(lang, 'not_fired')}; {_w(lang, 'failed')}:")
+            lines.append(f"    {_w(lang, 'not_fired')}")
             lines.extend(f"      {c}" for c in _failed(playbook, row.when, values, lang))
         for rule in playbook.rules:
             if name in rule.sets:

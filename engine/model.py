@@ -230,6 +230,14 @@ class Playbook:
         decision = self.decisions[var]
         return decision.type, decision.values
 
+    def param_variable(self, key: str) -> str | None:
+        """The variable an action parameter is named after: a decision, an input, or the field part of
+        exactly one input (``contact_state`` for ``account.contact_state``).  Its labels name the parameter."""
+        if key in self.decisions or key in self.inputs:
+            return key
+        fields = [name for name in self.inputs if name.partition(".")[2] == key]
+        return fields[0] if len(fields) == 1 else None
+
     def conditions_of(self, node: Node) -> list[Condition | None]:
         """The condition of each member of a node, in member order."""
         if node.kind == "table":

@@ -11,6 +11,7 @@ ORPHAN = """  orphan:
     label: {zh: 孤, en: orphan}
     source: {guide: G-10, quote: q}
     values: [x]
+    value_labels: {x: {zh: 某, en: x}}
     rows: [{id: x, label: {zh: x, en: x}, then: x}]
 """
 
