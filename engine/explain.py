@@ -112,7 +112,8 @@ def _w(lang: str, key: str) -> str:
 
 
 def _sep(lang: str) -> str:
-    return "、" if lang == "zh" else ", "
+    # English items often hold commas themselves ("improve the product, customise it")
+    return "、" if lang == "zh" else " / "
 
 
 def _label(text: Text, lang: str, fallback: str) -> str:
@@ -256,7 +257,7 @@ def _rules_named(playbook: Playbook, rule_ids: list[str], lang: str) -> str:
     rules = [playbook.rules_by_id[r] for r in rule_ids]
     if lang == "zh":
         return _sep(lang).join(_quoted(rule.label, lang, rule.id) for rule in rules)
-    return _sep(lang).join(rule.id for rule in rules)
+    return ", ".join(rule.id for rule in rules)
 
 
 def render_result(playbook: Playbook, result: dict[str, Any], lang: str) -> str:
@@ -294,7 +295,7 @@ def why(playbook: Playbook, result: dict[str, Any], lang: str) -> str:
     for step in result["trace"]:
         if "derived" in step:
             d = step["derived"]
-            basis = _sep(lang).join(
+            basis = ("、" if lang == "zh" else ", ").join(
                 f"{_var_label(playbook, k, lang)} = {_value_text(playbook, k, v, lang)}" for k, v in d["from"].items()
             )
             lines.append(
@@ -396,7 +397,9 @@ def why_not(playbook: Playbook, result: dict[str, Any], target: str, lang: str) 
         fired_rows = {f["row"] for f in step["fired"]}
         rows = {row.id: row for row in decision.rows}
         chosen = [rows[f["row"]] for f in step["fired"] if f["chosen"]]
-        chosen_text = _sep(lang).join(_quoted(row.label, lang, row.id) if lang == "zh" else row.id for row in chosen)
+        chosen_text = ("、" if lang == "zh" else ", ").join(
+            _quoted(row.label, lang, row.id) if lang == "zh" else row.id for row in chosen
+        )
         row_candidates = [
             row
             for row in decision.rows
