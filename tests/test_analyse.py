@@ -99,3 +99,21 @@ def test_output_decisions_are_not_unused() -> None:
         ORPHAN + "    output: true\n  flagged:\n",
     )
     assert found(text) == []
+
+
+def test_a_value_or_an_action_parameter_without_a_label_is_reported_where_it_is_declared() -> None:
+    text = TEXT.replace("    value_labels: {big: {zh: 大, en: big}, small: {zh: 小, en: small}}\n", "")
+    text = text.replace("params: {funnel_layer: {value_of: funnel_layer}", "params: {layer: {value_of: funnel_layer}")
+    assert found(text) == [
+        (
+            "missing_label",
+            line_of(text, "  size:"),
+            "'size' has no value_labels for big, small; text would show the identifiers",
+        ),
+        (
+            "missing_label",
+            line_of(text, "        - action: follow_up"),
+            "parameter 'layer' of 'follow_up' names no input, decision or parameter, so it has no label; "
+            "name it after the one it carries",
+        ),
+    ]

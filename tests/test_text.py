@@ -15,9 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from engine import Playbook, compile_playbook, load_playbook
+from engine import Evaluator, Playbook, compile_playbook, load_playbook
 from engine.errors import CaseError
-from engine.evaluate import Evaluator
 from engine.explain import render_result, why, why_not
 from engine.testing import default_test_dir, load_tests
 
@@ -80,35 +79,32 @@ def course() -> Playbook:
     return load_playbook(COURSE)
 
 
-def test_the_chinese_text_names_nothing_by_its_identifier(course: Playbook) -> None:
+@pytest.fixture(scope="module")
+def zh_texts(course: Playbook) -> list[str]:
+    return list(every_text(course, "zh"))
+
+
+def test_the_chinese_text_names_nothing_by_its_identifier(course: Playbook, zh_texts: list[str]) -> None:
     forbidden = identifiers(course) - authored_words(course, "zh")
     leaks: dict[str, str] = {}
-    texts = 0
-    for text in every_text(course, "zh"):
-        texts += 1
+    for text in zh_texts:
         for line in text.splitlines():
             for word in ASCII_WORD.findall(line):
                 if word in forbidden:
                     leaks.setdefault(word, line.strip())
-    assert texts > 55 * 100  # every case, every target: the scan really read the text
+    assert len(zh_texts) > 55 * 100  # every case, every target: the scan really read the text
     assert leaks == {}
 
 
-def test_the_chinese_text_has_no_english_operator_words_or_python_syntax(course: Playbook) -> None:
+def test_the_chinese_text_has_no_english_operator_words_or_python_syntax(zh_texts: list[str]) -> None:
     english = re.compile(r"\b(?:and|or|not|in|contains|missing|present|None|True|False|why)\b|\[['\"]|\{'")
-    found = {
-        m.group(0): line
-        for text in every_text(course, "zh")
-        for line in text.splitlines()
-        if (m := english.search(line))
-    }
+    found = {m.group(0): line for text in zh_texts for line in text.splitlines() if (m := english.search(line))}
     assert found == {}
 
 
 def test_the_english_text_shows_chinese_only_where_it_quotes_the_course(course: Playbook) -> None:
-    quoted = re.compile(
-        r"「[^」]*」|\([^()]*[\u4e00-\u9fff][^()]*\)"
-    )  # a course quote, or a course term beside its words
+    # a course quote 「…」, or a course term in brackets beside the English words: "top of the funnel (表层)"
+    quoted = re.compile(r"「[^」]*」|\([^()]*[\u4e00-\u9fff][^()]*\)")
     chinese = re.compile(r"[\u3000-\u303f\u4e00-\u9fff\uff00-\uffef]")
     found = {}
     for text in every_text(course, "en"):
@@ -116,3 +112,20 @@ def test_the_english_text_shows_chinese_only_where_it_quotes_the_course(course: 
             if chinese.search(quoted.sub("", line)):
                 found.setdefault(line.strip(), None)
     assert list(found) == []
+
+
+def test_tests_and_parameters_read_as_words_in_each_language(evaluator: Evaluator, pipeline: Playbook) -> None:
+    facts = {"opportunity": {"weeks_to_close": 5, "win_rate": 60, "milestones": ["a"]}, "account": {"vip": True}}
+    result = evaluator.evaluate_case(facts, dt.date(2026, 11, 27), "x").to_json("zh")
+    zh, en = why(pipeline, result, "zh"), why(pipeline, result, "en")
+    assert "距决策周数 = 5 (> 2 且 ≤ 10) ✓" in zh and "weeks to close = 5 (> 2 and ≤ 10) ✓" in en
+    assert "进展 = 60 (≥ 60「高赢率」) ✓" in zh and "progress = 60 (≥ 60 “high win rate”) ✓" in en
+    assert "规则「观察」" in zh and "rule watch “watch”" in en
+    assert "关注度 = 低 (≠ 高) ✓" in zh and "标记 = 缺失 (= 是) (不应成立) ✓" in zh
+    not_bottom = why_not(pipeline, result, "funnel_layer=bottom", "zh")
+    assert not_bottom.startswith("为什么漏斗位置不是底层?") and "距决策周数 = 5 (≤ 2) ✗" in not_bottom
+    not_followed = why_not(pipeline, result, "follow_up", "zh")
+    assert (
+        not_followed.startswith("为什么没有建议「积极跟进」?")
+        and "未触发;不满足的条件:\n      关注度 = 低 (= 高) ✗" in not_followed
+    )
