@@ -28,6 +28,7 @@ def interval_playbook(rows: int) -> str:
         "    label: {en: tier}",
         "    source: {guide: G-17, quote: q}",
         "    values: [a, b]",
+        "    value_labels: {a: {en: a}, b: {en: b}}",
         "    output: true",
         "    rows:",
         "      - {id: r0, label: {en: r}, when: {opportunity.amount: {lt: 0}}, then: a}",

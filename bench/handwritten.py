@@ -379,7 +379,7 @@ def course(case: dict[str, Any], as_of: dt.date) -> tuple[dict[str, Any], list[t
         for role in ROLES:
             # a missing list fails "contains", so its "not" holds: every role is asked for
             if roles_known is None or role not in roles_known:
-                append(("identify_decision_role", {"role": role}))
+                append(("identify_decision_role", {"roles_known": role}))
 
     if project_type == "strategic" or project_type == "suicidal":
         transitional = opportunity.get("transitional")
@@ -413,7 +413,7 @@ def course(case: dict[str, Any], as_of: dt.date) -> tuple[dict[str, Any], list[t
         append(("wait_and_watch", {}))
 
     if stance_strategies is not None:
-        append(("apply_stance_strategies", {"stance": stance, "strategies": list(stance_strategies)}))
+        append(("apply_stance_strategies", {"stance": stance, "stance_strategies": list(stance_strategies)}))
     if stance == "leader":
         append(("grow_the_market", {}))
     elif stance == "challenger":
@@ -427,12 +427,12 @@ def course(case: dict[str, Any], as_of: dt.date) -> tuple[dict[str, Any], list[t
         append((COMPETITOR_ACTION[competitor_strategy], {}))
     means = MEANS_ACTION.get(market.get("competition_focus"))
     if means is not None:
-        append((means, {"strategy": competitor_strategy}))
+        append((means, {"competitor_strategy": competitor_strategy}))
 
     if market_division is not None:
         append((DIVISION_ACTION[market_division], {}))
     if market.get("new_service") is True:
-        append(("loose_initial_division", {"division": market_division}))
+        append(("loose_initial_division", {"market_division": market_division}))
 
     decisions = {
         "profit_band": profit_band,

@@ -137,13 +137,19 @@ def generated_playbook(n: int, shape: str = "grid", seed: int = 7) -> str:
         "playbook": {"id": f"scaling_{n}", "version": "1", "languages": ["zh", "en"], "title": _text(f"{n} rules")},
         "inputs": {
             **{name: {"type": "number", "label": _text(name)} for name, _ in TABLE_INPUTS},
-            "market.stance": {"type": "enum", "values": list(STANCES), "label": _text("stance")},
+            "market.stance": {
+                "type": "enum",
+                "values": list(STANCES),
+                "value_labels": {stance: _text(stance) for stance in STANCES},
+                "label": _text("stance"),
+            },
         },
         "decisions": {
             "tier": {
                 "label": _text("tier"),
                 "source": dict(SOURCE),
                 "values": [f"t{k}" for k in range(min(TIERS, n))],
+                "value_labels": {f"t{k}": _text(f"tier {k}") for k in range(min(TIERS, n))},
                 "rows": rows,
             }
         },

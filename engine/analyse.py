@@ -19,9 +19,9 @@ from typing import Any
 
 from engine.conditions import atom_matches, atoms_of, evaluate_condition, items_of, numbers_of
 from engine.errors import Problem
-from engine.model import AllOf, Atom, Condition, Decision, Interval, Playbook, ValueOf
+from engine.model import AllOf, Atom, Condition, Decision, InputField, Interval, Playbook, ValueOf
 
-__all__ = ["MAX_COMBINATIONS", "analyse"]
+__all__ = ["MAX_COMBINATIONS", "analyse", "missing_labels"]
 
 MAX_COMBINATIONS = 50_000
 """Tables whose combinations of cells exceed this are not searched for gaps and overlaps."""
@@ -353,6 +353,38 @@ def _region_text(region: list[tuple[int, int]], variables: list[str], grid: list
     return ", ".join(parts) or "any case"
 
 
+def missing_labels(playbook: Playbook) -> list[Problem]:
+    """Where text would have to show an identifier for want of a label: a value (not a number or a
+    yes/no) of an enumeration or list without ``value_labels``, or an action parameter named after no
+    input, decision or parameter (an action parameter reads by that one's label)."""
+    problems = []
+    owners: list[InputField | Decision] = [*playbook.inputs.values(), *playbook.decisions.values()]
+    for owner in owners:
+        name = owner.name
+        unlabelled = [v for v in owner.values or () if isinstance(v, str) and v not in owner.value_labels]
+        if unlabelled:
+            problems.append(
+                Problem(
+                    owner.location,
+                    "missing_label",
+                    f"'{name}' has no value_labels for {', '.join(unlabelled)}; text would show the identifiers",
+                )
+            )
+    for rule in playbook.rules:
+        for rec in rule.recommends:
+            for key in rec.params:
+                if playbook.param_variable(key) is None and key not in playbook.parameters:
+                    problems.append(
+                        Problem(
+                            rec.location,
+                            "missing_label",
+                            f"parameter '{key}' of '{rec.action}' names no input, decision or parameter, so it has "
+                            "no label; name it after the one it carries",
+                        )
+                    )
+    return problems
+
+
 def analyse(playbook: Playbook) -> list[Problem]:
-    """Every table and reachability problem of a checked playbook, in file order."""
-    return sorted(_Analyser(playbook).run(), key=lambda p: p.sort_key())
+    """Every table, reachability and label problem of a checked playbook, in file order."""
+    return sorted([*_Analyser(playbook).run(), *missing_labels(playbook)], key=lambda p: p.sort_key())

@@ -13,9 +13,9 @@ from typing import Any
 from engine.conditions import atoms_of, evaluate_condition
 from engine.errors import did_you_mean
 from engine.evaluate import condition_trace, negated_atoms
-from engine.model import Condition, Literal, Playbook, Source, ValueOf
+from engine.model import Atom, Condition, Interval, Literal, Playbook, Row, Rule, Source, Text, ValueOf
 
-__all__ = ["UnknownTarget", "render_result", "why", "why_not"]
+__all__ = ["UnknownTarget", "render_result", "test_text", "why", "why_not"]
 
 _WORDS: dict[str, dict[str, str]] = {
     "zh": {
@@ -24,7 +24,6 @@ _WORDS: dict[str, dict[str, str]] = {
         "playbook": "剧本",
         "decisions": "结论",
         "recommendations": "建议",
-        "none": "(无)",
         "no_action": "没有建议的动作",
         "undetermined": "未定",
         "why": "为什么",
@@ -34,18 +33,31 @@ _WORDS: dict[str, dict[str, str]] = {
         "always": "默认行,无条件",
         "derived": "推算",
         "from": "来自",
-        "recommended_by": "由规则提出",
-        "is": "结论是",
-        "not_fired": "未触发",
-        "failed": "不满足的条件",
-        "fired_not_chosen": "条件满足,但按命中策略 {policy} 选了",
-        "was_recommended": "已经建议,由规则",
+        "recommended_by": "依据规则",
+        "is": "结论就是",
+        "fired": "已触发",
+        "not_fired": "未触发;不满足的条件:",
+        "fired_not_chosen": "条件满足,但按命中策略“{policy}”选了",
+        "was_recommended": "已经建议,依据规则",
         "nothing_produces": "剧本里没有能得出此结果的行或规则",
         "missing": "缺失",
+        "given": "有值",
         "negated": "不应成立",
-        "params": "参数",
         "yes": "是",
         "no": "否",
+        "why_not_action": "为什么没有建议{action}?",
+        "why_not_value": "为什么{decision}不是{value}?",
+        "one_of": "为 {} 之一",
+        "none_of": "不是 {} 中任何一个",
+        "contains": "包含 {}",
+        "contains_all": "包含全部 {}",
+        "contains_any": "包含 {} 中任一",
+        "from_to": "{} 至 {}",
+        "and": " 且 ",
+        "unique": "唯一命中",
+        "first": "首条命中",
+        "priority": "按优先级",
+        "collect": "全部汇集",
     },
     "en": {
         "case": "case",
@@ -53,7 +65,6 @@ _WORDS: dict[str, dict[str, str]] = {
         "playbook": "playbook",
         "decisions": "Decisions",
         "recommendations": "Recommendations",
-        "none": "(none)",
         "no_action": "no action recommended",
         "undetermined": "undetermined",
         "why": "why",
@@ -65,16 +76,29 @@ _WORDS: dict[str, dict[str, str]] = {
         "from": "from",
         "recommended_by": "by rule",
         "is": "it is",
-        "not_fired": "did not fire",
-        "failed": "conditions not met",
-        "fired_not_chosen": "its conditions hold, but hit policy {policy} chose",
+        "fired": "it fired",
+        "not_fired": "did not fire; conditions not met:",
+        "fired_not_chosen": "its conditions hold, but the '{policy}' hit policy chose",
         "was_recommended": "it was recommended, by rule",
         "nothing_produces": "no row or rule of the playbook can give this",
         "missing": "missing",
+        "given": "given",
         "negated": "must not hold",
-        "params": "params",
         "yes": "yes",
         "no": "no",
+        "why_not_action": "Why not {action}?",
+        "why_not_value": "Why is {decision} not {value}?",
+        "one_of": "one of {}",
+        "none_of": "none of {}",
+        "contains": "includes {}",
+        "contains_all": "includes all of {}",
+        "contains_any": "includes any of {}",
+        "from_to": "from {} to {}",
+        "and": " and ",
+        "unique": "unique",
+        "first": "first",
+        "priority": "priority",
+        "collect": "collect",
     },
 }
 
@@ -87,6 +111,20 @@ def _w(lang: str, key: str) -> str:
     return _WORDS.get(lang, _WORDS["en"])[key]
 
 
+def _sep(lang: str) -> str:
+    # English items often hold commas themselves ("improve the product, customise it")
+    return "、" if lang == "zh" else " / "
+
+
+def _label(text: Text, lang: str, fallback: str) -> str:
+    return text.get(lang) or fallback
+
+
+def _quoted(text: Text, lang: str, fallback: str) -> str:
+    label = _label(text, lang, fallback)
+    return f"「{label}」" if lang == "zh" else f"“{label}”"
+
+
 def _cite(source: Source | None, guide: str = "") -> str:
     if source is None or not source.guide:
         return f"[{guide}]" if guide else ""
@@ -95,32 +133,81 @@ def _cite(source: Source | None, guide: str = "") -> str:
 
 def _var_label(playbook: Playbook, var: str, lang: str) -> str:
     if var in playbook.decisions:
-        return playbook.decisions[var].label.get(lang, var)
+        return _label(playbook.decisions[var].label, lang, var)
     if var in playbook.inputs:
-        return playbook.inputs[var].label.get(lang, var)
+        return _label(playbook.inputs[var].label, lang, var)
+    if var == "as_of":
+        return _w(lang, "as_of")
     return var
+
+
+def _number(value: float | int) -> str:
+    return str(int(value)) if isinstance(value, float) and value.is_integer() and abs(value) < 1e15 else str(value)
+
+
+def _one_value(playbook: Playbook, var: str, value: Any, lang: str) -> str:
+    owner = playbook.decisions.get(var) or playbook.inputs.get(var)
+    labels = owner.value_labels.get(str(value)) if owner is not None else None
+    if labels:
+        return _label(labels, lang, str(value))
+    if isinstance(value, bool):
+        return _w(lang, "yes" if value else "no")
+    if isinstance(value, int | float):
+        return _number(value)
+    return str(value)
 
 
 def _value_text(playbook: Playbook, var: str, value: Any, lang: str) -> str:
     if value is None:
         return _w(lang, "missing")
-    decision = playbook.decisions.get(var)
-    if isinstance(value, bool) and (decision is None or str(value) not in decision.value_labels):
-        return _w(lang, "yes" if value else "no")
-    if decision is None:
-        return ", ".join(map(str, value)) if isinstance(value, list) else str(value)
-    if isinstance(value, list):
-        return ", ".join(decision.value_label(v, lang) for v in value)
-    return decision.value_label(value, lang)
+    if isinstance(value, list | tuple):
+        return _sep(lang).join(_one_value(playbook, var, v, lang) for v in value)
+    return _one_value(playbook, var, value, lang)
 
 
-def _condition_lines(playbook: Playbook, conditions: list[dict[str, Any]], lang: str) -> list[str]:
+def _param_note(playbook: Playbook, atom: Atom, index: int, lang: str) -> str:
+    """The parameter an operand comes from, by its label: the value is the playbook's setting, not a constant."""
+    name = atom.params[index] if index < len(atom.params) else None
+    if name is None or name not in playbook.parameters:
+        return ""
+    return (" " if lang != "zh" else "") + _quoted(playbook.parameters[name].label, lang, name)
+
+
+def test_text(playbook: Playbook, atom: Atom, lang: str) -> str:
+    """How one test reads, in words and labels (never the playbook's identifiers)."""
+    if atom.op == "present":
+        return _w(lang, "given" if atom.operand else "missing")
+    if atom.op == "interval":
+        iv: Interval = atom.operand
+        low = None if iv.low is None else _number(iv.low) + _param_note(playbook, atom, 0, lang)
+        high = None if iv.high is None else _number(iv.high) + _param_note(playbook, atom, 1, lang)
+        if low is not None and high is not None and iv.low_closed and iv.high_closed:
+            return _w(lang, "from_to").format(low, high)
+        parts = []
+        if low is not None:
+            parts.append(("≥ " if iv.low_closed else "> ") + low)
+        if high is not None:
+            parts.append(("≤ " if iv.high_closed else "< ") + high)
+        return _w(lang, "and").join(parts)
+    items = atom.operand if isinstance(atom.operand, tuple) else (atom.operand,)
+    shown = _sep(lang).join(_one_value(playbook, atom.var, v, lang) for v in items)
+    shown += _param_note(playbook, atom, 0, lang)
+    if atom.op == "equals":
+        return f"= {shown}"
+    if atom.op == "not_equals":
+        return f"≠ {shown}"
+    word = {"one_of": "one_of", "not_one_of": "none_of"}.get(atom.op, atom.op)
+    return _w(lang, word).format(shown)
+
+
+def _condition_lines(playbook: Playbook, atoms: list[Atom], conditions: list[dict[str, Any]], lang: str) -> list[str]:
     lines = []
-    for c in conditions:
+    for atom, c in zip(atoms, conditions, strict=True):
         mark = "✓" if c["result"] != c.get("negated", False) else "✗"
         neg = f" ({_w(lang, 'negated')})" if c.get("negated") else ""
         value = _value_text(playbook, c["input"], c["value"], lang)
-        lines.append(f"{_var_label(playbook, c['input'], lang)} = {value} ({c['test']}){neg} {mark}")
+        test = test_text(playbook, atom, lang)
+        lines.append(f"{_var_label(playbook, c['input'], lang)} = {value} ({test}){neg} {mark}")
     return lines
 
 
@@ -129,6 +216,48 @@ def _evaluated_conditions(condition: Condition | None, values: dict[str, Any]) -
     if condition is not None:
         evaluate_condition(condition, values, results)
     return condition_trace(atoms_of(condition), negated_atoms(condition), results, values)
+
+
+def _param_var(playbook: Playbook, rule_id: str, action_id: str, key: str) -> str:
+    """The variable an action's parameter carries: the one the rule reads it from (``value_of``), else the
+    variable it is named after (a decision, an input, or the field part of exactly one input)."""
+    rule = playbook.rules_by_id.get(rule_id)
+    for rec in rule.recommends if rule is not None else ():
+        output = rec.params.get(key) if rec.action == action_id else None
+        if isinstance(output, ValueOf):
+            return output.var
+    return playbook.param_variable(key) or key
+
+
+def _params_text(playbook: Playbook, rec: dict[str, Any], lang: str) -> str:
+    parts = []
+    for key, value in rec["params"].items():
+        var = _param_var(playbook, rec["rule"], rec["id"], key)
+        named = playbook.param_variable(key)
+        if named is None and key in playbook.parameters:
+            label = _label(playbook.parameters[key].label, lang, key)
+        else:
+            label = _var_label(playbook, named or var, lang)
+        parts.append(f"{label}{':' if lang == 'zh' else ': '}{_value_text(playbook, var, value, lang)}")
+    return ("; " if lang != "zh" else ";").join(parts)
+
+
+def _rule_name(rule: Rule, lang: str) -> str:
+    """A rule as people read it: its label; English adds the id an auditor looks up."""
+    quoted = _quoted(rule.label, lang, rule.id)
+    return f"{_w(lang, 'rule')}{quoted}" if lang == "zh" else f"{_w(lang, 'rule')} {rule.id} {quoted}"
+
+
+def _row_name(row: Row, lang: str) -> str:
+    quoted = _quoted(row.label, lang, row.id)
+    return f"{_w(lang, 'row')}{quoted}" if lang == "zh" else f"{_w(lang, 'row')} {row.id} {quoted}"
+
+
+def _rules_named(playbook: Playbook, rule_ids: list[str], lang: str) -> str:
+    rules = [playbook.rules_by_id[r] for r in rule_ids]
+    if lang == "zh":
+        return _sep(lang).join(_quoted(rule.label, lang, rule.id) for rule in rules)
+    return ", ".join(rule.id for rule in rules)
 
 
 def render_result(playbook: Playbook, result: dict[str, Any], lang: str) -> str:
@@ -142,17 +271,21 @@ def render_result(playbook: Playbook, result: dict[str, Any], lang: str) -> str:
     ]
     for name, value in result["decisions"].items():
         shown = _value_text(playbook, name, value, lang) if value is not None else _w(lang, "undetermined")
-        lines.append(f"    {playbook.decisions[name].label.get(lang, name)}: {shown}")
+        lines.append(f"    {_var_label(playbook, name, lang)}: {shown}")
     lines.append(f"  {_w(lang, 'recommendations')}:")
     if not result["recommendations"]:
         lines.append(f"    {_w(lang, 'no_action')}")
     for i, rec in enumerate(result["recommendations"], 1):
         action = playbook.actions[rec["id"]]
-        params = ", ".join(f"{k}={v}" for k, v in rec["params"].items())
-        lines.append(f"    {i}. {action.label.get(lang, action.id)}" + (f" ({params})" if params else ""))
+        params = _params_text(playbook, rec, lang)
+        shown = f"({params})" if lang == "zh" else f" ({params})"
+        lines.append(f"    {i}. {_label(action.label, lang, action.id)}" + (shown if params else ""))
         if action.explain:
             lines.append(f"       {action.explain.get(lang, '')}")
-        lines.append(f"       {_w(lang, 'recommended_by')} {rec['rule']} {_cite(action.source)}")
+        rule = playbook.rules_by_id[rec["rule"]]
+        by = _quoted(rule.label, lang, rule.id) if lang == "zh" else rule.id
+        gap = "" if lang == "zh" else " "
+        lines.append(f"       {_w(lang, 'recommended_by')}{gap}{by} {_cite(action.source)}")
     return "\n".join(lines)
 
 
@@ -162,37 +295,42 @@ def why(playbook: Playbook, result: dict[str, Any], lang: str) -> str:
     for step in result["trace"]:
         if "derived" in step:
             d = step["derived"]
-            basis = ", ".join(f"{k}={v}" for k, v in d["from"].items())
+            basis = ("、" if lang == "zh" else ", ").join(
+                f"{_var_label(playbook, k, lang)} = {_value_text(playbook, k, v, lang)}" for k, v in d["from"].items()
+            )
             lines.append(
-                f"  {_w(lang, 'derived')}: {_var_label(playbook, d['input'], lang)} = {d['value']} "
-                f"({_w(lang, 'from')} {basis})"
+                f"  {_w(lang, 'derived')}: {_var_label(playbook, d['input'], lang)} = "
+                f"{_value_text(playbook, d['input'], d['value'], lang)} ({_w(lang, 'from')} {basis})"
             )
         elif "decision" in step:
             decision = playbook.decisions[step["decision"]]
             value = step["value"]
             shown = _value_text(playbook, decision.name, value, lang) if value is not None else _w(lang, "undetermined")
-            lines.append(f"  {decision.label.get(lang, decision.name)} = {shown}  {_cite(decision.source)}")
+            lines.append(f"  {_label(decision.label, lang, decision.name)} = {shown}  {_cite(decision.source)}")
             rows = {row.id: row for row in decision.rows}
             for fired in step["fired"]:
                 if not fired["chosen"]:
                     continue
                 row = rows[fired["row"]]
-                lines.append(f"    ← {_w(lang, 'row')} {row.id} 「{row.label.get(lang, row.id)}」 {_cite(row.source)}")
+                lines.append(f"    ← {_row_name(row, lang)} {_cite(row.source)}")
                 if row.explain:
                     lines.append(f"      {row.explain.get(lang, '')}")
-                conds = _condition_lines(playbook, fired["conditions"], lang) or [_w(lang, "always")]
+                conds = _condition_lines(playbook, atoms_of(row.when), fired["conditions"], lang) or [
+                    _w(lang, "always")
+                ]
                 lines.extend(f"      {_w(lang, 'because')}: {c}" for c in conds)
         else:
             rule = playbook.rules_by_id[step["rule"]]
-            lines.append(f"  {_w(lang, 'rule')} {rule.id} 「{rule.label.get(lang, rule.id)}」 {_cite(rule.source)}")
-            conds = _condition_lines(playbook, step["conditions"], lang) or [_w(lang, "always")]
+            lines.append(f"  {_rule_name(rule, lang)} {_cite(rule.source)}")
+            conds = _condition_lines(playbook, atoms_of(rule.when), step["conditions"], lang) or [_w(lang, "always")]
             lines.extend(f"      {_w(lang, 'because')}: {c}" for c in conds)
             for name, value in step.get("set", {}).items():
                 lines.append(f"      → {_var_label(playbook, name, lang)} = {_value_text(playbook, name, value, lang)}")
             for action_id in step.get("recommend", []):
                 action = playbook.actions[action_id]
                 lines.append(
-                    f"      → {_w(lang, 'recommendations')}: {action.label.get(lang, action_id)} {_cite(action.source)}"
+                    f"      → {_w(lang, 'recommendations')}: {_label(action.label, lang, action_id)} "
+                    f"{_cite(action.source)}"
                 )
     if not result["recommendations"]:
         lines.append(f"  {_w(lang, 'no_action')}")
@@ -230,31 +368,38 @@ def why_not(playbook: Playbook, result: dict[str, Any], target: str, lang: str) 
     lines: list[str] = []
     if kind == "action":
         action = playbook.actions[name]
-        header = f"{_w(lang, 'why')} not {action.label.get(lang, name)} ({name})?"
-        recs = [r for r in result["recommendations"] if r["id"] == name]
+        shown_action = (
+            _quoted(action.label, lang, name) if lang == "zh" else f"{_label(action.label, lang, name)} ({name})"
+        )
+        header = _w(lang, "why_not_action").format(action=shown_action)
+        recs = [r["rule"] for r in result["recommendations"] if r["id"] == name]
         if recs:
-            rules = ", ".join(r["rule"] for r in recs)
-            return f"{header}\n  {_w(lang, 'was_recommended')} {rules}"
+            gap = "" if lang == "zh" else " "
+            return f"{header}\n  {_w(lang, 'was_recommended')}{gap}{_rules_named(playbook, recs, lang)}"
         candidates = [rule for rule in playbook.rules if any(r.action == name for r in rule.recommends)]
         fired = {step["rule"] for step in result["trace"] if "rule" in step}
         lines.append(header)
         for rule in candidates:
-            lines.append(f"  {_w(lang, 'rule')} {rule.id} 「{rule.label.get(lang, rule.id)}」 {_cite(rule.source)}")
+            lines.append(f"  {_rule_name(rule, lang)} {_cite(rule.source)}")
             if rule.id in fired:
-                lines.append(f"    {_w(lang, 'is')}: fired")
+                lines.append(f"    {_w(lang, 'fired')}")
                 continue
-            lines.append(f"    {_w(lang, 'not_fired')}; {_w(lang, 'failed')}:")
+            lines.append(f"    {_w(lang, 'not_fired')}")
             lines.extend(f"      {c}" for c in _failed(playbook, rule.when, values, lang))
     else:
         decision = playbook.decisions[name]
         shown = _value_text(playbook, name, wanted, lang)
-        lines.append(f"{_w(lang, 'why')} not {decision.label.get(lang, name)} = {shown}?")
+        lines.append(_w(lang, "why_not_value").format(decision=_label(decision.label, lang, name), value=shown))
         actual = result["decisions"].get(name)
         if actual == wanted or (isinstance(actual, list) and wanted in actual):
             return f"{lines[0]}\n  {_w(lang, 'is')} {_value_text(playbook, name, actual, lang)}"
         step: dict[str, Any] = next((s for s in result["trace"] if s.get("decision") == name), {"fired": []})
         fired_rows = {f["row"] for f in step["fired"]}
-        chosen = [f["row"] for f in step["fired"] if f["chosen"]]
+        rows = {row.id: row for row in decision.rows}
+        chosen = [rows[f["row"]] for f in step["fired"] if f["chosen"]]
+        chosen_text = ("、" if lang == "zh" else ", ").join(
+            _quoted(row.label, lang, row.id) if lang == "zh" else row.id for row in chosen
+        )
         row_candidates = [
             row
             for row in decision.rows
@@ -265,17 +410,16 @@ def why_not(playbook: Playbook, result: dict[str, Any], target: str, lang: str) 
             or isinstance(row.then, ValueOf)
         ]
         for row in row_candidates:
-            lines.append(f"  {_w(lang, 'row')} {row.id} 「{row.label.get(lang, row.id)}」 {_cite(row.source)}")
+            lines.append(f"  {_row_name(row, lang)} {_cite(row.source)}")
             if row.id in fired_rows:
-                lines.append(
-                    f"    {_w(lang, 'fired_not_chosen').format(policy=decision.hit_policy)} {', '.join(chosen)}"
-                )
+                policy = _w(lang, decision.hit_policy)
+                lines.append(f"    {_w(lang, 'fired_not_chosen').format(policy=policy)} {chosen_text}")
                 continue
-            lines.append(f"    {_w(lang, 'not_fired')}; {_w(lang, 'failed')}:")
+            lines.append(f"    {_w(lang, 'not_fired')}")
             lines.extend(f"      {c}" for c in _failed(playbook, row.when, values, lang))
         for rule in playbook.rules:
             if name in rule.sets:
-                lines.append(f"  {_w(lang, 'rule')} {rule.id} 「{rule.label.get(lang, rule.id)}」 {_cite(rule.source)}")
+                lines.append(f"  {_rule_name(rule, lang)} {_cite(rule.source)}")
                 lines.extend(f"      {c}" for c in _failed(playbook, rule.when, values, lang))
     if len(lines) == 1:
         lines.append(f"  {_w(lang, 'nothing_produces')}")
@@ -283,6 +427,8 @@ def why_not(playbook: Playbook, result: dict[str, Any], target: str, lang: str) 
 
 
 def _failed(playbook: Playbook, condition: Condition | None, values: dict[str, Any], lang: str) -> list[str]:
+    atoms = atoms_of(condition)
     conditions = _evaluated_conditions(condition, values)
-    failing = [c for c in conditions if c["result"] == c.get("negated", False)]
-    return _condition_lines(playbook, failing or conditions, lang)
+    failing = [(a, c) for a, c in zip(atoms, conditions, strict=True) if c["result"] == c.get("negated", False)]
+    chosen = failing or list(zip(atoms, conditions, strict=True))
+    return _condition_lines(playbook, [a for a, _ in chosen], [c for _, c in chosen], lang)

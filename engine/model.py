@@ -74,6 +74,7 @@ class InputField:
     label: Text
     derive: tuple[str, tuple[str, ...]] | None  # when absent: ("weeks_until", (date,)) or ("ratio", (a, b))
     location: Location
+    value_labels: dict[str, Text] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,7 @@ class Atom:
     operand: Any  # value, tuple of values, Interval or bool, parameters resolved
     text: str  # how the test reads, parameter names kept ("≥ high_win_rate (60)")
     location: Location
+    params: tuple[str | None, ...] = ()  # the parameter behind each operand (an interval: low, high), if any
 
 
 @dataclass(frozen=True)
@@ -227,6 +229,14 @@ class Playbook:
             return field_.type, field_.values
         decision = self.decisions[var]
         return decision.type, decision.values
+
+    def param_variable(self, key: str) -> str | None:
+        """The variable an action parameter is named after: a decision, an input, or the field part of
+        exactly one input (``contact_state`` for ``account.contact_state``).  Its labels name the parameter."""
+        if key in self.decisions or key in self.inputs:
+            return key
+        fields = [name for name in self.inputs if name.partition(".")[2] == key]
+        return fields[0] if len(fields) == 1 else None
 
     def conditions_of(self, node: Node) -> list[Condition | None]:
         """The condition of each member of a node, in member order."""

@@ -104,6 +104,11 @@ def build_playbook(doc: Document) -> Playbook:
     return playbook
 
 
+def _param_name(raw: Any) -> str | None:
+    """The parameter an operand refers to (``{param: name}``), if it does."""
+    return str(raw["param"]) if isinstance(raw, dict) and "param" in raw else None
+
+
 def _path_text(path: Iterable[str | int]) -> str:
     out = ""
     for part in path:
@@ -471,7 +476,25 @@ class _Builder(DocumentChecker):
             label=self.text(spec.get("label"), (*path, "label")) or {},
             derive=how,
             location=self.doc.at(path, key=True),
+            value_labels=self.value_labels(name, values, spec, path),
         )
+
+    def value_labels(self, name: str, values: Any, spec: dict[str, Any], path: Path_) -> dict[str, Text]:
+        """An input's or a decision's ``value_labels``, each naming one of its values."""
+        value_labels: dict[str, Text] = {}
+        for value, labels in _mapping(spec.get("value_labels")).items():
+            label_path: Path_ = (*path, "value_labels", value)
+            if values and str(value) not in [str(v) for v in values]:
+                self.report(
+                    label_path,
+                    "unknown_value",
+                    f"'{value}' is not a value of '{name}'{did_you_mean(str(value), [str(v) for v in values])}",
+                    key=True,
+                )
+            text = self.text(labels, label_path)
+            if text:
+                value_labels[str(value)] = text
+        return value_labels
 
     def check_derive(self, name: str, spec: dict[str, Any]) -> None:
         field = self.inputs[name]
@@ -686,14 +709,16 @@ class _Builder(DocumentChecker):
                 "contains_all": "contains all of ",
                 "contains_any": "contains any of ",
             }[op]
-            atoms.append(Atom(var, op, operand, symbol + shown, where))
+            atoms.append(Atom(var, op, operand, symbol + shown, where, (_param_name(raw),)))
         comparisons = [k for k in COMPARISON_KEYS if k in ops]
         if comparisons:
             interval = self.interval(var, ops, comparisons, numeric, path)
             if interval is None:
                 ok = False
             else:
-                atoms.append(Atom(var, "interval", interval[0], interval[1], where))
+                bounds = (("gt", "gte"), ("lt", "lte"))
+                params = tuple(_param_name(ops.get(a, ops.get(b))) for a, b in bounds)
+                atoms.append(Atom(var, "interval", interval[0], interval[1], where, params))
         for atom in atoms:
             for number in numbers_of(atom):
                 if not durable_safe(number):
@@ -827,19 +852,7 @@ class _Builder(DocumentChecker):
             self.report(
                 (*path, "hit_policy"), "hit_policy_type", "'priority' ranks outputs by the order of 'values'; list them"
             )
-        value_labels: dict[str, Text] = {}
-        for value, labels in _mapping(spec.get("value_labels")).items():
-            label_path: Path_ = (*path, "value_labels", value)
-            if values and str(value) not in [str(v) for v in values]:
-                self.report(
-                    label_path,
-                    "unknown_value",
-                    f"'{value}' is not a value of '{name}'{did_you_mean(str(value), [str(v) for v in values])}",
-                    key=True,
-                )
-            text = self.text(labels, label_path)
-            if text:
-                value_labels[str(value)] = text
+        value_labels = self.value_labels(name, values, spec, path)
         source = self.source(spec.get("source"), (*path, "source"))
         rows: list[Row] = []
         seen: dict[str, int] = {}

@@ -13,6 +13,7 @@ ORPHAN = """  orphan:
     label: {zh: 孤, en: orphan}
     source: {guide: G-10, quote: q}
     values: [x]
+    value_labels: {x: {zh: 某, en: x}}
     rows: [{id: x, label: {zh: x, en: x}, then: x}]
 """
 
@@ -127,5 +128,23 @@ def test_a_gap_and_an_overlap_among_many_interval_rows_are_still_found() -> None
         (
             "table_overlap",
             "rows 'r201' and 'r202' of 'tier' both match when opportunity.amount = 2010, but its hit policy is unique",
+        ),
+    ]
+
+
+def test_a_value_or_an_action_parameter_without_a_label_is_reported_where_it_is_declared() -> None:
+    text = TEXT.replace("    value_labels: {big: {zh: 大, en: big}, small: {zh: 小, en: small}}\n", "")
+    text = text.replace("params: {funnel_layer: {value_of: funnel_layer}", "params: {layer: {value_of: funnel_layer}")
+    assert found(text) == [
+        (
+            "missing_label",
+            line_of(text, "  size:"),
+            "'size' has no value_labels for big, small; text would show the identifiers",
+        ),
+        (
+            "missing_label",
+            line_of(text, "        - action: follow_up"),
+            "parameter 'layer' of 'follow_up' names no input, decision or parameter, so it has no label; "
+            "name it after the one it carries",
         ),
     ]

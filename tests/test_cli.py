@@ -203,7 +203,7 @@ def test_the_audit_log_commands_end_to_end(tmp_path: Path) -> None:
     assert "stored in" in err and "evaluations 1–41" in err
 
     code, out, _ = invoke("why", "1", "--db", db, "--lang", "en")
-    assert code == 0 and "funnel layer = bottom" in out and "[G-17" in out
+    assert code == 0 and "funnel position = bottom of the funnel (底层)" in out and "[G-17" in out
     code, out, _ = invoke("why", "1", "--db", db, "--why-not", "fight_siege", "--lang", "en")
     assert code == 0 and "rule battle_siege" in out
     assert invoke("why", "999", "--db", db)[0] == 1

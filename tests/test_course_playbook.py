@@ -71,7 +71,8 @@ def test_seeded_gap_and_dangling_decision() -> None:
     text = text.replace(
         "\n  funnel_layer:\n",
         "\n  dangling:\n    label: {zh: 悬空, en: dangling}\n    source: {guide: G-17, quote: 漏斗位置}\n"
-        "    values: [x]\n    rows: [{id: x, label: {zh: x, en: x}, then: x}]\n  funnel_layer:\n",
+        "    values: [x]\n    value_labels: {x: {zh: 某, en: x}}\n    rows: [{id: x, label: {zh: x, en: x}, then: x}]\n"
+        "  funnel_layer:\n",
     )
     assert [(c, line) for c, line, _ in problems(text)] == [
         ("decision_unused", line_of(text, "\n  dangling:\n") + 1),

@@ -71,7 +71,7 @@ def test_rules_set_decisions_and_recommend_with_params(evaluator: Evaluator) -> 
     assert result.recommendations == [
         {
             "id": "follow_up",
-            "params": {"layer": "bottom", "threshold": 60},
+            "params": {"funnel_layer": "bottom", "high_win_rate": 60},
             "rule": "push",
             "source": {"guide": "G-22", "quote": "积极跟进、机会难得"},
         }

@@ -123,7 +123,7 @@ def test_why_re_derives_the_stored_trace_in_both_languages(db_url: str, course: 
         steps = [line for line in text_.splitlines() if line.startswith("  ") and not line.startswith("    ")]
         cited = [line for line in steps if "[G-" in line]
         assert cited == [line for line in steps if not line.lstrip().startswith(("derived", "推算"))]
-    assert "漏斗位置 = 底层" in zh and "funnel layer = bottom" in en
+    assert "漏斗位置 = 底层" in zh and "funnel position = bottom of the funnel (底层)" in en
     assert [line.count("[G-") for line in zh.splitlines()] == [line.count("[G-") for line in en.splitlines()]
     store.close()
 

@@ -1,0 +1,131 @@
+"""What people read, in each language: the Chinese text names nothing by the playbook's identifiers,
+and the English text shows Chinese only where it quotes the course on purpose.
+
+Every course test case and every bundled sample case goes through the text of ``recommend``, the
+full explanation and a why-not for every action and every decision value.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from engine import Evaluator, Playbook, compile_playbook, load_playbook
+from engine.errors import CaseError
+from engine.explain import render_result, why, why_not
+from engine.testing import default_test_dir, load_tests
+
+ROOT = Path(__file__).resolve().parent.parent
+COURSE = ROOT / "playbooks" / "course.yaml"
+SAMPLES = ROOT / "samples" / "cases.jsonl"
+ASCII_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
+
+
+def identifiers(playbook: Playbook) -> set[str]:
+    """Every name the playbook gives a thing: rules, rows, decisions and their values, inputs (whole and
+    by field) and their values, parameters, actions and the parameters rules pass them."""
+    names = set(playbook.parameters) | set(playbook.decisions) | set(playbook.actions)
+    names |= {rule.id for rule in playbook.rules}
+    names |= {key for rule in playbook.rules for rec in rule.recommends for key in rec.params}
+    for decision in playbook.decisions.values():
+        names |= {row.id for row in decision.rows} | {str(v) for v in decision.values or ()}
+    for name, field in playbook.inputs.items():
+        names |= {name, *name.split(".")} | {str(v) for v in field.values or ()}
+    return names
+
+
+def authored_words(playbook: Playbook, lang: str) -> set[str]:
+    """ASCII words the playbook's own labels in ``lang`` use on purpose ("A类", "SWOT")."""
+    texts = [p.label for p in playbook.parameters.values()] + [f.label for f in playbook.inputs.values()]
+    texts += [f for field in playbook.inputs.values() for f in field.value_labels.values()]
+    for decision in playbook.decisions.values():
+        texts += [decision.label, *decision.value_labels.values(), *(row.label for row in decision.rows)]
+    texts += [rule.label for rule in playbook.rules] + [action.label for action in playbook.actions.values()]
+    return {word for text in texts for word in ASCII_WORD.findall(text.get(lang, ""))}
+
+
+def course_cases(playbook: Playbook) -> Iterator[tuple[dict, dt.date]]:
+    for test in load_tests(sorted(default_test_dir(COURSE).glob("*.yaml")), playbook):
+        yield test.facts, test.as_of
+    for line in SAMPLES.read_text(encoding="utf-8").splitlines():
+        yield json.loads(line), dt.date(2026, 11, 27)
+
+
+def every_text(playbook: Playbook, lang: str) -> Iterator[str]:
+    """recommend, explain and every why-not, for every course case that gives a result."""
+    targets = list(playbook.actions) + [
+        f"{name}={value}" for name, decision in playbook.decisions.items() for value in decision.values or ()
+    ]
+    with compile_playbook(playbook) as compiled:
+        evaluator = Evaluator(compiled)
+        for n, (facts, as_of) in enumerate(course_cases(playbook)):
+            try:
+                result = evaluator.evaluate_case(facts, as_of, f"c{n}").to_json(lang)
+            except CaseError:
+                continue  # the cases that must fail; their errors are codes and messages, not labels
+            yield render_result(playbook, result, lang)
+            yield why(playbook, result, lang)
+            for target in targets:
+                yield why_not(playbook, result, target, lang)
+
+
+@pytest.fixture(scope="module")
+def course() -> Playbook:
+    return load_playbook(COURSE)
+
+
+@pytest.fixture(scope="module")
+def zh_texts(course: Playbook) -> list[str]:
+    return list(every_text(course, "zh"))
+
+
+def test_the_chinese_text_names_nothing_by_its_identifier(course: Playbook, zh_texts: list[str]) -> None:
+    forbidden = identifiers(course) - authored_words(course, "zh")
+    leaks: dict[str, str] = {}
+    for text in zh_texts:
+        for line in text.splitlines():
+            for word in ASCII_WORD.findall(line):
+                if word in forbidden:
+                    leaks.setdefault(word, line.strip())
+    assert len(zh_texts) > 55 * 100  # every case, every target: the scan really read the text
+    assert leaks == {}
+
+
+def test_the_chinese_text_has_no_english_operator_words_or_python_syntax(zh_texts: list[str]) -> None:
+    english = re.compile(r"\b(?:and|or|not|in|contains|missing|present|None|True|False|why)\b|\[['\"]|\{'")
+    found = {m.group(0): line for text in zh_texts for line in text.splitlines() if (m := english.search(line))}
+    assert found == {}
+
+
+def test_the_english_text_shows_chinese_only_where_it_quotes_the_course(course: Playbook) -> None:
+    # a course quote 「…」, or a course term in brackets beside the English words: "top of the funnel (表层)"
+    quoted = re.compile(r"「[^」]*」|\([^()]*[\u4e00-\u9fff][^()]*\)")
+    chinese = re.compile(r"[\u3000-\u303f\u4e00-\u9fff\uff00-\uffef]")
+    found = {}
+    for text in every_text(course, "en"):
+        for line in text.splitlines():
+            if chinese.search(quoted.sub("", line)):
+                found.setdefault(line.strip(), None)
+    assert list(found) == []
+
+
+def test_tests_and_parameters_read_as_words_in_each_language(evaluator: Evaluator, pipeline: Playbook) -> None:
+    facts = {"opportunity": {"weeks_to_close": 5, "win_rate": 60, "milestones": ["a"]}, "account": {"vip": True}}
+    result = evaluator.evaluate_case(facts, dt.date(2026, 11, 27), "x").to_json("zh")
+    zh, en = why(pipeline, result, "zh"), why(pipeline, result, "en")
+    assert "距决策周数 = 5 (> 2 且 ≤ 10) ✓" in zh and "weeks to close = 5 (> 2 and ≤ 10) ✓" in en
+    assert "进展 = 60 (≥ 60「高赢率」) ✓" in zh and "progress = 60 (≥ 60 “high win rate”) ✓" in en
+    assert "规则「观察」" in zh and "rule watch “watch”" in en
+    assert "关注度 = 低 (≠ 高) ✓" in zh and "标记 = 缺失 (= 是) (不应成立) ✓" in zh
+    not_bottom = why_not(pipeline, result, "funnel_layer=bottom", "zh")
+    assert not_bottom.startswith("为什么漏斗位置不是底层?") and "距决策周数 = 5 (≤ 2) ✗" in not_bottom
+    not_followed = why_not(pipeline, result, "follow_up", "zh")
+    assert (
+        not_followed.startswith("为什么没有建议「积极跟进」?")
+        and "未触发;不满足的条件:\n      关注度 = 低 (= 高) ✗" in not_followed
+    )
