@@ -250,12 +250,19 @@ def test_summary_format_prints_the_counts_and_stores_everything(tmp_path: Path) 
     _, shown, _ = invoke("recommend", "--input", samples, "--as-of", "2026-11-27", "--format", "json", "--lang", "en")
     results = [json.loads(line) for line in shown.splitlines()]
     per_action = Counter(label for r in results for label in {rec["label"] for rec in r["recommendations"]})
-    sections = out.split("\n" + "director's conclusion:\n")
-    counted = {line.split(None, 1)[1]: int(line.split(None, 1)[0]) for line in sections[0].splitlines()[1:]}
-    assert sections[0].startswith("Actions recommended (cases):") and counted == dict(per_action)
-    calls, owners = sections[1].split("Owners (cases):\n")
-    assert sum(int(line.split()[0]) for line in calls.splitlines()) == 41
-    assert owners.split() == ["41", "(no", "owner)"]  # the samples name no owner
+    sections: list[tuple[str, list[str]]] = []  # each heading (not indented) with its count lines
+    for line in out.splitlines():
+        if line.startswith(" "):
+            sections[-1][1].append(line)
+        else:
+            sections.append((line, []))
+    (action_heading, actions), (call_heading, calls), (owner_heading, owners) = sections
+    counted = {line.split(None, 1)[1]: int(line.split(None, 1)[0]) for line in actions}
+    assert action_heading == "Actions recommended (cases):" and counted == dict(per_action)
+    assert call_heading.startswith("director:")
+    assert sum(int(line.split()[0]) for line in calls) == 41
+    assert owner_heading == "Owners (cases):"
+    assert " ".join(owners).split() == ["41", "(no", "owner)"]  # the samples name no owner
 
 
 def test_version_names_the_program_and_its_version() -> None:
