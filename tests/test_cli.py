@@ -309,6 +309,8 @@ def test_list_and_history_carry_outcomes_and_the_playbook_in_every_format(tmp_pa
         "met the buyer",
     )
     assert done["at"].startswith("20")
+    assert [(r["id"], r["state"]) for r in first["recommendations"]] == [("follow_up", "accepted")]
+    assert all(r["state"] == "open" for r in json.loads(out.splitlines()[1])["recommendations"])
 
     code, out, _ = invoke("list", "--db", db, "--format", "csv")
     rows = list(csv.DictReader(io.StringIO(out)))
