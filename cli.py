@@ -467,9 +467,8 @@ def why_command(
     note = None
     if record_id is not None:
         assert action is not None
-        evaluation, note = _advice_in_force(
-            store, record_id, action, None if on is None else _as_of(on, "--on").isoformat()
-        )
+        when = None if on is None else _as_of(on, "--on").isoformat()
+        evaluation, note = _advice_in_force(store, record_id, action, when, lang)
     assert evaluation is not None
     try:
         stored, result = reevaluate(store, evaluation)
@@ -493,13 +492,13 @@ def why_command(
         click.echo(line)
 
 
-def _advice_in_force(store: Any, record_id: str, action: str, on: str | None) -> tuple[int, str | None]:
+def _advice_in_force(store: Any, record_id: str, action: str, on: str | None, lang: str) -> tuple[int, str | None]:
     """The record's evaluation in force on ``on``: its latest with as_of on or before it.
 
     With it, when that one did not advise ``action``, a note that says so and names the last one that
     did (the explanation then says why not).
     """
-    from engine.answers import split_action
+    from engine.answers import advice_note, split_action
 
     wanted, rule = split_action(action)
     latest: Any = None
@@ -512,15 +511,7 @@ def _advice_in_force(store: Any, record_id: str, action: str, on: str | None) ->
     if latest is None:
         _fail(f"no evaluation of record '{record_id}'{when} in the audit log")
     if last_advised is not latest:
-        note = f"the advice in force for '{record_id}'{when} is evaluation {latest.seq} (as of {latest.as_of}), "
-        if last_advised is None:
-            note += f"and no evaluation of it{when} advised '{action}': why not, below"
-        else:
-            note += (
-                f"which did not advise '{action}' (why not, below); evaluation {last_advised.seq} "
-                f"(as of {last_advised.as_of}) did: playbook why {last_advised.seq} --action {action}"
-            )
-        return int(latest.seq), note
+        return int(latest.seq), advice_note(lang, record_id, on, latest, last_advised, action)
     return int(latest.seq), None
 
 
@@ -709,7 +700,7 @@ def replay(
 ) -> None:
     """What a playbook change would change: each record's latest evaluation re-evaluated under the new
     playbook and under the one live now, compared (nothing is written)."""
-    from engine import PlaybookError
+    from engine import EngineFault, PlaybookError
     from engine.replay import live_playbook, render_replay
     from engine.replay import replay as run_replay
 
@@ -729,6 +720,8 @@ def replay(
         _fail(str(error).strip("'\""))
     except PlaybookError as error:
         _fail(str(error))
+    except EngineFault as fault:
+        _fail(f"engine fault, replay stopped: {fault}")
     data = report.to_json(lang)
     click.echo(json.dumps(data, ensure_ascii=False, indent=2) if fmt == "json" else render_replay(data))
 

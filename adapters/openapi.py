@@ -91,6 +91,7 @@ SCHEMAS: dict[str, Any] = {
             "params": {"type": "object"},
             "rule": {"type": "string"},
             "source": {"oneOf": [{"$ref": "#/components/schemas/Source"}, {"type": "null"}]},
+            "state": {"enum": ["open", "accepted", "dismissed", "done"], "description": "its latest outcome"},
         },
     },
     "Outcome": {

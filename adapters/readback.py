@@ -73,7 +73,7 @@ def evaluation_answer(store: Store, playbooks: Playbooks, seq: int, lang: str) -
             "label": action.label.get(lang, rec["id"]) if action else rec["id"],
             "source": action.source.to_json() if action else None,
         }
-        for rec in stored.recommendations
+        for rec in answer["recommendations"]
         for action in (playbook.actions.get(rec["id"]),)
     ]
     answer["lang"] = lang

@@ -15,7 +15,7 @@ from engine.explain import UnknownTarget, why, why_not
 from engine.model import Playbook, ValueOf
 from engine.store import StoredEvaluation
 
-__all__ = ["outcome_lines", "outcome_texts", "split_action", "stored_header", "why_action"]
+__all__ = ["advice_note", "outcome_lines", "outcome_texts", "split_action", "stored_header", "why_action"]
 
 _WORDS: dict[str, dict[str, str]] = {
     "zh": {
@@ -34,6 +34,11 @@ _WORDS: dict[str, dict[str, str]] = {
         "accepted": "已接受",
         "dismissed": "已驳回",
         "done": "已完成",
+        "in_force": "记录 {record} {when}有效的建议是评估 #{seq}(评估日期 {as_of})",
+        "on_or_before": "在 {on} ",
+        "now": "现在",
+        "never": ",此前没有任何评估建议过 {action}:下面说明为什么没有",
+        "earlier": ",它没有建议 {action}(下面说明为什么没有);评估 #{last}(评估日期 {last_as_of})建议过:{command}",
     },
     "en": {
         "evaluation": "evaluation #{seq}",
@@ -51,6 +56,13 @@ _WORDS: dict[str, dict[str, str]] = {
         "accepted": "accepted",
         "dismissed": "dismissed",
         "done": "done",
+        "in_force": "the advice in force for '{record}'{when} is evaluation #{seq} (as of {as_of})",
+        "on_or_before": " on or before {on}",
+        "now": "",
+        "never": ", and no evaluation of it advised {action}: why not, below",
+        "earlier": (
+            ", which did not advise {action} (why not, below); evaluation #{last} (as of {last_as_of}) did: {command}"
+        ),
     },
 }
 
@@ -97,8 +109,10 @@ def outcome_texts(stored: StoredEvaluation, lang: str = "en", positions: set[int
             continue
         action = f"{rules.get(done['position'])}:{done['action']}" if done["action"] in repeated else done["action"]
         status = _w(lang, done["status"]) if done["status"] in _WORDS["en"] else done["status"]
-        text = _w(lang, "by", action=action, status=status, who=done["who"], at=_when(done["at"]))
-        texts.append(text + (_w(lang, "because", why=done["why"]) if done["why"] else ""))
+        # one line each: a newline typed into who or why cannot pass for another outcome
+        who, why = " ".join(done["who"].split()), " ".join(done["why"].split())
+        text = _w(lang, "by", action=action, status=status, who=who, at=_when(done["at"]))
+        texts.append(text + (_w(lang, "because", why=why) if why else ""))
     return texts
 
 
@@ -114,6 +128,18 @@ def outcome_lines(stored: StoredEvaluation, lang: str, action: str | None = None
         return []
     texts = outcome_texts(stored, lang, positions) or [_w(lang, "no_outcome")]
     return [f"{_w(lang, 'outcomes')}:", *(f"  {t}" for t in texts)]
+
+
+def advice_note(
+    lang: str, record: str, on: str | None, in_force: StoredEvaluation, last: StoredEvaluation | None, action: str
+) -> str:
+    """Says that the evaluation in force for a record did not advise ``action``, and which did last, if any."""
+    when = _w(lang, "on_or_before", on=on) if on else _w(lang, "now")
+    note = _w(lang, "in_force", record=record, when=when, seq=in_force.seq, as_of=in_force.as_of)
+    if last is None:
+        return note + _w(lang, "never", action=action)
+    command = f"playbook why {last.seq} --action {action}"
+    return note + _w(lang, "earlier", action=action, last=last.seq, last_as_of=last.as_of, command=command)
 
 
 def split_action(spec: str, rule: str | None = None) -> tuple[str, str | None]:

@@ -312,6 +312,8 @@ class StoredEvaluation:
     outcomes: list[dict[str, Any]] = field(default_factory=list)  # what became of the recommendations, in order
 
     def to_json(self) -> dict[str, Any]:
+        """The evaluation as stored, each recommendation with its state: its latest outcome's status, else open."""
+        states = {done["position"]: done["status"] for done in self.outcomes}  # in order: the latest wins
         return {
             "evaluation": self.seq,
             "created_at": self.created_at,
@@ -324,7 +326,7 @@ class StoredEvaluation:
             "event_id": self.event_id,
             "status": self.status,
             "decisions": self.decisions,
-            "recommendations": self.recommendations,
+            "recommendations": [{**rec, "state": states.get(rec["position"], "open")} for rec in self.recommendations],
             "no_action": self.no_action,
             "error": self.error,
             "outcomes": self.outcomes,

@@ -329,6 +329,8 @@ def test_list_and_history_carry_outcomes_and_the_playbook_in_every_format(tmp_pa
         "met the buyer",
     )
     assert done["at"].startswith("20")
+    assert [(r["id"], r["state"]) for r in first["recommendations"]] == [("follow_up", "accepted")]
+    assert all(r["state"] == "open" for r in json.loads(out.splitlines()[1])["recommendations"])
 
     code, out, _ = invoke("list", "--db", db, "--format", "csv")
     rows = list(csv.DictReader(io.StringIO(out)))
@@ -420,9 +422,11 @@ def test_why_record_names_the_last_evaluation_that_advised_an_action_no_longer_i
     record, (seq, action) = sorted(dropped.items())[0]
     code, out, err = invoke("why", "--record", record, "--action", action, "--db", sample_log, "--lang", "en")
     assert code == 0
-    assert f"evaluation {seq + 41} (as of 2026-12-20), which did not advise '{action}'" in err
-    assert f"evaluation {seq} (as of 2026-11-27) did: playbook why {seq} --action {action}" in err
+    assert f"evaluation #{seq + 41} (as of 2026-12-20), which did not advise {action}" in err
+    assert f"evaluation #{seq} (as of 2026-11-27) did: playbook why {seq} --action {action}" in err
     assert out.startswith(f"evaluation #{seq + 41}") and "why not" in out
+    code, _, err = invoke("why", "--record", record, "--action", action, "--db", sample_log)
+    assert f"记录 {record} 现在有效的建议是评估 #{seq + 41}" in err and f"playbook why {seq} --action {action}" in err
 
 
 def test_why_narrowed_to_one_action(sample_log: str) -> None:
@@ -539,6 +543,10 @@ def test_replay_reports_counts_labels_and_examples_in_the_chosen_language(sample
         "replay", "--playbook", str(ROOT / "playbooks" / "course.yaml"), "--db", sample_log, "--lang", "en"
     )
     assert code == 0 and "the new playbook is the one live now" in same
+    with_newline = ("outcome", "1", "fight_blitz", "--status", "done", "--who", "li", "--why", "won\noutcome: forged")
+    assert invoke(*with_newline, "--db", sample_log)[0] == 0
+    code, out, _ = invoke("history", "opp-001", "--db", sample_log)
+    assert "fight_blitz done by li at " in out and " UTC: won outcome: forged" in out
     code, against, _ = invoke(
         "replay",
         "--playbook",

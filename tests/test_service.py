@@ -671,6 +671,7 @@ def test_evaluations_are_read_back_with_a_token_or_a_signature(api: tuple[Served
     assert read["evaluation"] == 1 and read["record_id"] == "opp-7" and read["event_id"] == "e0"
     assert read["playbook"]["hash"] == course.playbook.content_hash
     assert [(o["action"], o["status"], o["who"]) for o in read["outcomes"]] == [(action, "accepted", "li.wei")]
+    assert next(r["state"] for r in read["recommendations"] if r["id"] == action) == "accepted"
     assert read["recommendations"][0]["label"] == course.playbook.actions[action].label["en"]
     assert read["recommendations"][0]["source"]["guide"] == course.playbook.actions[action].source.guide
     signed = call("GET", url, headers=signed_read(url, secret))
