@@ -431,7 +431,8 @@ def why_not(playbook: Playbook, result: dict[str, Any], target: str, lang: str) 
             lines.append(f"  {_row_name(row, lang)} {_cite(row.source)}")
             if row.id in fired_rows:
                 policy = _w(lang, decision.hit_policy)
-                lines.append(f"    {_w(lang, 'fired_not_chosen').format(policy=policy)} {chosen_text}")
+                gap = "" if lang == "zh" else " "
+                lines.append(f"    {_w(lang, 'fired_not_chosen').format(policy=policy)}{gap}{chosen_text}")
                 continue
             lines.append(f"    {_w(lang, 'not_fired')}")
             lines.extend(f"      {c}" for c in _failed(playbook, row.when, values, lang))
