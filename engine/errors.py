@@ -85,14 +85,18 @@ class PlaybookError(Exception):
 class CaseError(Exception):
     """One input case could not be evaluated; the case id says which."""
 
-    def __init__(self, case_id: str, code: str, message: str) -> None:
+    def __init__(self, case_id: str, code: str, message: str, *, input: str | None = None) -> None:
         self.case_id = case_id
         self.code = code
         self.message = message
+        self.input = input  # the input field at fault, so the text can name it by its label
         super().__init__(f"case {case_id}: {code}: {message}")
 
     def to_json(self) -> dict[str, Any]:
-        return {"case": self.case_id, "error": {"code": self.code, "message": self.message}}
+        error = {"code": self.code, "message": self.message}
+        if self.input is not None:
+            error["input"] = self.input
+        return {"case": self.case_id, "error": error}
 
 
 class EngineFault(Exception):

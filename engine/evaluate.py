@@ -274,7 +274,7 @@ def prepare_inputs(
         try:
             values[name] = read(raw)
         except ValueError as exc:
-            raise CaseError(case_id, "bad_input", f"{name}: {exc}") from None
+            raise CaseError(case_id, "bad_input", f"{name}: {exc}", input=name) from None
     for name, how, sources in plan.derived:
         if name in values or any(source not in values for source in sources):
             continue

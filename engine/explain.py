@@ -263,7 +263,7 @@ def _rules_named(playbook: Playbook, rule_ids: list[str], lang: str) -> str:
 def render_result(playbook: Playbook, result: dict[str, Any], lang: str) -> str:
     """A result as a director reads it: decisions, then what to do."""
     if "error" in result:
-        return f"{_w(lang, 'case')} {result['case']}: {result['error']['code']}: {result['error']['message']}"
+        return _error_text(playbook, result, lang)
     lines = [
         f"{_w(lang, 'case')} {result['case']}  ({_w(lang, 'as_of')} {result['as_of']}, "
         f"{_w(lang, 'playbook')} {playbook.id} {playbook.version})",
@@ -287,6 +287,24 @@ def render_result(playbook: Playbook, result: dict[str, Any], lang: str) -> str:
         gap = "" if lang == "zh" else " "
         lines.append(f"       {_w(lang, 'recommended_by')}{gap}{by} {_cite(action.source)}")
     return "\n".join(lines)
+
+
+_EXPECTED_ZH = {"number": "数字", "string": "文字", "boolean": "是或否", "date": "日期(年-月-日)"}
+
+
+def _error_text(playbook: Playbook, result: dict[str, Any], lang: str) -> str:
+    """A case that could not be evaluated.  In Chinese a bad input is named by its label and what it
+    should be; the engine's message (English, with identifiers) is for the English text and the JSON."""
+    error = result["error"]
+    field = playbook.inputs.get(error.get("input", ""))
+    if lang != "zh" or error["code"] != "bad_input" or field is None:
+        return f"{_w(lang, 'case')} {result['case']}: {error['code']}: {error['message']}"
+    if field.type in ("enum", "list"):
+        choices = _value_text(playbook, field.name, list(field.values or ()), lang)
+        expected = ("以下之一:" if field.type == "enum" else "由以下各项组成的列表:") + choices
+    else:
+        expected = _EXPECTED_ZH.get(field.type, field.type)
+    return f"案例 {result['case']}:输入有误,无法评估 — {_label(field.label, lang, field.name)}应为{expected}"
 
 
 def why(playbook: Playbook, result: dict[str, Any], lang: str) -> str:
@@ -413,7 +431,8 @@ def why_not(playbook: Playbook, result: dict[str, Any], target: str, lang: str) 
             lines.append(f"  {_row_name(row, lang)} {_cite(row.source)}")
             if row.id in fired_rows:
                 policy = _w(lang, decision.hit_policy)
-                lines.append(f"    {_w(lang, 'fired_not_chosen').format(policy=policy)} {chosen_text}")
+                gap = "" if lang == "zh" else " "
+                lines.append(f"    {_w(lang, 'fired_not_chosen').format(policy=policy)}{gap}{chosen_text}")
                 continue
             lines.append(f"    {_w(lang, 'not_fired')}")
             lines.extend(f"      {c}" for c in _failed(playbook, row.when, values, lang))

@@ -66,8 +66,9 @@ def every_text(playbook: Playbook, lang: str) -> Iterator[str]:
         for n, (facts, as_of) in enumerate(course_cases(playbook)):
             try:
                 result = evaluator.evaluate_case(facts, as_of, f"c{n}").to_json(lang)
-            except CaseError:
-                continue  # the cases that must fail; their errors are codes and messages, not labels
+            except CaseError as error:  # the cases that must fail: what recommend shows for them
+                yield render_result(playbook, error.to_json(), lang)
+                continue
             yield render_result(playbook, result, lang)
             yield why(playbook, result, lang)
             for target in targets:
