@@ -380,7 +380,7 @@ def test_why_record_action_says_why_under_which_playbook_and_what_became_of_it(s
     assert en.startswith("evaluation #1, as of 2026-11-27")
     assert f"playbook course version 1.0.0, content hash {content_hash}" in en
     # the steps that led to the action, with their course sources, and no others
-    assert "rule director_intensive_attack" in en and "[G-19" in en and "funnel layer = bottom" in en
+    assert "rule director_intensive_attack" in en and "[G-19" in en and "funnel position = bottom of the funnel" in en
     assert "rule battle_blitz" not in en and "market division" not in en
     assert en.splitlines()[-2:] == [
         "Outcomes:",
@@ -390,7 +390,7 @@ def test_why_record_action_says_why_under_which_playbook_and_what_became_of_it(s
 
     code, zh, _ = invoke("why", "--record", "opp-001", "--action", "intensive_attack", "--on", "2026-12-01", "--db", db)
     assert code == 0
-    assert f"剧本 course 版本 1.0.0,内容哈希 {content_hash}" in zh and "规则 director_intensive_attack" in zh
+    assert f"剧本 course 版本 1.0.0,内容哈希 {content_hash}" in zh and "规则「客户主任:密集进攻」" in zh
     assert "处理结果:" in zh and "已接受,li.wei," in zh and "理由:A project" in zh
 
     # without --on: the latest evaluation (as of 2026-12-20), which has no outcome yet
@@ -424,7 +424,7 @@ def test_why_record_names_the_last_evaluation_that_advised_an_action_no_longer_i
     assert code == 0
     assert f"evaluation #{seq + 41} (as of 2026-12-20), which did not advise {action}" in err
     assert f"evaluation #{seq} (as of 2026-11-27) did: playbook why {seq} --action {action}" in err
-    assert out.startswith(f"evaluation #{seq + 41}") and "why not" in out
+    assert out.startswith(f"evaluation #{seq + 41}") and "Why not" in out
     code, _, err = invoke("why", "--record", record, "--action", action, "--db", sample_log)
     assert f"记录 {record} 现在有效的建议是评估 #{seq + 41}" in err and f"playbook why {seq} --action {action}" in err
 
@@ -433,12 +433,13 @@ def test_why_narrowed_to_one_action(sample_log: str) -> None:
     code, whole, _ = invoke("why", "1", "--db", sample_log, "--lang", "en")
     code, narrow, _ = invoke("why", "1", "--action", "fight_blitz", "--db", sample_log, "--lang", "en")
     assert code == 0
-    assert "rule battle_blitz" in narrow and "battle type = blitz" in narrow and "[G-22" in narrow
+    assert "rule battle_blitz" in narrow and "[G-22" in narrow
+    assert "how to fight for this deal (竞争战法) = blitz" in narrow
     assert "rule divide_by_customer" in whole and "rule divide_by_customer" not in narrow
     assert len(narrow.splitlines()) < len(whole.splitlines()) / 2
     # an action this evaluation did not recommend: why not
     code, out, _ = invoke("why", "1", "--action", "fight_siege", "--db", sample_log, "--lang", "en")
-    assert code == 0 and "why not" in out and "rule battle_siege" in out
+    assert code == 0 and "Why not" in out and "rule battle_siege" in out
 
 
 def test_an_action_recommended_by_several_rules_needs_its_rule_named(sample_log: str) -> None:
@@ -521,10 +522,11 @@ def test_replay_reports_counts_labels_and_examples_in_the_chosen_language(sample
     assert report["replayed"] == 41 and report["as_of"] == {"from": "2026-12-20", "to": "2026-12-20"}
     assert report["baseline"]["from"] == {"evaluation": 82} and report["baseline"]["version"] == "1.0.0"
     blitz = next(entry for entry in report["actions_removed"] if entry["action"] == "fight_blitz")
-    assert blitz["label"].startswith("blitz") and 0 < blitz["records"] <= report["changed"]
+    assert "blitz (闪电战)" in blitz["label"] and 0 < blitz["records"] <= report["changed"]
     assert blitz["examples"] and all(e.startswith("opp-") for e in blitz["examples"])
     move = next(m for m in report["decisions_changed"] if m["decision"] == "battle_type" and m["from"] == "blitz")
-    assert move["label"] == "battle type" and move["records"] == blitz["records"]
+    assert move["label"] == "account manager: how to fight for this deal (竞争战法)"
+    assert move["records"] == blitz["records"]
     assert report["unchanged"] == 41 - report["changed"]
 
     code, every, _ = invoke("replay", "--playbook", str(changed), "--db", sample_log, "--format", "json", "--all")
@@ -534,10 +536,10 @@ def test_replay_reports_counts_labels_and_examples_in_the_chosen_language(sample
     assert code == 0
     assert en.startswith("replay: 41 evaluations (the latest of each record, as of 2026-12-20 to 2026-12-20)")
     assert f"{report['changed']} would change, {report['unchanged']} unchanged" in en
-    assert f"battle type: {move['from_label']} → {move['to_label']}: {move['records']} records" in en
+    assert f"{move['label']}: {move['from_label']} → {move['to_label']}: {move['records']} records" in en
     assert "['" not in en and "fight_blitz" not in en  # labels, not ids or Python lists
     code, zh, _ = invoke("replay", "--playbook", str(changed), "--db", sample_log)
-    assert code == 0 and zh.startswith("回放:41 次评估") and "竞争战法:" in zh and "['" not in zh
+    assert code == 0 and zh.startswith("回放:41 次评估") and "竞争战法(客户经理): " in zh and "['" not in zh
 
     code, same, _ = invoke(
         "replay", "--playbook", str(ROOT / "playbooks" / "course.yaml"), "--db", sample_log, "--lang", "en"
