@@ -222,6 +222,8 @@ def _open_store(url: str, *, write: bool = False) -> Any:
         _fail(f"the audit log {url} is damaged: {'; '.join(error.damage)}")
     except Exception as error:  # noqa: BLE001 - any driver error becomes one clear line
         _fail(f"cannot open the audit log {url}: {error}")
+    if context is not None:
+        context.call_on_close(store.close)  # also when the command fails
     if write:
         try:
             store.check_writable()
@@ -714,11 +716,11 @@ def verify(checkpoint_path: str | None, db: str) -> None:
     from sqlalchemy.exc import SQLAlchemyError
 
     checkpoint = None if checkpoint_path is None else _read_checkpoint(checkpoint_path)
-    store = _open_store(db)
     try:
-        problems = store.verify(checkpoint)
-        heads = store.head()
-        stored_key, checked = store.stored_key_id(), store.seals_checked()
+        with _open_store(db) as store:
+            problems = store.verify(checkpoint)
+            heads = store.head()
+            stored_key, checked, given = store.stored_key_id(), store.seals_checked(), store.key_id
     except SQLAlchemyError as error:
         _fail(f"the audit log {db} cannot be read as an audit log: {getattr(error, 'orig', None) or error}")
     for problem in problems:
@@ -731,7 +733,7 @@ def verify(checkpoint_path: str | None, db: str) -> None:
             "anyone who can write to the database (playbook audit migrate seals it)",
             err=True,
         )
-    elif not checked and store.key_id is None:
+    elif not checked and given is None:
         click.echo(
             f"note: no key given: only the structure was checked, not the seals (the log is sealed with key "
             f"{stored_key}; give it with PLAYBOOK_AUDIT_KEY or --audit-key-file)",
@@ -765,9 +767,9 @@ def checkpoint(output: str, db: str) -> None:
     """
     from engine.store import AuditKeyError
 
-    store = _open_store(db)
     try:
-        made = store.checkpoint()
+        with _open_store(db) as store:
+            made = store.checkpoint()
     except AuditKeyError as error:
         _fail(str(error))
     text = json.dumps(made, indent=2, sort_keys=True) + "\n"
@@ -791,17 +793,16 @@ def migrate(db: str) -> None:
     """
     from engine.store import AuditKeyError
 
-    store = _open_store(db)
-    if store.key_id is None:
-        _fail("give the key to seal the log with: PLAYBOOK_AUDIT_KEY or --audit-key-file")
-    if store.stored_key_id() is not None:
-        _fail(f"this log is already sealed with key {store.stored_key_id()} (to change keys: audit rotate)")
     new_key = _read_audit_key(click.get_current_context().meta.get("audit_key_file"))
-    assert new_key is not None
-    try:
-        store.reseal(new_key)
-    except AuditKeyError as error:
-        _fail(str(error))
+    if new_key is None:
+        _fail("give the key to seal the log with: PLAYBOOK_AUDIT_KEY or --audit-key-file")
+    with _open_store(db) as store:
+        if store.stored_key_id() is not None:
+            _fail(f"this log is already sealed with key {store.stored_key_id()} (to change keys: audit rotate)")
+        try:
+            store.reseal(new_key)
+        except AuditKeyError as error:
+            _fail(str(error))
     click.echo(f"ok: the log is sealed with key {store.key_id}; take a checkpoint now (playbook audit checkpoint)")
 
 
@@ -820,11 +821,11 @@ def rotate(new_key_file: str, db: str) -> None:
 
     new_key = _read_audit_key(new_key_file)
     assert new_key is not None
-    store = _open_store(db)
-    try:
-        store.reseal(new_key)
-    except AuditKeyError as error:
-        _fail(str(error))
+    with _open_store(db) as store:
+        try:
+            store.reseal(new_key)
+        except AuditKeyError as error:
+            _fail(str(error))
     click.echo(f"ok: the log is sealed with key {store.key_id}; take a checkpoint now (playbook audit checkpoint)")
 
 

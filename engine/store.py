@@ -515,7 +515,11 @@ class Store:
         self._known_playbooks: set[str] = set()  # stored playbook versions, to skip the look-up per append
         self._seal = _Seal(key)
         self.key_id = self._seal.key_id
-        self.upgrade()
+        try:
+            self.upgrade()
+        except BaseException:
+            self.engine.dispose()  # nothing is left open behind a log that cannot be opened
+            raise
 
     @contextlib.contextmanager
     def _begin(self) -> Iterator[Connection]:
