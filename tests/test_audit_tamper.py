@@ -20,6 +20,7 @@ from sqlalchemy import bindparam, insert, select, text, update
 
 from adapters.ingest import Feed, Ingestor
 from adapters.mapping import load_mapping
+from adapters.readback import Playbooks, evaluation_answer
 from adapters.webhook import RecordEvent
 from cli import main
 from engine import Evaluator, compile_playbook, load_playbook
@@ -40,7 +41,7 @@ from engine.store import (
     record_changes,
     records,
 )
-from tests.conftest import AS_OF, ROOT
+from tests.conftest import AS_OF, FIXTURES, ROOT
 from tests.test_store import sample_items
 
 COURSE = ROOT / "playbooks" / "course.yaml"
@@ -205,6 +206,9 @@ def test_an_edited_playbook_text_is_named_and_nothing_is_explained_under_it(log:
     assert found(log) == [("playbooks", 0, "edited")]
     with pytest.raises(TamperedRecord, match="does not match its hash"):
         reevaluate(log, 1)
+    # the webhook service's read-back labels nothing from it either (500 audit_log_tampered)
+    with pytest.raises(TamperedRecord):
+        evaluation_answer(log, Playbooks(log, load_playbook(FIXTURES / "pipeline.yaml")), 1, "en")
     key_file = tmp_path / "audit.key"
     key_file.write_bytes(KEY)
     result = CliRunner().invoke(main, ["why", "1", "--db", log.url, "--audit-key-file", str(key_file)])
