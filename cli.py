@@ -304,6 +304,7 @@ def recommend(
     from adapters.mapping import load_mapping
     from engine import CaseError, EngineFault, Evaluator, PlaybookError, compile_playbook
     from engine.report import render_case, render_tally
+    from engine.store import TamperedRecord
 
     when = _as_of(as_of)
     if sql_url is not None:
@@ -390,6 +391,8 @@ def recommend(
             _fail(f"engine fault, run stopped: {fault}")
         except PlaybookError as error:
             _fail(str(error))
+        except TamperedRecord as error:  # an earlier run's playbook text, changed in the log: nothing re-derived
+            _fail(f"run stopped: {error}")
         finally:
             if bar is not None:
                 bar.render_finish()

@@ -216,6 +216,24 @@ def test_an_edited_playbook_text_is_named_and_nothing_is_explained_under_it(log:
     assert isinstance(result.exception, SystemExit)
 
 
+def test_a_rerun_refuses_to_rederive_under_a_changed_playbook_text(tmp_path: Path) -> None:
+    earlier = tmp_path / "earlier.yaml"
+    earlier.write_text(
+        COURSE.read_text(encoding="utf-8").replace(
+            "  high_win_rate:\n    value: 60\n", "  high_win_rate:\n    value: 80\n"
+        ),
+        encoding="utf-8",
+    )
+    db = f"sqlite:///{tmp_path / 'audit.db'}"
+    run = ["recommend", "--input", str(ROOT / "samples" / "cases.jsonl"), "--as-of", "2026-11-27", "--db", db]
+    assert CliRunner().invoke(main, [*run, "--playbook", str(earlier)]).exit_code == 0
+    with Store(db) as store:
+        tamper(store, "UPDATE playbooks SET text = REPLACE(text, 'value: 80', 'value: 81')")
+    result = CliRunner().invoke(main, run)  # the course playbook: the stored cases are re-derived under earlier's
+    assert result.exit_code == 1 and "run stopped: the stored text of playbook" in result.stderr
+    assert isinstance(result.exception, SystemExit)
+
+
 def test_an_edited_record_state_is_named(log: Store) -> None:
     tamper(log, "UPDATE records SET fields = :f WHERE record_id = '7/42'", f='{"amount":"1"}')
     [(chain, seq, kind)] = found(log)
@@ -401,6 +419,31 @@ def test_a_plain_log_is_migrated_not_silently_broken(db_url: str, course: Any) -
     assert found(keyed) == []
     for store in (plain, keyed, rotated):
         store.close()
+
+
+def test_the_cli_refuses_a_plain_log_a_key_then_migrates_and_rotates_it(tmp_path: Path, course: Any) -> None:
+    db = f"sqlite:///{tmp_path / 'audit.db'}"
+    fill(Store(db), course).close()
+    old_key, new_key = tmp_path / "old.key", tmp_path / "new.key"
+    old_key.write_bytes(KEY)
+    new_key.write_bytes(OTHER_KEY)
+    run = CliRunner().invoke
+    outcome = ["outcome", "3", "0", "--status", "done", "--who", "x", "--db", db]
+    refused = run(main, [*outcome, "--audit-key-file", str(old_key)])
+    assert refused.exit_code == 1 and "playbook audit migrate" in refused.stderr
+    migrated = run(main, ["audit", "migrate", "--db", db, "--audit-key-file", str(old_key)])
+    assert migrated.exit_code == 0 and key_id(KEY) in migrated.stdout
+    assert run(main, [*outcome, "--audit-key-file", str(old_key)]).exit_code == 0
+    unkeyed = run(main, outcome)
+    assert unkeyed.exit_code == 1 and f"sealed with key {key_id(KEY)}" in unkeyed.stderr
+    rotated = run(
+        main, ["audit", "rotate", "--new-key-file", str(new_key), "--db", db, "--audit-key-file", str(old_key)]
+    )
+    assert rotated.exit_code == 0 and key_id(OTHER_KEY) in rotated.stdout
+    verified = run(main, ["audit", "verify", "--db", db, "--audit-key-file", str(new_key)])
+    assert verified.exit_code == 0 and "ok: the chains verify" in verified.stderr
+    stale = run(main, ["audit", "verify", "--db", db, "--audit-key-file", str(old_key)])
+    assert stale.exit_code == 1 and "key: wrong_key:" in stale.stdout
 
 
 def test_a_log_that_does_not_verify_is_not_resealed(db_url: str, course: Any) -> None:
