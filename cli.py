@@ -169,26 +169,73 @@ _lang_option = click.option(
 )
 
 
-_db_option = click.option(
-    "--db",
-    default=DEFAULT_DB,
-    show_default=True,
-    envvar="PLAYBOOK_DB",
-    show_envvar=True,
-    help="Audit log database URL (SQLite file or postgresql://...).",
-)
+def _remember_key_file(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+    ctx.meta["audit_key_file"] = value
 
 
-def _open_store(url: str, *, create: bool = True) -> Any:
-    """The audit log at ``url``; ``create`` False for commands that read one: a missing log is refused, not made."""
-    from engine.store import NoAuditLog, Store
+def _db_option(command: Any) -> Any:
+    """--db and --audit-key-file: where the audit log is, and the key its links are sealed with."""
+    command = click.option(
+        "--audit-key-file",
+        type=click.Path(dir_okay=False),
+        envvar="PLAYBOOK_AUDIT_KEY_FILE",
+        show_envvar=True,
+        expose_value=False,
+        callback=_remember_key_file,
+        help="The audit log's key (else PLAYBOOK_AUDIT_KEY); kept outside the database. "
+        "See docs/audit-threat-model.md.",
+    )(command)
+    return click.option(
+        "--db",
+        default=DEFAULT_DB,
+        show_default=True,
+        envvar="PLAYBOOK_DB",
+        show_envvar=True,
+        help="Audit log database URL (SQLite file or postgresql://...).",
+    )(command)
+
+
+def _read_audit_key(path: str | None) -> bytes | None:
+    """The audit key from a file (--audit-key-file), else PLAYBOOK_AUDIT_KEY, else None."""
+    from engine.store import AuditKeyError, audit_key
 
     try:
-        return Store(url, create=create)
+        if path is not None:
+            return audit_key(Path(path).read_bytes())
+        value = os.environ.get("PLAYBOOK_AUDIT_KEY")
+        return None if not value else audit_key(value)
+    except OSError as error:
+        _fail(f"cannot read the audit key file {path}: {error.strerror}")
+    except AuditKeyError as error:
+        _fail(str(error))
+
+
+def _open_store(url: str, *, write: bool = False, create: bool = True) -> Any:
+    """The audit log; with ``write``, one this command can append to (its key given when it has one).
+
+    ``create`` False for commands that read a log: a missing one is refused, not made.
+    """
+    from engine.store import AuditKeyError, NoAuditLog, SchemaDamaged, Store
+
+    context = click.get_current_context(silent=True)
+    key = _read_audit_key(context.meta.get("audit_key_file") if context is not None else None)
+    try:
+        store = Store(url, key=key, create=create)
     except NoAuditLog as error:
         _fail(f"{error}; check --db (or PLAYBOOK_DB)")
+    except SchemaDamaged as error:
+        _fail(f"the audit log {url} is damaged: {'; '.join(error.damage)}")
     except Exception as error:  # noqa: BLE001 - any driver error becomes one clear line
         _fail(f"cannot open the audit log {url}: {error}")
+    if context is not None:
+        context.call_on_close(store.close)  # also when the command fails
+    if write:
+        try:
+            store.check_writable()
+        except AuditKeyError as error:
+            store.close()
+            _fail(str(error))
+    return store
 
 
 @main.command()
@@ -262,6 +309,7 @@ def recommend(
     from adapters.mapping import load_mapping
     from engine import CaseError, EngineFault, Evaluator, PlaybookError, compile_playbook
     from engine.report import render_case, render_tally
+    from engine.store import TamperedRecord
 
     when = _as_of(as_of)
     if sql_url is not None:
@@ -291,7 +339,7 @@ def recommend(
         if show_bar
         else None
     )
-    store = None if no_store else _open_store(db)
+    store = None if no_store else _open_store(db, write=True)
     with compile_playbook(playbook) as compiled:
         _tune_memory()
         tallied = DIRECTOR_CALL if DIRECTOR_CALL in playbook.decisions else None
@@ -348,6 +396,8 @@ def recommend(
             _fail(f"engine fault, run stopped: {fault}")
         except PlaybookError as error:
             _fail(str(error))
+        except TamperedRecord as error:  # an earlier run's playbook text, changed in the log: nothing re-derived
+            _fail(f"run stopped: {error}")
         finally:
             if bar is not None:
                 bar.render_finish()
@@ -680,7 +730,7 @@ def outcome(evaluation: int, action: str, status: str, who: str, reason: str, ru
     """
     from engine.audit import record_outcome
 
-    store = _open_store(db, create=False)
+    store = _open_store(db, write=True, create=False)
     try:
         seq = record_outcome(store, evaluation, action, status, who, reason, rule=rule)
     except LookupError as error:
@@ -694,18 +744,134 @@ def audit() -> None:
 
 
 @audit.command()
+@click.option(
+    "--checkpoint",
+    "checkpoint_path",
+    type=click.Path(dir_okay=False, exists=True),
+    help="A checkpoint from 'audit checkpoint': also find what was removed or rewritten since.",
+)
 @_db_option
-def verify(db: str) -> None:
-    """Walk the hash chains; report every edited, deleted or inserted record."""
-    store = _open_store(db, create=False)
-    problems = store.verify()
+def verify(checkpoint_path: str | None, db: str) -> None:
+    """Check every link's seal, the records' states and the playbook texts; report what was changed.
+
+    Without the log's key only the structure is checked: that is said, and is no proof against
+    anyone who can write to the database.  Truncation and wipe-and-rebuild are found only
+    against a checkpoint (--checkpoint).  Exit 1 when anything is wrong.
+    """
+    from sqlalchemy.exc import SQLAlchemyError
+
+    checkpoint = None if checkpoint_path is None else _read_checkpoint(checkpoint_path)
+    try:
+        with _open_store(db, create=False) as store:
+            problems = store.verify(checkpoint)
+            heads = store.head()
+            stored_key, checked, given = store.stored_key_id(), store.seals_checked(), store.key_id
+    except SQLAlchemyError as error:
+        _fail(f"the audit log {db} cannot be read as an audit log: {getattr(error, 'orig', None) or error}")
     for problem in problems:
         click.echo(str(problem))
-    for chain, (seq, digest) in sorted(store.head().items()):
+    for chain, (seq, digest) in sorted(heads.items()):
         click.echo(f"{chain}: {seq} records, head {digest}", err=True)
+    if stored_key is None:
+        click.echo(
+            "note: this log is chained with plain SHA-256, not sealed with a key: it proves nothing against "
+            "anyone who can write to the database (playbook audit migrate seals it)",
+            err=True,
+        )
+    elif not checked and given is None:
+        click.echo(
+            f"note: no key given: only the structure was checked, not the seals (the log is sealed with key "
+            f"{stored_key}; give it with PLAYBOOK_AUDIT_KEY or --audit-key-file)",
+            err=True,
+        )
     if problems:
         sys.exit(1)
-    click.echo("ok: the chains verify", err=True)
+    what = "the chains verify" if checked else "the chains' structure verifies"
+    against = f", and the log still holds what the checkpoint of {checkpoint['made_at']} saw" if checkpoint else ""
+    click.echo(f"ok: {what}{against}", err=True)
+
+
+def _read_checkpoint(path: str) -> dict[str, Any]:
+    try:
+        value = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        _fail(f"cannot read the checkpoint {path}: {error}")
+    if not isinstance(value, dict) or not isinstance(value.get("made_at"), str):
+        _fail(f"{path} is not a checkpoint made by 'playbook audit checkpoint'")
+    return value
+
+
+@audit.command()
+@click.option("--output", "output", default="-", show_default=True, help="Where to write it: a file, or '-' (stdout).")
+@_db_option
+def checkpoint(output: str, db: str) -> None:
+    """Export every chain's head (count, hash, time), signed with the log's key, after verifying the log.
+
+    Keep it outside the database (another machine, a write-once store): 'audit verify --checkpoint'
+    then finds any record removed or rewritten since.
+    """
+    from engine.store import AuditKeyError
+
+    try:
+        with _open_store(db, create=False) as store:
+            made = store.checkpoint()
+    except AuditKeyError as error:
+        _fail(str(error))
+    text = json.dumps(made, indent=2, sort_keys=True) + "\n"
+    if output == "-":
+        click.echo(text, nl=False)
+    else:
+        try:
+            Path(output).write_text(text, encoding="utf-8")
+        except OSError as error:
+            _fail(f"cannot write {output}: {error.strerror}")
+    counts = ", ".join(f"{chain} {head['count']}" for chain, head in sorted(made["chains"].items()))
+    click.echo(f"checkpoint of {made['made_at']}: {counts}; key {made['key_id']}", err=True)
+
+
+@audit.command()
+@_db_option
+def migrate(db: str) -> None:
+    """Seal a log chained with plain SHA-256 (made before keys) with the key given.
+
+    The log is verified first and resealed in one transaction; take a checkpoint afterwards.
+    """
+    from engine.store import AuditKeyError
+
+    new_key = _read_audit_key(click.get_current_context().meta.get("audit_key_file"))
+    if new_key is None:
+        _fail("give the key to seal the log with: PLAYBOOK_AUDIT_KEY or --audit-key-file")
+    with _open_store(db, create=False) as store:
+        if store.stored_key_id() is not None:
+            _fail(f"this log is already sealed with key {store.stored_key_id()} (to change keys: audit rotate)")
+        try:
+            store.reseal(new_key)
+        except AuditKeyError as error:
+            _fail(str(error))
+    click.echo(f"ok: the log is sealed with key {store.key_id}; take a checkpoint now (playbook audit checkpoint)")
+
+
+@audit.command()
+@click.option(
+    "--new-key-file", required=True, type=click.Path(dir_okay=False, exists=True), help="The key to seal with from now."
+)
+@_db_option
+def rotate(new_key_file: str, db: str) -> None:
+    """Seal the log again under a new key, after verifying it under the current one (given as usual).
+
+    Every link is rewritten, so checkpoints taken before no longer match: verify the log against
+    the latest one first (audit verify --checkpoint), then rotate, then take a new checkpoint.
+    """
+    from engine.store import AuditKeyError
+
+    new_key = _read_audit_key(new_key_file)
+    assert new_key is not None
+    with _open_store(db, create=False) as store:
+        try:
+            store.reseal(new_key)
+        except AuditKeyError as error:
+            _fail(str(error))
+    click.echo(f"ok: the log is sealed with key {store.key_id}; take a checkpoint now (playbook audit checkpoint)")
 
 
 @main.command()
@@ -910,7 +1076,7 @@ def serve(
         except PlaybookError as error:
             _fail(str(error))
     playbook = _load(playbook_path)
-    store = _open_store(db)
+    store = _open_store(db, write=True)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     with compile_playbook(playbook) as compiled:
         service = WebhookService(

@@ -93,7 +93,7 @@ from adapters.webhook import (
 )
 from engine.audit import AmbiguousAction, UnknownEvaluation, record_outcome
 from engine.evaluate import Evaluator
-from engine.store import Store
+from engine.store import Store, TamperedRecord
 
 __all__ = [
     "CRMS",
@@ -661,6 +661,9 @@ class WebhookService:
             assert seq is not None
             try:
                 found = evaluation_answer(self.store, self.playbooks, seq, lang)
+            except TamperedRecord as error:  # nothing is labelled from a changed playbook text
+                log.error("read of evaluation %s refused: %s", seq, error)
+                return _error(500, "audit_log_tampered", str(error))
             except LookupError:
                 return _error(404, "no_evaluation", f"there is no evaluation {seq}")
             return _json(200, found, {"content-language": lang})

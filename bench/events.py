@@ -1,6 +1,6 @@
 """Webhook events: latency and throughput of ``playbook serve`` under signed events, at rising concurrency.
 
-    python bench/events.py [--route generic|hubspot] [--levels 1,8,32] [--events 2000] [--seconds 60]
+    python bench/events.py [--route generic|hubspot] [--levels 1,8,32] [--events 2000] [--seconds 60] [--audit-key]
                            [--warmup 50]
 
 Starts ``playbook serve`` as a subprocess on 127.0.0.1 (a free port, a temporary SQLite audit
@@ -22,6 +22,8 @@ connection failures counted as errors; the server's CPU time per request.  Then 
 is stopped, and the evaluations in the database (read with sqlite3) must equal the events
 accepted (answered ``evaluated`` or ``error``: both are stored).  Prints a table; writes
 bench/results/events.json; exits 1 when the counts differ.
+With ``--audit-key`` the server is given a key made for the run, so every link of the audit
+log is sealed with HMAC-SHA256 (docs/audit-threat-model.md); without it, plain SHA-256.
 """
 
 from __future__ import annotations
@@ -79,10 +81,14 @@ def free_port() -> int:
         return port
 
 
-def start_server(work: Path, route: str, secret: str) -> tuple[subprocess.Popen[bytes], int, Path]:
+def start_server(
+    work: Path, route: str, secret: str, audit_key: str | None = None
+) -> tuple[subprocess.Popen[bytes], int, Path]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PLAYBOOK_")}  # only this run's route and db
     env[SECRET_ENV[route]] = secret
+    if audit_key is not None:
+        env["PLAYBOOK_AUDIT_KEY"] = audit_key
     env["PYTHONPATH"] = str(ROOT)  # this checkout's code, whatever an installed ``playbook`` points at
     log = work / "server.log"
     command = [sys.executable, "-m", "cli", "serve", "--host", HOST, "--port", str(port)]
@@ -393,6 +399,9 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=2000, help="requests per level at most")
     parser.add_argument("--seconds", type=float, default=60, help="time per level at most")
     parser.add_argument("--warmup", type=int, default=50, help="requests before the first level, reported apart")
+    parser.add_argument(
+        "--audit-key", action="store_true", help="seal the audit log with a key made for this run (HMAC links)"
+    )
     args = parser.parse_args()
     levels = [int(s) for s in args.levels.split(",") if s]
     if not 0 < args.events < MAX_EVENTS or not 0 <= args.warmup < MAX_EVENTS:
@@ -402,7 +411,7 @@ def main() -> None:
     make_bodies = generic_bodies if args.route == "generic" else hubspot_bodies
     with tempfile.TemporaryDirectory(prefix="bench-events-") as tmp:
         work = Path(tmp)
-        server, port, log = start_server(work, args.route, secret)
+        server, port, log = start_server(work, args.route, secret, secrets.token_hex(32) if args.audit_key else None)
         try:
             health = wait_healthy(server, port, log)
             sign = generic_signer(secret) if args.route == "generic" else hubspot_signer(secret, port)

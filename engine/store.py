@@ -17,15 +17,23 @@ Records that CRMs change piece by piece (webhooks) keep their last known state i
 times it changed.  They are read and saved inside a :class:`Writer`'s transaction,
 with the evaluations made from them, so neither is ever stored without the other.
 
+Each evaluation's link covers its content and the previous link; ``chain_head`` holds
+the last one.  Appends lock the head, so writers are serialised and sequence numbers
+have no gaps.  Outcomes have a chain of their own, and so do records' states (schema
+version 4) and quarantined events (version 5): each save of a state appends a link holding the state's hash, so the
+``records`` table is checked against the latest link of each record.
+
+A log made with a key (schema version 4) seals its links with HMAC-SHA256 under a key
+kept outside the database; only the key's id is stored (``meta.audit_key_id``).  A
+log without one is chained with plain SHA-256, which anyone who can write to the
+database can recompute.  :meth:`Store.checkpoint` signs every chain's head for keeping
+elsewhere; :meth:`Store.verify` checks the log against one.  docs/audit-threat-model.md
+says what each proves.
+
 Events set aside as bad data (a webhook's record that maps to no case: a closed deal, a
-missing amount) are kept in ``quarantined_events`` (schema version 4), each with its
+missing amount) are kept in ``quarantined_events`` (schema version 5), each with its
 source, event and record ids, when it was received, the code and reason, and the event
 itself; an event redelivered is kept once.
-
-Each evaluation's hash covers its content and the previous evaluation's hash;
-``chain_head`` holds the last one.  Appends lock the head, so writers are
-serialised and sequence numbers have no gaps.  Outcomes and quarantined events have
-a chain each of their own.
 """
 
 from __future__ import annotations
@@ -34,10 +42,12 @@ import contextlib
 import datetime as dt
 import functools
 import hashlib
+import hmac
 import json
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,24 +82,31 @@ from engine.evaluate import Result
 from engine.model import Playbook
 
 __all__ = [
+    "CHECKPOINT_FORMAT",
     "DEFAULT_URL",
+    "MIN_KEY_BYTES",
     "SCHEMA_VERSION",
     "Appended",
+    "AuditKeyError",
     "ChainProblem",
     "NoAuditLog",
     "QuarantinedEvent",
     "RecordState",
+    "SchemaDamaged",
     "Store",
     "StoredEvaluation",
+    "TamperedRecord",
     "Writer",
+    "audit_key",
     "backup_sqlite",
     "canonical",
     "iter_chunks",
+    "key_id",
     "oversized_id",
 ]
 
 DEFAULT_URL = "sqlite:///playbook.db"
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 GENESIS = "0" * 64
 OUTCOME_STATUSES = ("accepted", "dismissed", "done")
 ID_LENGTH = 500  # characters of the ids evaluations and records are filed under (PostgreSQL enforces it)
@@ -190,7 +207,20 @@ records = Table(
     Column("last_event_id", String(ID_LENGTH)),
 )
 
-# Schema version 4 added quarantined events: what was set aside as bad data, and why.
+# Schema version 4 chained records' states: one link per save of a state, holding its hash.
+record_changes = Table(
+    "record_changes",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=False),
+    Column("source", String(200), nullable=False),
+    Column("record_id", String(ID_LENGTH), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("state_hash", String(64), nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("entry_hash", String(64), nullable=False),
+)
+
+# Schema version 5 added quarantined events: what was set aside as bad data, and why.
 quarantined_events = Table(
     "quarantined_events",
     metadata,
@@ -212,9 +242,22 @@ _TABLES_BY_VERSION = {
     1: [meta, playbooks, chain_head, evaluations, recommendations],
     2: [outcomes],
     3: [records],
-    4: [quarantined_events],
+    4: [record_changes],
+    5: [quarantined_events],
 }
-CHAINS = ("evaluations", "outcomes", "quarantined")  # chain_head's rows
+CHAINS = ("evaluations", "outcomes", "records", "quarantined")
+_CHAIN_TABLES = {
+    "evaluations": evaluations,
+    "outcomes": outcomes,
+    "records": record_changes,
+    "quarantined": quarantined_events,
+}
+_CHAIN_SINCE = {
+    "evaluations": 1,
+    "outcomes": 2,
+    "records": 4,
+    "quarantined": 5,
+}  # the schema version that added each chain
 
 
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
@@ -295,16 +338,67 @@ def _insert_many(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> 
         conn.exec_driver_sql(statement, [tuple(row[name] for name in order) for row in rows])
 
 
-def _hashed(prev_hash: str, fields: Sequence[Any], children: Sequence[Sequence[Any]] = ()) -> str:
-    body = canonical([list(fields), [list(c) for c in children]])
-    return hashlib.sha256(f"{prev_hash}{body}".encode()).hexdigest()
+MIN_KEY_BYTES = 32
+CHECKPOINT_FORMAT = "playbook-audit-checkpoint/1"
 
+
+class AuditKeyError(Exception):
+    """The log's key is needed and missing, or another key was given, or a key is too weak."""
+
+
+class SchemaDamaged(Exception):
+    """The database's tables are not the audit log's: one is missing or lacks a column."""
+
+    def __init__(self, damage: list[str]) -> None:
+        super().__init__("the audit log's schema is damaged: " + "; ".join(damage))
+        self.damage = damage
+
+
+class TamperedRecord(LookupError):
+    """A stored text does not match the hash it is filed under."""
+
+
+def audit_key(raw: bytes | str) -> bytes:
+    """A key as given (a key file's bytes or an environment variable), surrounding whitespace dropped."""
+    key = (raw.encode() if isinstance(raw, str) else raw).strip()
+    if len(key) < MIN_KEY_BYTES:
+        raise AuditKeyError(
+            f"an audit key must be at least {MIN_KEY_BYTES} bytes (e.g. the output of `openssl rand -hex 32`); "
+            f"this one has {len(key)}"
+        )
+    return key
+
+
+def key_id(key: bytes) -> str:
+    """The key's public name: the start of its HMAC of a fixed text (the key cannot be found from it)."""
+    return hmac.new(key, b"playbook audit key id", hashlib.sha256).hexdigest()[:16]
+
+
+class _Seal:
+    """How links are made: HMAC-SHA256 under a key, or plain SHA-256 for a log without one."""
+
+    def __init__(self, key: bytes | None) -> None:
+        self.key_id = None if key is None else key_id(key)
+        self._mac = None if key is None else hmac.new(key, digestmod=hashlib.sha256)
+
+    def link(self, prev_hash: str, body: str) -> str:
+        data = f"{prev_hash}{body}".encode()
+        if self._mac is None:
+            return hashlib.sha256(data).hexdigest()
+        mac = self._mac.copy()  # the key's padding is hashed once, not per link
+        mac.update(data)
+        return mac.hexdigest()
+
+
+_PLAIN = _Seal(None)
 
 _JSON_FIELDS = ("facts", "decisions", "fired", "error")
 _PLAIN_FIELDS = tuple(f for f in _EVALUATION_FIELDS if f not in _JSON_FIELDS)
+_RECORD_CHANGE_FIELDS = ("seq", "source", "record_id", "version", "state_hash")
+_RECORD_STATE_FIELDS = ("source", "record_id", "fields", "stamps", "deleted", "version", "updated_at", "last_event_id")
 
 
-def _evaluation_hash(prev_hash: str, row: dict[str, Any], recs: Sequence[dict[str, Any]]) -> str:
+def _evaluation_hash(seal: _Seal, prev_hash: str, row: dict[str, Any], recs: Sequence[dict[str, Any]]) -> str:
     # The JSON columns are hashed as the text they are stored as, joined by a separator no JSON text
     # holds raw (U+001E); encoding them again inside one JSON document was the import's largest cost.
     # Values are normalised as the database gives them back (SQLite has no booleans).
@@ -313,15 +407,35 @@ def _evaluation_hash(prev_hash: str, row: dict[str, Any], recs: Sequence[dict[st
     body = "\x1e".join(
         [canonical([plain, children]), *(row[f] for f in _JSON_FIELDS), *(rec["params"] for rec in recs)]
     )
-    return hashlib.sha256(f"{prev_hash}{body}".encode()).hexdigest()
+    return seal.link(prev_hash, body)
 
 
-def _outcome_hash(prev_hash: str, row: dict[str, Any]) -> str:
-    return _hashed(prev_hash, [row[f] for f in _OUTCOME_FIELDS])
+def _outcome_hash(seal: _Seal, prev_hash: str, row: dict[str, Any]) -> str:
+    return seal.link(prev_hash, canonical([[row[f] for f in _OUTCOME_FIELDS], []]))
 
 
-def _quarantined_hash(prev_hash: str, row: dict[str, Any]) -> str:
-    return _hashed(prev_hash, [row[f] for f in _QUARANTINED_FIELDS])
+def _record_change_hash(seal: _Seal, prev_hash: str, row: dict[str, Any]) -> str:
+    return seal.link(prev_hash, canonical([row[f] for f in _RECORD_CHANGE_FIELDS]))
+
+
+def _quarantined_hash(seal: _Seal, prev_hash: str, row: dict[str, Any]) -> str:
+    return seal.link(prev_hash, canonical([[row[f] for f in _QUARANTINED_FIELDS], []]))
+
+
+def _state_hash(row: dict[str, Any]) -> str:
+    """A record's stored state, hashed as the database gives it back (SQLite has no booleans)."""
+    values = [bool(row[f]) if f == "deleted" else row[f] for f in _RECORD_STATE_FIELDS]
+    return hashlib.sha256(canonical(values).encode()).hexdigest()
+
+
+def _link_hash(seal: _Seal, chain: str, row: dict[str, Any], children: Sequence[dict[str, Any]]) -> str:
+    if chain == "evaluations":
+        return _evaluation_hash(seal, row["prev_hash"], row, children)
+    if chain == "outcomes":
+        return _outcome_hash(seal, row["prev_hash"], row)
+    if chain == "quarantined":
+        return _quarantined_hash(seal, row["prev_hash"], row)
+    return _record_change_hash(seal, row["prev_hash"], row)
 
 
 @dataclass(frozen=True)
@@ -397,13 +511,16 @@ class QuarantinedEvent:
 
 @dataclass(frozen=True)
 class ChainProblem:
-    chain: str  # evaluations | outcomes | quarantined
-    seq: int
-    kind: str  # edited | deleted | inserted | broken_link
+    """One thing wrong with the log; ``kind`` is a stable code (docs/audit-threat-model.md lists them)."""
+
+    chain: str  # evaluations | outcomes | records | quarantined | playbooks | key | checkpoint
+    seq: int  # the link at fault; 0 when the problem is not one link's
+    kind: str  # edited | deleted | inserted | broken_link | unchained | wrong_key | not_keyed | truncated | ...
     message: str
 
     def __str__(self) -> str:
-        return f"{self.chain} #{self.seq}: {self.kind}: {self.message}"
+        where = f"{self.chain} #{self.seq}" if self.seq else self.chain
+        return f"{where}: {self.kind}: {self.message}"
 
 
 @dataclass(frozen=True)
@@ -461,7 +578,9 @@ class Store:
     ``create`` False: the log must exist already (commands that only read it); else :class:`NoAuditLog`.
     """
 
-    def __init__(self, url: str = DEFAULT_URL, *, create: bool = True) -> None:
+    def __init__(self, url: str = DEFAULT_URL, *, key: bytes | None = None, create: bool = True) -> None:
+        """``key``: the audit key (see :func:`audit_key`); without it a keyed log can be read but not
+        written, and verified for its structure only."""
         if url.startswith(("postgresql://", "postgres://")):  # the driver installed with the postgres extra
             url = "postgresql+psycopg://" + url.split("://", 1)[1]
         self.url = url
@@ -480,7 +599,13 @@ class Store:
             threading.RLock() if self.engine.dialect.name == "sqlite" else contextlib.nullcontext()
         )
         self._known_playbooks: set[str] = set()  # stored playbook versions, to skip the look-up per append
-        self.upgrade()
+        self._seal = _Seal(key)
+        self.key_id = self._seal.key_id
+        try:
+            self.upgrade()
+        except BaseException:
+            self.engine.dispose()  # nothing is left open behind a log that cannot be opened
+            raise
 
     @contextlib.contextmanager
     def _begin(self) -> Iterator[Connection]:
@@ -540,7 +665,11 @@ class Store:
         return int(value) if value is not None else 0
 
     def upgrade(self) -> None:
-        """Create the schema, or bring an older one up to SCHEMA_VERSION in place."""
+        """Create the schema, or bring an older one up to SCHEMA_VERSION in place.
+
+        SchemaDamaged when a table or column of the version the database says it has is missing:
+        nothing is repaired or created over it.
+        """
         with self._begin() as conn:
             current = 0
             if inspect(conn).has_table("meta"):
@@ -550,6 +679,9 @@ class Store:
                 raise RuntimeError(
                     f"the database has schema version {current}; this program knows up to {SCHEMA_VERSION}"
                 )
+            damage = _schema_damage(conn, current)
+            if damage:
+                raise SchemaDamaged(damage)
             for version in range(current + 1, SCHEMA_VERSION + 1):
                 metadata.create_all(conn, tables=_TABLES_BY_VERSION[version])
                 if version == 1:
@@ -557,10 +689,77 @@ class Store:
                 if version == 2:
                     conn.execute(insert(chain_head), [{"chain": "outcomes", "seq": 0, "hash": GENESIS}])
                 if version == 4:
+                    _chain_record_states(conn)
+                if version == 5:
                     conn.execute(insert(chain_head), [{"chain": "quarantined", "seq": 0, "hash": GENESIS}])
                 if current == 0 and version == 1:
                     conn.execute(insert(meta), [{"key": "schema_version", "value": "1"}])
                 conn.execute(update(meta).where(meta.c.key == "schema_version").values(value=str(version)))
+            if self._seal.key_id is not None and _meta_value(conn, "audit_key_id") is None and _is_empty(conn):
+                # A new (or still empty) log is sealed with the key it is first opened with.
+                conn.execute(insert(meta), [{"key": "audit_key_id", "value": self._seal.key_id}])
+
+    # -- keys ----------------------------------------------------------------------
+
+    def stored_key_id(self) -> str | None:
+        """The id of the key the log is sealed with; None for a log chained with plain SHA-256."""
+        with self._connect() as conn:
+            return _meta_value(conn, "audit_key_id")
+
+    def check_writable(self) -> None:
+        """AuditKeyError when this store could not append: the log's key missing, or another one given."""
+        with self._connect() as conn:
+            self._sealing(conn)
+
+    def _sealing(self, conn: Connection) -> _Seal:
+        """The seal appends are made with, once the log's key and the one given agree."""
+        stored = _meta_value(conn, "audit_key_id")
+        given = self._seal.key_id
+        if stored is None and given is not None:
+            raise AuditKeyError(
+                "this audit log was chained before keys (plain SHA-256); seal it with your key first: "
+                "playbook audit migrate"
+            )
+        if stored is not None and given is None:
+            raise AuditKeyError(
+                f"this audit log is sealed with key {stored}: give that key (PLAYBOOK_AUDIT_KEY or "
+                "--audit-key-file) to write to it"
+            )
+        if stored != given:
+            raise AuditKeyError(f"this audit log is sealed with key {stored}, not with the key given ({given})")
+        return self._seal
+
+    def reseal(self, new_key: bytes) -> None:
+        """Seal every link again under ``new_key``: a plain log's migration, or a key's rotation.
+
+        The log is first verified under its present seal (the key given to this store, or plain
+        SHA-256); a log that does not verify is not resealed (AuditKeyError names the first problem).
+        All in one transaction, every chain's head locked.  Checkpoints taken before no longer
+        match the heads: take a new one.
+        """
+        new = _Seal(new_key)
+        with self._begin() as conn:
+            for chain in CHAINS:
+                _lock_head(conn, chain)
+            stored = _meta_value(conn, "audit_key_id")
+            if stored is not None and stored != self._seal.key_id:
+                raise AuditKeyError(
+                    f"this audit log is sealed with key {stored}: give that key (the current one) to reseal it"
+                )
+            old = self._seal if stored is not None else _PLAIN
+            problems = [p for chain in CHAINS for p in _verify_chain(conn, chain, old, structure_only=False)]
+            if problems:
+                raise AuditKeyError(
+                    f"the log does not verify under its present seal, so it is not resealed: {problems[0]}"
+                )
+            for chain in CHAINS:
+                _reseal_chain(conn, chain, new)
+            if stored is None:
+                conn.execute(insert(meta), [{"key": "audit_key_id", "value": new.key_id}])
+            else:
+                conn.execute(update(meta).where(meta.c.key == "audit_key_id").values(value=new.key_id))
+        self._seal = new
+        self.key_id = new.key_id
 
     # -- writing -----------------------------------------------------------------
 
@@ -568,7 +767,7 @@ class Store:
     def write(self) -> Iterator[Writer]:
         """One write transaction, the evaluations chain's head locked: it all commits, or none of it."""
         with self._begin() as conn:
-            writer = Writer(conn, self._known_playbooks)
+            writer = Writer(conn, self._known_playbooks, self._sealing)
             yield writer
             writer.finish()
         self._known_playbooks |= writer.playbooks_saved  # committed: playbook rows are never removed
@@ -607,6 +806,7 @@ class Store:
                     f"evaluation {evaluation_seq} did not recommend '{action}' (it recommended: {offered})"
                 )
             seq, prev = _lock_head(conn, "outcomes")
+            seal = self._sealing(conn)
             seq += 1
             row = {
                 "seq": seq,
@@ -619,7 +819,7 @@ class Store:
                 "at": _now(),
             }
             row["prev_hash"] = prev
-            row["entry_hash"] = _outcome_hash(prev, row)
+            row["entry_hash"] = _outcome_hash(seal, prev, row)
             conn.execute(insert(outcomes), [row])
             conn.execute(
                 update(chain_head).where(chain_head.c.chain == "outcomes").values(seq=seq, hash=row["entry_hash"])
@@ -643,6 +843,11 @@ class Store:
             value = conn.execute(select(playbooks.c.text).where(playbooks.c.hash == content_hash)).scalar()
         if value is None:
             raise LookupError(f"no playbook with hash {content_hash}")
+        if hashlib.sha256(str(value).encode("utf-8")).hexdigest() != content_hash:
+            raise TamperedRecord(
+                f"the stored text of playbook {content_hash[:12]} does not match its hash: it was changed "
+                "in the database, so nothing is explained under it (see playbook audit verify)"
+            )
         return str(value)
 
     def _stored(self, conn: Connection, rows: Sequence[Any]) -> list[StoredEvaluation]:
@@ -808,71 +1013,327 @@ class Store:
 
     # -- tamper evidence ---------------------------------------------------------------
 
-    def verify(self) -> list[ChainProblem]:
-        """Walk every chain; report every edited, deleted or inserted record."""
+    def verify(self, checkpoint: dict[str, Any] | None = None) -> list[ChainProblem]:
+        """Walk every chain, the records' states and the playbook texts; report everything wrong.
+
+        With the log's key every link's seal is checked; without it (:meth:`seals_checked` is False)
+        only the structure: sequence, links, heads, states' and texts' hashes.  With ``checkpoint``
+        (from :meth:`checkpoint`), also whether the log still holds what it saw: truncation and
+        rewriting since are found only so.
+        """
         problems: list[ChainProblem] = []
         with self._connect() as conn:
-            for chain in CHAINS:
-                problems += self._verify_chain(conn, chain)
-        return problems
-
-    def _verify_chain(self, conn: Connection, chain: str) -> list[ChainProblem]:
-        table, entry_hash = _CHAINED[chain]
-        head_seq, head_hash = conn.execute(
-            select(chain_head.c.seq, chain_head.c.hash).where(chain_head.c.chain == chain)
-        ).one()
-        problems: list[ChainProblem] = []
-        expected_seq, prev_hash = 1, GENESIS
-        result = conn.execution_options(yield_per=1000).execute(select(table).order_by(table.c.seq))
-        for chunk in result.partitions():
-            children: dict[int, list[dict[str, Any]]] = {}
-            if chain == "evaluations":
-                seqs = [row.seq for row in chunk]
-                for rec in conn.execute(
-                    select(recommendations)
-                    .where(recommendations.c.evaluation_seq.in_(seqs))
-                    .order_by(recommendations.c.position)
-                ):
-                    children.setdefault(rec.evaluation_seq, []).append(rec._asdict())
-            for row in chunk:
-                data = row._asdict()
-                seq = data["seq"]
-                if seq > head_seq:
-                    problems.append(
-                        ChainProblem(chain, seq, "inserted", f"#{seq} lies beyond the chain head #{head_seq}")
-                    )
-                    continue
-                if seq != expected_seq:
-                    problems.append(
-                        ChainProblem(chain, expected_seq, "deleted", f"#{expected_seq}..#{seq - 1} are missing")
-                    )
-                if chain == "evaluations":
-                    recomputed = _evaluation_hash(data["prev_hash"], data, children.get(seq, []))
-                else:
-                    recomputed = entry_hash(data["prev_hash"], data)
-                if recomputed != data["entry_hash"]:
-                    problems.append(
-                        ChainProblem(chain, seq, "edited", f"#{seq} does not match its hash: its content was changed")
-                    )
-                elif data["prev_hash"] != prev_hash and seq == expected_seq:
+            stored = _meta_value(conn, "audit_key_id")
+            given = self._seal.key_id
+            seal, structure_only = self._seal, False
+            if stored is None:
+                seal = _PLAIN
+                if given is not None:
                     problems.append(
                         ChainProblem(
-                            chain, seq, "broken_link", f"#{seq} does not follow the record before it: one was replaced"
+                            "key",
+                            0,
+                            "not_keyed",
+                            "the log is chained with plain SHA-256, which anyone who can write to the database "
+                            "can recompute; seal it with your key: playbook audit migrate",
                         )
                     )
-                expected_seq, prev_hash = seq + 1, data["entry_hash"]
-        if expected_seq - 1 < head_seq:
-            problems.append(
-                ChainProblem(chain, expected_seq, "deleted", f"#{expected_seq}..#{head_seq} are missing from the end")
-            )
-        elif expected_seq - 1 == head_seq and head_seq and prev_hash != head_hash:
-            problems.append(ChainProblem(chain, head_seq, "broken_link", f"#{head_seq} does not match the chain head"))
+            elif given is None:
+                structure_only = True
+            elif given != stored:
+                problems.append(
+                    ChainProblem(
+                        "key", 0, "wrong_key", f"the log is sealed with key {stored}, not with the key given ({given})"
+                    )
+                )
+                structure_only = True
+            for chain in CHAINS:
+                problems += _verify_chain(conn, chain, seal, structure_only=structure_only)
+            problems += _verify_record_states(conn)
+            problems += _verify_playbook_texts(conn)
+            if checkpoint is not None:
+                problems += self._against_checkpoint(conn, checkpoint, stored)
         return problems
+
+    def seals_checked(self) -> bool:
+        """Whether :meth:`verify` checks the links' seals: the log is plain, or its key was given."""
+        stored = self.stored_key_id()
+        return stored is None or stored == self._seal.key_id
 
     def head(self) -> dict[str, tuple[int, str]]:
         """The last sequence number and hash of each chain: note them elsewhere to anchor the log."""
         with self._connect() as conn:
             return {r.chain: (r.seq, r.hash) for r in conn.execute(select(chain_head))}
+
+    def checkpoint(self) -> dict[str, Any]:
+        """Every chain's head (count, hash) now, signed with the log's key: keep it outside the database.
+
+        The log is verified first: a checkpoint never vouches for a log that does not verify
+        (AuditKeyError names the first problem).
+        """
+        with self._connect() as conn:
+            seal = self._sealing(conn)
+            if seal.key_id is None:
+                raise AuditKeyError(
+                    "a checkpoint is signed with the log's key: give one (PLAYBOOK_AUDIT_KEY or --audit-key-file)"
+                )
+        problems = self.verify()
+        if problems:
+            raise AuditKeyError(f"the log does not verify, so no checkpoint vouches for it: {problems[0]}")
+        with self._connect() as conn:
+            heads = {r.chain: {"count": int(r.seq), "head": r.hash} for r in conn.execute(select(chain_head))}
+            body: dict[str, Any] = {
+                "format": CHECKPOINT_FORMAT,
+                "log": _meta_value(conn, "log_id"),
+                "key_id": seal.key_id,
+                "made_at": _now(),
+                "chains": heads,
+            }
+        return body | {"mac": seal.link("", canonical(body))}
+
+    def _against_checkpoint(
+        self, conn: Connection, checkpoint: dict[str, Any], stored_key: str | None
+    ) -> list[ChainProblem]:
+        def problem(kind: str, message: str, chain: str = "checkpoint", seq: int = 0) -> list[ChainProblem]:
+            return [ChainProblem(chain, seq, kind, message)]
+
+        body = {k: v for k, v in checkpoint.items() if k != "mac"}
+        chains = body.get("chains")
+        if body.get("format") != CHECKPOINT_FORMAT or not isinstance(chains, dict):
+            return problem("checkpoint_unreadable", f"this is not a checkpoint of this program ({CHECKPOINT_FORMAT})")
+        if self._seal.key_id is not None:
+            if body.get("key_id") != self._seal.key_id:
+                return problem(
+                    "checkpoint_other_key",
+                    f"the checkpoint was signed with key {body.get('key_id')}, not with the key given "
+                    f"({self._seal.key_id}); verify it with its own key",
+                )
+            expected = self._seal.link("", canonical(body))
+            if not hmac.compare_digest(expected, str(checkpoint.get("mac", ""))):
+                return problem("checkpoint_forged", "the checkpoint's signature does not match: it was changed")
+        made_at = body.get("made_at", "?")
+        found: list[ChainProblem] = []
+        if body.get("log") != _meta_value(conn, "log_id"):
+            found += problem(
+                "replaced",
+                f"this database is not the log the checkpoint of {made_at} was taken of: it was wiped and "
+                "made again, or swapped",
+            )
+        if stored_key != body.get("key_id"):
+            found += problem(
+                "key_changed",
+                f"the checkpoint of {made_at} saw a log sealed with key {body.get('key_id')}; it is now "
+                f"{stored_key or 'not sealed with a key'}",
+            )
+        heads = {r.chain: int(r.seq) for r in conn.execute(select(chain_head))}
+        for chain, seen in sorted(chains.items()):
+            if chain not in _CHAIN_TABLES or not isinstance(seen, dict):
+                continue
+            count, head = int(seen.get("count", 0)), str(seen.get("head", ""))
+            now = heads.get(chain, 0)
+            table = _CHAIN_TABLES[chain]
+            row = conn.execute(select(table.c.entry_hash).where(table.c.seq == count)).first() if count else None
+            if now < count:
+                found += problem(
+                    "truncated",
+                    f"the chain holds {now} records; the checkpoint of {made_at} saw {count}: "
+                    f"#{now + 1}..#{count} were removed",
+                    chain,
+                    now + 1,
+                )
+            elif count and (row is None or row.entry_hash != head):
+                found += problem(
+                    "rewritten",
+                    f"#{count} is not the record the checkpoint of {made_at} saw: the log was rewritten since",
+                    chain,
+                    count,
+                )
+        return found
+
+
+def _meta_value(conn: Connection, key: str) -> str | None:
+    value = conn.execute(select(meta.c.value).where(meta.c.key == key)).scalar()
+    return None if value is None else str(value)
+
+
+def _is_empty(conn: Connection) -> bool:
+    return all(int(r.seq) == 0 for r in conn.execute(select(chain_head.c.seq)))
+
+
+def _schema_damage(conn: Connection, version: int) -> list[str]:
+    """What is missing of the schema ``version`` says there is, in words; [] when whole."""
+    inspector = inspect(conn)
+    present = set(inspector.get_table_names())
+    expected = [t for v in range(1, version + 1) for t in _TABLES_BY_VERSION[v]]
+    if version == 0:  # a new database, unless some of the log's tables are there without meta
+        others = sorted(t.name for tables in _TABLES_BY_VERSION.values() for t in tables if t.name in present)
+        return [f"the table 'meta' is missing (the log's tables {', '.join(others)} are there)"] if others else []
+    damage = [f"the table '{t.name}' is missing" for t in expected if t.name not in present]
+    kept = [t for t in expected if t.name in present]
+    columns = inspector.get_multi_columns(filter_names=[t.name for t in kept])
+    found = {table: {c["name"] for c in cols} for (_, table), cols in columns.items()}
+    for table in kept:
+        damage += [f"the column '{table.name}.{c.name}' is missing" for c in table.c if c.name not in found[table.name]]
+    heads = {r.chain for r in conn.execute(select(chain_head.c.chain))} if "chain_head" in present else set(CHAINS)
+    damage += [
+        f"the chain head of '{chain}' is missing"
+        for chain in CHAINS
+        if _CHAIN_SINCE[chain] <= version and chain not in heads
+    ]
+    return damage
+
+
+def _chain_record_states(conn: Connection) -> None:
+    """Schema version 4: a log id, and a link for each record's state already stored (under plain SHA-256,
+    as every log before keys is chained)."""
+    conn.execute(insert(meta), [{"key": "log_id", "value": uuid.uuid4().hex}])
+    seq, prev = 0, GENESIS
+    links: list[dict[str, Any]] = []
+    rows = conn.execute(select(records).order_by(records.c.source, records.c.record_id)).mappings()
+    for state in rows:
+        seq += 1
+        link = {
+            "seq": seq,
+            "source": state["source"],
+            "record_id": state["record_id"],
+            "version": int(state["version"]),
+            "state_hash": _state_hash(dict(state)),
+            "prev_hash": prev,
+        }
+        link["entry_hash"] = prev = _record_change_hash(_PLAIN, prev, link)
+        links.append(link)
+    for chunk in iter_chunks(links, 1000):
+        _insert_many(conn, record_changes, chunk)
+    conn.execute(insert(chain_head), [{"chain": "records", "seq": seq, "hash": prev}])
+
+
+def _chain_rows(conn: Connection, chain: str) -> Iterator[tuple[dict[str, Any], list[dict[str, Any]]]]:
+    """Each link of ``chain`` in order, with its recommendations (evaluations) - in pages, so that the
+    caller may write between them."""
+    table = _CHAIN_TABLES[chain]
+    after = 0
+    while True:
+        page = [
+            r._asdict()
+            for r in conn.execute(select(table).where(table.c.seq > after).order_by(table.c.seq).limit(2000))
+        ]
+        if not page:
+            return
+        children: dict[int, list[dict[str, Any]]] = {}
+        if chain == "evaluations":
+            for rec in conn.execute(
+                select(recommendations)
+                .where(recommendations.c.evaluation_seq.between(page[0]["seq"], page[-1]["seq"]))
+                .order_by(recommendations.c.evaluation_seq, recommendations.c.position)
+            ):
+                children.setdefault(rec.evaluation_seq, []).append(rec._asdict())
+        for row in page:
+            yield row, children.get(row["seq"], [])
+        after = page[-1]["seq"]
+
+
+def _verify_chain(conn: Connection, chain: str, seal: _Seal, *, structure_only: bool) -> list[ChainProblem]:
+    head_seq, head_hash = conn.execute(
+        select(chain_head.c.seq, chain_head.c.hash).where(chain_head.c.chain == chain)
+    ).one()
+    problems: list[ChainProblem] = []
+    expected_seq, prev_hash = 1, GENESIS
+    for data, children in _chain_rows(conn, chain):
+        seq = data["seq"]
+        if seq > head_seq:
+            problems.append(ChainProblem(chain, seq, "inserted", f"#{seq} lies beyond the chain head #{head_seq}"))
+            continue
+        if seq != expected_seq:
+            problems.append(ChainProblem(chain, expected_seq, "deleted", f"#{expected_seq}..#{seq - 1} are missing"))
+        if not structure_only and _link_hash(seal, chain, data, children) != data["entry_hash"]:
+            problems.append(
+                ChainProblem(chain, seq, "edited", f"#{seq} does not match its seal: its content was changed")
+            )
+        elif data["prev_hash"] != prev_hash and seq == expected_seq:
+            problems.append(
+                ChainProblem(
+                    chain, seq, "broken_link", f"#{seq} does not follow the record before it: one was replaced"
+                )
+            )
+        expected_seq, prev_hash = seq + 1, data["entry_hash"]
+    if expected_seq - 1 < head_seq:
+        problems.append(
+            ChainProblem(chain, expected_seq, "deleted", f"#{expected_seq}..#{head_seq} are missing from the end")
+        )
+    elif expected_seq - 1 == head_seq and head_seq and prev_hash != head_hash:
+        problems.append(ChainProblem(chain, head_seq, "broken_link", f"#{head_seq} does not match the chain head"))
+    return problems
+
+
+def _verify_record_states(conn: Connection) -> list[ChainProblem]:
+    """Each record's stored state against the latest link of it in the records chain."""
+    latest: dict[tuple[str, str], dict[str, Any]] = {}
+    for row in conn.execution_options(yield_per=2000).execute(select(record_changes).order_by(record_changes.c.seq)):
+        latest[(row.source, row.record_id)] = row._asdict()
+    problems: list[ChainProblem] = []
+    for state in conn.execution_options(yield_per=2000).execute(select(records)).mappings():
+        key = (state["source"], state["record_id"])
+        name = f"record {state['record_id']} of {state['source']}"
+        link = latest.pop(key, None)
+        if link is None:
+            problems.append(
+                ChainProblem("records", 0, "unchained", f"the state of {name} is in no link of the chain: it was added")
+            )
+        elif _state_hash(dict(state)) != link["state_hash"] or int(state["version"]) != link["version"]:
+            problems.append(
+                ChainProblem(
+                    "records",
+                    link["seq"],
+                    "edited",
+                    f"the stored state of {name} is not the one chained at #{link['seq']}: it was changed",
+                )
+            )
+    for (source, record_id), link in sorted(latest.items()):
+        problems.append(
+            ChainProblem(
+                "records",
+                link["seq"],
+                "deleted",
+                f"the state of record {record_id} of {source}, chained at #{link['seq']}, is missing",
+            )
+        )
+    return problems
+
+
+def _verify_playbook_texts(conn: Connection) -> list[ChainProblem]:
+    problems: list[ChainProblem] = []
+    for row in conn.execute(select(playbooks).order_by(playbooks.c.first_used)):
+        if hashlib.sha256(row.text.encode("utf-8")).hexdigest() != row.hash:
+            problems.append(
+                ChainProblem(
+                    "playbooks",
+                    0,
+                    "edited",
+                    f"the stored text of playbook {row.playbook_id} {row.version} ({row.hash[:12]}) does not "
+                    "match its hash: it was changed",
+                )
+            )
+    return problems
+
+
+def _reseal_chain(conn: Connection, chain: str, seal: _Seal) -> None:
+    table = _CHAIN_TABLES[chain]
+    statement = (
+        update(table)
+        .where(table.c.seq == bindparam("b_seq"))
+        .values(prev_hash=bindparam("b_prev"), entry_hash=bindparam("b_entry"))
+    )
+    prev, pending = GENESIS, []
+    for row, children in _chain_rows(conn, chain):
+        row["prev_hash"] = prev
+        prev = _link_hash(seal, chain, row, children)
+        pending.append({"b_seq": row["seq"], "b_prev": row["prev_hash"], "b_entry": prev})
+        if len(pending) >= 2000:
+            conn.execute(statement, pending)
+            pending = []
+    if pending:
+        conn.execute(statement, pending)
+    conn.execute(update(chain_head).where(chain_head.c.chain == chain).values(hash=prev))
 
 
 class Writer:
@@ -884,13 +1345,15 @@ class Writer:
     any other sharing the database.
     """
 
-    def __init__(self, conn: Connection, known_playbooks: set[str]) -> None:
+    def __init__(self, conn: Connection, known_playbooks: set[str], sealing: Callable[[Connection], _Seal]) -> None:
         self.conn = conn
         self.now = _now()
         self.playbooks_saved: set[str] = set()
         self._known_playbooks = known_playbooks
         self._seq, self._hash = _lock_head(conn, "evaluations")
         self._head_seq = self._seq
+        self._seal = sealing(conn)  # after the lock: a reseal cannot come between
+        self._records_head: tuple[int, str] | None = None  # the records chain's, once locked
         self._records_read: dict[tuple[str, str], bool] = {}  # (source, record) -> is it stored
 
     def append(self, playbook: Playbook, items: Sequence[Appended], *, source: str, as_of: dt.date) -> list[int]:
@@ -916,7 +1379,7 @@ class Writer:
             seq += 1
             row, recs = _evaluation_row(playbook, item, source, as_of, self.now, seq)
             row["prev_hash"] = prev
-            row["entry_hash"] = prev = _evaluation_hash(prev, row, recs)
+            row["entry_hash"] = prev = _evaluation_hash(self._seal, prev, row, recs)
             rows.append(row)
             children.extend({"evaluation_seq": seq, **rec} for rec in recs)
             seqs.append(seq)
@@ -970,6 +1433,10 @@ class Writer:
         """Save records' new states, each read by :meth:`record_states` in this same transaction."""
         inserts: list[dict[str, Any]] = []
         updates: list[dict[str, Any]] = []
+        links: list[dict[str, Any]] = []
+        if self._records_head is None:
+            self._records_head = _lock_head(self.conn, "records")
+        seq, prev = self._records_head
         for state in states:
             key = (state.source, state.record_id)
             if key not in self._records_read:
@@ -982,6 +1449,17 @@ class Writer:
                 "updated_at": self.now,
                 "last_event_id": state.last_event_id,
             }
+            seq += 1
+            link = {
+                "seq": seq,
+                "source": state.source,
+                "record_id": state.record_id,
+                "version": state.version,
+                "state_hash": _state_hash({"source": state.source, "record_id": state.record_id, **values}),
+                "prev_hash": prev,
+            }
+            link["entry_hash"] = prev = _record_change_hash(self._seal, prev, link)
+            links.append(link)
             if self._records_read[key]:
                 updates.append({"b_source": state.source, "b_record_id": state.record_id, **values})
             else:
@@ -991,6 +1469,10 @@ class Writer:
             _insert_many(self.conn, records, inserts)
         if updates:
             self.conn.execute(_UPDATE_RECORD, updates)
+        if links:
+            _insert_many(self.conn, record_changes, links)
+            self.conn.execute(update(chain_head).where(chain_head.c.chain == "records").values(seq=seq, hash=prev))
+            self._records_head = (seq, prev)
 
     def quarantine(self, events: Sequence[QuarantinedEvent]) -> list[int]:
         """Keep events set aside as bad data; return their numbers (-1 for one of an event already kept).
@@ -1027,7 +1509,7 @@ class Writer:
                 "event": canonical(quarantined.event),
             }
             row["prev_hash"] = prev
-            row["entry_hash"] = prev = _quarantined_hash(prev, row)
+            row["entry_hash"] = prev = _quarantined_hash(self._seal, prev, row)
             rows.append(row)
             seqs[i] = seq
         _insert_many(self.conn, quarantined_events, rows)
@@ -1051,12 +1533,6 @@ def _rows_among_statement(column: Any, also: tuple[Any, ...]) -> Any:
         table.c.source == bindparam("source"), column.in_(bindparam("keys", expanding=True))
     )
 
-
-_CHAINED: dict[str, tuple[Table, Any]] = {
-    "evaluations": (evaluations, _evaluation_hash),
-    "outcomes": (outcomes, _outcome_hash),
-    "quarantined": (quarantined_events, _quarantined_hash),
-}
 
 _UPDATE_RECORD = update(records).where(
     records.c.source == bindparam("b_source"), records.c.record_id == bindparam("b_record_id")

@@ -15,7 +15,7 @@ from adapters.ingest import EventOutcome, Feed, Ingestor
 from adapters.mapping import load_mapping
 from adapters.webhook import RecordEvent, parse_generic, parse_hubspot
 from engine import Evaluator, compile_playbook, load_playbook
-from engine.store import SCHEMA_VERSION, RecordState, Store, chain_head, quarantined_events, records
+from engine.store import SCHEMA_VERSION, RecordState, Store, chain_head, quarantined_events, record_changes, records
 from tests.conftest import ROOT
 
 COURSE = ROOT / "playbooks" / "course.yaml"
@@ -379,13 +379,16 @@ def test_a_version_2_database_gets_the_records_table_in_place(db_url: str, cours
     first.ingestor.close()
     before = [s.to_json() for s in store.search()]
     with store.engine.begin() as conn:
+        record_changes.drop(conn)
         records.drop(conn)
         quarantined_events.drop(conn)
         conn.execute(chain_head.delete().where(chain_head.c.chain == "quarantined"))
+        conn.exec_driver_sql("DELETE FROM chain_head WHERE chain = 'records'")
+        conn.exec_driver_sql("DELETE FROM meta WHERE key = 'log_id'")
         conn.exec_driver_sql("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
     store.close()
     upgraded = Store(db_url)
-    assert upgraded.schema_version() == SCHEMA_VERSION == 4
+    assert upgraded.schema_version() == SCHEMA_VERSION
     assert inspect(upgraded.engine).has_table("records")
     assert [s.to_json() for s in upgraded.search()] == before
     with upgraded.engine.connect() as conn:
@@ -444,15 +447,15 @@ def test_quarantined_events_are_kept_with_their_reason_once_and_chained(hubspot:
     assert [(p.chain, p.seq, p.kind) for p in store.verify()] == [("quarantined", 1, "edited")]
 
 
-def test_a_version_3_database_gets_the_quarantined_events_table_in_place(db_url: str, course: Any) -> None:
+def test_a_version_4_database_gets_the_quarantined_events_table_in_place(db_url: str, course: Any) -> None:
     store = Store(db_url)
     with store.engine.begin() as conn:
         quarantined_events.drop(conn)
         conn.execute(chain_head.delete().where(chain_head.c.chain == "quarantined"))
-        conn.exec_driver_sql("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
+        conn.exec_driver_sql("UPDATE meta SET value = '4' WHERE key = 'schema_version'")
     store.close()
     upgraded = Store(db_url)
-    assert upgraded.schema_version() == 4 and upgraded.head()["quarantined"][0] == 0
+    assert upgraded.schema_version() == 5 and upgraded.head()["quarantined"][0] == 0
     ingest = Hubspot(course, upgraded)
     [held] = ingest.ingest([change("a", 1000, dealstage="closedlost")])
     ingest.ingestor.close()

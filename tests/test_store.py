@@ -200,10 +200,12 @@ def test_outcomes_are_kept_as_history(db_url: str, course: Any) -> None:
 def test_an_older_database_is_upgraded_in_place(db_url: str, course: Any) -> None:
     store = fill(db_url, course)
     before = [s.to_json() for s in store.search()]
+    tamper(store, "DROP TABLE record_changes")
     tamper(store, "DROP TABLE records")
     tamper(store, "DROP TABLE outcomes")
     tamper(store, "DROP TABLE quarantined_events")
-    tamper(store, "DELETE FROM chain_head WHERE chain IN ('outcomes', 'quarantined')")
+    tamper(store, "DELETE FROM chain_head WHERE chain IN ('outcomes', 'records', 'quarantined')")
+    tamper(store, "DELETE FROM meta WHERE key = 'log_id'")
     tamper(store, "UPDATE meta SET value = '1' WHERE key = 'schema_version'")
     store.close()
     upgraded = Store(db_url)
