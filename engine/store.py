@@ -590,7 +590,11 @@ class Store:
                 raise NoAuditLog(f"there is no audit log at {url}: {sqlite_file} does not exist")
         self.engine: Engine = self._make_engine(url)
         if not create and self.schema_version() == 0:
+            with self.engine.connect() as conn:
+                damage = _schema_damage(conn, 0)  # some of the log's tables without meta: damaged, not absent
             self.engine.dispose()
+            if damage:
+                raise SchemaDamaged(damage)
             raise NoAuditLog(f"{url} holds no audit log")
         # SQLite lets one writer in at a time and makes the others sleep and retry, with growing
         # sleeps: threads of one process queue on this lock instead (webhook p99 at 8 clients: 158 ms

@@ -38,6 +38,7 @@ from engine.store import (
     evaluations,
     key_id,
     outcomes,
+    quarantined_events,
     record_changes,
     records,
 )
@@ -98,7 +99,8 @@ def found(store: Store, checkpoint: dict[str, Any] | None = None) -> list[tuple[
 
 def recompute(store: Store, chain: str, seal: _Seal) -> None:
     """What a writer who knows the algorithm does: every link of ``chain`` made again under ``seal``, head too."""
-    table = {"evaluations": evaluations, "outcomes": outcomes, "records": record_changes}[chain]
+    tables = {"evaluations": evaluations, "outcomes": outcomes, "records": record_changes}
+    table = {**tables, "quarantined": quarantined_events}[chain]
     relink = (
         update(table).where(table.c.seq == bindparam("s")).values(prev_hash=bindparam("p"), entry_hash=bindparam("e"))
     )
@@ -158,6 +160,20 @@ def test_an_edit_recomputed_without_the_key_is_named(log: Store) -> None:
         recompute(log, "evaluations", seal)
         problems = found(log)
         assert problems == [("evaluations", seq, "edited") for seq in range(1, 45)]
+
+
+def test_a_quarantined_event_edited_and_recomputed_without_the_key_is_named(log: Store, course: Any) -> None:
+    ingestor = Ingestor(log, Evaluator(course), clock=lambda: NOW)
+    try:  # a closed deal: set aside as bad data, kept in its own chain
+        [held] = ingestor.ingest(HUBSPOT, [deal("44", "q", 4000, amount="5000", dealstage="closedlost")])
+    finally:
+        ingestor.close()
+    assert held.status == "quarantined" and [q.record_id for q in log.quarantined()] == ["44"]
+    assert found(log) == []
+    tamper(log, "UPDATE quarantined_events SET reason = 'fine' WHERE seq = 1")
+    assert found(log) == [("quarantined", 1, "edited")]
+    recompute(log, "quarantined", _Seal(None))  # plain SHA-256 over the edit, head moved too
+    assert found(log) == [("quarantined", 1, "edited")]
 
 
 def test_a_deleted_evaluation_is_named(log: Store) -> None:
@@ -307,7 +323,7 @@ def test_a_wiped_log_is_named_against_a_checkpoint(log: Store) -> None:
 
 def wipe(store: Store) -> None:
     tamper(store, *(f"DROP TABLE {t}" for t in ("outcomes", "recommendations", "evaluations", "record_changes")))
-    tamper(store, *(f"DROP TABLE {t}" for t in ("records", "playbooks", "chain_head", "meta")))
+    tamper(store, *(f"DROP TABLE {t}" for t in ("quarantined_events", "records", "playbooks", "chain_head", "meta")))
 
 
 def test_a_log_wiped_and_rebuilt_without_the_key_is_named(log: Store, course: Any) -> None:
