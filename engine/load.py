@@ -80,7 +80,9 @@ def _mark(mark: Any) -> tuple[int, int]:
     return (mark.line + 1, mark.column + 1)
 
 
-_Loader = yaml.SafeLoader | yaml.CSafeLoader
+_Loader = Any  # PyYAML's SafeLoader or its CSafeLoader: alike but for the parser
+# libyaml's parser, when PyYAML was built with it (its wheels are).
+_FAST_LOADER: type[_Loader] | None = getattr(yaml, "CSafeLoader", None)
 
 
 class _Builder:
@@ -96,7 +98,7 @@ class _Builder:
         self.loader = loader
         self.problems: list[Problem] = []
         self.anchors: dict[str, Any] = {}  # an anchor's name: where it was first set
-        self.fast = isinstance(loader, yaml.CSafeLoader)
+        self.fast = not isinstance(loader, yaml.SafeLoader)
 
     def problem(self, mark: Any, code: str, message: str) -> None:
         line, col = _mark(mark)
@@ -195,7 +197,7 @@ class _Builder:
     def scalar(self, event: Any) -> Any:
         tag = event.tag
         if tag is None or tag == "!":
-            tag = self.loader.resolve(yaml.ScalarNode, event.value, event.implicit)  # type: ignore[no-untyped-call]
+            tag = self.loader.resolve(yaml.ScalarNode, event.value, event.implicit)
         if tag == _STR_TAG:
             return event.value  # what the constructor would return, without making a node for it
         if tag == _TIMESTAMP_TAG:
@@ -287,9 +289,9 @@ def load_text(text: str, file: str = "<string>") -> Document:
         # libyaml's parser is ten times faster than PyYAML's, but it words syntax errors its own way and
         # takes a tab where PyYAML refuses one: PyYAML's parser decides whenever it might disagree.
         try:
-            if "\t" in text:
+            if _FAST_LOADER is None or "\t" in text:
                 raise _Unsure
-            doc, problems = _parse(text, file, yaml.CSafeLoader)
+            doc, problems = _parse(text, file, _FAST_LOADER)
         except (_Unsure, yaml.YAMLError, _Refused, PlaybookError, UnicodeError):
             doc, problems = _parse_located(text, file)
     finally:
