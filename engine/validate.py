@@ -23,7 +23,7 @@ from jsonschema.exceptions import ValidationError, best_match
 
 from engine.conditions import COMPARISON_KEYS, OPERATORS, durable_safe, numbers_of
 from engine.errors import Location, PlaybookError, Problem, did_you_mean
-from engine.load import Document, load_file, load_text
+from engine.load import Document, collector_paused, load_file, load_text
 from engine.model import (
     Action,
     AllOf,
@@ -99,7 +99,8 @@ def load_playbook_text(text: str, file: str = "<string>") -> Playbook:
 
 def build_playbook(doc: Document) -> Playbook:
     builder = _Builder(doc)
-    playbook = builder.build()
+    with collector_paused():
+        playbook = builder.build()
     if builder.problems or playbook is None:
         raise PlaybookError(builder.fold())
     return playbook
