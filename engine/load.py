@@ -197,6 +197,11 @@ class _Builder:
             self.loader.get_event()
 
     def scalar(self, event: Any) -> Any:
+        plain = not event.style  # libyaml's parser says '' where PyYAML's says None
+        if plain and not event.value and self.fast:
+            # A value left out: libyaml places it at the next token, PyYAML after the last, and an
+            # empty one tagged '!' libyaml reads as text, PyYAML as nothing.
+            raise _Unsure
         tag = event.tag
         if tag is None or tag == "!":
             tag = self.loader.resolve(yaml.ScalarNode, event.value, event.implicit)
@@ -204,9 +209,6 @@ class _Builder:
             return event.value  # what the constructor would return, without making a node for it
         if tag == _TIMESTAMP_TAG:
             return event.value  # dates stay ISO strings; the schema decides what they mean
-        plain = not event.style  # libyaml's parser says '' where PyYAML's says None
-        if plain and not event.value and self.fast:
-            raise _Unsure  # a value left out: libyaml places it at the next token, PyYAML after the last
         if tag in _NUMBER_TAGS and plain and _SURPRISING_NUMBER.match(event.value):
             self.problem(
                 event.start_mark,

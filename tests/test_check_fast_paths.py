@@ -33,6 +33,7 @@ EDGES = [
     "a: \t\nb: 1\n",
     "a:\n  b:\n  c: 1\n",
     "---\n",
+    "a: !\nb: !!str\nc: ! x\n",
     "- \n- x\n",
     "a: 1\r\nb: [x,\r\n  y]\r\nc: 中文 😀 x\r\n",
     "\ufeffa: 1\n",
