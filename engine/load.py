@@ -1,18 +1,24 @@
 """YAML text -> plain data plus a map of where every key and value stands.
 
-Only safe loading: PyYAML's composer builds nodes, this module turns them into
-dicts, lists and scalars itself.  It refuses what a hand-edited playbook never
-needs and an attacker would use (anchors and aliases, very deep nesting, huge
-files) and what silently changes meaning (duplicate keys, YAML 1.1 booleans
-such as an unquoted ``no``, an octal ``010`` or a sexagesimal ``1:30``), and numbers
-nothing downstream can hold (infinities, NaN, integers of thousands of digits).  Nothing
-here knows the playbook schema.
+Only safe loading: this module composes the parser's events into dicts, lists
+and scalars itself, with PyYAML's safe constructors for the scalars.  It refuses
+what a hand-edited playbook never needs and an attacker would use (anchors and
+aliases, very deep nesting, huge files) and what silently changes meaning
+(duplicate keys, YAML 1.1 booleans such as an unquoted ``no``, an octal ``010``
+or a sexagesimal ``1:30``), and numbers nothing downstream can hold (infinities,
+NaN, integers of thousands of digits).  Nothing here knows the playbook schema.
+
+libyaml's parser reads first (about ten times faster); PyYAML's reads again
+whenever the two might differ, so messages and marks are PyYAML's.
 """
 
 from __future__ import annotations
 
+import gc
 import math
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +27,7 @@ import yaml
 
 from engine.errors import Location, PlaybookError, Problem
 
-__all__ = ["MAX_BYTES", "MAX_DEPTH", "Document", "load_file", "load_text"]
+__all__ = ["MAX_BYTES", "MAX_DEPTH", "Document", "collector_paused", "load_file", "load_text"]
 
 MAX_BYTES = 2 * 1024 * 1024
 MAX_DEPTH = 64
@@ -30,6 +36,7 @@ Path_ = tuple[str | int, ...]
 
 # The YAML 1.1 spellings of true/false that are not literally true/false.
 _SURPRISING_BOOL = re.compile(r"^(y|Y|yes|Yes|YES|n|N|no|No|NO|on|On|ON|off|Off|OFF)$")
+_STR_TAG = "tag:yaml.org,2002:str"
 _TIMESTAMP_TAG = "tag:yaml.org,2002:timestamp"
 _NUMBER_TAGS = ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
 # YAML 1.1 reads these as base 8 and base 60 (010 is 8, 1:30 is 90); YAML 1.2 and people do not.
@@ -63,110 +70,175 @@ class Document:
 
 
 class _Refused(Exception):
-    def __init__(self, mark: yaml.Mark | None, code: str, message: str) -> None:
+    def __init__(self, mark: Any, code: str, message: str) -> None:
         self.mark = mark
         self.code = code
         self.message = message
 
 
-class _GuardedLoader(yaml.SafeLoader):
-    """SafeLoader whose composer refuses aliases and nesting deeper than MAX_DEPTH."""
+class _Unsure(Exception):
+    """The fast parser may not read this text as PyYAML's does."""
 
-    def __init__(self, stream: str) -> None:
-        super().__init__(stream)
-        self._depth = 0
 
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()  # type: ignore[no-untyped-call]
+def _mark(mark: Any) -> tuple[int, int]:
+    """(line, column) from 1, of either parser's mark."""
+    return (mark.line + 1, mark.column + 1)
+
+
+_Loader = Any  # PyYAML's SafeLoader or its CSafeLoader: alike but for the parser
+# libyaml's parser, when PyYAML was built with it (its wheels are).
+_FAST_LOADER: type[_Loader] | None = getattr(yaml, "CSafeLoader", None)
+
+
+class _Builder:
+    """Data and marks straight from the parser's events, with no node tree in between (a tree of
+    3,000 table rows cost more to build than to parse).
+
+    Composes as PyYAML's composer does, and refuses aliases and nesting deeper than MAX_DEPTH
+    before they are followed; both parsers (libyaml's and PyYAML's own) feed it alike.
+    """
+
+    def __init__(self, doc: Document, loader: _Loader) -> None:
+        self.doc = doc
+        self.loader = loader
+        self.problems: list[Problem] = []
+        self.anchors: dict[str, Any] = {}  # an anchor's name: where it was first set
+        self.fast = not isinstance(loader, yaml.SafeLoader)
+
+    def problem(self, mark: Any, code: str, message: str) -> None:
+        line, col = _mark(mark)
+        self.problems.append(Problem(Location(self.doc.file, line, col), code, message))
+
+    def document(self) -> Any:
+        """The one document's data; raise PlaybookError(yaml_empty) when there is none."""
+        loader = self.loader
+        loader.get_event()  # the stream's start
+        if loader.check_event(yaml.StreamEndEvent):
+            raise PlaybookError([Problem(Location(self.doc.file, 1, 1), "yaml_empty", "the file is empty")])
+        loader.get_event()  # the document's start
+        root: Any = loader.peek_event()
+        data = self.build((), 1)
+        loader.get_event()  # the document's end
+        if not loader.check_event(yaml.StreamEndEvent):
+            second: Any = loader.get_event()
+            raise yaml.composer.ComposerError(
+                "expected a single document in the stream",
+                root.start_mark,
+                "but found another document",
+                second.start_mark,
+            )
+        return data
+
+    def start(self, depth: int) -> Any:
+        """The next node's first event, once the guards and the composer's anchor rule let it pass."""
+        loader = self.loader
+        event: Any = loader.peek_event()
+        if isinstance(event, yaml.AliasEvent):
             raise _Refused(
                 event.start_mark,
                 "yaml_alias",
                 "anchors and aliases are not allowed in playbooks; write the value out",
             )
-        self._depth += 1
-        if self._depth > MAX_DEPTH:
-            raise _Refused(
-                self.peek_event().start_mark,  # type: ignore[no-untyped-call]
-                "yaml_too_deep",
-                f"nesting deeper than {MAX_DEPTH} levels",
-            )
-        try:
-            return super().compose_node(parent, index)
-        finally:
-            self._depth -= 1
+        if depth > MAX_DEPTH:
+            raise _Refused(event.start_mark, "yaml_too_deep", f"nesting deeper than {MAX_DEPTH} levels")
+        anchor = event.anchor
+        if anchor is not None:
+            if anchor in self.anchors:
+                raise yaml.composer.ComposerError(
+                    f"found duplicate anchor {anchor!r}; first occurrence",
+                    self.anchors[anchor],
+                    "second occurrence",
+                    event.start_mark,
+                )
+            self.anchors[anchor] = event.start_mark
+        return loader.get_event()
 
+    def build(self, path: Path_, depth: int) -> Any:
+        event = self.start(depth)
+        self.doc.value_marks[path] = _mark(event.start_mark)
+        if isinstance(event, yaml.ScalarEvent):
+            return self.scalar(event)
+        if isinstance(event, yaml.SequenceStartEvent):
+            items: list[Any] = []
+            while not self.loader.check_event(yaml.SequenceEndEvent):
+                items.append(self.build((*path, len(items)), depth + 1))
+            self.loader.get_event()
+            return items
+        result: dict[Any, Any] = {}
+        while not self.loader.check_event(yaml.MappingEndEvent):
+            key_event = self.start(depth + 1)
+            if not isinstance(key_event, yaml.ScalarEvent):
+                self.skip_rest(key_event, depth + 1)
+                self.problem(key_event.start_mark, "yaml_complex_key", "keys must be plain words")
+                self.skip(depth + 1)
+                continue
+            key = self.scalar(key_event)
+            if not isinstance(key, str | int):
+                key = str(key)
+            if key in result:
+                self.problem(
+                    key_event.start_mark,
+                    "yaml_duplicate_key",
+                    f"key '{key}' appears twice in this mapping; the first is at line "
+                    f"{self.doc.key_marks[(*path, key)][0]}",
+                )
+                self.skip(depth + 1)
+                continue
+            self.doc.key_marks[(*path, key)] = _mark(key_event.start_mark)
+            result[key] = self.build((*path, key), depth + 1)
+        self.loader.get_event()
+        return result
 
-def _mark(mark: yaml.Mark) -> tuple[int, int]:
-    return (mark.line + 1, mark.column + 1)
+    def skip(self, depth: int) -> None:
+        """Pass over a node that is not used (the value of a refused key), guarded all the same."""
+        self.skip_rest(self.start(depth), depth)
 
+    def skip_rest(self, event: Any, depth: int) -> None:
+        if isinstance(event, yaml.SequenceStartEvent | yaml.MappingStartEvent):
+            while not self.loader.check_event(yaml.SequenceEndEvent, yaml.MappingEndEvent):
+                self.skip(depth + 1)
+            self.loader.get_event()
 
-class _Builder:
-    def __init__(self, doc: Document, loader: _GuardedLoader) -> None:
-        self.doc = doc
-        self.loader = loader
-        self.problems: list[Problem] = []
-
-    def problem(self, mark: yaml.Mark, code: str, message: str) -> None:
-        line, col = _mark(mark)
-        self.problems.append(Problem(Location(self.doc.file, line, col), code, message))
-
-    def build(self, node: yaml.Node, path: Path_) -> Any:
-        self.doc.value_marks[path] = _mark(node.start_mark)
-        if isinstance(node, yaml.MappingNode):
-            result: dict[Any, Any] = {}
-            for key_node, value_node in node.value:
-                if not isinstance(key_node, yaml.ScalarNode):
-                    self.problem(key_node.start_mark, "yaml_complex_key", "keys must be plain words")
-                    continue
-                key = self.scalar(key_node)
-                if not isinstance(key, str | int):
-                    key = str(key)
-                if key in result:
-                    self.problem(
-                        key_node.start_mark,
-                        "yaml_duplicate_key",
-                        f"key '{key}' appears twice in this mapping; the first is at line "
-                        f"{self.doc.key_marks[(*path, key)][0]}",
-                    )
-                    continue
-                self.doc.key_marks[(*path, key)] = _mark(key_node.start_mark)
-                result[key] = self.build(value_node, (*path, key))
-            return result
-        if isinstance(node, yaml.SequenceNode):
-            return [self.build(item, (*path, i)) for i, item in enumerate(node.value)]
-        assert isinstance(node, yaml.ScalarNode)
-        return self.scalar(node)
-
-    def scalar(self, node: yaml.ScalarNode) -> Any:
-        if node.tag == _TIMESTAMP_TAG:
-            return node.value  # dates stay ISO strings; the schema decides what they mean
-        if node.tag in _NUMBER_TAGS and node.style is None and _SURPRISING_NUMBER.match(node.value):
+    def scalar(self, event: Any) -> Any:
+        plain = not event.style  # libyaml's parser says '' where PyYAML's says None
+        if plain and not event.value and self.fast:
+            # A value left out: libyaml places it at the next token, PyYAML after the last, and an
+            # empty one tagged '!' libyaml reads as text, PyYAML as nothing.
+            raise _Unsure
+        tag = event.tag
+        if tag is None or tag == "!":
+            tag = self.loader.resolve(yaml.ScalarNode, event.value, event.implicit)
+        if tag == _STR_TAG:
+            return event.value  # what the constructor would return, without making a node for it
+        if tag == _TIMESTAMP_TAG:
+            return event.value  # dates stay ISO strings; the schema decides what they mean
+        if tag in _NUMBER_TAGS and plain and _SURPRISING_NUMBER.match(event.value):
             self.problem(
-                node.start_mark,
+                event.start_mark,
                 "yaml_ambiguous_number",
-                f"unquoted '{node.value}' is a base-{60 if ':' in node.value else 8} number in YAML 1.1; "
-                f"quote it ('{node.value}') for text, or write the number in decimal",
+                f"unquoted '{event.value}' is a base-{60 if ':' in event.value else 8} number in YAML 1.1; "
+                f"quote it ('{event.value}') for text, or write the number in decimal",
             )
-            return node.value
+            return event.value
+        node = yaml.ScalarNode(tag, event.value, event.start_mark, event.end_mark, style=event.style or None)
         try:
             value = self.loader.construct_object(node, deep=True)
         except ValueError:  # Python refuses to read an integer of more than 4,300 digits
-            self.problem(node.start_mark, "number_too_long", f"a number of {len(node.value)} characters")
+            self.problem(event.start_mark, "number_too_long", f"a number of {len(event.value)} characters")
             return None
         if isinstance(value, float) and not math.isfinite(value):
             self.problem(
-                node.start_mark,
+                event.start_mark,
                 "number_not_finite",
-                f"'{node.value}' is not a finite number; leave the bound out for no limit",
+                f"'{event.value}' is not a finite number; leave the bound out for no limit",
             )
             return None
-        if isinstance(value, bool) and node.style is None and _SURPRISING_BOOL.match(node.value):
+        if isinstance(value, bool) and plain and _SURPRISING_BOOL.match(event.value):
             self.problem(
-                node.start_mark,
+                event.start_mark,
                 "yaml_ambiguous_bool",
-                f"unquoted '{node.value}' reads as {str(value).lower()} in YAML 1.1; "
-                f"quote it ('{node.value}') for text, or write {str(value).lower()}",
+                f"unquoted '{event.value}' reads as {str(value).lower()} in YAML 1.1; "
+                f"quote it ('{event.value}') for text, or write {str(value).lower()}",
             )
         return value
 
@@ -211,22 +283,60 @@ def _line_col(text: str, position: int) -> tuple[int, int]:
     return before.count("\n") + 1, position - (before.rfind("\n") + 1) + 1
 
 
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """The cycle collector held off while a document is read or checked.
+
+    Its passes over the growing document found nothing to free (a document holds no reference
+    cycles) and cost a third of the reading and a sixth of the checking of a 3,000-row table;
+    whatever else it would have found it frees once it resumes.
+    """
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if collecting:
+            gc.enable()
+
+
 def load_text(text: str, file: str = "<string>") -> Document:
     """Parse YAML text; raise :class:`PlaybookError` with every problem found."""
-    doc = Document(file=file, data=None, text=text)
     size = len(text.encode("utf-8"))
     if size > MAX_BYTES:
         raise PlaybookError(
             [Problem(Location(file, 1, 1), "yaml_too_large", f"{size} bytes; the limit is {MAX_BYTES}")]
         )
-    loader: _GuardedLoader | None = None
+    with collector_paused():
+        # libyaml's parser is about ten times faster than PyYAML's, but it words syntax errors its own way and
+        # takes a tab where PyYAML refuses one: PyYAML's parser decides whenever it might disagree.
+        try:
+            if _FAST_LOADER is None or "\t" in text:
+                raise _Unsure
+            doc, problems = _parse(text, file, _FAST_LOADER)
+        except (_Unsure, yaml.YAMLError, _Refused, PlaybookError, UnicodeError):
+            doc, problems = _parse_located(text, file)
+    if problems:
+        raise PlaybookError(problems)
+    return doc
+
+
+def _parse(text: str, file: str, loader_class: type[_Loader]) -> tuple[Document, list[Problem]]:
+    """The document and what its builder refused; a parser's, composer's or guard's error is raised."""
+    doc = Document(file=file, data=None, text=text)
+    loader = loader_class(text)  # PyYAML's reader refuses control characters here, before parsing
     try:
-        loader = _GuardedLoader(text)  # the reader refuses control characters here, before parsing
-        node = loader.get_single_node()
-        if node is None:
-            raise PlaybookError([Problem(Location(file, 1, 1), "yaml_empty", "the file is empty")])
         builder = _Builder(doc, loader)
-        doc.data = builder.build(node, ())
+        doc.data = builder.document()
+    finally:
+        loader.dispose()
+    return doc, builder.problems
+
+
+def _parse_located(text: str, file: str) -> tuple[Document, list[Problem]]:
+    """:func:`_parse` with PyYAML's parser, its errors turned into located problems."""
+    try:
+        return _parse(text, file, yaml.SafeLoader)
     except _Refused as refused:
         line, col = _mark(refused.mark) if refused.mark else (1, 1)
         raise PlaybookError([Problem(Location(file, line, col), refused.code, refused.message)]) from None
@@ -252,12 +362,6 @@ def load_text(text: str, file: str = "<string>") -> Document:
         raise PlaybookError([Problem(Location(file, line, col), "yaml_syntax", message)]) from None
     except yaml.YAMLError as exc:
         raise PlaybookError([Problem(Location(file, 1, 1), "yaml_syntax", str(exc))]) from None
-    finally:
-        if loader is not None:
-            loader.dispose()
-    if builder.problems:
-        raise PlaybookError(builder.problems)
-    return doc
 
 
 def load_file(path: str | Path) -> Document:

@@ -12,7 +12,8 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Hashable, Iterable, Iterator
+from contextvars import ContextVar
 from functools import cache
 from pathlib import Path
 from typing import Any, cast
@@ -22,7 +23,7 @@ from jsonschema.exceptions import ValidationError, best_match
 
 from engine.conditions import COMPARISON_KEYS, OPERATORS, durable_safe, numbers_of
 from engine.errors import Location, PlaybookError, Problem, did_you_mean
-from engine.load import Document, load_file, load_text
+from engine.load import Document, collector_paused, load_file, load_text
 from engine.model import (
     Action,
     AllOf,
@@ -98,7 +99,8 @@ def load_playbook_text(text: str, file: str = "<string>") -> Playbook:
 
 def build_playbook(doc: Document) -> Playbook:
     builder = _Builder(doc)
-    playbook = builder.build()
+    with collector_paused():
+        playbook = builder.build()
     if builder.problems or playbook is None:
         raise PlaybookError(builder.fold())
     return playbook
@@ -151,6 +153,125 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+# The JSON Schema keywords whose verdict depends only on an instance's shape: its keys, the lengths of
+# its lists and the JSON type of each value (an integral float apart), never on a string or a number.
+_SHAPE_KEYWORDS = frozenset(
+    {
+        "$ref", "type", "properties", "additionalProperties", "required", "minProperties", "maxProperties",
+        "propertyNames", "items", "prefixItems", "minItems", "maxItems", "anyOf", "oneOf", "allOf", "not",
+        "if", "then", "else", "title", "description", "$comment",
+    }
+)  # fmt: skip
+# Where one "#/$defs/name" might mean two things, or one subschema's verdict hang on what its
+# neighbours evaluated: no verdict is remembered.
+_CONTEXTUAL_KEYWORDS = frozenset(
+    {"$id", "$anchor", "$dynamicRef", "$dynamicAnchor", "$recursiveRef", "unevaluatedProperties", "unevaluatedItems"}
+)
+_DEFS = "#/$defs/"
+_RefKey = Callable[[Any], Hashable]
+_VERDICTS: ContextVar[tuple[dict[str, _RefKey], set[tuple[str, Hashable]]]] = ContextVar("_VERDICTS")
+
+
+def _exact(value: Any) -> Hashable:
+    """``value`` as a key that tells 1, 1.0 and true apart."""
+    if isinstance(value, dict):
+        return tuple(((type(k), k), _exact(v)) for k, v in value.items())
+    if isinstance(value, list):
+        return (list, *map(_exact, value))
+    return (type(value), value)
+
+
+def _shape(value: Any) -> Hashable:
+    """``value`` with every string and number reduced to its JSON type (keys kept)."""
+    if isinstance(value, dict):
+        return tuple(((type(k), k), _shape(v)) for k, v in value.items())
+    if isinstance(value, list):
+        return (list, *map(_shape, value))
+    if isinstance(value, float):
+        return (float, value.is_integer())  # JSON Schema counts 1.0 as an integer
+    return type(value).__name__
+
+
+def _keywords_in(schema: Any) -> Iterator[str]:
+    if isinstance(schema, dict):
+        for keyword, value in schema.items():
+            yield keyword
+            yield from _keywords_in(value)
+    elif isinstance(schema, list):
+        for value in schema:
+            yield from _keywords_in(value)
+
+
+def _plan(schema: dict[str, Any]) -> dict[str, _RefKey]:
+    defs: dict[str, Any] = schema.get("$defs", {})
+    if _CONTEXTUAL_KEYWORDS.intersection(_keywords_in(defs)):
+        return {}  # a reference that may lead elsewhere, or a verdict that depends on its neighbours
+
+    def shape_only(subschema: Any, seen: frozenset[str]) -> bool:
+        if isinstance(subschema, bool):
+            return True
+        if not isinstance(subschema, dict) or not _SHAPE_KEYWORDS.issuperset(subschema):
+            return False
+        parts: list[Any] = []
+        for keyword, value in subschema.items():
+            if keyword == "$ref":
+                name = value[len(_DEFS) :] if isinstance(value, str) and value.startswith(_DEFS) else None
+                if name not in defs:
+                    return False
+                if name not in seen and not shape_only(defs[name], seen | {name}):
+                    return False
+            elif keyword == "properties":
+                parts.extend(value.values())
+            elif keyword in ("anyOf", "oneOf", "allOf", "prefixItems"):
+                parts.extend(value)
+            elif keyword in ("items", "additionalProperties", "not", "if", "then", "else"):
+                parts.append(value)
+            # propertyNames judges keys, which a shape keeps; the others judge keys, lengths or types
+        return all(shape_only(part, seen) for part in parts)
+
+    return {_DEFS + name: _shape if shape_only(sub, frozenset({name})) else _exact for name, sub in defs.items()}
+
+
+_PLANS: dict[int, tuple[dict[str, Any], dict[str, _RefKey]]] = {}
+
+
+def _ref_keys(schema: dict[str, Any]) -> dict[str, _RefKey]:
+    """For each ``#/$defs/name`` of ``schema``: how to key an instance so that two of one key get one verdict."""
+    known = _PLANS.get(id(schema))
+    if known is None or known[0] is not schema:
+        known = _PLANS[id(schema)] = (schema, _plan(schema))
+    return known[1]
+
+
+_SCHEMA_REF = jsonschema.Draft202012Validator.VALIDATORS["$ref"]
+
+
+def _remembered_ref(validator: Any, ref: str, instance: Any, schema: dict[str, Any]) -> Iterator[ValidationError]:
+    """jsonschema's own ``$ref``, not run again on an instance that an earlier one of the same key passed.
+
+    A table's rows are alike: their conditions differ in numbers only, which no condition's schema
+    looks at, so after the first row each is settled by a look-up.  Only a pass is remembered; an
+    instance that fails is always validated, so every error is jsonschema's, where and as it was.
+    """
+    keys, passed = _VERDICTS.get()
+    key_of = keys.get(ref)
+    if key_of is None:
+        yield from _SCHEMA_REF(validator, ref, instance, schema)
+        return
+    key = (ref, key_of(instance))
+    if key in passed:
+        return
+    errors = list(_SCHEMA_REF(validator, ref, instance, schema))
+    if not errors:
+        passed.add(key)
+    yield from errors
+
+
+_RememberingValidator = jsonschema.validators.extend(  # type: ignore[no-untyped-call]
+    jsonschema.Draft202012Validator, validators={"$ref": _remembered_ref}
+)
+
+
 class DocumentChecker:
     """Located reports and the JSON Schema pass for one loaded document.
 
@@ -178,9 +299,13 @@ class DocumentChecker:
     # -- schema pass -----------------------------------------------------
 
     def schema_pass(self, data: Any, schema: dict[str, Any]) -> None:
-        validator = jsonschema.Draft202012Validator(schema)
-        for error in validator.iter_errors(data):
-            self.schema_problem(error)
+        validator = _RememberingValidator(schema)
+        verdicts = _VERDICTS.set((_ref_keys(schema), set()))
+        try:
+            for error in validator.iter_errors(data):
+                self.schema_problem(error)
+        finally:
+            _VERDICTS.reset(verdicts)
         self.schema_count = len(self.problems)
 
     def schema_problem(self, error: ValidationError) -> None:
