@@ -17,7 +17,15 @@ from typing import IO, Any, NoReturn
 
 import click
 
-DEFAULT_PLAYBOOK = Path(__file__).resolve().parent / "playbooks" / "course.yaml"
+# A wheel ships the course playbook inside the engine package (pyproject.toml); a checkout keeps it in playbooks/.
+DEFAULT_PLAYBOOK = next(
+    (
+        p
+        for p in (Path(__file__).resolve().parent / d / "course.yaml" for d in ("engine/playbooks", "playbooks"))
+        if p.is_file()
+    ),
+    Path(__file__).resolve().parent / "playbooks" / "course.yaml",
+)
 DEFAULT_DB = "sqlite:///playbook.db"
 SHOWN_PROBLEMS = 50
 DIRECTOR_CALL = "director_action"  # the decision recommend --format summary counts: the director's call (G-19)

@@ -93,12 +93,13 @@ class _Block:
     header: tuple[str, ...] = ()
     rows: tuple[tuple[str, ...], ...] = ()
     items: tuple[str, ...] = ()
+    anchor: str = ""  # a heading's id in the HTML page (#table-funnel_layer), for links
 
 
 def _named(label: Text, ident: str, lang: str) -> str:
     """A name as a reviewer reads it: the label; English adds the identifier."""
     shown = _label(label, lang, ident)
-    return shown if lang == "zh" else f"{shown} ({ident})"
+    return shown if lang == "zh" or shown == ident else f"{shown} ({ident})"
 
 
 def _atom_words(playbook: Playbook, atom: Atom, lang: str) -> str:
@@ -180,7 +181,7 @@ def _table_blocks(playbook: Playbook, decision: Decision, lang: str) -> list[_Bl
     else:
         about.append(f"{_r(lang, 'values')}: {_r(lang, decision.type)}")
     about.append(f"{_r(lang, 'source')}: {_cite(decision.source, lang)}")
-    blocks = [_Block("h3", _named(decision.label, decision.name, lang))]
+    blocks = [_Block("h3", _named(decision.label, decision.name, lang), anchor=f"table-{decision.name}")]
     if decision.description:
         blocks.append(_Block("p", _label(decision.description, lang, "")))
     blocks.append(_Block("p", "; ".join(about) if lang != "zh" else ";".join(about)))
@@ -209,7 +210,8 @@ def _rule_blocks(playbook: Playbook, lang: str) -> list[_Block]:
         if rule.explain:
             items.append(f"{_r(lang, 'explain')}: {_label(rule.explain, lang, '')}")
         items.append(f"{_r(lang, 'source')}: {_cite(rule.source, lang)}")
-        blocks += [_Block("h3", _named(rule.label, rule.id, lang)), _Block("list", items=tuple(items))]
+        heading = _Block("h3", _named(rule.label, rule.id, lang), anchor=f"rule-{rule.id}")
+        blocks += [heading, _Block("list", items=tuple(items))]
     return blocks
 
 
@@ -237,14 +239,14 @@ def _blocks(playbook: Playbook, lang: str) -> list[_Block]:
             for p in playbook.parameters.values()
         )
         header = (_r(lang, "parameter"), _r(lang, "value"), _r(lang, "source"))
-        blocks += [_Block("h2", _r(lang, "parameters")), _Block("table", header=header, rows=rows)]
+        blocks += [_Block("h2", _r(lang, "parameters"), anchor="parameters"), _Block("table", header=header, rows=rows)]
     if playbook.decisions:
-        blocks.append(_Block("h2", _r(lang, "tables")))
+        blocks.append(_Block("h2", _r(lang, "tables"), anchor="tables"))
         for decision in playbook.decisions.values():
             if decision.rows:
                 blocks += _table_blocks(playbook, decision, lang)
     if playbook.rules:
-        blocks += [_Block("h2", _r(lang, "rules")), *_rule_blocks(playbook, lang)]
+        blocks += [_Block("h2", _r(lang, "rules"), anchor="rules"), *_rule_blocks(playbook, lang)]
     if playbook.actions:
         rows = tuple(
             (
@@ -255,7 +257,7 @@ def _blocks(playbook: Playbook, lang: str) -> list[_Block]:
             for a in playbook.actions.values()
         )
         header = (_r(lang, "action"), _r(lang, "explain"), _r(lang, "source"))
-        blocks += [_Block("h2", _r(lang, "actions")), _Block("table", header=header, rows=rows)]
+        blocks += [_Block("h2", _r(lang, "actions"), anchor="actions"), _Block("table", header=header, rows=rows)]
     return blocks
 
 
@@ -319,7 +321,8 @@ def _html(blocks: list[_Block], lang: str, title: str) -> str:
     ]
     for block in blocks:
         if block.kind in ("h1", "h2", "h3", "p"):
-            out.append(f"<{block.kind}>{e(block.text)}</{block.kind}>")
+            anchor = f' id="{e(block.anchor)}"' if block.anchor else ""
+            out.append(f"<{block.kind}{anchor}>{e(block.text)}</{block.kind}>")
         elif block.kind == "list":
             out.append("<ul>" + "".join(f"<li>{e(item)}</li>" for item in block.items) + "</ul>")
         else:

@@ -56,7 +56,11 @@ __all__ = [
     "playbook_schema",
 ]
 
-SCHEMAS_DIR = Path(__file__).resolve().parent.parent / "schemas"
+_ENGINE_DIR = Path(__file__).resolve().parent
+# A wheel ships the schemas inside the engine package (pyproject.toml); a checkout keeps them beside it.
+SCHEMAS_DIR = next(
+    (d for d in (_ENGINE_DIR / "schemas", _ENGINE_DIR.parent / "schemas") if d.is_dir()), _ENGINE_DIR.parent / "schemas"
+)
 
 # durable-rules allows 255 properties per message; leave room for node, id and sid.
 MAX_NODE_PROPERTIES = 240
