@@ -89,7 +89,7 @@ def _listed(kind: str, prefix: str, old: dict[str, Any], new: dict[str, Any], sk
 def diff_playbooks(old: Playbook, new: Playbook) -> list[Change]:
     """Every change from ``old`` to ``new``: the playbook's own keys, then each section in file order."""
     a, b = _document(old), _document(new)
-    changes = _listed("playbook", "", {"playbook": a.get("playbook", {})}, {"playbook": b.get("playbook", {})}, ())
+    changes = _listed("playbook", "", {new.id: a.get("playbook", {})}, {new.id: b.get("playbook", {})}, ())
     for section, kind in _SECTIONS:
         before, after = a.get(section) or {}, b.get(section) or {}
         changes += _listed(kind, "", before, after, ("rows",) if section == "decisions" else ())

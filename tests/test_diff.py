@@ -54,7 +54,7 @@ def test_every_change_is_named_by_its_id_with_what_it_was_and_is(tmp_path: Path)
     old, new = load_playbook(PIPELINE), load_playbook(_edited(tmp_path, _review_edit))
     changes = {(c.kind, c.id, c.change): c.fields for c in diff_playbooks(old, new)}
     assert changes == {
-        ("playbook", "playbook", "changed"): (("version", "1", "2"),),
+        ("playbook", "pipeline", "changed"): (("version", "1", "2"),),
         ("parameter", "high_win_rate", "changed"): (("value", 60, 70),),
         ("table", "funnel_layer", "changed"): (("label.en", "funnel layer", "funnel position"),),
         ("row", "funnel_layer.surface", "changed"): (("when.opportunity.weeks_to_close.gt", 10, 12),),

@@ -109,6 +109,11 @@ def test_quotes_are_compared_whitespace_aside_and_policies_not_at_all() -> None:
     (problem,) = quotes_not_in_course(wrong, course, "course.txt")
     assert (str(problem.location), problem.code) == ("t.yaml:8:34", "quote_not_in_course")
     assert "漏斗的底层" in problem.message and "course.txt" in problem.message
+    assert problem.message.endswith("(closest in the course: 「漏斗的表层」)")  # what the editor likely meant
+    dropped = load_playbook_text(_one_table('{guide: G-17, quote: "大于10的单子"}'), "t.yaml")
+    assert quotes_not_in_course(dropped, course, "c")[0].message.endswith("「大于10周的单子」)")
+    unlike = load_playbook_text(_one_table('{guide: G-17, quote: "完全不同的一句话"}'), "t.yaml")
+    assert "closest" not in quotes_not_in_course(unlike, course, "c")[0].message
 
 
 def test_check_json_lists_each_problem_located_for_ci(tmp_path: Path) -> None:
