@@ -62,14 +62,10 @@ class Source:
         return self.text if self.policy else self.quote
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = (
-            {"policy": self.policy, "text": self.text}
-            if self.policy
-            else {
-                "guide": self.guide,
-                "quote": self.quote,
-            }
-        )
+        if self.policy:
+            out: dict[str, Any] = {"policy": self.policy, "text": self.text}
+        else:
+            out = {"guide": self.guide, "quote": self.quote}
         if self.note:
             out["note"] = dict(self.note)
         return out
