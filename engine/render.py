@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.explain import _cite, _label, _one_value, _sep, _var_label, _w, test_text
-from engine.model import AllOf, AnyOf, Atom, Condition, Decision, Literal, Not, Output, Playbook, Text
+from engine.model import AllOf, AnyOf, Atom, Condition, Decision, InputField, Literal, Not, Output, Playbook, Text
 
 __all__ = ["FORMATS", "render_playbook"]
 
@@ -49,6 +49,13 @@ _WORDS: dict[str, dict[str, str]] = {
         "boolean": "是或否",
         "enum": "选项",
         "none": "(无)",
+        "inputs": "输入",
+        "input": "输入项",
+        "type": "类型",
+        "date": "日期",
+        "derived": "未给出时",
+        "weeks_until": "距{}的周数",
+        "ratio": "{} ÷ {}",
     },
     "en": {
         "parameters": "Parameters",
@@ -76,8 +83,15 @@ _WORDS: dict[str, dict[str, str]] = {
         "list": "list",
         "string": "text",
         "boolean": "yes or no",
-        "enum": "one of its values",
+        "enum": "choice",
         "none": "(none)",
+        "inputs": "Inputs",
+        "input": "input",
+        "type": "type",
+        "date": "date",
+        "derived": "when not given",
+        "weeks_until": "weeks until {}",
+        "ratio": "{} ÷ {}",
     },
 }
 
@@ -229,6 +243,8 @@ def _blocks(playbook: Playbook, lang: str) -> list[_Block]:
     ]
     if playbook.description:
         blocks.append(_Block("p", _label(playbook.description, lang, "")))
+    header: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
     if playbook.parameters:
         rows = tuple(
             (
@@ -240,6 +256,10 @@ def _blocks(playbook: Playbook, lang: str) -> list[_Block]:
         )
         header = (_r(lang, "parameter"), _r(lang, "value"), _r(lang, "source"))
         blocks += [_Block("h2", _r(lang, "parameters"), anchor="parameters"), _Block("table", header=header, rows=rows)]
+    if playbook.inputs:
+        header = (_r(lang, "input"), _r(lang, "type"), _r(lang, "values"), _r(lang, "derived"))
+        rows = tuple(_input_row(playbook, field, lang) for field in playbook.inputs.values())
+        blocks += [_Block("h2", _r(lang, "inputs"), anchor="inputs"), _Block("table", header=header, rows=rows)]
     if playbook.decisions:
         blocks.append(_Block("h2", _r(lang, "tables"), anchor="tables"))
         for decision in playbook.decisions.values():
@@ -259,6 +279,16 @@ def _blocks(playbook: Playbook, lang: str) -> list[_Block]:
         header = (_r(lang, "action"), _r(lang, "explain"), _r(lang, "source"))
         blocks += [_Block("h2", _r(lang, "actions"), anchor="actions"), _Block("table", header=header, rows=rows)]
     return blocks
+
+
+def _input_row(playbook: Playbook, field: InputField, lang: str) -> tuple[str, ...]:
+    """An input as its reviewer reads it: label, type, the values it may take, how it is derived."""
+    values = _sep(lang).join(_one_value(playbook, field.name, v, lang) for v in field.values or ())
+    derived = ""
+    if field.derive is not None:
+        how, sources = field.derive
+        derived = _r(lang, how).format(*(_var_label(playbook, name, lang) for name in sources))
+    return (_named(field.label, field.name, lang), _r(lang, field.type), values, derived)
 
 
 def _parameter_value(playbook: Playbook, value: Any, lang: str) -> str:

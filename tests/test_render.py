@@ -37,7 +37,7 @@ def test_each_decision_table_is_one_table_with_a_column_per_input_and_each_row_c
     markdown = render_playbook(playbook, "md", "en")
     tables = _tables(markdown)
     with_rows = [d for d in playbook.decisions.values() if d.rows]
-    assert len(tables) == len(with_rows) + 2  # and the parameters and the actions
+    assert len(tables) == len(with_rows) + 3  # and the parameters, the inputs and the actions
     funnel = next(t for t in tables if "→ funnel layer" in t[0])
     assert funnel[0] == "| # | row | weeks to close | → funnel layer | source |"
     assert funnel[2] == "| 1 | surface | > 10 | surface | [G-17 「表层:大于10周」] |"
@@ -45,6 +45,7 @@ def test_each_decision_table_is_one_table_with_a_column_per_input_and_each_row_c
     tags = next(t for t in tables if "→ tags" in t[0])
     assert "other conditions" in tags[0] and "progress ≥ 60 “high win rate” or key account = yes" in tags[2]
     assert "| high win rate (high_win_rate) | 60 |" in markdown  # a parameter with its value
+    assert "| share of target (opportunity.share) | number |  | amount ÷ period target |" in markdown  # an input
     assert "- when: attention = high and tags includes hot" in markdown  # a rule in words
     assert (
         "- recommends: follow up hard (follow_up) (funnel layer = the value of funnel layer; high win rate = 60)"
@@ -102,13 +103,13 @@ def test_html_is_a_standalone_page_that_escapes_what_the_playbook_says() -> None
     assert "script" not in parser.tags and "img" not in parser.tags and "link" not in parser.tags
     assert "<script>alert(1)</script> (t 1)" in parser.text  # shown as text, in the title and the heading
     assert '<img src=x onerror="x()"> & co (layer)' in parser.text
-    assert parser.tags.count("tr") == 2  # the header and the one row
+    assert parser.tags.count("tr") == 4  # the inputs' and the table's: a header and one row each
     assert "http" not in page  # nothing fetched from elsewhere
 
 
 def test_markdown_keeps_a_pipe_inside_its_cell() -> None:
     playbook = load_playbook_text(_hostile("t", "left | right"), "t.yaml")
-    table = _tables(render_playbook(playbook, "md", "en"))[0]
+    table = _tables(render_playbook(playbook, "md", "en"))[1]  # after the inputs
     assert table[2] == r"| 1 | left \| right (deep) | < 2 | a \| b | [G-17 「表层」] |"
 
 
