@@ -327,7 +327,8 @@ def _markdown(blocks: list[_Block]) -> str:
 
 
 _STYLE = """
-body { font-family: system-ui, "Noto Sans CJK SC", sans-serif; margin: 2em auto; max-width: 75em; color: #222; }
+body { font-family: system-ui, "Noto Sans CJK SC", sans-serif; color: #222; }
+body { margin: 2em auto; padding: 0 1.5em; max-width: 75em; }
 table { border-collapse: collapse; margin: 0.5em 0 1.5em; }
 th, td { border: 1px solid #bbb; padding: 0.3em 0.6em; text-align: left; vertical-align: top; }
 th { background: #eef2f6; }
