@@ -17,7 +17,15 @@ from typing import IO, Any, NoReturn
 
 import click
 
-DEFAULT_PLAYBOOK = Path(__file__).resolve().parent / "playbooks" / "course.yaml"
+# A wheel ships the course playbook inside the engine package (pyproject.toml); a checkout keeps it in playbooks/.
+DEFAULT_PLAYBOOK = next(
+    (
+        p
+        for p in (Path(__file__).resolve().parent / d / "course.yaml" for d in ("engine/playbooks", "playbooks"))
+        if p.is_file()
+    ),
+    Path(__file__).resolve().parent / "playbooks" / "course.yaml",
+)
 DEFAULT_DB = "sqlite:///playbook.db"
 SHOWN_PROBLEMS = 50
 DIRECTOR_CALL = "director_action"  # the decision recommend --format summary counts: the director's call (G-19)
@@ -68,12 +76,26 @@ def main() -> None:
 @main.command()
 @click.argument("playbooks", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option(
+    "--course",
+    "course_path",
+    type=click.Path(dir_okay=False, exists=True),
+    help="The course text: every course quote must appear in it (whitespace aside).",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="json: one document, every problem with file, line, col, code, message (for CI).",
+)
+@click.option(
     "--verbose",
     "-v",
     is_flag=True,
     help=f"Show every problem, not just the first {SHOWN_PROBLEMS}, and those that follow from each, indented.",
 )
-def check(playbooks: tuple[str, ...], verbose: bool) -> None:
+def check(playbooks: tuple[str, ...], course_path: str | None, fmt: str, verbose: bool) -> None:
     """Check playbooks, their tables included; print every problem as file:line:col: code: message.
 
     The most fundamental problem comes first; problems that follow from another (the uses of a
@@ -81,14 +103,24 @@ def check(playbooks: tuple[str, ...], verbose: bool) -> None:
     """
     from engine import PlaybookError, load_playbook
     from engine.analyse import analyse
+    from engine.sources import quotes_not_in_course
 
+    course = Path(course_path).read_text(encoding="utf-8") if course_path else None
     found = []
     for path in dict.fromkeys(playbooks):  # a file named twice is checked once
         try:
-            found.extend(analyse(load_playbook(path)))
+            playbook = load_playbook(path)
         except PlaybookError as error:
             found.extend(error.problems)
+            continue
+        found.extend(analyse(playbook))
+        if course is not None and course_path is not None:
+            found.extend(quotes_not_in_course(playbook, course, course_path))
     problems = list(dict.fromkeys(found))  # one problem found by two checks is printed once
+    if fmt == "json":
+        report = {"ok": not problems, "playbooks": list(dict.fromkeys(playbooks))}
+        click.echo(json.dumps(report | {"problems": [p.to_json() for p in problems]}, ensure_ascii=False, indent=2))
+        sys.exit(1 if problems else 0)
     shown = problems if verbose else problems[:SHOWN_PROBLEMS]
     for problem in shown:
         click.echo(str(problem))
@@ -115,12 +147,40 @@ def check(playbooks: tuple[str, ...], verbose: bool) -> None:
     default=0.0,
     help="Fail when fewer rows and rules (percent) are reached.",
 )
-def test_command(playbook_path: str, tests_dir: str | None, min_coverage: float) -> None:
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="json: one document with every test, its differences, and the coverage (for CI).",
+)
+@click.option(
+    "--junit",
+    "junit_file",
+    type=click.Path(dir_okay=False, writable=True),
+    help="Also write the results as JUnit XML here, for a CI system's test report.",
+)
+def test_command(
+    playbook_path: str, tests_dir: str | None, min_coverage: float, fmt: str, junit_file: str | None
+) -> None:
     """Run a playbook's tests: expected against actual, and the rows and rules no test reaches."""
-    from engine import PlaybookError
+    from engine import PlaybookError, load_playbook
+    from engine.ci import problems_junit, test_report_json, test_report_junit
     from engine.testing import default_test_dir, load_tests, run_tests
 
-    playbook = _load(playbook_path)
+    def fail_loading(error: PlaybookError) -> NoReturn:
+        if junit_file is not None:
+            Path(junit_file).write_bytes(problems_junit(error.problems, playbook_path))
+        if fmt == "json":
+            click.echo(json.dumps({"ok": False, "problems": [p.to_json() for p in error.problems]}, ensure_ascii=False))
+            sys.exit(1)
+        _fail(str(error))
+
+    try:
+        playbook = load_playbook(playbook_path)
+    except PlaybookError as error:
+        fail_loading(error)
     folder = Path(tests_dir) if tests_dir else default_test_dir(playbook_path)
     files = sorted(folder.glob("*.yaml")) if folder.is_dir() else []
     if not files:
@@ -128,8 +188,14 @@ def test_command(playbook_path: str, tests_dir: str | None, min_coverage: float)
     try:
         tests = load_tests(files, playbook)
     except PlaybookError as error:
-        _fail(str(error))
+        fail_loading(error)
     report = run_tests(playbook, tests)
+    if junit_file is not None:
+        Path(junit_file).write_bytes(test_report_junit(report, min_coverage, playbook.id))
+    if fmt == "json":
+        document = test_report_json(report, min_coverage)
+        click.echo(json.dumps(document, ensure_ascii=False, indent=2))
+        sys.exit(0 if document["ok"] else 1)
     for outcome in report.failed:
         click.echo(f"FAIL {outcome.test.location} {outcome.test.name}")
         for line in outcome.differences:
@@ -146,6 +212,48 @@ def test_command(playbook_path: str, tests_dir: str | None, min_coverage: float)
         sys.exit(1)
     if report.coverage < min_coverage:
         _fail(f"coverage {report.coverage:.1f}% is under --min-coverage {min_coverage:g}")
+
+
+@main.command()
+@click.argument("playbook_path", type=click.Path(dir_okay=False, exists=True))
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["md", "html"]),
+    default="md",
+    show_default=True,
+    help="md: Markdown, for a pull request; html: a standalone page.",
+)
+@click.option("--lang", type=click.Choice(["zh", "en"]), default="zh", show_default=True, envvar="PLAYBOOK_LANG")
+@click.option("--output", "-o", type=click.File("w", encoding="utf-8"), default="-", help="Write here instead.")
+def render(playbook_path: str, fmt: str, lang: str, output: IO[str]) -> None:
+    """Show a playbook as people review it: each decision table as a table, each rule in words,
+    parameters with their values, everything with its source."""
+    from engine.render import render_playbook
+
+    output.write(render_playbook(_load(playbook_path), fmt, lang))
+
+
+@main.command()
+@click.argument("old_path", metavar="OLD", type=click.Path(dir_okay=False, exists=True))
+@click.argument("new_path", metavar="NEW", type=click.Path(dir_okay=False, exists=True))
+@click.option("--format", "fmt", type=click.Choice(["text", "md", "json"]), default="text", show_default=True)
+def diff(old_path: str, new_path: str, fmt: str) -> None:
+    """What changed from OLD to NEW, by id: tables, rows, rules, actions, parameters, inputs, labels, sources.
+
+    Exit code as diff(1): 0 no differences, 1 differences, 2 trouble (an invalid playbook).
+    """
+    from engine import PlaybookError, load_playbook
+    from engine.diff import diff_playbooks, render_diff
+
+    try:
+        old, new = load_playbook(old_path), load_playbook(new_path)
+    except PlaybookError as error:
+        click.echo(str(error), err=True)
+        sys.exit(2)
+    changes = diff_playbooks(old, new)
+    click.echo(render_diff(changes, fmt, old_path, new_path), nl=False)
+    sys.exit(1 if changes else 0)
 
 
 _playbook_option = click.option(

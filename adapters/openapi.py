@@ -34,14 +34,16 @@ SCHEMAS: dict[str, Any] = {
         },
     },
     "Source": {
-        "description": "Where in the course the guidance comes from.",
+        "description": "Where guidance comes from: a course entry (guide, quote) or a company policy (policy, text).",
         "type": "object",
-        "required": ["guide", "quote"],
         "properties": {
             "guide": {"type": "string"},
             "quote": {"type": "string"},
+            "policy": {"type": "string"},
+            "text": {"type": "string"},
             "note": {"type": "object", "additionalProperties": {"type": "string"}},
         },
+        "oneOf": [{"required": ["guide", "quote"]}, {"required": ["policy", "text"]}],
     },
     "Recommendation": {
         "type": "object",

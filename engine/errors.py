@@ -70,6 +70,19 @@ class Problem:
             return f"{line} … and {count} {'use' if count == 1 else 'uses'} of it"
         return f"{line} … and {count} {'problem follows' if count == 1 else 'problems follow'} from it"
 
+    def to_json(self) -> dict[str, Any]:
+        """The problem for a program (``check --format json``): where, code, message, what follows from it."""
+        out: dict[str, Any] = {
+            "file": self.location.file,
+            "line": self.location.line,
+            "col": self.location.col,
+            "code": self.code,
+            "message": self.message,
+        }
+        if self.consequences:
+            out["consequences"] = [c.to_json() for c in self.consequences]
+        return out
+
     def sort_key(self) -> tuple[str, int, int, int, str]:
         return (self.location.file, self.rank, self.location.line, self.location.col, self.code)
 

@@ -86,7 +86,7 @@ class Result:
             entry: dict[str, Any] = {
                 "rule": rule.id,
                 "conditions": self._conditions(plan, chosen[0], results),
-                "source": rule.source.guide,
+                "source": rule.source.ref,
             }
             if sets:
                 entry["set"] = sets
@@ -103,11 +103,11 @@ class Result:
                     "row": decision.rows[i].id,
                     "chosen": i in chosen,
                     "conditions": self._conditions(plan, i, results),
-                    "source": decision.rows[i].source.guide,
+                    "source": decision.rows[i].source.ref,
                 }
                 for i in fired
             ],
-            "source": decision.source.guide,
+            "source": decision.source.ref,
         }
 
     def fired(self) -> dict[str, list[str]]:

@@ -58,6 +58,7 @@ _WORDS: dict[str, dict[str, str]] = {
         "first": "首条命中",
         "priority": "按优先级",
         "collect": "全部汇集",
+        "policy": "公司规定",
     },
     "en": {
         "case": "case",
@@ -99,6 +100,7 @@ _WORDS: dict[str, dict[str, str]] = {
         "first": "first",
         "priority": "priority",
         "collect": "collect",
+        "policy": "company policy",
     },
 }
 
@@ -125,9 +127,12 @@ def _quoted(text: Text, lang: str, fallback: str) -> str:
     return f"「{label}」" if lang == "zh" else f"“{label}”"
 
 
-def _cite(source: Source | None, guide: str = "") -> str:
-    if source is None or not source.guide:
-        return f"[{guide}]" if guide else ""
+def _cite(source: Source | None, lang: str) -> str:
+    """A course entry as ``[G-07 「quote」]``; the company's own reference named as such, with its text."""
+    if source is None or not source.ref:
+        return ""
+    if source.policy:
+        return f"[{_w(lang, 'policy')} {source.policy} {_quoted({lang: source.text}, lang, source.text)}]"
     return f"[{source.guide} 「{source.quote}」]"
 
 
@@ -298,7 +303,7 @@ def render_result(playbook: Playbook, result: dict[str, Any], lang: str) -> str:
         rule = playbook.rules_by_id[rec["rule"]]
         by = _quoted(rule.label, lang, rule.id) if lang == "zh" else rule.id
         gap = "" if lang == "zh" else " "
-        lines.append(f"       {_w(lang, 'recommended_by')}{gap}{by} {_cite(action.source)}")
+        lines.append(f"       {_w(lang, 'recommended_by')}{gap}{by} {_cite(action.source, lang)}")
     return "\n".join(lines)
 
 
@@ -379,13 +384,13 @@ def why(playbook: Playbook, result: dict[str, Any], lang: str) -> str:
             decision = playbook.decisions[step["decision"]]
             value = step["value"]
             shown = _value_text(playbook, decision.name, value, lang) if value is not None else _w(lang, "undetermined")
-            lines.append(f"  {_label(decision.label, lang, decision.name)} = {shown}  {_cite(decision.source)}")
+            lines.append(f"  {_label(decision.label, lang, decision.name)} = {shown}  {_cite(decision.source, lang)}")
             rows = {row.id: row for row in decision.rows}
             for fired in step["fired"]:
                 if not fired["chosen"]:
                     continue
                 row = rows[fired["row"]]
-                lines.append(f"    ← {_row_name(row, lang)} {_cite(row.source)}")
+                lines.append(f"    ← {_row_name(row, lang)} {_cite(row.source, lang)}")
                 if row.explain:
                     lines.append(f"      {row.explain.get(lang, '')}")
                 conds = _condition_lines(playbook, atoms_of(row.when), fired["conditions"], lang) or [
@@ -394,7 +399,7 @@ def why(playbook: Playbook, result: dict[str, Any], lang: str) -> str:
                 lines.extend(f"      {_w(lang, 'because')}: {c}" for c in conds)
         else:
             rule = playbook.rules_by_id[step["rule"]]
-            lines.append(f"  {_rule_name(rule, lang)} {_cite(rule.source)}")
+            lines.append(f"  {_rule_name(rule, lang)} {_cite(rule.source, lang)}")
             conds = _condition_lines(playbook, atoms_of(rule.when), step["conditions"], lang) or [_w(lang, "always")]
             lines.extend(f"      {_w(lang, 'because')}: {c}" for c in conds)
             for name, value in step.get("set", {}).items():
@@ -403,7 +408,7 @@ def why(playbook: Playbook, result: dict[str, Any], lang: str) -> str:
                 action = playbook.actions[action_id]
                 lines.append(
                     f"      → {_w(lang, 'recommendations')}: {_label(action.label, lang, action_id)} "
-                    f"{_cite(action.source)}"
+                    f"{_cite(action.source, lang)}"
                 )
     if not result["recommendations"]:
         lines.append(f"  {_w(lang, 'no_action')}")
@@ -453,7 +458,7 @@ def why_not(playbook: Playbook, result: dict[str, Any], target: str, lang: str) 
         fired = {step["rule"] for step in result["trace"] if "rule" in step}
         lines.append(header)
         for rule in candidates:
-            lines.append(f"  {_rule_name(rule, lang)} {_cite(rule.source)}")
+            lines.append(f"  {_rule_name(rule, lang)} {_cite(rule.source, lang)}")
             if rule.id in fired:
                 lines.append(f"    {_w(lang, 'fired')}")
                 continue
@@ -483,7 +488,7 @@ def why_not(playbook: Playbook, result: dict[str, Any], target: str, lang: str) 
             or isinstance(row.then, ValueOf)
         ]
         for row in row_candidates:
-            lines.append(f"  {_row_name(row, lang)} {_cite(row.source)}")
+            lines.append(f"  {_row_name(row, lang)} {_cite(row.source, lang)}")
             if row.id in fired_rows:
                 policy = _w(lang, decision.hit_policy)
                 gap = "" if lang == "zh" else " "
@@ -493,7 +498,7 @@ def why_not(playbook: Playbook, result: dict[str, Any], target: str, lang: str) 
             lines.extend(f"      {c}" for c in _failed(playbook, row.when, values, lang))
         for rule in playbook.rules:
             if name in rule.sets:
-                lines.append(f"  {_rule_name(rule, lang)} {_cite(rule.source)}")
+                lines.append(f"  {_rule_name(rule, lang)} {_cite(rule.source, lang)}")
                 lines.extend(f"      {c}" for c in _failed(playbook, rule.when, values, lang))
     if len(lines) == 1:
         lines.append(f"  {_w(lang, 'nothing_produces')}")

@@ -41,14 +41,31 @@ Text = dict[str, str]
 
 @dataclass(frozen=True)
 class Source:
-    """Where in the course a piece of guidance comes from."""
+    """Where a piece of guidance comes from: a course entry (``guide`` G-nn and its ``quote``), or the
+    company's own reference (``policy``, an internal sales policy or a board decision, and its ``text``)."""
 
-    guide: str
-    quote: str
+    guide: str = ""
+    quote: str = ""
     note: Text | None = None
+    policy: str = ""
+    text: str = ""
+    location: Location | None = field(default=None, compare=False)  # of the quote or text, for check --course
+
+    @property
+    def ref(self) -> str:
+        """The entry or policy id (``G-07``, ``SP-2024-03``): what a trace names."""
+        return self.policy or self.guide
+
+    @property
+    def words(self) -> str:
+        """The quote, or the policy's text."""
+        return self.text if self.policy else self.quote
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"guide": self.guide, "quote": self.quote}
+        if self.policy:
+            out: dict[str, Any] = {"policy": self.policy, "text": self.text}
+        else:
+            out = {"guide": self.guide, "quote": self.quote}
         if self.note:
             out["note"] = dict(self.note)
         return out

@@ -57,7 +57,11 @@ __all__ = [
     "playbook_schema",
 ]
 
-SCHEMAS_DIR = Path(__file__).resolve().parent.parent / "schemas"
+_ENGINE_DIR = Path(__file__).resolve().parent
+# A wheel ships the schemas inside the engine package (pyproject.toml); a checkout keeps them beside it.
+SCHEMAS_DIR = next(
+    (d for d in (_ENGINE_DIR / "schemas", _ENGINE_DIR.parent / "schemas") if d.is_dir()), _ENGINE_DIR.parent / "schemas"
+)
 
 # durable-rules allows 255 properties per message; leave room for node, id and sid.
 MAX_NODE_PROPERTIES = 240
@@ -309,6 +313,8 @@ class DocumentChecker:
         self.schema_count = len(self.problems)
 
     def schema_problem(self, error: ValidationError) -> None:
+        if error.validator == "oneOf" and self.alternatives_problem(error):
+            return
         if error.validator in ("anyOf", "oneOf") and error.context:
             # The alternative of the right type says most: "unknown key 'frm'" beats "should be text".
             fitting = [e for e in error.context if not (e.validator == "type" and not e.relative_path)]
@@ -370,14 +376,12 @@ class DocumentChecker:
             )
             return
         if validator == "pattern":
-            self.report(
-                path,
-                "bad_name",
-                f"'{error.instance}' at {where} does not fit the pattern {error.validator_value}"
-                " (lower-case letters, digits and underscores, starting with a letter)"
-                if "a-z" in str(error.validator_value)
-                else f"'{error.instance}' at {where} does not fit the pattern {error.validator_value}",
-            )
+            said = f"'{error.instance}' at {where} does not fit the pattern {error.validator_value}"
+            if "description" in schema:
+                said = f"'{error.instance}' at {where} is not {schema['description']}"
+            elif "a-z" in str(error.validator_value):
+                said += " (lower-case letters, digits and underscores, starting with a letter)"
+            self.report(path, "bad_name", said)
             return
         if validator in ("minItems", "minProperties", "minLength"):
             self.report(path, "empty", f"{where} must not be empty")
@@ -386,6 +390,49 @@ class DocumentChecker:
             self.report(path, "duplicate_value", f"{where} lists a value twice")
             return
         self.report(path, "schema_error", f"{where}: {error.message}")
+
+    def alternatives_problem(self, error: ValidationError) -> bool:
+        """A ``oneOf`` of mappings told apart by their keys, whose schema names a code for keys of two of
+        them (``x-mixed``: a source's guide beside a policy).  Keys of two: that code, at the first key of
+        the second kind.  Keys of one (or, failing that, keys close to one's): that alternative's own
+        problems, every one of them.  Reported, or False."""
+        schema, instance = error.schema, error.instance
+        if not isinstance(schema, dict) or "x-mixed" not in schema or not isinstance(instance, dict):
+            return False
+        alternatives = cast(list[dict[str, Any]], error.validator_value)
+        kinds = [tuple(alt.get("required", ())) for alt in alternatives]
+        kind_of = {key: n for n, keys in enumerate(kinds) for key in keys}
+        order = list(dict.fromkeys(kind_of[key] for key in instance if key in kind_of))
+        path: Path_ = tuple(error.absolute_path)
+        if len(order) > 1:
+            self.broken.add(path)
+            second = next(key for key in instance if kind_of.get(key, order[0]) != order[0])
+            given = " and ".join("+".join(k for k in kinds[n] if k in instance) for n in order)
+            either = " or ".join(" + ".join(keys) for keys in kinds)
+            self.report(
+                (*path, second),
+                str(schema["x-mixed"]),
+                f"{_path_text(path)} mixes {given}: it is either {either}, not both",
+                key=True,
+            )
+            return True
+        if not order:
+            closeness = [
+                sum(bool(difflib.get_close_matches(str(k), list(alt.get("properties", {})), n=1)) for k in instance)
+                for alt in alternatives
+            ]
+            if not any(closeness):
+                self.broken.add(path)
+                either = " or ".join(" + ".join(keys) for keys in kinds)
+                self.report(
+                    path, "missing_key", f"{_path_text(path)} needs either {either}", about=("key", kinds[0][0])
+                )
+                return True
+            order = [closeness.index(max(closeness))]
+        for problem in error.context or ():
+            if problem.relative_schema_path and problem.relative_schema_path[0] == order[0]:
+                self.schema_problem(problem)
+        return True
 
 
 class _Builder(DocumentChecker):
@@ -564,10 +611,16 @@ class _Builder(DocumentChecker):
         return {str(k): str(v) for k, v in value.items()}
 
     def source(self, value: Any, path: Path_) -> Source | None:
-        if not isinstance(value, dict) or "guide" not in value or "quote" not in value:
+        if not isinstance(value, dict):
             return None
         note = self.text(value.get("note"), (*path, "note")) if "note" in value else None
-        return Source(guide=str(value["guide"]), quote=str(value["quote"]), note=note)
+        if "policy" in value and "text" in value:
+            where = self.doc.at((*path, "text"))
+            return Source(policy=str(value["policy"]), text=str(value["text"]), note=note, location=where)
+        if "guide" in value and "quote" in value:
+            where = self.doc.at((*path, "quote"))
+            return Source(guide=str(value["guide"]), quote=str(value["quote"]), note=note, location=where)
+        return None
 
     # -- parameters and inputs ------------------------------------------------
 
@@ -1004,7 +1057,7 @@ class _Builder(DocumentChecker):
                     index=index,
                     label=label,
                     explain=self.text(row.get("explain"), (*row_path, "explain")),
-                    source=self.source(row.get("source"), (*row_path, "source")) or source or Source("", ""),
+                    source=self.source(row.get("source"), (*row_path, "source")) or source or Source(),
                     when=when,
                     then=then,
                     location=self.loc(row_path),

@@ -2,7 +2,8 @@
 
 A case names ``want_location`` and ``want_error_code``; ``want_message``, a part of that first line;
 ``want_at_most_lines``, how many lines the whole output may take (the consequences folded);
-``replace: [OLD, NEW]``, put into the playbook what its YAML file cannot hold (a control character).
+``replace: [OLD, NEW]``, put into the playbook what its YAML file cannot hold (a control character);
+``with_course: true``, check it against the course text (``--course``; skipped without ../shared).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from cli import main
 from tests.conftest import FIXTURES, ROOT
 
 CASES = sorted((Path(__file__).parent / "cases" / "check").glob("*.yaml"))
+COURSE_TEXT = ROOT.parent / "shared" / "course" / "course-zh.txt"
 
 
 def test_the_corpus_covers_at_least_fifteen_kinds() -> None:
@@ -31,7 +33,10 @@ def test_broken_playbook_is_located(case_file: Path, tmp_path: Path) -> None:
     playbook = tmp_path / "playbook.yaml"
     old, new = case.get("replace", ("", ""))  # a character the case file itself cannot hold
     playbook.write_text(case["playbook"].replace(old, new) if old else case["playbook"], encoding="utf-8")
-    result = CliRunner().invoke(main, ["check", str(playbook)])
+    course = ["--course", str(COURSE_TEXT)] if case.get("with_course") else []
+    if course and not COURSE_TEXT.is_file():
+        pytest.skip(f"{COURSE_TEXT} is absent (../shared)")
+    result = CliRunner().invoke(main, ["check", *course, str(playbook)])
     assert result.exit_code == 1, case["note"]
     wanted = f"{playbook}:{case['want_location']}: {case['want_error_code']}: "
     first = result.output.splitlines()[0]

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
 import subprocess
 import sys
+import zipfile
+from pathlib import Path
 
 from tests.conftest import ROOT
 
@@ -29,3 +34,34 @@ def test_ci_runs_exactly_the_readme_test_command() -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     command = next(line for line in readme.splitlines() if line.startswith("python3 -m pip install -e '.[test]'"))
     assert command in (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+
+
+SHIPPED = ("pyproject.toml", "README.md", "cli.py", "engine", "adapters", "schemas", "playbooks")
+
+
+def test_the_wheel_ships_what_the_code_reads_at_run_time(tmp_path: Path) -> None:
+    """Built as a user gets it and run from nowhere near the checkout: the schemas, the course playbook
+    (the default --playbook) and the mapping presets come with it."""
+    source = tmp_path / "source"
+    source.mkdir()
+    for name in SHIPPED:  # a copy: building writes build/ and *.egg-info beside the sources
+        copy = shutil.copytree if (ROOT / name).is_dir() else shutil.copy2
+        copy(ROOT / name, source / name)
+    build = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path)]
+    subprocess.run([*build, str(source)], capture_output=True, text=True, check=True)
+    (wheel,) = tmp_path.glob("sales_playbook-*.whl")
+    site = tmp_path / "site"
+    with zipfile.ZipFile(wheel) as archive:
+        archive.extractall(site)
+    cases = tmp_path / "cases.jsonl"
+    cases.write_text((ROOT / "samples" / "cases.jsonl").read_text(encoding="utf-8").splitlines()[0] + "\n")
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    run = [sys.executable, "-c", "import sys, cli; sys.argv[0] = 'playbook'; cli.main()"]
+    recommend = [*run, "recommend", "--input", str(cases), "--as-of", "2026-11-27", "--no-store", "--format", "json"]
+    out = subprocess.run(recommend, capture_output=True, text=True, cwd=tmp_path, env=env, check=True)
+    assert json.loads(out.stdout)["playbook"]["id"] == "course"  # the default playbook, checked by its schema
+    code = "import engine, adapters.mapping as m; print(engine.__file__); m.load_mapping('maven')"
+    where = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env, check=True
+    )
+    assert where.stdout.strip() == str(site / "engine" / "__init__.py")  # the wheel's code ran, not the checkout's

@@ -1,0 +1,374 @@
+"""A playbook as a person reviews it: decision tables, rules, parameters and actions, in words.
+
+``playbook render`` prints it as Markdown (for a pull request or a wiki) or as a standalone HTML
+page.  Both come from one list of blocks, so they say the same.  A decision table keeps its shape:
+one column per variable its rows test, the value each row gives, and each row's source.  Chinese
+names everything by its label only; English adds the identifiers a reviewer looks up.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from engine.explain import _cite, _label, _one_value, _sep, _var_label, _w, test_text
+from engine.model import AllOf, AnyOf, Atom, Condition, Decision, InputField, Literal, Not, Output, Playbook, Text
+
+__all__ = ["FORMATS", "render_playbook"]
+
+FORMATS = ("md", "html")
+
+_WORDS: dict[str, dict[str, str]] = {
+    "zh": {
+        "parameters": "参数",
+        "parameter": "参数",
+        "value": "值",
+        "source": "出处",
+        "tables": "决策表",
+        "rules": "规则",
+        "actions": "动作",
+        "action": "动作",
+        "explain": "说明",
+        "row": "表行",
+        "other": "其他条件",
+        "always": "无条件",
+        "hit_policy": "命中策略",
+        "values": "可能的值",
+        "when": "条件",
+        "sets": "设定",
+        "recommends": "建议",
+        "or": " 或 ",
+        "not": "并非",
+        "value_of": "取{}的值",
+        "output": "结论",
+        "number": "数字",
+        "list": "列表",
+        "string": "文字",
+        "boolean": "是或否",
+        "enum": "选项",
+        "none": "(无)",
+        "inputs": "输入",
+        "input": "输入项",
+        "type": "类型",
+        "date": "日期",
+        "derived": "未给出时",
+        "weeks_until": "距{}的周数",
+        "ratio": "{} ÷ {}",
+    },
+    "en": {
+        "parameters": "Parameters",
+        "parameter": "parameter",
+        "value": "value",
+        "source": "source",
+        "tables": "Decision tables",
+        "rules": "Rules",
+        "actions": "Actions",
+        "action": "action",
+        "explain": "explanation",
+        "row": "row",
+        "other": "other conditions",
+        "always": "always",
+        "hit_policy": "hit policy",
+        "values": "values",
+        "when": "when",
+        "sets": "sets",
+        "recommends": "recommends",
+        "or": " or ",
+        "not": "not",
+        "value_of": "the value of {}",
+        "output": "result",
+        "number": "number",
+        "list": "list",
+        "string": "text",
+        "boolean": "yes or no",
+        "enum": "choice",
+        "none": "(none)",
+        "inputs": "Inputs",
+        "input": "input",
+        "type": "type",
+        "date": "date",
+        "derived": "when not given",
+        "weeks_until": "weeks until {}",
+        "ratio": "{} ÷ {}",
+    },
+}
+
+
+def _r(lang: str, key: str) -> str:
+    return _WORDS.get(lang, _WORDS["en"])[key]
+
+
+@dataclass(frozen=True)
+class _Block:
+    kind: str  # h1 | h2 | h3 | p | table | list
+    text: str = ""
+    header: tuple[str, ...] = ()
+    rows: tuple[tuple[str, ...], ...] = ()
+    items: tuple[str, ...] = ()
+    anchor: str = ""  # a heading's id in the HTML page (#table-funnel_layer), for links
+
+
+def _named(label: Text, ident: str, lang: str) -> str:
+    """A name as a reviewer reads it: the label; English adds the identifier."""
+    shown = _label(label, lang, ident)
+    return shown if lang == "zh" or shown == ident else f"{shown} ({ident})"
+
+
+def _atom_words(playbook: Playbook, atom: Atom, lang: str) -> str:
+    return f"{_var_label(playbook, atom.var, lang)} {test_text(playbook, atom, lang)}"
+
+
+def condition_words(playbook: Playbook, condition: Condition | None, lang: str) -> str:
+    """A condition in words and labels: ``赢率 ≥ 60「高赢率门槛」 且 (行业 = 政府 或 …)``."""
+    if condition is None:
+        return _r(lang, "always")
+    if isinstance(condition, Atom):
+        return _atom_words(playbook, condition, lang)
+    if isinstance(condition, Not):
+        return f"{_r(lang, 'not')} ({condition_words(playbook, condition.item, lang)})"
+    joiner = _w(lang, "and") if isinstance(condition, AllOf) else _r(lang, "or")
+    parts = [condition_words(playbook, item, lang) for item in condition.items]
+    return joiner.join(
+        f"({p})" if isinstance(i, AllOf | AnyOf) else p for p, i in zip(parts, condition.items, strict=True)
+    )
+
+
+def _output_words(playbook: Playbook, var: str, output: Output, lang: str) -> str:
+    if isinstance(output, Literal):
+        value = output.value
+        if isinstance(value, list | tuple):
+            return _sep(lang).join(_one_value(playbook, var, v, lang) for v in value) if value else _r(lang, "none")
+        return _one_value(playbook, var, value, lang)
+    return _r(lang, "value_of").format(_var_label(playbook, output.var, lang))
+
+
+def _conjuncts(condition: Condition | None) -> list[Condition]:
+    if condition is None:
+        return []
+    if isinstance(condition, AllOf):
+        return [part for item in condition.items for part in _conjuncts(item)]
+    return [condition]
+
+
+def _table_blocks(playbook: Playbook, decision: Decision, lang: str) -> list[_Block]:
+    """One decision table: a column per variable its rows test alone, one for the rest."""
+    columns: list[str] = []
+    other = False
+    for row in decision.rows:
+        for part in _conjuncts(row.when):
+            if isinstance(part, Atom):
+                columns.append(part.var)
+            else:
+                other = True
+    columns = list(dict.fromkeys(columns))
+    rows = []
+    for n, row in enumerate(decision.rows, 1):
+        cells: dict[str, list[str]] = {var: [] for var in columns}
+        rest = []
+        for part in _conjuncts(row.when):
+            if isinstance(part, Atom):
+                cells[part.var].append(test_text(playbook, part, lang))
+            else:
+                rest.append(condition_words(playbook, part, lang))
+        shown = [_w(lang, "and").join(cells[var]) or "-" for var in columns]
+        if other:
+            shown.append(_w(lang, "and").join(rest) or "-")
+        if row.when is None and shown:
+            shown[0] = _r(lang, "always")
+        output = _output_words(playbook, decision.name, row.then, lang)
+        name = _named(row.label, row.id, lang)
+        rows.append((str(n), name, *shown, output, _cite(row.source, lang)))
+    header = (
+        "#",
+        _r(lang, "row"),
+        *(_var_label(playbook, var, lang) for var in columns),
+        *((_r(lang, "other"),) if other else ()),
+        f"→ {_label(decision.label, lang, decision.name)}",
+        _r(lang, "source"),
+    )
+    about = [f"{_r(lang, 'hit_policy')}: {_w(lang, decision.hit_policy)}"]
+    if decision.values:
+        values = _sep(lang).join(_one_value(playbook, decision.name, v, lang) for v in decision.values)
+        about.append(f"{_r(lang, 'values')}: {values}")
+    else:
+        about.append(f"{_r(lang, 'values')}: {_r(lang, decision.type)}")
+    about.append(f"{_r(lang, 'source')}: {_cite(decision.source, lang)}")
+    blocks = [_Block("h3", _named(decision.label, decision.name, lang), anchor=f"table-{decision.name}")]
+    if decision.description:
+        blocks.append(_Block("p", _label(decision.description, lang, "")))
+    blocks.append(_Block("p", "; ".join(about) if lang != "zh" else ";".join(about)))
+    if rows:
+        blocks.append(_Block("table", header=header, rows=tuple(rows)))
+    return blocks
+
+
+def _rule_blocks(playbook: Playbook, lang: str) -> list[_Block]:
+    blocks = []
+    for rule in playbook.rules:
+        items = [f"{_r(lang, 'when')}: {condition_words(playbook, rule.when, lang)}"]
+        for var, output in rule.sets.items():
+            items.append(
+                f"{_r(lang, 'sets')}: {_var_label(playbook, var, lang)} = {_output_words(playbook, var, output, lang)}"
+            )
+        for rec in rule.recommends:
+            action = playbook.actions[rec.action]
+            params = [
+                f"{_param_label(playbook, key, lang)} = "
+                f"{_output_words(playbook, playbook.param_variable(key) or key, output, lang)}"
+                for key, output in rec.params.items()
+            ]
+            shown = f" ({'; '.join(params)})" if params else ""
+            items.append(f"{_r(lang, 'recommends')}: {_named(action.label, action.id, lang)}{shown}")
+        if rule.explain:
+            items.append(f"{_r(lang, 'explain')}: {_label(rule.explain, lang, '')}")
+        items.append(f"{_r(lang, 'source')}: {_cite(rule.source, lang)}")
+        heading = _Block("h3", _named(rule.label, rule.id, lang), anchor=f"rule-{rule.id}")
+        blocks += [heading, _Block("list", items=tuple(items))]
+    return blocks
+
+
+def _param_label(playbook: Playbook, key: str, lang: str) -> str:
+    if key in playbook.parameters:
+        return _label(playbook.parameters[key].label, lang, key)
+    named = playbook.param_variable(key)
+    return _var_label(playbook, named, lang) if named else key
+
+
+def _blocks(playbook: Playbook, lang: str) -> list[_Block]:
+    title = _label(playbook.title, lang, playbook.id)
+    blocks = [
+        _Block("h1", f"{title} ({playbook.version})" if lang == "zh" else f"{title} ({playbook.id} {playbook.version})")
+    ]
+    if playbook.description:
+        blocks.append(_Block("p", _label(playbook.description, lang, "")))
+    header: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+    if playbook.parameters:
+        rows = tuple(
+            (
+                _named(p.label, p.name, lang),
+                _parameter_value(playbook, p.value, lang),
+                _cite(p.source, lang),
+            )
+            for p in playbook.parameters.values()
+        )
+        header = (_r(lang, "parameter"), _r(lang, "value"), _r(lang, "source"))
+        blocks += [_Block("h2", _r(lang, "parameters"), anchor="parameters"), _Block("table", header=header, rows=rows)]
+    if playbook.inputs:
+        header = (_r(lang, "input"), _r(lang, "type"), _r(lang, "values"), _r(lang, "derived"))
+        rows = tuple(_input_row(playbook, field, lang) for field in playbook.inputs.values())
+        blocks += [_Block("h2", _r(lang, "inputs"), anchor="inputs"), _Block("table", header=header, rows=rows)]
+    if playbook.decisions:
+        blocks.append(_Block("h2", _r(lang, "tables"), anchor="tables"))
+        for decision in playbook.decisions.values():
+            if decision.rows:
+                blocks += _table_blocks(playbook, decision, lang)
+    if playbook.rules:
+        blocks += [_Block("h2", _r(lang, "rules"), anchor="rules"), *_rule_blocks(playbook, lang)]
+    if playbook.actions:
+        rows = tuple(
+            (
+                _named(a.label, a.id, lang),
+                _label(a.explain, lang, "") if a.explain else "",
+                _cite(a.source, lang),
+            )
+            for a in playbook.actions.values()
+        )
+        header = (_r(lang, "action"), _r(lang, "explain"), _r(lang, "source"))
+        blocks += [_Block("h2", _r(lang, "actions"), anchor="actions"), _Block("table", header=header, rows=rows)]
+    return blocks
+
+
+def _input_row(playbook: Playbook, field: InputField, lang: str) -> tuple[str, ...]:
+    """An input as its reviewer reads it: label, type, the values it may take, how it is derived."""
+    values = _sep(lang).join(_one_value(playbook, field.name, v, lang) for v in field.values or ())
+    derived = ""
+    if field.derive is not None:
+        how, sources = field.derive
+        derived = _r(lang, how).format(*(_var_label(playbook, name, lang) for name in sources))
+    return (_named(field.label, field.name, lang), _r(lang, field.type), values, derived)
+
+
+def _parameter_value(playbook: Playbook, value: Any, lang: str) -> str:
+    """A parameter's value; a word that is a value of the playbook's variables, by its label (when they agree)."""
+    if isinstance(value, str):
+        owners = [d.value_labels for d in playbook.decisions.values()] + [
+            i.value_labels for i in playbook.inputs.values()
+        ]
+        labels = {_label(o[value], lang, value) for o in owners if value in o}
+        return labels.pop() if len(labels) == 1 else value
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _md_cell(text: str) -> str:
+    # a cell is one line; a pipe would end it
+    return " ".join(text.split()).replace("\\", "\\\\").replace("|", "\\|")
+
+
+def _markdown(blocks: list[_Block]) -> str:
+    out: list[str] = []
+    for block in blocks:
+        if block.kind in ("h1", "h2", "h3"):
+            out += [f"{'#' * int(block.kind[1])} {_md_cell(block.text)}", ""]
+        elif block.kind == "p":
+            out += [block.text, ""]
+        elif block.kind == "list":
+            out += [f"- {_md_cell(item)}" for item in block.items] + [""]
+        else:
+            out.append("| " + " | ".join(_md_cell(h) for h in block.header) + " |")
+            out.append("|" + "---|" * len(block.header))
+            out += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in block.rows]
+            out.append("")
+    return "\n".join(out).rstrip() + "\n"
+
+
+_STYLE = """
+body { font-family: system-ui, "Noto Sans CJK SC", sans-serif; color: #222; }
+body { margin: 2em auto; padding: 0 1.5em; max-width: 75em; }
+table { border-collapse: collapse; margin: 0.5em 0 1.5em; }
+th, td { border: 1px solid #bbb; padding: 0.3em 0.6em; text-align: left; vertical-align: top; }
+th { background: #eef2f6; }
+tr:nth-child(even) td { background: #fafafa; }
+h2 { border-bottom: 1px solid #ccc; margin-top: 2em; }
+"""
+
+
+def _html(blocks: list[_Block], lang: str, title: str) -> str:
+    e = html.escape
+    out = [
+        "<!DOCTYPE html>",
+        f'<html lang="{e(lang)}">',
+        "<head>",
+        '<meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{e(title)}</title>",
+        f"<style>{_STYLE}</style>",
+        "</head>",
+        "<body>",
+    ]
+    for block in blocks:
+        if block.kind in ("h1", "h2", "h3", "p"):
+            anchor = f' id="{e(block.anchor)}"' if block.anchor else ""
+            out.append(f"<{block.kind}{anchor}>{e(block.text)}</{block.kind}>")
+        elif block.kind == "list":
+            out.append("<ul>" + "".join(f"<li>{e(item)}</li>" for item in block.items) + "</ul>")
+        else:
+            out.append("<table>")
+            out.append("<thead><tr>" + "".join(f"<th>{e(h)}</th>" for h in block.header) + "</tr></thead>")
+            out.append("<tbody>")
+            out += ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in block.rows]
+            out.append("</tbody></table>")
+    out += ["</body>", "</html>"]
+    return "\n".join(out) + "\n"
+
+
+def render_playbook(playbook: Playbook, fmt: str = "md", lang: str = "zh") -> str:
+    """The playbook as Markdown (``md``) or a standalone, escaped HTML page (``html``)."""
+    blocks = _blocks(playbook, lang)
+    if fmt == "html":
+        return _html(blocks, lang, blocks[0].text)
+    return _markdown(blocks)
