@@ -190,7 +190,7 @@ def _narrowed_trace(playbook: Playbook, trace: list[dict[str, Any]], action: str
                     if isinstance(then, ValueOf):
                         needed.add(then.var)
             kept.append(step)
-        elif step["derived"]["input"] in needed:
+        elif "derived" in step and step["derived"]["input"] in needed:
             kept.append(step)
     return kept[::-1]
 

@@ -43,6 +43,9 @@ _WORDS: dict[str, dict[str, str]] = {
         "missing": "缺失",
         "given": "有值",
         "negated": "不应成立",
+        "unknown": "未知",
+        "undetermined_rule": "未能判断(缺少:{missing})",
+        "undetermined_decision": "缺少:{missing}",
         "yes": "是",
         "no": "否",
         "why_not_action": "为什么没有建议{action}?",
@@ -84,6 +87,9 @@ _WORDS: dict[str, dict[str, str]] = {
         "missing": "missing",
         "given": "given",
         "negated": "must not hold",
+        "unknown": "unknown",
+        "undetermined_rule": "could not be decided (missing: {missing})",
+        "undetermined_decision": "missing: {missing}",
         "yes": "yes",
         "no": "no",
         "why_not_action": "Why not {action}?",
@@ -203,7 +209,10 @@ def test_text(playbook: Playbook, atom: Atom, lang: str) -> str:
 def _condition_lines(playbook: Playbook, atoms: list[Atom], conditions: list[dict[str, Any]], lang: str) -> list[str]:
     lines = []
     for atom, c in zip(atoms, conditions, strict=True):
-        mark = "✓" if c["result"] != c.get("negated", False) else "✗"
+        if c["result"] is None:  # a test on a missing value: neither holds nor fails
+            mark = f"? ({_w(lang, 'unknown')})"
+        else:
+            mark = "✓" if c["result"] != c.get("negated", False) else "✗"
         neg = f" ({_w(lang, 'negated')})" if c.get("negated") else ""
         value = _value_text(playbook, c["input"], c["value"], lang)
         test = test_text(playbook, atom, lang)
@@ -211,8 +220,12 @@ def _condition_lines(playbook: Playbook, atoms: list[Atom], conditions: list[dic
     return lines
 
 
+def _missing_text(playbook: Playbook, names: list[str], lang: str) -> str:
+    return _sep(lang).join(_var_label(playbook, name, lang) for name in names)
+
+
 def _evaluated_conditions(condition: Condition | None, values: dict[str, Any]) -> list[dict[str, Any]]:
-    results: list[bool] = []
+    results: list[bool | None] = []
     if condition is not None:
         evaluate_condition(condition, values, results)
     return condition_trace(atoms_of(condition), negated_atoms(condition), results, values)
@@ -325,6 +338,9 @@ def why(playbook: Playbook, result: dict[str, Any], lang: str) -> str:
             value = step["value"]
             shown = _value_text(playbook, decision.name, value, lang) if value is not None else _w(lang, "undetermined")
             lines.append(f"  {_label(decision.label, lang, decision.name)} = {shown}  {_cite(decision.source)}")
+            if step.get("missing"):
+                missing = _missing_text(playbook, step["missing"], lang)
+                lines.append(f"    {_w(lang, 'undetermined_decision').format(missing=missing)}")
             rows = {row.id: row for row in decision.rows}
             for fired in step["fired"]:
                 if not fired["chosen"]:
@@ -337,6 +353,12 @@ def why(playbook: Playbook, result: dict[str, Any], lang: str) -> str:
                     _w(lang, "always")
                 ]
                 lines.extend(f"      {_w(lang, 'because')}: {c}" for c in conds)
+        elif "undetermined" in step:
+            undetermined = step["undetermined"]
+            rule = playbook.rules_by_id[undetermined["rule"]]
+            missing = _missing_text(playbook, undetermined["missing"], lang)
+            sep = "" if lang == "zh" else ": "
+            lines.append(f"  {_rule_name(rule, lang)}{sep}{_w(lang, 'undetermined_rule').format(missing=missing)}")
         else:
             rule = playbook.rules_by_id[step["rule"]]
             lines.append(f"  {_rule_name(rule, lang)} {_cite(rule.source)}")
@@ -448,6 +470,10 @@ def why_not(playbook: Playbook, result: dict[str, Any], target: str, lang: str) 
 def _failed(playbook: Playbook, condition: Condition | None, values: dict[str, Any], lang: str) -> list[str]:
     atoms = atoms_of(condition)
     conditions = _evaluated_conditions(condition, values)
-    failing = [(a, c) for a, c in zip(atoms, conditions, strict=True) if c["result"] == c.get("negated", False)]
+    failing = [
+        (a, c)
+        for a, c in zip(atoms, conditions, strict=True)
+        if c["result"] is None or c["result"] == c.get("negated", False)
+    ]
     chosen = failing or list(zip(atoms, conditions, strict=True))
     return _condition_lines(playbook, [a for a, _ in chosen], [c for _, c in chosen], lang)

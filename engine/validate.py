@@ -20,7 +20,7 @@ from typing import Any, cast
 import jsonschema
 from jsonschema.exceptions import ValidationError, best_match
 
-from engine.conditions import COMPARISON_KEYS, OPERATORS, durable_safe, numbers_of
+from engine.conditions import COMPARISON_KEYS, OPERATORS, OPPOSITE_KEYS, durable_safe, numbers_of
 from engine.errors import Location, PlaybookError, Problem, did_you_mean
 from engine.load import Document, load_file, load_text
 from engine.model import (
@@ -662,13 +662,14 @@ class _Builder(DocumentChecker):
         atoms: list[Atom] = []
         ok = True
         where = self.loc(path)
-        for op, raw in ops.items():
-            if op in COMPARISON_KEYS:
+        for key, raw in ops.items():
+            if key in COMPARISON_KEYS:
                 continue
+            op = OPPOSITE_KEYS.get(key, key)
             if op not in OPERATORS:  # the schema pass has reported it, with a suggestion
                 ok = False
                 continue
-            op_path: Path_ = path if shorthand else (*path, op)
+            op_path: Path_ = path if shorthand else (*path, key)
             if kind not in OPERATORS[op].types:
                 self.report(
                     op_path,
@@ -680,7 +681,8 @@ class _Builder(DocumentChecker):
                 ok = False
                 continue
             if op == "present":
-                atoms.append(Atom(var, "present", bool(raw), "present" if raw else "missing", where))
+                wanted = bool(raw) != (key in OPPOSITE_KEYS)
+                atoms.append(Atom(var, "present", wanted, "present" if wanted else "missing", where))
                 continue
             resolved = self.operand(raw, op_path)
             if resolved is None:

@@ -38,7 +38,9 @@ def interval(draw: st.DrawFn) -> dict[str, Any]:
 
 
 def atom() -> st.SearchStrategy[dict[str, Any]]:
-    presence = st.fixed_dictionaries({"present": st.booleans()})
+    presence = st.one_of(
+        st.fixed_dictionaries({"present": st.booleans()}), st.fixed_dictionaries({"missing": st.booleans()})
+    )
     return st.one_of(
         st.fixed_dictionaries(
             {
@@ -115,23 +117,28 @@ cases = st.fixed_dictionaries(
 )
 
 
-def reference(condition: dict[str, Any], case: dict[str, Any]) -> bool:
-    """The documented meaning, read straight from the YAML: a missing value fails every test but present: false."""
+def reference(condition: dict[str, Any], case: dict[str, Any]) -> bool | None:
+    """The documented meaning, read straight from the YAML, in Kleene's three values: a test on a missing
+    value is unknown (None) except present; not unknown is unknown; all/any as in the truth tables."""
     if "all" in condition:
-        return all(reference(c, case) for c in condition["all"])
+        return kleene_all([reference(c, case) for c in condition["all"]])
     if "any" in condition:
-        return any(reference(c, case) for c in condition["any"])
+        items = [reference(c, case) for c in condition["any"]]
+        return True if True in items else (None if None in items else False)
     if "not" in condition:
-        return not reference(condition["not"], case)
-    results = []
+        inner = reference(condition["not"], case)
+        return None if inner is None else not inner
+    results: list[bool | None] = []
     for var, test in condition.items():
         value = case.get(var.split(".")[1])
         test = test if isinstance(test, dict) else {"equals": test}
         for op, x in test.items():
             if op == "present":
                 results.append((value is not None) == x)
+            elif op == "missing":
+                results.append((value is None) == x)
             elif value is None:
-                results.append(False)
+                results.append(None)
             else:
                 results.append(
                     {
@@ -148,7 +155,11 @@ def reference(condition: dict[str, Any], case: dict[str, Any]) -> bool:
                         "contains_any": lambda v, x: any(i in v for i in x),
                     }[op](value, x)
                 )
-    return all(results)
+    return kleene_all(results)
+
+
+def kleene_all(items: list[bool | None]) -> bool | None:
+    return False if False in items else (None if None in items else True)
 
 
 def playbook_text(rows: list[dict[str, Any]]) -> str:
@@ -177,7 +188,7 @@ def test_durable_rules_and_the_trace_agree(rows: list[dict[str, Any]], inputs: l
         evaluator = Evaluator(compiled, cache_size=0)  # every question goes to durable-rules
         for i, case in enumerate(inputs):
             result = evaluator.evaluate_case({"opportunity": case}, AS_OF, str(i))
-            expected = [f"r{k}" for k, c in enumerate(rows) if reference(c, case)]
+            expected = [f"r{k}" for k, c in enumerate(rows) if reference(c, case) is True]
             assert (result.decisions["matched"] or []) == expected
             [step] = result.trace
             assert [f["row"] for f in step["fired"]] == expected

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from engine import CaseError, Evaluator, compile_playbook, load_playbook_text
+from engine.explain import why
 from tests.conftest import AS_OF, FIXTURES
 
 
@@ -84,7 +85,27 @@ def test_rules_set_decisions_and_recommend_with_params(evaluator: Evaluator) -> 
 def test_no_matching_row_leaves_the_decision_undetermined(evaluator: Evaluator) -> None:
     result = run(evaluator)
     assert result.decisions["funnel_layer"] is None
-    assert next(s for s in result.trace if s.get("decision") == "funnel_layer")["fired"] == []
+    step = next(s for s in result.trace if s.get("decision") == "funnel_layer")
+    assert step["fired"] == []
+    assert step["missing"] == ["opportunity.weeks_to_close"]  # the input that would have decided it
+
+
+def test_a_test_on_a_missing_value_is_unknown_and_not_of_it_too(evaluator: Evaluator) -> None:
+    """``not: {flagged: true}`` does not hold just because nothing set ``flagged``: the rule stays undetermined."""
+    text = (FIXTURES / "pipeline.yaml").read_text(encoding="utf-8")
+    strict = text.replace("{any: [{flagged: {missing: true}}, {not: {flagged: true}}]}", "{not: {flagged: true}}")
+    with compile_playbook(load_playbook_text(strict, "strict.yaml")) as compiled:
+        quiet = Evaluator(compiled, cache_size=0).evaluate_case(
+            {"opportunity": {"weeks_to_close": 5}, "account": {"segment": "bank"}}, AS_OF, "q"
+        )
+    assert quiet.recommendations == []
+    [step] = [s["undetermined"] for s in quiet.trace if "undetermined" in s]
+    assert step["rule"] == "watch"
+    assert step["missing"] == ["flagged"]
+    assert [c["result"] for c in step["conditions"]] == [True, None]  # attention ≠ high holds; flagged unknown
+    strict_playbook = load_playbook_text(strict, "strict.yaml")
+    assert "规则「观察」未能判断(缺少:标记)" in why(strict_playbook, quiet.to_json("zh"), "zh")
+    assert "rule watch “watch”: could not be decided (missing: flagged)" in why(strict_playbook, quiet.to_json(), "en")
 
 
 @pytest.mark.parametrize(
@@ -167,8 +188,8 @@ def test_two_versions_of_one_playbook_in_one_process_give_their_own_results() ->
         assert c1.ruleset_name != c2.ruleset_name
         r1 = Evaluator(c1).evaluate_case(case, AS_OF, "c")
         r2 = Evaluator(c2).evaluate_case(case, AS_OF, "c")
-        assert r1.decisions["tags"] == ["hot", "nameless", "stuck"]
-        assert r2.decisions["tags"] == ["nameless", "stuck"]
+        assert r1.decisions["tags"] == ["hot", "nameless"]  # no milestones: "stuck" is unknown
+        assert r2.decisions["tags"] == ["nameless"]
         assert r1.to_json()["playbook"]["hash"] != r2.to_json()["playbook"]["hash"]
         # interleaved use keeps them apart
         assert Evaluator(c1).evaluate_case(case, AS_OF, "c").decisions == r1.decisions
