@@ -31,6 +31,7 @@ _WORDS: dict[str, dict[str, str]] = {
         "rule": "规则",
         "because": "依据",
         "always": "默认行,无条件",
+        "otherwise": "否则:其他各行都不成立",
         "derived": "推算",
         "from": "来自",
         "recommended_by": "依据规则",
@@ -75,6 +76,7 @@ _WORDS: dict[str, dict[str, str]] = {
         "rule": "rule",
         "because": "because",
         "always": "default row, no conditions",
+        "otherwise": "otherwise: every other row is false",
         "derived": "derived",
         "from": "from",
         "recommended_by": "by rule",
@@ -349,9 +351,12 @@ def why(playbook: Playbook, result: dict[str, Any], lang: str) -> str:
                 lines.append(f"    ← {_row_name(row, lang)} {_cite(row.source)}")
                 if row.explain:
                     lines.append(f"      {row.explain.get(lang, '')}")
-                conds = _condition_lines(playbook, atoms_of(row.when), fired["conditions"], lang) or [
-                    _w(lang, "always")
-                ]
+                if row.otherwise:  # its conditions are the other rows', each failing: say so once
+                    conds = [_w(lang, "otherwise")]
+                else:
+                    conds = _condition_lines(playbook, atoms_of(row.when), fired["conditions"], lang) or [
+                        _w(lang, "always")
+                    ]
                 lines.extend(f"      {_w(lang, 'because')}: {c}" for c in conds)
         elif "undetermined" in step:
             undetermined = step["undetermined"]

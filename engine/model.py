@@ -135,9 +135,10 @@ class Row:
     label: Text
     explain: Text | None
     source: Source
-    when: Condition | None
+    when: Condition | None  # an otherwise row: every other row's condition negated
     then: Output
     location: Location
+    otherwise: bool = False
 
 
 @dataclass(frozen=True)

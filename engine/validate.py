@@ -873,6 +873,11 @@ class _Builder(DocumentChecker):
             when = self.condition(row["when"], (*row_path, "when")) if "when" in row else None
             then = self.output(row.get("then"), name, (*row_path, "then"), collect_item=hit_policy == "collect")
             label = self.text(row.get("label"), (*row_path, "label"))
+            otherwise = row.get("otherwise") is True
+            if otherwise:
+                when = self.otherwise(spec, hit_policy, index, rows, row_path)
+                if when is None:
+                    continue
             if then is None or label is None or ("when" in row and when is None):
                 continue
             rows.append(
@@ -885,6 +890,7 @@ class _Builder(DocumentChecker):
                     when=when,
                     then=then,
                     location=self.loc(row_path),
+                    otherwise=otherwise,
                 )
             )
         label = self.text(spec.get("label"), (*path, "label"))
@@ -903,6 +909,50 @@ class _Builder(DocumentChecker):
             location=self.doc.at(path, key=True),
             output=bool(spec.get("output", False)),
         )
+
+    def otherwise(
+        self, spec: dict[str, Any], hit_policy: str, index: int, before: list[Row], path: Path_
+    ) -> Condition | None:
+        """The condition of an otherwise row: every earlier row false (not unknown), or None, reported, when
+        the row is misplaced."""
+        key: Path_ = (*path, "otherwise")
+        rows = _listing(spec.get("rows"))
+        if hit_policy != "unique":
+            self.report(
+                key,
+                "otherwise_row",
+                f"'otherwise' is for unique tables; under '{hit_policy}' put a row without 'when' last",
+                key=True,
+            )
+        elif "when" in rows[index]:
+            self.report(
+                (*path, "when"),
+                "otherwise_row",
+                "an otherwise row has no 'when': it fires when every other row is false",
+                key=True,
+            )
+        elif any(isinstance(r, dict) and r.get("otherwise") is True for r in rows[:index]):
+            self.report(key, "otherwise_row", "a table has at most one otherwise row", key=True)
+        elif any(isinstance(r, dict) and r.get("otherwise") is True for r in rows[index + 1 :]):
+            pass  # reported at the second one
+        elif index != len(rows) - 1:
+            self.report(key, "otherwise_row", "the otherwise row must be the table's last row", key=True)
+        elif any(row.when is None for row in before) or len(before) != index:
+            unconditional = next((row.id for row in before if row.when is None), None)
+            if unconditional is not None:
+                self.report(
+                    key,
+                    "otherwise_row",
+                    f"row '{unconditional}' has no 'when' and always matches, so the otherwise row never fires",
+                    key=True,
+                )
+            return None  # an earlier row is in error (reported): its negation cannot be built
+        elif not before:
+            self.report(key, "otherwise_row", "an otherwise row needs other rows before it", key=True)
+        else:
+            negations = tuple(Not(row.when) for row in before if row.when is not None)
+            return negations[0] if len(negations) == 1 else AllOf(negations)
+        return None
 
     def build_action(self, name: str, spec: dict[str, Any]) -> Action | None:
         path: Path_ = ("actions", name)

@@ -227,3 +227,48 @@ decisions:
         for temperature, heat in (("cold", "warm"), ("hot", "hot"), ("cold", "warm"), ("warm", "warm")):
             result = evaluator.evaluate_case({"account": {"temperature": temperature}}, AS_OF, "c")
             assert result.decisions["heat"] == heat
+
+
+OTHERWISE = """
+playbook: {id: t, version: "1", languages: [en], title: {en: test}}
+inputs:
+  opportunity.weeks: {type: number, label: {en: weeks}}
+  account.segment: {type: enum, values: [gov, bank, retail], label: {en: segment}}
+decisions:
+  layer:
+    label: {en: layer}
+    source: {guide: G-17, quote: "表层"}
+    values: [bottom, gov, rest]
+    output: true
+    rows:
+      - {id: bottom, label: {en: bottom}, when: {opportunity.weeks: {lte: 2}}, then: bottom}
+      - id: gov
+        label: {en: gov}
+        when: {all: [{opportunity.weeks: {gt: 2}}, {not: {account.segment: {not_equals: gov}}}]}
+        then: gov
+      - {id: rest, label: {en: the rest}, otherwise: true, then: rest}
+"""
+
+
+@pytest.mark.parametrize(
+    ("facts", "layer", "missing"),
+    [
+        ({"opportunity": {"weeks": 1}, "account": {"segment": "bank"}}, "bottom", None),
+        ({"opportunity": {"weeks": 9}, "account": {"segment": "gov"}}, "gov", None),
+        ({"opportunity": {"weeks": 9}, "account": {"segment": "bank"}}, "rest", None),  # every other row false
+        ({"opportunity": {"weeks": 9}}, None, ["account.segment"]),  # the gov row is unknown: so is otherwise
+        ({"opportunity": {"weeks": 1}}, "bottom", None),  # a row that holds decides, whatever is missing
+    ],
+)
+def test_an_otherwise_row_fires_only_when_every_other_row_is_false(
+    facts: dict[str, Any], layer: str | None, missing: list[str] | None
+) -> None:
+    playbook = load_playbook_text(OTHERWISE, "otherwise.yaml")
+    with compile_playbook(playbook) as compiled:  # every question to durable-rules: it must agree
+        result = Evaluator(compiled, cache_size=0).evaluate_case(facts, AS_OF, "c")
+    assert result.decisions["layer"] == layer
+    [step] = result.trace
+    assert step.get("missing") == missing
+    if layer == "rest":
+        assert "otherwise: every other row is false" in why(playbook, result.to_json(), "en")
+        assert "否则:其他各行都不成立" in why(playbook, result.to_json("zh"), "zh")
