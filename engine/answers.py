@@ -153,7 +153,7 @@ def split_action(spec: str, rule: str | None = None) -> tuple[str, str | None]:
 
 
 def _inputs_read(conditions: list[dict[str, Any]]) -> set[str]:
-    return {c["input"] for c in conditions}
+    return {c["input"] for c in conditions} | {c["compared_with"]["input"] for c in conditions if "compared_with" in c}
 
 
 def _narrowed_trace(playbook: Playbook, trace: list[dict[str, Any]], action: str, rule: str | None) -> list[Any]:

@@ -22,15 +22,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from engine.model import AllOf, AnyOf, Atom, Condition, Interval, Not
+from engine.model import AllOf, AnyOf, Atom, Compare, Condition, Interval, Not
 
 __all__ = [
+    "COMPARE_OPS",
     "COMPARISON_KEYS",
     "OPERATORS",
     "OPPOSITE_KEYS",
     "Operator",
     "atom_matches",
     "atoms_of",
+    "compare_matches",
     "durable_expr",
     "durable_safe",
     "evaluate_condition",
@@ -43,6 +45,17 @@ Expr = dict[str, Any]
 
 COMPARISON_KEYS = ("gt", "gte", "lt", "lte")
 """YAML keys that together make one ``interval`` atom."""
+
+COMPARE_OPS: dict[str, tuple[Callable[[Any, Any], bool], str, str, str]] = {
+    "gt": (lambda a, b: a > b, "$gt", "$lte", "> "),
+    "gte": (lambda a, b: a >= b, "$gte", "$lt", "≥ "),
+    "lt": (lambda a, b: a < b, "$lt", "$gte", "< "),
+    "lte": (lambda a, b: a <= b, "$lte", "$gt", "≤ "),
+    "equals": (lambda a, b: a == b, "", "$neq", "= "),
+    "not_equals": (lambda a, b: a != b, "$neq", "", "≠ "),
+}
+"""Tests of a value against another variable's (``compare`` atoms): how each reads a pair of values, its
+durable-rules operator as itself and negated ("" is equality), and its symbol."""
 
 OPPOSITE_KEYS = {"missing": "present"}
 """YAML keys that are another operator with its boolean operand reversed (``missing: true`` is ``present: false``)."""
@@ -190,13 +203,33 @@ def numbers_of(atom: Atom) -> list[float]:
     return [x for x in items_of(atom) if isinstance(x, int | float) and not isinstance(x, bool)]
 
 
+def compare_matches(value: Any, other: Any, compare: Compare) -> bool:
+    """A value against another variable's: numbers as numbers, dates as their ISO text (which sorts as they do)."""
+    scaled = other if compare.factor is None else other * compare.factor
+    return bool(COMPARE_OPS[compare.op][0](value, scaled))
+
+
+def _compare_durable(field: str, other_field: str, compare: Compare, negated: bool) -> Expr:
+    rvalue: Any = {"$m": other_field}
+    if compare.factor is not None:
+        rvalue = {"$mul": {"$l": rvalue, "$r": compare.factor}}
+    _, positive, negative, _ = COMPARE_OPS[compare.op]
+    key = negative if negated else positive
+    test = {field: rvalue} if not key else {key: {field: rvalue}}
+    # durable-rules reads a missing right-hand field as matching anything: require it
+    return _and([_present(other_field, False), test])
+
+
 def atom_matches(atom: Atom, values: dict[str, Any]) -> bool | None:
-    """The test's result: ``None`` (unknown) when the value it reads is missing, unless it tests presence."""
+    """The test's result: ``None`` (unknown) when a value it reads is missing, unless it tests presence."""
     value = values.get(atom.var)
     if atom.op == "present":
         return (value is not None) == bool(atom.operand)
     if value is None:
         return None
+    if atom.op == "compare":
+        other = values.get(atom.operand.other)
+        return None if other is None else compare_matches(value, other, atom.operand)
     return OPERATORS[atom.op].matches(value, atom.operand)
 
 
@@ -246,6 +279,8 @@ def durable_expr(
         field = field_of(var)
         if condition.op == "present":
             return _present_durable(field, condition.operand, negated, lambda _: 0, is_list=var in list_vars)
+        if condition.op == "compare":
+            return _compare_durable(field, field_of(condition.operand.other), condition.operand, negated)
         return OPERATORS[condition.op].durable(field, condition.operand, negated, lambda item: index_of(var, item))
     if isinstance(condition, Not):
         return durable_expr(condition.item, field_of, index_of, list_vars, not negated)

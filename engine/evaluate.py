@@ -21,12 +21,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.compile import CompiledNode, CompiledPlaybook
-from engine.conditions import atoms_of, evaluate_condition, items_of, numbers_of
+from engine.conditions import atom_matches, atoms_of, evaluate_condition, items_of, numbers_of
 from engine.errors import CaseError, EngineFault
 from engine.model import (
     AllOf,
     AnyOf,
     Atom,
+    Compare,
     Condition,
     Decision,
     InputField,
@@ -78,8 +79,8 @@ class Result:
 
     def _missing(self, plan: Any, members: Iterable[int]) -> list[str]:
         """The variables, missing in this case, that the tests of these members read: why they are unknown."""
-        atoms = (a for m in members for a in plan.atoms[m])
-        return list(dict.fromkeys(a.var for a in atoms if a.op != "present" and self.values.get(a.var) is None))
+        read = (v for m in members for a in plan.atoms[m] if a.op != "present" for v in _reads(a))
+        return list(dict.fromkeys(v for v in read if self.values.get(v) is None))
 
     def _step(
         self,
@@ -168,6 +169,11 @@ class Result:
         return out
 
 
+def _reads(atom: Atom) -> tuple[str, ...]:
+    """The variables a test reads: its own, and the other one it compares with."""
+    return (atom.var, atom.operand.other) if isinstance(atom.operand, Compare) else (atom.var,)
+
+
 def condition_trace(
     atoms: Iterable[Atom], negations: Iterable[bool], results: Iterable[bool | None], values: dict[str, Any]
 ) -> list[dict[str, Any]]:
@@ -176,6 +182,9 @@ def condition_trace(
     out = []
     for atom, negated, result in zip(atoms, negations, results, strict=True):
         item: dict[str, Any] = {"input": atom.var, "test": atom.text, "value": values.get(atom.var), "result": result}
+        if isinstance(atom.operand, Compare):
+            other = atom.operand.other
+            item["compared_with"] = {"input": other, "value": values.get(other)}
         if negated:
             item["negated"] = True
         out.append(item)
@@ -368,6 +377,8 @@ class _NodePlan:
     offsets: list[int]  # where each member's atoms start in the node's atom results
     negations: list[list[bool]]
     readers: list[tuple[str, Callable[[Any], Hashable] | None]]  # None: the value is its own cell
+    # tests of one variable against another: no cell of one value decides them, so their results join the key
+    pairs: list[Atom]
     decision: Decision | None  # for a table
     literal: bool  # every row's output is a constant: the rows chosen and the value follow from the key
     rules: list[Rule]  # for a group of rules, by member
@@ -415,6 +426,7 @@ class Evaluator:
             offsets,
             [negated_atoms(c) for c in conditions],
             readers,
+            [a for a in every_atom if a.op == "compare"],
             decision,
             literal,
             rules,
@@ -462,6 +474,8 @@ class Evaluator:
                 key = values.get(var) if cell is None else cell(values.get(var))
             else:
                 key = tuple([values.get(var) if cell is None else cell(values.get(var)) for var, cell in readers])
+            if plan.pairs:
+                key = (key, tuple([atom_matches(atom, values) for atom in plan.pairs]))
             if reuse and plan.decision is not None:
                 known = plan.outcomes.get(key)
                 if known is not None:  # the hot path: a table's whole outcome follows from the key

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.conditions import atoms_of, evaluate_condition
+from engine.conditions import COMPARE_OPS, atoms_of, evaluate_condition
 from engine.errors import did_you_mean
 from engine.evaluate import condition_trace, negated_atoms
-from engine.model import Atom, Condition, Interval, Literal, Playbook, Row, Rule, Source, Text, ValueOf
+from engine.model import Atom, Compare, Condition, Interval, Literal, Playbook, Row, Rule, Source, Text, ValueOf
 
 __all__ = ["UnknownTarget", "render_result", "test_text", "why", "why_not"]
 
@@ -185,6 +185,12 @@ def test_text(playbook: Playbook, atom: Atom, lang: str) -> str:
     """How one test reads, in words and labels (never the playbook's identifiers)."""
     if atom.op == "present":
         return _w(lang, "given" if atom.operand else "missing")
+    if isinstance(atom.operand, Compare):
+        compare: Compare = atom.operand
+        shown = COMPARE_OPS[compare.op][3] + _var_label(playbook, compare.other, lang)
+        if compare.factor is not None:
+            shown += f" × {_number(compare.factor)}{_param_note(playbook, atom, 0, lang)}"
+        return shown
     if atom.op == "interval":
         iv: Interval = atom.operand
         low = None if iv.low is None else _number(iv.low) + _param_note(playbook, atom, 0, lang)
@@ -218,6 +224,10 @@ def _condition_lines(playbook: Playbook, atoms: list[Atom], conditions: list[dic
         neg = f" ({_w(lang, 'negated')})" if c.get("negated") else ""
         value = _value_text(playbook, c["input"], c["value"], lang)
         test = test_text(playbook, atom, lang)
+        if "compared_with" in c:  # the other side's value, as read
+            other = c["compared_with"]
+            test += f"{';' if lang == 'zh' else '; '}{_var_label(playbook, other['input'], lang)} = "
+            test += _value_text(playbook, other["input"], other["value"], lang)
         lines.append(f"{_var_label(playbook, c['input'], lang)} = {value} ({test}){neg} {mark}")
     return lines
 

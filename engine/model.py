@@ -17,6 +17,7 @@ __all__ = [
     "AllOf",
     "AnyOf",
     "Atom",
+    "Compare",
     "Condition",
     "Decision",
     "InputField",
@@ -86,12 +87,22 @@ class Interval:
 
 
 @dataclass(frozen=True)
+class Compare:
+    """The operand of a test against another variable: this value ``op`` (gt, gte, lt, lte, equals,
+    not_equals) the other's, times ``factor`` when given."""
+
+    op: str
+    other: str
+    factor: float | None = None
+
+
+@dataclass(frozen=True)
 class Atom:
     """One test on one variable: the smallest unit the trace reports on."""
 
     var: str
     op: str  # a key of engine.conditions.OPERATORS
-    operand: Any  # value, tuple of values, Interval or bool, parameters resolved
+    operand: Any  # value, tuple of values, Interval, bool or Compare, parameters resolved
     text: str  # how the test reads, parameter names kept ("≥ high_win_rate (60)")
     location: Location
     params: tuple[str | None, ...] = ()  # the parameter behind each operand (an interval: low, high), if any

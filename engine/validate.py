@@ -20,7 +20,7 @@ from typing import Any, cast
 import jsonschema
 from jsonschema.exceptions import ValidationError, best_match
 
-from engine.conditions import COMPARISON_KEYS, OPERATORS, OPPOSITE_KEYS, durable_safe, numbers_of
+from engine.conditions import COMPARE_OPS, COMPARISON_KEYS, OPERATORS, OPPOSITE_KEYS, durable_safe, numbers_of
 from engine.errors import Location, PlaybookError, Problem, did_you_mean
 from engine.load import Document, load_file, load_text
 from engine.model import (
@@ -28,6 +28,7 @@ from engine.model import (
     AllOf,
     AnyOf,
     Atom,
+    Compare,
     Condition,
     Decision,
     InputField,
@@ -657,13 +658,18 @@ class _Builder(DocumentChecker):
             and all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
         )
         item_values = values if kind == "list" else None
-        shorthand = not isinstance(test, dict) or set(test) == {"param"}
+        shorthand = not isinstance(test, dict) or set(test) == {"param"} or "var" in test
         ops: dict[str, Any] = {"equals": test} if shorthand else test
         atoms: list[Atom] = []
         ok = True
         where = self.loc(path)
+        against = {k: raw for k, raw in ops.items() if k in COMPARE_OPS and isinstance(raw, dict) and "var" in raw}
+        for key, raw in against.items():
+            atom = self.compare(var, kind, key, raw, path if shorthand else (*path, key), where)
+            ok = atom is not None and ok
+            atoms.extend([atom] if atom is not None else [])
         for key, raw in ops.items():
-            if key in COMPARISON_KEYS:
+            if key in COMPARISON_KEYS or key in against:
                 continue
             op = OPPOSITE_KEYS.get(key, key)
             if op not in OPERATORS:  # the schema pass has reported it, with a suggestion
@@ -712,7 +718,7 @@ class _Builder(DocumentChecker):
                 "contains_any": "contains any of ",
             }[op]
             atoms.append(Atom(var, op, operand, symbol + shown, where, (_param_name(raw),)))
-        comparisons = [k for k in COMPARISON_KEYS if k in ops]
+        comparisons = [k for k in COMPARISON_KEYS if k in ops and k not in against]
         if comparisons:
             interval = self.interval(var, ops, comparisons, numeric, path)
             if interval is None:
@@ -733,6 +739,46 @@ class _Builder(DocumentChecker):
                     )
                     ok = False
         return atoms if ok else None
+
+    def compare(self, var: str, kind: str, op: str, raw: dict[str, Any], path: Path_, where: Location) -> Atom | None:
+        """A test of ``var`` against another variable (``{gte: {var: other, times: factor}}``), type-checked."""
+        other = str(raw.get("var"))
+        found = self.resolve_var(other, (*path, "var"))
+        if found is None:
+            return None
+        other_kind = found[0]
+        if kind not in ("number", "date") or other_kind != kind:
+            self.report(
+                (*path, "var"),
+                "operand_type",
+                f"'{var}' is of type {kind} and '{other}' of type {other_kind}; "
+                "compare a number with a number, or a date with a date",
+                about=_subject(var),
+            )
+            return None
+        if "times" not in raw:
+            return Atom(var, "compare", Compare(op, other), COMPARE_OPS[op][3] + other, where, (None,))
+        if kind != "number":
+            self.report((*path, "times"), "operand_type", f"'times' scales a number; '{other}' is a date", key=True)
+            return None
+        resolved = self.operand(raw["times"], (*path, "times"))
+        if resolved is None:
+            return None
+        factor, shown = resolved
+        if not isinstance(factor, int | float) or isinstance(factor, bool):
+            self.report((*path, "times"), "operand_type", f"'times' needs a number, not {_type_name(factor)}")
+            return None
+        if not durable_safe(factor):
+            self.report(
+                (*path, "times"),
+                "number_unreadable",
+                f"{factor!r} cannot be given to durable-rules (it reads no exponent without a point); "
+                "scale the unit so the number is written plainly",
+                key=True,
+            )
+            return None
+        text = f"{COMPARE_OPS[op][3]}{other} × {shown}"
+        return Atom(var, "compare", Compare(op, other, factor), text, where, (_param_name(raw["times"]),))
 
     def interval(
         self, var: str, ops: dict[str, Any], keys: list[str], numeric: bool, path: Path_
@@ -1072,7 +1118,7 @@ class _Builder(DocumentChecker):
         from engine.conditions import atoms_of
 
         def reads_of(when: Condition | None, outputs: Iterable[Output]) -> tuple[str, ...]:
-            names = [atom.var for atom in atoms_of(when)]
+            names = [v for atom in atoms_of(when) for v in (atom.var, *_compared_with(atom))]
             names += [out.var for out in outputs if isinstance(out, ValueOf)]
             return tuple(dict.fromkeys(names))
 
@@ -1146,6 +1192,11 @@ class _Builder(DocumentChecker):
                     f"'{node.name}' reads {width} values; at most {MAX_NODE_PROPERTIES}",
                     key=True,
                 )
+
+
+def _compared_with(atom: Atom) -> tuple[str, ...]:
+    """The other variable a test reads, if it compares two."""
+    return (atom.operand.other,) if isinstance(atom.operand, Compare) else ()
 
 
 def _group_rules(ordered: list[Node]) -> tuple[Node, ...]:

@@ -20,6 +20,7 @@ from tests.conftest import AS_OF
 
 VARS: dict[str, dict[str, Any]] = {
     "opportunity.n": {"type": "number"},
+    "opportunity.m": {"type": "number"},
     "opportunity.e": {"type": "enum", "values": ["a", "b", "c"]},
     "opportunity.w": {"type": "enum", "values": [0, 20, 40]},
     "opportunity.l": {"type": "list", "values": ["x", "y", "z"]},
@@ -54,6 +55,12 @@ def atom() -> st.SearchStrategy[dict[str, Any]]:
                     interval(),
                     st.builds(lambda xs: {"one_of": xs}, st.lists(numbers, min_size=1, max_size=3, unique=True)),
                     presence,
+                    st.builds(  # against another variable, maybe scaled
+                        lambda op, times: {op: {"var": "opportunity.m", **times}},
+                        st.sampled_from(["gt", "gte", "lt", "lte", "equals", "not_equals"]),
+                        st.one_of(st.just({}), st.builds(lambda x: {"times": x}, st.sampled_from([0.5, 2, 0.3]))),
+                    ),
+                    st.builds(lambda: {"var": "opportunity.m"}),
                 )
             }
         ),
@@ -109,6 +116,7 @@ cases = st.fixed_dictionaries(
     {},
     optional={
         "n": numbers,
+        "m": numbers,
         "e": enum_values,
         "w": st.sampled_from([0, 20, 40]),
         "l": st.lists(list_items, unique=True, max_size=3),
@@ -131,7 +139,7 @@ def reference(condition: dict[str, Any], case: dict[str, Any]) -> bool | None:
     results: list[bool | None] = []
     for var, test in condition.items():
         value = case.get(var.split(".")[1])
-        test = test if isinstance(test, dict) else {"equals": test}
+        test = test if isinstance(test, dict) and "var" not in test else {"equals": test}
         for op, x in test.items():
             if op == "present":
                 results.append((value is not None) == x)
@@ -139,6 +147,22 @@ def reference(condition: dict[str, Any], case: dict[str, Any]) -> bool | None:
                 results.append((value is None) == x)
             elif value is None:
                 results.append(None)
+            elif isinstance(x, dict):  # another variable's value, maybe scaled
+                other = case.get(x["var"].split(".")[1])
+                if other is None:
+                    results.append(None)
+                    continue
+                scaled = other * x.get("times", 1)
+                results.append(
+                    {
+                        "equals": scaled == value,
+                        "not_equals": scaled != value,
+                        "gt": value > scaled,
+                        "gte": value >= scaled,
+                        "lt": value < scaled,
+                        "lte": value <= scaled,
+                    }[op]
+                )
             else:
                 results.append(
                     {

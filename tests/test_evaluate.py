@@ -272,3 +272,84 @@ def test_an_otherwise_row_fires_only_when_every_other_row_is_false(
     if layer == "rest":
         assert "otherwise: every other row is false" in why(playbook, result.to_json(), "en")
         assert "否则:其他各行都不成立" in why(playbook, result.to_json("zh"), "zh")
+
+
+COMPARED = """
+playbook: {id: t, version: "1", languages: [en], title: {en: test}}
+parameters:
+  a_share: {value: 0.5, label: {en: A share}}
+inputs:
+  opportunity.amount: {type: number, label: {en: amount}}
+  opportunity.period_target: {type: number, label: {en: period target}}
+  opportunity.close_date: {type: date, label: {en: decision date}}
+  opportunity.budget_date: {type: date, label: {en: budget date}}
+decisions:
+  against:
+    label: {en: tests that hold}
+    source: {guide: G-16, quote: "重要非常大A类"}
+    type: list
+    values: [gt, gte, lt, lte, equals, not_equals, half, not_half, before, not_before]
+    hit_policy: collect
+    output: true
+    rows:
+      - {id: gt, label: {en: gt}, when: {opportunity.amount: {gt: {var: opportunity.period_target}}}, then: gt}
+      - {id: gte, label: {en: gte}, when: {opportunity.amount: {gte: {var: opportunity.period_target}}}, then: gte}
+      - {id: lt, label: {en: lt}, when: {opportunity.amount: {lt: {var: opportunity.period_target}}}, then: lt}
+      - {id: lte, label: {en: lte}, when: {opportunity.amount: {lte: {var: opportunity.period_target}}}, then: lte}
+      - {id: equals, label: {en: equals}, when: {opportunity.amount: {var: opportunity.period_target}}, then: equals}
+      - id: not_equals
+        label: {en: not equals}
+        when: {opportunity.amount: {not_equals: {var: opportunity.period_target}}}
+        then: not_equals
+      - id: half
+        label: {en: half}
+        when: {opportunity.amount: {gte: {var: opportunity.period_target, times: {param: a_share}}}}
+        then: half
+      - id: not_half
+        label: {en: not half}
+        when: {not: {opportunity.amount: {gte: {var: opportunity.period_target, times: {param: a_share}}}}}
+        then: not_half
+      - id: before
+        label: {en: before}
+        when: {opportunity.close_date: {lt: {var: opportunity.budget_date}}}
+        then: before
+      - id: not_before
+        label: {en: not before}
+        when: {not: {opportunity.close_date: {lt: {var: opportunity.budget_date}}}}
+        then: not_before
+"""
+
+
+@pytest.mark.parametrize(
+    ("opportunity", "holding"),
+    [
+        ({"amount": 5, "period_target": 10}, ["lt", "lte", "not_equals", "half"]),
+        ({"amount": 4.5, "period_target": 10}, ["lt", "lte", "not_equals", "not_half"]),
+        ({"amount": 10, "period_target": 10}, ["gte", "lte", "equals", "half"]),
+        ({"amount": 11, "period_target": 10}, ["gt", "gte", "not_equals", "half"]),
+        ({"amount": 11}, None),  # the other side missing: every test unknown, negated or not
+        ({"period_target": 10}, None),
+        ({"close_date": "2026-12-31", "budget_date": "2027-01-01"}, ["before"]),
+        ({"close_date": "2027-01-01", "budget_date": "2027-01-01"}, ["not_before"]),
+        ({"close_date": "2027-01-01"}, None),
+    ],
+)
+def test_a_value_against_another_variables(opportunity: dict[str, Any], holding: list[str] | None) -> None:
+    playbook = load_playbook_text(COMPARED, "compared.yaml")
+    with compile_playbook(playbook) as compiled:  # every question to durable-rules: it must agree
+        evaluator = Evaluator(compiled, cache_size=0)
+        result = evaluator.evaluate_case({"opportunity": opportunity}, AS_OF, "c")
+        reusing = Evaluator(compiled)  # answers reused by key: the comparison's result is part of it
+        for _ in range(2):
+            assert reusing.evaluate_case({"opportunity": opportunity}, AS_OF, "c").to_json() == result.to_json()
+    assert result.decisions["against"] == holding
+
+
+def test_reused_answers_tell_comparisons_of_the_same_values_apart() -> None:
+    """amount 5 against targets 4 and 10: the same cell for each value alone, different answers."""
+    cases = [{"amount": 5, "period_target": t} for t in (4, 10, 5, 4)]
+    with compile_playbook(load_playbook_text(COMPARED, "compared.yaml")) as compiled:
+        fresh, reusing = Evaluator(compiled, cache_size=0), Evaluator(compiled)
+        for i, opportunity in enumerate(cases):
+            want = fresh.evaluate_case({"opportunity": opportunity}, AS_OF, str(i)).to_json()
+            assert reusing.evaluate_case({"opportunity": opportunity}, AS_OF, str(i)).to_json() == want
