@@ -191,6 +191,7 @@ class Rule:
     sets: dict[str, Output]
     recommends: tuple[Recommend, ...]
     location: Location
+    for_each: tuple[str, str, Any] | None = None  # one item of a for_each rule: (the rule's id, the list, the item)
 
 
 @dataclass(frozen=True)

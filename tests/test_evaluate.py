@@ -353,3 +353,55 @@ def test_reused_answers_tell_comparisons_of_the_same_values_apart() -> None:
         for i, opportunity in enumerate(cases):
             want = fresh.evaluate_case({"opportunity": opportunity}, AS_OF, str(i)).to_json()
             assert reusing.evaluate_case({"opportunity": opportunity}, AS_OF, str(i)).to_json() == want
+
+
+FOR_EACH = """
+playbook: {id: t, version: "1", languages: [zh, en], title: {zh: 测试, en: test}}
+inputs:
+  opportunity.steps:
+    type: list
+    values: [call, demo, offer]
+    label: {zh: 步骤, en: steps}
+    value_labels: {call: {zh: 电话, en: call}, demo: {zh: 演示, en: demo}, offer: {zh: 报价, en: offer}}
+  account.vip: {type: boolean, label: {zh: 重要客户, en: VIP}}
+decisions:
+  vip:
+    label: {zh: 重要, en: important}
+    source: {guide: G-17, quote: "表层"}
+    type: boolean
+    rows:
+      - {id: vip, label: {zh: 重要客户, en: a VIP}, when: {account.vip: true}, then: true}
+      - {id: other, label: {zh: 其他, en: others}, otherwise: true, then: false}
+rules:
+  - id: follow
+    label: {zh: 跟进, en: follow up}
+    source: {guide: G-17, quote: "表层"}
+    for_each: opportunity.steps
+    when: {vip: true}
+    then:
+      recommend: [{action: "follow_{item}", params: {steps: {item_of: opportunity.steps}}}]
+actions:
+  follow_call: {label: {zh: 回电, en: call back}, source: {guide: G-17, quote: "表层"}}
+  follow_demo: {label: {zh: 再演示, en: demo again}, source: {guide: G-17, quote: "表层"}}
+  follow_offer: {label: {zh: 跟进报价, en: chase the offer}, source: {guide: G-17, quote: "表层"}}
+"""
+
+
+def test_for_each_recommends_once_per_item_with_the_item_as_a_parameter() -> None:
+    playbook = load_playbook_text(FOR_EACH, "for_each.yaml")
+    assert [rule.id for rule in playbook.rules] == ["follow_call", "follow_demo", "follow_offer"]
+    with compile_playbook(playbook) as compiled:  # every question to durable-rules: it must agree
+        evaluator = Evaluator(compiled, cache_size=0)
+        result = evaluator.evaluate_case(
+            {"opportunity": {"steps": ["offer", "call"]}, "account": {"vip": True}}, AS_OF, "c"
+        )
+        unknown = evaluator.evaluate_case({"opportunity": {"steps": ["demo"]}}, AS_OF, "u")
+    assert [(r["id"], r["rule"], r["params"]) for r in result.recommendations] == [
+        ("follow_call", "follow_call", {"steps": "call"}),
+        ("follow_offer", "follow_offer", {"steps": "offer"}),
+    ]
+    traced = [s for s in result.trace if "rule" in s]  # one step per item, each with its own test of the item
+    assert [s["conditions"][0]["test"] for s in traced] == ["contains call", "contains offer"]
+    assert [s["undetermined"]["rule"] for s in unknown.trace if "undetermined" in s] == ["follow_demo"]
+    zh = why(playbook, result.to_json("zh"), "zh")
+    assert "规则「跟进:电话」" in zh and "步骤 = 电话、报价 (包含 电话) ✓" in zh
