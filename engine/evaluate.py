@@ -66,7 +66,8 @@ class Result:
 
     @property
     def trace(self) -> list[dict[str, Any]]:
-        """Every step in evaluation order: derivations, each table, each rule that fired (built on first use)."""
+        """Every step in evaluation order: derivations, each table, each rule that fired, each rule a missing
+        value left undetermined (built on first use)."""
         if self._trace is None:
             self._trace = [{"derived": d} for d in self.derived]
             for step in self.steps:

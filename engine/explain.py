@@ -372,8 +372,8 @@ def why(playbook: Playbook, result: dict[str, Any], lang: str) -> str:
             undetermined = step["undetermined"]
             rule = playbook.rules_by_id[undetermined["rule"]]
             missing = _missing_text(playbook, undetermined["missing"], lang)
-            sep = "" if lang == "zh" else ": "
-            lines.append(f"  {_rule_name(rule, lang)}{sep}{_w(lang, 'undetermined_rule').format(missing=missing)}")
+            lines.append(f"  {_rule_name(rule, lang)} {_cite(rule.source)}")
+            lines.append(f"      {_w(lang, 'undetermined_rule').format(missing=missing)}")
         else:
             rule = playbook.rules_by_id[step["rule"]]
             lines.append(f"  {_rule_name(rule, lang)} {_cite(rule.source)}")

@@ -104,8 +104,9 @@ def test_a_test_on_a_missing_value_is_unknown_and_not_of_it_too(evaluator: Evalu
     assert step["missing"] == ["flagged"]
     assert [c["result"] for c in step["conditions"]] == [True, None]  # attention ≠ high holds; flagged unknown
     strict_playbook = load_playbook_text(strict, "strict.yaml")
-    assert "规则「观察」未能判断(缺少:标记)" in why(strict_playbook, quiet.to_json("zh"), "zh")
-    assert "rule watch “watch”: could not be decided (missing: flagged)" in why(strict_playbook, quiet.to_json(), "en")
+    zh, en = why(strict_playbook, quiet.to_json("zh"), "zh"), why(strict_playbook, quiet.to_json(), "en")
+    assert "  规则「观察」 [G-19 「等待观察」]\n      未能判断(缺少:标记)" in zh
+    assert "  rule watch “watch” [G-19 「等待观察」]\n      could not be decided (missing: flagged)" in en
 
 
 @pytest.mark.parametrize(
