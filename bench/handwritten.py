@@ -62,6 +62,7 @@ HIGH_ATTRACTIVENESS_SCORE = 60  # high_attractiveness_score
 HIGH_ADVANTAGE_SCORE = 60  # high_advantage_score
 KEY_ACCOUNT_MAX_LEVEL = 2  # key_account_max_level
 KEY_ACCOUNT_AMOUNT_CLASS = "A"  # key_account_amount_class
+DIRECTOR_AMOUNT_CLASS = "A"  # director_amount_class
 ENQUIRE_MIN_WIN_RATE = 40  # enquire_min_win_rate
 AMOUNT_SHARE_A = 0.30  # amount_share_a
 AMOUNT_SHARE_B = 0.10  # amount_share_b
@@ -90,6 +91,7 @@ PARAMETERS = {
     "high_advantage_score": HIGH_ADVANTAGE_SCORE,
     "key_account_max_level": KEY_ACCOUNT_MAX_LEVEL,
     "key_account_amount_class": KEY_ACCOUNT_AMOUNT_CLASS,
+    "director_amount_class": DIRECTOR_AMOUNT_CLASS,
     "enquire_min_win_rate": ENQUIRE_MIN_WIN_RATE,
     "amount_share_a": AMOUNT_SHARE_A,
     "amount_share_b": AMOUNT_SHARE_B,
@@ -328,15 +330,17 @@ def course(case: dict[str, Any], as_of: dt.date) -> tuple[dict[str, Any], list[t
         else:
             funnel_layer = "surface"
 
-    # Row "not_key" is the negation of row "key", so the decision is never undetermined.
-    key_account = (
-        customer_level is not None and customer_level <= KEY_ACCOUNT_MAX_LEVEL
-    ) or amount_class == KEY_ACCOUNT_AMOUNT_CLASS
+    # Row "key" holds when either test does; row "not_key" (otherwise) when both are known to fail;
+    # else a test is unknown and so is the decision.
+    level_key = None if customer_level is None else customer_level <= KEY_ACCOUNT_MAX_LEVEL
+    amount_key = None if amount_class is None else amount_class == KEY_ACCOUNT_AMOUNT_CLASS
+    key_account = True if level_key or amount_key else (False if level_key is False and amount_key is False else None)
 
     # Hit policy first; the last row has no condition.
-    if funnel_layer == "bottom" and amount_class == "A" and customer_class in ("consolidate", "invest"):
+    director_class = amount_class == DIRECTOR_AMOUNT_CLASS and customer_class in ("consolidate", "invest")
+    if funnel_layer == "bottom" and director_class:
         director_action = "intensive_attack"
-    elif funnel_layer == "surface" and amount_class == "A" and customer_class in ("consolidate", "invest"):
+    elif funnel_layer == "surface" and director_class:
         director_action = "active_investment"
     elif funnel_layer == "middle" and customer_class in ("harvest", "invest") and win_rate >= ENQUIRE_MIN_WIN_RATE:
         director_action = "enquire_and_follow"
@@ -377,7 +381,7 @@ def course(case: dict[str, Any], as_of: dt.date) -> tuple[dict[str, Any], list[t
     if key_account:
         roles_known = account.get("roles_known")
         for role in ROLES:
-            # a missing list fails "contains", so its "not" holds: every role is asked for
+            # a missing list: rule find_roles_none_known asks for every role on purpose; else each one not known
             if roles_known is None or role not in roles_known:
                 append(("identify_decision_role", {"roles_known": role}))
 

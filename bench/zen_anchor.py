@@ -173,7 +173,8 @@ def atom_test(atom: Atom, ref: str) -> str:
 
     ZEN compares nothing with null (``null > 2`` is an error, which a table cell reads as
     "no match" but which aborts a whole ``not``/``or``), so every test that could meet null
-    checks for it first: our rule is that a missing value fails every test but ``present: false``.
+    checks for it first: for us a test on a missing value is unknown, and only a true condition
+    fires (``present`` is never unknown).
     """
     op, operand = atom.op, atom.operand
     if op == "present":
@@ -225,14 +226,31 @@ def unary_cell(atoms: Sequence[Atom]) -> str:
     return " and ".join(atom_test(atom, "$") for atom in atoms)
 
 
-def condition_expr(condition: Condition) -> str:
-    """A whole condition as one standard ZEN expression (for conditions that are not a plain conjunction)."""
+@dataclass(frozen=True)
+class Unmatched:
+    """An earlier row that did not match: its condition not true (false or unknown), unlike ``not``."""
+
+    item: Condition
+
+
+def condition_expr(condition: Condition | Unmatched, negated: bool = False) -> str:
+    """A whole condition as one standard ZEN expression (for conditions that are not a plain conjunction):
+    true exactly when ours is true.  ``not`` is pushed down to the tests, where a negated test also needs its
+    value (Kleene: ``not`` of unknown is unknown)."""
+    if isinstance(condition, Unmatched):
+        inner = condition_expr(condition.item)
+        return inner if negated else f"not {inner}"
     if isinstance(condition, Atom):
-        return f"({atom_test(condition, zen_ref(condition.var))})"
+        test = atom_test(condition, zen_ref(condition.var))
+        if not negated:
+            return f"({test})"
+        if condition.op == "present":
+            return f"(not ({test}))"
+        return f"({zen_ref(condition.var)} != null and not ({test}))"
     if isinstance(condition, Not):
-        return f"not {condition_expr(condition.item)}"
-    joiner = " and " if isinstance(condition, AllOf) else " or "
-    return "(" + joiner.join(condition_expr(item) for item in condition.items) + ")"
+        return condition_expr(condition.item, not negated)
+    joiner = " and " if isinstance(condition, AllOf) != negated else " or "
+    return "(" + joiner.join(condition_expr(item, negated) for item in condition.items) + ")"
 
 
 def output_expr(output: Output) -> str:
@@ -314,7 +332,8 @@ def decision_rows(decision: Decision) -> tuple[str, list[ZenRow]]:
         if key in always:
             continue  # an earlier row with this output always matches: this one never adds anything
         before = earlier.setdefault(key, [])
-        when = _all(row_when, Not(before[0] if len(before) == 1 else AnyOf(tuple(before)))) if before else row_when
+        unmatched = Unmatched(before[0] if len(before) == 1 else AnyOf(tuple(before)))
+        when = _all(row_when, unmatched) if before else row_when  # type: ignore[arg-type]
         rows.append(ZenRow(row_id, when, {ITEM_FIELD: _const_expr(out)}))
         if row_when is None:
             always.add(key)

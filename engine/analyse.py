@@ -142,6 +142,8 @@ class _Analyser:
 
     def combinations(self, conditions: list[Condition | None]) -> tuple[list[str], list[list[_Cell]]] | None:
         atoms = [a for c in conditions for a in atoms_of(c)]
+        if any(a.op == "compare" for a in atoms):
+            return None  # a test of one variable against another has no cells of its own: not searched
         variables = list(dict.fromkeys(a.var for a in atoms))
         grid = []
         for var in variables:

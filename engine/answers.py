@@ -153,7 +153,7 @@ def split_action(spec: str, rule: str | None = None) -> tuple[str, str | None]:
 
 
 def _inputs_read(conditions: list[dict[str, Any]]) -> set[str]:
-    return {c["input"] for c in conditions}
+    return {c["input"] for c in conditions} | {c["compared_with"]["input"] for c in conditions if "compared_with" in c}
 
 
 def _narrowed_trace(playbook: Playbook, trace: list[dict[str, Any]], action: str, rule: str | None) -> list[Any]:
@@ -190,7 +190,7 @@ def _narrowed_trace(playbook: Playbook, trace: list[dict[str, Any]], action: str
                     if isinstance(then, ValueOf):
                         needed.add(then.var)
             kept.append(step)
-        elif step["derived"]["input"] in needed:
+        elif "derived" in step and step["derived"]["input"] in needed:
             kept.append(step)
     return kept[::-1]
 

@@ -6,7 +6,14 @@ written for durable-rules, both as itself and negated (durable-rules has no
 general ``not`` over one message, so negation is pushed down to the atoms).
 The two must agree; ``tests/test_conditions.py`` checks that they do.
 
-A missing value fails every test except ``present: false``.
+Missing values follow Kleene's three-valued logic: a test on a missing value is
+*unknown* (``None``), except ``present``, which is always known; ``not`` of
+unknown is unknown; ``all`` is false if any item is false, else unknown if any
+is unknown; ``any`` is true if any item is true, else unknown if any is unknown.
+Only a condition that is true fires.  With negation pushed down to the atoms,
+"true" is exactly the plain two-valued reading in which every test on a missing
+value fails, negated or not: so durable-rules needs no third value, only
+negated tests that also require the value to be present.
 """
 
 from __future__ import annotations
@@ -15,14 +22,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from engine.model import AllOf, Atom, Condition, Interval, Not
+from engine.model import AllOf, AnyOf, Atom, Compare, Condition, Interval, Not
 
 __all__ = [
+    "COMPARE_OPS",
     "COMPARISON_KEYS",
     "OPERATORS",
+    "OPPOSITE_KEYS",
     "Operator",
     "atom_matches",
     "atoms_of",
+    "compare_matches",
     "durable_expr",
     "durable_safe",
     "evaluate_condition",
@@ -35,6 +45,20 @@ Expr = dict[str, Any]
 
 COMPARISON_KEYS = ("gt", "gte", "lt", "lte")
 """YAML keys that together make one ``interval`` atom."""
+
+COMPARE_OPS: dict[str, tuple[Callable[[Any, Any], bool], str, str, str]] = {
+    "gt": (lambda a, b: a > b, "$gt", "$lte", "> "),
+    "gte": (lambda a, b: a >= b, "$gte", "$lt", "≥ "),
+    "lt": (lambda a, b: a < b, "$lt", "$gte", "< "),
+    "lte": (lambda a, b: a <= b, "$lte", "$gt", "≤ "),
+    "equals": (lambda a, b: a == b, "", "$neq", "= "),
+    "not_equals": (lambda a, b: a != b, "$neq", "", "≠ "),
+}
+"""Tests of a value against another variable's (``compare`` atoms): how each reads a pair of values, its
+durable-rules operator as itself and negated ("" is equality), and its symbol."""
+
+OPPOSITE_KEYS = {"missing": "present"}
+"""YAML keys that are another operator with its boolean operand reversed (``missing: true`` is ``present: false``)."""
 
 
 def list_key(index: int) -> str:
@@ -74,25 +98,25 @@ class Operator:
 
 def _equals_durable(field: str, operand: Any, negated: bool, _: Callable[[Any], int]) -> Expr:
     if negated:
-        return _or([_missing(field, False), {"$neq": {field: operand}}])
+        return {"$neq": {field: operand}}
     return {field: operand}
 
 
 def _not_equals_durable(field: str, operand: Any, negated: bool, _: Callable[[Any], int]) -> Expr:
     if negated:
-        return _or([_missing(field, False), {field: operand}])
+        return {field: operand}
     return {"$neq": {field: operand}}
 
 
 def _one_of_durable(field: str, operand: Any, negated: bool, _: Callable[[Any], int]) -> Expr:
     if negated:
-        return _or([_missing(field, False), _and([{"$neq": {field: v}} for v in operand])])
+        return _and([{"$neq": {field: v}} for v in operand])
     return _or([{field: v} for v in operand])
 
 
 def _not_one_of_durable(field: str, operand: Any, negated: bool, _: Callable[[Any], int]) -> Expr:
     if negated:
-        return _or([_missing(field, False), *({field: v} for v in operand)])
+        return _or([{field: v} for v in operand])
     return _and([{"$neq": {field: v}} for v in operand])
 
 
@@ -106,7 +130,7 @@ def _interval_matches(value: Any, interval: Interval) -> bool:
 
 def _interval_durable(field: str, iv: Interval, negated: bool, _: Callable[[Any], int]) -> Expr:
     inside: list[Expr] = []
-    outside: list[Expr] = [_missing(field, False)]
+    outside: list[Expr] = []
     if iv.low is not None:
         inside.append({"$gte" if iv.low_closed else "$gt": {field: iv.low}})
         outside.append({"$lt" if iv.low_closed else "$lte": {field: iv.low}})
@@ -122,7 +146,8 @@ def _present_durable(field: str, wanted: bool, negated: bool, _: Callable[[Any],
 
 def _contains(field: str, item: Any, negated: bool, index_of: Callable[[Any], int]) -> Expr:
     key = f"{field}.{list_key(index_of(item))}"
-    return {"$nex": {key: 1}} if negated else {"$ex": {key: 1}}
+    # a missing list is unknown, so "does not contain" needs the list itself present
+    return _and([_present(field, True), {"$nex": {key: 1}}]) if negated else {"$ex": {key: 1}}
 
 
 def _contains_all_durable(field: str, items: Any, negated: bool, index_of: Callable[[Any], int]) -> Expr:
@@ -178,15 +203,40 @@ def numbers_of(atom: Atom) -> list[float]:
     return [x for x in items_of(atom) if isinstance(x, int | float) and not isinstance(x, bool)]
 
 
-def atom_matches(atom: Atom, values: dict[str, Any]) -> bool:
+def compare_matches(value: Any, other: Any, compare: Compare) -> bool:
+    """A value against another variable's: numbers as numbers, dates as their ISO text (which sorts as they do)."""
+    scaled = other if compare.factor is None else other * compare.factor
+    return bool(COMPARE_OPS[compare.op][0](value, scaled))
+
+
+def _compare_durable(field: str, other_field: str, compare: Compare, negated: bool) -> Expr:
+    rvalue: Any = {"$m": other_field}
+    if compare.factor is not None:
+        rvalue = {"$mul": {"$l": rvalue, "$r": compare.factor}}
+    _, positive, negative, _ = COMPARE_OPS[compare.op]
+    key = negative if negated else positive
+    test = {field: rvalue} if not key else {key: {field: rvalue}}
+    # durable-rules reads a missing right-hand field as matching anything: require it
+    return _and([_present(other_field, False), test])
+
+
+def atom_matches(atom: Atom, values: dict[str, Any]) -> bool | None:
+    """The test's result: ``None`` (unknown) when a value it reads is missing, unless it tests presence."""
     value = values.get(atom.var)
+    if atom.op == "present":
+        return (value is not None) == bool(atom.operand)
     if value is None:
-        return atom.op == "present" and atom.operand is False
+        return None
+    if atom.op == "compare":
+        other = values.get(atom.operand.other)
+        return None if other is None else compare_matches(value, other, atom.operand)
     return OPERATORS[atom.op].matches(value, atom.operand)
 
 
-def evaluate_condition(condition: Condition, values: dict[str, Any], out: list[bool] | None = None) -> bool:
-    """Evaluate a condition; append each atom's result, in order, to ``out``.
+def evaluate_condition(
+    condition: Condition, values: dict[str, Any], out: list[bool | None] | None = None
+) -> bool | None:
+    """A condition's three-valued result (``None``: unknown); append each atom's result, in order, to ``out``.
 
     Every atom is evaluated (no short circuit), so the trace can report them all.
     """
@@ -196,9 +246,13 @@ def evaluate_condition(condition: Condition, values: dict[str, Any], out: list[b
             out.append(result)
         return result
     if isinstance(condition, Not):
-        return not evaluate_condition(condition.item, values, out)
+        inner = evaluate_condition(condition.item, values, out)
+        return None if inner is None else not inner
     results = [evaluate_condition(item, values, out) for item in condition.items]
-    return all(results) if isinstance(condition, AllOf) else any(results)
+    decisive = isinstance(condition, AnyOf)  # the value that settles it: true for any, false for all
+    if decisive in results:
+        return decisive
+    return None if None in results else not decisive
 
 
 def atoms_of(condition: Condition | None) -> list[Atom]:
@@ -225,6 +279,8 @@ def durable_expr(
         field = field_of(var)
         if condition.op == "present":
             return _present_durable(field, condition.operand, negated, lambda _: 0, is_list=var in list_vars)
+        if condition.op == "compare":
+            return _compare_durable(field, field_of(condition.operand.other), condition.operand, negated)
         return OPERATORS[condition.op].durable(field, condition.operand, negated, lambda item: index_of(var, item))
     if isinstance(condition, Not):
         return durable_expr(condition.item, field_of, index_of, list_vars, not negated)

@@ -21,12 +21,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.compile import CompiledNode, CompiledPlaybook
-from engine.conditions import atoms_of, evaluate_condition, items_of, numbers_of
+from engine.conditions import atom_matches, atoms_of, evaluate_condition, items_of, numbers_of
 from engine.errors import CaseError, EngineFault
 from engine.model import (
     AllOf,
     AnyOf,
     Atom,
+    Compare,
     Condition,
     Decision,
     InputField,
@@ -55,32 +56,55 @@ class Result:
     recommendations: list[dict[str, Any]]
     derived: list[dict[str, Any]] = field(default_factory=list)
     values: dict[str, Any] = field(default_factory=dict, repr=False)
-    # (node plan, fired members, atom results, chosen members, decisions a rule set): the trace, unexpanded
-    steps: list[tuple[Any, tuple[int, ...], tuple[bool, ...], tuple[int, ...], dict[str, Any] | None]] = field(
-        default_factory=list, repr=False
-    )
+    # (node plan, fired members, atom results, chosen members, decisions a rule set, members whose condition
+    # is unknown): the trace, unexpanded; a group of rules has one step per rule that fired, and one for those
+    # left undetermined
+    steps: list[
+        tuple[Any, tuple[int, ...], tuple[bool | None, ...], tuple[int, ...], dict[str, Any] | None, tuple[int, ...]]
+    ] = field(default_factory=list, repr=False)
     _trace: list[dict[str, Any]] | None = field(default=None, repr=False)
 
     @property
     def trace(self) -> list[dict[str, Any]]:
-        """Every step in evaluation order: derivations, each table, each rule that fired (built on first use)."""
+        """Every step in evaluation order: derivations, each table, each rule that fired, each rule a missing
+        value left undetermined (built on first use)."""
         if self._trace is None:
-            self._trace = [{"derived": d} for d in self.derived] + [self._step(*step) for step in self.steps]
+            self._trace = [{"derived": d} for d in self.derived]
+            for step in self.steps:
+                self._trace.extend(self._step(*step))
         return self._trace
 
-    def _conditions(self, plan: Any, member: int, results: tuple[bool, ...]) -> list[dict[str, Any]]:
+    def _conditions(self, plan: Any, member: int, results: tuple[bool | None, ...]) -> list[dict[str, Any]]:
         atoms, start = plan.atoms[member], plan.offsets[member]
         return condition_trace(atoms, plan.negations[member], results[start : start + len(atoms)], self.values)
+
+    def _missing(self, plan: Any, members: Iterable[int]) -> list[str]:
+        """The variables, missing in this case, that the tests of these members read: why they are unknown."""
+        read = (v for m in members for a in plan.atoms[m] if a.op != "present" for v in _reads(a))
+        return list(dict.fromkeys(v for v in read if self.values.get(v) is None))
 
     def _step(
         self,
         plan: Any,
         fired: tuple[int, ...],
-        results: tuple[bool, ...],
+        results: tuple[bool | None, ...],
         chosen: tuple[int, ...],
         sets: dict[str, Any] | None,
-    ) -> dict[str, Any]:
+        unknown: tuple[int, ...],
+    ) -> list[dict[str, Any]]:
         name = plan.cnode.node.name
+        if plan.cnode.node.kind == "rules" and not fired:
+            return [
+                {
+                    "undetermined": {
+                        "rule": plan.cnode.members[i],
+                        "missing": self._missing(plan, (i,)),
+                        "conditions": self._conditions(plan, i, results),
+                        "source": self.playbook.rules_by_id[plan.cnode.members[i]].source.guide,
+                    }
+                }
+                for i in unknown
+            ]
         if plan.cnode.node.kind == "rules":
             rule = self.playbook.rules_by_id[plan.cnode.members[chosen[0]]]
             entry: dict[str, Any] = {
@@ -92,9 +116,9 @@ class Result:
                 entry["set"] = sets
             if rule.recommends:
                 entry["recommend"] = [rec.action for rec in rule.recommends]
-            return entry
+            return [entry]
         decision = self.playbook.decisions[name]
-        return {
+        entry = {
             "decision": name,
             "hit_policy": decision.hit_policy,
             "value": self.decisions[name],
@@ -109,12 +133,15 @@ class Result:
             ],
             "source": decision.source.ref,
         }
+        if self.decisions[name] is None and unknown:
+            entry["missing"] = self._missing(plan, unknown)  # undetermined: the inputs that would have told
+        return [entry]
 
     def fired(self) -> dict[str, list[str]]:
         """The rows each table chose, and under ``$rules`` the rules that fired: what the audit log keeps."""
         fired: dict[str, list[str]] = {}
         rules: list[str] = []
-        for plan, _, _, chosen, _ in self.steps:  # once per stored case: kept lean
+        for plan, _, _, chosen, _, _ in self.steps:  # once per stored case: kept lean
             if chosen:
                 members = plan.cnode.members
                 if plan.decision is None:
@@ -143,13 +170,22 @@ class Result:
         return out
 
 
+def _reads(atom: Atom) -> tuple[str, ...]:
+    """The variables a test reads: its own, and the other one it compares with."""
+    return (atom.var, atom.operand.other) if isinstance(atom.operand, Compare) else (atom.var,)
+
+
 def condition_trace(
-    atoms: Iterable[Atom], negations: Iterable[bool], results: Iterable[bool], values: dict[str, Any]
+    atoms: Iterable[Atom], negations: Iterable[bool], results: Iterable[bool | None], values: dict[str, Any]
 ) -> list[dict[str, Any]]:
-    """A condition as the trace shows it: each test, the input it read, that input's value, the result."""
+    """A condition as the trace shows it: each test, the input it read, that input's value, the result
+    (``None``: unknown, the value is missing)."""
     out = []
     for atom, negated, result in zip(atoms, negations, results, strict=True):
         item: dict[str, Any] = {"input": atom.var, "test": atom.text, "value": values.get(atom.var), "result": result}
+        if isinstance(atom.operand, Compare):
+            other = atom.operand.other
+            item["compared_with"] = {"input": other, "value": values.get(other)}
         if negated:
             item["negated"] = True
         out.append(item)
@@ -342,13 +378,18 @@ class _NodePlan:
     offsets: list[int]  # where each member's atoms start in the node's atom results
     negations: list[list[bool]]
     readers: list[tuple[str, Callable[[Any], Hashable] | None]]  # None: the value is its own cell
+    # tests of one variable against another: no cell of one value decides them, so their results join the key
+    pairs: list[Atom]
     decision: Decision | None  # for a table
     literal: bool  # every row's output is a constant: the rows chosen and the value follow from the key
     rules: list[Rule]  # for a group of rules, by member
-    answers: dict[Hashable, tuple[tuple[int, ...], tuple[bool, ...]]] = field(default_factory=dict)
-    # a table's whole outcome by key: fired rows, atom results, chosen rows, value
-    outcomes: dict[Hashable, tuple[tuple[int, ...], tuple[bool, ...], tuple[int, ...], Any]] = field(
+    # by key: fired members, atom results, members whose condition is unknown
+    answers: dict[Hashable, tuple[tuple[int, ...], tuple[bool | None, ...], tuple[int, ...]]] = field(
         default_factory=dict
+    )
+    # a table's whole outcome by key: fired rows, atom results, chosen rows, value, rows unknown
+    outcomes: dict[Hashable, tuple[tuple[int, ...], tuple[bool | None, ...], tuple[int, ...], Any, tuple[int, ...]]] = (
+        field(default_factory=dict)
     )
     name: str = ""  # the decision a table makes
 
@@ -386,6 +427,7 @@ class Evaluator:
             offsets,
             [negated_atoms(c) for c in conditions],
             readers,
+            [a for a in every_atom if a.op == "compare"],
             decision,
             literal,
             rules,
@@ -433,39 +475,42 @@ class Evaluator:
                 key = values.get(var) if cell is None else cell(values.get(var))
             else:
                 key = tuple([values.get(var) if cell is None else cell(values.get(var)) for var, cell in readers])
+            if plan.pairs:
+                key = (key, tuple([atom_matches(atom, values) for atom in plan.pairs]))
             if reuse and plan.decision is not None:
                 known = plan.outcomes.get(key)
                 if known is not None:  # the hot path: a table's whole outcome follows from the key
-                    fired, results, chosen, value = known
+                    fired, results, chosen, value, unknown = known
                     if type(value) is list:
                         value = list(value)
                     values[plan.name] = decisions[plan.name] = value
-                    steps.append((plan, fired, results, chosen, None))
+                    steps.append((plan, fired, results, chosen, None, unknown))
                     continue
-            fired, results = self._answer(plan, key, values)
+            fired, results, unknown = self._answer(plan, key, values)
             if plan.decision is not None:
-                self._table(plan, key, fired, results, result, case_id)
+                self._table(plan, key, fired, results, unknown, result, case_id)
             else:
                 for member in fired:
                     self._rule(plan, member, results, result, set_by, case_id)
+                if unknown:
+                    steps.append((plan, (), results, (), None, unknown))
         return result
 
     # -- one node ----------------------------------------------------------------
 
     def _answer(
         self, plan: _NodePlan, key: Hashable, values: dict[str, Any]
-    ) -> tuple[tuple[int, ...], tuple[bool, ...]]:
-        """The members durable-rules fires for these values (indices), and every atom's result."""
+    ) -> tuple[tuple[int, ...], tuple[bool | None, ...], tuple[int, ...]]:
+        """The members durable-rules fires for these values (indices), every atom's result, and the members
+        whose condition is unknown (a value it needs is missing)."""
         if self.cache_size:
             known = plan.answers.get(key)
             if known is not None:
                 return known
-        collected: list[bool] = []
-        matched = tuple(
-            i
-            for i, condition in enumerate(plan.conditions)
-            if condition is None or evaluate_condition(condition, values, collected)
-        )
+        collected: list[bool | None] = []
+        verdicts = [True if c is None else evaluate_condition(c, values, collected) for c in plan.conditions]
+        matched = tuple(i for i, verdict in enumerate(verdicts) if verdict is True)
+        unknown = tuple(i for i, verdict in enumerate(verdicts) if verdict is None)
         answer = self.compiled.ask(plan.cnode, values)
         members = plan.cnode.members
         if answer != tuple(members[i] for i in matched):
@@ -473,7 +518,7 @@ class Evaluator:
                 f"durable-rules fired {list(answer)} on '{plan.cnode.node.name}' where the conditions "
                 f"give {[members[i] for i in matched]}"
             )
-        known = (matched, tuple(collected))
+        known = (matched, tuple(collected), unknown)
         if self.cache_size:
             if self._remembered >= self.cache_size:
                 for other in self._plans:
@@ -489,7 +534,8 @@ class Evaluator:
         plan: _NodePlan,
         key: Hashable,
         fired: tuple[int, ...],
-        results: tuple[bool, ...],
+        results: tuple[bool | None, ...],
+        unknown: tuple[int, ...],
         result: Result,
         case_id: str,
     ) -> None:
@@ -504,10 +550,10 @@ class Evaluator:
         else:
             value = self._output(rows[chosen[0]].then, values, decision, case_id) if chosen else None
         if self.cache_size and plan.literal:  # literal outputs: the same key gives the same rows and value
-            plan.outcomes[key] = (fired, results, chosen, list(value) if isinstance(value, list) else value)
+            plan.outcomes[key] = (fired, results, chosen, list(value) if isinstance(value, list) else value, unknown)
         values[decision.name] = value
         result.decisions[decision.name] = value
-        result.steps.append((plan, fired, results, chosen, None))
+        result.steps.append((plan, fired, results, chosen, None, unknown))
 
     def _hit_policy(
         self, decision: Decision, fired: tuple[int, ...], values: dict[str, Any], case_id: str
@@ -554,7 +600,7 @@ class Evaluator:
         self,
         plan: _NodePlan,
         member: int,
-        results: tuple[bool, ...],
+        results: tuple[bool | None, ...],
         result: Result,
         set_by: dict[str, str],
         case_id: str,
@@ -590,4 +636,4 @@ class Evaluator:
                     "source": self._sources[rec.action],
                 }
             )
-        result.steps.append((plan, (member,), results, (member,), sets))
+        result.steps.append((plan, (member,), results, (member,), sets, ()))

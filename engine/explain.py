@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.conditions import atoms_of, evaluate_condition
+from engine.conditions import COMPARE_OPS, atoms_of, evaluate_condition
 from engine.errors import did_you_mean
 from engine.evaluate import condition_trace, negated_atoms
-from engine.model import Atom, Condition, Interval, Literal, Playbook, Row, Rule, Source, Text, ValueOf
+from engine.model import Atom, Compare, Condition, Interval, Literal, Playbook, Row, Rule, Source, Text, ValueOf
 
 __all__ = ["UnknownTarget", "fault_said", "playbook_name", "render_result", "test_text", "why", "why_not"]
 
@@ -31,6 +31,7 @@ _WORDS: dict[str, dict[str, str]] = {
         "rule": "规则",
         "because": "依据",
         "always": "默认行,无条件",
+        "otherwise": "否则:其他各行都不成立",
         "derived": "推算",
         "from": "来自",
         "recommended_by": "依据规则",
@@ -43,6 +44,9 @@ _WORDS: dict[str, dict[str, str]] = {
         "missing": "缺失",
         "given": "有值",
         "negated": "不应成立",
+        "unknown": "未知",
+        "undetermined_rule": "未能判断(缺少:{missing})",
+        "undetermined_decision": "缺少:{missing}",
         "yes": "是",
         "no": "否",
         "why_not_action": "为什么没有建议{action}?",
@@ -73,6 +77,7 @@ _WORDS: dict[str, dict[str, str]] = {
         "rule": "rule",
         "because": "because",
         "always": "default row, no conditions",
+        "otherwise": "otherwise: every other row is false",
         "derived": "derived",
         "from": "from",
         "recommended_by": "by rule",
@@ -85,6 +90,9 @@ _WORDS: dict[str, dict[str, str]] = {
         "missing": "missing",
         "given": "given",
         "negated": "must not hold",
+        "unknown": "unknown",
+        "undetermined_rule": "could not be decided (missing: {missing})",
+        "undetermined_decision": "missing: {missing}",
         "yes": "yes",
         "no": "no",
         "why_not_action": "Why not {action}?",
@@ -182,6 +190,12 @@ def test_text(playbook: Playbook, atom: Atom, lang: str) -> str:
     """How one test reads, in words and labels (never the playbook's identifiers)."""
     if atom.op == "present":
         return _w(lang, "given" if atom.operand else "missing")
+    if isinstance(atom.operand, Compare):
+        compare: Compare = atom.operand
+        shown = COMPARE_OPS[compare.op][3] + _var_label(playbook, compare.other, lang)
+        if compare.factor is not None:
+            shown += f" × {_number(compare.factor)}{_param_note(playbook, atom, 0, lang)}"
+        return shown
     if atom.op == "interval":
         iv: Interval = atom.operand
         low = None if iv.low is None else _number(iv.low) + _param_note(playbook, atom, 0, lang)
@@ -208,16 +222,27 @@ def test_text(playbook: Playbook, atom: Atom, lang: str) -> str:
 def _condition_lines(playbook: Playbook, atoms: list[Atom], conditions: list[dict[str, Any]], lang: str) -> list[str]:
     lines = []
     for atom, c in zip(atoms, conditions, strict=True):
-        mark = "✓" if c["result"] != c.get("negated", False) else "✗"
+        if c["result"] is None:  # a test on a missing value: neither holds nor fails
+            mark = f"? ({_w(lang, 'unknown')})"
+        else:
+            mark = "✓" if c["result"] != c.get("negated", False) else "✗"
         neg = f" ({_w(lang, 'negated')})" if c.get("negated") else ""
         value = _value_text(playbook, c["input"], c["value"], lang)
         test = test_text(playbook, atom, lang)
+        if "compared_with" in c:  # the other side's value, as read
+            other = c["compared_with"]
+            test += f"{';' if lang == 'zh' else '; '}{_var_label(playbook, other['input'], lang)} = "
+            test += _value_text(playbook, other["input"], other["value"], lang)
         lines.append(f"{_var_label(playbook, c['input'], lang)} = {value} ({test}){neg} {mark}")
     return lines
 
 
+def _missing_text(playbook: Playbook, names: list[str], lang: str) -> str:
+    return _sep(lang).join(_var_label(playbook, name, lang) for name in names)
+
+
 def _evaluated_conditions(condition: Condition | None, values: dict[str, Any]) -> list[dict[str, Any]]:
-    results: list[bool] = []
+    results: list[bool | None] = []
     if condition is not None:
         evaluate_condition(condition, values, results)
     return condition_trace(atoms_of(condition), negated_atoms(condition), results, values)
@@ -385,6 +410,9 @@ def why(playbook: Playbook, result: dict[str, Any], lang: str) -> str:
             value = step["value"]
             shown = _value_text(playbook, decision.name, value, lang) if value is not None else _w(lang, "undetermined")
             lines.append(f"  {_label(decision.label, lang, decision.name)} = {shown}  {_cite(decision.source, lang)}")
+            if step.get("missing"):
+                missing = _missing_text(playbook, step["missing"], lang)
+                lines.append(f"    {_w(lang, 'undetermined_decision').format(missing=missing)}")
             rows = {row.id: row for row in decision.rows}
             for fired in step["fired"]:
                 if not fired["chosen"]:
@@ -393,10 +421,19 @@ def why(playbook: Playbook, result: dict[str, Any], lang: str) -> str:
                 lines.append(f"    ← {_row_name(row, lang)} {_cite(row.source, lang)}")
                 if row.explain:
                     lines.append(f"      {row.explain.get(lang, '')}")
-                conds = _condition_lines(playbook, atoms_of(row.when), fired["conditions"], lang) or [
-                    _w(lang, "always")
-                ]
+                if row.otherwise:  # its conditions are the other rows', each failing: say so once
+                    conds = [_w(lang, "otherwise")]
+                else:
+                    conds = _condition_lines(playbook, atoms_of(row.when), fired["conditions"], lang) or [
+                        _w(lang, "always")
+                    ]
                 lines.extend(f"      {_w(lang, 'because')}: {c}" for c in conds)
+        elif "undetermined" in step:
+            undetermined = step["undetermined"]
+            rule = playbook.rules_by_id[undetermined["rule"]]
+            missing = _missing_text(playbook, undetermined["missing"], lang)
+            lines.append(f"  {_rule_name(rule, lang)} {_cite(rule.source, lang)}")
+            lines.append(f"      {_w(lang, 'undetermined_rule').format(missing=missing)}")
         else:
             rule = playbook.rules_by_id[step["rule"]]
             lines.append(f"  {_rule_name(rule, lang)} {_cite(rule.source, lang)}")
@@ -508,6 +545,10 @@ def why_not(playbook: Playbook, result: dict[str, Any], target: str, lang: str) 
 def _failed(playbook: Playbook, condition: Condition | None, values: dict[str, Any], lang: str) -> list[str]:
     atoms = atoms_of(condition)
     conditions = _evaluated_conditions(condition, values)
-    failing = [(a, c) for a, c in zip(atoms, conditions, strict=True) if c["result"] == c.get("negated", False)]
+    failing = [
+        (a, c)
+        for a, c in zip(atoms, conditions, strict=True)
+        if c["result"] is None or c["result"] == c.get("negated", False)
+    ]
     chosen = failing or list(zip(atoms, conditions, strict=True))
     return _condition_lines(playbook, [a for a, _ in chosen], [c for _, c in chosen], lang)

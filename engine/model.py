@@ -17,6 +17,7 @@ __all__ = [
     "AllOf",
     "AnyOf",
     "Atom",
+    "Compare",
     "Condition",
     "Decision",
     "InputField",
@@ -103,12 +104,22 @@ class Interval:
 
 
 @dataclass(frozen=True)
+class Compare:
+    """The operand of a test against another variable: this value ``op`` (gt, gte, lt, lte, equals,
+    not_equals) the other's, times ``factor`` when given."""
+
+    op: str
+    other: str
+    factor: float | None = None
+
+
+@dataclass(frozen=True)
 class Atom:
     """One test on one variable: the smallest unit the trace reports on."""
 
     var: str
     op: str  # a key of engine.conditions.OPERATORS
-    operand: Any  # value, tuple of values, Interval or bool, parameters resolved
+    operand: Any  # value, tuple of values, Interval, bool or Compare, parameters resolved
     text: str  # how the test reads, parameter names kept ("≥ high_win_rate (60)")
     location: Location
     params: tuple[str | None, ...] = ()  # the parameter behind each operand (an interval: low, high), if any
@@ -152,9 +163,10 @@ class Row:
     label: Text
     explain: Text | None
     source: Source
-    when: Condition | None
+    when: Condition | None  # an otherwise row: every other row's condition negated
     then: Output
     location: Location
+    otherwise: bool = False
 
 
 @dataclass(frozen=True)
@@ -196,6 +208,7 @@ class Rule:
     sets: dict[str, Output]
     recommends: tuple[Recommend, ...]
     location: Location
+    for_each: tuple[str, str, Any] | None = None  # one item of a for_each rule: (the rule's id, the list, the item)
 
 
 @dataclass(frozen=True)

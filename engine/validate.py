@@ -21,7 +21,7 @@ from typing import Any, cast
 import jsonschema
 from jsonschema.exceptions import ValidationError, best_match
 
-from engine.conditions import COMPARISON_KEYS, OPERATORS, durable_safe, numbers_of
+from engine.conditions import COMPARE_OPS, COMPARISON_KEYS, OPERATORS, OPPOSITE_KEYS, durable_safe, numbers_of
 from engine.errors import Location, PlaybookError, Problem, did_you_mean
 from engine.load import Document, collector_paused, load_file, load_text
 from engine.model import (
@@ -29,6 +29,7 @@ from engine.model import (
     AllOf,
     AnyOf,
     Atom,
+    Compare,
     Condition,
     Decision,
     InputField,
@@ -835,18 +836,24 @@ class _Builder(DocumentChecker):
             and all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
         )
         item_values = values if kind == "list" else None
-        shorthand = not isinstance(test, dict) or set(test) == {"param"}
+        shorthand = not isinstance(test, dict) or set(test) == {"param"} or "var" in test
         ops: dict[str, Any] = {"equals": test} if shorthand else test
         atoms: list[Atom] = []
         ok = True
         where = self.loc(path)
-        for op, raw in ops.items():
-            if op in COMPARISON_KEYS:
+        against = {k: raw for k, raw in ops.items() if k in COMPARE_OPS and isinstance(raw, dict) and "var" in raw}
+        for key, raw in against.items():
+            atom = self.compare(var, kind, key, raw, path if shorthand else (*path, key), where)
+            ok = atom is not None and ok
+            atoms.extend([atom] if atom is not None else [])
+        for key, raw in ops.items():
+            if key in COMPARISON_KEYS or key in against:
                 continue
+            op = OPPOSITE_KEYS.get(key, key)
             if op not in OPERATORS:  # the schema pass has reported it, with a suggestion
                 ok = False
                 continue
-            op_path: Path_ = path if shorthand else (*path, op)
+            op_path: Path_ = path if shorthand else (*path, key)
             if kind not in OPERATORS[op].types:
                 self.report(
                     op_path,
@@ -858,7 +865,8 @@ class _Builder(DocumentChecker):
                 ok = False
                 continue
             if op == "present":
-                atoms.append(Atom(var, "present", bool(raw), "present" if raw else "missing", where))
+                wanted = bool(raw) != (key in OPPOSITE_KEYS)
+                atoms.append(Atom(var, "present", wanted, "present" if wanted else "missing", where))
                 continue
             resolved = self.operand(raw, op_path)
             if resolved is None:
@@ -888,7 +896,7 @@ class _Builder(DocumentChecker):
                 "contains_any": "contains any of ",
             }[op]
             atoms.append(Atom(var, op, operand, symbol + shown, where, (_param_name(raw),)))
-        comparisons = [k for k in COMPARISON_KEYS if k in ops]
+        comparisons = [k for k in COMPARISON_KEYS if k in ops and k not in against]
         if comparisons:
             interval = self.interval(var, ops, comparisons, numeric, path)
             if interval is None:
@@ -909,6 +917,46 @@ class _Builder(DocumentChecker):
                     )
                     ok = False
         return atoms if ok else None
+
+    def compare(self, var: str, kind: str, op: str, raw: dict[str, Any], path: Path_, where: Location) -> Atom | None:
+        """A test of ``var`` against another variable (``{gte: {var: other, times: factor}}``), type-checked."""
+        other = str(raw.get("var"))
+        found = self.resolve_var(other, (*path, "var"))
+        if found is None:
+            return None
+        other_kind = found[0]
+        if kind not in ("number", "date") or other_kind != kind:
+            self.report(
+                (*path, "var"),
+                "operand_type",
+                f"'{var}' is of type {kind} and '{other}' of type {other_kind}; "
+                "compare a number with a number, or a date with a date",
+                about=_subject(var),
+            )
+            return None
+        if "times" not in raw:
+            return Atom(var, "compare", Compare(op, other), COMPARE_OPS[op][3] + other, where, (None,))
+        if kind != "number":
+            self.report((*path, "times"), "operand_type", f"'times' scales a number; '{other}' is a date", key=True)
+            return None
+        resolved = self.operand(raw["times"], (*path, "times"))
+        if resolved is None:
+            return None
+        factor, shown = resolved
+        if not isinstance(factor, int | float) or isinstance(factor, bool):
+            self.report((*path, "times"), "operand_type", f"'times' needs a number, not {_type_name(factor)}")
+            return None
+        if not durable_safe(factor):
+            self.report(
+                (*path, "times"),
+                "number_unreadable",
+                f"{factor!r} cannot be given to durable-rules (it reads no exponent without a point); "
+                "scale the unit so the number is written plainly",
+                key=True,
+            )
+            return None
+        text = f"{COMPARE_OPS[op][3]}{other} × {shown}"
+        return Atom(var, "compare", Compare(op, other, factor), text, where, (_param_name(raw["times"]),))
 
     def interval(
         self, var: str, ops: dict[str, Any], keys: list[str], numeric: bool, path: Path_
@@ -967,6 +1015,9 @@ class _Builder(DocumentChecker):
 
     def output(self, raw: Any, target: str, path: Path_, *, collect_item: bool = False) -> Output | None:
         """A row's ``then`` or a rule's ``set``/param value, checked against the target decision."""
+        if isinstance(raw, dict) and "item_of" in raw:
+            self.report((*path, "item_of"), "for_each_misuse", "'item_of' is an action parameter of a for_each rule")
+            return None
         if isinstance(raw, dict) and "value_of" in raw:
             var = str(raw["value_of"])
             found = self.var_type(var)
@@ -1049,6 +1100,11 @@ class _Builder(DocumentChecker):
             when = self.condition(row["when"], (*row_path, "when")) if "when" in row else None
             then = self.output(row.get("then"), name, (*row_path, "then"), collect_item=hit_policy == "collect")
             label = self.text(row.get("label"), (*row_path, "label"))
+            otherwise = row.get("otherwise") is True
+            if otherwise:
+                when = self.otherwise(spec, hit_policy, index, rows, row_path)
+                if when is None:
+                    continue
             if then is None or label is None or ("when" in row and when is None):
                 continue
             rows.append(
@@ -1061,6 +1117,7 @@ class _Builder(DocumentChecker):
                     when=when,
                     then=then,
                     location=self.loc(row_path),
+                    otherwise=otherwise,
                 )
             )
         label = self.text(spec.get("label"), (*path, "label"))
@@ -1080,6 +1137,50 @@ class _Builder(DocumentChecker):
             output=bool(spec.get("output", False)),
         )
 
+    def otherwise(
+        self, spec: dict[str, Any], hit_policy: str, index: int, before: list[Row], path: Path_
+    ) -> Condition | None:
+        """The condition of an otherwise row: every earlier row false (not unknown), or None, reported, when
+        the row is misplaced."""
+        key: Path_ = (*path, "otherwise")
+        rows = _listing(spec.get("rows"))
+        if hit_policy != "unique":
+            self.report(
+                key,
+                "otherwise_row",
+                f"'otherwise' is for unique tables; under '{hit_policy}' put a row without 'when' last",
+                key=True,
+            )
+        elif "when" in rows[index]:
+            self.report(
+                (*path, "when"),
+                "otherwise_row",
+                "an otherwise row has no 'when': it fires when every other row is false",
+                key=True,
+            )
+        elif any(isinstance(r, dict) and r.get("otherwise") is True for r in rows[:index]):
+            self.report(key, "otherwise_row", "a table has at most one otherwise row", key=True)
+        elif any(isinstance(r, dict) and r.get("otherwise") is True for r in rows[index + 1 :]):
+            pass  # reported at the second one
+        elif index != len(rows) - 1:
+            self.report(key, "otherwise_row", "the otherwise row must be the table's last row", key=True)
+        elif any(row.when is None for row in before) or len(before) != index:
+            unconditional = next((row.id for row in before if row.when is None), None)
+            if unconditional is not None:
+                self.report(
+                    key,
+                    "otherwise_row",
+                    f"row '{unconditional}' has no 'when' and always matches, so the otherwise row never fires",
+                    key=True,
+                )
+            return None  # an earlier row is in error (reported): its negation cannot be built
+        elif not before:
+            self.report(key, "otherwise_row", "an otherwise row needs other rows before it", key=True)
+        else:
+            negations = tuple(Not(row.when) for row in before if row.when is not None)
+            return negations[0] if len(negations) == 1 else AllOf(negations)
+        return None
+
     def build_action(self, name: str, spec: dict[str, Any]) -> Action | None:
         path: Path_ = ("actions", name)
         label = self.text(spec.get("label"), (*path, "label"))
@@ -1097,6 +1198,11 @@ class _Builder(DocumentChecker):
     def build_rules(self, raw: Any, decisions: dict[str, Decision], actions: dict[str, Action]) -> list[Rule]:
         rules: list[Rule] = []
         seen: dict[str, int] = {}
+        expanded: dict[str, list[str]] = {}  # the id of an item of a for_each rule -> that rule
+        for spec in raw if isinstance(raw, list) else []:
+            listed = self.var_type(str(spec.get("for_each"))) if isinstance(spec, dict) and "for_each" in spec else None
+            for item in listed[1] or () if listed is not None and listed[0] == "list" else ():
+                expanded.setdefault(_item_rule_id(str(spec.get("id")), item), []).append(str(spec.get("id")))
         for index, spec in enumerate(raw if isinstance(raw, list) else []):
             path: Path_ = ("rules", index)
             if not isinstance(spec, dict) or self.is_broken(path):
@@ -1108,10 +1214,27 @@ class _Builder(DocumentChecker):
                     "duplicate_id",
                     f"rule id '{rule_id}' is used twice (first at rule {seen[rule_id] + 1})",
                 )
+            for other in expanded.get(rule_id, ()) if rule_id not in seen else ():
+                self.report(
+                    (*path, "id"),
+                    "duplicate_id",
+                    f"rule id '{rule_id}' is also the id of an item of for_each rule '{other}'",
+                )
             seen.setdefault(rule_id, index)
             then = _mapping(spec.get("then"))
             sets: dict[str, Output] = {}
             ok = True
+            for_each = self.for_each(spec, path)
+            if for_each is None and "for_each" in spec:
+                ok = False
+            if for_each is not None and then.get("set"):
+                self.report(
+                    (*path, "then", "set"),
+                    "for_each_misuse",
+                    "a for_each rule recommends, once per item; it cannot set a decision",
+                    key=True,
+                )
+                ok = False
             for target, raw_value in _mapping(then.get("set")).items():
                 set_path: Path_ = (*path, "then", "set", target)
                 if target not in self.decision_specs:
@@ -1146,7 +1269,23 @@ class _Builder(DocumentChecker):
                     ok = False
                     continue
                 action = str(rec.get("action"))
-                if action not in actions:
+                templated = for_each is not None and "{item}" in action
+                missing = [
+                    item
+                    for item in (for_each[1] if templated and for_each else ())
+                    if _each(action, item) not in actions
+                ]
+                if templated and missing:
+                    first = _each(action, missing[0])
+                    self.report(
+                        (*rec_path, "action"),
+                        "unknown_action",
+                        f"unknown action '{first}' (for the item {_fmt(missing[0])} of '{spec.get('for_each')}')"
+                        f"{did_you_mean(first, actions)}",
+                        about=("action", first),
+                    )
+                    ok = False
+                elif not templated and action not in actions:
                     self.report(
                         (*rec_path, "action"),
                         "unknown_action",
@@ -1156,6 +1295,19 @@ class _Builder(DocumentChecker):
                     ok = False
                 params: dict[str, Output] = {}
                 for pname, pvalue in _mapping(rec.get("params")).items():
+                    if isinstance(pvalue, dict) and "item_of" in pvalue:
+                        if for_each is None or str(pvalue["item_of"]) != spec.get("for_each"):
+                            self.report(
+                                (*rec_path, "params", pname, "item_of"),
+                                "for_each_misuse",
+                                "'item_of' stands for the item of a rule with 'for_each'; this rule has none"
+                                if for_each is None
+                                else f"'item_of' names this rule's 'for_each' list, '{spec.get('for_each')}'",
+                            )
+                            ok = False
+                        else:
+                            params[str(pname)] = _ITEM
+                        continue
                     out = self.output(pvalue, "", (*rec_path, "params", pname))
                     if out is None:
                         ok = False
@@ -1166,6 +1318,9 @@ class _Builder(DocumentChecker):
             label = self.text(spec.get("label"), (*path, "label"))
             source = self.source(spec.get("source"), (*path, "source"))
             if not ok or label is None or source is None or ("when" in spec and when is None):
+                continue
+            if for_each is not None:
+                rules.extend(self.each_item(spec, path, for_each, when, label, source, recommends, decisions))
                 continue
             rules.append(
                 Rule(
@@ -1191,6 +1346,72 @@ class _Builder(DocumentChecker):
                 )
         return rules
 
+    def for_each(self, spec: dict[str, Any], path: Path_) -> tuple[str, tuple[Any, ...]] | None:
+        """The list a for_each rule goes through, and its items; None, reported, when it names no list."""
+        if "for_each" not in spec:
+            return None
+        var = str(spec["for_each"])
+        found = self.resolve_var(var, (*path, "for_each"))
+        if found is None:
+            return None
+        kind, values = found
+        if kind != "list" or not values:
+            self.report(
+                (*path, "for_each"),
+                "for_each_type",
+                f"'for_each' goes through the items of a list; '{var}' is of type {kind}",
+                about=_subject(var),
+            )
+            return None
+        return var, values
+
+    def each_item(
+        self,
+        spec: dict[str, Any],
+        path: Path_,
+        for_each: tuple[str, tuple[Any, ...]],
+        when: Condition | None,
+        label: Text,
+        source: Source,
+        recommends: list[Recommend],
+        decisions: dict[str, Decision],
+    ) -> list[Rule]:
+        """A for_each rule as one rule per item: its condition and "the list includes the item", its actions
+        with the item put in; each is decided by durable-rules and traced on its own."""
+        var, items = for_each
+        owner: Decision | InputField | None = decisions.get(var) or self.inputs.get(var)
+        where = self.loc((*path, "for_each"))
+        explain = self.text(spec.get("explain"), (*path, "explain"))
+        out = []
+        for item in items:
+            labels = owner.value_labels.get(str(item)) if owner is not None else None
+            includes = Atom(var, "contains", item, f"contains {_fmt(item)}", where, (None,))
+            out.append(
+                Rule(
+                    id=_item_rule_id(str(spec["id"]), item),
+                    index=path[1] if isinstance(path[1], int) else 0,
+                    label={
+                        lang: f"{text}{':' if lang == 'zh' else ': '}{labels.get(lang, item) if labels else item}"
+                        for lang, text in label.items()
+                    },
+                    explain=explain,
+                    source=source,
+                    when=includes if when is None else AllOf((includes, when)),
+                    sets={},
+                    recommends=tuple(
+                        Recommend(
+                            _each(rec.action, item),
+                            {k: Literal(item) if v is _ITEM else v for k, v in rec.params.items()},
+                            rec.location,
+                        )
+                        for rec in recommends
+                    ),
+                    location=self.loc(path),
+                    for_each=(str(spec["id"]), var, item),
+                )
+            )
+        return out
+
     # -- the decision graph ---------------------------------------------------
 
     def order(self, playbook: Playbook) -> tuple[Node, ...]:
@@ -1198,7 +1419,7 @@ class _Builder(DocumentChecker):
         from engine.conditions import atoms_of
 
         def reads_of(when: Condition | None, outputs: Iterable[Output]) -> tuple[str, ...]:
-            names = [atom.var for atom in atoms_of(when)]
+            names = [v for atom in atoms_of(when) for v in (atom.var, *_compared_with(atom))]
             names += [out.var for out in outputs if isinstance(out, ValueOf)]
             return tuple(dict.fromkeys(names))
 
@@ -1272,6 +1493,25 @@ class _Builder(DocumentChecker):
                     f"'{node.name}' reads {width} values; at most {MAX_NODE_PROPERTIES}",
                     key=True,
                 )
+
+
+_ITEM = ValueOf("$item")
+"""In a for_each rule's action parameters, until each item is put in: the item."""
+
+
+def _item_rule_id(rule_id: str, item: Any) -> str:
+    """The id of a for_each rule's rule for one item: ``market_action`` and 4 give ``market_action_4``."""
+    return f"{rule_id}_{item}"
+
+
+def _each(action: str, item: Any) -> str:
+    """A for_each rule's action id for one item (``market_action_{item}`` → ``market_action_4``)."""
+    return action.replace("{item}", str(item))
+
+
+def _compared_with(atom: Atom) -> tuple[str, ...]:
+    """The other variable a test reads, if it compares two."""
+    return (atom.operand.other,) if isinstance(atom.operand, Compare) else ()
 
 
 def _group_rules(ordered: list[Node]) -> tuple[Node, ...]:

@@ -7,6 +7,7 @@ import pytest
 from engine.analyse import _Analyser, analyse
 from engine.validate import load_playbook_text
 from tests.conftest import FIXTURES
+from tests.test_evaluate import OTHERWISE
 
 TEXT = (FIXTURES / "pipeline.yaml").read_text(encoding="utf-8")
 ORPHAN = """  orphan:
@@ -148,3 +149,12 @@ def test_a_value_or_an_action_parameter_without_a_label_is_reported_where_it_is_
             "name it after the one it carries",
         ),
     ]
+
+
+def test_an_otherwise_row_closes_the_gaps_of_a_unique_table() -> None:
+
+    without = OTHERWISE.replace("      - {id: rest, label: {en: the rest}, otherwise: true, then: rest}\n", "")
+    assert without != OTHERWISE
+    codes = [p.code for p in analyse(load_playbook_text(without, "o.yaml"))]
+    assert codes.count("table_gap") == 2  # weeks over 2 and a bank or retail segment
+    assert [p.code for p in analyse(load_playbook_text(OTHERWISE, "o.yaml")) if p.code.startswith("table")] == []

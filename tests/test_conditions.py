@@ -20,6 +20,7 @@ from tests.conftest import AS_OF
 
 VARS: dict[str, dict[str, Any]] = {
     "opportunity.n": {"type": "number"},
+    "opportunity.m": {"type": "number"},
     "opportunity.e": {"type": "enum", "values": ["a", "b", "c"]},
     "opportunity.w": {"type": "enum", "values": [0, 20, 40]},
     "opportunity.l": {"type": "list", "values": ["x", "y", "z"]},
@@ -38,7 +39,9 @@ def interval(draw: st.DrawFn) -> dict[str, Any]:
 
 
 def atom() -> st.SearchStrategy[dict[str, Any]]:
-    presence = st.fixed_dictionaries({"present": st.booleans()})
+    presence = st.one_of(
+        st.fixed_dictionaries({"present": st.booleans()}), st.fixed_dictionaries({"missing": st.booleans()})
+    )
     return st.one_of(
         st.fixed_dictionaries(
             {
@@ -52,6 +55,12 @@ def atom() -> st.SearchStrategy[dict[str, Any]]:
                     interval(),
                     st.builds(lambda xs: {"one_of": xs}, st.lists(numbers, min_size=1, max_size=3, unique=True)),
                     presence,
+                    st.builds(  # against another variable, maybe scaled
+                        lambda op, times: {op: {"var": "opportunity.m", **times}},
+                        st.sampled_from(["gt", "gte", "lt", "lte", "equals", "not_equals"]),
+                        st.one_of(st.just({}), st.builds(lambda x: {"times": x}, st.sampled_from([0.5, 2, 0.3]))),
+                    ),
+                    st.builds(lambda: {"var": "opportunity.m"}),
                 )
             }
         ),
@@ -107,6 +116,7 @@ cases = st.fixed_dictionaries(
     {},
     optional={
         "n": numbers,
+        "m": numbers,
         "e": enum_values,
         "w": st.sampled_from([0, 20, 40]),
         "l": st.lists(list_items, unique=True, max_size=3),
@@ -115,23 +125,44 @@ cases = st.fixed_dictionaries(
 )
 
 
-def reference(condition: dict[str, Any], case: dict[str, Any]) -> bool:
-    """The documented meaning, read straight from the YAML: a missing value fails every test but present: false."""
+def reference(condition: dict[str, Any], case: dict[str, Any]) -> bool | None:
+    """The documented meaning, read straight from the YAML, in Kleene's three values: a test on a missing
+    value is unknown (None) except present; not unknown is unknown; all/any as in the truth tables."""
     if "all" in condition:
-        return all(reference(c, case) for c in condition["all"])
+        return kleene_all([reference(c, case) for c in condition["all"]])
     if "any" in condition:
-        return any(reference(c, case) for c in condition["any"])
+        items = [reference(c, case) for c in condition["any"]]
+        return True if True in items else (None if None in items else False)
     if "not" in condition:
-        return not reference(condition["not"], case)
-    results = []
+        inner = reference(condition["not"], case)
+        return None if inner is None else not inner
+    results: list[bool | None] = []
     for var, test in condition.items():
         value = case.get(var.split(".")[1])
-        test = test if isinstance(test, dict) else {"equals": test}
+        test = test if isinstance(test, dict) and "var" not in test else {"equals": test}
         for op, x in test.items():
             if op == "present":
                 results.append((value is not None) == x)
+            elif op == "missing":
+                results.append((value is None) == x)
             elif value is None:
-                results.append(False)
+                results.append(None)
+            elif isinstance(x, dict):  # another variable's value, maybe scaled
+                other = case.get(x["var"].split(".")[1])
+                if other is None:
+                    results.append(None)
+                    continue
+                scaled = other * x.get("times", 1)
+                results.append(
+                    {
+                        "equals": scaled == value,
+                        "not_equals": scaled != value,
+                        "gt": value > scaled,
+                        "gte": value >= scaled,
+                        "lt": value < scaled,
+                        "lte": value <= scaled,
+                    }[op]
+                )
             else:
                 results.append(
                     {
@@ -148,7 +179,11 @@ def reference(condition: dict[str, Any], case: dict[str, Any]) -> bool:
                         "contains_any": lambda v, x: any(i in v for i in x),
                     }[op](value, x)
                 )
-    return all(results)
+    return kleene_all(results)
+
+
+def kleene_all(items: list[bool | None]) -> bool | None:
+    return False if False in items else (None if None in items else True)
 
 
 def playbook_text(rows: list[dict[str, Any]]) -> str:
@@ -177,7 +212,7 @@ def test_durable_rules_and_the_trace_agree(rows: list[dict[str, Any]], inputs: l
         evaluator = Evaluator(compiled, cache_size=0)  # every question goes to durable-rules
         for i, case in enumerate(inputs):
             result = evaluator.evaluate_case({"opportunity": case}, AS_OF, str(i))
-            expected = [f"r{k}" for k, c in enumerate(rows) if reference(c, case)]
+            expected = [f"r{k}" for k, c in enumerate(rows) if reference(c, case) is True]
             assert (result.decisions["matched"] or []) == expected
             [step] = result.trace
             assert [f["row"] for f in step["fired"]] == expected

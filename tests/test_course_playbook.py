@@ -7,9 +7,10 @@ from typing import Any
 
 import pytest
 
+from engine import Evaluator, compile_playbook
 from engine.analyse import analyse
 from engine.validate import load_playbook, load_playbook_text
-from tests.conftest import ROOT
+from tests.conftest import AS_OF, ROOT
 
 COURSE = ROOT / "playbooks" / "course.yaml"
 TEXT = COURSE.read_text(encoding="utf-8")
@@ -119,3 +120,19 @@ def test_every_part_quotes_the_course_word_for_word() -> None:
     course = COURSE_TEXT.read_text(encoding="utf-8")
     for source in course_sources():
         assert source.quote in course, source.quote
+
+
+def test_the_directors_amount_class_is_a_parameter() -> None:
+    """G-19's "consolidate-A, invest-A": tuning the parameter, not the rows, moves a B project to intensive attack."""
+    case = {
+        "opportunity": {"weeks_to_close": 1, "amount": 20, "period_target": 100},
+        "account": {"attractiveness": "high", "advantage": "high", "roles_known": []},
+    }
+    tuned = TEXT.replace("  director_amount_class:\n    value: A\n", "  director_amount_class:\n    value: B\n")
+    assert tuned != TEXT
+    outcomes = []
+    for text in (TEXT, tuned):
+        with compile_playbook(load_playbook_text(text, "course.yaml")) as compiled:
+            result = Evaluator(compiled, cache_size=0).evaluate_case(case, AS_OF, "c")
+        outcomes.append((result.decisions["amount_class"], result.decisions["director_action"]))
+    assert outcomes == [("B", "wait_and_watch"), ("B", "intensive_attack")]

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from engine import CaseError, Evaluator, compile_playbook, load_playbook_text
+from engine.explain import why
 from tests.conftest import AS_OF, FIXTURES
 
 
@@ -84,7 +85,28 @@ def test_rules_set_decisions_and_recommend_with_params(evaluator: Evaluator) -> 
 def test_no_matching_row_leaves_the_decision_undetermined(evaluator: Evaluator) -> None:
     result = run(evaluator)
     assert result.decisions["funnel_layer"] is None
-    assert next(s for s in result.trace if s.get("decision") == "funnel_layer")["fired"] == []
+    step = next(s for s in result.trace if s.get("decision") == "funnel_layer")
+    assert step["fired"] == []
+    assert step["missing"] == ["opportunity.weeks_to_close"]  # the input that would have decided it
+
+
+def test_a_test_on_a_missing_value_is_unknown_and_not_of_it_too(evaluator: Evaluator) -> None:
+    """``not: {flagged: true}`` does not hold just because nothing set ``flagged``: the rule stays undetermined."""
+    text = (FIXTURES / "pipeline.yaml").read_text(encoding="utf-8")
+    strict = text.replace("{any: [{flagged: {missing: true}}, {not: {flagged: true}}]}", "{not: {flagged: true}}")
+    with compile_playbook(load_playbook_text(strict, "strict.yaml")) as compiled:
+        quiet = Evaluator(compiled, cache_size=0).evaluate_case(
+            {"opportunity": {"weeks_to_close": 5}, "account": {"segment": "bank"}}, AS_OF, "q"
+        )
+    assert quiet.recommendations == []
+    [step] = [s["undetermined"] for s in quiet.trace if "undetermined" in s]
+    assert step["rule"] == "watch"
+    assert step["missing"] == ["flagged"]
+    assert [c["result"] for c in step["conditions"]] == [True, None]  # attention ≠ high holds; flagged unknown
+    strict_playbook = load_playbook_text(strict, "strict.yaml")
+    zh, en = why(strict_playbook, quiet.to_json("zh"), "zh"), why(strict_playbook, quiet.to_json(), "en")
+    assert "  规则「观察」 [G-19 「等待观察」]\n      未能判断(缺少:标记)" in zh
+    assert "  rule watch “watch” [G-19 「等待观察」]\n      could not be decided (missing: flagged)" in en
 
 
 @pytest.mark.parametrize(
@@ -167,8 +189,8 @@ def test_two_versions_of_one_playbook_in_one_process_give_their_own_results() ->
         assert c1.ruleset_name != c2.ruleset_name
         r1 = Evaluator(c1).evaluate_case(case, AS_OF, "c")
         r2 = Evaluator(c2).evaluate_case(case, AS_OF, "c")
-        assert r1.decisions["tags"] == ["hot", "nameless", "stuck"]
-        assert r2.decisions["tags"] == ["nameless", "stuck"]
+        assert r1.decisions["tags"] == ["hot", "nameless"]  # no milestones: "stuck" is unknown
+        assert r2.decisions["tags"] == ["nameless"]
         assert r1.to_json()["playbook"]["hash"] != r2.to_json()["playbook"]["hash"]
         # interleaved use keeps them apart
         assert Evaluator(c1).evaluate_case(case, AS_OF, "c").decisions == r1.decisions
@@ -206,3 +228,181 @@ decisions:
         for temperature, heat in (("cold", "warm"), ("hot", "hot"), ("cold", "warm"), ("warm", "warm")):
             result = evaluator.evaluate_case({"account": {"temperature": temperature}}, AS_OF, "c")
             assert result.decisions["heat"] == heat
+
+
+OTHERWISE = """
+playbook: {id: t, version: "1", languages: [en], title: {en: test}}
+inputs:
+  opportunity.weeks: {type: number, label: {en: weeks}}
+  account.segment: {type: enum, values: [gov, bank, retail], label: {en: segment}}
+decisions:
+  layer:
+    label: {en: layer}
+    source: {guide: G-17, quote: "表层"}
+    values: [bottom, gov, rest]
+    output: true
+    rows:
+      - {id: bottom, label: {en: bottom}, when: {opportunity.weeks: {lte: 2}}, then: bottom}
+      - id: gov
+        label: {en: gov}
+        when: {all: [{opportunity.weeks: {gt: 2}}, {not: {account.segment: {not_equals: gov}}}]}
+        then: gov
+      - {id: rest, label: {en: the rest}, otherwise: true, then: rest}
+"""
+
+
+@pytest.mark.parametrize(
+    ("facts", "layer", "missing"),
+    [
+        ({"opportunity": {"weeks": 1}, "account": {"segment": "bank"}}, "bottom", None),
+        ({"opportunity": {"weeks": 9}, "account": {"segment": "gov"}}, "gov", None),
+        ({"opportunity": {"weeks": 9}, "account": {"segment": "bank"}}, "rest", None),  # every other row false
+        ({"opportunity": {"weeks": 9}}, None, ["account.segment"]),  # the gov row is unknown: so is otherwise
+        ({"opportunity": {"weeks": 1}}, "bottom", None),  # a row that holds decides, whatever is missing
+    ],
+)
+def test_an_otherwise_row_fires_only_when_every_other_row_is_false(
+    facts: dict[str, Any], layer: str | None, missing: list[str] | None
+) -> None:
+    playbook = load_playbook_text(OTHERWISE, "otherwise.yaml")
+    with compile_playbook(playbook) as compiled:  # every question to durable-rules: it must agree
+        result = Evaluator(compiled, cache_size=0).evaluate_case(facts, AS_OF, "c")
+    assert result.decisions["layer"] == layer
+    [step] = result.trace
+    assert step.get("missing") == missing
+    if layer == "rest":
+        assert "otherwise: every other row is false" in why(playbook, result.to_json(), "en")
+        assert "否则:其他各行都不成立" in why(playbook, result.to_json("zh"), "zh")
+
+
+COMPARED = """
+playbook: {id: t, version: "1", languages: [en], title: {en: test}}
+parameters:
+  a_share: {value: 0.5, label: {en: A share}}
+inputs:
+  opportunity.amount: {type: number, label: {en: amount}}
+  opportunity.period_target: {type: number, label: {en: period target}}
+  opportunity.close_date: {type: date, label: {en: decision date}}
+  opportunity.budget_date: {type: date, label: {en: budget date}}
+decisions:
+  against:
+    label: {en: tests that hold}
+    source: {guide: G-16, quote: "重要非常大A类"}
+    type: list
+    values: [gt, gte, lt, lte, equals, not_equals, half, not_half, before, not_before]
+    hit_policy: collect
+    output: true
+    rows:
+      - {id: gt, label: {en: gt}, when: {opportunity.amount: {gt: {var: opportunity.period_target}}}, then: gt}
+      - {id: gte, label: {en: gte}, when: {opportunity.amount: {gte: {var: opportunity.period_target}}}, then: gte}
+      - {id: lt, label: {en: lt}, when: {opportunity.amount: {lt: {var: opportunity.period_target}}}, then: lt}
+      - {id: lte, label: {en: lte}, when: {opportunity.amount: {lte: {var: opportunity.period_target}}}, then: lte}
+      - {id: equals, label: {en: equals}, when: {opportunity.amount: {var: opportunity.period_target}}, then: equals}
+      - id: not_equals
+        label: {en: not equals}
+        when: {opportunity.amount: {not_equals: {var: opportunity.period_target}}}
+        then: not_equals
+      - id: half
+        label: {en: half}
+        when: {opportunity.amount: {gte: {var: opportunity.period_target, times: {param: a_share}}}}
+        then: half
+      - id: not_half
+        label: {en: not half}
+        when: {not: {opportunity.amount: {gte: {var: opportunity.period_target, times: {param: a_share}}}}}
+        then: not_half
+      - id: before
+        label: {en: before}
+        when: {opportunity.close_date: {lt: {var: opportunity.budget_date}}}
+        then: before
+      - id: not_before
+        label: {en: not before}
+        when: {not: {opportunity.close_date: {lt: {var: opportunity.budget_date}}}}
+        then: not_before
+"""
+
+
+@pytest.mark.parametrize(
+    ("opportunity", "holding"),
+    [
+        ({"amount": 5, "period_target": 10}, ["lt", "lte", "not_equals", "half"]),
+        ({"amount": 4.5, "period_target": 10}, ["lt", "lte", "not_equals", "not_half"]),
+        ({"amount": 10, "period_target": 10}, ["gte", "lte", "equals", "half"]),
+        ({"amount": 11, "period_target": 10}, ["gt", "gte", "not_equals", "half"]),
+        ({"amount": 11}, None),  # the other side missing: every test unknown, negated or not
+        ({"period_target": 10}, None),
+        ({"close_date": "2026-12-31", "budget_date": "2027-01-01"}, ["before"]),
+        ({"close_date": "2027-01-01", "budget_date": "2027-01-01"}, ["not_before"]),
+        ({"close_date": "2027-01-01"}, None),
+    ],
+)
+def test_a_value_against_another_variables(opportunity: dict[str, Any], holding: list[str] | None) -> None:
+    playbook = load_playbook_text(COMPARED, "compared.yaml")
+    with compile_playbook(playbook) as compiled:  # every question to durable-rules: it must agree
+        evaluator = Evaluator(compiled, cache_size=0)
+        result = evaluator.evaluate_case({"opportunity": opportunity}, AS_OF, "c")
+        reusing = Evaluator(compiled)  # answers reused by key: the comparison's result is part of it
+        for _ in range(2):
+            assert reusing.evaluate_case({"opportunity": opportunity}, AS_OF, "c").to_json() == result.to_json()
+    assert result.decisions["against"] == holding
+
+
+def test_reused_answers_tell_comparisons_of_the_same_values_apart() -> None:
+    """amount 5 against targets 4 and 10: the same cell for each value alone, different answers."""
+    cases = [{"amount": 5, "period_target": t} for t in (4, 10, 5, 4)]
+    with compile_playbook(load_playbook_text(COMPARED, "compared.yaml")) as compiled:
+        fresh, reusing = Evaluator(compiled, cache_size=0), Evaluator(compiled)
+        for i, opportunity in enumerate(cases):
+            want = fresh.evaluate_case({"opportunity": opportunity}, AS_OF, str(i)).to_json()
+            assert reusing.evaluate_case({"opportunity": opportunity}, AS_OF, str(i)).to_json() == want
+
+
+FOR_EACH = """
+playbook: {id: t, version: "1", languages: [zh, en], title: {zh: 测试, en: test}}
+inputs:
+  opportunity.steps:
+    type: list
+    values: [call, demo, offer]
+    label: {zh: 步骤, en: steps}
+    value_labels: {call: {zh: 电话, en: call}, demo: {zh: 演示, en: demo}, offer: {zh: 报价, en: offer}}
+  account.vip: {type: boolean, label: {zh: 重要客户, en: VIP}}
+decisions:
+  vip:
+    label: {zh: 重要, en: important}
+    source: {guide: G-17, quote: "表层"}
+    type: boolean
+    rows:
+      - {id: vip, label: {zh: 重要客户, en: a VIP}, when: {account.vip: true}, then: true}
+      - {id: other, label: {zh: 其他, en: others}, otherwise: true, then: false}
+rules:
+  - id: follow
+    label: {zh: 跟进, en: follow up}
+    source: {guide: G-17, quote: "表层"}
+    for_each: opportunity.steps
+    when: {vip: true}
+    then:
+      recommend: [{action: "follow_{item}", params: {steps: {item_of: opportunity.steps}}}]
+actions:
+  follow_call: {label: {zh: 回电, en: call back}, source: {guide: G-17, quote: "表层"}}
+  follow_demo: {label: {zh: 再演示, en: demo again}, source: {guide: G-17, quote: "表层"}}
+  follow_offer: {label: {zh: 跟进报价, en: chase the offer}, source: {guide: G-17, quote: "表层"}}
+"""
+
+
+def test_for_each_recommends_once_per_item_with_the_item_as_a_parameter() -> None:
+    playbook = load_playbook_text(FOR_EACH, "for_each.yaml")
+    assert [rule.id for rule in playbook.rules] == ["follow_call", "follow_demo", "follow_offer"]
+    with compile_playbook(playbook) as compiled:  # every question to durable-rules: it must agree
+        evaluator = Evaluator(compiled, cache_size=0)
+        result = evaluator.evaluate_case(
+            {"opportunity": {"steps": ["offer", "call"]}, "account": {"vip": True}}, AS_OF, "c"
+        )
+        unknown = evaluator.evaluate_case({"opportunity": {"steps": ["demo"]}}, AS_OF, "u")
+    assert [(r["id"], r["rule"], r["params"]) for r in result.recommendations] == [
+        ("follow_call", "follow_call", {"steps": "call"}),
+        ("follow_offer", "follow_offer", {"steps": "offer"}),
+    ]
+    traced = [s for s in result.trace if "rule" in s]  # one step per item, each with its own test of the item
+    assert [s["conditions"][0]["test"] for s in traced] == ["contains call", "contains offer"]
+    assert [s["undetermined"]["rule"] for s in unknown.trace if "undetermined" in s] == ["follow_demo"]
+    zh = why(playbook, result.to_json("zh"), "zh")
+    assert "规则「跟进:电话」" in zh and "步骤 = 电话、报价 (包含 电话) ✓" in zh

@@ -122,7 +122,8 @@ def test_tests_and_parameters_read_as_words_in_each_language(evaluator: Evaluato
     assert "距决策周数 = 5 (> 2 且 ≤ 10) ✓" in zh and "weeks to close = 5 (> 2 and ≤ 10) ✓" in en
     assert "进展 = 60 (≥ 60「高赢率」) ✓" in zh and "progress = 60 (≥ 60 “high win rate”) ✓" in en
     assert "规则「观察」" in zh and "rule watch “watch”" in en
-    assert "关注度 = 低 (≠ 高) ✓" in zh and "标记 = 缺失 (= 是) (不应成立) ✓" in zh
+    assert "关注度 = 低 (≠ 高) ✓" in zh and "标记 = 缺失 (缺失) ✓" in zh
+    assert "标记 = 缺失 (= 是) (不应成立) ? (未知)" in zh and "= missing (= yes) (must not hold) ? (unknown)" in en
     not_bottom = why_not(pipeline, result, "funnel_layer=bottom", "zh")
     assert not_bottom.startswith("为什么漏斗位置不是底层?") and "距决策周数 = 5 (≤ 2) ✗" in not_bottom
     not_followed = why_not(pipeline, result, "follow_up", "zh")

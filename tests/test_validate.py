@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.conditions import COMPARISON_KEYS, OPERATORS
+from engine.conditions import COMPARISON_KEYS, OPERATORS, OPPOSITE_KEYS
 from engine.errors import PlaybookError
 from engine.validate import load_playbook_text, playbook_schema
 from tests.conftest import FIXTURES
@@ -116,7 +116,7 @@ def test_content_hash_identifies_the_text() -> None:
 
 def test_schema_operator_keys_match_the_registry() -> None:
     schema_ops = set(playbook_schema()["$defs"]["test_operators"]["then"]["properties"])
-    registry = (set(OPERATORS) - {"interval"}) | set(COMPARISON_KEYS)
+    registry = (set(OPERATORS) - {"interval"}) | set(COMPARISON_KEYS) | set(OPPOSITE_KEYS)
     assert schema_ops == registry
 
 
