@@ -34,6 +34,7 @@ _WORDS: dict[str, dict[str, str]] = {
         "row": "表行",
         "other": "其他条件",
         "always": "无条件",
+        "otherwise": "其余情况",
         "hit_policy": "命中策略",
         "values": "可能的值",
         "when": "条件",
@@ -70,6 +71,7 @@ _WORDS: dict[str, dict[str, str]] = {
         "row": "row",
         "other": "other conditions",
         "always": "always",
+        "otherwise": "otherwise",
         "hit_policy": "hit policy",
         "values": "values",
         "when": "when",
@@ -157,7 +159,7 @@ def _table_blocks(playbook: Playbook, decision: Decision, lang: str) -> list[_Bl
     columns: list[str] = []
     other = False
     for row in decision.rows:
-        for part in _conjuncts(row.when):
+        for part in _conjuncts(None if row.otherwise else row.when):
             if isinstance(part, Atom):
                 columns.append(part.var)
             else:
@@ -167,7 +169,7 @@ def _table_blocks(playbook: Playbook, decision: Decision, lang: str) -> list[_Bl
     for n, row in enumerate(decision.rows, 1):
         cells: dict[str, list[str]] = {var: [] for var in columns}
         rest = []
-        for part in _conjuncts(row.when):
+        for part in _conjuncts(None if row.otherwise else row.when):  # shown as written: otherwise
             if isinstance(part, Atom):
                 cells[part.var].append(test_text(playbook, part, lang))
             else:
@@ -175,7 +177,9 @@ def _table_blocks(playbook: Playbook, decision: Decision, lang: str) -> list[_Bl
         shown = [_w(lang, "and").join(cells[var]) or "-" for var in columns]
         if other:
             shown.append(_w(lang, "and").join(rest) or "-")
-        if row.when is None and shown:
+        if row.otherwise and shown:
+            shown[0] = _r(lang, "otherwise")
+        elif row.when is None and shown:
             shown[0] = _r(lang, "always")
         output = _output_words(playbook, decision.name, row.then, lang)
         name = _named(row.label, row.id, lang)
