@@ -107,8 +107,17 @@ def reevaluate(store: Store, seq: int) -> tuple[StoredEvaluation, Result]:
     again = [(r["id"], r["rule"], r["params"]) for r in result.recommendations]
     kept = [(r["id"], r["rule"], r["params"]) for r in stored.recommendations]
     if result.decisions != stored.decisions or result.fired() != stored.fired or again != kept:
+        differing = [
+            f"{name}: stored {stored.decisions.get(name)!r}, now {result.decisions.get(name)!r}"
+            for name in sorted(set(stored.decisions) | set(result.decisions))
+            if stored.decisions.get(name) != result.decisions.get(name)
+        ]
+        # Evaluations made before missing values became unknown (program 0.2) may differ so, untouched.
         raise StoredMismatch(
             f"evaluation {seq} does not match its re-evaluation under playbook {stored.playbook_hash[:12]}"
+            + (f" ({'; '.join(differing)})" if differing else " (the rules fired or the recommendations differ)")
+            + "; run playbook audit verify: if the log verifies, the evaluation was made by an earlier version "
+            "of this program that read the playbook differently (before 0.2 a missing value counted as false)"
         )
     return stored, result
 
