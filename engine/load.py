@@ -223,8 +223,14 @@ class _Builder:
         node = yaml.ScalarNode(tag, event.value, event.start_mark, event.end_mark, style=event.style or None)
         try:
             value = self.loader.construct_object(node, deep=True)
-        except ValueError:  # Python refuses to read an integer of more than 4,300 digits
-            self.problem(event.start_mark, "number_too_long", f"a number of {len(event.value)} characters")
+        except (ValueError, KeyError, IndexError) as error:
+            if tag == event.tag:  # an explicit tag on a value it cannot read: '!!int x', '!!bool maybe', '!!float'
+                short = tag.rsplit(":", 1)[-1]
+                self.problem(event.start_mark, "yaml_bad_tag", f"'{event.value}' cannot be read as !!{short}")
+            elif isinstance(error, ValueError):  # Python refuses to read an integer of more than 4,300 digits
+                self.problem(event.start_mark, "number_too_long", f"a number of {len(event.value)} characters")
+            else:
+                raise
             return None
         if isinstance(value, float) and not math.isfinite(value):
             self.problem(
