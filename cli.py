@@ -180,12 +180,20 @@ _db_option = click.option(
 
 
 def _open_store(url: str) -> Any:
+    from adapters.sql_source import without_password
     from engine.store import Store
 
     try:
         return Store(url)
     except Exception as error:  # noqa: BLE001 - any driver error becomes one clear line
-        _fail(f"cannot open the audit log {url}: {error}")
+        _fail(without_password(f"cannot open the audit log {url}: {error}", url))
+
+
+def _shown(url: str) -> str:
+    """A database URL as printed: never with its password."""
+    from adapters.sql_source import shown_url
+
+    return shown_url(url)
 
 
 @main.command()
@@ -289,6 +297,7 @@ def recommend(
         else None
     )
     store = None if no_store else _open_store(db)
+    where = _shown(input_path) if source.kind == "sql" else input_path
     with compile_playbook(playbook) as compiled:
         _tune_memory()
         tallied = DIRECTOR_CALL if DIRECTOR_CALL in playbook.decisions else None
@@ -317,7 +326,7 @@ def recommend(
                             )
                         )
                     elif verbose:
-                        click.echo(f"{input_path}:{event.line}: quarantined: {held.code}: {held.reason}", err=True)
+                        click.echo(f"{where}:{event.line}: quarantined: {held.code}: {held.reason}", err=True)
                     continue
                 if fmt == "summary":
                     continue
@@ -365,7 +374,7 @@ def recommend(
             f"({counts.earlier_results} results, {counts.earlier_errors} errors; --reevaluate evaluates them again)"
         )
     if counts.first_evaluation is not None:
-        summary += f"; stored in {db} as evaluations {counts.first_evaluation}–{counts.last_evaluation}"
+        summary += f"; stored in {_shown(db)} as evaluations {counts.first_evaluation}–{counts.last_evaluation}"
     if fmt == "summary":
         click.echo(
             render_tally(
@@ -590,7 +599,7 @@ def history(record_id: str, fmt: str, db: str) -> None:
     if not found:
         found = _emit(store.search(account_id=record_id), fmt)
     if not found:
-        _fail(f"no evaluation of '{record_id}' in {db}")
+        _fail(f"no evaluation of '{record_id}' in {_shown(db)}")
 
 
 @main.command(name="list")
@@ -854,7 +863,7 @@ def serve(
             service.close()
             _fail("no webhook route is enabled: set at least one of " + ", ".join(SECRET_NAMES))
         click.echo(
-            f"playbook {playbook.id} {playbook.version} ({playbook.content_hash[:12]}), audit log {db}; "
+            f"playbook {playbook.id} {playbook.version} ({playbook.content_hash[:12]}), audit log {_shown(db)}; "
             f"routes: {', '.join(routes)}",
             err=True,
         )
