@@ -610,7 +610,7 @@ def test_a_database_password_is_never_printed(postgres_server: str, tmp_path: Pa
     import psycopg
     import sqlalchemy as sa
 
-    secret = "s3cret-Pw-9"
+    secret = f"pw-{uuid.uuid4().hex[:10]}"  # made here: no password in the repository
     name = f"t_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(postgres_server.replace("postgresql+psycopg", "postgresql") + "/postgres") as conn:
         conn.autocommit = True
