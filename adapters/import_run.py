@@ -337,7 +337,7 @@ class ImportRun:
 
 
 def _each_id_once(records: Iterator[tuple[int, Record]]) -> Iterator[tuple[int, Record]]:
-    """The records, but a case with the id of an earlier case of the input set aside (``duplicate_id``):
+    """The records, but a case with the id of an earlier case of the input set aside (``duplicate_case``):
     an import evaluates and files each case once, and a rerun sets aside the same records."""
     first_line: dict[str, int] = {}
     for line, item in records:
@@ -345,7 +345,7 @@ def _each_id_once(records: Iterator[tuple[int, Record]]) -> Iterator[tuple[int, 
             first = first_line.setdefault(item[0], line)
             if first != line:
                 reason = f"the same id as the record at line {first}, which is the one evaluated"
-                yield line, Quarantined(line, item[0], "duplicate_id", reason)
+                yield line, Quarantined(line, item[0], "duplicate_case", reason)
                 continue
         yield line, item
 

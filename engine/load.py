@@ -34,6 +34,9 @@ _TIMESTAMP_TAG = "tag:yaml.org,2002:timestamp"
 _NUMBER_TAGS = ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
 # YAML 1.1 reads these as base 8 and base 60 (010 is 8, 1:30 is 90); YAML 1.2 and people do not.
 _SURPRISING_NUMBER = re.compile(r"^[-+]?(0[0-7_]+|[0-9][0-9_]*(:[0-5]?[0-9])+(\.[0-9_]*)?)$")
+# YAML 1.2's octal, which YAML 1.1 (and so this loader) reads as text: 0o10 is 8 to some readers, "0o10" to others.
+_OCTAL_12 = re.compile(r"^[-+]?0o[0-7_]+$")
+_TEXT_TAG = "tag:yaml.org,2002:str"
 
 
 @dataclass
@@ -146,6 +149,14 @@ class _Builder:
                 node.start_mark,
                 "yaml_ambiguous_number",
                 f"unquoted '{node.value}' is a base-{60 if ':' in node.value else 8} number in YAML 1.1; "
+                f"quote it ('{node.value}') for text, or write the number in decimal",
+            )
+            return node.value
+        if node.tag == _TEXT_TAG and node.style is None and _OCTAL_12.match(node.value):
+            self.problem(
+                node.start_mark,
+                "yaml_ambiguous_number",
+                f"unquoted '{node.value}' is text in YAML 1.1 and a base-8 number in YAML 1.2; "
                 f"quote it ('{node.value}') for text, or write the number in decimal",
             )
             return node.value

@@ -310,9 +310,12 @@ def test_a_case_id_read_twice_in_one_input_is_evaluated_once_and_the_other_repor
             "QuarantinedRecord",
         ]
         held = [e.record for e in events if isinstance(e, QuarantinedRecord)]
-        assert [(q.line, q.record_id, q.code) for q in held] == [(3, "d1", "duplicate_id"), (4, "d2", "duplicate_id")]
+        assert [(q.line, q.record_id, q.code) for q in held] == [
+            (3, "d1", "duplicate_case"),
+            (4, "d2", "duplicate_case"),
+        ]
         assert held[0].reason == "the same id as the record at line 1, which is the one evaluated"
-        assert (run.counts.rows, run.counts.quarantined["duplicate_id"]) == (4, 2)
+        assert (run.counts.rows, run.counts.quarantined["duplicate_case"]) == (4, 2)
         assert store.count() == 2  # the first of each id, once
     store.close()
     result = CliRunner().invoke(
@@ -320,5 +323,5 @@ def test_a_case_id_read_twice_in_one_input_is_evaluated_once_and_the_other_repor
         ["recommend", "--playbook", str(COURSE), "--input", str(path), "--as-of", "2026-11-27", "--no-store", "-v"],
     )
     assert result.exit_code == 0, result.stderr
-    assert f"{path}:3: quarantined: duplicate_id: the same id as the record at line 1" in result.stderr
-    assert "4 rows: 2 cases evaluated (2 results, 0 errors), 2 quarantined (duplicate_id 2)" in result.stderr
+    assert f"{path}:3: quarantined: duplicate_case: the same id as the record at line 1" in result.stderr
+    assert "4 rows: 2 cases evaluated (2 results, 0 errors), 2 quarantined (duplicate_case 2)" in result.stderr
