@@ -325,3 +325,22 @@ def test_a_case_id_read_twice_in_one_input_is_evaluated_once_and_the_other_repor
     assert result.exit_code == 0, result.stderr
     assert f"{path}:3: quarantined: duplicate_case: the same id as the record at line 1" in result.stderr
     assert "4 rows: 2 cases evaluated (2 results, 0 errors), 2 quarantined (duplicate_case 2)" in result.stderr
+
+
+def test_two_runs_of_one_import_at_once_each_account_for_every_record(course: Any, cases: Path, db_url: str) -> None:
+    """A run that finds its cases filed meanwhile by another run of the same import gives them as stored
+    earlier: no record dropped from its output or its counts, none stored twice."""
+    store = Store(db_url)
+    first = ImportRun(Source(str(cases)), Evaluator(course), AS_OF, store, batch=10)
+    started = iter(first)
+    next(started)  # the first run has read what was stored (nothing) and filed its first batch
+    second = ImportRun(Source(str(cases)), Evaluator(course), AS_OF, store, batch=10)
+    assert [type(e).__name__ for e in second] == ["StoredEarlier"] * 10 + ["Evaluated"] * 33
+    rest = list(started)  # every later batch of the first run was filed by the second meanwhile
+    assert [type(e).__name__ for e in rest] == ["Evaluated"] * 9 + ["StoredEarlier"] * 33
+    assert [e.line for e in rest] == list(range(2, 44))
+    counts = first.counts
+    assert (counts.rows, counts.evaluated, counts.earlier, counts.errors + counts.earlier_errors) == (43, 10, 33, 2)
+    assert store.count() == 43
+    assert store.verify() == []
+    store.close()
