@@ -200,7 +200,12 @@ def _plain_words(exc: yaml.MarkedYAMLError, text: str) -> tuple[str, tuple[int, 
         ]
         if above and ":" not in above[-1][1] and not above[-1][1].lstrip().startswith("- "):
             number, line = above[-1]
-            return f"a missing ':' after the key '{line.strip()}'", (number + 1, len(line) - len(line.lstrip()) + 1)
+            key = line.strip()
+            if len(key) > 80:  # the line may be anything, thousands of characters long: quote its start
+                key = f"{key[:80]}…' ({len(key)} characters)"
+            else:
+                key += "'"
+            return f"a missing ':' after the key '{key}", (number + 1, len(line) - len(line.lstrip()) + 1)
         return (
             "a ':' where none can be: this line is indented deeper than the key above it allows, "
             "or a value holds ': ' and needs quotes"

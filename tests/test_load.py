@@ -59,6 +59,17 @@ def test_syntax_error_has_a_location() -> None:
     assert codes("a: {b: 1\nc: 2\n")[0][0] == "yaml_syntax"
 
 
+def test_a_key_without_its_colon_is_quoted_short_however_long_the_line() -> None:
+    # found by the fuzzer (corpus/playbook/crash-6554d584e127): a line of 4,400 digits quoted whole
+    for line, quoted in (("foo", "'foo'"), ("9" * 4400, f"'{'9' * 80}…' (4400 characters)")):
+        with pytest.raises(PlaybookError) as info:
+            load_text(f"a:\n  {line}\n  b: 2\n")
+        [problem] = info.value.problems
+        assert (problem.code, problem.location.line, problem.location.col) == ("yaml_syntax", 2, 3)
+        assert problem.message.startswith(f"a missing ':' after the key {quoted} (the parser says: ")
+        assert len(problem.message) < 200
+
+
 def test_empty_document() -> None:
     assert codes("# nothing\n")[0][0] == "yaml_empty"
 
