@@ -179,12 +179,15 @@ _db_option = click.option(
 )
 
 
-def _open_store(url: str) -> Any:
+def _open_store(url: str, *, create: bool = True) -> Any:
+    """The audit log at ``url``; ``create`` False for commands that read one: a missing log is refused, not made."""
     from adapters.sql_source import without_password
-    from engine.store import Store
+    from engine.store import NoAuditLog, Store
 
     try:
-        return Store(url)
+        return Store(url, create=create)
+    except NoAuditLog as error:
+        _fail(without_password(f"{error}; check --db (or PLAYBOOK_DB)", url))
     except Exception as error:  # noqa: BLE001 - any driver error becomes one clear line
         _fail(without_password(f"cannot open the audit log {url}: {error}", url))
 
@@ -472,7 +475,7 @@ def why_command(
         raise click.UsageError("--on goes with --record")
     if action is not None and why_not is not None:
         raise click.UsageError("--action and --why-not ask different questions: give one")
-    store = _open_store(db)
+    store = _open_store(db, create=False)
     note = None
     if record_id is not None:
         assert action is not None
@@ -583,6 +586,29 @@ def _emit(rows: Any, fmt: str) -> int:
     return count
 
 
+def _emit_quarantined(events: Any, fmt: str) -> int:
+    count = 0
+    writer = None
+    for held in events:
+        count += 1
+        data = held.to_json()
+        if fmt == "json":
+            click.echo(json.dumps(data, ensure_ascii=False))
+        elif fmt == "csv":
+            data["event"] = json.dumps(data["event"], ensure_ascii=False, sort_keys=True)
+            if writer is None:
+                writer = csv.DictWriter(sys.stdout, fieldnames=list(data))
+                writer.writeheader()
+            writer.writerow({name: _spreadsheet_safe(value) for name, value in data.items()})
+        else:
+            record = f"  record {held.record_id}" if held.record_id is not None else ""
+            click.echo(
+                f"#{held.seq}  {held.received_at}  {held.source}  event {held.event_id}{record}  "
+                f"{held.code}: {held.reason}"
+            )
+    return count
+
+
 _format_option = click.option(
     "--format", "fmt", type=click.Choice(["text", "json", "csv"]), default="text", show_default=True
 )
@@ -594,7 +620,7 @@ _format_option = click.option(
 @_db_option
 def history(record_id: str, fmt: str, db: str) -> None:
     """Every evaluation of one opportunity (or, failing that, account) over time."""
-    store = _open_store(db)
+    store = _open_store(db, create=False)
     found = _emit(store.search(record_id=record_id), fmt)
     if not found:
         found = _emit(store.search(account_id=record_id), fmt)
@@ -609,6 +635,11 @@ def history(record_id: str, fmt: str, db: str) -> None:
 @click.option("--since", help="as_of on or after this date.")
 @click.option("--until", help="as_of on or before this date.")
 @click.option("--limit", type=click.IntRange(1), help="At most this many.")
+@click.option(
+    "--quarantined",
+    is_flag=True,
+    help="List the webhook events set aside as bad data instead (--since/--until: the day received).",
+)
 @_format_option
 @_db_option
 def list_command(
@@ -618,14 +649,23 @@ def list_command(
     since: str | None,
     until: str | None,
     limit: int | None,
+    quarantined: bool,
     fmt: str,
     db: str,
 ) -> None:
     """List stored evaluations, filtered; export them as CSV or JSON Lines."""
-    store = _open_store(db)
     for value, option in ((since, "--since"), (until, "--until")):
         if value is not None:
             _as_of(value, option)  # a bad date is a usage error
+    if quarantined:
+        for value, option in ((action, "--action"), (rule, "--rule"), (account, "--account")):
+            if value is not None:
+                raise click.UsageError(f"{option} filters evaluations; quarantined events have none")
+    store = _open_store(db, create=False)
+    if quarantined:
+        count = _emit_quarantined(store.quarantined(since=since, until=until, limit=limit), fmt)
+        click.echo(f"{count} quarantined events", err=True)
+        return
     count = _emit(
         store.search(action=action, rule=rule, account_id=account, since=since, until=until, limit=limit), fmt
     )
@@ -649,7 +689,7 @@ def outcome(evaluation: int, action: str, status: str, who: str, reason: str, ru
     """
     from engine.audit import record_outcome
 
-    store = _open_store(db)
+    store = _open_store(db, create=False)
     try:
         seq = record_outcome(store, evaluation, action, status, who, reason, rule=rule)
     except LookupError as error:
@@ -666,7 +706,7 @@ def audit() -> None:
 @_db_option
 def verify(db: str) -> None:
     """Walk the hash chains; report every edited, deleted or inserted record."""
-    store = _open_store(db)
+    store = _open_store(db, create=False)
     problems = store.verify()
     for problem in problems:
         click.echo(str(problem))
@@ -675,6 +715,40 @@ def verify(db: str) -> None:
     if problems:
         sys.exit(1)
     click.echo("ok: the chains verify", err=True)
+
+
+@main.command()
+@click.argument("target", type=click.Path(dir_okay=False, path_type=Path))
+@_db_option
+def backup(target: Path, db: str) -> None:
+    """Copy a live SQLite audit log to TARGET, consistently, while it is being written.
+
+    Uses SQLite's backup API (a plain file copy misses the -wal file).  The copy's chains are
+    verified.  A PostgreSQL log is backed up with pg_dump (see the README).
+    """
+    from engine.store import NoAuditLog, backup_sqlite, sqlite_path
+
+    if sqlite_path(db) is None:
+        _fail(
+            f"{_shown(db)} is not a SQLite file: back up a PostgreSQL audit log with pg_dump, "
+            "e.g. pg_dump --format=custom --file playbook.dump 'postgresql://user@host/playbook' "
+            "(restore with pg_restore --dbname ... playbook.dump)"
+        )
+    try:
+        backup_sqlite(db, target)
+    except (NoAuditLog, FileExistsError) as error:
+        _fail(f"{error}; nothing was copied")
+    except Exception as error:  # noqa: BLE001 - any driver or disk error becomes one clear line
+        _fail(f"the backup of {db} to {target} failed, nothing was kept: {error}")
+    copy = _open_store(f"sqlite:///{target.resolve()}", create=False)
+    problems = copy.verify()
+    heads = ", ".join(f"{chain} {seq}" for chain, (seq, _) in sorted(copy.head().items()))
+    copy.close()
+    if problems:
+        for problem in problems:
+            click.echo(str(problem))
+        _fail(f"copied {db} to {target}, but the copy's chains do not verify: the log itself is damaged")
+    click.echo(f"copied {db} to {target} ({heads}); the copy's chains verify", err=True)
 
 
 @main.command()
@@ -716,7 +790,7 @@ def replay(
     if since is not None:
         _as_of(since, "--since")
     candidate = _load(playbook_path)
-    store = _open_store(db)
+    store = _open_store(db, create=False)
     chosen: dict[str, Any]
     try:
         if baseline_path is not None:

@@ -20,6 +20,10 @@ merged in order and the record's final state is evaluated once, filed under the 
 them; the others are answered ``coalesced`` with that evaluation's number.  Intermediate
 states (a HubSpot batch sets one property per event) are never evaluated.
 
+An event whose record maps to no case (a closed deal, a missing amount) is quarantined: kept in
+the audit log's quarantined events with the code and reason (:meth:`engine.store.Writer.quarantine`),
+in the same transaction, once however often it is delivered.
+
 Every event ends as exactly one :class:`EventOutcome`: evaluated (a result or a case
 error, both stored), coalesced, duplicate, quarantined, deleted or ignored.  An event
 is a duplicate when it is already stored, or when it changes nothing in a record whose
@@ -49,7 +53,7 @@ from adapters.webhook import IgnoredEvent, RecordEvent, merge
 from engine.audit import outcome_to_file
 from engine.errors import CaseError
 from engine.evaluate import Evaluator, Result
-from engine.store import Appended, RecordState, Store, Writer, evaluations
+from engine.store import Appended, QuarantinedEvent, RecordState, Store, Writer, evaluations
 
 __all__ = ["LINGER", "MAX_BATCH", "STORED", "EventOutcome", "Feed", "Ingestor"]
 
@@ -306,6 +310,7 @@ class _Transaction:
         self.evaluated: dict[tuple[str, str], tuple[str, str]] = {}
         self.runs: list[tuple[str, dt.date, list[Appended]]] = []  # to append: runs of one source and day
         self.changed: dict[tuple[str, str], RecordState] = {}
+        self.quarantined: list[QuarantinedEvent] = []
 
     def stage(self, submission: _Submission) -> _Staged:
         """Merge each record's events, map and evaluate its final state; kept for :meth:`store` only if it returns."""
@@ -334,6 +339,7 @@ class _Transaction:
             folds.setdefault(record_key, []).append(position)
         states: dict[tuple[str, str], RecordState] = {}
         items: list[Appended] = []
+        quarantined: list[QuarantinedEvent] = []
         for record_key, positions in folds.items():
             events = [event for p in positions if isinstance(event := submission.events[p], RecordEvent)]
             last = events[-1]
@@ -372,7 +378,19 @@ class _Transaction:
             if isinstance(mapped, Quarantined):
                 if changed:
                     states[record_key] = new_state
+                received_at = dt.datetime.fromtimestamp(submission.received, dt.UTC).isoformat(timespec="microseconds")
                 for position, event in zip(positions, events, strict=True):
+                    quarantined.append(
+                        QuarantinedEvent(
+                            feed.source,
+                            event.event_id,
+                            event.record_id,
+                            received_at,
+                            mapped.code,
+                            mapped.reason,
+                            _as_received(event),
+                        )
+                    )
                     outcomes[position] = EventOutcome(
                         event.event_id, event.record_id, "quarantined", code=mapped.code, reason=mapped.reason
                     )
@@ -396,6 +414,7 @@ class _Transaction:
                     outcomes[position] = EventOutcome(event.event_id, event.record_id, "coalesced", reason=reason)
         self.states |= states
         self.changed |= states
+        self.quarantined += quarantined
         if items:
             if self.runs and self.runs[-1][:2] == (feed.source, as_of):
                 self.runs[-1][2].extend(items)
@@ -437,6 +456,7 @@ class _Transaction:
                 raise RuntimeError(f"an event of {source} was already stored though it was not found")
             self.evaluations |= {(source, str(item.event_id)): seq for item, seq in zip(items, seqs, strict=True)}
         self.writer.save_records(self.changed.values())
+        self.writer.quarantine(self.quarantined)
 
     def outcomes(self, staged: _Staged) -> list[EventOutcome]:
         """A submission's outcomes, each evaluated, coalesced or duplicate event with its evaluation's number."""
@@ -451,6 +471,29 @@ class _Transaction:
 _LAST_EVALUATION = select(evaluations.c.seq, evaluations.c.as_of, evaluations.c.playbook_hash).where(
     evaluations.c.source == bindparam("source"), evaluations.c.event_id == bindparam("event_id")
 )
+
+
+def _as_received(event: RecordEvent) -> dict[str, Any]:
+    """The event as the CRM sent it, for the quarantined events' log (texts no database stores escaped)."""
+    return {
+        "system": event.system,
+        "object_type": event.object_type,
+        "tenant": event.tenant,
+        "change": event.change,
+        "occurred_at": event.occurred_at,
+        "fields": _storable(event.fields),
+    }
+
+
+def _storable(value: Any) -> Any:
+    # lone surrogates (JSON allows them) and NUL (PostgreSQL refuses it) as backslash escapes
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
+    if isinstance(value, dict):
+        return {_storable(k): _storable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_storable(v) for v in value]
+    return value
 
 
 def _evaluated(event: RecordEvent, result: Result | CaseError) -> EventOutcome:

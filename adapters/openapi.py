@@ -165,6 +165,30 @@ SCHEMAS: dict[str, Any] = {
         "required": ["outcome", "evaluation", "status"],
         "properties": {"outcome": {"type": "integer"}, "evaluation": {"type": "integer"}, "status": {"type": "string"}},
     },
+    "QuarantinedEvents": {
+        "type": "object",
+        "required": ["quarantined"],
+        "properties": {
+            "quarantined": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["quarantined", "received_at", "source", "event_id", "code", "reason", "event"],
+                    "properties": {
+                        "quarantined": {"type": "integer", "description": "its number in the quarantined chain"},
+                        "received_at": {"type": "string", "format": "date-time"},
+                        "source": {"type": "string"},
+                        "event_id": {"type": "string"},
+                        "record_id": {"type": ["string", "null"]},
+                        "code": {"type": "string"},
+                        "reason": {"type": "string"},
+                        "event": {"type": "object", "description": "the event as received: change, time, fields"},
+                    },
+                },
+            },
+            "next_after": {"type": "integer", "description": "more follow: ask again with ?after= this"},
+        },
+    },
     "Health": {
         "type": "object",
         "required": ["status", "playbook"],
@@ -288,6 +312,23 @@ def _operation(route: ServiceRoute, path: str, languages: list[str]) -> dict[str
             )
         operation["parameters"] = parameters
         operation["responses"] = {"200": _json_answer("the evaluation", "Evaluation"), **_errors(400, 401, 404)}
+    elif route.kind == "quarantined":
+        operation["security"] = [{"apiToken": []}, {"playbookSignature": []}]
+
+        def query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+            return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
+
+        operation["parameters"] = [
+            query("since", {"type": "string", "format": "date"}, "received on or after this day (UTC)"),
+            query("until", {"type": "string", "format": "date"}, "received on or before this day (UTC)"),
+            query("source", {"type": "string"}, "only this source (webhook:hubspot, ...)"),
+            query("after", {"type": "integer", "minimum": 0}, "only those numbered above this (the next page)"),
+            query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "at most this many (100)"),
+        ]
+        operation["responses"] = {
+            "200": _json_answer("the events, oldest first", "QuarantinedEvents"),
+            **_errors(400, 401, 404),
+        }
     elif route.kind == "health":
         operation["responses"] = {
             "200": _json_answer("the service and its audit log are up", "Health"),

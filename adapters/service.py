@@ -18,6 +18,7 @@ CLI's list of secrets are all made from that registry.
 ``POST /outcomes``                     what became of a recommendation, signed as generic events
 ``GET /evaluations/{evaluation}``      an evaluation read back; ``GET /records/{record}/latest``
                                        a record's newest one (signed reads or PLAYBOOK_API_TOKEN)
+``GET /quarantined``                   the webhook events set aside as bad data, with the reason
 ``GET /health``, ``/metrics``,         the state, Prometheus metrics, the OpenAPI document
 ``/openapi.json``
 =====================================  ==========================================================
@@ -43,6 +44,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import hmac
 import json
 import logging
@@ -242,7 +244,7 @@ class ServiceRoute:
     name: str
     path: str
     methods: tuple[str, ...]
-    kind: str  # webhook | outcomes | evaluation | latest | health | metrics | openapi
+    kind: str  # webhook | outcomes | evaluation | latest | quarantined | health | metrics | openapi
     summary: str
     enabled_by: tuple[tuple[str, ...], ...] = ()
     crm: str | None = None
@@ -387,6 +389,14 @@ ROUTES: tuple[ServiceRoute, ...] = (
         ("GET",),
         "latest",
         "A record's newest evaluation (optionally ?source=webhook:hubspot, ...)",
+        _READERS,
+    ),
+    ServiceRoute(
+        "quarantined",
+        "/quarantined",
+        ("GET",),
+        "quarantined",
+        "Webhook events set aside as bad data, oldest first, with code, reason and the event as received",
         _READERS,
     ),
     ServiceRoute("health", "/health", ("GET",), "health", "The service's state: playbook, routes, log size"),
@@ -657,6 +667,31 @@ class WebhookService:
 
         return await run_in_threadpool(answer)
 
+    async def quarantined(self, route: ServiceRoute, request: Request) -> Response:
+        """``GET /quarantined[?since=D&until=D&source=S&after=N&limit=N]``: events set aside, oldest first."""
+        disabled = route.disabled_because(self.secrets)
+        if disabled is not None:
+            return _error(404, "route_disabled", disabled)
+        try:
+            self.authorize_read(request, _headers(request))
+            query = _quarantined_query(request.query_params)
+        except WebhookError as error:
+            log.warning("read of %s refused (%d %s): %s", request.url.path, error.status, error.code, error.message)
+            return _json(error.status, error.to_json())
+
+        def answer() -> Response:
+            limit = query.pop("limit")
+            after = query.pop("after")
+            found = [held.to_json() for held in self.store.quarantined(**query, after=after, limit=limit + 1)]
+            more = len(found) > limit
+            found = found[:limit]
+            page: dict[str, Any] = {"quarantined": found}
+            if more:
+                page["next_after"] = found[-1]["quarantined"]
+            return _json(200, page)
+
+        return await run_in_threadpool(answer)
+
     async def health(self, route: ServiceRoute, request: Request) -> Response:
         return await run_in_threadpool(self._health)
 
@@ -694,6 +729,7 @@ _HANDLERS: dict[str, Handler] = {
     "outcomes": WebhookService.outcome,
     "evaluation": WebhookService.read,
     "latest": WebhookService.read,
+    "quarantined": WebhookService.quarantined,
     "health": WebhookService.health,
     "metrics": WebhookService.metrics_answer,
     "openapi": WebhookService.openapi,
@@ -818,6 +854,31 @@ def _outcome_request(body: bytes) -> dict[str, Any]:
     if not isinstance(data["evaluation"], int) or isinstance(data["evaluation"], bool):
         raise MalformedPayload("'evaluation' is the evaluation's number")
     return data
+
+
+QUARANTINED_PAGE = 100  # events per page of GET /quarantined, unless ?limit= asks for fewer or more (up to 1000)
+
+
+def _quarantined_query(params: Mapping[str, str]) -> dict[str, Any]:
+    """The filters of ``GET /quarantined``; MalformedPayload (400) for a bad date or number."""
+    query: dict[str, Any] = {"source": params.get("source"), "since": None, "until": None}
+    for name in ("since", "until"):
+        value = params.get(name)
+        if value is not None:
+            try:
+                query[name] = dt.date.fromisoformat(value).isoformat()
+            except ValueError:
+                raise MalformedPayload(f"'{name}' is a date, YYYY-MM-DD, not {value!r}") from None
+    for name, default, top in (("after", 0, None), ("limit", QUARANTINED_PAGE, 1000)):
+        value = params.get(name)
+        if value is None:
+            query[name] = default
+            continue
+        if not value.isdigit() or (top is not None and not 1 <= int(value) <= top):
+            bound = f"1 to {top}" if top else "0 or more"
+            raise MalformedPayload(f"'{name}' is a whole number, {bound}, not {value!r}")
+        query[name] = int(value)
+    return query
 
 
 def _json(status: int, data: Any, headers: Mapping[str, str] | None = None) -> Response:

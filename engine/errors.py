@@ -85,17 +85,29 @@ class PlaybookError(Exception):
 class CaseError(Exception):
     """One input case could not be evaluated; the case id says which."""
 
-    def __init__(self, case_id: str, code: str, message: str, *, input: str | None = None) -> None:
+    def __init__(
+        self,
+        case_id: str,
+        code: str,
+        message: str,
+        *,
+        input: str | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
         self.case_id = case_id
         self.code = code
         self.message = message
         self.input = input  # the input field at fault, so the text can name it by its label
+        # what the playbook's own names of the fault are (decision, rows, rules, values), so the text can label them
+        self.details = details
         super().__init__(f"case {case_id}: {code}: {message}")
 
     def to_json(self) -> dict[str, Any]:
-        error = {"code": self.code, "message": self.message}
+        error: dict[str, Any] = {"code": self.code, "message": self.message}
         if self.input is not None:
             error["input"] = self.input
+        if self.details is not None:
+            error["details"] = self.details
         return {"case": self.case_id, "error": error}
 
 

@@ -535,6 +535,7 @@ class Evaluator:
                 case_id,
                 "hit_policy_violation",
                 f"rows {ids} of '{decision.name}' all match, but its hit policy is unique",
+                details={"decision": decision.name, "rows": [decision.rows[i].id for i in fired]},
             )
         if policy == "collect":
             return fired
@@ -559,6 +560,7 @@ class Evaluator:
                     case_id,
                     "bad_output",
                     f"'{output.var}' = {value!r} is not a value of decision '{decision.name}'",
+                    details={"decision": decision.name, "from": output.var, "value": value},
                 )
         return list(value) if isinstance(value, list) else value
 
@@ -582,6 +584,11 @@ class Evaluator:
                     "decision_conflict",
                     f"rules '{set_by[target]}' and '{rule.id}' set '{target}' "
                     f"to {result.decisions[target]!r} and {value!r}",
+                    details={
+                        "decision": target,
+                        "rules": [set_by[target], rule.id],
+                        "values": [result.decisions[target], value],
+                    },
                 )
             set_by[target] = rule.id
             result.decisions[target] = value

@@ -15,7 +15,7 @@ from engine.errors import did_you_mean
 from engine.evaluate import condition_trace, negated_atoms
 from engine.model import Atom, Condition, Interval, Literal, Playbook, Row, Rule, Source, Text, ValueOf
 
-__all__ = ["UnknownTarget", "render_result", "test_text", "why", "why_not"]
+__all__ = ["UnknownTarget", "fault_said", "playbook_name", "render_result", "test_text", "why", "why_not"]
 
 _WORDS: dict[str, dict[str, str]] = {
     "zh": {
@@ -238,6 +238,8 @@ def _params_text(playbook: Playbook, rec: dict[str, Any], lang: str) -> str:
             label = _label(playbook.parameters[key].label, lang, key)
         else:
             label = _var_label(playbook, named or var, lang)
+        if isinstance(value, float):  # a parameter is read, not audited: -2.43 weeks, not -2.4286
+            value = round(value, 2)
         parts.append(f"{label}{':' if lang == 'zh' else ': '}{_value_text(playbook, var, value, lang)}")
     return ("; " if lang != "zh" else ";").join(parts)
 
@@ -260,13 +262,24 @@ def _rules_named(playbook: Playbook, rule_ids: list[str], lang: str) -> str:
     return ", ".join(rule.id for rule in rules)
 
 
+def playbook_name(playbook: Playbook, lang: str) -> str:
+    """The playbook and version as a reader knows them: its title in ``lang`` up to any parenthesis (else its id)."""
+    title = playbook.title.get(lang, "")
+    for bracket in ("(", "("):
+        title = title.split(bracket, 1)[0]
+    title = title.strip()
+    if lang == "zh":
+        return f"剧本《{title or playbook.id}》{playbook.version} 版"
+    return f"playbook “{title}” {playbook.version}" if title else f"playbook {playbook.id} {playbook.version}"
+
+
 def render_result(playbook: Playbook, result: dict[str, Any], lang: str) -> str:
     """A result as a director reads it: decisions, then what to do."""
     if "error" in result:
         return _error_text(playbook, result, lang)
     lines = [
         f"{_w(lang, 'case')} {result['case']}  ({_w(lang, 'as_of')} {result['as_of']}, "
-        f"{_w(lang, 'playbook')} {playbook.id} {playbook.version})",
+        f"{playbook_name(playbook, lang)})",
         f"  {_w(lang, 'decisions')}:",
     ]
     for name, value in result["decisions"].items():
@@ -293,12 +306,26 @@ _EXPECTED_ZH = {"number": "数字", "string": "文字", "boolean": "是或否", 
 
 
 def _error_text(playbook: Playbook, result: dict[str, Any], lang: str) -> str:
-    """A case that could not be evaluated.  In Chinese a bad input is named by its label and what it
-    should be; the engine's message (English, with identifiers) is for the English text and the JSON."""
+    """A case that could not be evaluated.  In Chinese a bad input or a playbook fault is said with labels
+    (:func:`fault_said`); the engine's message (English, with identifiers) is for the English text and the JSON."""
     error = result["error"]
+    said = fault_said(playbook, error, lang)
+    if said is not None:
+        return f"案例 {result['case']}:{said}"
+    return f"{_w(lang, 'case')} {result['case']}: {error['code']}: {error['message']}"
+
+
+def fault_said(playbook: Playbook, error: dict[str, Any], lang: str) -> str | None:
+    """Why a case could not be evaluated, in Chinese words and labels with no identifier: for a bad input and
+    the playbook faults evaluation finds; None otherwise (in English, and for other errors)."""
+    if lang != "zh":
+        return None
+    fault = _fault_zh(playbook, error)
+    if fault is not None:
+        return f"无法评估 — {fault}"
     field = playbook.inputs.get(error.get("input", ""))
-    if lang != "zh" or error["code"] != "bad_input" or field is None:
-        return f"{_w(lang, 'case')} {result['case']}: {error['code']}: {error['message']}"
+    if error["code"] != "bad_input" or field is None:
+        return None
     if field.type in ("enum", "list"):
         choices = _value_text(playbook, field.name, list(field.values or ()), lang)
         expected = ("以下之一:" if field.type == "enum" else "由以下各项组成的列表:") + choices
@@ -306,7 +333,35 @@ def _error_text(playbook: Playbook, result: dict[str, Any], lang: str) -> str:
         expected = "不小于零的数字"
     else:
         expected = _EXPECTED_ZH.get(field.type, field.type)
-    return f"案例 {result['case']}:输入有误,无法评估 — {_label(field.label, lang, field.name)}应为{expected}"
+    return f"输入有误,无法评估 — {_label(field.label, lang, field.name)}应为{expected}"
+
+
+def _fault_zh(playbook: Playbook, error: dict[str, Any]) -> str | None:
+    """A playbook's fault found while evaluating (the case's values reach a row or rule the checker could
+    not rule out), said with labels; None for other errors."""
+    details = error.get("details") or {}
+    decision = playbook.decisions.get(details.get("decision", ""))
+    if decision is None:
+        return None
+    named = _quoted(decision.label, "zh", decision.name)
+    if error["code"] == "hit_policy_violation":
+        rows = {row.id: row for row in decision.rows}
+        listed = "、".join(_quoted(rows[r].label, "zh", r) if r in rows else r for r in details.get("rows", []))
+        return f"{named}的表行{listed}同时满足条件,而这张表只能命中一行(剧本需要修改)"
+    if error["code"] == "bad_output":
+        source = details.get("from", "")
+        shown = _value_text(playbook, source, details.get("value"), "zh")
+        return f"「{_var_label(playbook, source, 'zh')}」的值 {shown} 不是{named}可取的值(剧本需要修改)"
+    if error["code"] == "decision_conflict":
+        first, second = (
+            (_quoted(rule.label, "zh", r) if (rule := playbook.rules_by_id.get(r)) else r, value)
+            for r, value in zip(details.get("rules", []), details.get("values", []), strict=True)
+        )
+        return (
+            f"规则{first[0]}定{named}为{_value_text(playbook, decision.name, first[1], 'zh')},"
+            f"规则{second[0]}却定为{_value_text(playbook, decision.name, second[1], 'zh')},两者冲突(剧本需要修改)"
+        )
+    return None
 
 
 def why(playbook: Playbook, result: dict[str, Any], lang: str) -> str:

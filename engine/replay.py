@@ -20,6 +20,7 @@ from typing import Any
 from engine.compile import compile_playbook
 from engine.errors import CaseError
 from engine.evaluate import Evaluator
+from engine.explain import fault_said
 from engine.model import Playbook
 from engine.store import Store, StoredEvaluation
 from engine.validate import load_playbook_text
@@ -53,7 +54,7 @@ class Change:
     rules_started: Counter[str]
     rules_stopped: Counter[str]
     left_without_action: bool
-    failed: dict[str, str] | None = None  # code, message and under which playbook ("baseline" or "candidate")
+    failed: dict[str, Any] | None = None  # code, message, under which playbook ("baseline" or "candidate"), error
 
     @property
     def changed(self) -> bool:
@@ -104,6 +105,8 @@ def replay_changes(
                     )
                 except CaseError as error:
                     failed = {"under": role, "code": error.code, "message": error.message}
+                    if error.details is not None or error.input is not None:  # for the text to say it with labels
+                        failed["error"] = error.to_json()["error"]
                     break
                 outcomes.append(
                     _Outcome(
@@ -281,7 +284,21 @@ class ReplayReport:
                 "records": self.left_without_action.count,
                 "examples": self.left_without_action.examples,
             },
-            "failed": {"records": self.failed.count, "examples": self.failures},
+            "failed": {
+                "records": self.failed.count,
+                "examples": [
+                    {
+                        **{k: v for k, v in failure.items() if k != "error"},
+                        "text": fault_said(
+                            self.candidate if failure["under"] == "candidate" else self.baseline,
+                            failure.get("error") or failure,
+                            lang,
+                        )
+                        or f"{failure['code']}: {failure['message']}",
+                    }
+                    for failure in self.failures
+                ],
+            },
             "examples": [
                 {
                     **example,
@@ -422,9 +439,7 @@ def render_replay(data: dict[str, Any]) -> str:
         lines.append(w["left_without_action"].format(n=gone["records"]) + examples(gone["examples"]))
     if data["failed"]["records"]:
         lines.append(f"{w['failed']}: {data['failed']['records']}")
-        lines.extend(
-            f"  {f['record']} (#{f['evaluation']}): {f['code']}: {f['message']}" for f in data["failed"]["examples"]
-        )
+        lines.extend(f"  {f['record']} (#{f['evaluation']}): {f['text']}" for f in data["failed"]["examples"])
     if data["examples"]:
         lines.append(f"{w['examples']}:")
     for example in data["examples"]:

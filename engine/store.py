@@ -17,9 +17,15 @@ Records that CRMs change piece by piece (webhooks) keep their last known state i
 times it changed.  They are read and saved inside a :class:`Writer`'s transaction,
 with the evaluations made from them, so neither is ever stored without the other.
 
+Events set aside as bad data (a webhook's record that maps to no case: a closed deal, a
+missing amount) are kept in ``quarantined_events`` (schema version 4), each with its
+source, event and record ids, when it was received, the code and reason, and the event
+itself; an event redelivered is kept once.
+
 Each evaluation's hash covers its content and the previous evaluation's hash;
 ``chain_head`` holds the last one.  Appends lock the head, so writers are
-serialised and sequence numbers have no gaps.  Outcomes have a chain of their own.
+serialised and sequence numbers have no gaps.  Outcomes and quarantined events have
+a chain each of their own.
 """
 
 from __future__ import annotations
@@ -29,10 +35,12 @@ import datetime as dt
 import functools
 import hashlib
 import json
+import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
@@ -68,17 +76,20 @@ __all__ = [
     "SCHEMA_VERSION",
     "Appended",
     "ChainProblem",
+    "NoAuditLog",
+    "QuarantinedEvent",
     "RecordState",
     "Store",
     "StoredEvaluation",
     "Writer",
+    "backup_sqlite",
     "canonical",
     "iter_chunks",
     "oversized_id",
 ]
 
 DEFAULT_URL = "sqlite:///playbook.db"
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 GENESIS = "0" * 64
 _SCHEMA_LOCK = 0x706C6179626F6F6B  # PostgreSQL advisory lock held while the schema is made: "playbook"
 OUTCOME_STATUSES = ("accepted", "dismissed", "done")
@@ -180,11 +191,31 @@ records = Table(
     Column("last_event_id", String(ID_LENGTH)),
 )
 
+# Schema version 4 added quarantined events: what was set aside as bad data, and why.
+quarantined_events = Table(
+    "quarantined_events",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=False),
+    Column("received_at", String(40), nullable=False),
+    Column("source", String(200), nullable=False),
+    Column("event_id", String(ID_LENGTH), nullable=False),
+    Column("record_id", String(ID_LENGTH)),
+    Column("code", String(64), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("event", Text, nullable=False),  # canonical JSON: the event as received (its fields, change, time)
+    Column("prev_hash", String(64), nullable=False),
+    Column("entry_hash", String(64), nullable=False),
+    UniqueConstraint("source", "event_id", name="uq_quarantined_event"),
+)
+Index("ix_quarantined_received", quarantined_events.c.received_at)
+
 _TABLES_BY_VERSION = {
     1: [meta, playbooks, chain_head, evaluations, recommendations],
     2: [outcomes],
     3: [records],
+    4: [quarantined_events],
 }
+CHAINS = ("evaluations", "outcomes", "quarantined")  # chain_head's rows
 
 
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
@@ -225,6 +256,7 @@ _EVALUATION_FIELDS = (
     "error",
 )
 _OUTCOME_FIELDS = ("seq", "evaluation_seq", "position", "action", "status", "who", "why", "at")
+_QUARANTINED_FIELDS = ("seq", "received_at", "source", "event_id", "record_id", "code", "reason", "event")
 _RECOMMENDATION_FIELDS = ("position", "action", "rule", "params")
 
 
@@ -289,6 +321,10 @@ def _outcome_hash(prev_hash: str, row: dict[str, Any]) -> str:
     return _hashed(prev_hash, [row[f] for f in _OUTCOME_FIELDS])
 
 
+def _quarantined_hash(prev_hash: str, row: dict[str, Any]) -> str:
+    return _hashed(prev_hash, [row[f] for f in _QUARANTINED_FIELDS])
+
+
 @dataclass(frozen=True)
 class StoredEvaluation:
     seq: int
@@ -335,8 +371,34 @@ class StoredEvaluation:
 
 
 @dataclass(frozen=True)
+class QuarantinedEvent:
+    """An event set aside as bad data: given to :meth:`Writer.quarantine`, read back by :meth:`Store.quarantined`."""
+
+    source: str
+    event_id: str
+    record_id: str | None
+    received_at: str  # ISO 8601, UTC
+    code: str
+    reason: str
+    event: dict[str, Any]  # the event as received
+    seq: int | None = None  # its place in the chain, once stored
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "quarantined": self.seq,
+            "received_at": self.received_at,
+            "source": self.source,
+            "event_id": self.event_id,
+            "record_id": self.record_id,
+            "code": self.code,
+            "reason": self.reason,
+            "event": self.event,
+        }
+
+
+@dataclass(frozen=True)
 class ChainProblem:
-    chain: str  # evaluations | outcomes
+    chain: str  # evaluations | outcomes | quarantined
     seq: int
     kind: str  # edited | deleted | inserted | broken_link
     message: str
@@ -390,14 +452,28 @@ def oversized_id(case_id: str, facts: dict[str, Any]) -> str | None:
     return None
 
 
-class Store:
-    """An audit log in one database.  Open with a SQLAlchemy URL; the schema is created or upgraded."""
+class NoAuditLog(LookupError):
+    """The database opened to be read holds no audit log (a SQLite file that does not exist: none is made)."""
 
-    def __init__(self, url: str = DEFAULT_URL) -> None:
+
+class Store:
+    """An audit log in one database.  Open with a SQLAlchemy URL; the schema is created or upgraded.
+
+    ``create`` False: the log must exist already (commands that only read it); else :class:`NoAuditLog`.
+    """
+
+    def __init__(self, url: str = DEFAULT_URL, *, create: bool = True) -> None:
         if url.startswith(("postgresql://", "postgres://")):  # the driver installed with the postgres extra
             url = "postgresql+psycopg://" + url.split("://", 1)[1]
         self.url = url
+        if not create:
+            sqlite_file = sqlite_path(url)
+            if sqlite_file is not None and not sqlite_file.exists():
+                raise NoAuditLog(f"there is no audit log at {url}: {sqlite_file} does not exist")
         self.engine: Engine = self._make_engine(url)
+        if not create and self.schema_version() == 0:
+            self.engine.dispose()
+            raise NoAuditLog(f"{url} holds no audit log")
         # SQLite lets one writer in at a time and makes the others sleep and retry, with growing
         # sleeps: threads of one process queue on this lock instead (webhook p99 at 8 clients: 158 ms
         # with 4 workers, 41 ms with 1).  PostgreSQL serialises appends on the chain head row itself.
@@ -485,6 +561,8 @@ class Store:
                     conn.execute(insert(chain_head), [{"chain": "evaluations", "seq": 0, "hash": GENESIS}])
                 if version == 2:
                     conn.execute(insert(chain_head), [{"chain": "outcomes", "seq": 0, "hash": GENESIS}])
+                if version == 4:
+                    conn.execute(insert(chain_head), [{"chain": "quarantined", "seq": 0, "hash": GENESIS}])
                 if current == 0 and version == 1:
                     conn.execute(insert(meta), [{"key": "schema_version", "value": "1"}])
                 conn.execute(update(meta).where(meta.c.key == "schema_version").values(value=str(version)))
@@ -695,6 +773,40 @@ class Store:
             )
             return [_outcome_of(r) for r in rows]
 
+    def quarantined(
+        self,
+        *,
+        source: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        after: int = 0,
+        limit: int | None = None,
+    ) -> Iterator[QuarantinedEvent]:
+        """Quarantined events in the order they were kept, numbered above ``after``; ``since``/``until``
+        compare the day received (inclusive)."""
+        query = select(quarantined_events).where(quarantined_events.c.seq > after).order_by(quarantined_events.c.seq)
+        day = func.substr(quarantined_events.c.received_at, 1, 10)
+        if source is not None:
+            query = query.where(quarantined_events.c.source == source)
+        if since is not None:
+            query = query.where(day >= since)
+        if until is not None:
+            query = query.where(day <= until)
+        if limit is not None:
+            query = query.limit(limit)
+        with self._connect() as conn:
+            for row in conn.execution_options(yield_per=500).execute(query):
+                yield QuarantinedEvent(
+                    source=row.source,
+                    event_id=row.event_id,
+                    record_id=row.record_id,
+                    received_at=row.received_at,
+                    code=row.code,
+                    reason=row.reason,
+                    event=json.loads(row.event),
+                    seq=row.seq,
+                )
+
     def count(self) -> int:
         with self._connect() as conn:
             return int(conn.execute(select(chain_head.c.seq).where(chain_head.c.chain == "evaluations")).scalar_one())
@@ -702,15 +814,15 @@ class Store:
     # -- tamper evidence ---------------------------------------------------------------
 
     def verify(self) -> list[ChainProblem]:
-        """Walk both chains; report every edited, deleted or inserted record."""
+        """Walk every chain; report every edited, deleted or inserted record."""
         problems: list[ChainProblem] = []
         with self._connect() as conn:
-            problems += self._verify_chain(conn, "evaluations")
-            problems += self._verify_chain(conn, "outcomes")
+            for chain in CHAINS:
+                problems += self._verify_chain(conn, chain)
         return problems
 
     def _verify_chain(self, conn: Connection, chain: str) -> list[ChainProblem]:
-        table = evaluations if chain == "evaluations" else outcomes
+        table, entry_hash = _CHAINED[chain]
         head_seq, head_hash = conn.execute(
             select(chain_head.c.seq, chain_head.c.hash).where(chain_head.c.chain == chain)
         ).one()
@@ -742,7 +854,7 @@ class Store:
                 if chain == "evaluations":
                     recomputed = _evaluation_hash(data["prev_hash"], data, children.get(seq, []))
                 else:
-                    recomputed = _outcome_hash(data["prev_hash"], data)
+                    recomputed = entry_hash(data["prev_hash"], data)
                 if recomputed != data["entry_hash"]:
                     problems.append(
                         ChainProblem(chain, seq, "edited", f"#{seq} does not match its hash: its content was changed")
@@ -885,6 +997,48 @@ class Writer:
         if updates:
             self.conn.execute(_UPDATE_RECORD, updates)
 
+    def quarantine(self, events: Sequence[QuarantinedEvent]) -> list[int]:
+        """Keep events set aside as bad data; return their numbers (-1 for one of an event already kept).
+
+        An event is kept once per source: redelivered, it is answered again but not stored again.
+        """
+        seqs = [-1] * len(events)
+        by_source: dict[str, list[int]] = {}
+        for i, quarantined in enumerate(events):
+            by_source.setdefault(quarantined.source, []).append(i)
+        fresh: list[int] = []
+        for source, positions in by_source.items():
+            ids = {events[i].event_id for i in positions}
+            kept = {row[0] for row in self._rows_among(quarantined_events.c.event_id, source, ids)}
+            for i in positions:
+                if events[i].event_id not in kept:
+                    kept.add(events[i].event_id)
+                    fresh.append(i)
+        if not fresh:
+            return seqs
+        seq, prev = _lock_head(self.conn, "quarantined")
+        rows: list[dict[str, Any]] = []
+        for i in sorted(fresh):
+            quarantined = events[i]
+            seq += 1
+            row: dict[str, Any] = {
+                "seq": seq,
+                "received_at": quarantined.received_at,
+                "source": quarantined.source,
+                "event_id": quarantined.event_id,
+                "record_id": quarantined.record_id,
+                "code": quarantined.code,
+                "reason": quarantined.reason,
+                "event": canonical(quarantined.event),
+            }
+            row["prev_hash"] = prev
+            row["entry_hash"] = prev = _quarantined_hash(prev, row)
+            rows.append(row)
+            seqs[i] = seq
+        _insert_many(self.conn, quarantined_events, rows)
+        self.conn.execute(update(chain_head).where(chain_head.c.chain == "quarantined").values(seq=seq, hash=prev))
+        return seqs
+
     def finish(self) -> None:
         """Move the chain head to the last evaluation appended; called just before the commit."""
         if self._seq != self._head_seq:
@@ -902,6 +1056,12 @@ def _rows_among_statement(column: Any, also: tuple[Any, ...]) -> Any:
         table.c.source == bindparam("source"), column.in_(bindparam("keys", expanding=True))
     )
 
+
+_CHAINED: dict[str, tuple[Table, Any]] = {
+    "evaluations": (evaluations, _evaluation_hash),
+    "outcomes": (outcomes, _outcome_hash),
+    "quarantined": (quarantined_events, _quarantined_hash),
+}
 
 _UPDATE_RECORD = update(records).where(
     records.c.source == bindparam("b_source"), records.c.record_id == bindparam("b_record_id")
@@ -995,6 +1155,48 @@ def _evaluation_row(
         "error": "",
     }
     return row, recs
+
+
+def backup_sqlite(url: str, target: Path) -> None:
+    """Copy a live SQLite audit log to ``target`` with SQLite's online backup API: one consistent snapshot.
+
+    A file copy of a log being written misses what is still in its write-ahead log (``-wal``) and can
+    catch a page half-written; the backup reads one snapshot, every transaction committed before it
+    began, and writers go on meanwhile.  The copy is a single file (no ``-wal`` beside it), written
+    under a temporary name and renamed, so a failed backup leaves nothing behind.  FileExistsError
+    when ``target`` exists; :class:`NoAuditLog` when ``url`` is no SQLite file holding an audit log.
+    """
+    source_file = sqlite_path(url)
+    if source_file is None:
+        raise ValueError(f"{url} is not a SQLite file")
+    if not source_file.exists():
+        raise NoAuditLog(f"there is no audit log at {url}: {source_file} does not exist")
+    if target.exists():
+        raise FileExistsError(f"{target} exists already; give the backup a new file")
+    partial = target.with_name(f".{target.name}.partial")
+    source = sqlite3.connect(source_file, timeout=60)
+    try:
+        if source.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone() is None:
+            raise NoAuditLog(f"{url} holds no audit log")
+        partial.unlink(missing_ok=True)
+        copy = sqlite3.connect(partial)
+        try:
+            source.backup(copy)  # all pages in one step: one read transaction, one snapshot
+            copy.execute("PRAGMA journal_mode=DELETE")  # the copy stands alone, no -wal beside it
+        finally:
+            copy.close()
+        partial.replace(target)
+    finally:
+        source.close()
+        partial.unlink(missing_ok=True)
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file of a SQLite URL; None for another database or SQLite in memory."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(str(parsed.database))
 
 
 def iter_chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:

@@ -77,6 +77,9 @@ def test_text_output_reads_in_each_language(cases_file: Path) -> None:
     )
     assert "漏斗位置: 底层" in zh and "积极跟进" in zh
     assert "funnel layer: bottom" in en and "follow up hard" in en
+    # the playbook by its title in each language, with its version (its id is for the JSON and the log)
+    assert zh.startswith("案例 a  (评估日期 2026-11-27, 剧本《测试剧本》1 版)\n") and "pipeline" not in zh
+    assert en.startswith("case a  (as of 2026-11-27, playbook “test playbook” 1)\n")
 
 
 def test_explain_and_why_not(cases_file: Path) -> None:
@@ -572,6 +575,11 @@ def test_replay_reports_counts_labels_and_examples_in_the_chosen_language(sample
     assert json.loads(against)["changed"] == report["changed"]  # the same change, seen from the other side
     empty = f"sqlite:///{tmp_path / 'empty.db'}"
     code, _, err = invoke("replay", "--playbook", str(changed), "--db", empty)
+    assert code == 1 and "there is no audit log" in err
+    from engine.store import Store
+
+    Store(empty).close()  # a log with nothing in it yet
+    code, _, err = invoke("replay", "--playbook", str(changed), "--db", empty)
     assert code == 1 and "holds no evaluation" in err
 
 
@@ -650,6 +658,11 @@ def test_a_database_password_is_never_printed(postgres_server: str, tmp_path: Pa
         code, _, err = invoke("list", "--db", unopened)
         assert code == 1 and err.startswith(f"cannot open the audit log {named}: "), err
         assert secret not in err
+    no_log = url.rsplit("/", 1)[0] + "/postgres"  # a database without an audit log, to a command that reads one
+    code, _, err = invoke("list", "--db", no_log)
+    assert code == 1 and "holds no audit log" in err and secret not in err, err
+    code, _, err = invoke("backup", str(tmp_path / "copy.db"), "--db", url)
+    assert code == 1 and err.startswith(f"{shown} is not a SQLite file"), err
     with socket.socket() as taken:  # serve prints its line, then cannot listen on a port in use, and stops
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -659,3 +672,84 @@ def test_a_database_password_is_never_printed(postgres_server: str, tmp_path: Pa
         )
     assert f"audit log {shown}; routes: " in result.stderr, result.stderr
     assert secret not in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["list"],
+        ["list", "--quarantined"],
+        ["history", "opp-001"],
+        ["audit", "verify"],
+        ["why", "1"],
+        ["why", "--record", "opp-001", "--action", "intensive_attack"],
+        ["outcome", "1", "intensive_attack", "--status", "done", "--who", "x"],
+        ["replay", "--playbook", str(ROOT / "playbooks" / "course.yaml")],
+        ["backup", "copy.db"],
+    ],
+)
+def test_commands_that_read_the_log_refuse_a_missing_database_and_create_nothing(
+    command: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    typo = tmp_path / "typo.db"
+    code, out, err = invoke(*command, "--db", f"sqlite:///{typo}")
+    assert code == 1 and out == ""
+    assert f"there is no audit log at sqlite:///{typo}: {typo} does not exist" in err
+    assert list(tmp_path.iterdir()) == []  # no database, no copy
+
+
+def quarantined_log(db: str) -> None:
+    """Two HubSpot events of a closed deal set aside by the webhook ingestor, one of them delivered twice."""
+    from adapters.ingest import Feed, Ingestor
+    from adapters.mapping import load_mapping
+    from adapters.webhook import RecordEvent
+    from engine import Evaluator, compile_playbook, load_playbook
+    from engine.store import Store
+
+    store = Store(db)
+    deal = {"hs_object_id": "42", "dealstage": "closedwon", "amount": "=1+1"}
+    events = [RecordEvent("hubspot", "deal", "42", f"e{n}", "update", deal, 1000 * n, "7") for n in (1, 2)]
+    with compile_playbook(load_playbook(ROOT / "playbooks" / "course.yaml")) as compiled:
+        ingestor = Ingestor(store, Evaluator(compiled), clock=lambda: 1795767944.0)  # 2026-11-27
+        feed = Feed("webhook:hubspot", load_mapping("hubspot_deal"), "deal")
+        assert [o.status for o in ingestor.ingest(feed, events)] == ["quarantined"] * 2
+        assert [o.status for o in ingestor.ingest(feed, events[1:])] == ["quarantined"]
+        ingestor.close()
+    store.close()
+
+
+def test_list_quarantined_shows_the_events_set_aside_in_every_format(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'log.db'}"
+    quarantined_log(db)
+    code, text, err = invoke("list", "--quarantined", "--db", db)
+    assert code == 0 and err.strip() == "2 quarantined events"
+    lines = text.splitlines()
+    assert len(lines) == 2
+    assert lines[0].startswith("#1  2026-11-27T") and "webhook:hubspot  event e1  record 42  closed_deal: " in lines[0]
+    assert "closedwon" in lines[0]
+    code, out, _ = invoke("list", "--quarantined", "--db", db, "--format", "json")
+    first = json.loads(out.splitlines()[0])
+    assert (first["quarantined"], first["event_id"], first["code"]) == (1, "e1", "closed_deal")
+    assert first["event"]["fields"]["dealstage"] == "closedwon" and first["event"]["occurred_at"] == 1000
+    code, out, _ = invoke("list", "--quarantined", "--db", db, "--format", "csv", "--since", "2026-11-28")
+    assert code == 0 and out == ""
+    code, out, _ = invoke("list", "--quarantined", "--db", db, "--format", "csv", "--limit", "1")
+    [row] = list(csv.DictReader(io.StringIO(out)))
+    assert row["event_id"] == "e1" and json.loads(row["event"])["fields"]["amount"] == "=1+1"  # JSON: no formula
+    assert invoke("list", "--quarantined", "--action", "x", "--db", db)[0] == 2
+    code, _, err = invoke("audit", "verify", "--db", db)
+    assert code == 0 and "quarantined: 2 records" in err
+
+
+def test_backup_copies_the_log_and_sends_postgresql_users_to_pg_dump(sample_log: str, tmp_path: Path) -> None:
+    target = tmp_path / "copy.db"
+    code, out, err = invoke("backup", str(target), "--db", sample_log)
+    assert code == 0, err
+    assert "(evaluations 82, outcomes 0, quarantined 0); the copy's chains verify" in err
+    code, out, _ = invoke("list", "--db", f"sqlite:///{target}", "--format", "csv")
+    assert code == 0 and len(out.splitlines()) == 83
+    code, _, err = invoke("backup", str(target), "--db", sample_log)
+    assert code == 1 and "exists already" in err and "nothing was copied" in err
+    code, _, err = invoke("backup", str(tmp_path / "pg.dump"), "--db", "postgresql://u@localhost/playbook")
+    assert code == 1 and "pg_dump --format=custom" in err and not (tmp_path / "pg.dump").exists()

@@ -15,7 +15,7 @@ from adapters.ingest import EventOutcome, Feed, Ingestor
 from adapters.mapping import load_mapping
 from adapters.webhook import RecordEvent, parse_generic, parse_hubspot
 from engine import Evaluator, compile_playbook, load_playbook
-from engine.store import SCHEMA_VERSION, RecordState, Store, records
+from engine.store import SCHEMA_VERSION, RecordState, Store, chain_head, quarantined_events, records
 from tests.conftest import ROOT
 
 COURSE = ROOT / "playbooks" / "course.yaml"
@@ -380,10 +380,12 @@ def test_a_version_2_database_gets_the_records_table_in_place(db_url: str, cours
     before = [s.to_json() for s in store.search()]
     with store.engine.begin() as conn:
         records.drop(conn)
+        quarantined_events.drop(conn)
+        conn.execute(chain_head.delete().where(chain_head.c.chain == "quarantined"))
         conn.exec_driver_sql("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
     store.close()
     upgraded = Store(db_url)
-    assert upgraded.schema_version() == SCHEMA_VERSION == 3
+    assert upgraded.schema_version() == SCHEMA_VERSION == 4
     assert inspect(upgraded.engine).has_table("records")
     assert [s.to_json() for s in upgraded.search()] == before
     with upgraded.engine.connect() as conn:
@@ -416,3 +418,44 @@ def test_a_busy_writer_waits_briefly_to_fill_its_transaction_and_an_idle_one_doe
     made = {store.get(n or 0).created_at for n in numbers}
     assert len(made) == 1, "one transaction, one time of writing"
     assert len({store.get(n or 0).created_at for n in (2, 3, 4)}) == 1
+
+
+def test_quarantined_events_are_kept_with_their_reason_once_and_chained(hubspot: Hubspot, store: Store) -> None:
+    delivery = [change("a", 1000, amount="5"), change("b", 2000, dealstage="closedwon", note="x\u0000y")]
+    first = hubspot.ingest(delivery)
+    assert [o.status for o in first] == ["quarantined"] * 2
+    again = hubspot.ingest(delivery)  # redelivered: answered the same, kept once
+    assert [(o.status, o.code) for o in again] == [("quarantined", "closed_deal")] * 2
+    kept = list(store.quarantined())
+    assert [(q.seq, q.event_id, q.record_id, q.code) for q in kept] == [
+        (1, "a", "42", "closed_deal"),
+        (2, "b", "42", "closed_deal"),
+    ]
+    assert all("closedwon" in q.reason and q.source == "webhook:hubspot" for q in kept)
+    assert kept[0].received_at.startswith("2026-11-27T")
+    assert kept[1].event["fields"] == {"hs_object_id": "42", "dealstage": "closedwon", "note": "x\\x00y"}
+    assert kept[1].event["tenant"] == "7" and kept[1].event["change"] == "update"
+    assert store.count() == 0  # nothing evaluated
+    assert [q.event_id for q in store.quarantined(since="2026-11-27", until="2026-11-27")] == ["a", "b"]
+    assert list(store.quarantined(since="2026-11-28")) == []
+    assert store.verify() == []
+    with store.engine.begin() as conn:
+        conn.execute(quarantined_events.update().where(quarantined_events.c.seq == 1).values(reason="fine"))
+    assert [(p.chain, p.seq, p.kind) for p in store.verify()] == [("quarantined", 1, "edited")]
+
+
+def test_a_version_3_database_gets_the_quarantined_events_table_in_place(db_url: str, course: Any) -> None:
+    store = Store(db_url)
+    with store.engine.begin() as conn:
+        quarantined_events.drop(conn)
+        conn.execute(chain_head.delete().where(chain_head.c.chain == "quarantined"))
+        conn.exec_driver_sql("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
+    store.close()
+    upgraded = Store(db_url)
+    assert upgraded.schema_version() == 4 and upgraded.head()["quarantined"][0] == 0
+    ingest = Hubspot(course, upgraded)
+    [held] = ingest.ingest([change("a", 1000, dealstage="closedlost")])
+    ingest.ingestor.close()
+    assert held.status == "quarantined" and [q.seq for q in upgraded.quarantined()] == [1]
+    assert upgraded.verify() == []
+    upgraded.close()

@@ -690,6 +690,37 @@ def test_evaluations_are_read_back_with_a_token_or_a_signature(api: tuple[Served
     assert call("GET", served.base + "/records/nobody/latest", headers=bearer)[0] == 404
 
 
+def test_quarantined_events_are_kept_and_read_back_page_by_page(api: tuple[Served, str]) -> None:
+    served, secret = api
+    for k in range(3):
+        body = generic_event(f"bad{k}", f"opp-{k}", iso(0), amount="lots")
+        status, _, answer = post(served.base + "/webhooks/generic", body, relay_headers(body, secret))
+        assert status == 200 and json.loads(answer)["events"][0]["status"] == "quarantined", answer
+    body = generic_event("bad0", "opp-0", iso(0), amount="lots")  # redelivered: answered again, kept once
+    assert (
+        json.loads(post(served.base + "/webhooks/generic", body, relay_headers(body, secret))[2])["events"][0]["status"]
+        == "quarantined"
+    )
+    bearer = {"Authorization": f"Bearer {API_TOKEN}"}
+    status, _, answer = call("GET", served.base + "/quarantined?limit=2", headers=bearer)
+    assert status == 200, answer
+    page = json.loads(answer)
+    openapi_validator(served, "QuarantinedEvents").validate(page)
+    assert [q["event_id"] for q in page["quarantined"]] == ["bad0", "bad1"] and page["next_after"] == 2
+    first = page["quarantined"][0]
+    assert first["source"] == "webhook:generic" and first["record_id"] == "opp-0" and "lots" in first["reason"]
+    assert first["event"]["fields"]["opportunity.amount"] == "lots" and first["code"] == "bad_number"
+    url = served.base + "/quarantined?after=2&since=" + iso(0)[:10]
+    status, _, answer = call("GET", url, headers=signed_read(url, secret))
+    assert status == 200 and [q["event_id"] for q in json.loads(answer)["quarantined"]] == ["bad2"]
+    assert "next_after" not in json.loads(answer)
+    assert call("GET", served.base + "/quarantined")[0] == 401
+    status, _, answer = call("GET", served.base + "/quarantined?since=yesterday", headers=bearer)
+    assert status == 400 and b"'since' is a date" in answer
+    assert call("GET", served.base + "/quarantined?limit=0", headers=bearer)[0] == 400
+    assert served.store.verify() == [] and served.stored()[0] == 0
+
+
 def test_reads_are_disabled_without_a_secret_or_token(served: Served) -> None:
     status, _, answer = call("GET", served.base + "/evaluations/1")
     assert status == 404 and b"PLAYBOOK_API_TOKEN" in answer

@@ -204,7 +204,8 @@ def test_an_older_database_is_upgraded_in_place(db_url: str, course: Any) -> Non
     before = [s.to_json() for s in store.search()]
     tamper(store, "DROP TABLE records")
     tamper(store, "DROP TABLE outcomes")
-    tamper(store, "DELETE FROM chain_head WHERE chain = 'outcomes'")
+    tamper(store, "DROP TABLE quarantined_events")
+    tamper(store, "DELETE FROM chain_head WHERE chain IN ('outcomes', 'quarantined')")
     tamper(store, "UPDATE meta SET value = '1' WHERE key = 'schema_version'")
     store.close()
     upgraded = Store(db_url)
@@ -360,10 +361,10 @@ def test_concurrent_first_runs_on_a_fresh_database_make_one_schema(db_url: str) 
     with store.engine.connect() as conn:
         assert conn.execute(text("SELECT value FROM meta WHERE key = 'schema_version'")).scalar() == str(SCHEMA_VERSION)
         assert conn.execute(text("SELECT COUNT(*) FROM meta")).scalar() == 1
-        assert sorted(conn.execute(text("SELECT chain, seq FROM chain_head")).all()) == [
-            ("evaluations", 0),
-            ("outcomes", 0),
-        ]
+        heads = conn.execute(text("SELECT chain, seq FROM chain_head")).all()
+    chains = [chain for chain, _ in heads]
+    assert {"evaluations", "outcomes"} <= set(chains) and len(chains) == len(set(chains))  # each chain's head once
+    assert all(seq == 0 for _, seq in heads)
     assert store.verify() == []
     store.close()
 
@@ -373,3 +374,53 @@ def test_sqlite_is_in_wal_mode(tmp_path: Path) -> None:
     Store(url).close()
     with create_engine(url).connect() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+
+
+def test_a_backup_taken_while_evaluations_are_written_is_consistent_and_complete(tmp_path: Path, course: Any) -> None:
+    import threading
+
+    from engine.store import backup_sqlite
+
+    url = f"sqlite:///{tmp_path / 'live.db'}"
+    store = fill(url, course, [item for run in range(40) for item in sample_items(f"run{run}")])
+    stop = threading.Event()
+    written: list[int] = []
+
+    def write() -> None:  # another connection committing batch after batch all through the backup
+        writer = Store(url)
+        for run in itertools.count():
+            if stop.is_set():
+                break
+            list(import_cases(writer, Evaluator(course), sample_items(f"live{run}"), AS_OF, source="test", batch=7))
+            written.append(writer.count())
+        writer.close()
+
+    thread = threading.Thread(target=write)
+    thread.start()
+    while not written:
+        time.sleep(0.01)
+    committed = store.count()  # everything committed before the backup begins
+    backup_sqlite(url, tmp_path / "copy.db")
+    stop.set()
+    thread.join()
+    assert not (tmp_path / "copy.db-wal").exists()
+    copy = Store(f"sqlite:///{tmp_path / 'copy.db'}", create=False)
+    assert copy.verify() == []
+    held = copy.count()
+    assert committed <= held <= store.count()
+    assert [s.to_json() for s in copy.search()] == [s.to_json() for s in store.search(limit=held)]
+    copy.close()
+    store.close()
+
+
+def test_a_backup_refuses_a_missing_log_and_an_existing_target(tmp_path: Path, course: Any) -> None:
+    from engine.store import NoAuditLog, backup_sqlite
+
+    with pytest.raises(NoAuditLog, match="does not exist"):
+        backup_sqlite(f"sqlite:///{tmp_path / 'typo.db'}", tmp_path / "copy.db")
+    assert list(tmp_path.iterdir()) == []
+    fill(f"sqlite:///{tmp_path / 'live.db'}", course).close()
+    (tmp_path / "copy.db").write_text("keep me", encoding="utf-8")
+    with pytest.raises(FileExistsError):
+        backup_sqlite(f"sqlite:///{tmp_path / 'live.db'}", tmp_path / "copy.db")
+    assert (tmp_path / "copy.db").read_text(encoding="utf-8") == "keep me"

@@ -130,3 +130,81 @@ def test_tests_and_parameters_read_as_words_in_each_language(evaluator: Evaluato
         not_followed.startswith("为什么没有建议「积极跟进」?")
         and "未触发;不满足的条件:\n      关注度 = 低 (= 高) ✗" in not_followed
     )
+
+
+PIPELINE = ROOT / "tests" / "fixtures" / "pipeline.yaml"
+BROKEN = {  # a playbook fault the checker lets through, found when a case reaches it
+    "hit_policy_violation": (
+        "when: {opportunity.weeks_to_close: {gt: 2, lte: 10}}",
+        "when: {opportunity.weeks_to_close: {gte: 2, lte: 10}}",
+        {"opportunity": {"weeks_to_close": 2}},
+        "「漏斗位置」的表行「中层」、「底层」同时满足条件,而这张表只能命中一行",
+    ),
+    "decision_conflict": (
+        "  - id: push\n",
+        "  - id: unflag\n    label: {zh: 取消标记, en: unflag}\n    source: {guide: G-10, quote: q}\n"
+        "    when: {account.segment: retail}\n    then:\n      set: {flagged: false}\n  - id: push\n",
+        {"account": {"segment": "retail"}},
+        "规则「零售标记」定「标记」为是,规则「取消标记」却定为否,两者冲突",
+    ),
+    "bad_output": (
+        "decisions:\n",
+        "decisions:\n  sector:\n    label: {zh: 主攻行业, en: sector}\n    source: {guide: G-10, quote: q}\n"
+        "    values: [gov, bank]\n    value_labels: {gov: {zh: 政府, en: government}, bank: {zh: 银行, en: banking}}\n"
+        "    rows:\n      - id: as_given\n        label: {zh: 照录, en: as given}\n"
+        "        then: {value_of: account.segment}\n",
+        {"account": {"segment": "retail"}},
+        "「行业」的值 零售 不是「主攻行业」可取的值",
+    ),
+}
+
+
+@pytest.mark.parametrize("code", sorted(BROKEN))
+def test_a_playbook_fault_found_while_evaluating_reads_in_labels_in_chinese(code: str) -> None:
+    from engine import load_playbook_text
+
+    old, new, facts, said = BROKEN[code]
+    text = PIPELINE.read_text(encoding="utf-8")
+    assert old in text
+    playbook = load_playbook_text(text.replace(old, new, 1), f"{code}.yaml")
+    with compile_playbook(playbook) as compiled, pytest.raises(CaseError) as fault:
+        Evaluator(compiled).evaluate_case(facts, dt.date(2026, 11, 27), "c1")
+    assert fault.value.code == code
+    zh = render_result(playbook, fault.value.to_json(), "zh")
+    assert zh == f"案例 c1:无法评估 — {said}(剧本需要修改)"
+    leaks = set(ASCII_WORD.findall(zh)) & (identifiers(playbook) | {code})
+    assert leaks == set()
+    en = render_result(playbook, fault.value.to_json(), "en")
+    assert en.startswith(f"case c1: {code}: ")  # the English keeps the code and ids, for whoever fixes the playbook
+
+
+def test_replay_says_a_playbook_fault_in_labels_in_chinese(tmp_path: Path) -> None:
+    from engine import load_playbook_text
+    from engine.audit import ImportItem, import_cases
+    from engine.replay import render_replay, replay
+    from engine.store import Store
+
+    live = load_playbook(PIPELINE)
+    old, new, facts, said = BROKEN["hit_policy_violation"]
+    broken = load_playbook_text(PIPELINE.read_text(encoding="utf-8").replace(old, new, 1), "broken.yaml")
+    store = Store(f"sqlite:///{tmp_path / 'log.db'}")
+    with compile_playbook(live) as compiled:
+        items = [ImportItem("k:1", ("c1", facts))]
+        list(import_cases(store, Evaluator(compiled), items, dt.date(2026, 11, 27), source="test"))
+    report = replay(store, broken, live, {"evaluation": 1})
+    zh = render_replay(report.to_json("zh"))
+    assert f"  c1 (#1): 无法评估 — {said}(剧本需要修改)" in zh.splitlines()
+    assert "hit_policy_violation" not in zh
+    en = render_replay(report.to_json("en"))
+    assert "  c1 (#1): hit_policy_violation: rows 'middle', 'bottom' of 'funnel_layer' all match" in en
+    store.close()
+
+
+def test_a_parameter_reads_as_a_number_a_person_would_write(course: Playbook) -> None:
+    overdue = {"opportunity": {"close_date": "2026-11-10", "amount": 5000}}  # 17 days ago: -2.4286 weeks
+    with compile_playbook(course) as compiled:
+        result = Evaluator(compiled).evaluate_case(overdue, dt.date(2026, 11, 27), "c1")
+    [params] = [rec["params"] for rec in result.recommendations if rec["id"] == "reconfirm_close_date"]
+    assert params == {"weeks_to_close": -2.4286}  # the JSON and the log keep the value as computed
+    assert "(距决策周数:-2.43)" in render_result(course, result.to_json("zh"), "zh")
+    assert "(weeks to decision: -2.43)" in render_result(course, result.to_json("en"), "en")
