@@ -323,6 +323,7 @@ def _open_store(url: str, *, write: bool = False, create: bool = True) -> Any:
 
     ``create`` False for commands that read a log: a missing one is refused, not made.
     """
+    from adapters.sql_source import without_password
     from engine.store import AuditKeyError, NoAuditLog, SchemaDamaged, Store
 
     context = click.get_current_context(silent=True)
@@ -330,11 +331,11 @@ def _open_store(url: str, *, write: bool = False, create: bool = True) -> Any:
     try:
         store = Store(url, key=key, create=create)
     except NoAuditLog as error:
-        _fail(f"{error}; check --db (or PLAYBOOK_DB)")
+        _fail(without_password(f"{error}; check --db (or PLAYBOOK_DB)", url))
     except SchemaDamaged as error:
-        _fail(f"the audit log {url} is damaged: {'; '.join(error.damage)}")
+        _fail(without_password(f"the audit log {url} is damaged: {'; '.join(error.damage)}", url))
     except Exception as error:  # noqa: BLE001 - any driver error becomes one clear line
-        _fail(f"cannot open the audit log {url}: {error}")
+        _fail(without_password(f"cannot open the audit log {url}: {error}", url))
     if context is not None:
         context.call_on_close(store.close)  # also when the command fails
     if write:
@@ -344,6 +345,13 @@ def _open_store(url: str, *, write: bool = False, create: bool = True) -> Any:
             store.close()
             _fail(str(error))
     return store
+
+
+def _shown(url: str) -> str:
+    """A database URL as printed: never with its password."""
+    from adapters.sql_source import shown_url
+
+    return shown_url(url)
 
 
 @main.command()
@@ -448,6 +456,7 @@ def recommend(
         else None
     )
     store = None if no_store else _open_store(db, write=True)
+    where = _shown(input_path) if source.kind == "sql" else input_path
     with compile_playbook(playbook) as compiled:
         _tune_memory()
         tallied = DIRECTOR_CALL if DIRECTOR_CALL in playbook.decisions else None
@@ -476,7 +485,7 @@ def recommend(
                             )
                         )
                     elif verbose:
-                        click.echo(f"{input_path}:{event.line}: quarantined: {held.code}: {held.reason}", err=True)
+                        click.echo(f"{where}:{event.line}: quarantined: {held.code}: {held.reason}", err=True)
                     continue
                 if fmt == "summary":
                     continue
@@ -526,7 +535,7 @@ def recommend(
             f"({counts.earlier_results} results, {counts.earlier_errors} errors; --reevaluate evaluates them again)"
         )
     if counts.first_evaluation is not None:
-        summary += f"; stored in {db} as evaluations {counts.first_evaluation}–{counts.last_evaluation}"
+        summary += f"; stored in {_shown(db)} as evaluations {counts.first_evaluation}–{counts.last_evaluation}"
     if fmt == "summary":
         click.echo(
             render_tally(
@@ -774,7 +783,7 @@ def history(record_id: str, fmt: str, db: str) -> None:
     if not found:
         found = _emit(store.search(account_id=record_id), fmt)
     if not found:
-        _fail(f"no evaluation of '{record_id}' in {db}")
+        _fail(f"no evaluation of '{record_id}' in {_shown(db)}")
 
 
 @main.command(name="list")
@@ -868,6 +877,8 @@ def verify(checkpoint_path: str | None, db: str) -> None:
     """
     from sqlalchemy.exc import SQLAlchemyError
 
+    from adapters.sql_source import without_password
+
     checkpoint = None if checkpoint_path is None else _read_checkpoint(checkpoint_path)
     try:
         with _open_store(db, create=False) as store:
@@ -875,7 +886,8 @@ def verify(checkpoint_path: str | None, db: str) -> None:
             heads = store.head()
             stored_key, checked, given = store.stored_key_id(), store.seals_checked(), store.key_id
     except SQLAlchemyError as error:
-        _fail(f"the audit log {db} cannot be read as an audit log: {getattr(error, 'orig', None) or error}")
+        reason = getattr(error, "orig", None) or error
+        _fail(without_password(f"the audit log {db} cannot be read as an audit log: {reason}", db))
     for problem in problems:
         click.echo(str(problem))
     for chain, (seq, digest) in sorted(heads.items()):
@@ -995,7 +1007,7 @@ def backup(target: Path, db: str) -> None:
 
     if sqlite_path(db) is None:
         _fail(
-            f"{db} is not a SQLite file: back up a PostgreSQL audit log with pg_dump, "
+            f"{_shown(db)} is not a SQLite file: back up a PostgreSQL audit log with pg_dump, "
             "e.g. pg_dump --format=custom --file playbook.dump 'postgresql://user@host/playbook' "
             "(restore with pg_restore --dbname ... playbook.dump)"
         )
@@ -1202,7 +1214,7 @@ def serve(
             service.close()
             _fail("no webhook route is enabled: set at least one of " + ", ".join(SECRET_NAMES))
         click.echo(
-            f"playbook {playbook.id} {playbook.version} ({playbook.content_hash[:12]}), audit log {db}; "
+            f"playbook {playbook.id} {playbook.version} ({playbook.content_hash[:12]}), audit log {_shown(db)}; "
             f"routes: {', '.join(routes)}",
             err=True,
         )

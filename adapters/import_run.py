@@ -256,7 +256,7 @@ class ImportRun:
             yield event
 
     def _events(self) -> Iterator[ImportEvent]:
-        records = self.source.records(self.progress)
+        records = _each_id_once(self.source.records(self.progress))
         run = self.source.run_key(self.as_of) if self.store is not None else None
         if self.store is None or run is None:
             for line, item in records:
@@ -334,6 +334,20 @@ class ImportRun:
         for event in events:
             assert event is not None  # every place is filled above
             yield event
+
+
+def _each_id_once(records: Iterator[tuple[int, Record]]) -> Iterator[tuple[int, Record]]:
+    """The records, but a case with the id of an earlier case of the input set aside (``duplicate_case``):
+    an import evaluates and files each case once, and a rerun sets aside the same records."""
+    first_line: dict[str, int] = {}
+    for line, item in records:
+        if isinstance(item, tuple):
+            first = first_line.setdefault(item[0], line)
+            if first != line:
+                reason = f"the same id as the record at line {first}, which is the one evaluated"
+                yield line, Quarantined(line, item[0], "duplicate_case", reason)
+                continue
+        yield line, item
 
 
 class _Rederiver:

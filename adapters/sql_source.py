@@ -359,6 +359,29 @@ def _where(url: str) -> Location:
         return Location("database URL")
 
 
+# user:password@ after the scheme, in text SQLAlchemy cannot read as a URL (postgresql//u:pw@h/db)
+_PASSWORD = re.compile(r"(//[^/:@\s]*:)\S*@")
+
+
+def shown_url(url: str) -> str:
+    """A database URL to print: its password, if it has one, as ``***``."""
+    try:
+        parsed = sa.engine.make_url(url)
+    except sa.exc.ArgumentError:
+        return _PASSWORD.sub(r"\1***@", url)
+    return parsed.render_as_string(hide_password=True) if parsed.password else url
+
+
+def without_password(text: str, url: str) -> str:
+    """``text`` (a driver's message, say) with ``url`` and its password, wherever they appear, hidden."""
+    text = text.replace(url, shown_url(url))
+    try:
+        password = sa.engine.make_url(url).password
+    except sa.exc.ArgumentError:
+        return _PASSWORD.sub(r"\1***@", text)
+    return text.replace(str(password), "***") if password else text
+
+
 def _reason(exc: sa.exc.SQLAlchemyError) -> str:
     original = getattr(exc, "orig", None)
     return str(original if original is not None else exc).strip().splitlines()[0]

@@ -15,6 +15,7 @@ Every case yields exactly one :class:`Result` or one :class:`CaseError`.
 from __future__ import annotations
 
 import datetime as dt
+import math
 from bisect import bisect_left
 from collections.abc import Callable, Hashable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -228,14 +229,26 @@ def _tag(value: Any) -> str:
     return "s" if isinstance(value, str) else "?"
 
 
-def _reader(field: InputField) -> Callable[[Any], Any]:
-    """The function giving a raw value in the field's declared type, or raising ValueError saying why not."""
+def _reader(field: InputField, share: str | None = None) -> Callable[[Any], Any]:
+    """The function giving a raw value in the field's declared type, or raising ValueError saying why not.
+
+    ``share`` names the ratio a number field is a source of: then a negative value is refused too
+    (a negative amount over a negative target would be a positive share).
+    """
     kind = field.type
     if kind == "number":
 
         def number(value: Any) -> Any:
             if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
                 raise ValueError(f"'{value}' is not a number")
+            try:
+                finite = math.isfinite(value)
+            except OverflowError:
+                raise ValueError("an integer too large to be a finite number") from None
+            if not finite:
+                raise ValueError(f"'{value}' is not a finite number")
+            if share is not None and value < 0:
+                raise ValueError(f"'{value}' is negative; the share {share} is derived from numbers of at least 0 only")
             return value
 
         return number
@@ -286,7 +299,8 @@ class _InputPlan:
 
 
 def _input_plan(playbook: Playbook) -> _InputPlan:
-    readers = tuple((name, *name.split(".", 1), _reader(f)) for name, f in playbook.inputs.items())
+    shares = playbook.share_sources
+    readers = tuple((name, *name.split(".", 1), _reader(f, shares.get(name))) for name, f in playbook.inputs.items())
     derived = tuple((name, f.derive[0], f.derive[1]) for name, f in playbook.inputs.items() if f.derive is not None)
     return _InputPlan(readers, derived)  # type: ignore[arg-type]
 

@@ -359,6 +359,8 @@ def fault_said(playbook: Playbook, error: dict[str, Any], lang: str) -> str | No
     if field.type in ("enum", "list"):
         choices = _value_text(playbook, field.name, list(field.values or ()), lang)
         expected = ("以下之一:" if field.type == "enum" else "由以下各项组成的列表:") + choices
+    elif field.name in playbook.share_sources:
+        expected = "不小于零的数字"
     else:
         expected = _EXPECTED_ZH.get(field.type, field.type)
     return f"输入有误,无法评估 — {_label(field.label, lang, field.name)}应为{expected}"

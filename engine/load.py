@@ -41,6 +41,8 @@ _TIMESTAMP_TAG = "tag:yaml.org,2002:timestamp"
 _NUMBER_TAGS = ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
 # YAML 1.1 reads these as base 8 and base 60 (010 is 8, 1:30 is 90); YAML 1.2 and people do not.
 _SURPRISING_NUMBER = re.compile(r"^[-+]?(0[0-7_]+|[0-9][0-9_]*(:[0-5]?[0-9])+(\.[0-9_]*)?)$")
+# YAML 1.2's octal, which YAML 1.1 (and so this loader) reads as text: 0o10 is 8 to some readers, "0o10" to others.
+_OCTAL_12 = re.compile(r"^[-+]?0o[0-7_]+$")
 
 
 @dataclass
@@ -209,6 +211,13 @@ class _Builder:
         if tag is None or tag == "!":
             tag = self.loader.resolve(yaml.ScalarNode, event.value, event.implicit)
         if tag == _STR_TAG:
+            if plain and event.tag is None and _OCTAL_12.match(event.value):
+                self.problem(
+                    event.start_mark,
+                    "yaml_ambiguous_number",
+                    f"unquoted '{event.value}' is text in YAML 1.1 and a base-8 number in YAML 1.2; "
+                    f"quote it ('{event.value}') for text, or write the number in decimal",
+                )
             return event.value  # what the constructor would return, without making a node for it
         if tag == _TIMESTAMP_TAG:
             return event.value  # dates stay ISO strings; the schema decides what they mean
@@ -267,7 +276,12 @@ def _plain_words(exc: yaml.MarkedYAMLError, text: str) -> tuple[str, tuple[int, 
         ]
         if above and ":" not in above[-1][1] and not above[-1][1].lstrip().startswith("- "):
             number, line = above[-1]
-            return f"a missing ':' after the key '{line.strip()}'", (number + 1, len(line) - len(line.lstrip()) + 1)
+            key = line.strip()
+            if len(key) > 80:  # the line may be anything, thousands of characters long: quote its start
+                key = f"{key[:80]}…' ({len(key)} characters)"
+            else:
+                key += "'"
+            return f"a missing ':' after the key '{key}", (number + 1, len(line) - len(line.lstrip()) + 1)
         return (
             "a ':' where none can be: this line is indented deeper than the key above it allows, "
             "or a value holds ': ' and needs quotes"

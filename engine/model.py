@@ -252,6 +252,16 @@ class Playbook:
     def rules_by_id(self) -> dict[str, Rule]:
         return {rule.id: rule for rule in self.rules}
 
+    @cached_property
+    def share_sources(self) -> dict[str, str]:
+        """Input fields a ``ratio`` is derived from -> that ratio: an amount and a target, never negative."""
+        return {
+            source: name
+            for name, input_ in self.inputs.items()
+            if input_.derive is not None and input_.derive[0] == "ratio"
+            for source in input_.derive[1]
+        }
+
     def var_type(self, var: str) -> tuple[str, tuple[Any, ...] | None]:
         """(type, declared values) of a variable: an input field (``object.field``) or a decision."""
         if var in self.inputs:

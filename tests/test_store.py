@@ -9,7 +9,9 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -340,6 +342,32 @@ def test_two_writers_at_once_lose_and_double_nothing(db_url: str, tmp_path: Path
     assert store.verify() == []
     switches = sum(1 for a, b in itertools.pairwise(sources) if a != b)
     assert switches >= 1
+    store.close()
+
+
+def test_concurrent_first_runs_on_a_fresh_database_make_one_schema(db_url: str) -> None:
+    """Several programs started at once on an empty database each create the schema: one does, the rest use it."""
+    opened = threading.Barrier(6)
+
+    def first_run() -> int:
+        opened.wait()
+        store = Store(db_url)
+        try:
+            return store.count()
+        finally:
+            store.close()
+
+    with ThreadPoolExecutor(6) as pool:
+        assert list(pool.map(lambda _: first_run(), range(6))) == [0] * 6
+    store = Store(db_url)
+    with store.engine.connect() as conn:
+        assert conn.execute(text("SELECT value FROM meta WHERE key = 'schema_version'")).scalar() == str(SCHEMA_VERSION)
+        assert conn.execute(text("SELECT COUNT(*) FROM meta")).scalar() == 1
+        heads = conn.execute(text("SELECT chain, seq FROM chain_head")).all()
+    chains = [chain for chain, _ in heads]
+    assert {"evaluations", "outcomes"} <= set(chains) and len(chains) == len(set(chains))  # each chain's head once
+    assert all(seq == 0 for _, seq in heads)
+    assert store.verify() == []
     store.close()
 
 

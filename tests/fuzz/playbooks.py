@@ -6,7 +6,7 @@ code and a printable message; or a checked playbook whose table checker returns 
 (or none).  Anything else -- any other exception -- is a crash.
 
 Texts are made three ways, all drawing on the values that broke the loader before (control
-characters and NUL, 4,300-digit integers, ``.inf`` and ``.nan``, YAML 1.1 ``010`` and ``1:30``,
+characters and NUL, 4,300-digit integers, ``.inf`` and ``.nan``, YAML 1.1 ``010`` and ``1:30``, ``0o10``,
 aliases, tabs, deep nesting, wrong shapes):
 
 - *mutated*: a seed (``corpus/playbook/``, the course playbook, the broken playbooks of
@@ -100,6 +100,7 @@ TOKENS = [
     "010",
     "-017",
     "1:30",
+    "0o10",
     "9" * 4400,
     "9" * 40,
     "-0",
