@@ -261,10 +261,13 @@ def _param_var(playbook: Playbook, rule_id: str, action_id: str, key: str) -> st
 
 def _params_text(playbook: Playbook, rec: dict[str, Any], lang: str) -> str:
     parts = []
+    action = playbook.actions.get(rec["id"])
     for key, value in rec["params"].items():
         var = _param_var(playbook, rec["rule"], rec["id"], key)
         named = playbook.param_variable(key)
-        if named is None and key in playbook.parameters:
+        if action is not None and key in action.param_labels:
+            label = _label(action.param_labels[key], lang, key)
+        elif named is None and key in playbook.parameters:
             label = _label(playbook.parameters[key].label, lang, key)
         else:
             label = _var_label(playbook, named or var, lang)

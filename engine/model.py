@@ -218,6 +218,8 @@ class Action:
     explain: Text | None
     source: Source
     location: Location
+    # what a parameter means when its name would say otherwise (a role still to find, passed as roles_known)
+    param_labels: dict[str, Text] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

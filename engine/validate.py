@@ -1187,12 +1187,19 @@ class _Builder(DocumentChecker):
         source = self.source(spec.get("source"), (*path, "source"))
         if label is None or source is None:
             return None
+        labels = spec.get("param_labels")
+        param_labels = {
+            str(param): text
+            for param, raw in (labels.items() if isinstance(labels, dict) else ())
+            if (text := self.text(raw, (*path, "param_labels", str(param)))) is not None
+        }
         return Action(
             id=name,
             label=label,
             explain=self.text(spec.get("explain"), (*path, "explain")),
             source=source,
             location=self.doc.at(path, key=True),
+            param_labels=param_labels,
         )
 
     def build_rules(self, raw: Any, decisions: dict[str, Decision], actions: dict[str, Action]) -> list[Rule]:

@@ -209,3 +209,17 @@ def test_a_parameter_reads_as_a_number_a_person_would_write(course: Playbook) ->
     assert params == {"weeks_to_close": -2.4286}  # the JSON and the log keep the value as computed
     assert "(距决策周数:-2.43)" in render_result(course, result.to_json("zh"), "zh")
     assert "(weeks to decision: -2.43)" in render_result(course, result.to_json("en"), "en")
+
+
+def test_a_parameter_reads_as_what_it_means_not_as_what_it_is_named(course: Playbook) -> None:
+    # The role rules pass the role still to find under the name of the input it comes from; read by that
+    # input's label the line said "roles already identified: who uses", the opposite of what it means.
+    cases = map(json.loads, SAMPLES.read_text(encoding="utf-8").splitlines())
+    [key_account] = [case for case in cases if case["id"] == "opp-006"]
+    with compile_playbook(course) as compiled:
+        result = Evaluator(compiled).evaluate_case(key_account, dt.date(2026, 11, 27), "opp-006")
+    assert {rec["rule"] for rec in result.recommendations} >= {"find_roles_none_known"}  # no role on record
+    zh = render_result(course, result.to_json("zh"), "zh")
+    en = render_result(course, result.to_json("en"), "en")
+    assert "(待厘清的角色:谁来使用)" in zh and "已厘清的决策角色:" not in zh
+    assert "(role to find out: who uses)" in en
