@@ -113,6 +113,9 @@ class Location:
             return f"{self.file}:{self.line}:{self.col}"
         return self.file
 
+    def to_json(self) -> dict[str, Any]:
+        return {"file": self.file, "line": self.line, "col": self.col}
+
 
 @dataclass(frozen=True)
 class Problem:
@@ -149,9 +152,7 @@ class Problem:
     def to_json(self) -> dict[str, Any]:
         """The problem for a program (``check --format json``): where, code, message, what follows from it."""
         out: dict[str, Any] = {
-            "file": self.location.file,
-            "line": self.location.line,
-            "col": self.location.col,
+            **self.location.to_json(),
             "code": self.code,
             "message": self.message,
         }
