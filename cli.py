@@ -1,7 +1,8 @@
 """The ``playbook`` command: options in, library calls, a reporter out.
 
-Exit codes: 0 ok, 1 invalid input or a failed run, 2 usage.  Everything that
-decides lives in the library; this module only talks to the terminal.
+Exit codes (all of them set by :class:`Failed`, click's usage errors aside): 0 ok, 1 invalid
+input or a failed run, 2 usage (and ``diff``'s trouble).  Everything that decides lives in the
+library; this module only talks to the terminal.
 """
 
 from __future__ import annotations
@@ -31,9 +32,25 @@ SHOWN_PROBLEMS = 50
 DIRECTOR_CALL = "director_action"  # the decision recommend --format summary counts: the director's call (G-19)
 
 
-def _fail(message: str) -> NoReturn:
-    click.echo(message, err=True)
-    sys.exit(1)
+EXIT_FAILED = 1  # an invalid playbook or input, a case in error, a failed run, test or check
+EXIT_TROUBLE = 2  # diff could not compare (as diff(1)); click's own usage errors exit 2 as well
+
+
+class Failed(click.ClickException):
+    """The command did not succeed: its message (if any) goes to stderr as it is, then the exit code.
+
+    The one way a command ends other than by success: click's ``ClickException`` with the
+    message unadorned (no "Error: " prefix: the messages are already ``file:line:col: code: ...``
+    lines) and empty when the command has already said why on stdout.
+    """
+
+    def __init__(self, message: str = "", exit_code: int = EXIT_FAILED) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+    def show(self, file: IO[Any] | None = None) -> None:
+        if self.message:
+            click.echo(self.message, err=True)
 
 
 def _as_of(value: str | None, option: str = "--as-of") -> dt.date:
@@ -62,7 +79,7 @@ def _load(path: str) -> Any:
     try:
         return load_playbook(path)
     except PlaybookError as error:
-        _fail(str(error))
+        raise Failed(str(error)) from None
 
 
 @click.group(
@@ -120,7 +137,9 @@ def check(playbooks: tuple[str, ...], course_path: str | None, fmt: str, verbose
     if fmt == "json":
         report = {"ok": not problems, "playbooks": list(dict.fromkeys(playbooks))}
         click.echo(json.dumps(report | {"problems": [p.to_json() for p in problems]}, ensure_ascii=False, indent=2))
-        sys.exit(1 if problems else 0)
+        if problems:
+            raise Failed()
+        return
     shown = problems if verbose else problems[:SHOWN_PROBLEMS]
     for problem in shown:
         click.echo(str(problem))
@@ -129,7 +148,7 @@ def check(playbooks: tuple[str, ...], course_path: str | None, fmt: str, verbose
     if len(problems) > len(shown):
         click.echo(f"... and {len(problems) - len(shown)} more (--verbose shows all)")
     if problems:
-        sys.exit(1)
+        raise Failed()
     click.echo(f"ok: {len(playbooks)} playbook{'s' if len(playbooks) != 1 else ''} valid", err=True)
 
 
@@ -174,8 +193,8 @@ def test_command(
             Path(junit_file).write_bytes(problems_junit(error.problems, playbook_path))
         if fmt == "json":
             click.echo(json.dumps({"ok": False, "problems": [p.to_json() for p in error.problems]}, ensure_ascii=False))
-            sys.exit(1)
-        _fail(str(error))
+            raise Failed()
+        raise Failed(str(error))
 
     try:
         playbook = load_playbook(playbook_path)
@@ -184,7 +203,7 @@ def test_command(
     folder = Path(tests_dir) if tests_dir else default_test_dir(playbook_path)
     files = sorted(folder.glob("*.yaml")) if folder.is_dir() else []
     if not files:
-        _fail(f"no test files (*.yaml) in {folder}")
+        raise Failed(f"no test files (*.yaml) in {folder}")
     try:
         tests = load_tests(files, playbook)
     except PlaybookError as error:
@@ -195,7 +214,9 @@ def test_command(
     if fmt == "json":
         document = test_report_json(report, min_coverage)
         click.echo(json.dumps(document, ensure_ascii=False, indent=2))
-        sys.exit(0 if document["ok"] else 1)
+        if not document["ok"]:
+            raise Failed()
+        return
     for outcome in report.failed:
         click.echo(f"FAIL {outcome.test.location} {outcome.test.name}")
         for line in outcome.differences:
@@ -209,9 +230,9 @@ def test_command(
     if report.not_reached:
         click.echo("not reached by any test: " + ", ".join(report.not_reached))
     if report.failed:
-        sys.exit(1)
+        raise Failed()
     if report.coverage < min_coverage:
-        _fail(f"coverage {report.coverage:.1f}% is under --min-coverage {min_coverage:g}")
+        raise Failed(f"coverage {report.coverage:.1f}% is under --min-coverage {min_coverage:g}")
 
 
 @main.command()
@@ -249,11 +270,11 @@ def diff(old_path: str, new_path: str, fmt: str) -> None:
     try:
         old, new = load_playbook(old_path), load_playbook(new_path)
     except PlaybookError as error:
-        click.echo(str(error), err=True)
-        sys.exit(2)
+        raise Failed(str(error), EXIT_TROUBLE) from None
     changes = diff_playbooks(old, new)
     click.echo(render_diff(changes, fmt, old_path, new_path), nl=False)
-    sys.exit(1 if changes else 0)
+    if changes:
+        raise Failed()  # as diff(1): differences are exit 1, said on stdout
 
 
 _playbook_option = click.option(
@@ -313,9 +334,9 @@ def _read_audit_key(path: str | None) -> bytes | None:
         value = os.environ.get("PLAYBOOK_AUDIT_KEY")
         return None if not value else audit_key(value)
     except OSError as error:
-        _fail(f"cannot read the audit key file {path}: {error.strerror}")
+        raise Failed(f"cannot read the audit key file {path}: {error.strerror}") from None
     except AuditKeyError as error:
-        _fail(str(error))
+        raise Failed(str(error)) from None
 
 
 def _open_store(url: str, *, write: bool = False, create: bool = True) -> Any:
@@ -331,11 +352,11 @@ def _open_store(url: str, *, write: bool = False, create: bool = True) -> Any:
     try:
         store = Store(url, key=key, create=create)
     except NoAuditLog as error:
-        _fail(without_password(f"{error}; check --db (or PLAYBOOK_DB)", url))
+        raise Failed(without_password(f"{error}; check --db (or PLAYBOOK_DB)", url)) from None
     except SchemaDamaged as error:
-        _fail(without_password(f"the audit log {url} is damaged: {'; '.join(error.damage)}", url))
+        raise Failed(without_password(f"the audit log {url} is damaged: {'; '.join(error.damage)}", url)) from None
     except Exception as error:  # noqa: BLE001 - any driver error becomes one clear line
-        _fail(without_password(f"cannot open the audit log {url}: {error}", url))
+        raise Failed(without_password(f"cannot open the audit log {url}: {error}", url)) from None
     if context is not None:
         context.call_on_close(store.close)  # also when the command fails
     if write:
@@ -343,7 +364,7 @@ def _open_store(url: str, *, write: bool = False, create: bool = True) -> Any:
             store.check_writable()
         except AuditKeyError as error:
             store.close()
-            _fail(str(error))
+            raise Failed(str(error)) from None
     return store
 
 
@@ -442,7 +463,7 @@ def recommend(
     try:
         mapping = load_mapping(mapping_name) if mapping_name else None
     except PlaybookError as error:
-        _fail(str(error))
+        raise Failed(str(error)) from None
     try:
         source = Source(input_path, mapping, table=table, query=query, timeout=sql_timeout or None)
     except ValueError as error:
@@ -510,11 +531,11 @@ def recommend(
                 text = render_case(shown_by, payload, lang, facts=facts, every_decision=every_decision, stored=stored)
                 click.echo(text + "\n")
         except EngineFault as fault:
-            _fail(f"engine fault, run stopped: {fault}")
+            raise Failed(f"engine fault, run stopped: {fault}") from None
         except PlaybookError as error:
-            _fail(str(error))
+            raise Failed(str(error)) from None
         except TamperedRecord as error:  # an earlier run's playbook text, changed in the log: nothing re-derived
-            _fail(f"run stopped: {error}")
+            raise Failed(f"run stopped: {error}") from None
         finally:
             if bar is not None:
                 bar.render_finish()
@@ -549,7 +570,7 @@ def recommend(
         )
     click.echo(summary, err=True)
     if counts.errors or counts.earlier_errors:
-        sys.exit(1)
+        raise Failed()
 
 
 @main.command()
@@ -572,11 +593,11 @@ def explain(
             outcomes = Evaluator(compiled).evaluate(read_cases(input_file), _as_of(as_of))
             found = next((r for r in outcomes if (r.case_id if isinstance(r, CaseError) else r.case) == case_id), None)
         except EngineFault as fault:
-            _fail(f"engine fault: {fault}")
+            raise Failed(f"engine fault: {fault}") from None
     if found is None:
-        _fail(f"no case '{case_id}' in the input")
+        raise Failed(f"no case '{case_id}' in the input")
     if isinstance(found, CaseError):
-        _fail(str(found))
+        raise Failed(str(found))
     _print_explanation(playbook, found.to_json(lang), why_not, lang)
 
 
@@ -643,7 +664,7 @@ def why_command(
     try:
         stored, result = reevaluate(store, evaluation)
     except (LookupError, StoredMismatch) as error:
-        _fail(str(error).strip("'\""))
+        raise Failed(str(error).strip("'\"")) from None
     payload = result.to_json(lang)
     try:
         if action is not None:
@@ -679,7 +700,7 @@ def _advice_in_force(store: Any, record_id: str, action: str, on: str | None, la
             last_advised = stored
     when = f" on or before {on}" if on else ""
     if latest is None:
-        _fail(f"no evaluation of record '{record_id}'{when} in the audit log")
+        raise Failed(f"no evaluation of record '{record_id}'{when} in the audit log")
     if last_advised is not latest:
         return int(latest.seq), advice_note(lang, record_id, on, latest, last_advised, action)
     return int(latest.seq), None
@@ -783,7 +804,7 @@ def history(record_id: str, fmt: str, db: str) -> None:
     if not found:
         found = _emit(store.search(account_id=record_id), fmt)
     if not found:
-        _fail(f"no evaluation of '{record_id}' in {_shown(db)}")
+        raise Failed(f"no evaluation of '{record_id}' in {_shown(db)}")
 
 
 @main.command(name="list")
@@ -851,7 +872,7 @@ def outcome(evaluation: int, action: str, status: str, who: str, reason: str, ru
     try:
         seq = record_outcome(store, evaluation, action, status, who, reason, rule=rule)
     except LookupError as error:
-        _fail(str(error).strip("'\""))
+        raise Failed(str(error).strip("'\"")) from None
     click.echo(f"outcome #{seq}: evaluation {evaluation} {action} {status}")
 
 
@@ -887,7 +908,7 @@ def verify(checkpoint_path: str | None, db: str) -> None:
             stored_key, checked, given = store.stored_key_id(), store.seals_checked(), store.key_id
     except SQLAlchemyError as error:
         reason = getattr(error, "orig", None) or error
-        _fail(without_password(f"the audit log {db} cannot be read as an audit log: {reason}", db))
+        raise Failed(without_password(f"the audit log {db} cannot be read as an audit log: {reason}", db)) from None
     for problem in problems:
         click.echo(str(problem))
     for chain, (seq, digest) in sorted(heads.items()):
@@ -905,7 +926,7 @@ def verify(checkpoint_path: str | None, db: str) -> None:
             err=True,
         )
     if problems:
-        sys.exit(1)
+        raise Failed()
     what = "the chains verify" if checked else "the chains' structure verifies"
     against = f", and the log still holds what the checkpoint of {checkpoint['made_at']} saw" if checkpoint else ""
     click.echo(f"ok: {what}{against}", err=True)
@@ -915,9 +936,9 @@ def _read_checkpoint(path: str) -> dict[str, Any]:
     try:
         value = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as error:
-        _fail(f"cannot read the checkpoint {path}: {error}")
+        raise Failed(f"cannot read the checkpoint {path}: {error}") from None
     if not isinstance(value, dict) or not isinstance(value.get("made_at"), str):
-        _fail(f"{path} is not a checkpoint made by 'playbook audit checkpoint'")
+        raise Failed(f"{path} is not a checkpoint made by 'playbook audit checkpoint'")
     return value
 
 
@@ -936,7 +957,7 @@ def checkpoint(output: str, db: str) -> None:
         with _open_store(db, create=False) as store:
             made = store.checkpoint()
     except AuditKeyError as error:
-        _fail(str(error))
+        raise Failed(str(error)) from None
     text = json.dumps(made, indent=2, sort_keys=True) + "\n"
     if output == "-":
         click.echo(text, nl=False)
@@ -944,7 +965,7 @@ def checkpoint(output: str, db: str) -> None:
         try:
             Path(output).write_text(text, encoding="utf-8")
         except OSError as error:
-            _fail(f"cannot write {output}: {error.strerror}")
+            raise Failed(f"cannot write {output}: {error.strerror}") from None
     counts = ", ".join(f"{chain} {head['count']}" for chain, head in sorted(made["chains"].items()))
     click.echo(f"checkpoint of {made['made_at']}: {counts}; key {made['key_id']}", err=True)
 
@@ -960,14 +981,14 @@ def migrate(db: str) -> None:
 
     new_key = _read_audit_key(click.get_current_context().meta.get("audit_key_file"))
     if new_key is None:
-        _fail("give the key to seal the log with: PLAYBOOK_AUDIT_KEY or --audit-key-file")
+        raise Failed("give the key to seal the log with: PLAYBOOK_AUDIT_KEY or --audit-key-file")
     with _open_store(db, create=False) as store:
         if store.stored_key_id() is not None:
-            _fail(f"this log is already sealed with key {store.stored_key_id()} (to change keys: audit rotate)")
+            raise Failed(f"this log is already sealed with key {store.stored_key_id()} (to change keys: audit rotate)")
         try:
             store.reseal(new_key)
         except AuditKeyError as error:
-            _fail(str(error))
+            raise Failed(str(error)) from None
     click.echo(f"ok: the log is sealed with key {store.key_id}; take a checkpoint now (playbook audit checkpoint)")
 
 
@@ -990,7 +1011,7 @@ def rotate(new_key_file: str, db: str) -> None:
         try:
             store.reseal(new_key)
         except AuditKeyError as error:
-            _fail(str(error))
+            raise Failed(str(error)) from None
     click.echo(f"ok: the log is sealed with key {store.key_id}; take a checkpoint now (playbook audit checkpoint)")
 
 
@@ -1006,7 +1027,7 @@ def backup(target: Path, db: str) -> None:
     from engine.store import NoAuditLog, backup_sqlite, sqlite_path
 
     if sqlite_path(db) is None:
-        _fail(
+        raise Failed(
             f"{_shown(db)} is not a SQLite file: back up a PostgreSQL audit log with pg_dump, "
             "e.g. pg_dump --format=custom --file playbook.dump 'postgresql://user@host/playbook' "
             "(restore with pg_restore --dbname ... playbook.dump)"
@@ -1014,9 +1035,9 @@ def backup(target: Path, db: str) -> None:
     try:
         backup_sqlite(db, target)
     except (NoAuditLog, FileExistsError) as error:
-        _fail(f"{error}; nothing was copied")
+        raise Failed(f"{error}; nothing was copied") from None
     except Exception as error:  # noqa: BLE001 - any driver or disk error becomes one clear line
-        _fail(f"the backup of {db} to {target} failed, nothing was kept: {error}")
+        raise Failed(f"the backup of {db} to {target} failed, nothing was kept: {error}") from None
     copy = _open_store(f"sqlite:///{target.resolve()}", create=False)
     problems = copy.verify()
     heads = ", ".join(f"{chain} {seq}" for chain, (seq, _) in sorted(copy.head().items()))
@@ -1024,7 +1045,7 @@ def backup(target: Path, db: str) -> None:
     if problems:
         for problem in problems:
             click.echo(str(problem))
-        _fail(f"copied {db} to {target}, but the copy's chains do not verify: the log itself is damaged")
+        raise Failed(f"copied {db} to {target}, but the copy's chains do not verify: the log itself is damaged")
     click.echo(f"copied {db} to {target} ({heads}); the copy's chains verify", err=True)
 
 
@@ -1077,11 +1098,11 @@ def replay(
             chosen = {"evaluation": newest}
         report = run_replay(store, candidate, baseline, chosen, since=since, every=every, examples=examples)
     except LookupError as error:
-        _fail(str(error).strip("'\""))
+        raise Failed(str(error).strip("'\"")) from None
     except PlaybookError as error:
-        _fail(str(error))
+        raise Failed(str(error)) from None
     except EngineFault as fault:
-        _fail(f"engine fault, replay stopped: {fault}")
+        raise Failed(f"engine fault, replay stopped: {fault}") from None
     data = report.to_json(lang)
     click.echo(json.dumps(data, ensure_ascii=False, indent=2) if fmt == "json" else render_replay(data))
 
@@ -1182,7 +1203,7 @@ def serve(
         try:
             values |= read_secrets_file(secrets_file)
         except (OSError, UnicodeDecodeError, ValueError) as error:
-            _fail(str(error))
+            raise Failed(str(error)) from None
     secrets = Secrets.from_mapping(values)
     mappings = {}
     for spec in mapping_specs:
@@ -1194,7 +1215,7 @@ def serve(
         try:
             mappings[crm] = load_mapping(name)
         except PlaybookError as error:
-            _fail(str(error))
+            raise Failed(str(error)) from None
     playbook = _load(playbook_path)
     store = _open_store(db, write=True)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -1212,7 +1233,7 @@ def serve(
         routes = service.enabled()
         if not routes:
             service.close()
-            _fail("no webhook route is enabled: set at least one of " + ", ".join(SECRET_NAMES))
+            raise Failed("no webhook route is enabled: set at least one of " + ", ".join(SECRET_NAMES))
         click.echo(
             f"playbook {playbook.id} {playbook.version} ({playbook.content_hash[:12]}), audit log {_shown(db)}; "
             f"routes: {', '.join(routes)}",

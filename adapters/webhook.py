@@ -127,7 +127,7 @@ class WebhookError(Exception):
     """A request refused: ``status`` is the HTTP answer, ``code`` a stable name, the message says why."""
 
     status = 400
-    code = "webhook_error"
+    code: str  # each kind of refusal below names its own
 
     def __init__(self, message: str) -> None:
         super().__init__(message)

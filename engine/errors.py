@@ -13,6 +13,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
+    "AUDIT_CODES",
+    "CASE_CODES",
+    "CHECK_CODES",
+    "ERROR_CODES",
+    "MAPPING_CODES",
+    "PLAYBOOK_CODES",
+    "QUARANTINE_CODES",
+    "WEBHOOK_CODES",
     "CaseError",
     "EngineFault",
     "Location",
@@ -21,6 +29,74 @@ __all__ = [
     "did_you_mean",
     "printable",
 ]
+
+# Every stable code the program emits, one set per table that documents it; tests/test_error_codes.py holds
+# the source (no code emitted that is not here) and the docs (each set is exactly its table) to them.
+
+# A playbook, mapping or test file's shape and meaning (docs/playbook-reference.md, Error codes).
+PLAYBOOK_CODES = frozenset(
+    {
+        "yaml_syntax", "yaml_duplicate_key", "yaml_alias", "yaml_too_deep", "yaml_too_large",
+        "yaml_ambiguous_bool", "yaml_bad_tag", "yaml_ambiguous_number", "yaml_bad_character",
+        "yaml_complex_key", "number_too_long", "number_not_finite", "yaml_empty", "file_unreadable",
+        "file_not_utf8", "unknown_key", "missing_key", "wrong_type", "bad_value", "bad_name", "empty",
+        "duplicate_value", "schema_error", "missing_translation", "missing_values", "unknown_input",
+        "unknown_decision", "unknown_parameter", "unknown_action", "unknown_value", "parameter_value",
+        "operator_type", "operand_type", "interval_empty", "interval_bounds", "condition_mixed",
+        "duplicate_id", "hit_policy_type", "otherwise_row", "decision_has_table", "decision_never_set",
+        "decision_cycle", "wrong_input_type", "number_unreadable", "node_too_wide", "playbook_too_large",
+        "for_each_type", "for_each_misuse", "unknown_reason", "source_mixed", "quote_not_in_course",
+    }
+)  # fmt: skip
+# What the table checker finds in a valid playbook (docs/playbook-reference.md, The table checker).
+CHECK_CODES = frozenset(
+    {
+        "table_gap", "table_overlap", "row_unreachable", "rule_unreachable", "decision_unused",
+        "action_unreachable", "missing_label",
+    }
+)  # fmt: skip
+# One case that could not be evaluated (docs/playbook-reference.md, Errors while evaluating a case).
+CASE_CODES = frozenset(
+    {
+        "bad_input", "bad_json", "hit_policy_violation", "bad_output", "decision_conflict", "id_too_long",
+        "stored_mismatch",
+    }
+)  # fmt: skip
+# A mapping or an input that stops a run (docs/mapping-reference.md, Errors in the mapping or the input; Databases).
+MAPPING_CODES = frozenset(
+    {
+        "mapping_unknown_preset", "mapping_unknown_column", "mapping_lookup_file", "mapping_lookup_order",
+        "mapping_open_band", "mapping_band_order", "mapping_wrong_option", "input_encoding",
+        "csv_duplicate_column", "csv_syntax", "json_syntax", "sql_url", "sql_connect", "sql_unknown_table",
+        "sql_not_a_query", "sql_query", "sql_timeout", "sql_duplicate_column", "mapping_lookup_table",
+    }
+)  # fmt: skip
+# A record set aside, the run going on (docs/mapping-reference.md, Every record is accounted for); a mapping's
+# own `quarantine` rules name codes of their own.
+QUARANTINE_CODES = frozenset(
+    {
+        "missing_field", "lookup_not_found", "bad_number", "bad_date", "bad_boolean", "unknown_value",
+        "unstorable_text", "bad_row", "bad_json", "bad_encoding", "bad_record", "duplicate_case",
+    }
+)  # fmt: skip
+# The webhook service's refusals (docs/webhooks.md, Error codes).
+WEBHOOK_CODES = frozenset(
+    {
+        "malformed_payload", "event_in_future", "body_timeout", "bad_signature", "stale_timestamp",
+        "bad_credentials", "unknown_organization", "body_too_large", "not_found", "route_disabled",
+        "method_not_allowed", "http_error", "internal_error", "audit_log_tampered", "no_evaluation",
+        "not_recommended", "ambiguous_action", "bad_status",
+    }
+)  # fmt: skip
+# What `playbook audit verify` finds (docs/audit-threat-model.md, Kinds of problem).
+AUDIT_CODES = frozenset(
+    {
+        "edited", "deleted", "inserted", "broken_link", "unchained", "not_keyed", "wrong_key", "truncated",
+        "rewritten", "replaced", "key_changed", "checkpoint_forged", "checkpoint_other_key",
+        "checkpoint_unreadable",
+    }
+)  # fmt: skip
+ERROR_CODES = PLAYBOOK_CODES | CHECK_CODES | CASE_CODES | MAPPING_CODES | QUARANTINE_CODES | WEBHOOK_CODES | AUDIT_CODES
 
 
 @dataclass(frozen=True, order=True)
@@ -36,6 +112,9 @@ class Location:
         if self.line:
             return f"{self.file}:{self.line}:{self.col}"
         return self.file
+
+    def to_json(self) -> dict[str, Any]:
+        return {"file": self.file, "line": self.line, "col": self.col}
 
 
 @dataclass(frozen=True)
@@ -73,9 +152,7 @@ class Problem:
     def to_json(self) -> dict[str, Any]:
         """The problem for a program (``check --format json``): where, code, message, what follows from it."""
         out: dict[str, Any] = {
-            "file": self.location.file,
-            "line": self.location.line,
-            "col": self.location.col,
+            **self.location.to_json(),
             "code": self.code,
             "message": self.message,
         }

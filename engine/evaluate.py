@@ -23,7 +23,7 @@ from typing import Any
 
 from engine.compile import CompiledNode, CompiledPlaybook
 from engine.conditions import atom_matches, atoms_of, evaluate_condition, items_of, numbers_of
-from engine.errors import CaseError, EngineFault
+from engine.errors import CaseError, EngineFault, Location
 from engine.model import (
     AllOf,
     AnyOf,
@@ -479,7 +479,7 @@ class Evaluator:
             derived=derived,
             values=values,
         )
-        set_by: dict[str, str] = {}
+        set_by: dict[str, Rule] = {}
         decisions, steps, reuse = result.decisions, result.steps, bool(self.cache_size)
         for plan in self._plans:
             readers = plan.readers
@@ -559,10 +559,11 @@ class Evaluator:
         rows = decision.rows
         chosen = self._hit_policy(decision, fired, values, case_id)
         if decision.hit_policy == "collect":
-            outputs = [self._output(rows[i].then, values, decision, case_id) for i in chosen]
+            outputs = [self._output(rows[i].then, values, decision, case_id, rows[i].location) for i in chosen]
             value = list(dict.fromkeys(outputs)) if chosen else None
         else:
-            value = self._output(rows[chosen[0]].then, values, decision, case_id) if chosen else None
+            first = rows[chosen[0]] if chosen else None
+            value = self._output(first.then, values, decision, case_id, first.location) if first else None
         if self.cache_size and plan.literal:  # literal outputs: the same key gives the same rows and value
             plan.outcomes[key] = (fired, results, chosen, list(value) if isinstance(value, list) else value, unknown)
         values[decision.name] = value
@@ -577,11 +578,16 @@ class Evaluator:
         policy = decision.hit_policy
         if policy == "unique" and len(fired) > 1:
             ids = ", ".join(f"'{decision.rows[i].id}'" for i in fired)
+            at = [decision.rows[i].location for i in fired]
             raise CaseError(
                 case_id,
                 "hit_policy_violation",
-                f"rows {ids} of '{decision.name}' all match, but its hit policy is unique",
-                details={"decision": decision.name, "rows": [decision.rows[i].id for i in fired]},
+                f"rows {ids} of '{decision.name}' all match, but its hit policy is unique{_at(at)}",
+                details={
+                    "decision": decision.name,
+                    "rows": [decision.rows[i].id for i in fired],
+                    "locations": [location.to_json() for location in at],
+                },
             )
         if policy == "collect":
             return fired
@@ -589,13 +595,16 @@ class Evaluator:
             ranking = list(decision.values or ())
 
             def rank(i: int) -> int:
-                out = self._output(decision.rows[i].then, values, decision, case_id)
+                out = self._output(decision.rows[i].then, values, decision, case_id, decision.rows[i].location)
                 return ranking.index(out) if out in ranking else len(ranking)
 
             return (min(fired, key=lambda i: (rank(i), i)),)
         return (fired[0],)
 
-    def _output(self, output: Output, values: dict[str, Any], decision: Decision | None, case_id: str) -> Any:
+    def _output(
+        self, output: Output, values: dict[str, Any], decision: Decision | None, case_id: str, at: Location
+    ) -> Any:
+        """The value a row or rule (at ``at``) gives, checked against the decision it sets."""
         if isinstance(output, Literal):
             return list(output.value) if isinstance(output.value, list) else output.value
         value = values.get(output.var)
@@ -605,8 +614,13 @@ class Evaluator:
                 raise CaseError(
                     case_id,
                     "bad_output",
-                    f"'{output.var}' = {value!r} is not a value of decision '{decision.name}'",
-                    details={"decision": decision.name, "from": output.var, "value": value},
+                    f"'{output.var}' = {value!r} is not a value of decision '{decision.name}'{_at([at])}",
+                    details={
+                        "decision": decision.name,
+                        "from": output.var,
+                        "value": value,
+                        "locations": [at.to_json()],
+                    },
                 )
         return list(value) if isinstance(value, list) else value
 
@@ -616,32 +630,34 @@ class Evaluator:
         member: int,
         results: tuple[bool | None, ...],
         result: Result,
-        set_by: dict[str, str],
+        set_by: dict[str, Rule],
         case_id: str,
     ) -> None:
         rule = plan.rules[member]
         values = result.values
         sets: dict[str, Any] = {}
         for target, output in rule.sets.items():
-            value = self._output(output, values, self.playbook.decisions[target], case_id)
+            value = self._output(output, values, self.playbook.decisions[target], case_id, rule.location)
             if target in set_by and result.decisions[target] != value:
+                earlier = set_by[target]
                 raise CaseError(
                     case_id,
                     "decision_conflict",
-                    f"rules '{set_by[target]}' and '{rule.id}' set '{target}' "
-                    f"to {result.decisions[target]!r} and {value!r}",
+                    f"rules '{earlier.id}' and '{rule.id}' set '{target}' "
+                    f"to {result.decisions[target]!r} and {value!r}{_at([earlier.location, rule.location])}",
                     details={
                         "decision": target,
-                        "rules": [set_by[target], rule.id],
+                        "rules": [earlier.id, rule.id],
                         "values": [result.decisions[target], value],
+                        "locations": [earlier.location.to_json(), rule.location.to_json()],
                     },
                 )
-            set_by[target] = rule.id
+            set_by[target] = rule
             result.decisions[target] = value
             values[target] = value
             sets[target] = value
         for rec in rule.recommends:
-            params = {name: self._output(out, values, None, case_id) for name, out in rec.params.items()}
+            params = {name: self._output(out, values, None, case_id, rec.location) for name, out in rec.params.items()}
             result.recommendations.append(
                 {
                     "id": rec.action,
@@ -651,3 +667,8 @@ class Evaluator:
                 }
             )
         result.steps.append((plan, (member,), results, (member,), sets, ()))
+
+
+def _at(locations: list[Location]) -> str:
+    """Where in the playbook the rows or rules at fault are, for a runtime error's message (as OPA's say)."""
+    return f" (at {', '.join(str(location) for location in locations)})"

@@ -377,14 +377,17 @@ def _fault_zh(playbook: Playbook, error: dict[str, Any]) -> str | None:
     if decision is None:
         return None
     named = _quoted(decision.label, "zh", decision.name)
+    # where the rows or rules at fault are (file:line:col, no identifier), for whoever fixes the playbook
+    at = "、".join(f"{where['file']}:{where['line']}:{where['col']}" for where in details.get("locations", []))
+    fix = f"(剧本需要修改,位置:{at})" if at else "(剧本需要修改)"
     if error["code"] == "hit_policy_violation":
         rows = {row.id: row for row in decision.rows}
         listed = "、".join(_quoted(rows[r].label, "zh", r) if r in rows else r for r in details.get("rows", []))
-        return f"{named}的表行{listed}同时满足条件,而这张表只能命中一行(剧本需要修改)"
+        return f"{named}的表行{listed}同时满足条件,而这张表只能命中一行{fix}"
     if error["code"] == "bad_output":
         source = details.get("from", "")
         shown = _value_text(playbook, source, details.get("value"), "zh")
-        return f"「{_var_label(playbook, source, 'zh')}」的值 {shown} 不是{named}可取的值(剧本需要修改)"
+        return f"「{_var_label(playbook, source, 'zh')}」的值 {shown} 不是{named}可取的值{fix}"
     if error["code"] == "decision_conflict":
         first, second = (
             (_quoted(rule.label, "zh", r) if (rule := playbook.rules_by_id.get(r)) else r, value)
@@ -392,7 +395,7 @@ def _fault_zh(playbook: Playbook, error: dict[str, Any]) -> str | None:
         )
         return (
             f"规则{first[0]}定{named}为{_value_text(playbook, decision.name, first[1], 'zh')},"
-            f"规则{second[0]}却定为{_value_text(playbook, decision.name, second[1], 'zh')},两者冲突(剧本需要修改)"
+            f"规则{second[0]}却定为{_value_text(playbook, decision.name, second[1], 'zh')},两者冲突{fix}"
         )
     return None
 

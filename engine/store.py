@@ -46,6 +46,7 @@ import hmac
 import json
 import sqlite3
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
@@ -637,9 +638,9 @@ class Store:
         def _on_connect(dbapi_connection: Any, _record: Any) -> None:
             dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
             cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA busy_timeout=60000")
+            _wal_mode(cursor)
+            cursor.execute("PRAGMA foreign_keys=ON")
             cursor.close()
 
         @event.listens_for(engine, "begin")
@@ -1190,6 +1191,20 @@ def _schema_damage(conn: Connection, version: int) -> list[str]:
         if _CHAIN_SINCE[chain] <= version and chain not in heads
     ]
     return damage
+
+
+def _wal_mode(cursor: Any) -> None:
+    """Put a SQLite file in WAL mode.  On a new file programs started at once race to switch it, and
+    the switch is refused at once (not after the busy timeout) while another connection holds a lock."""
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
 
 
 def _chain_record_states(conn: Connection) -> None:

@@ -140,6 +140,7 @@ BROKEN = {  # a playbook fault the checker lets through, found when a case reach
         "when: {opportunity.weeks_to_close: {gte: 2, lte: 10}}",
         {"opportunity": {"weeks_to_close": 2}},
         "「漏斗位置」的表行「中层」、「底层」同时满足条件,而这张表只能命中一行",
+        ("funnel_layer", ["middle", "bottom"]),
     ),
     "decision_conflict": (
         "  - id: push\n",
@@ -147,6 +148,7 @@ BROKEN = {  # a playbook fault the checker lets through, found when a case reach
         "    when: {account.segment: retail}\n    then:\n      set: {flagged: false}\n  - id: push\n",
         {"account": {"segment": "retail"}},
         "规则「零售标记」定「标记」为是,规则「取消标记」却定为否,两者冲突",
+        (None, ["flag_retail", "unflag"]),
     ),
     "bad_output": (
         "decisions:\n",
@@ -156,6 +158,7 @@ BROKEN = {  # a playbook fault the checker lets through, found when a case reach
         "        then: {value_of: account.segment}\n",
         {"account": {"segment": "retail"}},
         "「行业」的值 零售 不是「主攻行业」可取的值",
+        ("sector", ["as_given"]),
     ),
 }
 
@@ -164,19 +167,27 @@ BROKEN = {  # a playbook fault the checker lets through, found when a case reach
 def test_a_playbook_fault_found_while_evaluating_reads_in_labels_in_chinese(code: str) -> None:
     from engine import load_playbook_text
 
-    old, new, facts, said = BROKEN[code]
+    old, new, facts, said, (table, at_fault) = BROKEN[code]
     text = PIPELINE.read_text(encoding="utf-8")
     assert old in text
-    playbook = load_playbook_text(text.replace(old, new, 1), f"{code}.yaml")
+    playbook = load_playbook_text(text.replace(old, new, 1), "broken.yaml")
     with compile_playbook(playbook) as compiled, pytest.raises(CaseError) as fault:
         Evaluator(compiled).evaluate_case(facts, dt.date(2026, 11, 27), "c1")
     assert fault.value.code == code
+    # where the rows or rules at fault are, as OPA's runtime errors say it: in the JSON, and in both texts
+    members = {r.id: r for r in playbook.decisions[table].rows} if table else playbook.rules_by_id
+    where = [members[name].location for name in at_fault]
+    assert [w.line for w in where] == sorted(w.line for w in where) and all(w.line > 0 for w in where)
+    assert fault.value.to_json()["error"]["details"]["locations"] == [
+        {"file": "broken.yaml", "line": w.line, "col": w.col} for w in where
+    ]
     zh = render_result(playbook, fault.value.to_json(), "zh")
-    assert zh == f"案例 c1:无法评估 — {said}(剧本需要修改)"
+    assert zh == f"案例 c1:无法评估 — {said}(剧本需要修改,位置:{'、'.join(map(str, where))})"
     leaks = set(ASCII_WORD.findall(zh)) & (identifiers(playbook) | {code})
     assert leaks == set()
     en = render_result(playbook, fault.value.to_json(), "en")
     assert en.startswith(f"case c1: {code}: ")  # the English keeps the code and ids, for whoever fixes the playbook
+    assert en.endswith(f" (at {', '.join(map(str, where))})")
 
 
 def test_replay_says_a_playbook_fault_in_labels_in_chinese(tmp_path: Path) -> None:
@@ -186,7 +197,7 @@ def test_replay_says_a_playbook_fault_in_labels_in_chinese(tmp_path: Path) -> No
     from engine.store import Store
 
     live = load_playbook(PIPELINE)
-    old, new, facts, said = BROKEN["hit_policy_violation"]
+    old, new, facts, said, _ = BROKEN["hit_policy_violation"]
     broken = load_playbook_text(PIPELINE.read_text(encoding="utf-8").replace(old, new, 1), "broken.yaml")
     store = Store(f"sqlite:///{tmp_path / 'log.db'}")
     with compile_playbook(live) as compiled:
@@ -194,7 +205,8 @@ def test_replay_says_a_playbook_fault_in_labels_in_chinese(tmp_path: Path) -> No
         list(import_cases(store, Evaluator(compiled), items, dt.date(2026, 11, 27), source="test"))
     report = replay(store, broken, live, {"evaluation": 1})
     zh = render_replay(report.to_json("zh"))
-    assert f"  c1 (#1): 无法评估 — {said}(剧本需要修改)" in zh.splitlines()
+    rows = [row.location for row in broken.decisions["funnel_layer"].rows if row.id in ("middle", "bottom")]
+    assert f"  c1 (#1): 无法评估 — {said}(剧本需要修改,位置:{'、'.join(map(str, rows))})" in zh.splitlines()
     assert "hit_policy_violation" not in zh
     en = render_replay(report.to_json("en"))
     assert "  c1 (#1): hit_policy_violation: rows 'middle', 'bottom' of 'funnel_layer' all match" in en

@@ -1,0 +1,190 @@
+"""The decision graph: the walk over a whole playbook, the order of its nodes (and cycles), the engine's limits."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from typing import Any
+
+from engine.model import (
+    Atom,
+    Compare,
+    Condition,
+    Node,
+    Output,
+    Playbook,
+    ValueOf,
+)
+from engine.validate.common import (
+    MAX_DURABLE_RULES,
+    MAX_NODE_PROPERTIES,
+    QUESTION_CHUNK,
+    Path_,
+)
+from engine.validate.document import (
+    playbook_schema,
+)
+from engine.validate.rules import (
+    Rules,
+)
+
+
+class Builder(Rules):
+    # -- the walk --------------------------------------------------------
+
+    def build(self) -> Playbook | None:
+        data = self.doc.data
+        if not isinstance(data, dict):
+            self.report((), "wrong_type", "a playbook is a mapping with the keys playbook, decisions, ...")
+            return None
+        self.schema_pass(data, playbook_schema())
+        meta: dict[str, Any] = data["playbook"] if isinstance(data.get("playbook"), dict) else {}
+        langs = meta.get("languages") if isinstance(meta, dict) else None
+        if isinstance(langs, list) and langs and all(isinstance(x, str) for x in langs):
+            self.languages = tuple(langs)
+        for name, spec in self.items(data, "parameters"):
+            self.build_parameter(name, spec)
+        for name, spec in self.items(data, "inputs"):
+            self.build_input(name, spec)
+        for name, spec in self.items(data, "inputs"):
+            self.check_derive(name, spec)
+        for name, spec in self.items(data, "decisions"):
+            self.decision_specs[name] = spec
+        decisions = {name: d for name, spec in self.items(data, "decisions") if (d := self.build_decision(name, spec))}
+        actions = {name: a for name, spec in self.items(data, "actions") if (a := self.build_action(name, spec))}
+        rules = self.build_rules(data.get("rules"), decisions, actions)
+        if self.problems:
+            return None
+        title = self.text(meta.get("title"), ("playbook", "title")) or {}
+        text = self.doc.text
+        playbook = Playbook(
+            id=str(meta.get("id")),
+            version=str(meta.get("version")),
+            languages=self.languages,
+            title=title,
+            description=self.text(meta.get("description"), ("playbook", "description")),
+            parameters=self.parameters,
+            inputs=self.inputs,
+            decisions=decisions,
+            rules=tuple(rules),
+            actions=actions,
+            file=self.doc.file,
+            content_hash=hashlib.sha256(text.encode("utf-8")).hexdigest(),
+            text=text,
+        )
+        order = self.order(playbook)
+        if self.problems:
+            return None
+        playbook.order = order
+        self.check_limits(playbook)
+        return None if self.problems else playbook
+
+    # -- the decision graph ---------------------------------------------------
+
+    def order(self, playbook: Playbook) -> tuple[Node, ...]:
+        """Nodes in an order where every decision is made before it is read."""
+        from engine.conditions import atoms_of
+
+        def reads_of(when: Condition | None, outputs: Iterable[Output]) -> tuple[str, ...]:
+            names = [v for atom in atoms_of(when) for v in (atom.var, *_compared_with(atom))]
+            names += [out.var for out in outputs if isinstance(out, ValueOf)]
+            return tuple(dict.fromkeys(names))
+
+        nodes: list[Node] = []
+        producers: dict[str, list[int]] = {}
+        for decision in playbook.decisions.values():
+            if decision.rows:
+                reads = tuple(dict.fromkeys(v for row in decision.rows for v in reads_of(row.when, [row.then])))
+                producers.setdefault(decision.name, []).append(len(nodes))
+                nodes.append(Node("table", decision.name, reads, tuple(row.id for row in decision.rows)))
+        for rule in playbook.rules:
+            outputs = [*rule.sets.values(), *(p for rec in rule.recommends for p in rec.params.values())]
+            for target in rule.sets:
+                producers.setdefault(target, []).append(len(nodes))
+            nodes.append(Node("rules", rule.id, reads_of(rule.when, outputs), (rule.id,)))
+        deps = [sorted({p for var in node.reads if "." not in var for p in producers.get(var, [])}) for node in nodes]
+
+        state = [0] * len(nodes)  # 0 new, 1 on the stack, 2 done
+        done: list[int] = []
+
+        def visit(i: int, stack: list[int]) -> bool:
+            if state[i] == 2:
+                return True
+            if state[i] == 1:
+                cycle = [*stack[stack.index(i) :], i]
+                names = [nodes[j].name for j in cycle]
+                first = nodes[i]
+                where: Path_ = (
+                    ("decisions", first.name)
+                    if first.kind == "table"
+                    else ("rules", playbook.rules_by_id[first.name].index)
+                )
+                self.report(
+                    where,
+                    "decision_cycle",
+                    "decisions depend on each other in a cycle: " + " → ".join(names),
+                    key=first.kind == "table",
+                )
+                return False
+            state[i] = 1
+            for j in deps[i]:
+                if not visit(j, [*stack, i]):
+                    return False
+            state[i] = 2
+            done.append(i)
+            return True
+
+        for i in range(len(nodes)):
+            if not visit(i, []):
+                break
+        return _group_rules([nodes[i] for i in done])
+
+    def check_limits(self, playbook: Playbook) -> None:
+        durable_rules = sum(len(n.members) + -(-len(n.members) // QUESTION_CHUNK) for n in playbook.order)
+        if durable_rules > MAX_DURABLE_RULES:
+            self.report(
+                (),
+                "playbook_too_large",
+                f"{durable_rules} rows and rules; the engine holds at most {MAX_DURABLE_RULES}",
+            )
+        for node in playbook.order:
+            width = 3
+            for var in node.reads:
+                found = self.var_type(var)
+                width += 1 + len(found[1] or ()) if found and found[0] == "list" else 1
+            if width > MAX_NODE_PROPERTIES:
+                where: Path_ = ("decisions", node.name) if node.kind == "table" else ("rules",)
+                self.report(
+                    where,
+                    "node_too_wide",
+                    f"'{node.name}' reads {width} values; at most {MAX_NODE_PROPERTIES}",
+                    key=True,
+                )
+
+
+def _compared_with(atom: Atom) -> tuple[str, ...]:
+    """The other variable a test reads, if it compares two."""
+    return (atom.operand.other,) if isinstance(atom.operand, Compare) else ()
+
+
+def _group_rules(ordered: list[Node]) -> tuple[Node, ...]:
+    """Rules that read exactly the same variables become one node (one question), at the first one's place.
+
+    That place is valid for all of them: their inputs are the same, so all are ready there, and
+    whatever reads what one of them sets comes after it, hence after the first.
+    """
+    groups: dict[tuple[str, ...], list[Node]] = {}
+    for node in ordered:
+        if node.kind == "rules":
+            groups.setdefault(tuple(sorted(node.reads)), []).append(node)
+    out: list[Node] = []
+    for node in ordered:
+        if node.kind != "rules":
+            out.append(node)
+            continue
+        group = groups[tuple(sorted(node.reads))]
+        if group[0] is node:
+            members = tuple(m for n in group for m in n.members)  # rules in file order, as ordered
+            reads = tuple(dict.fromkeys(v for n in group for v in n.reads))
+            out.append(Node("rules", ",".join(members), reads, members))
+    return tuple(out)
