@@ -103,7 +103,8 @@ def load_tests(paths: list[Path], playbook: Playbook) -> list[PlaybookTest]:
             continue
         checker = DocumentChecker(doc)
         checker.schema_pass(doc.data, load_schema("playbook-test.schema.json"))
-        for i, spec in enumerate(doc.data.get("tests", []) if isinstance(doc.data, dict) else []):
+        listed = doc.data.get("tests") if isinstance(doc.data, dict) else None
+        for i, spec in enumerate(listed if isinstance(listed, list) else []):  # not a list: the schema said so
             where: tuple[str | int, ...] = ("tests", i)
             if not isinstance(spec, dict) or checker.is_broken(where):
                 continue

@@ -77,3 +77,12 @@ def test_errors_in_test_files_are_located(tmp_path: Path) -> None:
     assert code == 1
     assert f"{path}:4:5: unknown_key: unknown key 'gide'" in err
     assert f"{path}:10:19: unknown_decision: unknown decision 'funnel_layr' (did you mean 'funnel_layer'?)" in err
+
+
+def test_a_test_file_whose_tests_are_not_a_list_is_a_located_error(tmp_path: Path) -> None:
+    folder = copy_tests(tmp_path)
+    for body, said in (("tests:\n", "not nothing"), ("tests: 5\n", "not a number")):
+        (folder / "basics.yaml").write_text(body, encoding="utf-8")
+        code, _, err = invoke("test", PIPELINE, "--tests", str(folder))
+        assert code == 1 and "Traceback" not in err
+        assert f"{folder / 'basics.yaml'}:1:" in err and "wrong_type: tests should be array" in err and said in err
