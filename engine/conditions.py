@@ -29,6 +29,7 @@ __all__ = [
     "COMPARISON_KEYS",
     "OPERATORS",
     "OPPOSITE_KEYS",
+    "SYMBOLS",
     "Operator",
     "atom_matches",
     "atoms_of",
@@ -46,13 +47,16 @@ Expr = dict[str, Any]
 COMPARISON_KEYS = ("gt", "gte", "lt", "lte")
 """YAML keys that together make one ``interval`` atom."""
 
+SYMBOLS = {"gt": ">", "gte": "≥", "lt": "<", "lte": "≤", "equals": "=", "not_equals": "≠"}
+"""How each comparison reads in every language: a test ``{gte: 60}`` is shown ``≥ 60``."""
+
 COMPARE_OPS: dict[str, tuple[Callable[[Any, Any], bool], str, str, str]] = {
-    "gt": (lambda a, b: a > b, "$gt", "$lte", "> "),
-    "gte": (lambda a, b: a >= b, "$gte", "$lt", "≥ "),
-    "lt": (lambda a, b: a < b, "$lt", "$gte", "< "),
-    "lte": (lambda a, b: a <= b, "$lte", "$gt", "≤ "),
-    "equals": (lambda a, b: a == b, "", "$neq", "= "),
-    "not_equals": (lambda a, b: a != b, "$neq", "", "≠ "),
+    "gt": (lambda a, b: a > b, "$gt", "$lte", f"{SYMBOLS['gt']} "),
+    "gte": (lambda a, b: a >= b, "$gte", "$lt", f"{SYMBOLS['gte']} "),
+    "lt": (lambda a, b: a < b, "$lt", "$gte", f"{SYMBOLS['lt']} "),
+    "lte": (lambda a, b: a <= b, "$lte", "$gt", f"{SYMBOLS['lte']} "),
+    "equals": (lambda a, b: a == b, "", "$neq", f"{SYMBOLS['equals']} "),
+    "not_equals": (lambda a, b: a != b, "$neq", "", f"{SYMBOLS['not_equals']} "),
 }
 """Tests of a value against another variable's (``compare`` atoms): how each reads a pair of values, its
 durable-rules operator as itself and negated ("" is equality), and its symbol."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.conditions import COMPARE_OPS, atoms_of, evaluate_condition
+from engine.conditions import COMPARE_OPS, SYMBOLS, atoms_of, evaluate_condition
 from engine.errors import did_you_mean
 from engine.evaluate import condition_trace, negated_atoms
 from engine.model import Atom, Compare, Condition, Interval, Literal, Playbook, Row, Rule, Source, Text, ValueOf
@@ -204,17 +204,15 @@ def test_text(playbook: Playbook, atom: Atom, lang: str) -> str:
             return _w(lang, "from_to").format(low, high)
         parts = []
         if low is not None:
-            parts.append(("≥ " if iv.low_closed else "> ") + low)
+            parts.append(f"{SYMBOLS['gte' if iv.low_closed else 'gt']} {low}")
         if high is not None:
-            parts.append(("≤ " if iv.high_closed else "< ") + high)
+            parts.append(f"{SYMBOLS['lte' if iv.high_closed else 'lt']} {high}")
         return _w(lang, "and").join(parts)
     items = atom.operand if isinstance(atom.operand, tuple) else (atom.operand,)
     shown = _sep(lang).join(_one_value(playbook, atom.var, v, lang) for v in items)
     shown += _param_note(playbook, atom, 0, lang)
-    if atom.op == "equals":
-        return f"= {shown}"
-    if atom.op == "not_equals":
-        return f"≠ {shown}"
+    if atom.op in ("equals", "not_equals"):
+        return f"{SYMBOLS[atom.op]} {shown}"
     word = {"one_of": "one_of", "not_one_of": "none_of"}.get(atom.op, atom.op)
     return _w(lang, word).format(shown)
 
