@@ -55,11 +55,11 @@ def test_seeded_overlap() -> None:
 
 
 def test_seeded_unreachable_row() -> None:
-    late = (
+    late = (  # after the win rate's default row, under the hit policy first
         "      - id: late_attack\n        label: {zh: 迟到, en: late}\n"
-        "        when: {funnel_layer: bottom}\n        then: intensive_attack\n"
+        "        when: {opportunity.milestones: {contains: need_clarified}}\n        then: 20\n"
     )
-    start = TEXT.index("      - id: wait_and_watch\n")
+    start = TEXT.index("      - id: none\n")
     end = re.compile(r"^  \S", re.M).search(TEXT, start)
     assert end is not None
     text = TEXT[: end.start()] + late + TEXT[end.start() :]
