@@ -336,15 +336,27 @@ def course(case: dict[str, Any], as_of: dt.date) -> tuple[dict[str, Any], list[t
     amount_key = None if amount_class is None else amount_class == KEY_ACCOUNT_AMOUNT_CLASS
     key_account = True if level_key or amount_key else (False if level_key is False and amount_key is False else None)
 
-    # Hit policy first; the last row has no condition.
-    director_class = amount_class == DIRECTOR_AMOUNT_CLASS and customer_class in ("consolidate", "invest")
-    if funnel_layer == "bottom" and director_class:
-        director_action = "intensive_attack"
-    elif funnel_layer == "surface" and director_class:
-        director_action = "active_investment"
-    elif funnel_layer == "middle" and customer_class in ("harvest", "invest") and win_rate >= ENQUIRE_MIN_WIN_RATE:
-        director_action = "enquire_and_follow"
-    else:
+    # Rows one per layer (unique); "wait and watch" (otherwise) only when all three are known to fail,
+    # else a test is unknown and so is the decision.  Each test: None when the value it reads is missing.
+    def known(value: Any, wanted: tuple[Any, ...]) -> bool | None:
+        return None if value is None else value in wanted
+
+    def all_of(*tests: bool | None) -> bool | None:
+        return False if False in tests else (None if None in tests else True)
+
+    amount_a = known(amount_class, (DIRECTOR_AMOUNT_CLASS,))
+    director_class = known(customer_class, ("consolidate", "invest"))
+    director_rows = {
+        "intensive_attack": all_of(known(funnel_layer, ("bottom",)), amount_a, director_class),
+        "active_investment": all_of(known(funnel_layer, ("surface",)), amount_a, director_class),
+        "enquire_and_follow": all_of(
+            known(funnel_layer, ("middle",)),
+            known(customer_class, ("harvest", "invest")),
+            win_rate >= ENQUIRE_MIN_WIN_RATE,
+        ),
+    }
+    director_action = next((name for name, holds in director_rows.items() if holds), None)
+    if director_action is None and all(holds is False for holds in director_rows.values()):
         director_action = "wait_and_watch"
 
     stance = market.get("stance")
@@ -413,7 +425,7 @@ def course(case: dict[str, Any], as_of: dt.date) -> tuple[dict[str, Any], list[t
         )
     elif director_action == "enquire_and_follow":
         append(("enquire_and_follow", {"customer_class": customer_class, "win_rate": win_rate}))
-    else:
+    elif director_action == "wait_and_watch":
         append(("wait_and_watch", {}))
 
     if stance_strategies is not None:

@@ -84,6 +84,34 @@ class Result:
         read = (v for m in members for a in plan.atoms[m] if a.op != "present" for v in _reads(a))
         return list(dict.fromkeys(v for v in read if self.values.get(v) is None))
 
+    def undetermined(self) -> dict[str, list[str]]:
+        """Each decision a missing value left undetermined -> the case's missing input fields it waits for.
+
+        Followed down to what the case should hold: a decision missing because another one is becomes that
+        one's missing fields, a derived field becomes the fields it is derived from (itself when those are
+        all there, as for a share of a zero target).  A decision no row fits, though nothing is missing,
+        has no entry: nothing the case could add would decide it.
+        """
+        direct = {
+            plan.name: self._missing(plan, unknown)
+            for plan, _, _, _, _, unknown in self.steps
+            if plan.decision is not None and unknown and self.decisions.get(plan.name) is None
+        }
+        inputs = self.playbook.inputs
+
+        def fields(var: str, seen: frozenset[str]) -> list[str]:
+            if var in seen:
+                return []
+            below = direct.get(var)
+            derive = inputs[var].derive if var in inputs else None
+            if derive is not None:
+                below = [source for source in derive[1] if self.values.get(source) is None]
+            if not below:
+                return [var]
+            return [f for v in below for f in fields(v, seen | {var})]
+
+        return {name: list(dict.fromkeys(fields(name, frozenset()))) for name in direct}
+
     def _step(
         self,
         plan: Any,
@@ -166,6 +194,7 @@ class Result:
                 {**rec, "label": pb.actions[rec["id"]].label.get(lang, rec["id"])} for rec in self.recommendations
             ],
         }
+        out["undetermined"] = self.undetermined()
         if trace:
             out["trace"] = self.trace
         return out

@@ -15,7 +15,16 @@ from engine.errors import did_you_mean
 from engine.evaluate import condition_trace, negated_atoms
 from engine.model import Atom, Compare, Condition, Interval, Literal, Playbook, Row, Rule, Source, Text, ValueOf
 
-__all__ = ["UnknownTarget", "fault_said", "playbook_name", "render_result", "test_text", "why", "why_not"]
+__all__ = [
+    "UnknownTarget",
+    "fault_said",
+    "missing_text",
+    "playbook_name",
+    "render_result",
+    "test_text",
+    "why",
+    "why_not",
+]
 
 _WORDS: dict[str, dict[str, str]] = {
     "zh": {
@@ -235,8 +244,18 @@ def _condition_lines(playbook: Playbook, atoms: list[Atom], conditions: list[dic
     return lines
 
 
-def _missing_text(playbook: Playbook, names: list[str], lang: str) -> str:
+def missing_text(playbook: Playbook, names: list[str], lang: str) -> str:
+    """Variables named by their labels, in a list as the language writes one."""
     return _sep(lang).join(_var_label(playbook, name, lang) for name in names)
+
+
+def _undetermined(playbook: Playbook, result: dict[str, Any], name: str, lang: str) -> str:
+    """ "undetermined", with the fields the case lacks for it when a missing value is the reason."""
+    missing = result.get("undetermined", {}).get(name)
+    if not missing:
+        return _w(lang, "undetermined")
+    said = _w(lang, "undetermined_decision").format(missing=missing_text(playbook, missing, lang))
+    return f"{_w(lang, 'undetermined')}({said})" if lang == "zh" else f"{_w(lang, 'undetermined')} ({said})"
 
 
 def _evaluated_conditions(condition: Condition | None, values: dict[str, Any]) -> list[dict[str, Any]]:
@@ -314,7 +333,11 @@ def render_result(playbook: Playbook, result: dict[str, Any], lang: str) -> str:
         f"  {_w(lang, 'decisions')}:",
     ]
     for name, value in result["decisions"].items():
-        shown = _value_text(playbook, name, value, lang) if value is not None else _w(lang, "undetermined")
+        shown = (
+            _value_text(playbook, name, value, lang)
+            if value is not None
+            else _undetermined(playbook, result, name, lang)
+        )
         lines.append(f"    {_var_label(playbook, name, lang)}: {shown}")
     lines.append(f"  {_w(lang, 'recommendations')}:")
     if not result["recommendations"]:
@@ -417,7 +440,9 @@ def why(playbook: Playbook, result: dict[str, Any], lang: str) -> str:
             shown = _value_text(playbook, decision.name, value, lang) if value is not None else _w(lang, "undetermined")
             lines.append(f"  {_label(decision.label, lang, decision.name)} = {shown}  {_cite(decision.source, lang)}")
             if step.get("missing"):
-                missing = _missing_text(playbook, step["missing"], lang)
+                missing = missing_text(
+                    playbook, result.get("undetermined", {}).get(decision.name, step["missing"]), lang
+                )
                 lines.append(f"    {_w(lang, 'undetermined_decision').format(missing=missing)}")
             rows = {row.id: row for row in decision.rows}
             for fired in step["fired"]:
@@ -437,7 +462,7 @@ def why(playbook: Playbook, result: dict[str, Any], lang: str) -> str:
         elif "undetermined" in step:
             undetermined = step["undetermined"]
             rule = playbook.rules_by_id[undetermined["rule"]]
-            missing = _missing_text(playbook, undetermined["missing"], lang)
+            missing = missing_text(playbook, undetermined["missing"], lang)
             lines.append(f"  {_rule_name(rule, lang)} {_cite(rule.source, lang)}")
             lines.append(f"      {_w(lang, 'undetermined_rule').format(missing=missing)}")
         else:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from engine.explain import render_result
+from engine.explain import missing_text, render_result
 from engine.model import Playbook
 
 __all__ = ["render_case", "render_tally"]
@@ -25,6 +25,7 @@ _WORDS: dict[str, dict[str, str]] = {
         "amount": "金额",
         "stored": "已于 {at} 存入审计日志(评估 #{seq}),本次未重新评估",
         "hidden": "另有 {n} 项结论未定(--all 显示全部)",
+        "hidden_missing": "另有 {n} 项结论未定,缺少:{missing}(--all 显示全部)",
         "actions": "建议的动作(案例数)",
         "owners": "客户经理(案例数)",
         "no_owner": "(无客户经理)",
@@ -38,6 +39,7 @@ _WORDS: dict[str, dict[str, str]] = {
         "amount": "amount",
         "stored": "stored earlier, on {at} (evaluation #{seq}); not evaluated again",
         "hidden": "{n} more undetermined (--all shows every one)",
+        "hidden_missing": "{n} more undetermined, missing: {missing} (--all shows every one)",
         "actions": "Actions recommended (cases)",
         "owners": "Owners (cases)",
         "no_owner": "(no owner)",
@@ -95,6 +97,8 @@ def render_case(
     if "decisions" in result and not every_decision:
         determined = {name: value for name, value in result["decisions"].items() if value is not None}
         hidden = len(result["decisions"]) - len(determined)
+        # the fields the case lacks for them, each once: what to fill in to decide more
+        lacking = list(dict.fromkeys(f for fields in result.get("undetermined", {}).values() for f in fields))
         result = {**result, "decisions": determined}
     lines = render_result(playbook, result, lang).split("\n")
     shown = who_and_where(facts or {}, lang)
@@ -104,7 +108,12 @@ def render_case(
     lines[1:1] = header
     if hidden and "error" not in result:
         # after the case line, the header, the decisions' title and one line per decision shown
-        lines.insert(1 + len(header) + 1 + len(result["decisions"]), f"    {_w(lang, 'hidden').format(n=hidden)}")
+        said = (
+            _w(lang, "hidden_missing").format(n=hidden, missing=missing_text(playbook, lacking, lang))
+            if lacking
+            else _w(lang, "hidden").format(n=hidden)
+        )
+        lines.insert(1 + len(header) + 1 + len(result["decisions"]), f"    {said}")
     return "\n".join(lines)
 
 

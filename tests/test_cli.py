@@ -753,3 +753,44 @@ def test_backup_copies_the_log_and_sends_postgresql_users_to_pg_dump(sample_log:
     assert code == 1 and "exists already" in err and "nothing was copied" in err
     code, _, err = invoke("backup", str(tmp_path / "pg.dump"), "--db", "postgresql://u@localhost/playbook")
     assert code == 1 and "pg_dump --format=custom" in err and not (tmp_path / "pg.dump").exists()
+
+
+NO_TARGET = (
+    '{"id": "t1", "opportunity": {"amount": 900000, "close_date": "2026-12-01", "win_rate": 80},'
+    ' "account": {"attractiveness": "high", "advantage": "high"}}'
+)
+
+
+def test_an_undetermined_decision_names_the_field_the_case_lacks_in_every_output(tmp_path: Path) -> None:
+    path = tmp_path / "cases.jsonl"
+    path.write_text(NO_TARGET + "\n", encoding="utf-8")
+    run = ("recommend", "--input", str(path), "--as-of", "2026-11-27")
+    code, out, err = invoke(*run, "--format", "json")
+    assert code == 0, err
+    result = json.loads(out)
+    jsonschema.validate(result, json.loads((ROOT / "schemas" / "result.schema.json").read_text(encoding="utf-8")))
+    assert result["decisions"]["director_action"] is None
+    assert result["undetermined"]["director_action"] == ["opportunity.period_target"]
+    step = next(s for s in result["trace"] if s.get("decision") == "director_action")
+    assert step["missing"] == ["amount_class"]  # the trace keeps what the table itself read
+    _, zh, _ = invoke(*run, "--all")
+    assert "    项目金额的分类: 未定(缺少:期间任务目标)" in zh.splitlines()
+    assert "    客户主任的结论: 未定(缺少:期间任务目标)" in zh.splitlines()
+    assert "等待观察" not in zh  # no longer the default row's answer
+    _, en, _ = invoke(*run, "--all", "--lang", "en")
+    assert "    amount class: undetermined (missing: period target)" in en.splitlines()
+    _, hidden, _ = invoke(*run)  # determined decisions only: the count says what is missing
+    said = next(line for line in hidden.splitlines() if "项结论未定" in line)
+    assert (
+        said.startswith("    另有 11 项结论未定,缺少:")
+        and "、期间任务目标、" in said
+        and said.endswith("(--all 显示全部)")
+    )
+    _, hidden_en, _ = invoke(*run, "--lang", "en")
+    said = next(line for line in hidden_en.splitlines() if "more undetermined" in line)
+    assert said.startswith("    11 more undetermined, missing: ") and " / period target / " in said
+    code, why, err = invoke("explain", "--input", str(path), "--case", "t1", "--as-of", "2026-11-27")
+    assert code == 0, err
+    lines = why.splitlines()
+    director = next(i for i, line in enumerate(lines) if line.startswith("  客户主任的结论 = 未定"))
+    assert lines[director + 1] == "    缺少:期间任务目标"

@@ -55,11 +55,11 @@ def test_seeded_overlap() -> None:
 
 
 def test_seeded_unreachable_row() -> None:
-    late = (
+    late = (  # after the win rate's default row, under the hit policy first
         "      - id: late_attack\n        label: {zh: 迟到, en: late}\n"
-        "        when: {funnel_layer: bottom}\n        then: intensive_attack\n"
+        "        when: {opportunity.milestones: {contains: need_clarified}}\n        then: 20\n"
     )
-    start = TEXT.index("      - id: wait_and_watch\n")
+    start = TEXT.index("      - id: none\n")
     end = re.compile(r"^  \S", re.M).search(TEXT, start)
     assert end is not None
     text = TEXT[: end.start()] + late + TEXT[end.start() :]
@@ -136,3 +136,42 @@ def test_the_directors_amount_class_is_a_parameter() -> None:
             result = Evaluator(compiled, cache_size=0).evaluate_case(case, AS_OF, "c")
         outcomes.append((result.decisions["amount_class"], result.decisions["director_action"]))
     assert outcomes == [("B", "wait_and_watch"), ("B", "intensive_attack")]
+
+
+# A consolidate customer (attractive, we are strong) at the bottom of the funnel, every role known.
+CONSOLIDATE = {
+    "attractiveness": "high",
+    "advantage": "high",
+    "roles_known": ["raise_need", "search", "decide", "use", "evaluate"],
+}
+
+
+def course_result(opportunity: dict[str, Any]) -> Any:
+    with compile_playbook(load_playbook(COURSE)) as compiled:
+        return Evaluator(compiled).evaluate_case({"opportunity": opportunity, "account": CONSOLIDATE}, AS_OF, "c1")
+
+
+def test_without_a_period_target_the_directors_call_waits_for_it_instead_of_wait_and_watch() -> None:
+    result = course_result({"amount": 900000, "weeks_to_close": 1, "win_rate": 80})
+    assert result.decisions["amount_class"] is None and result.decisions["director_action"] is None
+    undetermined = result.undetermined()
+    assert undetermined["amount_class"] == ["opportunity.period_target"]
+    assert undetermined["director_action"] == ["opportunity.period_target"]  # through the amount class it reads
+    assert "wait_and_watch" not in [rec["id"] for rec in result.recommendations]
+    assert "fight_blitz" in [rec["id"] for rec in result.recommendations]  # what does not need it still holds
+
+
+def test_without_a_close_date_the_layer_and_what_reads_it_wait_for_the_close_date() -> None:
+    result = course_result({"amount": 50, "period_target": 100, "win_rate": 80})
+    undetermined = result.undetermined()
+    for name in ("funnel_layer", "director_action", "battle_type"):
+        assert result.decisions[name] is None
+        assert undetermined[name] == ["opportunity.close_date"]  # the field the case lacks, not weeks_to_close
+    assert result.decisions["amount_class"] == "A" and "amount_class" not in undetermined
+
+
+def test_a_zero_target_names_the_share_it_cannot_derive_and_a_known_decision_has_no_entry() -> None:
+    result = course_result({"amount": 50, "period_target": 0, "weeks_to_close": 1, "win_rate": 80})
+    assert result.undetermined()["amount_class"] == ["opportunity.amount_share"]  # the target is there, but 0
+    assert result.to_json()["undetermined"] == result.undetermined()
+    assert set(result.undetermined()) == {name for name, value in result.decisions.items() if value is None}

@@ -18,6 +18,7 @@ import pytest
 from engine import Evaluator, Playbook, compile_playbook, load_playbook
 from engine.errors import CaseError
 from engine.explain import render_result, why, why_not
+from engine.report import render_case
 from engine.testing import default_test_dir, load_tests
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -70,6 +71,7 @@ def every_text(playbook: Playbook, lang: str) -> Iterator[str]:
                 yield render_result(playbook, error.to_json(), lang)
                 continue
             yield render_result(playbook, result, lang)
+            yield render_case(playbook, result, lang, facts=facts)  # the undetermined counted, what they lack named
             yield why(playbook, result, lang)
             for target in targets:
                 yield why_not(playbook, result, target, lang)
@@ -95,6 +97,15 @@ def test_the_chinese_text_names_nothing_by_its_identifier(course: Playbook, zh_t
                     leaks.setdefault(word, line.strip())
     assert len(zh_texts) > 55 * 100  # every case, every target: the scan really read the text
     assert leaks == {}
+
+
+def test_the_chinese_text_names_what_an_undetermined_decision_lacks_by_its_label(zh_texts: list[str]) -> None:
+    # the course's case of a bottom-layer consolidate deal without a period target (G-19)
+    lines = [line.strip() for text in zh_texts for line in text.splitlines() if "期间任务目标" in line]
+    assert "项目金额的分类: 未定(缺少:期间任务目标)" in lines  # recommend --all
+    assert "客户主任的结论: 未定(缺少:期间任务目标)" in lines
+    assert "缺少:期间任务目标" in lines  # why, under the decision
+    assert any(line.startswith("另有 ") and line.endswith("(--all 显示全部)") for line in lines)  # recommend
 
 
 def test_the_chinese_text_has_no_english_operator_words_or_python_syntax(zh_texts: list[str]) -> None:
