@@ -72,6 +72,7 @@ sys.path.insert(0, str(ROOT))  # run as a script from anywhere, as the other ben
 
 from bench.cases import AS_OF, generate  # noqa: E402
 from engine import CaseError, Evaluator, compile_playbook, load_playbook  # noqa: E402
+from engine.conditions import conjuncts  # noqa: E402
 from engine.model import (  # noqa: E402
     AllOf,
     AnyOf,
@@ -268,14 +269,6 @@ def _all(*conditions: Condition | None) -> Condition | None:
     return items[0] if len(items) == 1 else AllOf(items)
 
 
-def _conjuncts(condition: Condition | None) -> list[Condition]:
-    if condition is None:
-        return []
-    if isinstance(condition, AllOf):
-        return [part for item in condition.items for part in _conjuncts(item)]
-    return [condition]
-
-
 @dataclass(frozen=True)
 class ZenRow:
     """One row of a ZEN decision table: our row or rule id, its condition, its output cells."""
@@ -366,7 +359,7 @@ def table_content(rows: Sequence[ZenRow], hit_policy: str, output_path: str | No
     columns: dict[str, str] = {}  # variable -> column id
     needs_expression = False
     for row in rows:
-        for part in _conjuncts(row.when):
+        for part in conjuncts(row.when):
             if isinstance(part, Atom):
                 columns.setdefault(part.var, f"in{len(columns)}")
             else:
@@ -381,7 +374,7 @@ def table_content(rows: Sequence[ZenRow], hit_policy: str, output_path: str | No
         cells: dict[str, str] = {"_id": row.id}
         by_var: dict[str, list[Atom]] = {}
         rest: list[str] = []
-        for part in _conjuncts(row.when):
+        for part in conjuncts(row.when):
             if isinstance(part, Atom):
                 by_var.setdefault(part.var, []).append(part)
             else:

@@ -17,9 +17,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from engine.conditions import atom_matches, atoms_of, evaluate_condition, items_of, numbers_of
+from engine.conditions import atom_matches, atoms_of, conjuncts, evaluate_condition, items_of, numbers_of
 from engine.errors import Problem
-from engine.model import AllOf, Atom, Condition, Decision, InputField, Interval, Playbook, ValueOf
+from engine.model import Atom, Condition, Decision, InputField, Interval, Playbook, ValueOf
 
 __all__ = ["MAX_COMBINATIONS", "analyse", "missing_labels"]
 
@@ -280,14 +280,10 @@ class _Analyser:
         return self.problems
 
 
-def _conjuncts(condition: Condition) -> list[Atom] | None:
+def _conjunct_atoms(condition: Condition) -> list[Atom] | None:
     """The tests of a condition that is their conjunction, else None."""
-    if isinstance(condition, Atom):
-        return [condition]
-    if isinstance(condition, AllOf):
-        atoms = [_conjuncts(item) for item in condition.items]
-        return None if any(a is None for a in atoms) else [x for a in atoms if a is not None for x in a]
-    return None
+    parts = conjuncts(condition)
+    return [part for part in parts if isinstance(part, Atom)] if all(isinstance(p, Atom) for p in parts) else None
 
 
 def _allowed_cells(
@@ -297,7 +293,7 @@ def _allowed_cells(
     allowed: list[Sequence[int]] = [range(len(cells)) for cells in grid]
     if condition is None:
         return allowed
-    atoms = _conjuncts(condition)
+    atoms = _conjunct_atoms(condition)
     if atoms is None:
         return None
     for atom in sorted(atoms, key=lambda a: a.op != "interval"):  # narrow by bisection first (numbers)

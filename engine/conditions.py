@@ -34,6 +34,7 @@ __all__ = [
     "atom_matches",
     "atoms_of",
     "compare_matches",
+    "conjuncts",
     "durable_expr",
     "durable_safe",
     "evaluate_condition",
@@ -268,6 +269,15 @@ def atoms_of(condition: Condition | None) -> list[Atom]:
     if isinstance(condition, Not):
         return atoms_of(condition.item)
     return [atom for item in condition.items for atom in atoms_of(item)]
+
+
+def conjuncts(condition: Condition | None) -> list[Condition]:
+    """The parts a condition requires together: an ``all`` flattened, anything else itself."""
+    if condition is None:
+        return []
+    if isinstance(condition, AllOf):
+        return [part for item in condition.items for part in conjuncts(item)]
+    return [condition]
 
 
 def durable_expr(

@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from engine.conditions import conjuncts
 from engine.explain import _cite, _label, _one_value, _sep, _var_label, _w, test_text
 from engine.model import AllOf, AnyOf, Atom, Condition, Decision, InputField, Literal, Not, Output, Playbook, Text
 
@@ -146,20 +147,12 @@ def _output_words(playbook: Playbook, var: str, output: Output, lang: str) -> st
     return _r(lang, "value_of").format(_var_label(playbook, output.var, lang))
 
 
-def _conjuncts(condition: Condition | None) -> list[Condition]:
-    if condition is None:
-        return []
-    if isinstance(condition, AllOf):
-        return [part for item in condition.items for part in _conjuncts(item)]
-    return [condition]
-
-
 def _table_blocks(playbook: Playbook, decision: Decision, lang: str) -> list[_Block]:
     """One decision table: a column per variable its rows test alone, one for the rest."""
     columns: list[str] = []
     other = False
     for row in decision.rows:
-        for part in _conjuncts(None if row.otherwise else row.when):
+        for part in conjuncts(None if row.otherwise else row.when):
             if isinstance(part, Atom):
                 columns.append(part.var)
             else:
@@ -169,7 +162,7 @@ def _table_blocks(playbook: Playbook, decision: Decision, lang: str) -> list[_Bl
     for n, row in enumerate(decision.rows, 1):
         cells: dict[str, list[str]] = {var: [] for var in columns}
         rest = []
-        for part in _conjuncts(None if row.otherwise else row.when):  # shown as written: otherwise
+        for part in conjuncts(None if row.otherwise else row.when):  # shown as written: otherwise
             if isinstance(part, Atom):
                 cells[part.var].append(test_text(playbook, part, lang))
             else:
