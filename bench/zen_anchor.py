@@ -508,11 +508,10 @@ class _GraphBuilder:
             if spec.derive is None:
                 continue
             how, sources = spec.derive
-            if how == "weeks_until":
+            if how in ("weeks_until", "weeks_since"):
                 (date,) = (zen_ref(s) for s in sources)
-                computed = (
-                    f"({date} != null ? round((date({date}) - date({AS_OF_KEY})) / {SECONDS_PER_WEEK}, 4) : null)"
-                )
+                later, earlier = (date, AS_OF_KEY) if how == "weeks_until" else (AS_OF_KEY, date)
+                computed = f"({date} != null ? round((date({later}) - date({earlier})) / {SECONDS_PER_WEEK}, 4) : null)"
             else:
                 a, b = (zen_ref(s) for s in sources)
                 computed = f"({a} != null and {b} != null and {b} != 0 ? round({a} / {b}, 6) : null)"

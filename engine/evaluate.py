@@ -357,9 +357,9 @@ def prepare_inputs(
     for name, how, sources in plan.derived:
         if name in values or any(source not in values for source in sources):
             continue
-        if how == "weeks_until":
+        if how in ("weeks_until", "weeks_since"):
             days = (dt.date.fromisoformat(values[sources[0]]) - as_of).days
-            value: float = round(days / 7, 4)
+            value: float = round((days if how == "weeks_until" else -days) / 7, 4)
             basis = {sources[0]: values[sources[0]], "as_of": as_of.isoformat()}
         else:
             numerator, denominator = (values[s] for s in sources)

@@ -90,7 +90,7 @@ class InputField:
     type: str  # number | string | boolean | date | enum | list
     values: tuple[Any, ...] | None
     label: Text
-    derive: tuple[str, tuple[str, ...]] | None  # when absent: ("weeks_until", (date,)) or ("ratio", (a, b))
+    derive: tuple[str, tuple[str, ...]] | None  # ("weeks_until" | "weeks_since", (date,)) or ("ratio", (a, b))
     location: Location
     value_labels: dict[str, Text] = field(default_factory=dict)
 

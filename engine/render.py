@@ -57,6 +57,7 @@ _WORDS: dict[str, dict[str, str]] = {
         "date": "日期",
         "derived": "未给出时",
         "weeks_until": "距{}的周数",
+        "weeks_since": "自{}起的周数",
         "ratio": "{} ÷ {}",
     },
     "en": {
@@ -94,6 +95,7 @@ _WORDS: dict[str, dict[str, str]] = {
         "date": "date",
         "derived": "when not given",
         "weeks_until": "weeks until {}",
+        "weeks_since": "weeks since {}",
         "ratio": "{} ÷ {}",
     },
 }

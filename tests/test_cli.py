@@ -782,13 +782,13 @@ def test_an_undetermined_decision_names_the_field_the_case_lacks_in_every_output
     _, hidden, _ = invoke(*run)  # determined decisions only: the count says what is missing
     said = next(line for line in hidden.splitlines() if "项结论未定" in line)
     assert (
-        said.startswith("    另有 11 项结论未定,缺少:")
+        said.startswith("    另有 12 项结论未定,缺少:")
         and "、期间任务目标、" in said
         and said.endswith("(--all 显示全部)")
     )
     _, hidden_en, _ = invoke(*run, "--lang", "en")
     said = next(line for line in hidden_en.splitlines() if "more undetermined" in line)
-    assert said.startswith("    11 more undetermined, missing: ") and " / period target / " in said
+    assert said.startswith("    12 more undetermined, missing: ") and " / period target / " in said
     code, why, err = invoke("explain", "--input", str(path), "--case", "t1", "--as-of", "2026-11-27")
     assert code == 0, err
     lines = why.splitlines()

@@ -175,3 +175,32 @@ def test_a_zero_target_names_the_share_it_cannot_derive_and_a_known_decision_has
     assert result.undetermined()["amount_class"] == ["opportunity.amount_share"]  # the target is there, but 0
     assert result.to_json()["undetermined"] == result.undetermined()
     assert set(result.undetermined()) == {name for name, value in result.decisions.items() if value is None}
+
+
+def test_weeks_in_stage_are_derived_from_the_stage_date_and_a_long_stay_in_the_middle_is_stalled() -> None:
+    result = course_result({"weeks_to_close": 5, "stage_entered_date": "2026-09-18"})  # 10 weeks before AS_OF
+    derived = next(step["derived"] for step in result.trace if step.get("derived", {}).get("how") == "weeks_since")
+    assert derived == {
+        "input": "opportunity.weeks_in_stage",
+        "how": "weeks_since",
+        "value": 10,
+        "from": {"opportunity.stage_entered_date": "2026-09-18", "as_of": AS_OF.isoformat()},
+    }
+    assert result.decisions["stalled_project"] is True
+    assert "move_stalled_project" in [rec["id"] for rec in result.recommendations]
+
+
+def test_a_stall_that_cannot_be_told_names_the_stage_date_or_the_close_date() -> None:
+    no_stage_date = course_result({"weeks_to_close": 5})
+    assert no_stage_date.undetermined()["stalled_project"] == ["opportunity.stage_entered_date"]
+    no_layer = course_result({"stage_entered_date": "2026-01-02"})
+    assert no_layer.undetermined()["stalled_project"] == ["opportunity.close_date"]
+
+
+def test_a_crm_win_rate_without_milestones_is_flagged_but_still_read_and_neither_known_names_both() -> None:
+    given = course_result({"win_rate": 60, "weeks_to_close": 1})
+    assert (given.decisions["win_rate"], given.decisions["win_rate_by_intuition"]) == (60, True)
+    assert "verify_win_rate" in [rec["id"] for rec in given.recommendations]
+    neither = course_result({"weeks_to_close": 1})
+    assert neither.decisions["win_rate_by_intuition"] is None
+    assert neither.undetermined()["win_rate_by_intuition"] == ["opportunity.win_rate", "opportunity.milestones"]

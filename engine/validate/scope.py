@@ -29,6 +29,8 @@ from engine.validate.document import (
     DocumentChecker,
 )
 
+_WEEKS_DERIVATIONS = ("weeks_until", "weeks_since")  # derived from one date input, against as_of
+
 
 class Scope(DocumentChecker):
     def __init__(self, doc: Document) -> None:
@@ -189,8 +191,9 @@ class Scope(DocumentChecker):
             self.report(path, "missing_values", f"input '{name}' is of type {kind} and needs its 'values'", key=True)
         derive = spec.get("derive") if isinstance(spec.get("derive"), dict) else None
         how: tuple[str, tuple[str, ...]] | None = None
-        if derive and "weeks_until" in derive:
-            how = ("weeks_until", (str(derive["weeks_until"]),))
+        weeks = [key for key in _WEEKS_DERIVATIONS if derive and key in derive]
+        if derive and weeks:
+            how = (weeks[0], (str(derive[weeks[0]]),))
         elif derive and isinstance(derive.get("ratio"), list):
             how = ("ratio", tuple(str(x) for x in derive["ratio"]))
         self.inputs[name] = InputField(
@@ -228,9 +231,9 @@ class Scope(DocumentChecker):
         path: Path_ = ("inputs", name, "derive", how)
         if field.type != "number":
             self.report(path, "wrong_input_type", f"'{name}' is derived as a number; declare it type: number")
-        wanted = "date" if how == "weeks_until" else "number"
+        wanted = "date" if how in _WEEKS_DERIVATIONS else "number"
         for i, source_name in enumerate(sources):
-            where: Path_ = path if how == "weeks_until" else (*path, i)
+            where: Path_ = path if how in _WEEKS_DERIVATIONS else (*path, i)
             source = self.inputs.get(source_name)
             if source is None:
                 self.report(
