@@ -69,6 +69,7 @@ AMOUNT_SHARE_B = 0.10  # amount_share_b
 WEEKS_2_TO_4_LAYER = "middle"  # weeks_2_to_4_layer
 WEEKS_6_TO_10_LAYER = "middle"  # weeks_6_to_10_layer
 OVERDUE_LAYER = "bottom"  # overdue_layer
+STALLED_AFTER_WEEKS = 8  # stalled_after_weeks
 HIGH_WIN_RATE = 60  # high_win_rate
 BATTLE_TYPE_BOTTOM_LOW_WIN = "guerrilla"  # battle_type_bottom_low_win
 BATTLE_TYPE_MIDDLE = "positional"  # battle_type_middle
@@ -98,6 +99,7 @@ PARAMETERS = {
     "weeks_2_to_4_layer": WEEKS_2_TO_4_LAYER,
     "weeks_6_to_10_layer": WEEKS_6_TO_10_LAYER,
     "overdue_layer": OVERDUE_LAYER,
+    "stalled_after_weeks": STALLED_AFTER_WEEKS,
     "high_win_rate": HIGH_WIN_RATE,
     "battle_type_bottom_low_win": BATTLE_TYPE_BOTTOM_LOW_WIN,
     "battle_type_middle": BATTLE_TYPE_MIDDLE,
@@ -275,24 +277,32 @@ def course(case: dict[str, Any], as_of: dt.date) -> tuple[dict[str, Any], list[t
     if market_actions is not None:
         market_actions = list(market_actions)  # the caller's own list, as the engine gives
 
-    win_rate = opportunity.get("win_rate")  # row "given"
-    if win_rate is None:
-        milestones = opportunity.get("milestones")
-        if milestones is None:
-            win_rate = 0  # contains_all fails on a missing list: the default row
+    milestones = opportunity.get("milestones")
+    milestone_win_rate = None  # contains_all is unknown on a missing list, and so is the "none" row
+    if milestones is not None:
+        reached = set(milestones)
+        if reached >= LEVEL_80:
+            milestone_win_rate = 80
+        elif reached >= LEVEL_60:
+            milestone_win_rate = 60
+        elif reached >= LEVEL_40:
+            milestone_win_rate = 40
+        elif reached >= LEVEL_20:
+            milestone_win_rate = 20
         else:
-            reached = set(milestones)
-            if reached >= LEVEL_80:
-                win_rate = 80
-            elif reached >= LEVEL_60:
-                win_rate = 60
-            elif reached >= LEVEL_40:
-                win_rate = 40
-            elif reached >= LEVEL_20:
-                win_rate = 20
-            else:
-                win_rate = 0
+            milestone_win_rate = 0
+    given_win_rate = opportunity.get("win_rate")
+    win_rate = given_win_rate  # row "given", else "from_milestones", else "no_milestones"
+    if win_rate is None:
+        win_rate = 0 if milestone_win_rate is None else milestone_win_rate
     win_level = WIN_LEVEL.get(win_rate)
+    win_rate_by_intuition = None
+    if given_win_rate == 0:
+        win_rate_by_intuition = False  # row "supported": a 0% claims nothing
+    elif given_win_rate is not None:
+        win_rate_by_intuition = True if milestone_win_rate is None else given_win_rate > milestone_win_rate
+    elif milestone_win_rate is not None:
+        win_rate_by_intuition = False  # row "from_milestones"
 
     # Derived inputs, only when the case does not give them (engine.evaluate.prepare_inputs).
     amount_share = opportunity.get("amount_share")
@@ -329,6 +339,17 @@ def course(case: dict[str, Any], as_of: dt.date) -> tuple[dict[str, Any], list[t
             funnel_layer = WEEKS_6_TO_10_LAYER
         else:
             funnel_layer = "surface"
+
+    weeks_in_stage = opportunity.get("weeks_in_stage")
+    if weeks_in_stage is None:
+        entered = opportunity.get("stage_entered_date")
+        if entered is not None:
+            weeks_in_stage = round((as_of - dt.date.fromisoformat(entered[:10])).days / 7, 4)
+    stalled_project = None
+    if funnel_layer == "bottom":
+        stalled_project = False
+    elif funnel_layer is not None and weeks_in_stage is not None:
+        stalled_project = weeks_in_stage > STALLED_AFTER_WEEKS
 
     # Row "key" holds when either test does; row "not_key" (otherwise) when both are known to fail;
     # else a test is unknown and so is the decision.
@@ -415,6 +436,10 @@ def course(case: dict[str, Any], as_of: dt.date) -> tuple[dict[str, Any], list[t
 
     if weeks is not None and weeks < 0:
         append(("reconfirm_close_date", {"weeks_to_close": weeks}))
+    if stalled_project:
+        append(("move_stalled_project", {"funnel_layer": funnel_layer, "weeks_in_stage": weeks_in_stage}))
+    if win_rate_by_intuition:
+        append(("verify_win_rate", {"win_rate": given_win_rate, "milestone_win_rate": milestone_win_rate}))
 
     if director_action == "intensive_attack" or director_action == "active_investment":
         append(
@@ -460,10 +485,13 @@ def course(case: dict[str, Any], as_of: dt.date) -> tuple[dict[str, Any], list[t
         "customer_class": customer_class,
         "customer_level": customer_level,
         "market_actions": market_actions,
-        "win_rate": win_rate,
+        "win_rate": win_rate,  # the result keeps the playbook's declaration order
+        "milestone_win_rate": milestone_win_rate,
         "win_level": win_level,
+        "win_rate_by_intuition": win_rate_by_intuition,
         "amount_class": amount_class,
         "funnel_layer": funnel_layer,
+        "stalled_project": stalled_project,
         "key_account": key_account,
         "director_action": director_action,
         "stance_strategies": stance_strategies,
@@ -521,6 +549,14 @@ def varied(count: int, seed: int = 2) -> Iterator[tuple[str, dict[str, Any]]]:
         if rng.random() < 0.1:
             opportunity.pop("win_rate", None)
             opportunity.pop("milestones", None)
+        elif rng.random() < 0.2:  # a CRM's rate beside the milestones, or milestones alone
+            opportunity["win_rate"] = maybe([0, 20, 40, 60, 80])
+            opportunity["milestones"] = rng.choice([[], sorted(LEVEL_20), sorted(LEVEL_20 | LEVEL_40)])
+        if rng.random() < 0.3:  # in its stage for a while: given, derived, or on the 8-week boundary
+            if rng.random() < 0.5:
+                opportunity["weeks_in_stage"] = rng.choice([0, 7.9999, 8, 8.0001, 30])
+            else:
+                opportunity["stage_entered_date"] = rng.choice(["2026-01-05", "2026-09-25", "2026-10-02", "2026-10-01"])
         for obj, key in (
             (opportunity, "damage"),
             (opportunity, "close_date"),
