@@ -54,6 +54,20 @@ def test_salesforce_data_cloud_opportunities(preset: str) -> None:
         assert all(c["account"]["name"] == accounts[c["account"]["id"]] for c in cases.values())
 
 
+def test_salesforce_stage_date_from_last_stage_change_only() -> None:
+    """A Change Data Capture create: LastStageChangeDate null (never moved) leaves the stage date unknown."""
+    payload = json.loads(
+        (CRM / "payload-samples" / "salesforce_cdc_opportunity_create_pubsub_decoded.json").read_text()
+    )
+    mapping = load_mapping("salesforce_opportunity")
+    created = mapping.to_case(flatten(payload))
+    assert isinstance(created, MappedCase)
+    assert "stage_entered_date" not in created.case["opportunity"]  # not guessed from CreatedDate
+    moved = mapping.to_case(flatten({**payload, "LastStageChangeDate": 1655569933000}))  # as CDC sends a datetime
+    assert isinstance(moved, MappedCase)
+    assert moved.case["opportunity"]["stage_entered_date"] == "2022-06-18"
+
+
 def test_salesforce_dev_org_export_with_accounts() -> None:
     cases, held, rows = mapped(CRM / "salesforce-devorg-sample-powerbi" / "Opportunity.csv", "salesforce_export")
     assert rows == 36 == len(cases) + held["closed_deal"]
