@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Hashable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from engine.compile import CompiledPlaybook, compile_playbook
 from engine.conditions import atoms_of, evaluate_condition
@@ -29,6 +29,7 @@ __all__ = [
     "AggregateSpec",
     "AggregateValue",
     "GroupResult",
+    "Member",
     "Portfolio",
     "aggregate_specs",
     "compute_aggregates",
@@ -52,6 +53,17 @@ class AggregateValue:
     value: float | int | None
     members: tuple[str, ...]
     unknown: tuple[str, ...] = ()
+
+
+class Member(Protocol):
+    """What grouping reads of an evaluated case: its id, and its values (inputs and decisions).  A
+    :class:`~engine.evaluate.Result` is one; a caller holding many cases may keep just these two."""
+
+    @property
+    def case(self) -> str: ...
+
+    @property
+    def values(self) -> dict[str, Any]: ...
 
 
 def aggregate_specs(level: GroupLevel) -> list[AggregateSpec]:
@@ -99,7 +111,7 @@ def _aggregate(agg: Aggregate, members: list[tuple[str, dict[str, Any]]]) -> Agg
     return AggregateValue(result, ids, tuple(unknown))
 
 
-def compute_aggregates(level: GroupLevel, cases: Iterable[Result]) -> dict[Hashable, dict[str, AggregateValue]]:
+def compute_aggregates(level: GroupLevel, cases: Iterable[Member]) -> dict[Hashable, dict[str, AggregateValue]]:
     """Each group's aggregate values, from evaluated cases held in memory (groups in first-seen order)."""
     groups: dict[Hashable, list[tuple[str, dict[str, Any]]]] = {}
     for result in cases:
@@ -110,7 +122,7 @@ def compute_aggregates(level: GroupLevel, cases: Iterable[Result]) -> dict[Hasha
     }
 
 
-def _group_sizes(level: GroupLevel, cases: Iterable[Result]) -> dict[Hashable, int]:
+def _group_sizes(level: GroupLevel, cases: Iterable[Member]) -> dict[Hashable, int]:
     sizes: dict[Hashable, int] = {}
     for result in cases:
         key = group_key(level, result.values)
@@ -253,7 +265,7 @@ class Portfolio:
         return out
 
     def evaluate(
-        self, cases: Iterable[Result], as_of: dt.date, group_by: Iterable[str] | None = None
+        self, cases: Iterable[Member], as_of: dt.date, group_by: Iterable[str] | None = None
     ) -> Iterator[GroupResult]:
         """Every group of every grouping named (all the playbook's when None), grouping by grouping."""
         held = list(cases)
@@ -273,7 +285,7 @@ class Portfolio:
 
 
 def evaluate_portfolio(
-    playbook: Playbook, cases: Iterable[Result], as_of: dt.date, group_by: Iterable[str] | None = None
+    playbook: Playbook, cases: Iterable[Member], as_of: dt.date, group_by: Iterable[str] | None = None
 ) -> list[GroupResult]:
     """The group results of evaluated cases: each grouping's groups, decided once each (the library's entry)."""
     if not playbook.groups:

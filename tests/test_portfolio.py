@@ -4,11 +4,17 @@ like cases, their JSON, and the checker's located errors for group_by and aggreg
 from __future__ import annotations
 
 import datetime as dt
+import json
+import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
+from click.testing import CliRunner
 
+from cli import main
 from engine import CaseError, Evaluator, PlaybookError, compile_playbook, load_playbook, load_playbook_text
 from engine.analyse import analyse
 from engine.evaluate import Result
@@ -16,7 +22,7 @@ from engine.explain import why, why_not
 from engine.model import Playbook
 from engine.portfolio import AggregateValue, Portfolio, compute_aggregates, evaluate_portfolio
 from engine.testing import load_tests, run_tests
-from tests.conftest import FIXTURES
+from tests.conftest import FIXTURES, ROOT
 
 AS_OF = dt.date(2026, 1, 5)
 
@@ -249,3 +255,30 @@ def test_one_aggregate_defined_two_ways_in_a_grouping_is_refused() -> None:
     assert [(code, message) for _, code, message in problems] == [
         ("aggregate_conflict", "aggregate 'stalled' of group_by owner is defined differently at line 74")
     ]
+
+
+def test_recommend_prints_each_group_once_after_the_cases(tmp_path: Path) -> None:
+    lines = [{"id": case_id, **facts} for case_id, facts in CASES.items()]
+    lines.append({"id": "a3", "opportunity": {"owner": "ann", "region": "north", "market": "m1", "weeks_to_close": 30}})
+    cases = tmp_path / "cases.jsonl"
+    cases.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
+    args = ["recommend", "--playbook", str(FIXTURES / "portfolio.yaml"), "--input", str(cases), "--no-store"]
+    args += ["--as-of", AS_OF.isoformat()]
+    result = CliRunner().invoke(main, [*args, "--format", "json"])
+    assert result.exit_code == 0, result.output
+    schema = json.loads((ROOT / "schemas" / "result.schema.json").read_text(encoding="utf-8"))
+    printed = [json.loads(line) for line in result.stdout.splitlines()]
+    for line in printed:
+        jsonschema.validate(line, schema)
+    assert [line.get("case") for line in printed[:4]] == ["a1", "a2", "b1", "a3"]
+    groups = [(line["group"]["group_by"], line["group"]["key"]) for line in printed[4:]]
+    # market m1 has three deals and is decided once: one "grow the market", not three
+    assert groups.count(("market", "m1")) == 1 and len(printed) == 4 + len(groups)
+    m1 = next(line["group"] for line in printed[4:] if line["group"]["key"] == "m1")
+    assert m1["open"] == 3 and [rec["id"] for rec in m1["recommendations"]] == ["grow_market"]
+    assert "6 groups decided (owner 2, region 2, market 2)" in result.stderr
+    zh = CliRunner().invoke(main, [*args, "--lang", "zh"])
+    block = zh.stdout.split("按客户经理:ann(在途项目 3 个)")[1].split("\n\n")[0]
+    assert "停滞项目数 2" in block and "漏斗健康: 危险" in block and "修复漏斗" in block
+    assert "入站占比高: 未定" not in block
+    assert not re.search(r"[A-Za-z]{3,}", block.replace("G-18", "")), block
