@@ -246,13 +246,15 @@ GROUPINGS = {
 }
 """The groupings a ``group_by`` may name, and the case field each groups by (any case field may be named too)."""
 
-AGGREGATE_FUNCTIONS = ("count", "share", "sum", "min", "max", "distinct")
+AGGREGATE_FUNCTIONS = ("count", "share", "sum", "min", "max", "distinct", "value")
 
 
 @dataclass(frozen=True)
 class Aggregate:
-    """A value over a group's cases: ``function`` (count, share, sum, min, max, distinct) of ``field`` (a case
-    input or per-case decision; none for count and share) over the cases ``where`` holds (all when None)."""
+    """A value over a group's cases: ``function`` (count, share, sum, min, max, distinct, value) of ``field``
+    (a case input or per-case decision; none for count and share) over the cases ``where`` holds (all when
+    None).  ``value`` is the one value the cases that have one agree on (a market's facts, given on each
+    of its deals): none when they disagree."""
 
     name: str
     function: str

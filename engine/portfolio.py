@@ -50,7 +50,7 @@ class AggregateValue:
     (counted, whose field it summed or counted, or at the min or max), and the cases left out because
     their ``where`` or field was missing."""
 
-    value: float | int | None
+    value: Any
     members: tuple[str, ...]
     unknown: tuple[str, ...] = ()
 
@@ -93,7 +93,7 @@ def _aggregate(agg: Aggregate, members: list[tuple[str, dict[str, Any]]]) -> Agg
     if len(unknown) == len(members):
         return AggregateValue(None, (), tuple(unknown))  # nothing known: the data it needs is absent
     taken = [value for _, value in chosen]
-    result: float | int | None
+    result: Any
     if agg.function == "count":
         result = len(chosen)
     elif agg.function == "share":
@@ -103,6 +103,9 @@ def _aggregate(agg: Aggregate, members: list[tuple[str, dict[str, Any]]]) -> Agg
     elif agg.function == "distinct":
         seen = {item for value in taken for item in (value if isinstance(value, list) else [value])}
         result = len(seen)
+    elif agg.function == "value":
+        agreed = set(taken)
+        result = agreed.pop() if len(agreed) == 1 else None  # none given, or the cases disagree
     elif taken:
         result = min(taken) if agg.function == "min" else max(taken)
         ids = tuple(case_id for case_id, value in chosen if value == result)  # the cases at the extreme

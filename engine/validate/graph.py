@@ -89,6 +89,7 @@ class Builder(Groups):
             return None
         playbook.order = order
         self.check_limits(playbook)
+        self.case_models = playbook.decisions
         playbook.groups = self.build_groups(data, playbook, actions)
         return None if self.problems else playbook
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.errors import did_you_mean
+from engine.errors import Location, did_you_mean
 from engine.load import Document
-from engine.model import AGGREGATE_FUNCTIONS, GROUPINGS, Aggregate, Condition, InputField
+from engine.model import AGGREGATE_FUNCTIONS, GROUPINGS, Aggregate, Condition, Decision, InputField
 from engine.validate.common import Path_, _listing, _mapping
 from engine.validate.rules import Rules
 
@@ -36,6 +36,7 @@ class Groups(Rules):
     def __init__(self, doc: Document) -> None:
         super().__init__(doc)
         self.group_decisions: dict[str, list[str]] = {}  # a group decision -> its groupings
+        self.case_models: dict[str, Decision] = {}  # the per-case decisions, once built
 
     def resolve_var(self, var: str, path: Path_) -> tuple[str, tuple[Any, ...] | None] | None:
         found = self.var_type(var)
@@ -110,12 +111,15 @@ class Groups(Rules):
             found = self.resolve_var(field, (*path, function))
             if found is None:
                 return None
-            if function != "distinct" and found[0] != "number":
+            if function not in ("distinct", "value") and found[0] != "number":
                 self.report(
                     (*path, function),
                     "aggregate_type",
                     f"{function} needs a number; '{field}' is of type {found[0]}",
                 )
+                return None
+            if function == "value" and found[0] == "list":
+                self.report((*path, function), "aggregate_type", f"value needs one value per case; '{field}' is a list")
                 return None
         where: Condition | None = None
         if raw_where is not None:
@@ -145,7 +149,9 @@ class Groups(Rules):
     ) -> tuple[dict[str, Aggregate], dict[str, InputField]]:
         """The aggregates one grouping declares (across its decisions and rules), and the inputs they are."""
         aggregates: dict[str, Aggregate] = {}
-        labels: dict[str, Any] = {}  # every name declared, built or not: a use of a broken one is no second problem
+        inputs: dict[
+            str, InputField
+        ] = {}  # every name declared, built or not: a use of a broken one is no second problem
         raw_seen: dict[str, tuple[Any, Path_]] = {}
         for path, spec in entries:
             for name, raw in _mapping(spec.get("aggregates")).items():
@@ -167,18 +173,16 @@ class Groups(Rules):
                 built = self.aggregate(str(name), raw, agg_path)
                 if built is not None:
                     aggregates[built.name] = built
-                least = 0 if built is not None and built.function in ("count", "share", "distinct") else None
-                labels[str(name)] = (built.label if built else {}, self.doc.at(agg_path, key=True), least)
-        inputs = {
-            GROUP_PREFIX + name: InputField(
-                name=GROUP_PREFIX + name,
-                type="number",
-                values=None,
-                label=label,
-                derive=None,
-                location=where,
-                minimum=least,
-            )
-            for name, (label, where, least) in labels.items()
-        }
+                where = self.doc.at(agg_path, key=True)
+                inputs[GROUP_PREFIX + str(name)] = self.aggregate_input(GROUP_PREFIX + str(name), built, where)
         return aggregates, inputs
+
+    def aggregate_input(self, name: str, agg: Aggregate | None, where: Location) -> InputField:
+        """An aggregate as its grouping's input: a number, or (``value``) of its field's type and values."""
+        if agg is not None and agg.function == "value" and agg.field is not None:
+            kind, values = self.var_type(agg.field) or ("string", None)
+            owner = self.inputs.get(agg.field) or self.case_models.get(agg.field)
+            labels = owner.value_labels if owner is not None else {}
+            return InputField(name, kind, values, agg.label, None, where, labels)
+        least = 0 if agg is not None and agg.function in ("count", "share", "distinct") else None
+        return InputField(name, "number", None, agg.label if agg else {}, None, where, minimum=least)
