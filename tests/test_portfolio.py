@@ -97,7 +97,8 @@ def test_min_max_and_distinct_and_an_aggregate_no_case_has_the_data_for() -> Non
         "      total: {sum: opportunity.amount, label: {zh: 金额合计, en: total amount}}\n"
         "      smallest: {min: opportunity.amount, where: {layer: upper}}\n"
         "      largest: {max: opportunity.amount}\n"
-        "      markets: {distinct: opportunity.market}",
+        "      markets: {distinct: opportunity.market}\n"
+        "      region_of: {value: opportunity.region}",
     )
     pb = load_playbook_text(text, "portfolio.yaml")
     with compile_playbook(pb) as compiled:
@@ -113,6 +114,10 @@ def test_min_max_and_distinct_and_an_aggregate_no_case_has_the_data_for() -> Non
     assert values["dan"]["inbound"] == AggregateValue(None, (), ("d1",))
     assert values["dan"]["upper"].value is None
     assert values["dan"]["markets"].value == 1
+    # the one value the cases that have one agree on; none when none has it
+    assert values["ann"]["region_of"] == AggregateValue("north", ("a1", "a2"))
+    assert values["dan"]["region_of"] == AggregateValue(None, (), ("d1",))
+    assert pb.groups["owner"].playbook.inputs["group.region_of"].type == "string"
 
 
 def test_a_group_result_has_the_documented_shape_and_reuses_the_case_pieces(
@@ -225,7 +230,7 @@ def _problems(text: str) -> list[tuple[int, str, str]]:
         ("when: {group.stalled: {gte:", "when: {group.staled: {gte:", "unknown_aggregate",
          "no aggregate 'staled' is declared for group_by owner (did you mean 'stalled'?)"),
         ("upper: {count: {where: {layer: upper}}, label:", "upper: {count: {}, sum: opportunity.amount, label:",
-         "aggregate_function", "needs exactly one of count, share, sum, min, max, distinct; it has count and sum"),
+         "aggregate_function", "needs exactly one of count, share, sum, min, max, distinct, value; it has count and sum"),
         ("total: {sum: opportunity.amount,", "total: {sum: opportunity.owner,", "aggregate_type",
          "sum needs a number; 'opportunity.owner' is of type string"),
         ("        when: {group.weak: 0}", "        when: {group.weak: 0, layer: upper}", "wrong_level",
