@@ -577,11 +577,11 @@ def recommend(
             f"{'counted' if fmt == 'summary' else 'shown'} as stored "
             f"({counts.earlier_results} results, {counts.earlier_errors} errors; --reevaluate evaluates them again)"
         )
+    if counts.first_evaluation is not None:
+        summary += f"; stored in {_shown(db)} as evaluations {counts.first_evaluation}–{counts.last_evaluation}"
     if groups:
         per = Counter(group.group_by for group in groups)
         summary += f"; {len(groups)} groups decided ({', '.join(f'{name} {n}' for name, n in per.items())})"
-    if counts.first_evaluation is not None:
-        summary += f"; stored in {_shown(db)} as evaluations {counts.first_evaluation}–{counts.last_evaluation}"
     if fmt == "summary":
         click.echo(
             render_tally(
