@@ -230,7 +230,7 @@ def _problems(text: str) -> list[tuple[int, str, str]]:
         ("when: {group.stalled: {gte:", "when: {group.staled: {gte:", "unknown_aggregate",
          "no aggregate 'staled' is declared for group_by owner (did you mean 'stalled'?)"),
         ("upper: {count: {where: {layer: upper}}, label:", "upper: {count: {}, sum: opportunity.amount, label:",
-         "aggregate_function", "needs exactly one of count, share, sum, min, max, distinct, value; it has count and sum"),
+         "aggregate_function", "exactly one of count, share, sum, min, max, distinct, value; it has count and sum"),
         ("total: {sum: opportunity.amount,", "total: {sum: opportunity.owner,", "aggregate_type",
          "sum needs a number; 'opportunity.owner' is of type string"),
         ("        when: {group.weak: 0}", "        when: {group.weak: 0, layer: upper}", "wrong_level",
