@@ -427,6 +427,13 @@ def _shown(url: str) -> str:
 @click.option(
     "--progress/--no-progress", default=None, help="A progress bar on stderr (default: when stderr is a terminal)."
 )
+@click.option(
+    "--groups",
+    "show_groups",
+    is_flag=True,
+    help="After the cases, the playbook's groups (per owner, region, market ...), each decided once "
+    '(JSON: one {"group": ...} line each).',
+)
 def recommend(
     playbook_path: str,
     input_path: str | None,
@@ -444,6 +451,7 @@ def recommend(
     every_decision: bool,
     verbose: bool,
     progress: bool | None,
+    show_groups: bool,
 ) -> None:
     """Evaluate every case, print its decisions and recommendations, and keep them in the audit log.
 
@@ -503,7 +511,7 @@ def recommend(
             tallied=tallied,
         )
         # the portfolio (per owner, region, market ...) reads each case's id and values, kept for after the cases
-        members: list[_Member] | None = [] if playbook.groups else None
+        members: list[_Member] | None = [] if show_groups and playbook.groups else None
         try:
             for event in run:
                 if isinstance(event, QuarantinedRecord):

@@ -253,7 +253,7 @@ def test_summary_format_prints_the_counts_and_stores_everything(tmp_path: Path) 
     assert code == 0 and len(listed.splitlines()) == 41
     # the counts are those of the results: cases per action, per director's call, per owner
     _, shown, _ = invoke("recommend", "--input", samples, "--as-of", "2026-11-27", "--format", "json", "--lang", "en")
-    results = [json.loads(line) for line in shown.splitlines() if not line.startswith('{"group"')]  # cases only
+    results = [json.loads(line) for line in shown.splitlines()]
     per_action = Counter(label for r in results for label in {rec["label"] for rec in r["recommendations"]})
     sections: list[tuple[str, list[str]]] = []  # each heading (not indented) with its count lines
     for line in out.splitlines():
@@ -767,7 +767,7 @@ def test_an_undetermined_decision_names_the_field_the_case_lacks_in_every_output
     run = ("recommend", "--input", str(path), "--as-of", "2026-11-27")
     code, out, err = invoke(*run, "--format", "json")
     assert code == 0, err
-    result = json.loads(out.splitlines()[0])  # the case; the groups of the portfolio follow it
+    result = json.loads(out)
     jsonschema.validate(result, json.loads((ROOT / "schemas" / "result.schema.json").read_text(encoding="utf-8")))
     assert result["decisions"]["director_action"] is None
     assert result["undetermined"]["director_action"] == ["opportunity.period_target"]
@@ -776,7 +776,7 @@ def test_an_undetermined_decision_names_the_field_the_case_lacks_in_every_output
     _, zh, _ = invoke(*run, "--all")
     assert "    项目金额的分类: 未定(缺少:期间任务目标)" in zh.splitlines()
     assert "    客户主任的结论: 未定(缺少:期间任务目标)" in zh.splitlines()
-    assert "等待观察" not in zh.split("\n\n")[0]  # no longer the default row's answer (the case, not its groups)
+    assert "等待观察" not in zh  # no longer the default row's answer
     _, en, _ = invoke(*run, "--all", "--lang", "en")
     assert "    amount class: undetermined (missing: period target)" in en.splitlines()
     _, hidden, _ = invoke(*run)  # determined decisions only: the count says what is missing

@@ -268,7 +268,7 @@ def test_recommend_prints_each_group_once_after_the_cases(tmp_path: Path) -> Non
     cases = tmp_path / "cases.jsonl"
     cases.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
     args = ["recommend", "--playbook", str(FIXTURES / "portfolio.yaml"), "--input", str(cases), "--no-store"]
-    args += ["--as-of", AS_OF.isoformat()]
+    args += ["--as-of", AS_OF.isoformat(), "--groups"]
     result = CliRunner().invoke(main, [*args, "--format", "json"])
     assert result.exit_code == 0, result.output
     schema = json.loads((ROOT / "schemas" / "result.schema.json").read_text(encoding="utf-8"))

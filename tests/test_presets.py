@@ -121,14 +121,14 @@ def test_maven_who_and_where_on_every_open_deal() -> None:
     assert by_stage == Counter({("Engaging", True): 1589, ("Prospecting", False): 500})
 
 
-def test_who_and_where_is_stored_though_the_course_playbook_reads_none_of_it(tmp_path: Path) -> None:
-    """The evaluator reads only the inputs a playbook declares; the case as mapped is what the log keeps."""
+def test_who_and_where_is_read_and_stored(tmp_path: Path) -> None:
+    """The course reads who and where (its groups are per owner, region, market); the log keeps the case as mapped."""
     db = f"sqlite:///{tmp_path / 'm.db'}"
     args = ["recommend", "--input", str(MAVEN / "sales_pipeline.csv"), "--mapping", "maven"]
     result = CliRunner().invoke(main, [*args, "--as-of", "2017-03-01", "--format", "json", "--db", db])
     assert result.exit_code == 0, result.stderr
     first = next(json.loads(line) for line in result.stdout.splitlines() if "evaluation" in json.loads(line))
-    assert not any(name.endswith((".owner", ".region", ".team", ".market")) for name in first["inputs"])
+    assert first["inputs"]["opportunity.region"] in ("Central", "East", "West") and first["inputs"]["opportunity.owner"]
     store = Store(db)
     try:
         facts = store.get(first["evaluation"]).facts
