@@ -13,6 +13,8 @@ import gc
 import json
 import os
 import sys
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, NoReturn
 
@@ -34,6 +36,14 @@ DIRECTOR_CALL = "director_action"  # the decision recommend --format summary cou
 
 EXIT_FAILED = 1  # an invalid playbook or input, a case in error, a failed run, test or check
 EXIT_TROUBLE = 2  # diff could not compare (as diff(1)); click's own usage errors exit 2 as well
+
+
+@dataclass(frozen=True)
+class _Member:
+    """An evaluated case as the portfolio groups it: its id and values (not its whole result)."""
+
+    case: str
+    values: dict[str, Any]
 
 
 class Failed(click.ClickException):
@@ -417,6 +427,13 @@ def _shown(url: str) -> str:
 @click.option(
     "--progress/--no-progress", default=None, help="A progress bar on stderr (default: when stderr is a terminal)."
 )
+@click.option(
+    "--groups",
+    "show_groups",
+    is_flag=True,
+    help="After the cases, the playbook's groups (per owner, region, market ...), each decided once "
+    '(JSON: one {"group": ...} line each).',
+)
 def recommend(
     playbook_path: str,
     input_path: str | None,
@@ -434,6 +451,7 @@ def recommend(
     every_decision: bool,
     verbose: bool,
     progress: bool | None,
+    show_groups: bool,
 ) -> None:
     """Evaluate every case, print its decisions and recommendations, and keep them in the audit log.
 
@@ -445,7 +463,9 @@ def recommend(
     from adapters.import_run import ImportRun, QuarantinedRecord, Source, StoredEarlier
     from adapters.mapping import load_mapping
     from engine import CaseError, EngineFault, Evaluator, PlaybookError, compile_playbook
-    from engine.report import render_case, render_tally
+    from engine.evaluate import Result
+    from engine.portfolio import evaluate_portfolio
+    from engine.report import render_case, render_group, render_tally
     from engine.store import TamperedRecord
 
     when = _as_of(as_of)
@@ -490,6 +510,8 @@ def recommend(
             progress=bar.update if bar else None,
             tallied=tallied,
         )
+        # the portfolio (per owner, region, market ...) reads each case's id and values, kept for after the cases
+        members: list[_Member] | None = [] if show_groups and playbook.groups else None
         try:
             for event in run:
                 if isinstance(event, QuarantinedRecord):
@@ -508,9 +530,11 @@ def recommend(
                     elif verbose:
                         click.echo(f"{where}:{event.line}: quarantined: {held.code}: {held.reason}", err=True)
                     continue
+                outcome = event.outcome
+                if members is not None and isinstance(outcome, Result):
+                    members.append(_Member(outcome.case, outcome.values))
                 if fmt == "summary":
                     continue
-                outcome = event.outcome
                 # the text report reads no trace: do not build one for it
                 payload = (
                     outcome.to_json() if isinstance(outcome, CaseError) else outcome.to_json(lang, trace=fmt == "json")
@@ -530,6 +554,12 @@ def recommend(
                 shown_by = playbook if isinstance(outcome, CaseError) else outcome.playbook
                 text = render_case(shown_by, payload, lang, facts=facts, every_decision=every_decision, stored=stored)
                 click.echo(text + "\n")
+            groups = evaluate_portfolio(playbook, members, when) if members else []
+            for group in groups:
+                if fmt == "json":
+                    click.echo(json.dumps({"group": group.to_json(lang)}, ensure_ascii=False))
+                elif fmt != "summary":
+                    click.echo(render_group(playbook, group, lang) + "\n")
         except EngineFault as fault:
             raise Failed(f"engine fault, run stopped: {fault}") from None
         except PlaybookError as error:
@@ -557,6 +587,9 @@ def recommend(
         )
     if counts.first_evaluation is not None:
         summary += f"; stored in {_shown(db)} as evaluations {counts.first_evaluation}–{counts.last_evaluation}"
+    if groups:
+        per = Counter(group.group_by for group in groups)
+        summary += f"; {len(groups)} groups decided ({', '.join(f'{name} {n}' for name, n in per.items())})"
     if fmt == "summary":
         click.echo(
             render_tally(

@@ -70,6 +70,7 @@ class _Analyser:
         self.playbook = playbook
         self.problems: list[Problem] = []
         self.domains = self._decision_domains()
+        self.reachable: set[str] = set()
         self.steps = 0  # combinations visited and row matches found: the table checker's work
 
     def report(self, location: Any, code: str, message: str) -> None:
@@ -131,6 +132,9 @@ class _Analyser:
             cells = [_Cell(True, "= true"), _Cell(False, "= false")]
         elif kind == "number":
             cells = _numeric_cells(n for a in mine for n in numbers_of(a))
+            least = self.playbook.inputs[var].minimum if var in self.playbook.inputs else None
+            if least is not None:  # a count or a share: the cells wholly below it cannot occur
+                cells = [c for c in cells if c.high is None or c.high > least or (c.high == least and c.high_closed)]
         else:
             named = sorted({str(x) for a in mine if a.op != "present" for x in items_of(a)})
             cells = [_Cell(v, f"= {v}") for v in named] + [_Cell("\x00other", "other")]
@@ -259,12 +263,14 @@ class _Analyser:
             reachable.update(rec.action for rec in rule.recommends)
         return reachable
 
-    def run(self) -> list[Problem]:
+    def run(self, read_elsewhere: frozenset[str] = frozenset(), *, actions: bool = True) -> list[Problem]:
+        """Check the tables, rules, decisions (``read_elsewhere``: also read by the portfolio's aggregates)
+        and, with ``actions``, that some rule that can fire recommends each action (``self.reachable``)."""
         for decision in self.playbook.decisions.values():
             if decision.rows:
                 self.table(decision)
-        reachable = self.rules()
-        read = {var for node in self.playbook.order for var in node.reads}
+        self.reachable = self.rules()
+        read = {var for node in self.playbook.order for var in node.reads} | read_elsewhere
         for decision in self.playbook.decisions.values():
             if decision.name not in read and not decision.output:
                 self.report(
@@ -272,8 +278,8 @@ class _Analyser:
                     "decision_unused",
                     f"nothing reads decision '{decision.name}'; use it, remove it, or mark it output: true",
                 )
-        for action in self.playbook.actions.values():
-            if action.id not in reachable:
+        for action in self.playbook.actions.values() if actions else ():
+            if action.id not in self.reachable:
                 self.report(
                     action.location, "action_unreachable", f"no rule that can fire recommends action '{action.id}'"
                 )
@@ -384,5 +390,27 @@ def missing_labels(playbook: Playbook) -> list[Problem]:
 
 
 def analyse(playbook: Playbook) -> list[Problem]:
-    """Every table, reachability and label problem of a checked playbook, in file order."""
-    return sorted([*_Analyser(playbook).run(), *missing_labels(playbook)], key=lambda p: p.sort_key())
+    """Every table, reachability and label problem of a checked playbook and its groupings, in file order."""
+    by_aggregates = frozenset(
+        var
+        for level in playbook.groups.values()
+        for agg in level.aggregates.values()
+        for var in ([agg.field] if agg.field else []) + [atom.var for atom in atoms_of(agg.where)]
+    )
+    problems: list[Problem] = []
+    reachable: set[str] = set()
+    for part in (playbook, *(level.playbook for level in playbook.groups.values())):
+        analyser = _Analyser(part)
+        problems += [
+            *analyser.run(by_aggregates if part is playbook else frozenset(), actions=False),
+            *missing_labels(part),
+        ]
+        reachable |= analyser.reachable
+    for action in playbook.actions.values():
+        if action.id not in reachable:
+            problems.append(
+                Problem(action.location, "action_unreachable", f"no rule that can fire recommends action '{action.id}'")
+            )
+    # a decision of two groupings is checked in each: told once
+    unique = {(p.location, p.code, p.message): p for p in problems}
+    return sorted(unique.values(), key=lambda p: p.sort_key())

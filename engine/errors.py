@@ -46,6 +46,8 @@ PLAYBOOK_CODES = frozenset(
         "duplicate_id", "hit_policy_type", "otherwise_row", "decision_has_table", "decision_never_set",
         "decision_cycle", "wrong_input_type", "number_unreadable", "node_too_wide", "playbook_too_large",
         "for_each_type", "for_each_misuse", "unknown_reason", "source_mixed", "quote_not_in_course",
+        "unknown_group_field", "unknown_aggregate", "aggregate_function", "aggregate_type", "aggregate_conflict",
+        "wrong_level",
     }
 )  # fmt: skip
 # What the table checker finds in a valid playbook (docs/playbook-reference.md, The table checker).

@@ -589,7 +589,8 @@ class Evaluator:
         chosen = self._hit_policy(decision, fired, values, case_id)
         if decision.hit_policy == "collect":
             outputs = [self._output(rows[i].then, values, decision, case_id, rows[i].location) for i in chosen]
-            value = list(dict.fromkeys(outputs)) if chosen else None
+            # no row fits and none is unknown: nothing to collect, a known empty list
+            value = list(dict.fromkeys(outputs)) if chosen or not unknown else None
         else:
             first = rows[chosen[0]] if chosen else None
             value = self._output(first.then, values, decision, case_id, first.location) if first else None

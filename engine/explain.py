@@ -179,7 +179,7 @@ def _one_value(playbook: Playbook, var: str, value: Any, lang: str) -> str:
     return str(value)
 
 
-def _value_text(playbook: Playbook, var: str, value: Any, lang: str) -> str:
+def value_text(playbook: Playbook, var: str, value: Any, lang: str) -> str:
     if value is None:
         return _w(lang, "missing")
     if isinstance(value, list | tuple):
@@ -234,12 +234,12 @@ def _condition_lines(playbook: Playbook, atoms: list[Atom], conditions: list[dic
         else:
             mark = "✓" if c["result"] != c.get("negated", False) else "✗"
         neg = f" ({_w(lang, 'negated')})" if c.get("negated") else ""
-        value = _value_text(playbook, c["input"], c["value"], lang)
+        value = value_text(playbook, c["input"], c["value"], lang)
         test = test_text(playbook, atom, lang)
         if "compared_with" in c:  # the other side's value, as read
             other = c["compared_with"]
             test += f"{';' if lang == 'zh' else '; '}{_var_label(playbook, other['input'], lang)} = "
-            test += _value_text(playbook, other["input"], other["value"], lang)
+            test += value_text(playbook, other["input"], other["value"], lang)
         lines.append(f"{_var_label(playbook, c['input'], lang)} = {value} ({test}){neg} {mark}")
     return lines
 
@@ -290,7 +290,7 @@ def _params_text(playbook: Playbook, rec: dict[str, Any], lang: str) -> str:
             label = _var_label(playbook, named or var, lang)
         if isinstance(value, float):  # a parameter is read, not audited: -2.43 weeks, not -2.4286
             value = round(value, 2)
-        parts.append(f"{label}{':' if lang == 'zh' else ': '}{_value_text(playbook, var, value, lang)}")
+        parts.append(f"{label}{':' if lang == 'zh' else ': '}{value_text(playbook, var, value, lang)}")
     return ("; " if lang != "zh" else ";").join(parts)
 
 
@@ -334,7 +334,7 @@ def render_result(playbook: Playbook, result: dict[str, Any], lang: str) -> str:
     ]
     for name, value in result["decisions"].items():
         shown = (
-            _value_text(playbook, name, value, lang)
+            value_text(playbook, name, value, lang)
             if value is not None
             else _undetermined(playbook, result, name, lang)
         )
@@ -381,7 +381,7 @@ def fault_said(playbook: Playbook, error: dict[str, Any], lang: str) -> str | No
     if error["code"] != "bad_input" or field is None:
         return None
     if field.type in ("enum", "list"):
-        choices = _value_text(playbook, field.name, list(field.values or ()), lang)
+        choices = value_text(playbook, field.name, list(field.values or ()), lang)
         expected = ("以下之一:" if field.type == "enum" else "由以下各项组成的列表:") + choices
     elif field.name in playbook.share_sources:
         expected = "不小于零的数字"
@@ -407,7 +407,7 @@ def _fault_zh(playbook: Playbook, error: dict[str, Any]) -> str | None:
         return f"{named}的表行{listed}同时满足条件,而这张表只能命中一行{fix}"
     if error["code"] == "bad_output":
         source = details.get("from", "")
-        shown = _value_text(playbook, source, details.get("value"), "zh")
+        shown = value_text(playbook, source, details.get("value"), "zh")
         return f"「{_var_label(playbook, source, 'zh')}」的值 {shown} 不是{named}可取的值{fix}"
     if error["code"] == "decision_conflict":
         first, second = (
@@ -415,8 +415,8 @@ def _fault_zh(playbook: Playbook, error: dict[str, Any]) -> str | None:
             for r, value in zip(details.get("rules", []), details.get("values", []), strict=True)
         )
         return (
-            f"规则{first[0]}定{named}为{_value_text(playbook, decision.name, first[1], 'zh')},"
-            f"规则{second[0]}却定为{_value_text(playbook, decision.name, second[1], 'zh')},两者冲突{fix}"
+            f"规则{first[0]}定{named}为{value_text(playbook, decision.name, first[1], 'zh')},"
+            f"规则{second[0]}却定为{value_text(playbook, decision.name, second[1], 'zh')},两者冲突{fix}"
         )
     return None
 
@@ -428,16 +428,16 @@ def why(playbook: Playbook, result: dict[str, Any], lang: str) -> str:
         if "derived" in step:
             d = step["derived"]
             basis = ("、" if lang == "zh" else ", ").join(
-                f"{_var_label(playbook, k, lang)} = {_value_text(playbook, k, v, lang)}" for k, v in d["from"].items()
+                f"{_var_label(playbook, k, lang)} = {value_text(playbook, k, v, lang)}" for k, v in d["from"].items()
             )
             lines.append(
                 f"  {_w(lang, 'derived')}: {_var_label(playbook, d['input'], lang)} = "
-                f"{_value_text(playbook, d['input'], d['value'], lang)} ({_w(lang, 'from')} {basis})"
+                f"{value_text(playbook, d['input'], d['value'], lang)} ({_w(lang, 'from')} {basis})"
             )
         elif "decision" in step:
             decision = playbook.decisions[step["decision"]]
             value = step["value"]
-            shown = _value_text(playbook, decision.name, value, lang) if value is not None else _w(lang, "undetermined")
+            shown = value_text(playbook, decision.name, value, lang) if value is not None else _w(lang, "undetermined")
             lines.append(f"  {_label(decision.label, lang, decision.name)} = {shown}  {_cite(decision.source, lang)}")
             if step.get("missing"):
                 missing = missing_text(
@@ -471,7 +471,7 @@ def why(playbook: Playbook, result: dict[str, Any], lang: str) -> str:
             conds = _condition_lines(playbook, atoms_of(rule.when), step["conditions"], lang) or [_w(lang, "always")]
             lines.extend(f"      {_w(lang, 'because')}: {c}" for c in conds)
             for name, value in step.get("set", {}).items():
-                lines.append(f"      → {_var_label(playbook, name, lang)} = {_value_text(playbook, name, value, lang)}")
+                lines.append(f"      → {_var_label(playbook, name, lang)} = {value_text(playbook, name, value, lang)}")
             for action_id in step.get("recommend", []):
                 action = playbook.actions[action_id]
                 lines.append(
@@ -534,11 +534,11 @@ def why_not(playbook: Playbook, result: dict[str, Any], target: str, lang: str) 
             lines.extend(f"      {c}" for c in _failed(playbook, rule.when, values, lang))
     else:
         decision = playbook.decisions[name]
-        shown = _value_text(playbook, name, wanted, lang)
+        shown = value_text(playbook, name, wanted, lang)
         lines.append(_w(lang, "why_not_value").format(decision=_label(decision.label, lang, name), value=shown))
         actual = result["decisions"].get(name)
         if actual == wanted or (isinstance(actual, list) and wanted in actual):
-            return f"{lines[0]}\n  {_w(lang, 'is')} {_value_text(playbook, name, actual, lang)}"
+            return f"{lines[0]}\n  {_w(lang, 'is')} {value_text(playbook, name, actual, lang)}"
         step: dict[str, Any] = next((s for s in result["trace"] if s.get("decision") == name), {"fired": []})
         fired_rows = {f["row"] for f in step["fired"]}
         rows = {row.id: row for row in decision.rows}

@@ -13,13 +13,16 @@ from typing import Any
 from engine.errors import Location
 
 __all__ = [
+    "GROUPINGS",
     "Action",
+    "Aggregate",
     "AllOf",
     "AnyOf",
     "Atom",
     "Compare",
     "Condition",
     "Decision",
+    "GroupLevel",
     "InputField",
     "Interval",
     "Literal",
@@ -93,6 +96,7 @@ class InputField:
     derive: tuple[str, tuple[str, ...]] | None  # ("weeks_until" | "weeks_since", (date,)) or ("ratio", (a, b))
     location: Location
     value_labels: dict[str, Text] = field(default_factory=dict)
+    minimum: float | None = None  # known never below (a count or a share): the table checker looks no lower
 
 
 @dataclass(frozen=True)
@@ -233,6 +237,46 @@ class Node:
     members: tuple[str, ...]  # row ids, or rule ids, in file order
 
 
+GROUPINGS = {
+    "owner": "opportunity.owner",
+    "team": "opportunity.team",
+    "region": "opportunity.region",
+    "market": "opportunity.market",
+    "account": "account.id",
+}
+"""The groupings a ``group_by`` may name, and the case field each groups by (any case field may be named too)."""
+
+AGGREGATE_FUNCTIONS = ("count", "share", "sum", "min", "max", "distinct", "value")
+
+
+@dataclass(frozen=True)
+class Aggregate:
+    """A value over a group's cases: ``function`` (count, share, sum, min, max, distinct, value) of ``field``
+    (a case input or per-case decision; none for count and share) over the cases ``where`` holds (all when
+    None).  ``value`` is the one value the cases that have one agree on (a market's facts, given on each
+    of its deals): none when they disagree."""
+
+    name: str
+    function: str
+    field: str | None
+    where: Condition | None
+    label: Text
+    location: Location
+
+
+@dataclass(frozen=True)
+class GroupLevel:
+    """The decisions and rules made once per group of cases sharing one value of ``field``.
+
+    ``playbook`` is their own playbook, evaluated by the same machinery as a case's: its inputs are the
+    aggregates, as ``group.NAME``; each group is one case of it."""
+
+    group_by: str  # as the playbook names it: owner, region, ... or a case field
+    field: str  # the case variable grouped by
+    aggregates: dict[str, Aggregate]
+    playbook: Playbook
+
+
 @dataclass
 class Playbook:
     id: str
@@ -249,6 +293,7 @@ class Playbook:
     content_hash: str
     text: str = field(repr=False)
     order: tuple[Node, ...] = ()
+    groups: dict[str, GroupLevel] = field(default_factory=dict)  # by group_by: the portfolio, decided per group
 
     @cached_property
     def rules_by_id(self) -> dict[str, Rule]:

@@ -4,18 +4,22 @@ Builds on :func:`engine.explain.render_result` (a result's decisions and what to
 opens with the opportunity's name, account, owner, region and amount as the case holds them, and
 says when it was stored by an earlier run; only the decisions that were determined are shown
 unless every one is asked for.  :func:`render_tally` is the ``--format summary`` report: how many
-cases got each action, each value of the director's call, and each owner.
+cases got each action, each value of the director's call, and each owner.  :func:`render_group` is one
+group of the portfolio (an owner, a region, a market ...): its aggregates, decisions and actions, once.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from engine.explain import missing_text, render_result
+from engine.errors import CaseError
+from engine.explain import missing_text, render_result, value_text
 from engine.model import Playbook
+from engine.portfolio import GroupResult
 
-__all__ = ["render_case", "render_tally"]
+__all__ = ["render_case", "render_group", "render_tally"]
 
 _WORDS: dict[str, dict[str, str]] = {
     "zh": {
@@ -31,6 +35,12 @@ _WORDS: dict[str, dict[str, str]] = {
         "no_owner": "(无客户经理)",
         "undetermined": "未定",
         "none": "(无)",
+        "group": "按{grouping}:{key}(在途项目 {open} 个)",
+        "no_key": "(未填写)",
+        "aggregates": "统计",
+        "group_failed": "无法判断:{message}",
+        "team": "团队",
+        "market": "产品市场",
     },
     "en": {
         "account": "account",
@@ -45,6 +55,12 @@ _WORDS: dict[str, dict[str, str]] = {
         "no_owner": "(no owner)",
         "undetermined": "undetermined",
         "none": "(none)",
+        "group": "{grouping} {key} ({open} open deals)",
+        "no_key": "(none given)",
+        "aggregates": "counts",
+        "group_failed": "could not be decided: {message}",
+        "team": "team",
+        "market": "market",
     },
 }
 
@@ -151,4 +167,33 @@ def render_tally(
             lines.append(f"  {n:>7}  {shown}")
     lines.append(f"{_w(lang, 'owners')}:")
     lines += [f"  {n:>7}  {owner if owner is not None else _w(lang, 'no_owner')}" for owner, n in ranked(owners)]
+    return "\n".join(lines)
+
+
+def render_group(playbook: Playbook, group: GroupResult, lang: str) -> str:
+    """One group of the portfolio for people: which group, its counts, its decisions (an undetermined one
+    naming the case data it waits for) and what to do, each action once for the whole group."""
+    grouping = group.group_by
+    named = _WORDS.get(lang, _WORDS["en"]).get(grouping)
+    if named is None:  # a case field: by its label
+        named = missing_text(playbook, [group.level.field], lang)
+    key = _w(lang, "no_key") if group.key is None else str(group.key)
+    header = _w(lang, "group").format(grouping=named, key=key, open=group.open)
+    pb = group.level.playbook
+    counts = (" · " if lang != "zh" else "、").join(
+        f"{group.level.aggregates[name].label.get(lang, name)} {value_text(pb, 'group.' + name, value.value, lang)}"
+        for name, value in group.aggregates.items()
+    )
+    lines = [header, f"  {_w(lang, 'aggregates')}{':' if lang == 'zh' else ': '}{counts}"]
+    if isinstance(group.outcome, CaseError):
+        lines.append("  " + _w(lang, "group_failed").format(message=group.outcome.message))
+        return "\n".join(lines)
+    # the group's decisions and actions as a case's are shown, the case data an undetermined one needs named
+    labels = dataclasses.replace(
+        pb, inputs={**playbook.inputs, **pb.inputs}, decisions={**playbook.decisions, **pb.decisions}
+    )
+    shown = group.outcome.to_json(lang, trace=False)
+    shown["undetermined"] = {name: group.needs(name) or fields for name, fields in shown["undetermined"].items()}
+    shown["decisions"] = {name: shown["decisions"][name] for name in pb.decisions}
+    lines += render_result(labels, shown, lang).split("\n")[1:]
     return "\n".join(lines)

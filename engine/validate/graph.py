@@ -7,9 +7,11 @@ from collections.abc import Iterable
 from typing import Any
 
 from engine.model import (
+    Action,
     Atom,
     Compare,
     Condition,
+    GroupLevel,
     Node,
     Output,
     Playbook,
@@ -20,16 +22,15 @@ from engine.validate.common import (
     MAX_NODE_PROPERTIES,
     QUESTION_CHUNK,
     Path_,
+    _listing,
 )
 from engine.validate.document import (
     playbook_schema,
 )
-from engine.validate.rules import (
-    Rules,
-)
+from engine.validate.groups import Groups, group_names
 
 
-class Builder(Rules):
+class Builder(Groups):
     # -- the walk --------------------------------------------------------
 
     def build(self) -> Playbook | None:
@@ -48,11 +49,22 @@ class Builder(Rules):
             self.build_input(name, spec)
         for name, spec in self.items(data, "inputs"):
             self.check_derive(name, spec)
-        for name, spec in self.items(data, "decisions"):
-            self.decision_specs[name] = spec
-        decisions = {name: d for name, spec in self.items(data, "decisions") if (d := self.build_decision(name, spec))}
+        every_decision = self.items(data, "decisions")
+        self.group_decisions = {name: group_names(spec) for name, spec in every_decision if group_names(spec)}
+        for name, spec in every_decision:
+            if name not in self.group_decisions:
+                self.decision_specs[name] = spec
+        self.case_decisions = frozenset(self.decision_specs)
+        self.case_inputs = frozenset(self.inputs)
+        decisions = {
+            name: d
+            for name, spec in every_decision
+            if name in self.decision_specs
+            if (d := self.build_decision(name, spec))
+        }
         actions = {name: a for name, spec in self.items(data, "actions") if (a := self.build_action(name, spec))}
-        rules = self.build_rules(data.get("rules"), decisions, actions)
+        raw_rules = _listing(data.get("rules"))
+        rules = self.build_rules([None if group_names(spec) else spec for spec in raw_rules], decisions, actions)
         if self.problems:
             return None
         title = self.text(meta.get("title"), ("playbook", "title")) or {}
@@ -77,7 +89,77 @@ class Builder(Rules):
             return None
         playbook.order = order
         self.check_limits(playbook)
+        self.case_models = playbook.decisions
+        playbook.groups = self.build_groups(data, playbook, actions)
         return None if self.problems else playbook
+
+    # -- group decisions and rules ----------------------------------------------
+
+    def build_groups(
+        self, data: dict[str, Any], playbook: Playbook, actions: dict[str, Action]
+    ) -> dict[str, GroupLevel]:
+        """Each grouping's own playbook: its aggregates as inputs, its decisions and rules, in order."""
+        raw_rules = _listing(data.get("rules"))
+        entries: dict[str, list[tuple[Path_, dict[str, Any]]]] = {}
+        for name, spec in self.items(data, "decisions"):
+            for level in group_names(spec):
+                entries.setdefault(level, []).append((("decisions", name), spec))
+        for index, spec in enumerate(raw_rules):
+            if isinstance(spec, dict) and not self.is_broken(("rules", index)):
+                for level in group_names(spec):
+                    entries.setdefault(level, []).append((("rules", index), spec))
+        first_problem = len(self.problems)
+        levels: dict[str, GroupLevel] = {}
+        case_scope = (self.inputs, self.decision_specs)
+        for level, specs in entries.items():
+            field = self.group_field(level, (*specs[0][0], "group_by"))
+            aggregates, inputs = self.level_aggregates(level, specs)
+            self.level, self.inputs = level, inputs
+            self.decision_specs = {str(path[1]): spec for path, spec in specs if path[0] == "decisions"}
+            try:
+                decisions = {
+                    name: d for name, spec in self.decision_specs.items() if (d := self.build_decision(name, spec))
+                }
+                rules = self.build_rules(
+                    [spec if level in group_names(spec) else None for spec in raw_rules], decisions, actions
+                )
+                sub = Playbook(
+                    id=playbook.id,
+                    version=playbook.version,
+                    languages=playbook.languages,
+                    title=playbook.title,
+                    description=playbook.description,
+                    parameters=playbook.parameters,
+                    inputs=inputs,
+                    decisions=decisions,
+                    rules=tuple(rules),
+                    actions=actions,
+                    file=playbook.file,
+                    content_hash=hashlib.sha256(f"{playbook.content_hash} group_by {level}".encode()).hexdigest(),
+                    text=playbook.text,
+                )
+                if len(self.problems) == first_problem:
+                    sub.order = self.order(sub)
+                    self.check_limits(sub)
+            finally:
+                self.level = None
+                self.inputs, self.decision_specs = case_scope
+            if field is not None:
+                levels[level] = GroupLevel(level, field, aggregates, sub)
+        self.drop_repeats(first_problem)
+        return levels
+
+    def drop_repeats(self, start: int) -> None:
+        """A decision of two groupings is checked in each: its problems are told once."""
+        seen: set[tuple[object, str, str]] = set()
+        kept = []
+        for problem, about in zip(self.problems[start:], self.subjects[start:], strict=True):
+            key = (problem.location, problem.code, problem.message)
+            if key not in seen:
+                seen.add(key)
+                kept.append((problem, about))
+        self.problems[start:] = [p for p, _ in kept]
+        self.subjects[start:] = [a for _, a in kept]
 
     # -- the decision graph ---------------------------------------------------
 
