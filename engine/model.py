@@ -249,6 +249,8 @@ class Playbook:
     content_hash: str
     text: str = field(repr=False)
     order: tuple[Node, ...] = ()
+    # review.priority: how the director's review orders an owner's week, (decision, its values first to last)
+    review_priority: tuple[tuple[str, tuple[Any, ...]], ...] = ()
 
     @cached_property
     def rules_by_id(self) -> dict[str, Rule]:

@@ -51,6 +51,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,7 @@ from sqlalchemy import (
     Column,
     Connection,
     Engine,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -67,29 +69,40 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    and_,
     bindparam,
+    case,
+    cast,
     create_engine,
+    distinct,
     event,
     func,
     insert,
     inspect,
+    literal,
+    not_,
+    or_,
     select,
+    true,
     update,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import make_url
 
 from engine.errors import CaseError
 from engine.evaluate import Result
-from engine.model import Playbook
+from engine.model import AllOf, AnyOf, Compare, Condition, Interval, Not, Playbook
 
 __all__ = [
     "CHECKPOINT_FORMAT",
     "DEFAULT_URL",
     "MIN_KEY_BYTES",
     "SCHEMA_VERSION",
+    "AggregateSpec",
     "Appended",
     "AuditKeyError",
     "ChainProblem",
+    "GroupAggregate",
     "NoAuditLog",
     "QuarantinedEvent",
     "RecordState",
@@ -976,6 +989,147 @@ class Store:
                     ):
                         yield stored
 
+    # -- the open book: each record's latest evaluation, still open ------------------
+
+    def latest_open(
+        self, as_of: str | None = None, *, where: Condition | None = None, page: int = 500
+    ) -> Iterator[StoredEvaluation]:
+        """Each record's latest evaluation (made ``as_of`` or before) that is still open, streamed in pages.
+
+        Open: it evaluated (status ok), and no ``closed_deal`` event of the record was set aside after
+        it.  ``where`` (an engine.model condition over case fields and decision values) filters them.
+        """
+        with self._connect() as conn:
+            cases = _open_cases(conn.dialect.name, as_of)
+            query = select(evaluations).where(evaluations.c.seq.in_(select(cases.c.seq)))
+            if where is not None:
+                query = query.where(
+                    evaluations.c.seq.in_(select(cases.c.seq).where(_condition_sql(conn.dialect.name, cases, where)))
+                )
+            result = conn.execution_options(yield_per=page).execute(query.order_by(evaluations.c.seq))
+            for chunk in result.partitions():
+                yield from self._stored(conn, chunk)
+
+    def aggregate_open_cases(
+        self,
+        group_field: str | None,
+        specs: Sequence[AggregateSpec],
+        as_of: str | None = None,
+        *,
+        members: int = 20,
+        where: Condition | None = None,
+    ) -> dict[Any, dict[str, GroupAggregate]]:
+        """Per group of the open cases (``group_field``'s value; None: one group, key None), each spec's value
+        and up to ``members`` of the record ids it was made of (sorted), with their total.
+
+        Computed in the database (GROUP BY, window functions), whatever the number of cases.  The key
+        ``open`` holds the group's open-case count.  ``where`` restricts the cases first.
+        ValueError for a spec or condition SQL cannot express (a list test, a derived input).
+        """
+        with self._connect() as conn:
+            dialect = conn.dialect.name
+            cases = _open_cases(dialect, as_of)
+            group = _value_sql(dialect, cases, group_field) if group_field else literal(None)
+            scope = _condition_sql(dialect, cases, where) if where is not None else true()
+            columns: list[Any] = [group.label("group_key"), func.count().label("open")]
+            member_of: dict[str, Any] = {"open": true()}
+            for spec in specs:
+                value, involved = _aggregate_sql(dialect, cases, spec)
+                columns.append(value.label(f"v{len(member_of)}"))
+                member_of[spec.name] = involved
+            out: dict[Any, dict[str, GroupAggregate]] = {}
+            names = list(member_of)
+            for row in conn.execute(select(*columns).select_from(cases).where(scope).group_by(group)):
+                key = _plain_key(row[0])
+                values = {"open": row[1], **{spec.name: row[i + 2] for i, spec in enumerate(specs)}}
+                out[key] = {name: GroupAggregate(_plain_number(values[name]), (), 0) for name in names}
+            if members <= 0:
+                return out
+            for name, involved in member_of.items():
+                for key, ids, total in _members(conn, cases, group, scope & involved, members):
+                    if key in out:
+                        out[key][name] = GroupAggregate(out[key][name].value, ids, total)
+            return out
+
+    def open_case_figures(
+        self,
+        group_field: str | None,
+        decisions: Sequence[str],
+        as_of: str | None = None,
+        *,
+        where: Condition | None = None,
+    ) -> list[tuple[Any, tuple[Any, ...], int, float]]:
+        """(group key, the ``decisions``' values, open cases, their summed ``opportunity.amount``) for every
+        combination present: one GROUP BY in the database, however many cases."""
+        with self._connect() as conn:
+            dialect = conn.dialect.name
+            cases = _open_cases(dialect, as_of)
+            group = _value_sql(dialect, cases, group_field) if group_field else literal(None)
+            values = [_value_sql(dialect, cases, name) for name in decisions]
+            amount = _value_sql(dialect, cases, "opportunity.amount", numeric=True)
+            query = select(group, *values, func.count(), func.coalesce(func.sum(amount), 0)).select_from(cases)
+            if where is not None:
+                query = query.where(_condition_sql(dialect, cases, where))
+            query = query.group_by(group, *values)
+            return [
+                (_plain_key(row[0]), tuple(_plain_key(v) for v in row[1:-2]), int(row[-2]), float(row[-1]))
+                for row in conn.execute(query)
+            ]
+
+    def first_open_cases(
+        self,
+        partition_field: str | None,
+        order: Sequence[tuple[str, Sequence[Any]]],
+        as_of: str | None = None,
+        *,
+        limit: int = 10,
+        where: Condition | None = None,
+    ) -> list[tuple[Any, int, StoredEvaluation]]:
+        """The first ``limit`` open cases of each partition (``partition_field``'s value), with the partition's
+        total: ordered by each (decision or field, its values in order) — a value not listed, or none, after
+        the listed ones — then by amount, largest first, then record id.  Ranked in the database."""
+        with self._connect() as conn:
+            dialect = conn.dialect.name
+            cases = _open_cases(dialect, as_of)
+            part = _value_sql(dialect, cases, partition_field) if partition_field else literal(None)
+            ranks = [
+                case(
+                    *[
+                        (_value_sql(dialect, cases, name) == _operand_sql(dialect, value), place)
+                        for place, value in enumerate(values)
+                    ],
+                    else_=len(values),
+                )
+                for name, values in order
+            ]
+
+            amount = _value_sql(dialect, cases, "opportunity.amount", numeric=True)
+            ordering = [*ranks, func.coalesce(amount, 0).desc(), cases.c.record]
+            ranked = select(
+                cases.c.seq,
+                part.label("part"),
+                func.row_number().over(partition_by=part, order_by=ordering).label("place"),
+                func.count().over(partition_by=part).label("total"),
+            ).select_from(cases)
+            if where is not None:
+                ranked = ranked.where(_condition_sql(dialect, cases, where))
+            ranked_sq = ranked.subquery()
+            rows = conn.execute(
+                select(ranked_sq).where(ranked_sq.c.place <= limit).order_by(ranked_sq.c.part, ranked_sq.c.place)
+            ).all()
+            stored = (
+                {
+                    s.seq: s
+                    for s in self._stored(
+                        conn,
+                        conn.execute(select(evaluations).where(evaluations.c.seq.in_([r.seq for r in rows]))).all(),
+                    )
+                }
+                if rows
+                else {}
+            )
+            return [(_plain_key(row.part), int(row.total), stored[row.seq]) for row in rows]
+
     def outcomes_of(self, evaluation_seq: int) -> list[dict[str, Any]]:
         with self._connect() as conn:
             rows = conn.execute(
@@ -1703,3 +1857,211 @@ def iter_chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
             chunk = []
     if chunk:
         yield chunk
+
+
+# -- the open book in SQL: each record's latest open evaluation, values read from its JSON -------------
+
+AGGREGATE_FUNCTIONS = ("count", "share", "sum", "min", "max", "distinct")
+
+
+@dataclass(frozen=True)
+class AggregateSpec:
+    """One figure per group: ``function`` (count, share, sum, min, max, distinct) of ``field`` (a case field
+    ``object.field`` or a decision; None for count and share) over the cases for which ``where`` holds
+    (None: every case).  share: the cases where ``where`` holds, over the group's open cases."""
+
+    name: str
+    function: str
+    field: str | None = None
+    where: Condition | None = None
+
+
+@dataclass(frozen=True)
+class GroupAggregate:
+    """A figure, and the record ids it was made of: the first few (sorted), and how many in all."""
+
+    value: Any
+    members: tuple[str, ...]
+    members_total: int
+
+
+def _open_cases(dialect: str, as_of: str | None) -> Any:
+    """Each record's latest evaluation (``as_of`` or before) that evaluated and was not closed after: a CTE
+    of seq, record (its record id, else case id), facts and decisions (JSON text).
+
+    Two passes over the log, whatever its size: the newest evaluation per record (GROUP BY), and the
+    last ``closed_deal`` event per record (GROUP BY), joined.
+    """
+    e = evaluations
+    record = func.coalesce(e.c.record_id, e.c.case_id)
+    newest = select(func.max(e.c.seq)).group_by(record)
+    if as_of is not None:
+        newest = newest.where(e.c.as_of <= as_of)
+    q = quarantined_events
+    closed = (
+        select(q.c.record_id, func.max(q.c.received_at).label("closed_at"))
+        .where(q.c.code == "closed_deal", q.c.record_id.is_not(None))
+        .group_by(q.c.record_id)
+        .subquery("closed")
+    )
+    query = (
+        select(e.c.seq, record.label("record"), e.c.facts, e.c.decisions)
+        .select_from(e.outerjoin(closed, closed.c.record_id == record))
+        .where(
+            e.c.seq.in_(newest),
+            e.c.status == "ok",
+            or_(closed.c.closed_at.is_(None), closed.c.closed_at <= e.c.created_at),
+        )
+    )
+    return query.cte("open_cases")
+
+
+def _json_of(dialect: str, column: Any) -> Any:
+    return cast(column, JSONB) if dialect == "postgresql" else column
+
+
+def _value_sql(dialect: str, cases: Any, name: str, *, numeric: bool = False) -> Any:
+    """A case field (``object.field``, read from its facts) or a decision (from its decisions) as SQL:
+    its text, or with ``numeric`` its number (NULL when it holds no number)."""
+    column, path = (cases.c.facts, name.split(".")) if "." in name else (cases.c.decisions, [name])
+    if dialect == "postgresql":
+        document = _json_of(dialect, column)
+        text = func.jsonb_extract_path_text(document, *[literal(p) for p in path])
+        if not numeric:
+            return text
+        kind = func.jsonb_typeof(func.jsonb_extract_path(document, *[literal(p) for p in path]))
+        return case((kind == "number", cast(text, Float)), else_=None)
+    where = "$" + "".join(f'."{p}"' for p in path)
+    value = func.json_extract(column, where)
+    if not numeric:
+        return value
+    return case((func.json_type(column, where).in_(("integer", "real")), cast(value, Float)), else_=None)
+
+
+def _operand_sql(dialect: str, value: Any) -> Any:
+    """A test's operand as a bound parameter comparable with :func:`_value_sql`'s reading of a JSON value."""
+    if isinstance(value, bool):  # JSON true and false: SQLite reads 1 and 0, PostgreSQL's text 'true', 'false'
+        return literal(("true" if value else "false") if dialect == "postgresql" else int(value))
+    if isinstance(value, dt.date):
+        return literal(value.isoformat())
+    return literal(value)
+
+
+def _condition_sql(dialect: str, cases: Any, condition: Condition) -> Any:
+    """An engine.model condition as SQL over the open cases, with SQL's three-valued logic, which is
+    the engine's (a test on a missing value is unknown; only a true condition holds).  Operands are
+    bound parameters.  ValueError for a test SQL cannot read (lists, values derived when evaluating)."""
+    if isinstance(condition, AllOf):
+        return and_(*[_condition_sql(dialect, cases, item) for item in condition.items])
+    if isinstance(condition, AnyOf):
+        return or_(*[_condition_sql(dialect, cases, item) for item in condition.items])
+    if isinstance(condition, Not):
+        return not_(_condition_sql(dialect, cases, condition.item))
+    atom = condition
+    if atom.op == "present":
+        value = _value_sql(dialect, cases, atom.var)
+        return value.is_not(None) if atom.operand else value.is_(None)
+    if atom.op == "interval":
+        value = _value_sql(dialect, cases, atom.var, numeric=True)
+        interval: Interval = atom.operand
+        parts = []
+        if interval.low is not None:
+            parts.append(value >= interval.low if interval.low_closed else value > interval.low)
+        if interval.high is not None:
+            parts.append(value <= interval.high if interval.high_closed else value < interval.high)
+        return and_(value.is_not(None), *parts)
+    if atom.op == "compare":
+        compare: Compare = atom.operand
+        value = _value_sql(dialect, cases, atom.var, numeric=True)
+        other = _value_sql(dialect, cases, compare.other, numeric=True)
+        if compare.factor is not None:
+            other = other * compare.factor
+        return {
+            "gt": value > other, "gte": value >= other, "lt": value < other, "lte": value <= other,
+            "equals": value == other, "not_equals": value != other,
+        }[compare.op]  # fmt: skip
+    operands = atom.operand if isinstance(atom.operand, tuple) else (atom.operand,)
+    numeric = any(isinstance(v, int | float) and not isinstance(v, bool) for v in operands)
+    value = _value_sql(dialect, cases, atom.var, numeric=numeric)
+    bound = [_operand_sql(dialect, v) for v in operands]
+    if atom.op == "equals":
+        return value == bound[0]
+    if atom.op == "not_equals":
+        return value != bound[0]
+    if atom.op == "one_of":
+        return value.in_(bound)
+    if atom.op == "not_one_of":
+        return value.not_in(bound)
+    raise ValueError(f"the test '{atom.var} {atom.op}' cannot be read in the database")
+
+
+def _aggregate_sql(dialect: str, cases: Any, spec: AggregateSpec) -> tuple[Any, Any]:
+    """(the spec's value as an SQL aggregate, the condition of the cases it is made of)."""
+    if spec.function not in AGGREGATE_FUNCTIONS:
+        raise ValueError(f"unknown aggregate function '{spec.function}'; one of {', '.join(AGGREGATE_FUNCTIONS)}")
+    holds = _condition_sql(dialect, cases, spec.where) if spec.where is not None else true()
+    if spec.function in ("count", "share"):
+        counted = func.count(case((holds, 1), else_=None))
+        if spec.function == "count":
+            return counted, holds
+        return cast(counted, Float) / func.count(), holds
+    if spec.field is None:
+        raise ValueError(f"the aggregate '{spec.name}' ({spec.function}) needs a field")
+    numeric = spec.function != "distinct"
+    value = _value_sql(dialect, cases, spec.field, numeric=numeric)
+    involved = and_(holds, value.is_not(None))
+    chosen = case((holds, value), else_=None)
+    aggregate = {
+        "sum": func.sum(chosen), "min": func.min(chosen), "max": func.max(chosen),
+        "distinct": func.count(distinct(chosen)),
+    }[spec.function]  # fmt: skip
+    return aggregate, involved
+
+
+def _members(
+    conn: Connection, cases: Any, group: Any, holds: Any, limit: int
+) -> Iterator[tuple[Any, tuple[str, ...], int]]:
+    """Per group: the first ``limit`` record ids (sorted) of the cases where ``holds``, and their total."""
+    ranked = (
+        select(
+            group.label("group_key"),
+            cases.c.record,
+            func.row_number().over(partition_by=group, order_by=cases.c.record).label("place"),
+            func.count().over(partition_by=group).label("total"),
+        )
+        .select_from(cases)
+        .where(holds)
+        .subquery()
+    )
+    rows = conn.execute(
+        select(ranked.c.group_key, ranked.c.record, ranked.c.total)
+        .where(ranked.c.place <= limit)
+        .order_by(ranked.c.group_key, ranked.c.place)
+    )
+    key: Any = _NO_GROUP
+    ids: list[str] = []
+    total = 0
+    for row in rows:
+        if _plain_key(row.group_key) != key:
+            if key is not _NO_GROUP:
+                yield key, tuple(ids), total
+            key, ids, total = _plain_key(row.group_key), [], int(row.total)
+        ids.append(row.record)
+    if key is not _NO_GROUP:
+        yield key, tuple(ids), total
+
+
+_NO_GROUP = object()
+
+
+def _plain_key(value: Any) -> Any:
+    """A value read from JSON in SQL as JSON gave it: a whole float as an int (SQLite reads 3 as 3.0 after CAST)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def _plain_number(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        value = float(value)
+    return _plain_key(value)
