@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from engine.errors import Location
 from engine.model import Atom, Condition, Playbook, Text
-from engine.store import AggregateSpec, GroupAggregate, Store, StoredEvaluation
+from engine.store import AggregateSpec, GroupAggregate, OpenBook, Store, StoredEvaluation
 
 if TYPE_CHECKING:
     from adapters.import_run import Source
@@ -117,14 +117,23 @@ def review_store(store: Store, playbook: Playbook, options: ReviewOptions, sourc
     """The review of the open deals stored in ``store`` as of ``options.as_of`` (the data; nothing printed).
 
     ``playbook`` gives the labels, the sources and the week's priority; the stored decisions are those
-    each deal was evaluated with.
+    each deal was evaluated with.  The open deals are read out of the log once (:meth:`Store.open_book`);
+    every figure is then one query over them.
     """
+    where = _equals(GROUPINGS["owner"], options.owner) if options.owner is not None else None
+    variables = [*GROUPINGS.values(), "opportunity.amount", LAYER, CLASS, CALL]
+    variables += [STALLED] if STALLED in playbook.decisions else []
+    variables += [name for name, _ in playbook.review_priority]
+    with store.open_book(options.as_of.isoformat(), variables, where=where) as book:
+        return _review(book, playbook, options, source)
+
+
+def _review(book: OpenBook, playbook: Playbook, options: ReviewOptions, source: dict[str, Any]) -> dict[str, Any]:
     lang, as_of = options.lang, options.as_of.isoformat()
     group_field = GROUPINGS[options.group_by]
-    where = _equals(GROUPINGS["owner"], options.owner) if options.owner is not None else None
     stalled_known = STALLED in playbook.decisions
     decisions = [LAYER, CLASS, CALL] + ([STALLED] if stalled_known else [])
-    figures = store.open_case_figures(group_field, decisions, as_of, where=where)
+    figures = book.figures(group_field, decisions)
 
     layers = [*_values_of(playbook, LAYER), UNDETERMINED]
     classes = [*_values_of(playbook, CLASS), UNDETERMINED]
@@ -134,7 +143,7 @@ def review_store(store: Store, playbook: Playbook, options: ReviewOptions, sourc
     specs = [AggregateSpec(f"layer:{layer}", "count", None, _layer_condition(layer)) for layer in layers]
     if stalled_known:
         specs.append(AggregateSpec("stalled", "count", None, _equals(STALLED, True)))
-    members = store.aggregate_open_cases(group_field, specs, as_of, members=options.members, where=where)
+    members = book.aggregate(group_field, specs, members=options.members)
 
     groups: dict[Any, dict[str, Any]] = {}
     for key, values, count, amount in figures:
@@ -170,12 +179,10 @@ def review_store(store: Store, playbook: Playbook, options: ReviewOptions, sourc
         totals = call_totals.setdefault(call, [0, 0.0])
         totals[0] += count
         totals[1] += amount
-    call_members = store.aggregate_open_cases(
+    call_members = book.aggregate(
         None,
         [AggregateSpec(f"call:{call}", "count", None, _call_condition(call)) for call in calls],
-        as_of,
         members=options.members,
-        where=where,
     ).get(None, {})
     call_decision = playbook.decisions.get(CALL)
     director_calls = []
@@ -196,7 +203,7 @@ def review_store(store: Store, playbook: Playbook, options: ReviewOptions, sourc
 
     total_open = sum(g["open"] for g in ordered)
     total_amount = sum(g["amount"] for g in ordered)
-    week = _this_week(store, playbook, options, where)
+    week = _this_week(book, playbook, options)
     report: dict[str, Any] = {
         "review": {
             "as_of": as_of,
@@ -223,7 +230,7 @@ def review_store(store: Store, playbook: Playbook, options: ReviewOptions, sourc
         "this_week": week,
     }
     report["funnels"] = {
-        grouping: _funnel_of(store, playbook, grouping, layers, as_of, where, lang)
+        grouping: _funnel_of(book, grouping, layers, lang)
         for grouping in dict.fromkeys(["owner", "region", options.group_by])
     }
     report["matrix"]["title"] = _CHART_WORDS["matrix"][lang]
@@ -238,18 +245,10 @@ _CHART_WORDS = {
 }
 
 
-def _funnel_of(
-    store: Store,
-    playbook: Playbook,
-    grouping: str,
-    layers: list[Any],
-    as_of: str,
-    where: Condition | None,
-    lang: str,
-) -> dict[str, Any]:
+def _funnel_of(book: OpenBook, grouping: str, layers: list[Any], lang: str) -> dict[str, Any]:
     """The open deals per funnel layer of each group of ``grouping``, largest group first."""
     counts: dict[Any, list[int]] = {}
-    for key, (layer,), count, _amount in store.open_case_figures(GROUPINGS[grouping], [LAYER], as_of, where=where):
+    for key, (layer,), count, _amount in book.figures(GROUPINGS[grouping], [LAYER]):
         place = layers.index(layer if layer in layers else UNDETERMINED)
         counts.setdefault(_group_key(key), [0] * len(layers))[place] += count
     groups = [{"key": key, "counts": row} for key, row in counts.items()]
@@ -353,13 +352,9 @@ def _labels(playbook: Playbook, lang: str, group_by: str) -> dict[str, Any]:
     }
 
 
-def _this_week(
-    store: Store, playbook: Playbook, options: ReviewOptions, where: Condition | None
-) -> list[dict[str, Any]]:
+def _this_week(book: OpenBook, playbook: Playbook, options: ReviewOptions) -> list[dict[str, Any]]:
     """Per owner, the first ``top`` open deals in the playbook's declared priority (review.priority)."""
-    ranked = store.first_open_cases(
-        GROUPINGS["owner"], playbook.review_priority, options.as_of.isoformat(), limit=options.top, where=where
-    )
+    ranked = book.first(GROUPINGS["owner"], playbook.review_priority, limit=options.top)
     owners: dict[Any, dict[str, Any]] = {}
     for owner, total, stored in ranked:
         owner = _group_key(owner)
