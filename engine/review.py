@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine.errors import Location
+from engine.marketing_plan import PLAN_VARIABLES, draft_marketing_plan
 from engine.model import Atom, Condition, Playbook, Text
 from engine.store import AggregateSpec, GroupAggregate, OpenBook, Store, StoredEvaluation
 
@@ -124,6 +125,7 @@ def review_store(store: Store, playbook: Playbook, options: ReviewOptions, sourc
     variables = [*GROUPINGS.values(), "opportunity.amount", LAYER, CLASS, CALL]
     variables += [STALLED] if STALLED in playbook.decisions else []
     variables += [name for name, _ in playbook.review_priority]
+    variables += [name for name in PLAN_VARIABLES if name in playbook.decisions]
     with store.open_book(options.as_of.isoformat(), variables, where=where) as book:
         return _review(book, playbook, options, source)
 
@@ -234,7 +236,7 @@ def _review(book: OpenBook, playbook: Playbook, options: ReviewOptions, source: 
         for grouping in dict.fromkeys(["owner", "region", options.group_by])
     }
     report["matrix"]["title"] = _CHART_WORDS["matrix"][lang]
-    report["marketing_plan"] = None
+    report["marketing_plan"] = draft_marketing_plan(book, playbook, report)
     return report
 
 

@@ -8,6 +8,7 @@ fonts and the file is small; no chart fetches anything.
 from __future__ import annotations
 
 import io
+import logging
 import re
 import warnings
 from typing import Any
@@ -23,11 +24,17 @@ def review_charts(report: dict[str, Any]) -> dict[str, str]:
     import matplotlib.pyplot as plt
 
     matplotlib.use("Agg")  # no display: drawn to text only
-    with plt.rc_context(_STYLE), warnings.catch_warnings():
-        # the text is measured with the first font that has its glyphs; the browser draws it with its own
-        warnings.filterwarnings("ignore", message="Glyph .* missing from font", category=UserWarning)
-        charts = {f"funnel:{grouping}": _funnel(report, grouping) for grouping in report["funnels"]}
-        charts["matrix"] = _matrix(report)
+    fonts = logging.getLogger("matplotlib.font_manager")
+    level = fonts.level
+    fonts.setLevel(logging.ERROR)  # "now using weight 500" for a CJK font with one weight: nothing to act on
+    try:
+        with plt.rc_context(_STYLE), warnings.catch_warnings():
+            # text is measured with the first font that has its glyphs; the browser draws it with its own
+            warnings.filterwarnings("ignore", message="Glyph .* missing from font", category=UserWarning)
+            charts = {f"funnel:{grouping}": _funnel(report, grouping) for grouping in report["funnels"]}
+            charts["matrix"] = _matrix(report)
+    finally:
+        fonts.setLevel(level)
     return charts
 
 
