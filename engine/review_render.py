@@ -8,6 +8,7 @@ engine/review_charts.py: inline SVG in HTML, SVG files beside a Markdown report.
 from __future__ import annotations
 
 import html
+import unicodedata
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -140,10 +141,14 @@ def _sections(report: dict[str, Any]) -> list[tuple[str, list[str]]]:
     sections.append((f"{_w('by', lang)} {group_word}", lines))
 
     matrix = report["matrix"]
-    width = max(len(label) for label in matrix["row_labels"]) + 2
-    lines = [" " * width + " | ".join(matrix["column_labels"])]
+    first = max(_width(label) for label in matrix["row_labels"]) + 2
+    widths = [max(_width(label), 6) + 2 for label in matrix["column_labels"]]
+    lines = [
+        _pad("", first) + "".join(_pad(label, w) for label, w in zip(matrix["column_labels"], widths, strict=True))
+    ]
     for label, counts in zip(matrix["row_labels"], matrix["counts"], strict=True):
-        lines.append(label.ljust(width) + " | ".join(str(c) for c in counts))
+        cells = "".join(_pad(str(c), w) for c, w in zip(counts, widths, strict=True))
+        lines.append((_pad(label, first) + cells).rstrip())
     sections.append((_w("matrix", lang), lines))
 
     lines = []
@@ -201,6 +206,15 @@ def _sections(report: dict[str, Any]) -> list[tuple[str, list[str]]]:
     return sections
 
 
+def _width(text: str) -> int:
+    """Columns a text takes in a terminal: Chinese characters take two."""
+    return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
+
+
+def _pad(text: str, width: int) -> str:
+    return text + " " * max(width - _width(text), 1)
+
+
 def render_text(report: dict[str, Any]) -> str:
     out: list[str] = []
     for heading, lines in _sections(report):
@@ -242,21 +256,34 @@ def render_html(report: dict[str, Any], charts: dict[str, str]) -> str:
         parts.append(f"<section><h{1 if n == 0 else 2}>{esc(heading)}</h{1 if n == 0 else 2}>")
         if n == 1:
             for name, svg in charts.items():
-                parts.append(
-                    f'<figure class="chart" data-chart="{esc(name)}">{svg}'
-                    f"<figcaption>{esc(_chart_title(report, name, lang))}</figcaption></figure>"
-                )
-        parts.append("<pre>" + "\n".join(esc(line) for line in lines) + "</pre></section>")
+                title = esc(_chart_title(report, name, lang))
+                parts.append(f'<figure class="chart" data-chart="{esc(name)}" aria-label="{title}">{svg}</figure>')
+        if n == 2:  # the class × funnel matrix: a table, whose columns line up in any font
+            parts.append(_matrix_table(report["matrix"], esc))
+        else:
+            parts.append("<pre>" + "\n".join(esc(line) for line in lines) + "</pre>")
+        parts.append("</section>")
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
+
+
+def _matrix_table(matrix: dict[str, Any], esc: Callable[[Any], str]) -> str:
+    head = "".join(f"<th>{esc(label)}</th>" for label in matrix["column_labels"])
+    rows = "".join(
+        f"<tr><th>{esc(label)}</th>" + "".join(f"<td>{count:,}</td>" for count in counts) + "</tr>"
+        for label, counts in zip(matrix["row_labels"], matrix["counts"], strict=True)
+    )
+    return f'<table class="matrix"><tr><th></th>{head}</tr>{rows}</table>'
 
 
 _CSS = (
     "body{font-family:system-ui,'Noto Sans CJK SC','Microsoft YaHei',sans-serif;margin:2em auto;max-width:1100px;"
     "padding:0 1em;color:#222}pre{white-space:pre-wrap;font-family:inherit;line-height:1.5}"
     "figure.chart{display:inline-block;margin:0 1em 1em 0;vertical-align:top}"
-    "figure.chart svg{max-width:100%;height:auto}figcaption{font-size:.9em;color:#555}"
+    "figure.chart svg{max-width:100%;height:auto}"
     "h1{font-size:1.5em}h2{font-size:1.2em;border-bottom:1px solid #ddd}"
+    "table.matrix{border-collapse:collapse}table.matrix th,table.matrix td{padding:.3em .8em;border:1px solid #ddd}"
+    "table.matrix td{text-align:right}"
 )
 
 
