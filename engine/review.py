@@ -227,7 +227,7 @@ def _review(book: OpenBook, playbook: Playbook, options: ReviewOptions, source: 
             "amounts": matrix_amounts,
         },
         "director_calls": director_calls,
-        "stalled": _stalled_summary(ordered, stalled_known, lang),
+        "stalled": _stalled_summary(book, stalled_known, lang, options.members),
         "priority": [{"decision": name, "order": list(order)} for name, order in playbook.review_priority],
         "this_week": week,
     }
@@ -302,7 +302,8 @@ def _name_members(target: dict[str, Any], aggregate: GroupAggregate) -> None:
     target["members_total"] = aggregate.members_total
 
 
-def _stalled_summary(groups: list[dict[str, Any]], known: bool, lang: str) -> dict[str, Any]:
+def _stalled_summary(book: OpenBook, known: bool, lang: str, members: int) -> dict[str, Any]:
+    """The stalled deals of the whole report (G-18's ``stalled_project``), or why there is no such figure."""
     if not known:
         needs = {
             "zh": "无数据:剧本还没有“停滞项目”这一决定(需要阶段进入日期与漏斗位置)",
@@ -310,9 +311,16 @@ def _stalled_summary(groups: list[dict[str, Any]], known: bool, lang: str) -> di
             "and the funnel layer)",
         }
         return {"available": False, "needs": needs[lang], "count": 0, "members": [], "members_total": 0}
-    members = [m for g in groups for m in (g["stalled"] or {}).get("members", [])]
-    count = sum((g["stalled"] or {}).get("count", 0) for g in groups)
-    return {"available": True, "needs": None, "count": count, "members": members[:50], "members_total": count}
+    spec = AggregateSpec("stalled", "count", None, _equals(STALLED, True))
+    found = book.aggregate(None, [spec], members=members, listed=["stalled"]).get(None)
+    stalled = found["stalled"] if found is not None else GroupAggregate(0, (), 0)
+    return {
+        "available": True,
+        "needs": None,
+        "count": stalled.value,
+        "members": list(stalled.members),
+        "members_total": stalled.members_total,
+    }
 
 
 def _row_of(playbook: Playbook, decision: str, value: Any) -> Any:
