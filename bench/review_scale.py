@@ -93,20 +93,22 @@ def fill(url: str, deals: int, owners: int, regions: int, templates: int, seed: 
     return written, time.perf_counter() - start
 
 
-def run_review(url: str, fmt: str, output: Path) -> tuple[float, float]:
-    """(seconds, peak RSS in MiB) of one ``playbook review`` subprocess."""
+def run_review(url: str, fmt: str, output: Path) -> tuple[float, float, float]:
+    """(wall seconds, CPU seconds, peak RSS in MiB) of one ``playbook review`` subprocess."""
     command = [
         sys.executable, str(ROOT / "cli.py"), "review", "--db", url, "--as-of", AS_OF.isoformat(),
         "--group-by", "owner", "--format", fmt, "--output", str(output),
     ]  # fmt: skip
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
     seconds = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # KiB on Linux; the largest child so far
-    if peak <= before:
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    peak = after.ru_maxrss  # KiB on Linux; the largest child so far
+    if peak <= before.ru_maxrss:
         print("  (peak RSS not above an earlier child's: the figure is an upper bound)", file=sys.stderr)
-    return seconds, peak / 1024
+    return seconds, cpu, peak / 1024
 
 
 def main() -> None:
@@ -119,18 +121,23 @@ def main() -> None:
     parser.add_argument("--db", help="An audit log URL to fill (default: a new SQLite file in a temporary folder).")
     parser.add_argument("--formats", default="json,html")
     parser.add_argument("--keep", action="store_true", help="Keep the temporary SQLite file.")
+    parser.add_argument("--reuse", action="store_true", help="With --db: review the log as it is, filling nothing.")
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="review-scale-"))
     url = args.db or f"sqlite:///{folder / 'log.db'}"
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}", file=sys.stderr)
-    written, fill_seconds = fill(url, args.deals, args.owners, args.regions, args.templates, args.seed)
     file = sqlite_path(url)
-    size = f", {file.stat().st_size / 2**30:.2f} GiB" if file is not None and file.exists() else ""
-    print(f"filled: {args.deals:,} deals, {written:,} evaluations in {fill_seconds:.0f} s{size}")
+    if not (args.reuse and args.db):
+        written, fill_seconds = fill(url, args.deals, args.owners, args.regions, args.templates, args.seed)
+        size = f", {file.stat().st_size / 2**30:.2f} GiB" if file is not None and file.exists() else ""
+        print(f"filled: {args.deals:,} deals, {written:,} evaluations in {fill_seconds:.0f} s{size}")
     for fmt in args.formats.split(","):
-        seconds, peak = run_review(url, fmt, folder / f"review.{fmt}")
+        seconds, cpu, peak = run_review(url, fmt, folder / f"review.{fmt}")
         load = os.getloadavg()[0]
-        print(f"review --group-by owner --format {fmt}: {seconds:.1f} s, peak RSS {peak:.0f} MiB (load {load:.1f})")
+        print(
+            f"review --group-by owner --format {fmt}: {seconds:.1f} s wall, {cpu:.1f} s CPU, "
+            f"peak RSS {peak:.0f} MiB (load {load:.1f})"
+        )
     if not args.keep and args.db is None:
         for path in folder.iterdir():
             path.unlink()

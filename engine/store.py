@@ -1829,6 +1829,12 @@ class OpenBook:
             query = query.where(_condition_sql(where, read))
         conn.execute(insert(self.table).from_select([c.name for c in self.table.c], query))
 
+    @property
+    def by_record(self) -> Any:
+        """Record ids in code-point order on both databases (PostgreSQL would sort by its locale)."""
+        record = self.table.c.record
+        return record.collate("C") if self.conn.dialect.name == "postgresql" else record
+
     def read(self, name: str, numeric: bool) -> Any:
         text, number = self.columns[name]
         return self.table.c[number if numeric else text]
@@ -1882,7 +1888,7 @@ class OpenBook:
             select(
                 group.label("group_key"),
                 t.c.record,
-                func.row_number().over(partition_by=group, order_by=t.c.record).label("place"),
+                func.row_number().over(partition_by=group, order_by=self.by_record).label("place"),
                 func.count().over(partition_by=group).label("total"),
             )
             .where(holds)
@@ -1910,7 +1916,7 @@ class OpenBook:
             )
             for name, values in order
         ]
-        ordering = [*ranks, func.coalesce(self.read("opportunity.amount", True), 0).desc(), t.c.record]
+        ordering = [*ranks, func.coalesce(self.read("opportunity.amount", True), 0).desc(), self.by_record]
         ranked = select(
             t.c.seq,
             part.label("part"),
