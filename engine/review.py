@@ -181,11 +181,9 @@ def _review(book: OpenBook, playbook: Playbook, options: ReviewOptions, source: 
         totals = call_totals.setdefault(call, [0, 0.0])
         totals[0] += count
         totals[1] += amount
-    call_members = book.aggregate(
-        None,
-        [AggregateSpec(f"call:{call}", "count", None, _call_condition(call)) for call in calls],
-        members=options.members,
-    ).get(None, {})
+    call_specs = [AggregateSpec(f"call:{call}", "count", None, _call_condition(call)) for call in calls]
+    listed = [spec.name for spec in call_specs]
+    call_members = book.aggregate(None, call_specs, members=options.members, listed=listed).get(None, {})
     call_decision = playbook.decisions.get(CALL)
     director_calls = []
     for call, (call_count, call_amount) in call_totals.items():

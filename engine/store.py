@@ -1859,8 +1859,8 @@ class OpenBook:
         members: int = 20,
         listed: Iterable[str] | None = None,
     ) -> dict[Any, dict[str, GroupAggregate]]:
-        """Per group, each spec's value (and ``open``: the group's open cases), and for ``listed`` specs (all when
-        None) up to ``members`` record ids (sorted) of the cases it was made of, with their total.
+        """Per group, each spec's value (and ``open``: the group's open cases), and for the ``listed`` ones (all,
+        ``open`` too, when None) up to ``members`` record ids (sorted) of the cases it was made of, with their total.
         ValueError for a spec or condition SQL cannot express (a list test, a value derived when evaluating)."""
         group = self.read(group_field, False) if group_field else literal(None)
         columns: list[Any] = [group.label("group_key"), func.count().label("open")]
@@ -1873,7 +1873,7 @@ class OpenBook:
         for row in self.conn.execute(select(*columns).select_from(self.table).group_by(group)):
             values = {"open": row[1], **{spec.name: row[i + 2] for i, spec in enumerate(specs)}}
             out[row[0]] = {name: GroupAggregate(_plain_number(value), (), 0) for name, value in values.items()}
-        wanted = set(involved) if listed is None else {"open", *listed}
+        wanted = set(involved) if listed is None else set(listed)
         if members > 0:
             for name, holds in involved.items():
                 if name in wanted:
