@@ -389,3 +389,18 @@ def test_the_html_report_renders_in_a_headless_browser_with_its_charts(html_db: 
             browser.close()
     assert problems == []
     assert [url for url in requests if not url.startswith(("file:", "data:"))] == []
+
+
+def test_the_portfolio_decisions_a_group_is_given_are_shown(book: Store) -> None:
+    from engine.review_render import render_html, render_text
+
+    report = review_store(book, load_playbook(COURSE), ReviewOptions(dt.date(2026, 2, 10), "region", lang="en"), {})
+    south = next(group for group in report["groups"] if group["key"] == "South")
+    south["decisions"] = {
+        "funnel_health": {"value": "danger", "value_label": "dangerous", "label": "funnel health",
+                          "source": {"guide": "G-18", "quote": "稀稀落落"}},
+    }  # fmt: skip
+    south["recommendations"] = [{"id": "fill_the_funnel", "label": "fill the top of the funnel"}]
+    text = render_text(report)
+    assert "  funnel health: dangerous (G-18)" in text and "  → fill the top of the funnel" in text
+    assert "funnel health: dangerous (G-18)" in render_html(report, {})
