@@ -91,6 +91,7 @@ class Builder(Rules):
             return ()
         priority: list[tuple[str, tuple[Any, ...]]] = []
         seen: set[str] = set()
+        earlier_problems = bool(self.problems)
         for i, item in enumerate(review["priority"]):
             path: tuple[str | int, ...] = ("review", "priority", i)
             if not isinstance(item, dict) or not isinstance(item.get("decision"), str):
@@ -102,7 +103,9 @@ class Builder(Rules):
                 continue
             seen.add(name)
             if decision is None:
-                if name not in self.decision_specs:
+                # a decision that did not build, or any name while the playbook has other problems, may be
+                # their consequence (a misspelt section): reported once those are fixed
+                if name not in self.decision_specs and not earlier_problems:
                     self.resolve_var(name, (*path, "decision"))  # reports the unknown decision, with "did you mean"
                 continue
             values = (True, False) if decision.type == "boolean" else decision.values
