@@ -608,6 +608,91 @@ def recommend(
 
 @main.command()
 @_playbook_option
+@_db_option
+@_as_of_option
+@click.option(
+    "--group-by",
+    "group_by",
+    type=click.Choice(["owner", "team", "region", "market"]),
+    default="owner",
+    show_default=True,
+    help="Who or where each group of deals is.",
+)
+@click.option("--owner", help="Only this account manager's deals.")
+@click.option("--format", "fmt", type=click.Choice(["text", "md", "html", "json"]), default="text", show_default=True)
+@_lang_option
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False),
+    help="Write the report here (md: its chart SVG files beside it); else standard output (md and html need it "
+    "for their charts: html inlines them, so it may go to standard output too).",
+)
+@click.option("--input", "input_path", help="Review a CRM export read now instead of the audit log (with --mapping).")
+@click.option("--mapping", "mapping_name", help="With --input: a mapping preset (maven, ...) or file.")
+@click.option("--top", type=click.IntRange(1, 1000), default=10, show_default=True, help="Deals listed per owner.")
+def review(
+    playbook_path: str,
+    db: str,
+    as_of: str | None,
+    group_by: str,
+    owner: str | None,
+    fmt: str,
+    lang: str,
+    output: str | None,
+    input_path: str | None,
+    mapping_name: str | None,
+    top: int,
+) -> None:
+    """The director's review: the open deals' funnel, amount classes and director's calls per group, stalled
+    deals, each owner's deals for this week in the playbook's priority, and a draft regional marketing plan.
+
+    Over each record's latest stored evaluation that is still open (--db), or a CRM export evaluated now
+    (--input with --mapping; nothing is stored).  Figures are aggregated in the database.
+    """
+    from adapters.import_run import Source
+    from adapters.mapping import load_mapping
+    from engine import PlaybookError
+    from engine.review import ReviewOptions, review_import, review_store
+    from engine.review_charts import review_charts
+    from engine.review_render import render_html, render_text, write_markdown
+
+    if (input_path is None) != (mapping_name is None):
+        raise click.UsageError("--input and --mapping go together")
+    if fmt == "md" and output is None:
+        raise click.UsageError("--format md writes its charts beside the report: give --output FILE.md")
+    playbook = _load(playbook_path)
+    options = ReviewOptions(_as_of(as_of), group_by, owner, lang, top)
+    try:
+        if input_path is not None and mapping_name is not None:
+            if not Path(input_path).is_file():
+                raise click.BadParameter(f"'{input_path}' is not a file", param_hint="--input")
+            source = Source(input_path, load_mapping(mapping_name))
+            report = review_import(source, playbook, options)
+        else:
+            store = _open_store(db, create=False)
+            report = review_store(store, playbook, options, {"db": _shown(db)})
+    except PlaybookError as error:
+        raise Failed(str(error)) from None
+    except ValueError as error:
+        raise Failed(str(error)) from None
+    if fmt == "md":
+        assert output is not None
+        write_markdown(report, Path(output), review_charts(report))
+        return
+    if fmt == "json":
+        text = json.dumps(report, ensure_ascii=False, indent=1) + "\n"
+    elif fmt == "html":
+        text = render_html(report, review_charts(report))
+    else:
+        text = render_text(report)
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        Path(output).write_text(text, encoding="utf-8")
+
+
+@main.command()
+@_playbook_option
 @_input_option
 @click.option("--case", "case_id", required=True, help="The case id (or 'line N').")
 @click.option("--why-not", "why_not", help="An action id, or decision=value: say which condition failed.")

@@ -48,6 +48,7 @@ PLAYBOOK_CODES = frozenset(
         "for_each_type", "for_each_misuse", "unknown_reason", "source_mixed", "quote_not_in_course",
         "unknown_group_field", "unknown_aggregate", "aggregate_function", "aggregate_type", "aggregate_conflict",
         "wrong_level",
+        "priority_repeated", "priority_unordered",
     }
 )  # fmt: skip
 # What the table checker finds in a valid playbook (docs/playbook-reference.md, The table checker).

@@ -294,6 +294,8 @@ class Playbook:
     text: str = field(repr=False)
     order: tuple[Node, ...] = ()
     groups: dict[str, GroupLevel] = field(default_factory=dict)  # by group_by: the portfolio, decided per group
+    # review.priority: how the director's review orders an owner's week, (decision, its values first to last)
+    review_priority: tuple[tuple[str, tuple[Any, ...]], ...] = ()
 
     @cached_property
     def rules_by_id(self) -> dict[str, Rule]:

@@ -246,3 +246,40 @@ def test_a_parameter_reads_as_what_it_means_not_as_what_it_is_named(course: Play
     en = render_result(course, result.to_json("en"), "en")
     assert "(待厘清的角色:谁来使用)" in zh and "已厘清的决策角色:" not in zh
     assert "(role to find out: who uses)" in en
+
+
+def test_the_directors_review_in_chinese_names_nothing_by_its_identifier(course: Playbook, tmp_path: Path) -> None:
+    """Every course case stored, then reviewed by each grouping: the text and Markdown reports (charts' titles
+    and legends included) say everything in labels."""
+    from engine.review import GROUPINGS, ReviewOptions, review_store
+    from engine.review_charts import review_charts
+    from engine.review_render import render_markdown, render_text
+    from engine.store import Appended, Store
+
+    forbidden = identifiers(course) - authored_words(course, "zh")
+    texts: list[str] = []
+    with compile_playbook(course) as compiled, Store(f"sqlite:///{tmp_path / 'log.db'}") as store:
+        evaluator = Evaluator(compiled)
+        for n, (facts, as_of) in enumerate(course_cases(course)):
+            facts = json.loads(json.dumps(facts))
+            opportunity = facts.setdefault("opportunity", {})
+            opportunity.update(id=f"c{n}", owner=f"经理{n % 3}", region=f"区域{n % 2}", team="一组", market="产品")
+            try:
+                outcome = evaluator.evaluate_case(facts, as_of, f"c{n}")
+            except CaseError:
+                continue
+            store.append(course, [Appended(outcome, facts)], source="test", as_of=as_of)
+        for group_by in GROUPINGS:
+            report = review_store(store, course, ReviewOptions(dt.date(2026, 12, 31), group_by, lang="zh"), {})
+            charts = review_charts(report)
+            texts += [render_text(report), render_markdown(report, dict.fromkeys(charts, "x.svg"))]
+            texts += [re.sub(r"<[^>]+>", "\n", svg) for svg in charts.values()]  # the charts' words
+    assert sum(len(text.splitlines()) for text in texts) > 400
+    leaks = {
+        word: line.strip()
+        for text in texts
+        for line in text.splitlines()
+        for word in ASCII_WORD.findall(line)
+        if word in forbidden
+    }
+    assert leaks == {}

@@ -6,11 +6,13 @@ import hashlib
 from collections.abc import Iterable
 from typing import Any
 
+from engine.errors import did_you_mean
 from engine.model import (
     Action,
     Atom,
     Compare,
     Condition,
+    Decision,
     GroupLevel,
     Node,
     Output,
@@ -65,6 +67,7 @@ class Builder(Groups):
         actions = {name: a for name, spec in self.items(data, "actions") if (a := self.build_action(name, spec))}
         raw_rules = _listing(data.get("rules"))
         rules = self.build_rules([None if group_names(spec) else spec for spec in raw_rules], decisions, actions)
+        review_priority = self.build_review_priority(data.get("review"), decisions)
         if self.problems:
             return None
         title = self.text(meta.get("title"), ("playbook", "title")) or {}
@@ -83,6 +86,7 @@ class Builder(Groups):
             file=self.doc.file,
             content_hash=hashlib.sha256(text.encode("utf-8")).hexdigest(),
             text=text,
+            review_priority=review_priority,
         )
         order = self.order(playbook)
         if self.problems:
@@ -160,6 +164,53 @@ class Builder(Groups):
                 kept.append((problem, about))
         self.problems[start:] = [p for p, _ in kept]
         self.subjects[start:] = [a for _, a in kept]
+
+    def build_review_priority(
+        self, review: Any, decisions: dict[str, Decision]
+    ) -> tuple[tuple[str, tuple[Any, ...]], ...]:
+        """``review.priority``: each a decision with declared values and some of them, in order, once each."""
+        if not isinstance(review, dict) or not isinstance(review.get("priority"), list):
+            return ()
+        priority: list[tuple[str, tuple[Any, ...]]] = []
+        seen: set[str] = set()
+        earlier_problems = bool(self.problems)
+        for i, item in enumerate(review["priority"]):
+            path: tuple[str | int, ...] = ("review", "priority", i)
+            if not isinstance(item, dict) or not isinstance(item.get("decision"), str):
+                continue  # the schema pass has said why
+            name, order = item["decision"], item.get("order")
+            decision = decisions.get(name)
+            if name in seen:
+                self.report((*path, "decision"), "priority_repeated", f"'{name}' is already a priority above")
+                continue
+            seen.add(name)
+            if decision is None:
+                # a decision that did not build, or any name while the playbook has other problems, may be
+                # their consequence (a misspelt section): reported once those are fixed
+                if name not in self.decision_specs and not earlier_problems:
+                    self.resolve_var(name, (*path, "decision"))  # reports the unknown decision, with "did you mean"
+                continue
+            values = (True, False) if decision.type == "boolean" else decision.values
+            if values is None or decision.type == "list":
+                self.report(
+                    (*path, "decision"),
+                    "priority_unordered",
+                    f"'{name}' is a {decision.type} decision, which cannot order a list; choose one with values",
+                )
+                continue
+            if not isinstance(order, list):
+                continue
+            for k, value in enumerate(order):
+                if value not in values or isinstance(value, bool) != (decision.type == "boolean"):
+                    self.report(
+                        (*path, "order", k),
+                        "unknown_value",
+                        f"'{value}' is not a value of '{name}'{did_you_mean(str(value), [str(v) for v in values])}",
+                    )
+                elif order.index(value) != k:
+                    self.report((*path, "order", k), "duplicate_value", f"'{value}' is listed twice")
+            priority.append((name, tuple(order)))
+        return tuple(priority)
 
     # -- the decision graph ---------------------------------------------------
 
