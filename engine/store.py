@@ -44,6 +44,7 @@ import functools
 import hashlib
 import hmac
 import json
+import operator
 import sqlite3
 import threading
 import time
@@ -334,10 +335,57 @@ def _params_text(params: dict[str, Any]) -> str:
         return canonical(params)
 
 
+_TEXTS_KEPT = 4096
+_fired_texts: dict[tuple[Any, ...], tuple[str, list[Any]]] = {}
+_decisions_texts: dict[tuple[Any, ...], str] = {}
+
+
+def _fired_text(result: Result) -> str:
+    """The stored text of ``result.fired()``, remembered by the rows and rules each step chose: the cases
+    of an import repeat a few dozen patterns (43 among 5,000 Maven deals), and building and encoding it
+    was a tenth of a stored case's cost.
+
+    Keyed by each step's plan object, by id: the entry keeps the plans, so no id is reused while it lives.
+    """
+    steps = [(plan, chosen) for plan, _, _, chosen, _, _ in result.steps if chosen]
+    key = tuple([(id(plan), chosen) for plan, chosen in steps])
+    known = _fired_texts.get(key)
+    if known is None:
+        if len(_fired_texts) >= _TEXTS_KEPT:
+            _fired_texts.clear()
+        known = _fired_texts[key] = (_compact(result.fired()), [plan for plan, _ in steps])
+    return known[0]
+
+
+def _decisions_text(decisions: dict[str, Any]) -> str:
+    """``_compact(decisions)``, remembered: decisions take few distinct sets of values (29 among 5,000 Maven deals).
+
+    The key holds each value's type, as :func:`_params_text`'s does.
+    """
+    try:
+        key = (
+            tuple(decisions),
+            *[(type(v), tuple([(type(x), x) for x in v]) if type(v) is list else v) for v in decisions.values()],
+        )
+        known = _decisions_texts.get(key)
+    except TypeError:  # a value that is not hashable even as a tuple: written out each time
+        return _compact(decisions)
+    if known is None:
+        if len(_decisions_texts) >= _TEXTS_KEPT:
+            _decisions_texts.clear()
+        known = _decisions_texts[key] = _compact(decisions)
+    return known
+
+
 @functools.lru_cache(maxsize=16)
-def _insert_statement(table: Table, dialect: Any) -> tuple[str, tuple[str, ...] | None]:
+def _insert_statement(table: Table, dialect: Any) -> tuple[str, Callable[[dict[str, Any]], tuple[Any, ...]] | None]:
+    """The table's insert as SQL for the driver, and for positional parameters the row's values in order."""
     compiled = insert(table).compile(dialect=dialect)
-    return str(compiled), tuple(compiled.positiontup) if compiled.positional and compiled.positiontup else None
+    if not (compiled.positional and compiled.positiontup):
+        return str(compiled), None
+    order = tuple(compiled.positiontup)
+    getter = operator.itemgetter(*order)
+    return str(compiled), (getter if len(order) > 1 else lambda row: (getter(row),))
 
 
 def _insert_many(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
@@ -347,11 +395,11 @@ def _insert_many(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> 
     SQLAlchemy's per-row parameter processing, a tenth of an import's time.  Values are plain
     text, integers and booleans, which every driver binds as they are.
     """
-    statement, order = _insert_statement(table, conn.dialect)
-    if order is None:
+    statement, values = _insert_statement(table, conn.dialect)
+    if values is None:
         conn.exec_driver_sql(statement, rows)  # named parameters: the dicts as they are
     else:
-        conn.exec_driver_sql(statement, [tuple(row[name] for name in order) for row in rows])
+        conn.exec_driver_sql(statement, list(map(values, rows)))
 
 
 MIN_KEY_BYTES = 32
@@ -414,28 +462,41 @@ _RECORD_CHANGE_FIELDS = ("seq", "source", "record_id", "version", "state_hash")
 _RECORD_STATE_FIELDS = ("source", "record_id", "fields", "stamps", "deleted", "version", "updated_at", "last_event_id")
 
 
-def _evaluation_hash(seal: _Seal, prev_hash: str, row: dict[str, Any], recs: Sequence[dict[str, Any]]) -> str:
+def _evaluation_body(
+    plain: Sequence[Any], children: Sequence[Sequence[Any]], json_texts: Sequence[str], params: Sequence[str]
+) -> str:
     # The JSON columns are hashed as the text they are stored as, joined by a separator no JSON text
     # holds raw (U+001E); encoding them again inside one JSON document was the import's largest cost.
+    return "\x1e".join([canonical([plain, children]), *json_texts, *params])
+
+
+def _evaluation_hash(seal: _Seal, prev_hash: str, row: dict[str, Any], recs: Sequence[dict[str, Any]]) -> str:
     # Values are normalised as the database gives them back (SQLite has no booleans).
     plain = [bool(row[f]) if f == "no_action" else row[f] for f in _PLAIN_FIELDS]
     children = [[rec["position"], rec["action"], rec["rule"]] for rec in recs]
-    body = "\x1e".join(
-        [canonical([plain, children]), *(row[f] for f in _JSON_FIELDS), *(rec["params"] for rec in recs)]
-    )
+    body = _evaluation_body(plain, children, [row[f] for f in _JSON_FIELDS], [rec["params"] for rec in recs])
     return seal.link(prev_hash, body)
 
 
 def _outcome_hash(seal: _Seal, prev_hash: str, row: dict[str, Any]) -> str:
-    return seal.link(prev_hash, canonical([[row[f] for f in _OUTCOME_FIELDS], []]))
+    return seal.link(prev_hash, _link_body("outcomes", row))
 
 
 def _record_change_hash(seal: _Seal, prev_hash: str, row: dict[str, Any]) -> str:
-    return seal.link(prev_hash, canonical([row[f] for f in _RECORD_CHANGE_FIELDS]))
+    return seal.link(prev_hash, _link_body("records", row))
 
 
 def _quarantined_hash(seal: _Seal, prev_hash: str, row: dict[str, Any]) -> str:
-    return seal.link(prev_hash, canonical([[row[f] for f in _QUARANTINED_FIELDS], []]))
+    return seal.link(prev_hash, _link_body("quarantined", row))
+
+
+def _link_body(chain: str, row: dict[str, Any]) -> str:
+    """The text a link seals, but for an evaluation's (:func:`_evaluation_body`)."""
+    if chain == "outcomes":
+        return canonical([[row[f] for f in _OUTCOME_FIELDS], []])
+    if chain == "quarantined":
+        return canonical([[row[f] for f in _QUARANTINED_FIELDS], []])
+    return canonical([row[f] for f in _RECORD_CHANGE_FIELDS])
 
 
 def _state_hash(row: dict[str, Any]) -> str:
@@ -1319,30 +1380,91 @@ def _chain_rows(conn: Connection, chain: str) -> Iterator[tuple[dict[str, Any], 
         after = page[-1]["seq"]
 
 
+def _driver_rows(conn: Connection, query: Any) -> Iterator[tuple[Any, ...]]:
+    """A query's rows as the driver gives them, fetched 2,000 at a time; on PostgreSQL through a
+    server-side cursor, so that a page at a time is held.  (Through SQLAlchemy a row costs 2-5 µs
+    more, a third of a verify.)  For queries without parameters."""
+    dbapi = conn.connection.dbapi_connection
+    assert dbapi is not None  # the connection is open
+    cursor = dbapi.cursor(name=f"playbook_{uuid.uuid4().hex}") if conn.dialect.name == "postgresql" else dbapi.cursor()
+    try:
+        cursor.execute(str(query.compile(dialect=conn.dialect)))
+        while page := cursor.fetchmany(2000):
+            yield from page
+    finally:
+        cursor.close()
+
+
+_EVALUATION_NAMES = [column.name for column in evaluations.columns]
+_EVALUATION_PLAIN = operator.itemgetter(*(_EVALUATION_NAMES.index(name) for name in _PLAIN_FIELDS))
+_EVALUATION_JSON = operator.itemgetter(*(_EVALUATION_NAMES.index(name) for name in _JSON_FIELDS))
+_NO_ACTION_PLACE = _PLAIN_FIELDS.index("no_action")
+
+
+def _chain_links(conn: Connection, chain: str, *, bodies: bool) -> Iterator[tuple[int, str, str, str | None]]:
+    """Each link of ``chain`` in order, for reading only: (seq, prev_hash, entry_hash, the text it seals,
+    or None without ``bodies``).
+
+    Two cursors read on, each in its own order, and are merged by sequence number: one pass over each
+    table whatever its length, a page of each held at a time.  (Pages of 2,000 links, as
+    :func:`_chain_rows` reads them so that its caller may write between them, cost a query each and a
+    dict per row: most of a verify.)  An evaluation's text is built from the row's values as they come,
+    as :func:`_evaluation_hash` builds it from the row's dict.
+    """
+    table = _CHAIN_TABLES[chain]
+    names = tuple(column.name for column in table.columns)
+    seq_at, prev_at, entry_at = names.index("seq"), names.index("prev_hash"), names.index("entry_hash")
+    rows = _driver_rows(conn, select(table).order_by(table.c.seq))
+    if chain != "evaluations":
+        for values in rows:
+            body = _link_body(chain, dict(zip(names, values, strict=True))) if bodies else None
+            yield values[seq_at], values[prev_at], values[entry_at], body
+        return
+    recs = _driver_rows(
+        conn, select(recommendations).order_by(recommendations.c.evaluation_seq, recommendations.c.position)
+    )
+    pending = next(recs, None)  # the first recommendation not yet given to a link
+    for values in rows:
+        seq = values[seq_at]
+        while pending is not None and pending[0] < seq:  # a recommendation of no link (inserted): skipped
+            pending = next(recs, None)
+        children, params = [], []
+        while pending is not None and pending[0] == seq:
+            _, position, action, rule, text = pending
+            children.append((position, action, rule))
+            params.append(text)
+            pending = next(recs, None)
+        body = None
+        if bodies:
+            plain = list(_EVALUATION_PLAIN(values))
+            plain[_NO_ACTION_PLACE] = bool(plain[_NO_ACTION_PLACE])
+            body = _evaluation_body(plain, children, _EVALUATION_JSON(values), params)
+        yield seq, values[prev_at], values[entry_at], body
+
+
 def _verify_chain(conn: Connection, chain: str, seal: _Seal, *, structure_only: bool) -> list[ChainProblem]:
     head_seq, head_hash = conn.execute(
         select(chain_head.c.seq, chain_head.c.hash).where(chain_head.c.chain == chain)
     ).one()
     problems: list[ChainProblem] = []
     expected_seq, prev_hash = 1, GENESIS
-    for data, children in _chain_rows(conn, chain):
-        seq = data["seq"]
+    for seq, link_prev, link_hash, body in _chain_links(conn, chain, bodies=not structure_only):
         if seq > head_seq:
             problems.append(ChainProblem(chain, seq, "inserted", f"#{seq} lies beyond the chain head #{head_seq}"))
             continue
         if seq != expected_seq:
             problems.append(ChainProblem(chain, expected_seq, "deleted", f"#{expected_seq}..#{seq - 1} are missing"))
-        if not structure_only and _link_hash(seal, chain, data, children) != data["entry_hash"]:
+        if body is not None and seal.link(link_prev, body) != link_hash:
             problems.append(
                 ChainProblem(chain, seq, "edited", f"#{seq} does not match its seal: its content was changed")
             )
-        elif data["prev_hash"] != prev_hash and seq == expected_seq:
+        elif link_prev != prev_hash and seq == expected_seq:
             problems.append(
                 ChainProblem(
                     chain, seq, "broken_link", f"#{seq} does not follow the record before it: one was replaced"
                 )
             )
-        expected_seq, prev_hash = seq + 1, data["entry_hash"]
+        expected_seq, prev_hash = seq + 1, link_hash
     if expected_seq - 1 < head_seq:
         problems.append(
             ChainProblem(chain, expected_seq, "deleted", f"#{expected_seq}..#{head_seq} are missing from the end")
@@ -1468,7 +1590,7 @@ class Writer:
             row["prev_hash"] = prev
             row["entry_hash"] = prev = _evaluation_hash(self._seal, prev, row, recs)
             rows.append(row)
-            children.extend({"evaluation_seq": seq, **rec} for rec in recs)
+            children.extend(recs)
             seqs.append(seq)
         if rows:
             _insert_many(self.conn, evaluations, rows)
@@ -1701,14 +1823,20 @@ def _evaluation_row(
         }
         return row, []
     recs = [
-        {"position": k, "action": rec["id"], "rule": rec["rule"], "params": _params_text(rec["params"])}
+        {
+            "evaluation_seq": seq,
+            "position": k,
+            "action": rec["id"],
+            "rule": rec["rule"],
+            "params": _params_text(rec["params"]),
+        }
         for k, rec in enumerate(outcome.recommendations)
     ]
     row |= {
         "case_id": outcome.case,
         "status": "ok",
-        "decisions": _compact(outcome.decisions),
-        "fired": _compact(outcome.fired()),
+        "decisions": _decisions_text(outcome.decisions),
+        "fired": _fired_text(outcome),
         "no_action": not recs,
         "error": "",
     }

@@ -176,6 +176,20 @@ def test_a_quarantined_event_edited_and_recomputed_without_the_key_is_named(log:
     assert found(log) == [("quarantined", 1, "edited")]
 
 
+def test_recommendations_edited_removed_or_added_are_named_at_their_evaluations_only(log: Store) -> None:
+    # verify reads evaluations and recommendations as two streams merged by number: a change to one
+    # evaluation's recommendations is named there, and every evaluation after it still verifies
+    tamper(
+        log,
+        "UPDATE recommendations SET params = '{}' WHERE evaluation_seq = 4 AND position = 0",
+        "DELETE FROM recommendations WHERE evaluation_seq = 7 AND position = "
+        "(SELECT max(position) FROM recommendations WHERE evaluation_seq = 7)",
+        "INSERT INTO recommendations (evaluation_seq, position, action, rule, params) "
+        "SELECT 10, 99, action, rule, params FROM recommendations WHERE evaluation_seq = 4 AND position = 0",
+    )
+    assert found(log) == [("evaluations", 4, "edited"), ("evaluations", 7, "edited"), ("evaluations", 10, "edited")]
+
+
 def test_a_deleted_evaluation_is_named(log: Store) -> None:
     tamper(log, "DELETE FROM recommendations WHERE evaluation_seq = 9", "DELETE FROM evaluations WHERE seq = 9")
     assert found(log) == [("evaluations", 9, "deleted")]

@@ -23,7 +23,7 @@ from engine import CaseError, Evaluator, compile_playbook, load_playbook
 from engine.audit import ImportItem, StoredMismatch, import_cases, reevaluate
 from engine.explain import why
 from engine.replay import live_playbook, replay, replay_changes
-from engine.store import CHAINS, SCHEMA_VERSION, Store, evaluations
+from engine.store import CHAINS, SCHEMA_VERSION, Store, _decisions_text, evaluations
 from tests.conftest import AS_OF, ROOT
 
 COURSE = ROOT / "playbooks" / "course.yaml"
@@ -64,6 +64,20 @@ def test_evaluations_round_trip_with_recommendations_and_no_action(db_url: str, 
     bad = store.get(len(items))
     assert bad.status == "error" and bad.error == {"code": "bad_json", "message": "not JSON"}
     assert store.verify() == []
+    store.close()
+
+
+def test_decisions_and_fired_rows_are_stored_as_their_own_json_whatever_the_cases_stored_before(
+    db_url: str, course: Any
+) -> None:
+    # the texts are remembered by value: 1, 1.0 and True (and lists of them) are equal in Python, not in JSON
+    for values in ({"d": 1}, {"d": True}, {"d": 1.0}, {"d": [1]}, {"d": [True]}, {"d": [[1]]}, {"d": None}):
+        assert _decisions_text(values) == json.dumps(values, separators=(",", ":"), ensure_ascii=False)
+    store = fill(db_url, course, [*sample_items(), *sample_items("again")])
+    evaluator = Evaluator(course)
+    for stored in store.search():
+        again = evaluator.evaluate_case(stored.facts, AS_OF, stored.case_id)
+        assert (stored.decisions, stored.fired) == (again.decisions, again.fired())
     store.close()
 
 
