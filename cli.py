@@ -641,7 +641,7 @@ def why_command(
                                          why A was advised to record ID (on DATE), under which playbook,
                                          and what became of it
     """
-    from engine.answers import outcome_lines, stored_header, why_action
+    from engine.answers import advice_in_force, outcome_lines, stored_header, why_action
     from engine.audit import StoredMismatch, reevaluate
     from engine.explain import UnknownTarget, why
     from engine.explain import why_not as why_not_text
@@ -659,7 +659,10 @@ def why_command(
     if record_id is not None:
         assert action is not None
         when = None if on is None else _as_of(on, "--on").isoformat()
-        evaluation, note = _advice_in_force(store, record_id, action, when, lang)
+        try:
+            evaluation, note = advice_in_force(store, record_id, action, when, lang)
+        except LookupError as error:
+            raise Failed(str(error).strip("'\"")) from None
     assert evaluation is not None
     try:
         stored, result = reevaluate(store, evaluation)
@@ -683,74 +686,18 @@ def why_command(
         click.echo(line)
 
 
-def _advice_in_force(store: Any, record_id: str, action: str, on: str | None, lang: str) -> tuple[int, str | None]:
-    """The record's evaluation in force on ``on``: its latest with as_of on or before it.
-
-    With it, when that one did not advise ``action``, a note that says so and names the last one that
-    did (the explanation then says why not).
-    """
-    from engine.answers import advice_note, split_action
-
-    wanted, rule = split_action(action)
-    latest: Any = None
-    last_advised: Any = None
-    for stored in store.search(record_id=record_id, until=on):
-        latest = stored
-        if any(r["id"] == wanted and rule in (None, r["rule"]) for r in stored.recommendations):
-            last_advised = stored
-    when = f" on or before {on}" if on else ""
-    if latest is None:
-        raise Failed(f"no evaluation of record '{record_id}'{when} in the audit log")
-    if last_advised is not latest:
-        return int(latest.seq), advice_note(lang, record_id, on, latest, last_advised, action)
-    return int(latest.seq), None
-
-
-def _listing(stored: Any) -> dict[str, Any]:
-    from engine.answers import outcome_texts
-
-    return {
-        "evaluation": stored.seq,
-        "created_at": stored.created_at,
-        "as_of": stored.as_of,
-        "playbook_id": stored.playbook_id,
-        "playbook_version": stored.playbook_version,
-        "playbook_hash": stored.playbook_hash,
-        "case": stored.case_id,
-        "record_id": stored.record_id,
-        "account_id": stored.account_id,
-        "status": stored.status,
-        "actions": ";".join(r["id"] for r in stored.recommendations),
-        "rules": ";".join(dict.fromkeys([*stored.fired.get("$rules", [])])),
-        "outcomes": "; ".join(outcome_texts(stored)),
-    }
-
-
-_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-
-
-def _spreadsheet_safe(value: Any) -> Any:
-    """A cell a spreadsheet will not run as a formula (OWASP's CSV injection rule: a leading quote)."""
-    return f"'{value}" if isinstance(value, str) and value.startswith(_FORMULA_STARTS) else value
-
-
 def _emit(rows: Any, fmt: str) -> int:
+    from adapters.listing import listing_row, write_csv, write_json_lines
     from engine.answers import outcome_texts
 
+    if fmt == "csv":
+        return write_csv(rows, sys.stdout)
+    if fmt == "json":
+        return write_json_lines(rows, sys.stdout)
     count = 0
-    writer = None
     for stored in rows:
         count += 1
-        if fmt == "json":
-            click.echo(json.dumps(stored.to_json(), ensure_ascii=False))
-            continue
-        line = _listing(stored)
-        if fmt == "csv":
-            if writer is None:
-                writer = csv.DictWriter(sys.stdout, fieldnames=list(line))
-                writer.writeheader()
-            writer.writerow({name: _spreadsheet_safe(value) for name, value in line.items()})
-            continue
+        line = listing_row(stored)
         account = f"  account {stored.account_id}" if stored.account_id is not None else ""
         actions = line["actions"].replace(";", ", ") or "no action"
         if stored.status != "ok" and stored.error:
@@ -766,6 +713,8 @@ def _emit(rows: Any, fmt: str) -> int:
 
 
 def _emit_quarantined(events: Any, fmt: str) -> int:
+    from adapters.listing import spreadsheet_safe
+
     count = 0
     writer = None
     for held in events:
@@ -778,7 +727,7 @@ def _emit_quarantined(events: Any, fmt: str) -> int:
             if writer is None:
                 writer = csv.DictWriter(sys.stdout, fieldnames=list(data))
                 writer.writeheader()
-            writer.writerow({name: _spreadsheet_safe(value) for name, value in data.items()})
+            writer.writerow({name: spreadsheet_safe(value) for name, value in data.items()})
         else:
             record = f"  record {held.record_id}" if held.record_id is not None else ""
             click.echo(

@@ -69,6 +69,7 @@ from sqlalchemy import (
     UniqueConstraint,
     bindparam,
     create_engine,
+    delete,
     event,
     func,
     insert,
@@ -107,7 +108,7 @@ __all__ = [
 ]
 
 DEFAULT_URL = "sqlite:///playbook.db"
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 7
 GENESIS = "0" * 64
 _SCHEMA_LOCK = 0x706C6179626F6F6B  # PostgreSQL advisory lock held while the schema is made: "playbook"
 OUTCOME_STATUSES = ("accepted", "dismissed", "done")
@@ -240,12 +241,25 @@ quarantined_events = Table(
 )
 Index("ix_quarantined_received", quarantined_events.c.received_at)
 
+# Schema version 7 added the web console's users: a role, the owners a manager answers for, an argon2 hash.
+console_users = Table(
+    "console_users",
+    metadata,
+    Column("name", String(200), primary_key=True),
+    Column("role", String(20), nullable=False),  # auditor | ops | manager
+    Column("team", Text, nullable=False),  # JSON list of the owners whose advice a manager may answer
+    Column("password_hash", Text, nullable=False),
+    Column("created_at", String(40), nullable=False),
+)
+
 _TABLES_BY_VERSION = {
     1: [meta, playbooks, chain_head, evaluations, recommendations],
     2: [outcomes],
     3: [records],
     4: [record_changes],
     5: [quarantined_events],
+    6: [],  # another branch's; the merger renumbers
+    7: [console_users],
 }
 CHAINS = ("evaluations", "outcomes", "records", "quarantined")
 _CHAIN_TABLES = {
@@ -933,6 +947,7 @@ class Store:
         until: str | None = None,
         limit: int | None = None,
         latest_per_record: bool = False,
+        playbook_version: str | None = None,
     ) -> Iterator[StoredEvaluation]:
         """Evaluations in sequence order, filtered; ``since``/``until`` compare ``as_of`` (inclusive).
 
@@ -947,6 +962,8 @@ class Store:
             query = query.where(evaluations.c.record_id == record_id)
         if account_id is not None:
             query = query.where(evaluations.c.account_id == account_id)
+        if playbook_version is not None:
+            query = query.where(evaluations.c.playbook_version == playbook_version)
         if since is not None:
             query = query.where(evaluations.c.as_of >= since)
         if until is not None:
@@ -975,6 +992,35 @@ class Store:
                         or any(r["rule"] == rule for r in stored.recommendations)
                     ):
                         yield stored
+
+    # -- console users -------------------------------------------------------------
+
+    def save_user(self, name: str, role: str, team: Sequence[str], password_hash: str) -> None:
+        """Add a console user, or replace one of that name (a new password or role)."""
+        row = {"name": name, "role": role, "team": json.dumps(list(team)), "password_hash": password_hash}
+        with self._begin() as conn:
+            conn.execute(delete(console_users).where(console_users.c.name == name))
+            conn.execute(insert(console_users), [{**row, "created_at": _now()}])
+
+    def user(self, name: str) -> dict[str, Any] | None:
+        """A console user's role, team and password hash; None when there is none of that name."""
+        with self._connect() as conn:
+            row = conn.execute(select(console_users).where(console_users.c.name == name)).first()
+        if row is None:
+            return None
+        return {"name": row.name, "role": row.role, "team": json.loads(row.team), "password_hash": row.password_hash}
+
+    def playbook_versions(self) -> list[dict[str, str]]:
+        """The playbook versions stored, oldest first: hash, id, version, when first used."""
+        with self._connect() as conn:
+            rows = conn.execute(
+                select(playbooks.c.hash, playbooks.c.playbook_id, playbooks.c.version, playbooks.c.first_used).order_by(
+                    playbooks.c.first_used, playbooks.c.hash
+                )
+            )
+            return [
+                {"hash": r.hash, "id": r.playbook_id, "version": r.version, "first_used": r.first_used} for r in rows
+            ]
 
     def outcomes_of(self, evaluation_seq: int) -> list[dict[str, Any]]:
         with self._connect() as conn:
