@@ -1189,12 +1189,99 @@ def serve(
             err=True,
         )
         _tune_memory()
-        config = server_config(create_app(service), host=host, port=port, max_connections=max_connections)
+        console = _console(store, playbook, playbook_path, https=bool(public_url and public_url.startswith("https:")))
+        config = server_config(
+            create_app(service, routes=[console]), host=host, port=port, max_connections=max_connections
+        )
         try:
             uvicorn.Server(config).run()
         finally:
             service.close()
             store.close()
+
+
+def _console(store: Any, playbook: Any, playbook_path: str | None, *, https: bool) -> Any:
+    """The web console's mount (/ui) over the store, its session secret from PLAYBOOK_CONSOLE_SECRET."""
+    from adapters.console import SECRET_ENV, Console, console_mount, console_secret, secret_from_environment
+
+    configured = secret_from_environment()
+    if configured is None:
+        click.echo(f"{SECRET_ENV} is not set: console sessions end when this process stops", err=True)
+    try:
+        console = Console(store, playbook=playbook, playbook_path=playbook_path, secret=console_secret(configured))
+    except ValueError as error:
+        raise Failed(str(error)) from None
+    return console_mount(console, https_only=https)
+
+
+@main.command(name="ui")
+@_db_option
+@click.option(
+    "--playbook",
+    "playbook_path",
+    type=click.Path(dir_okay=False, exists=True),
+    help="The playbook file whose check and tests the console shows (default: the log's newest playbook).",
+)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8081, show_default=True, help="Port to listen on.")
+@click.option("--https", is_flag=True, help="Served over HTTPS (behind a proxy): session cookies are marked Secure.")
+def ui(db: str, playbook_path: str | None, host: str, port: int, https: bool) -> None:
+    """Run the web console alone on an audit log, under /ui (``playbook serve`` mounts it too).
+
+    Sessions are signed with PLAYBOOK_CONSOLE_SECRET (32 characters or more); users come from
+    ``playbook user add``.
+    """
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.responses import RedirectResponse
+    from starlette.routing import Route
+
+    store = _open_store(db, create=False)
+    playbook = _load(playbook_path) if playbook_path else None
+    console = _console(store, playbook, playbook_path, https=https)
+
+    async def to_console(_request: Any) -> Any:
+        return RedirectResponse("/ui/", 307)
+
+    app = Starlette(routes=[Route("/", to_console), console])
+    click.echo(f"console on http://{host}:{port}/ui/ over {_shown(db)}", err=True)
+    uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info")).run()
+
+
+@main.group()
+def user() -> None:
+    """The web console's users."""
+
+
+@user.command(name="add")
+@click.argument("name")
+@click.option("--role", type=click.Choice(["auditor", "ops", "manager"]), required=True, help="What the user may do.")
+@click.option(
+    "--team",
+    "team",
+    multiple=True,
+    metavar="OWNER",
+    help="With --role manager: an owner whose deals the manager answers for. Repeatable.",
+)
+@_db_option
+def user_add(name: str, role: str, team: tuple[str, ...], db: str) -> None:
+    """Add a console user, or give one a new password and role.
+
+    The password comes from PLAYBOOK_USER_PASSWORD, else from a prompt: never from the command line.
+    """
+    from adapters.console import add_user
+
+    if team and role != "manager":
+        raise click.UsageError("--team goes with --role manager")
+    password = os.environ.get("PLAYBOOK_USER_PASSWORD") or click.prompt(
+        "password", hide_input=True, confirmation_prompt=True, err=True
+    )
+    store = _open_store(db)
+    try:
+        add_user(store, name, role, password, team)
+    except ValueError as error:
+        raise Failed(str(error)) from None
+    click.echo(f"user {name}: {role}" + (f", team {', '.join(team)}" if team else ""), err=True)
 
 
 def _name_environment_variables(group: click.Group, prefix: str) -> None:

@@ -48,7 +48,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -948,13 +948,14 @@ class Store:
         limit: int | None = None,
         latest_per_record: bool = False,
         playbook_version: str | None = None,
-    ) -> Iterator[StoredEvaluation]:
+        newest_first: bool = False,
+    ) -> Generator[StoredEvaluation, None, None]:
         """Evaluations in sequence order, filtered; ``since``/``until`` compare ``as_of`` (inclusive).
 
         ``latest_per_record``: only each record's newest evaluation (a record is its record id, else
         its case id), before the other filters apply.
         """
-        query = select(evaluations).order_by(evaluations.c.seq)
+        query = select(evaluations).order_by(evaluations.c.seq.desc() if newest_first else evaluations.c.seq)
         if latest_per_record:
             record = func.coalesce(evaluations.c.record_id, evaluations.c.case_id)
             query = query.where(evaluations.c.seq.in_(select(func.max(evaluations.c.seq)).group_by(record)))
@@ -984,14 +985,17 @@ class Store:
             query = query.limit(limit)
         with self._connect() as conn:
             result = conn.execution_options(yield_per=500).execute(query)
-            for chunk in result.partitions():
-                for stored in self._stored(conn, chunk):
-                    if (
-                        rule is None
-                        or rule in stored.fired.get("$rules", [])
-                        or any(r["rule"] == rule for r in stored.recommendations)
-                    ):
-                        yield stored
+            try:
+                for chunk in result.partitions():
+                    for stored in self._stored(conn, chunk):
+                        if (
+                            rule is None
+                            or rule in stored.fired.get("$rules", [])
+                            or any(r["rule"] == rule for r in stored.recommendations)
+                        ):
+                            yield stored
+            finally:
+                result.close()  # a reader that stops early leaves no server cursor open
 
     # -- console users -------------------------------------------------------------
 
