@@ -383,6 +383,7 @@ class Console:
             loader=FileSystemLoader(_FILES), autoescape=True, undefined=StrictUndefined, trim_blocks=True
         )
         self._css = (_FILES / "console.css").read_bytes()
+        self._icon = (_FILES / "favicon.svg").read_bytes()
 
     # -- the app ---------------------------------------------------------------------
 
@@ -391,6 +392,7 @@ class Console:
         routes = [
             Route("/", self.search_page, name="search"),
             Route("/console.css", self.css),
+            Route("/favicon.svg", self.icon),
             Route("/export.csv", self.export_csv),
             Route("/export.jsonl", self.export_json),
             Route("/evaluations/{seq:int}", self.evaluation_page),
@@ -795,6 +797,10 @@ class Console:
 
     def css(self, request: Request) -> Response:
         return Response(self._css, media_type="text/css", headers={"Cache-Control": "max-age=3600"})
+
+
+    def icon(self, request: Request) -> Response:
+        return Response(self._icon, media_type="image/svg+xml", headers={"Cache-Control": "max-age=86400"})
 
 
 class _SecurityHeaders:
