@@ -591,6 +591,7 @@ class Console:
                 "id": r["id"],
                 "rule": r["rule"],
                 "label": _action_label(playbook, r["id"], lang),
+                "rule_label": _rule_label(playbook, r["rule"], lang),
                 "outcomes": _outcomes_shown(stored, playbook, lang, {r["position"]}),
             }
             for r in stored.recommendations
@@ -649,24 +650,33 @@ class Console:
         words = _WORDS[lang]
         record_id, action, on = (request.query_params.get(k, "").strip() for k in ("record", "action", "on"))
         values = {"record": record_id, "action": action, "on": on}
+        actions = self._actions(lang)
         if not record_id and not action:
-            return self.render(request, "why.html", values=values, answer=None, error="")
+            return self.render(request, "why.html", values=values, actions=actions, answer=None, error="")
         if not record_id or not action:
-            return self.render(request, "why.html", status=400, values=values, answer=None, error=words["why_needs"])
+            return self.render(
+                request, "why.html", status=400, values=values, actions=actions, answer=None, error=words["why_needs"]
+            )
         if on:
             try:
                 dt.date.fromisoformat(on)
             except ValueError:
                 error = words["bad_date"].format(value=on)
-                return self.render(request, "why.html", status=400, values=values, answer=None, error=error)
+                return self.render(
+                    request, "why.html", status=400, values=values, actions=actions, answer=None, error=error
+                )
         try:
             seq, note = advice_in_force(self.store, record_id, action, on or None, lang)
             stored, result = reevaluate(self.store, seq)
             text = why_action(result.playbook, result.to_json(lang), action, lang)
         except StoredMismatch:
-            return self.render(request, "why.html", status=409, values=values, answer=None, error=words["mismatch"])
+            return self.render(
+                request, "why.html", status=409, values=values, actions=actions, answer=None, error=words["mismatch"]
+            )
         except (LookupError, UnknownTarget) as error:
-            return self.render(request, "why.html", status=404, values=values, answer=None, error=str(error))
+            return self.render(
+                request, "why.html", status=404, values=values, actions=actions, answer=None, error=str(error)
+            )
         wanted, rule = split_action(action)
         positions = {r["position"] for r in stored.recommendations if r["id"] == wanted and rule in (None, r["rule"])}
         playbook = self.playbook_of(stored.playbook_hash)
@@ -678,7 +688,12 @@ class Console:
             "outcomes": _outcomes_shown(stored, playbook, lang, positions) if positions else [],
             "advised": bool(positions),
         }
-        return self.render(request, "why.html", values=values, answer=answer, error="")
+        return self.render(request, "why.html", values=values, actions=actions, answer=answer, error="")
+
+    def _actions(self, lang: str) -> list[tuple[str, str]]:
+        """The actions of the playbook in use, (id, label), offered as the why page's suggestions."""
+        playbook = self.current_playbook()
+        return [(a.id, a.label.get(lang, a.id)) for a in playbook.actions.values()] if playbook is not None else []
 
     def audit_page(self, request: Request) -> Response:
         heads = self.store.head()
@@ -802,7 +817,6 @@ class Console:
     def css(self, request: Request) -> Response:
         return Response(self._css, media_type="text/css", headers={"Cache-Control": "max-age=3600"})
 
-
     def icon(self, request: Request) -> Response:
         return Response(self._icon, media_type="image/svg+xml", headers={"Cache-Control": "max-age=86400"})
 
@@ -902,6 +916,11 @@ def _may_answer(user: _User, stored: StoredEvaluation) -> bool:
 def _action_label(playbook: Playbook, action_id: str, lang: str) -> str:
     action = playbook.actions.get(action_id)
     return action.label.get(lang, action_id) if action is not None else action_id
+
+
+def _rule_label(playbook: Playbook, rule_id: str, lang: str) -> str:
+    rule = playbook.rules_by_id.get(rule_id)
+    return rule.label.get(lang, rule_id) if rule is not None else rule_id
 
 
 def _outcomes_shown(
