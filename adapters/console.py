@@ -60,7 +60,7 @@ __all__ = ["ROLES", "SECRET_ENV", "Console", "add_user", "console_mount"]
 ROLES = ("auditor", "ops", "manager")
 SECRET_ENV = "PLAYBOOK_CONSOLE_SECRET"  # noqa: S105 - the name of the variable, not a secret
 _FILES = Path(__file__).with_name("console_files")
-_PAGE_SIZE = 100
+_PAGE_SIZE = 50
 _HASHER = PasswordHasher()
 # verified against when the name is unknown, so that a wrong name takes as long as a wrong password
 _NO_USER_HASH = _HASHER.hash(secrets.token_urlsafe(16))
@@ -382,6 +382,7 @@ class Console:
         self._served = playbook
         self._secret = secret
         self._playbooks: dict[str, Playbook] = {}
+        self._checked: tuple[Any, tuple[list[dict[str, str]] | None, dict[str, Any] | None]] | None = None
         self._lock = threading.Lock()
         self.templates = Environment(
             loader=FileSystemLoader(_FILES), autoescape=True, undefined=StrictUndefined, trim_blocks=True
@@ -494,10 +495,12 @@ class Console:
             since=v["since"] or None,
             until=v["until"] or None,
             playbook_version=v["version"] or None,
+            owner=v["owner"] or None,
+            region=v["region"] or None,
             newest_first=True,
         )
         with contextlib.closing(searched):
-            yield from (stored for stored in searched if _owned(stored, v["owner"], v["region"]))
+            yield from searched
 
     def search_page(self, request: Request) -> Response:
         search = self._search(request)
@@ -713,9 +716,27 @@ class Console:
         return self.render(request, "playbook.html", blocks=playbook_blocks(playbook, lang), check=check, tests=tests)
 
     def _check_and_tests(self) -> tuple[list[dict[str, str]] | None, dict[str, Any] | None]:
-        """The check's problems and the test report of the playbook file; None when there is no file."""
+        """The check's problems and the test report of the playbook file; None when there is no file.
+
+        Kept while the playbook file and its test files are unchanged: running the tests takes seconds.
+        """
         if self.playbook_path is None:
             return None, None
+        from engine.testing import default_test_dir
+
+        folder = default_test_dir(self.playbook_path)
+        files = [Path(self.playbook_path), *(sorted(folder.glob("*.yaml")) if folder.is_dir() else [])]
+        stamp = tuple((str(f), f.stat().st_mtime_ns, f.stat().st_size) for f in files if f.exists())
+        with self._lock:
+            if self._checked is not None and self._checked[0] == stamp:
+                return self._checked[1]
+        found = self._run_check_and_tests()
+        with self._lock:
+            self._checked = (stamp, found)
+        return found
+
+    def _run_check_and_tests(self) -> tuple[list[dict[str, str]] | None, dict[str, Any] | None]:
+        assert self.playbook_path is not None
         from engine.analyse import analyse
         from engine.testing import default_test_dir, load_tests, run_tests
 
@@ -890,16 +911,6 @@ def _password_matches(found: dict[str, Any] | None, password: str) -> bool:
         return _HASHER.verify(found["password_hash"] if found else _NO_USER_HASH, password) and found is not None
     except (VerificationError, InvalidHashError):
         return False
-
-
-def _owned(stored: StoredEvaluation, owner: str, region: str) -> bool:
-    """Whether the case's owner and region are the ones asked for (each when asked), compared as typed:
-    they are fields of the case, not columns."""
-    opportunity = stored.facts.get("opportunity")
-    opportunity = opportunity if isinstance(opportunity, dict) else {}
-    return (not owner or str(opportunity.get("owner", "")) == owner) and (
-        not region or str(opportunity.get("region", "")) == region
-    )
 
 
 def _owner(stored: StoredEvaluation) -> str | None:

@@ -55,6 +55,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
+    JSON,
     Boolean,
     Column,
     Connection,
@@ -68,6 +69,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     bindparam,
+    cast,
     create_engine,
     delete,
     event,
@@ -75,6 +77,7 @@ from sqlalchemy import (
     insert,
     inspect,
     select,
+    type_coerce,
     update,
 )
 from sqlalchemy.engine import make_url
@@ -948,9 +951,12 @@ class Store:
         limit: int | None = None,
         latest_per_record: bool = False,
         playbook_version: str | None = None,
+        owner: str | None = None,
+        region: str | None = None,
         newest_first: bool = False,
     ) -> Generator[StoredEvaluation, None, None]:
-        """Evaluations in sequence order, filtered; ``since``/``until`` compare ``as_of`` (inclusive).
+        """Evaluations in sequence order, filtered; ``since``/``until`` compare ``as_of`` (inclusive);
+        ``owner`` and ``region`` the case's ``opportunity.owner`` and ``opportunity.region``, as text.
 
         ``latest_per_record``: only each record's newest evaluation (a record is its record id, else
         its case id), before the other filters apply.
@@ -965,6 +971,9 @@ class Store:
             query = query.where(evaluations.c.account_id == account_id)
         if playbook_version is not None:
             query = query.where(evaluations.c.playbook_version == playbook_version)
+        for name, wanted in (("owner", owner), ("region", region)):
+            if wanted is not None:
+                query = query.where(self._fact_text("opportunity", name) == wanted)
         if since is not None:
             query = query.where(evaluations.c.as_of >= since)
         if until is not None:
@@ -1025,6 +1034,12 @@ class Store:
             return [
                 {"hash": r.hash, "id": r.playbook_id, "version": r.version, "first_used": r.first_used} for r in rows
             ]
+
+    def _fact_text(self, *path: str) -> Any:
+        """A field of the stored facts, read by the database as text (facts are JSON text)."""
+        facts = evaluations.c.facts
+        document = cast(facts, JSON) if self.engine.dialect.name == "postgresql" else type_coerce(facts, JSON)
+        return document[path].as_string()
 
     def outcomes_of(self, evaluation_seq: int) -> list[dict[str, Any]]:
         with self._connect() as conn:

@@ -309,3 +309,18 @@ def test_director_pages_say_there_is_no_data_yet(client: TestClient) -> None:
     for path, words in (("/ui/portfolio", "portfolio review"), ("/ui/agenda", "agenda")):
         text = visible_text(client.get(path, params={"lang": "en"}).text)
         assert "not connected yet: there is no data here" in text and words in text.lower()
+
+
+def test_owner_and_region_are_searched_by_the_database(db_url: str) -> None:
+    with make_console_log(db_url) as store:
+        dana_west = [s.seq for s in store.search(owner=OWNERS[0], region="West")]
+        assert dana_west == [3, 7, 11, 15, 19, 23]
+        assert [s.seq for s in store.search(owner="Dana", region="West")] == []  # whole values, not parts
+        assert [s.seq for s in store.search(region="East", until="2026-11-30", newest_first=True)] == [
+            10,
+            9,
+            6,
+            5,
+            2,
+            1,
+        ]
