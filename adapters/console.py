@@ -20,7 +20,6 @@ import contextlib
 import datetime as dt
 import hmac
 import io
-import itertools
 import os
 import secrets
 import threading
@@ -384,6 +383,7 @@ class Console:
         self._playbooks: dict[str, Playbook] = {}
         self._checked: tuple[Any, tuple[list[dict[str, str]] | None, dict[str, Any] | None]] | None = None
         self._lock = threading.Lock()
+        self._check_lock = threading.Lock()
         self.templates = Environment(
             loader=FileSystemLoader(_FILES), autoescape=True, undefined=StrictUndefined, trim_blocks=True
         )
@@ -485,7 +485,7 @@ class Console:
                     errors.append(_WORDS[_lang(request)]["bad_date"].format(value=values[name]))
         return _Search(values, errors)
 
-    def _found(self, search: _Search) -> Generator[StoredEvaluation, None, None]:
+    def _found(self, search: _Search, limit: int | None = None) -> Generator[StoredEvaluation, None, None]:
         v = search.values
         searched = self.store.search(
             record_id=v["record"] or None,
@@ -498,6 +498,7 @@ class Console:
             owner=v["owner"] or None,
             region=v["region"] or None,
             newest_first=True,
+            limit=limit,
         )
         with contextlib.closing(searched):
             yield from searched
@@ -508,8 +509,8 @@ class Console:
         more = False
         if not search.errors:
             lang = _lang(request)
-            with contextlib.closing(self._found(search)) as searched:
-                found = list(itertools.islice(searched, _PAGE_SIZE + 1))
+            with contextlib.closing(self._found(search, _PAGE_SIZE + 1)) as searched:
+                found = list(searched)
             more = len(found) > _PAGE_SIZE
             rows = [self._row(stored, lang) for stored in found[:_PAGE_SIZE]]
         status = 400 if search.errors else 200
@@ -533,8 +534,8 @@ class Console:
         search = self._search(request)
         if search.errors:
             return None
-        with contextlib.closing(self._found(search)) as searched:
-            return list(itertools.islice(searched, _limit(request.query_params.get("limit"))))
+        with contextlib.closing(self._found(search, _limit(request.query_params.get("limit")))) as searched:
+            return list(searched)
 
     def export_csv(self, request: Request) -> Response:
         rows = self._export_rows(request)
@@ -573,7 +574,7 @@ class Console:
         problem = ""
         if stored.status == "ok" and not stored.error:
             try:
-                _, result = reevaluate(self.store, seq)
+                _, result = reevaluate(self.store, seq, playbook_of=self.playbook_of)
             except StoredMismatch:
                 problem = words["mismatch"]
             else:
@@ -670,7 +671,7 @@ class Console:
                 )
         try:
             seq, note = advice_in_force(self.store, record_id, action, on or None, lang)
-            stored, result = reevaluate(self.store, seq)
+            stored, result = reevaluate(self.store, seq, playbook_of=self.playbook_of)
             text = why_action(result.playbook, result.to_json(lang), action, lang)
         except StoredMismatch:
             return self.render(
@@ -727,13 +728,10 @@ class Console:
         folder = default_test_dir(self.playbook_path)
         files = [Path(self.playbook_path), *(sorted(folder.glob("*.yaml")) if folder.is_dir() else [])]
         stamp = tuple((str(f), f.stat().st_mtime_ns, f.stat().st_size) for f in files if f.exists())
-        with self._lock:
-            if self._checked is not None and self._checked[0] == stamp:
-                return self._checked[1]
-        found = self._run_check_and_tests()
-        with self._lock:
-            self._checked = (stamp, found)
-        return found
+        with self._check_lock:  # one run at a time: the pages asked meanwhile wait for it, not run it again
+            if self._checked is None or self._checked[0] != stamp:
+                self._checked = (stamp, self._run_check_and_tests())
+            return self._checked[1]
 
     def _run_check_and_tests(self) -> tuple[list[dict[str, str]] | None, dict[str, Any] | None]:
         assert self.playbook_path is not None
