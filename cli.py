@@ -759,7 +759,7 @@ def why_command(
                                          why A was advised to record ID (on DATE), under which playbook,
                                          and what became of it
     """
-    from engine.answers import outcome_lines, stored_header, why_action
+    from engine.answers import advice_in_force, outcome_lines, stored_header, why_action
     from engine.audit import StoredMismatch, reevaluate
     from engine.explain import UnknownTarget, why
     from engine.explain import why_not as why_not_text
@@ -777,7 +777,10 @@ def why_command(
     if record_id is not None:
         assert action is not None
         when = None if on is None else _as_of(on, "--on").isoformat()
-        evaluation, note = _advice_in_force(store, record_id, action, when, lang)
+        try:
+            evaluation, note = advice_in_force(store, record_id, action, when, lang)
+        except LookupError as error:
+            raise Failed(str(error).strip("'\"")) from None
     assert evaluation is not None
     try:
         stored, result = reevaluate(store, evaluation)
@@ -801,74 +804,18 @@ def why_command(
         click.echo(line)
 
 
-def _advice_in_force(store: Any, record_id: str, action: str, on: str | None, lang: str) -> tuple[int, str | None]:
-    """The record's evaluation in force on ``on``: its latest with as_of on or before it.
-
-    With it, when that one did not advise ``action``, a note that says so and names the last one that
-    did (the explanation then says why not).
-    """
-    from engine.answers import advice_note, split_action
-
-    wanted, rule = split_action(action)
-    latest: Any = None
-    last_advised: Any = None
-    for stored in store.search(record_id=record_id, until=on):
-        latest = stored
-        if any(r["id"] == wanted and rule in (None, r["rule"]) for r in stored.recommendations):
-            last_advised = stored
-    when = f" on or before {on}" if on else ""
-    if latest is None:
-        raise Failed(f"no evaluation of record '{record_id}'{when} in the audit log")
-    if last_advised is not latest:
-        return int(latest.seq), advice_note(lang, record_id, on, latest, last_advised, action)
-    return int(latest.seq), None
-
-
-def _listing(stored: Any) -> dict[str, Any]:
-    from engine.answers import outcome_texts
-
-    return {
-        "evaluation": stored.seq,
-        "created_at": stored.created_at,
-        "as_of": stored.as_of,
-        "playbook_id": stored.playbook_id,
-        "playbook_version": stored.playbook_version,
-        "playbook_hash": stored.playbook_hash,
-        "case": stored.case_id,
-        "record_id": stored.record_id,
-        "account_id": stored.account_id,
-        "status": stored.status,
-        "actions": ";".join(r["id"] for r in stored.recommendations),
-        "rules": ";".join(dict.fromkeys([*stored.fired.get("$rules", [])])),
-        "outcomes": "; ".join(outcome_texts(stored)),
-    }
-
-
-_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-
-
-def _spreadsheet_safe(value: Any) -> Any:
-    """A cell a spreadsheet will not run as a formula (OWASP's CSV injection rule: a leading quote)."""
-    return f"'{value}" if isinstance(value, str) and value.startswith(_FORMULA_STARTS) else value
-
-
 def _emit(rows: Any, fmt: str) -> int:
+    from adapters.listing import listing_row, write_csv, write_json_lines
     from engine.answers import outcome_texts
 
+    if fmt == "csv":
+        return write_csv(rows, sys.stdout)
+    if fmt == "json":
+        return write_json_lines(rows, sys.stdout)
     count = 0
-    writer = None
     for stored in rows:
         count += 1
-        if fmt == "json":
-            click.echo(json.dumps(stored.to_json(), ensure_ascii=False))
-            continue
-        line = _listing(stored)
-        if fmt == "csv":
-            if writer is None:
-                writer = csv.DictWriter(sys.stdout, fieldnames=list(line))
-                writer.writeheader()
-            writer.writerow({name: _spreadsheet_safe(value) for name, value in line.items()})
-            continue
+        line = listing_row(stored)
         account = f"  account {stored.account_id}" if stored.account_id is not None else ""
         actions = line["actions"].replace(";", ", ") or "no action"
         if stored.status != "ok" and stored.error:
@@ -884,6 +831,8 @@ def _emit(rows: Any, fmt: str) -> int:
 
 
 def _emit_quarantined(events: Any, fmt: str) -> int:
+    from adapters.listing import spreadsheet_safe
+
     count = 0
     writer = None
     for held in events:
@@ -896,7 +845,7 @@ def _emit_quarantined(events: Any, fmt: str) -> int:
             if writer is None:
                 writer = csv.DictWriter(sys.stdout, fieldnames=list(data))
                 writer.writeheader()
-            writer.writerow({name: _spreadsheet_safe(value) for name, value in data.items()})
+            writer.writerow({name: spreadsheet_safe(value) for name, value in data.items()})
         else:
             record = f"  record {held.record_id}" if held.record_id is not None else ""
             click.echo(
@@ -1358,12 +1307,99 @@ def serve(
             err=True,
         )
         _tune_memory()
-        config = server_config(create_app(service), host=host, port=port, max_connections=max_connections)
+        console = _console(store, playbook, playbook_path, https=bool(public_url and public_url.startswith("https:")))
+        config = server_config(
+            create_app(service, routes=[console]), host=host, port=port, max_connections=max_connections
+        )
         try:
             uvicorn.Server(config).run()
         finally:
             service.close()
             store.close()
+
+
+def _console(store: Any, playbook: Any, playbook_path: str | None, *, https: bool) -> Any:
+    """The web console's mount (/ui) over the store, its session secret from PLAYBOOK_CONSOLE_SECRET."""
+    from adapters.console import SECRET_ENV, Console, console_mount, console_secret, secret_from_environment
+
+    configured = secret_from_environment()
+    if configured is None:
+        click.echo(f"{SECRET_ENV} is not set: console sessions end when this process stops", err=True)
+    try:
+        console = Console(store, playbook=playbook, playbook_path=playbook_path, secret=console_secret(configured))
+    except ValueError as error:
+        raise Failed(str(error)) from None
+    return console_mount(console, https_only=https)
+
+
+@main.command(name="ui")
+@_db_option
+@click.option(
+    "--playbook",
+    "playbook_path",
+    type=click.Path(dir_okay=False, exists=True),
+    help="The playbook file whose check and tests the console shows (default: the log's newest playbook).",
+)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8081, show_default=True, help="Port to listen on.")
+@click.option("--https", is_flag=True, help="Served over HTTPS (behind a proxy): session cookies are marked Secure.")
+def ui(db: str, playbook_path: str | None, host: str, port: int, https: bool) -> None:
+    """Run the web console alone on an audit log, under /ui (``playbook serve`` mounts it too).
+
+    Sessions are signed with PLAYBOOK_CONSOLE_SECRET (32 characters or more); users come from
+    ``playbook user add``.
+    """
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.responses import RedirectResponse
+    from starlette.routing import Route
+
+    store = _open_store(db, create=False)
+    playbook = _load(playbook_path) if playbook_path else None
+    console = _console(store, playbook, playbook_path, https=https)
+
+    async def to_console(_request: Any) -> Any:
+        return RedirectResponse("/ui/", 307)
+
+    app = Starlette(routes=[Route("/", to_console), console])
+    click.echo(f"console on http://{host}:{port}/ui/ over {_shown(db)}", err=True)
+    uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info")).run()
+
+
+@main.group()
+def user() -> None:
+    """The web console's users."""
+
+
+@user.command(name="add")
+@click.argument("name")
+@click.option("--role", type=click.Choice(["auditor", "ops", "manager"]), required=True, help="What the user may do.")
+@click.option(
+    "--team",
+    "team",
+    multiple=True,
+    metavar="OWNER",
+    help="With --role manager: an owner whose deals the manager answers for. Repeatable.",
+)
+@_db_option
+def user_add(name: str, role: str, team: tuple[str, ...], db: str) -> None:
+    """Add a console user, or give one a new password and role.
+
+    The password comes from PLAYBOOK_USER_PASSWORD, else from a prompt: never from the command line.
+    """
+    from adapters.console import add_user
+
+    if team and role != "manager":
+        raise click.UsageError("--team goes with --role manager")
+    password = os.environ.get("PLAYBOOK_USER_PASSWORD") or click.prompt(
+        "password", hide_input=True, confirmation_prompt=True, err=True
+    )
+    store = _open_store(db)
+    try:
+        add_user(store, name, role, password, team)
+    except ValueError as error:
+        raise Failed(str(error)) from None
+    click.echo(f"user {name}: {role}" + (f", team {', '.join(team)}" if team else ""), err=True)
 
 
 def _name_environment_variables(group: click.Group, prefix: str) -> None:

@@ -13,9 +13,17 @@ from typing import Any
 from engine.errors import did_you_mean
 from engine.explain import UnknownTarget, why, why_not
 from engine.model import Playbook, ValueOf
-from engine.store import StoredEvaluation
+from engine.store import Store, StoredEvaluation
 
-__all__ = ["advice_note", "outcome_lines", "outcome_texts", "split_action", "stored_header", "why_action"]
+__all__ = [
+    "advice_in_force",
+    "advice_note",
+    "outcome_lines",
+    "outcome_texts",
+    "split_action",
+    "stored_header",
+    "why_action",
+]
 
 _WORDS: dict[str, dict[str, str]] = {
     "zh": {
@@ -140,6 +148,27 @@ def advice_note(
         return note + _w(lang, "never", action=action)
     command = f"playbook why {last.seq} --action {action}"
     return note + _w(lang, "earlier", action=action, last=last.seq, last_as_of=last.as_of, command=command)
+
+
+def advice_in_force(store: Store, record_id: str, action: str, on: str | None, lang: str) -> tuple[int, str | None]:
+    """The record's evaluation in force on ``on`` (its latest with as_of on or before it; the latest of
+    all without ``on``), and a note when that one did not advise ``action`` naming the last one that did.
+
+    LookupError when the log holds no evaluation of the record by then.
+    """
+    wanted, rule = split_action(action)
+    latest: StoredEvaluation | None = None
+    last_advised: StoredEvaluation | None = None
+    for stored in store.search(record_id=record_id, until=on):
+        latest = stored
+        if any(r["id"] == wanted and rule in (None, r["rule"]) for r in stored.recommendations):
+            last_advised = stored
+    if latest is None:
+        when = f" on or before {on}" if on else ""
+        raise LookupError(f"no evaluation of record '{record_id}'{when} in the audit log")
+    if last_advised is not latest:
+        return latest.seq, advice_note(lang, record_id, on, latest, last_advised, action)
+    return latest.seq, None
 
 
 def split_action(spec: str, rule: str | None = None) -> tuple[str, str | None]:

@@ -8,13 +8,14 @@ These join the evaluator and the store; neither of those knows the other.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from engine.compile import compile_playbook
 from engine.errors import CaseError
 from engine.evaluate import Evaluator, Result
+from engine.model import Playbook
 from engine.store import ID_LENGTH, Appended, Store, StoredEvaluation, iter_chunks, oversized_id
 from engine.validate import load_playbook_text
 
@@ -94,12 +95,21 @@ def outcome_to_file(
         return error, facts
 
 
-def reevaluate(store: Store, seq: int) -> tuple[StoredEvaluation, Result]:
-    """The stored evaluation and its full trace, re-derived under the stored playbook text and checked."""
+def reevaluate(
+    store: Store, seq: int, *, playbook_of: Callable[[str], Playbook] | None = None
+) -> tuple[StoredEvaluation, Result]:
+    """The stored evaluation and its full trace, re-derived under the stored playbook text and checked.
+
+    ``playbook_of``: the playbook of a content hash, from the stored text (a server keeps them read).
+    """
     stored = store.get(seq)
     if stored.status != "ok" or stored.error:
         raise StoredMismatch(f"evaluation {seq} is a failed case: {stored.error}")
-    playbook = load_playbook_text(store.playbook_text(stored.playbook_hash), f"<playbook {stored.playbook_hash[:12]}>")
+    if playbook_of is not None:
+        playbook = playbook_of(stored.playbook_hash)
+    else:
+        text = store.playbook_text(stored.playbook_hash)
+        playbook = load_playbook_text(text, f"<playbook {stored.playbook_hash[:12]}>")
     with compile_playbook(playbook) as compiled:
         result = Evaluator(compiled, cache_size=0).evaluate_case(
             stored.facts, dt.date.fromisoformat(stored.as_of), stored.case_id

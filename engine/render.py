@@ -17,7 +17,7 @@ from engine.conditions import conjuncts
 from engine.explain import _cite, _label, _one_value, _sep, _var_label, _w, test_text
 from engine.model import AllOf, AnyOf, Atom, Condition, Decision, InputField, Literal, Not, Output, Playbook, Text
 
-__all__ = ["FORMATS", "render_playbook"]
+__all__ = ["FORMATS", "playbook_blocks", "render_playbook"]
 
 FORMATS = ("md", "html")
 
@@ -363,6 +363,11 @@ def _html(blocks: list[_Block], lang: str, title: str) -> str:
             out.append("</tbody></table>")
     out += ["</body>", "</html>"]
     return "\n".join(out) + "\n"
+
+
+def playbook_blocks(playbook: Playbook, lang: str) -> list[_Block]:
+    """The playbook as headings, paragraphs, tables and lists (for pages that lay them out themselves)."""
+    return _blocks(playbook, lang)
 
 
 def render_playbook(playbook: Playbook, fmt: str = "md", lang: str = "zh") -> str:

@@ -49,7 +49,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -57,6 +57,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
+    JSON,
     Boolean,
     Column,
     Connection,
@@ -75,6 +76,7 @@ from sqlalchemy import (
     case,
     cast,
     create_engine,
+    delete,
     distinct,
     event,
     func,
@@ -85,6 +87,7 @@ from sqlalchemy import (
     or_,
     select,
     true,
+    type_coerce,
     update,
 )
 from sqlalchemy.dialects.postgresql import JSONB
@@ -122,7 +125,7 @@ __all__ = [
 ]
 
 DEFAULT_URL = "sqlite:///playbook.db"
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 7
 GENESIS = "0" * 64
 _SCHEMA_LOCK = 0x706C6179626F6F6B  # PostgreSQL advisory lock held while the schema is made: "playbook"
 OUTCOME_STATUSES = ("accepted", "dismissed", "done")
@@ -255,12 +258,25 @@ quarantined_events = Table(
 )
 Index("ix_quarantined_received", quarantined_events.c.received_at)
 
+# Schema version 7 added the web console's users: a role, the owners a manager answers for, an argon2 hash.
+console_users = Table(
+    "console_users",
+    metadata,
+    Column("name", String(200), primary_key=True),
+    Column("role", String(20), nullable=False),  # auditor | ops | manager
+    Column("team", Text, nullable=False),  # JSON list of the owners whose advice a manager may answer
+    Column("password_hash", Text, nullable=False),
+    Column("created_at", String(40), nullable=False),
+)
+
 _TABLES_BY_VERSION = {
     1: [meta, playbooks, chain_head, evaluations, recommendations],
     2: [outcomes],
     3: [records],
     4: [record_changes],
     5: [quarantined_events],
+    6: [],  # another branch's; the merger renumbers
+    7: [console_users],
 }
 CHAINS = ("evaluations", "outcomes", "records", "quarantined")
 _CHAIN_TABLES = {
@@ -1008,13 +1024,18 @@ class Store:
         until: str | None = None,
         limit: int | None = None,
         latest_per_record: bool = False,
-    ) -> Iterator[StoredEvaluation]:
-        """Evaluations in sequence order, filtered; ``since``/``until`` compare ``as_of`` (inclusive).
+        playbook_version: str | None = None,
+        owner: str | None = None,
+        region: str | None = None,
+        newest_first: bool = False,
+    ) -> Generator[StoredEvaluation, None, None]:
+        """Evaluations in sequence order, filtered; ``since``/``until`` compare ``as_of`` (inclusive);
+        ``owner`` and ``region`` the case's ``opportunity.owner`` and ``opportunity.region``, as text.
 
         ``latest_per_record``: only each record's newest evaluation (a record is its record id, else
         its case id), before the other filters apply.
         """
-        query = select(evaluations).order_by(evaluations.c.seq)
+        query = select(evaluations).order_by(evaluations.c.seq.desc() if newest_first else evaluations.c.seq)
         if latest_per_record:
             record = func.coalesce(evaluations.c.record_id, evaluations.c.case_id)
             query = query.where(evaluations.c.seq.in_(select(func.max(evaluations.c.seq)).group_by(record)))
@@ -1022,6 +1043,11 @@ class Store:
             query = query.where(evaluations.c.record_id == record_id)
         if account_id is not None:
             query = query.where(evaluations.c.account_id == account_id)
+        if playbook_version is not None:
+            query = query.where(evaluations.c.playbook_version == playbook_version)
+        for name, wanted in (("owner", owner), ("region", region)):
+            if wanted is not None:
+                query = query.where(self._fact_text("opportunity", name) == wanted)
         if since is not None:
             query = query.where(evaluations.c.as_of >= since)
         if until is not None:
@@ -1042,14 +1068,52 @@ class Store:
             query = query.limit(limit)
         with self._connect() as conn:
             result = conn.execution_options(yield_per=500).execute(query)
-            for chunk in result.partitions():
-                for stored in self._stored(conn, chunk):
-                    if (
-                        rule is None
-                        or rule in stored.fired.get("$rules", [])
-                        or any(r["rule"] == rule for r in stored.recommendations)
-                    ):
-                        yield stored
+            try:
+                for chunk in result.partitions():
+                    for stored in self._stored(conn, chunk):
+                        if (
+                            rule is None
+                            or rule in stored.fired.get("$rules", [])
+                            or any(r["rule"] == rule for r in stored.recommendations)
+                        ):
+                            yield stored
+            finally:
+                result.close()  # a reader that stops early leaves no server cursor open
+
+    # -- console users -------------------------------------------------------------
+
+    def save_user(self, name: str, role: str, team: Sequence[str], password_hash: str) -> None:
+        """Add a console user, or replace one of that name (a new password or role)."""
+        row = {"name": name, "role": role, "team": json.dumps(list(team)), "password_hash": password_hash}
+        with self._begin() as conn:
+            conn.execute(delete(console_users).where(console_users.c.name == name))
+            conn.execute(insert(console_users), [{**row, "created_at": _now()}])
+
+    def user(self, name: str) -> dict[str, Any] | None:
+        """A console user's role, team and password hash; None when there is none of that name."""
+        with self._connect() as conn:
+            row = conn.execute(select(console_users).where(console_users.c.name == name)).first()
+        if row is None:
+            return None
+        return {"name": row.name, "role": row.role, "team": json.loads(row.team), "password_hash": row.password_hash}
+
+    def playbook_versions(self) -> list[dict[str, str]]:
+        """The playbook versions stored, oldest first: hash, id, version, when first used."""
+        with self._connect() as conn:
+            rows = conn.execute(
+                select(playbooks.c.hash, playbooks.c.playbook_id, playbooks.c.version, playbooks.c.first_used).order_by(
+                    playbooks.c.first_used, playbooks.c.hash
+                )
+            )
+            return [
+                {"hash": r.hash, "id": r.playbook_id, "version": r.version, "first_used": r.first_used} for r in rows
+            ]
+
+    def _fact_text(self, *path: str) -> Any:
+        """A field of the stored facts, read by the database as text (facts are JSON text)."""
+        facts = evaluations.c.facts
+        document = cast(facts, JSON) if self.engine.dialect.name == "postgresql" else type_coerce(facts, JSON)
+        return document[path].as_string()
 
     # -- the open book: each record's latest evaluation, still open ------------------
 

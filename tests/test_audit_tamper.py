@@ -337,7 +337,13 @@ def test_a_wiped_log_is_named_against_a_checkpoint(log: Store) -> None:
 
 def wipe(store: Store) -> None:
     tamper(store, *(f"DROP TABLE {t}" for t in ("outcomes", "recommendations", "evaluations", "record_changes")))
-    tamper(store, *(f"DROP TABLE {t}" for t in ("quarantined_events", "records", "playbooks", "chain_head", "meta")))
+    tamper(
+        store,
+        *(
+            f"DROP TABLE {t}"
+            for t in ("quarantined_events", "records", "playbooks", "chain_head", "meta", "console_users")
+        ),
+    )
 
 
 def test_a_log_wiped_and_rebuilt_without_the_key_is_named(log: Store, course: Any) -> None:

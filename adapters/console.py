@@ -1,0 +1,992 @@
+"""The web console: pages for auditors, sales ops editors and directors over one audit log (``/ui``).
+
+Server-rendered (Starlette and Jinja2 with every value escaped), plain forms and no script, in
+Chinese and English (a switch on every page).  Everything is readable without signing in except
+the playbook diff and its replay, which are for ``ops`` users; recording an outcome needs a
+``manager`` whose team holds the opportunity's owner.  Users live in the log's database
+(``console_users``, argon2 hashes); a session is a cookie signed with the console secret
+(PLAYBOOK_CONSOLE_SECRET), and every form carries the session's CSRF token.
+
+The pages reuse what the CLI answers with: :mod:`engine.explain` and :mod:`engine.answers` for
+the trace, why-not and "why was X advised to Y on Z", :mod:`engine.render` for the playbook's
+tables, :mod:`engine.diff` and :mod:`engine.replay` for two versions, and
+:func:`engine.audit.record_outcome` for outcomes (the same checks and chain as ``playbook outcome``
+and ``POST /outcomes``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hmac
+import io
+import os
+import secrets
+import threading
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
+from starlette.middleware.sessions import SessionMiddleware
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.routing import Mount, Route
+
+from adapters.listing import json_lines, listing_row, write_csv
+from engine import load_playbook
+from engine.answers import advice_in_force, split_action, stored_header, why_action
+from engine.audit import AmbiguousAction, StoredMismatch, UnknownEvaluation, record_outcome, reevaluate
+from engine.diff import Change, diff_playbooks
+from engine.errors import PlaybookError
+from engine.explain import UnknownTarget, render_result, why, why_not
+from engine.model import Playbook
+from engine.render import playbook_blocks
+from engine.replay import replay
+from engine.report import who_and_where
+from engine.store import OUTCOME_STATUSES, Store, StoredEvaluation
+from engine.validate import load_playbook_text
+
+__all__ = ["ROLES", "SECRET_ENV", "Console", "add_user", "console_mount"]
+
+ROLES = ("auditor", "ops", "manager")
+SECRET_ENV = "PLAYBOOK_CONSOLE_SECRET"  # noqa: S105 - the name of the variable, not a secret
+_FILES = Path(__file__).with_name("console_files")
+_PAGE_SIZE = 50
+_HASHER = PasswordHasher()
+# verified against when the name is unknown, so that a wrong name takes as long as a wrong password
+_NO_USER_HASH = _HASHER.hash(secrets.token_urlsafe(16))
+
+_WORDS: dict[str, dict[str, str]] = {
+    "zh": {
+        "title": "销售剧本控制台",
+        "search": "查评估",
+        "why_page": "为何建议",
+        "playbook": "剧本",
+        "diff": "版本对比",
+        "portfolio": "组合评审",
+        "agenda": "议程",
+        "audit": "审计链",
+        "sign_in": "登录",
+        "sign_out": "退出",
+        "signed_in_as": "已登录:{name}({role})",
+        "read_only": "只读(未登录)",
+        "auditor": "审计员",
+        "ops": "销售运营",
+        "manager": "经理",
+        "record": "记录",
+        "account": "客户",
+        "owner": "负责人",
+        "region": "区域",
+        "action": "动作",
+        "rule": "规则",
+        "version": "剧本版本",
+        "since": "自(日期)",
+        "until": "至(日期)",
+        "find": "查找",
+        "export_csv": "导出表格",
+        "export_json": "导出数据",
+        "evaluation": "评估",
+        "as_of": "评估日期",
+        "status": "状态",
+        "actions": "建议",
+        "outcomes": "处理结果",
+        "found": "找到 {n} 条评估",
+        "found_more": "找到 {n} 条评估(只显示前 {n} 条,缩小条件或导出可看更多)",
+        "none_found": "没有符合条件的评估",
+        "any": "(不限)",
+        "bad_date": "日期要写成 年-月-日(例如 2026-11-27):{value}",
+        "no_action": "没有建议",
+        "and_more": "等(另有 {n} 条)",
+        "failed_case": "出错:{code}",
+        "decisions_and_advice": "结论与建议",
+        "trace": "完整推理过程(读到的值、每一步的课程出处)",
+        "why_not": "为什么没有……",
+        "why_not_ask": "看原因",
+        "choose": "选一个动作或结论值",
+        "chain": "审计链",
+        "chain_head": "链 {chain}:第 {seq} 条",
+        "verify": "校验整条审计链",
+        "verified_ok": "审计链完好:{n} 条评估,每一环都对得上",
+        "verified_bad": "审计链有问题:",
+        "record_outcome": "记录处理结果",
+        "accepted": "接受",
+        "dismissed": "驳回",
+        "done": "已完成",
+        "reason": "理由",
+        "save": "保存",
+        "outcome_saved": "已记录处理结果 #{seq}",
+        "outcome_needs_manager": "记录处理结果要以经理身份登录,且该商机的负责人在其团队中",
+        "not_your_team": "负责人 {owner} 不在你的团队中",
+        "reason_needed": "请写下理由",
+        "no_outcome": "尚未记录处理结果",
+        "ask": "提问",
+        "why_question": "为什么建议对记录采取某个动作(在某天)",
+        "on": "在(日期,可空)",
+        "why_needs": "请填写记录和动作",
+        "advice": "建议",
+        "why_advised": "为何建议",
+        "name": "用户名",
+        "password": "密码",
+        "bad_login": "用户名或密码不对",
+        "parameters_of": "参数",
+        "check": "检查结果",
+        "check_ok": "检查通过:没有问题",
+        "check_problems": "{n} 个问题",
+        "tests": "测试结果",
+        "tests_summary": "通过 {passed} 个,失败 {failed} 个;覆盖 {coverage}% 的行与规则({reached}/{total})",
+        "not_reached": "没有测试走到的行与规则:{n} 个",
+        "no_playbook_file": "控制台启动时没有指定剧本文件,检查与测试无从运行(用 --playbook 指定)",
+        "no_tests": "剧本旁边没有测试文件",
+        "no_playbook": "审计日志里还没有任何剧本",
+        "old": "旧版本",
+        "new": "新版本",
+        "compare": "对比",
+        "changes": "改动",
+        "no_changes": "两个版本没有差别",
+        "replay_impact": "回放影响(每条记录最近一次评估)",
+        "replay_summary": "回放 {n} 条:会变化 {changed} 条,新剧本下出错 {failed} 条",
+        "added": "新增",
+        "removed": "删除",
+        "changed": "修改",
+        "moved": "移动",
+        "actions_added": "会多建议的动作",
+        "actions_removed": "会少建议的动作",
+        "decisions_changed": "会改变的结论",
+        "examples": "例如",
+        "diff_needs_ops": "版本对比与回放只对销售运营开放:请以销售运营身份登录",
+        "one_version": "审计日志里只有一个剧本版本,没有可对比的",
+        "no_data": "还没有数据",
+        "portfolio_empty": "组合评审(各负责人与区域的漏斗、健康度、卡住的商机)尚未接入,这里没有数据。",
+        "agenda_empty": "议程(到期、逾期、升级的任务)尚未接入,这里没有数据。",
+        "not_found": "找不到",
+        "no_evaluation": "没有第 {seq} 号评估",
+        "forbidden": "无权操作",
+        "csrf": "表单已过期或缺少校验码,请刷新页面后再提交",
+        "error": "出错了",
+        "mismatch": "这条评估与按存档剧本重新评估的结果不符,不作解释:请运行审计校验",
+        "in_force_for": "记录 {record} 的建议",
+        "field": "项目",
+        "old_value": "旧值",
+        "new_value": "新值",
+        "language": "语言",
+        "page": "第 {seq} 号评估",
+        "who": "人",
+        "when": "时间",
+        "kind": "类别",
+        "location": "位置",
+        "problem": "问题",
+        "playbook_version_of": "剧本 {version}",
+        "kind_playbook": "剧本",
+        "kind_parameter": "参数",
+        "kind_input": "输入",
+        "kind_table": "决策表",
+        "kind_row": "表行",
+        "kind_rule": "规则",
+        "kind_action": "动作",
+        "chain_evaluations": "评估",
+        "chain_outcomes": "处理结果",
+        "chain_records": "记录状态",
+        "chain_quarantined": "隔离的事件",
+    },
+    "en": {
+        "title": "Sales playbook console",
+        "search": "Evaluations",
+        "why_page": "Why advised",
+        "playbook": "Playbook",
+        "diff": "Versions",
+        "portfolio": "Portfolio review",
+        "agenda": "Agenda",
+        "audit": "Audit chain",
+        "sign_in": "Sign in",
+        "sign_out": "Sign out",
+        "signed_in_as": "Signed in as {name} ({role})",
+        "read_only": "Read-only (not signed in)",
+        "auditor": "auditor",
+        "ops": "sales ops",
+        "manager": "manager",
+        "record": "Record",
+        "account": "Account",
+        "owner": "Owner",
+        "region": "Region",
+        "action": "Action",
+        "rule": "Rule",
+        "version": "Playbook version",
+        "since": "From (date)",
+        "until": "To (date)",
+        "find": "Search",
+        "export_csv": "Export CSV",
+        "export_json": "Export JSON",
+        "evaluation": "Evaluation",
+        "as_of": "As of",
+        "status": "Status",
+        "actions": "Advice",
+        "outcomes": "Outcomes",
+        "found": "{n} evaluations found",
+        "found_more": "The first {n} evaluations found (narrow the search or export for more)",
+        "none_found": "No evaluation matches",
+        "any": "(any)",
+        "bad_date": "A date is written YYYY-MM-DD (e.g. 2026-11-27): {value}",
+        "no_action": "no action",
+        "and_more": "and {n} more",
+        "failed_case": "failed: {code}",
+        "decisions_and_advice": "Decisions and advice",
+        "trace": "The whole trace (values read, course source of each step)",
+        "why_not": "Why not …",
+        "why_not_ask": "Explain",
+        "choose": "Choose an action or decision value",
+        "chain": "Audit chain",
+        "chain_head": "chain {chain}: {seq} links",
+        "verify": "Verify the whole audit chain",
+        "verified_ok": "The audit chain is intact: {n} evaluations, every link matches",
+        "verified_bad": "The audit chain has problems:",
+        "record_outcome": "Record an outcome",
+        "accepted": "accepted",
+        "dismissed": "dismissed",
+        "done": "done",
+        "reason": "Reason",
+        "save": "Save",
+        "outcome_saved": "Outcome #{seq} recorded",
+        "outcome_needs_manager": "Recording an outcome needs a manager signed in whose team holds the deal's owner",
+        "not_your_team": "the owner {owner} is not in your team",
+        "reason_needed": "Give a reason",
+        "no_outcome": "no outcome recorded yet",
+        "ask": "Ask",
+        "why_question": "Why was an action advised to a record (on a date)",
+        "on": "On (date, optional)",
+        "why_needs": "Give a record and an action",
+        "advice": "Advice",
+        "why_advised": "why",
+        "name": "User name",
+        "password": "Password",
+        "bad_login": "Wrong user name or password",
+        "parameters_of": "Parameters",
+        "check": "Check",
+        "check_ok": "Check passed: no problems",
+        "check_problems": "{n} problems",
+        "tests": "Tests",
+        "tests_summary": "{passed} passed, {failed} failed; coverage {coverage}% of rows and rules ({reached}/{total})",
+        "not_reached": "Rows and rules no test reaches: {n}",
+        "no_playbook_file": "The console was started without a playbook file: no check or tests to run (--playbook)",
+        "no_tests": "There are no test files beside the playbook",
+        "no_playbook": "The audit log holds no playbook yet",
+        "old": "Old version",
+        "new": "New version",
+        "compare": "Compare",
+        "changes": "Changes",
+        "no_changes": "The two versions do not differ",
+        "replay_impact": "Replay impact (the latest evaluation of every record)",
+        "replay_summary": "{n} replayed: {changed} would change, {failed} fail under the new playbook",
+        "added": "added",
+        "removed": "removed",
+        "changed": "changed",
+        "moved": "moved",
+        "actions_added": "Actions advised more",
+        "actions_removed": "Actions advised less",
+        "decisions_changed": "Decisions that would change",
+        "examples": "e.g.",
+        "diff_needs_ops": "The diff and its replay are for sales ops: sign in as an ops user",
+        "one_version": "The audit log holds one playbook version: nothing to compare",
+        "no_data": "No data yet",
+        "portfolio_empty": "The portfolio review (funnel per owner and region, health, stalled deals) "
+        "is not connected yet: there is no data here.",
+        "agenda_empty": "The agenda (due, overdue and escalated tasks) is not connected yet: there is no data here.",
+        "not_found": "Not found",
+        "no_evaluation": "There is no evaluation {seq}",
+        "forbidden": "Not allowed",
+        "csrf": "The form has expired or lacks its token: reload the page and send it again",
+        "error": "Error",
+        "mismatch": "This evaluation does not match its re-evaluation under the stored playbook: "
+        "it is not explained; run playbook audit verify",
+        "in_force_for": "Advice for record {record}",
+        "field": "Field",
+        "old_value": "Old",
+        "new_value": "New",
+        "language": "Language",
+        "page": "Evaluation {seq}",
+        "who": "Who",
+        "when": "When",
+        "kind": "Kind",
+        "location": "Location",
+        "problem": "Problem",
+        "playbook_version_of": "playbook {version}",
+        "kind_playbook": "playbook",
+        "kind_parameter": "parameter",
+        "kind_input": "input",
+        "kind_table": "table",
+        "kind_row": "row",
+        "kind_rule": "rule",
+        "kind_action": "action",
+        "chain_evaluations": "evaluations",
+        "chain_outcomes": "outcomes",
+        "chain_records": "record states",
+        "chain_quarantined": "quarantined events",
+    },
+}
+
+_FILTERS = ("record", "account", "owner", "region", "action", "rule", "version", "since", "until")
+
+
+def hash_password(password: str) -> str:
+    return _HASHER.hash(password)
+
+
+def add_user(store: Store, name: str, role: str, password: str, team: Sequence[str] = ()) -> None:
+    """A console user (or a new password and role for one); ValueError for a bad role or short password."""
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {', '.join(ROLES)}, not '{role}'")
+    if not name.strip() or name != name.strip():
+        raise ValueError("a user name must not be empty or start or end with a space")
+    if len(password) < 10:
+        raise ValueError("a password must have at least 10 characters")
+    store.save_user(name, role, [t for t in team if t], hash_password(password))
+
+
+@dataclass(frozen=True)
+class _User:
+    name: str
+    role: str
+    team: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class _Search:
+    """The filters of a search as typed, and what is wrong with them."""
+
+    values: dict[str, str]
+    errors: list[str]
+
+    def query(self, **more: str) -> str:
+        return urlencode({k: v for k, v in {**self.values, **more}.items() if v})
+
+
+class Console:
+    """The pages over one store; ``playbook`` the one being served (else the log's newest), with its
+    file for the check and test pages when known."""
+
+    def __init__(
+        self, store: Store, *, playbook: Playbook | None = None, playbook_path: str | None = None, secret: str
+    ) -> None:
+        if len(secret) < 32:
+            raise ValueError(f"the console secret ({SECRET_ENV}) must have at least 32 characters")
+        self.store = store
+        self.playbook_path = playbook_path
+        self._served = playbook
+        self._secret = secret
+        self._playbooks: dict[str, Playbook] = {}
+        self._checked: tuple[Any, tuple[list[dict[str, str]] | None, dict[str, Any] | None]] | None = None
+        self._lock = threading.Lock()
+        self._check_lock = threading.Lock()
+        self.templates = Environment(
+            loader=FileSystemLoader(_FILES), autoescape=True, undefined=StrictUndefined, trim_blocks=True
+        )
+        self._css = (_FILES / "console.css").read_bytes()
+        self._icon = (_FILES / "favicon.svg").read_bytes()
+
+    # -- the app ---------------------------------------------------------------------
+
+    def app(self, *, https_only: bool = False) -> Starlette:
+        """The console as an app to mount under /ui."""
+        routes = [
+            Route("/", self.search_page, name="search"),
+            Route("/console.css", self.css),
+            Route("/favicon.svg", self.icon),
+            Route("/export.csv", self.export_csv),
+            Route("/export.jsonl", self.export_json),
+            Route("/evaluations/{seq:int}", self.evaluation_page),
+            Route("/evaluations/{seq:int}/outcomes", self.outcome_form, methods=["POST"]),
+            Route("/why", self.why_page),
+            Route("/playbook", self.playbook_page),
+            Route("/diff", self.diff_page),
+            Route("/audit", self.audit_page),
+            Route("/portfolio", self.portfolio_page),
+            Route("/agenda", self.agenda_page),
+            Route("/login", self.login_page, methods=["GET", "POST"]),
+            Route("/logout", self.logout, methods=["POST"]),
+        ]
+        session = Middleware(
+            SessionMiddleware,
+            secret_key=self._secret,
+            session_cookie="playbook_console",
+            max_age=8 * 3600,
+            same_site="strict",
+            https_only=https_only,
+        )
+        return Starlette(routes=routes, middleware=[session, Middleware(_SecurityHeaders)])
+
+    # -- shared -------------------------------------------------------------------------
+
+    def playbook_of(self, content_hash: str) -> Playbook:
+        with self._lock:
+            found = self._playbooks.get(content_hash)
+        if found is None:
+            found = load_playbook_text(self.store.playbook_text(content_hash), f"<playbook {content_hash[:12]}>")
+            with self._lock:
+                self._playbooks[content_hash] = found
+        return found
+
+    def current_playbook(self) -> Playbook | None:
+        if self._served is not None:
+            return self._served
+        versions = self.store.playbook_versions()
+        return self.playbook_of(versions[-1]["hash"]) if versions else None
+
+    def user(self, request: Request) -> _User | None:
+        name = request.session.get("user")
+        if not isinstance(name, str):
+            return None
+        found = self.store.user(name)
+        if found is None:
+            return None
+        return _User(found["name"], found["role"], tuple(found["team"]))
+
+    def render(self, request: Request, template: str, status: int = 200, **values: Any) -> HTMLResponse:
+        lang = _lang(request)
+        user = self.user(request)
+        words = _WORDS[lang]
+
+        def t(key: str, **parts: Any) -> str:
+            return words[key].format(**parts) if parts else words[key]
+
+        other = "en" if lang == "zh" else "zh"
+        switch = request.url.path + "?" + urlencode({**dict(request.query_params), "lang": other})
+        page = self.templates.get_template(template).render(
+            t=t,
+            lang=lang,
+            other_lang=other,
+            switch=switch,
+            base=request.scope.get("root_path", ""),
+            user=user,
+            csrf=_csrf_token(request),
+            **values,
+        )
+        return HTMLResponse(page, status_code=status)
+
+    def message(self, request: Request, status: int, title: str, text: str) -> HTMLResponse:
+        return self.render(request, "message.html", status=status, title=title, text=text)
+
+    # -- auditor ------------------------------------------------------------------------
+
+    def _search(self, request: Request) -> _Search:
+        values = {name: request.query_params.get(name, "").strip() for name in _FILTERS}
+        errors = []
+        for name in ("since", "until"):
+            if values[name]:
+                try:
+                    dt.date.fromisoformat(values[name])
+                except ValueError:
+                    errors.append(_WORDS[_lang(request)]["bad_date"].format(value=values[name]))
+        return _Search(values, errors)
+
+    def _found(self, search: _Search, limit: int | None = None) -> Generator[StoredEvaluation, None, None]:
+        v = search.values
+        searched = self.store.search(
+            record_id=v["record"] or None,
+            account_id=v["account"] or None,
+            action=v["action"] or None,
+            rule=v["rule"] or None,
+            since=v["since"] or None,
+            until=v["until"] or None,
+            playbook_version=v["version"] or None,
+            owner=v["owner"] or None,
+            region=v["region"] or None,
+            newest_first=True,
+            limit=limit,
+        )
+        with contextlib.closing(searched):
+            yield from searched
+
+    def search_page(self, request: Request) -> Response:
+        search = self._search(request)
+        rows: list[dict[str, Any]] = []
+        more = False
+        if not search.errors:
+            lang = _lang(request)
+            with contextlib.closing(self._found(search, _PAGE_SIZE + 1)) as searched:
+                found = list(searched)
+            more = len(found) > _PAGE_SIZE
+            rows = [self._row(stored, lang) for stored in found[:_PAGE_SIZE]]
+        status = 400 if search.errors else 200
+        return self.render(
+            request, "search.html", status=status, search=search, rows=rows, more=more, page_size=_PAGE_SIZE
+        )
+
+    def _row(self, stored: StoredEvaluation, lang: str) -> dict[str, Any]:
+        row = listing_row(stored)
+        playbook = self.playbook_of(stored.playbook_hash)
+        opportunity = stored.facts.get("opportunity")
+        opportunity = opportunity if isinstance(opportunity, dict) else {}
+        row["owner"] = opportunity.get("owner")
+        row["region"] = opportunity.get("region")
+        row["advice"] = [_action_label(playbook, r["id"], lang) for r in stored.recommendations]
+        row["outcome_texts"] = _outcomes_shown(stored, playbook, lang)
+        row["error_code"] = stored.error["code"] if stored.error else None
+        return row
+
+    def _export_rows(self, request: Request) -> list[StoredEvaluation] | None:
+        search = self._search(request)
+        if search.errors:
+            return None
+        with contextlib.closing(self._found(search, _limit(request.query_params.get("limit")))) as searched:
+            return list(searched)
+
+    def export_csv(self, request: Request) -> Response:
+        rows = self._export_rows(request)
+        if rows is None:
+            return self.message(request, 400, _WORDS[_lang(request)]["error"], "; ".join(self._search(request).errors))
+        out = io.StringIO()
+        write_csv(rows, out)
+        return Response(
+            out.getvalue(),
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": 'attachment; filename="evaluations.csv"'},
+        )
+
+    def export_json(self, request: Request) -> Response:
+        rows = self._export_rows(request)
+        if rows is None:
+            return self.message(request, 400, _WORDS[_lang(request)]["error"], "; ".join(self._search(request).errors))
+        return Response(
+            "".join(json_lines(rows)),
+            media_type="application/x-ndjson; charset=utf-8",
+            headers={"Content-Disposition": 'attachment; filename="evaluations.jsonl"'},
+        )
+
+    def evaluation_page(self, request: Request) -> Response:
+        return self._evaluation(request, int(request.path_params["seq"]))
+
+    def _evaluation(self, request: Request, seq: int, *, notice: str = "", status: int = 200) -> Response:
+        lang = _lang(request)
+        words = _WORDS[lang]
+        try:
+            stored = self.store.get(seq)
+        except LookupError:
+            return self.message(request, 404, words["not_found"], words["no_evaluation"].format(seq=seq))
+        playbook = self.playbook_of(stored.playbook_hash)
+        summary = trace = why_not_text = ""
+        problem = ""
+        if stored.status == "ok" and not stored.error:
+            try:
+                _, result = reevaluate(self.store, seq, playbook_of=self.playbook_of)
+            except StoredMismatch:
+                problem = words["mismatch"]
+            else:
+                payload = result.to_json(lang)
+                summary = render_result(playbook, payload, lang)
+                trace = why(playbook, payload, lang)
+                target = request.query_params.get("why_not", "")
+                if target:
+                    try:
+                        why_not_text = why_not(playbook, payload, target, lang)
+                    except UnknownTarget as error:
+                        why_not_text = str(error)
+                        status = 400
+        user = self.user(request)
+        recommendations = [
+            {
+                "position": r["position"],
+                "id": r["id"],
+                "rule": r["rule"],
+                "label": _action_label(playbook, r["id"], lang),
+                "rule_label": _rule_label(playbook, r["rule"], lang),
+                "outcomes": _outcomes_shown(stored, playbook, lang, {r["position"]}),
+            }
+            for r in stored.recommendations
+        ]
+        return self.render(
+            request,
+            "evaluation.html",
+            status=status,
+            stored=stored,
+            header=stored_header(stored, lang),
+            who=who_and_where(stored.facts, lang),
+            summary=summary,
+            trace=trace,
+            problem=problem,
+            why_not_text=why_not_text,
+            why_not_target=request.query_params.get("why_not", ""),
+            targets=_why_not_targets(playbook, lang),
+            recommendations=recommendations,
+            can_record=user is not None and _may_answer(user, stored),
+            statuses=OUTCOME_STATUSES,
+            notice=notice,
+        )
+
+    async def outcome_form(self, request: Request) -> Response:
+        form = await request.form()
+        seq = int(request.path_params["seq"])
+        lang = _lang(request)
+        words = _WORDS[lang]
+        if not _csrf_ok(request, form.get("csrf")):
+            return self.message(request, 403, words["forbidden"], words["csrf"])
+        user = await run_in_threadpool(self.user, request)
+        if user is None or user.role != "manager":
+            return self.message(request, 403, words["forbidden"], words["outcome_needs_manager"])
+        position, status, reason = (str(form.get(k, "")).strip() for k in ("position", "status", "reason"))
+
+        def record() -> Response:
+            try:
+                stored = self.store.get(seq)
+            except LookupError:
+                return self.message(request, 404, words["not_found"], words["no_evaluation"].format(seq=seq))
+            if not _may_answer(user, stored):
+                owner = _owner(stored) or "?"
+                return self.message(request, 403, words["forbidden"], words["not_your_team"].format(owner=owner))
+            if not reason:
+                return self._evaluation(request, seq, notice=words["reason_needed"], status=400)
+            try:
+                done = record_outcome(self.store, seq, position, status, user.name, reason)
+            except (UnknownEvaluation, AmbiguousAction, LookupError, ValueError) as error:
+                return self._evaluation(request, seq, notice=str(error).strip("'\""), status=400)
+            return RedirectResponse(f"{request.scope.get('root_path', '')}/evaluations/{seq}?saved={done}", 303)
+
+        return await run_in_threadpool(record)
+
+    def why_page(self, request: Request) -> Response:
+        lang = _lang(request)
+        words = _WORDS[lang]
+        record_id, action, on = (request.query_params.get(k, "").strip() for k in ("record", "action", "on"))
+        values = {"record": record_id, "action": action, "on": on}
+        actions = self._actions(lang)
+        if not record_id and not action:
+            return self.render(request, "why.html", values=values, actions=actions, answer=None, error="")
+        if not record_id or not action:
+            return self.render(
+                request, "why.html", status=400, values=values, actions=actions, answer=None, error=words["why_needs"]
+            )
+        if on:
+            try:
+                dt.date.fromisoformat(on)
+            except ValueError:
+                error = words["bad_date"].format(value=on)
+                return self.render(
+                    request, "why.html", status=400, values=values, actions=actions, answer=None, error=error
+                )
+        try:
+            seq, note = advice_in_force(self.store, record_id, action, on or None, lang)
+            stored, result = reevaluate(self.store, seq, playbook_of=self.playbook_of)
+            text = why_action(result.playbook, result.to_json(lang), action, lang)
+        except StoredMismatch:
+            return self.render(
+                request, "why.html", status=409, values=values, actions=actions, answer=None, error=words["mismatch"]
+            )
+        except (LookupError, UnknownTarget) as error:
+            return self.render(
+                request, "why.html", status=404, values=values, actions=actions, answer=None, error=str(error)
+            )
+        wanted, rule = split_action(action)
+        positions = {r["position"] for r in stored.recommendations if r["id"] == wanted and rule in (None, r["rule"])}
+        playbook = self.playbook_of(stored.playbook_hash)
+        answer = {
+            "seq": seq,
+            "note": note or "",
+            "header": stored_header(stored, lang),
+            "text": text,
+            "outcomes": _outcomes_shown(stored, playbook, lang, positions) if positions else [],
+            "advised": bool(positions),
+        }
+        return self.render(request, "why.html", values=values, actions=actions, answer=answer, error="")
+
+    def _actions(self, lang: str) -> list[tuple[str, str]]:
+        """The actions of the playbook in use, (id, label), offered as the why page's suggestions."""
+        playbook = self.current_playbook()
+        return [(a.id, a.label.get(lang, a.id)) for a in playbook.actions.values()] if playbook is not None else []
+
+    def audit_page(self, request: Request) -> Response:
+        heads = self.store.head()
+        problems: list[str] | None = None
+        if request.query_params.get("verify"):
+            problems = [str(p) for p in self.store.verify()]
+        return self.render(request, "audit.html", heads=heads, problems=problems, count=self.store.count())
+
+    # -- sales ops ------------------------------------------------------------------------
+
+    def playbook_page(self, request: Request) -> Response:
+        lang = _lang(request)
+        playbook = self.current_playbook()
+        if playbook is None:
+            return self.message(request, 200, _WORDS[lang]["playbook"], _WORDS[lang]["no_playbook"])
+        check, tests = self._check_and_tests()
+        return self.render(request, "playbook.html", blocks=playbook_blocks(playbook, lang), check=check, tests=tests)
+
+    def _check_and_tests(self) -> tuple[list[dict[str, str]] | None, dict[str, Any] | None]:
+        """The check's problems and the test report of the playbook file; None when there is no file.
+
+        Kept while the playbook file and its test files are unchanged: running the tests takes seconds.
+        """
+        if self.playbook_path is None:
+            return None, None
+        from engine.testing import default_test_dir
+
+        folder = default_test_dir(self.playbook_path)
+        files = [Path(self.playbook_path), *(sorted(folder.glob("*.yaml")) if folder.is_dir() else [])]
+        stamp = tuple((str(f), f.stat().st_mtime_ns, f.stat().st_size) for f in files if f.exists())
+        with self._check_lock:  # one run at a time: the pages asked meanwhile wait for it, not run it again
+            if self._checked is None or self._checked[0] != stamp:
+                self._checked = (stamp, self._run_check_and_tests())
+            return self._checked[1]
+
+    def _run_check_and_tests(self) -> tuple[list[dict[str, str]] | None, dict[str, Any] | None]:
+        assert self.playbook_path is not None
+        from engine.analyse import analyse
+        from engine.testing import default_test_dir, load_tests, run_tests
+
+        try:
+            playbook = load_playbook(self.playbook_path)
+        except PlaybookError as error:
+            return [_problem(p) for p in error.problems], None
+        problems = [_problem(p) for p in analyse(playbook)]
+        folder = default_test_dir(self.playbook_path)
+        files = sorted(folder.glob("*.yaml")) if folder.is_dir() else []
+        if not files:
+            return problems, {"none": True}
+        try:
+            report = run_tests(playbook, load_tests(files, playbook))
+        except PlaybookError as error:
+            return problems + [_problem(p) for p in error.problems], None
+        return problems, {
+            "none": False,
+            "passed": len(report.outcomes) - len(report.failed),
+            "failed": [
+                {"location": str(o.test.location), "name": o.test.name, "differences": o.differences}
+                for o in report.failed
+            ],
+            "coverage": f"{report.coverage:.1f}",
+            "reached": len(report.members) - len(report.not_reached),
+            "total": len(report.members),
+            "not_reached": report.not_reached,
+        }
+
+    def diff_page(self, request: Request) -> Response:
+        lang = _lang(request)
+        words = _WORDS[lang]
+        user = self.user(request)
+        if user is None or user.role != "ops":
+            return self.message(request, 403, words["forbidden"], words["diff_needs_ops"])
+        versions = self.store.playbook_versions()
+        if len(versions) < 2:
+            return self.message(request, 200, words["diff"], words["one_version"])
+        hashes = [v["hash"] for v in versions]
+        old = request.query_params.get("old", hashes[-2])
+        new = request.query_params.get("new", hashes[-1])
+        if old not in hashes or new not in hashes:
+            return self.message(request, 404, words["not_found"], f"{old[:12]} / {new[:12]}")
+        old_playbook, new_playbook = self.playbook_of(old), self.playbook_of(new)
+        changes = diff_playbooks(old_playbook, new_playbook)
+        impact: dict[str, Any] | None = None
+        if changes and request.query_params.get("replay"):
+            newest = self.store.count()
+            report = replay(self.store, new_playbook, old_playbook, {"evaluation": newest}, examples=5)
+            impact = report.to_json(lang)
+        return self.render(
+            request,
+            "diff.html",
+            versions=versions,
+            old=old,
+            new=new,
+            changes=[{**c.to_json(), "label": _change_label(c, old_playbook, new_playbook, lang)} for c in changes],
+            impact=impact,
+        )
+
+    # -- director --------------------------------------------------------------------------
+
+    def portfolio_page(self, request: Request) -> Response:
+        words = _WORDS[_lang(request)]
+        return self.message(request, 200, words["portfolio"], words["portfolio_empty"])
+
+    def agenda_page(self, request: Request) -> Response:
+        words = _WORDS[_lang(request)]
+        return self.message(request, 200, words["agenda"], words["agenda_empty"])
+
+    # -- sign in ---------------------------------------------------------------------------
+
+    async def login_page(self, request: Request) -> Response:
+        words = _WORDS[_lang(request)]
+        if request.method == "GET":
+            return self.render(request, "login.html", error="", name="")
+        form = await request.form()
+        if not _csrf_ok(request, form.get("csrf")):
+            return self.message(request, 403, words["forbidden"], words["csrf"])
+        name, password = str(form.get("name", "")), str(form.get("password", ""))
+        found = await run_in_threadpool(self.store.user, name)
+        if not await run_in_threadpool(_password_matches, found, password):
+            return self.render(request, "login.html", status=401, error=words["bad_login"], name=name)
+        lang = _lang(request)
+        request.session.clear()  # a new session (and token) for the signed-in user
+        request.session.update({"user": name, "lang": lang, "csrf": secrets.token_urlsafe(32)})
+        return RedirectResponse(f"{request.scope.get('root_path', '')}/", 303)
+
+    async def logout(self, request: Request) -> Response:
+        form = await request.form()
+        if not _csrf_ok(request, form.get("csrf")):
+            words = _WORDS[_lang(request)]
+            return self.message(request, 403, words["forbidden"], words["csrf"])
+        lang = _lang(request)
+        request.session.clear()
+        request.session["lang"] = lang
+        return RedirectResponse(f"{request.scope.get('root_path', '')}/", 303)
+
+    def css(self, request: Request) -> Response:
+        return Response(self._css, media_type="text/css", headers={"Cache-Control": "max-age=3600"})
+
+    def icon(self, request: Request) -> Response:
+        return Response(self._icon, media_type="image/svg+xml", headers={"Cache-Control": "max-age=86400"})
+
+
+class _SecurityHeaders:
+    """No script runs, no page is framed, nothing is sniffed: what a page can do is what its HTML says."""
+
+    def __init__(self, app: Callable[..., Any]) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", [])
+                message["headers"] = [
+                    *message["headers"],
+                    (b"content-security-policy", _CSP),
+                    (b"x-content-type-options", b"nosniff"),
+                    (b"referrer-policy", b"same-origin"),
+                ]
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+
+_CSP = b"default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'"
+
+
+def console_mount(console: Console, *, https_only: bool = False) -> Mount:
+    return Mount("/ui", app=console.app(https_only=https_only))
+
+
+def console_secret(value: str | None) -> str:
+    """The console's session secret: the one configured, else a random one for this process only
+    (sessions then end when it stops)."""
+    return value if value else secrets.token_urlsafe(48)
+
+
+def secret_from_environment() -> str | None:
+    return os.environ.get(SECRET_ENV) or None
+
+
+def _lang(request: Request) -> str:
+    asked = request.query_params.get("lang")
+    if asked in _WORDS:
+        request.session["lang"] = asked
+        return asked
+    kept = request.session.get("lang")
+    return kept if kept in _WORDS else "zh"
+
+
+def _csrf_token(request: Request) -> str:
+    token = request.session.get("csrf")
+    if not isinstance(token, str):
+        token = secrets.token_urlsafe(32)
+        request.session["csrf"] = token
+    return token
+
+
+def _csrf_ok(request: Request, sent: Any) -> bool:
+    token = request.session.get("csrf")
+    return isinstance(token, str) and isinstance(sent, str) and hmac.compare_digest(token, sent)
+
+
+def _password_matches(found: dict[str, Any] | None, password: str) -> bool:
+    try:
+        return _HASHER.verify(found["password_hash"] if found else _NO_USER_HASH, password) and found is not None
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+def _owner(stored: StoredEvaluation) -> str | None:
+    opportunity = stored.facts.get("opportunity")
+    owner = opportunity.get("owner") if isinstance(opportunity, dict) else None
+    return None if owner is None else str(owner)
+
+
+def _may_answer(user: _User, stored: StoredEvaluation) -> bool:
+    """A manager answers for the deals whose owner is in the team."""
+    return user.role == "manager" and _owner(stored) in user.team and bool(stored.recommendations)
+
+
+def _action_label(playbook: Playbook, action_id: str, lang: str) -> str:
+    action = playbook.actions.get(action_id)
+    return action.label.get(lang, action_id) if action is not None else action_id
+
+
+def _rule_label(playbook: Playbook, rule_id: str, lang: str) -> str:
+    rule = playbook.rules_by_id.get(rule_id)
+    return rule.label.get(lang, rule_id) if rule is not None else rule_id
+
+
+def _outcomes_shown(
+    stored: StoredEvaluation, playbook: Playbook, lang: str, positions: set[int] | None = None
+) -> list[dict[str, str]]:
+    """The outcomes as a timeline: what (its label), status, who, when, why."""
+    words = _WORDS[lang]
+    return [
+        {
+            "action": _action_label(playbook, done["action"], lang),
+            "status": words.get(done["status"], done["status"]),
+            "who": done["who"],
+            "at": done["at"][:19].replace("T", " ") + " UTC",
+            "why": done["why"],
+        }
+        for done in stored.outcomes
+        if positions is None or done["position"] in positions
+    ]
+
+
+def _why_not_targets(playbook: Playbook, lang: str) -> list[tuple[str, str]]:
+    """(value, label) of every action and every decision value, for the why-not question."""
+    targets = [(a.id, a.label.get(lang, a.id)) for a in playbook.actions.values()]
+    for decision in playbook.decisions.values():
+        name = decision.label.get(lang, decision.name)
+        for value in decision.values or ():
+            shown = decision.value_labels.get(str(value))
+            label = shown.get(lang, str(value)) if shown is not None else str(value)
+            targets.append((f"{decision.name}={value}", f"{name} = {label}"))
+    return targets
+
+
+def _change_label(change: Change, old: Playbook, new: Playbook, lang: str) -> str:
+    """What a change is to, by its label in the newer playbook that has it (an English page adds the id)."""
+    kind = _WORDS[lang][f"kind_{change.kind}"]
+    for playbook in (new, old):
+        things: Any = {
+            "parameter": playbook.parameters,
+            "input": playbook.inputs,
+            "table": playbook.decisions,
+            "rule": playbook.rules_by_id,
+            "action": playbook.actions,
+        }.get(change.kind, {})
+        found = things.get(change.id)
+        label = getattr(found, "label", None)
+        if isinstance(label, dict) and label.get(lang):
+            shown = str(label[lang])
+            return f"{kind} {shown}" if lang == "zh" else f"{kind} {shown} ({change.id})"
+    return kind if lang == "zh" and change.kind == "playbook" else f"{kind} {change.id}"
+
+
+def _problem(problem: Any) -> dict[str, str]:
+    return {"location": str(problem.location), "code": problem.code, "message": problem.message}
+
+
+def _limit(value: str | None) -> int | None:
+    try:
+        return max(1, int(value)) if value else None
+    except ValueError:
+        return None

@@ -1,0 +1,145 @@
+"""The web console's pages under load: each page's latency with 8 clients, on the Maven import.
+
+    python bench/console_pages.py [--clients 8] [--rounds 20] [--db URL]
+
+Imports the Maven CRM sample (../shared/crm-data/maven-crm-sales-opportunities, the ``maven``
+mapping, as of 2017-03-01) into a temporary SQLite log unless ``--db`` names one, starts
+``playbook ui`` on it with the course playbook, and has ``--clients`` threads, each on its own
+keep-alive connection, fetch every page ``--rounds`` times in turn, after one first request per
+page (reading the playbook versions, running the playbook's tests: printed apart).  Prints p50/p95/max per page
+and overall; the goal (issue 17) is p95 under 300 ms for every page at 8 clients.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from urllib.parse import quote
+
+ROOT = Path(__file__).resolve().parent.parent
+MAVEN = ROOT.parent / "shared" / "crm-data" / "maven-crm-sales-opportunities" / "sales_pipeline.csv"
+
+
+def import_maven(db: str) -> None:
+    command = [sys.executable, "-m", "cli", "recommend", "--input", str(MAVEN), "--mapping", "maven"]
+    command += ["--as-of", "2017-03-01", "--format", "summary", "--db", db]
+    subprocess.run(command, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+
+
+def pages(db: str) -> dict[str, str]:
+    """One URL per page kind, naming records the log holds."""
+    sys.path.insert(0, str(ROOT))
+    from engine.store import Store
+
+    with Store(db, create=False) as store:
+        newest = store.count()
+        stored = store.get(newest)
+        while not stored.recommendations:
+            newest -= 1
+            stored = store.get(newest)
+    owner = quote(str(stored.facts.get("opportunity", {}).get("owner", "")))
+    action = stored.recommendations[0]["id"]
+    return {
+        "search (newest 50)": "/ui/?lang=en",
+        "search by owner": f"/ui/?owner={owner}&lang=en",
+        "search by action and dates": f"/ui/?action={action}&since=2017-01-01&until=2017-12-31&lang=zh",
+        "evaluation": f"/ui/evaluations/{stored.seq}?lang=zh",
+        "evaluation, why-not": f"/ui/evaluations/{stored.seq}?why_not={action}&lang=en",
+        "why advised": f"/ui/why?record={quote(str(stored.record_id))}&action={action}&lang=en",
+        "playbook": "/ui/playbook?lang=zh",
+        "audit chain heads": "/ui/audit?lang=en",
+        "portfolio": "/ui/portfolio?lang=en",
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--db")
+    args = parser.parse_args()
+    folder = tempfile.mkdtemp(prefix="console-bench-")
+    db = args.db or f"sqlite:///{folder}/maven.db"
+    if args.db is None:
+        started = time.perf_counter()
+        import_maven(db)
+        print(f"Maven import stored in {time.perf_counter() - started:.1f} s")
+    urls = pages(db)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "PLAYBOOK_CONSOLE_SECRET": "bench-" + "x" * 40}
+    command = [sys.executable, "-m", "cli", "ui", "--db", db, "--port", str(port)]
+    command += ["--playbook", "playbooks/course.yaml"]
+    server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise SystemExit("playbook ui did not start") from None
+                time.sleep(0.1)
+        # one request per page first: the playbook versions are read and the tests run once per server
+        warm = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        for name, url in urls.items():
+            started = time.perf_counter()
+            warm.request("GET", url)
+            warm.getresponse().read()
+            print(f"first {name}: {(time.perf_counter() - started) * 1000:.0f} ms")
+        warm.close()
+        timings: dict[str, list[float]] = {name: [] for name in urls}
+        errors: list[str] = []
+        lock = threading.Lock()
+
+        def client() -> None:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            for _ in range(args.rounds):
+                for name, url in urls.items():
+                    started = time.perf_counter()
+                    conn.request("GET", url)
+                    answer = conn.getresponse()
+                    answer.read()
+                    elapsed = time.perf_counter() - started
+                    with lock:
+                        timings[name].append(elapsed)
+                        if answer.status != 200:
+                            errors.append(f"{name}: {answer.status}")
+            conn.close()
+
+        threads = [threading.Thread(target=client) for _ in range(args.clients)]
+        started = time.perf_counter()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        wall = time.perf_counter() - started
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    print(f"{args.clients} clients x {args.rounds} rounds x {len(urls)} pages in {wall:.1f} s; errors: {len(errors)}")
+    print(f"{'page':30} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8}")
+    every: list[float] = []
+    for name, values in timings.items():
+        every += values
+        p95 = statistics.quantiles(values, n=20, method="inclusive")[-1]
+        print(f"{name:30} {statistics.median(values) * 1000:8.1f} {p95 * 1000:8.1f} {max(values) * 1000:8.1f}")
+    p95_all = statistics.quantiles(every, n=20, method="inclusive")[-1]
+    print(f"{'all pages':30} {statistics.median(every) * 1000:8.1f} {p95_all * 1000:8.1f} {max(every) * 1000:8.1f}")
+    if errors:
+        print("errors:", errors[:5])
+
+
+if __name__ == "__main__":
+    main()
