@@ -25,6 +25,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from pyspark import SparkConf
+from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import LongType, StringType, StructField, StructType
@@ -103,7 +104,11 @@ def _partition(
             file, row_id = record.pop("_file"), record.pop("_id")
             first, before = firsts[file, row_id >> _PARTITION_BITS]
             line = before + row_id - first + 1 + header_lines
-            yield _path_of(file), line, record["value"] if job.kind in ("jsonl", "json") else record
+            if job.kind in ("jsonl", "json"):
+                text = record["value"]
+                yield _path_of(file), line, text.removeprefix("\ufeff") if line == 1 else text
+            else:
+                yield _path_of(file), line, record
 
     return evaluate_partition(job, items())
 
@@ -120,6 +125,10 @@ def run_spark(spark: SparkSession, job: BatchJob, files: list[str], output: str)
     results = numbered.rdd.mapPartitions(partial(_partition, job, firsts))
     spark.createDataFrame(results, _SCHEMA).write.mode("overwrite").partitionBy("status").parquet(output)
     counts = BatchCounts()
-    for tally in spark.read.parquet(output).groupBy("status", "code").count().collect():
+    try:
+        tallies = spark.read.parquet(output).groupBy("status", "code").count().collect()
+    except AnalysisException:  # no record, no file: Spark cannot read back an output of no rows
+        tallies = []
+    for tally in tallies:
         counts.add(tally["status"], tally["code"], tally["count"])
     return counts
