@@ -105,7 +105,8 @@ def _partition(
             first, before = firsts[file, row_id >> _PARTITION_BITS]
             line = before + row_id - first + 1 + header_lines
             if job.kind in ("jsonl", "json"):
-                text = record["value"]
+                # with its line end, as a file read line by line gives it (a JSON error's column counts it)
+                text = record["value"] + "\n"
                 yield _path_of(file), line, text.removeprefix("\ufeff") if line == 1 else text
             else:
                 yield _path_of(file), line, record

@@ -229,3 +229,31 @@ def test_spark_batch_over_100000_generated_cases_gives_recommends_results(spark:
     ]
     assert len(got) == len(expected) == GENERATED + 1
     assert [digest for _, digest in got] == expected
+
+
+def test_spark_numbers_lines_of_files_split_into_many_partitions_as_the_local_engine_does(
+    spark: Any, tmp_path: Path
+) -> None:
+    from adapters.batch import input_files
+    from adapters.spark_batch import run_spark
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    cases = [json.dumps(case) for _, case in generate(120)]
+    (folder / "a.jsonl").write_text("\ufeff" + "\n".join(cases[:70]) + "\n\nnot json\n", encoding="utf-8")
+    (folder / "b.jsonl").write_text("\n".join(["", *cases[70:], "[2]"]) + "\n", encoding="utf-8")
+    local = tmp_path / "local"
+    done = _cli("batch", "--input", str(folder), "--as-of", AS_OF.isoformat(), "--output", str(local), "--lang", "en")
+    assert "122 rows: 120 results, 2 errors" in done.stderr.decode()
+    on_spark = tmp_path / "spark"
+    spark.conf.set("spark.sql.files.maxPartitionBytes", "8192")  # each file in several partitions
+    try:
+        files = input_files(str(folder))
+        assert spark.read.text(files).rdd.getNumPartitions() > 2
+        counts = run_spark(spark, _job("jsonl", None, AS_OF.isoformat()), files, str(on_spark))
+    finally:
+        spark.conf.unset("spark.sql.files.maxPartitionBytes")
+    assert (counts.rows, counts.results, counts.errors) == (122, 120, 2)
+    columns = ("source", "line", "case", "code", "reason", "result")
+    assert _batch_rows(on_spark, columns) == _batch_rows(local, columns)
+    assert [row["line"] for row in _batch_rows(local) if row["source"].endswith("b.jsonl")][:2] == [2, 3]
