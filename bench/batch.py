@@ -13,8 +13,9 @@ each as a subprocess through the real CLI (``--lang en``, results with their tra
 Each runs once on a one-case input first: that wall time is its start-up (imports, compile, and for
 Spark the JVM and its Python workers), and cases/s are also given net of it.  CPU time is the
 children's user + system time (getrusage RUSAGE_CHILDREN: the process and every descendant it
-waited for, so Spark's JVM and Python workers too); the cost per case is that CPU time divided by
-the cases.  Prints a table and the load average; writes bench/results/batch.json.
+waited for; Spark's JVM and its Python workers are not among them, so for Spark it is the driver's
+alone); the cost per case is that CPU time divided by the cases.  Prints a table and the load
+average; writes bench/results/batch.json.
 """
 
 from __future__ import annotations
