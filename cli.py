@@ -1117,6 +1117,102 @@ def backup(target: Path, db: str) -> None:
 
 
 @main.command()
+@_playbook_option
+@click.option(
+    "--input",
+    "input_path",
+    required=True,
+    help="A file, a folder of files or a glob: CSV, JSON Lines (.json, .jsonl) or Parquet; without --mapping, "
+    "JSON Lines cases.",
+)
+@click.option("--mapping", "mapping_name", help="A mapping preset (maven, salesforce_opportunity, ...) or file.")
+@_as_of_option
+@click.option(
+    "--output",
+    required=True,
+    help="The folder to write Parquet into (partitioned by status); an earlier batch's output there is replaced.",
+)
+@click.option(
+    "--engine",
+    type=click.Choice(["local", "spark"]),
+    default="local",
+    show_default=True,
+    help="local: this process; spark: Apache Spark (pip install 'sales-playbook[spark]').",
+)
+@click.option("--master", help="With --engine spark: the Spark master URL (default: spark-submit's, else local[*]).")
+@_lang_option
+def batch(
+    playbook_path: str,
+    input_path: str,
+    mapping_name: str | None,
+    as_of: str | None,
+    output: str,
+    engine: str,
+    master: str | None,
+    lang: str,
+) -> None:
+    """Evaluate every record of a set of files in bulk and write the results as Parquet.
+
+    One row per input record (source file, line, case, status: result, error or quarantined, code,
+    reason, and as result the JSON that recommend --format json prints), so rows read = results +
+    errors + quarantined.  Nothing is stored in the audit log.
+    """
+    from adapters.batch import BatchJob, input_files, kind_of, run_local
+    from adapters.mapping import load_mapping
+    from engine import PlaybookError
+
+    when = _as_of(as_of)
+    _load(playbook_path)  # a bad playbook fails here, before anything is read
+    try:
+        mapping = load_mapping(mapping_name) if mapping_name else None
+    except PlaybookError as error:
+        raise Failed(str(error)) from None
+    try:
+        files = input_files(input_path)
+        kinds = {kind_of(file, mapping) for file in files}
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--input") from None
+    if len(kinds) != 1:
+        raise click.BadParameter(f"give files of one kind, not {', '.join(sorted(kinds))}", param_hint="--input")
+    kind = kinds.pop()
+    if kind in ("csv", "parquet") and mapping is None:
+        raise click.UsageError(f"{kind} records need --mapping (a preset name or a mapping file)")
+    if mapping is not None and (engine == "spark" or kind == "parquet"):
+        from adapters.csv_export import attach_lookups
+
+        try:  # the local CSV and JSON readers read them themselves, from each file's folder
+            attach_lookups(mapping, Path(files[0]).parent)
+        except PlaybookError as error:
+            raise Failed(str(error)) from None
+    job = BatchJob(Path(playbook_path).read_text(encoding="utf-8"), playbook_path, kind, mapping, when, lang)
+    try:
+        if engine == "local":
+            _tune_memory()
+            counts = run_local(job, files, output)
+        else:
+            counts = _run_on_spark(job, files, output, master)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--output") from None
+    except PlaybookError as error:
+        raise Failed(str(error)) from None
+    summary = f"{counts.rows} rows: {counts.results} results, {counts.errors} errors"
+    if counts.quarantined:
+        held = ", ".join(f"{code} {n}" for code, n in sorted(counts.quarantined.items()))
+        summary += f", {counts.quarantined.total()} quarantined ({held})"
+    click.echo(f"{summary}; written to {output}", err=True)
+    if counts.errors:
+        raise Failed()
+
+
+def _run_on_spark(job: Any, files: list[str], output: str, master: str | None) -> Any:
+    try:
+        from adapters.spark_batch import run_spark, spark_session
+    except ImportError as error:
+        raise Failed(f"--engine spark needs PySpark: pip install 'sales-playbook[spark]' ({error})") from None
+    return run_spark(spark_session(master), job, files, output)
+
+
+@main.command()
 @click.option(
     "--playbook",
     "playbook_path",

@@ -25,7 +25,7 @@ from typing import IO, Any
 from adapters.mapping import MappedCase, Mapping, Quarantined, quarantine_failure, shown
 from engine.errors import Location, PlaybookError, Problem
 
-__all__ = ["detect_encoding", "read_csv"]
+__all__ = ["attach_lookups", "detect_encoding", "read_csv"]
 
 _BLOCK = 1 << 20
 
@@ -190,20 +190,7 @@ def read_csv(
     """Each data row, by its first physical line (1-based, the header is line 1), mapped or quarantined."""
     path = Path(path)
     encoding = detect_encoding(path, mapping.encoding)
-    for name, lookup in mapping.lookups.items():
-        if lookup.file is not None:
-            table_path = path.parent / lookup.file
-            if not table_path.exists():
-                raise PlaybookError(
-                    [
-                        Problem(
-                            lookup.location,
-                            "mapping_lookup_file",
-                            f"lookup '{name}' reads {table_path}, which does not exist",
-                        )
-                    ]
-                )
-            mapping.attach(name, _read_table(table_path, mapping.encoding))
+    attach_lookups(mapping, path.parent)
     with path.open("rb") as handle:
         lines = _Lines(handle, encoding, progress)
         reader = csv.reader(lines)
@@ -221,6 +208,24 @@ def read_csv(
             ) from None
         mapping.check_columns(header, path.name)
         yield from _rows(reader, lines, header, mapping)
+
+
+def attach_lookups(mapping: Mapping, folder: Path) -> None:
+    """Read the mapping's lookup tables that have a ``file`` from ``folder`` and attach them."""
+    for name, lookup in mapping.lookups.items():
+        if lookup.file is not None:
+            table_path = folder / lookup.file
+            if not table_path.exists():
+                raise PlaybookError(
+                    [
+                        Problem(
+                            lookup.location,
+                            "mapping_lookup_file",
+                            f"lookup '{name}' reads {table_path}, which does not exist",
+                        )
+                    ]
+                )
+            mapping.attach(name, _read_table(table_path, mapping.encoding))
 
 
 def _rows(

@@ -24,7 +24,7 @@ from adapters.jsonl import JsonRefused, decode_line, finite_number
 from adapters.mapping import MappedCase, Mapping, Quarantined, quarantine_failure, shown
 from engine.errors import Location, PlaybookError, Problem
 
-__all__ = ["flatten", "read_json_records"]
+__all__ = ["flatten", "line_record", "read_json_records"]
 
 
 def flatten(record: dict[str, Any]) -> dict[str, Any]:
@@ -60,19 +60,30 @@ def read_json_records(path: str | Path, mapping: Mapping) -> Iterator[tuple[int,
     else:
         numbered = _lines(path)
     for number, record in numbered:
-        try:
-            if isinstance(record, Quarantined):
-                yield number, record
-            elif not isinstance(record, dict):
-                yield number, Quarantined(number, None, "bad_row", "a record is a JSON object")
-            else:
-                non_finite = _non_finite(record) if check else None
-                if non_finite is not None:
-                    yield number, Quarantined(number, None, "bad_number", f"{shown(non_finite)} is not a finite number")
-                    continue
-                yield number, mapping.to_case(flatten(record), line=number)
-        except Exception as exc:  # noqa: BLE001 - the record's boundary: no record may stop a run
-            yield number, quarantine_failure(number, None, exc)
+        yield number, _mapped(number, record, mapping, check)
+
+
+def line_record(number: int, line: str | bytes, mapping: Mapping) -> MappedCase | Quarantined:
+    """The record on JSON Lines line ``number`` (not blank), mapped or quarantined."""
+    try:
+        record = decode_line(line)
+    except JsonRefused as refused:
+        return Quarantined(number, None, refused.code, refused.reason)
+    return _mapped(number, record, mapping, False)
+
+
+def _mapped(number: int, record: Any, mapping: Mapping, check: bool) -> MappedCase | Quarantined:
+    try:
+        if isinstance(record, Quarantined):
+            return record
+        if not isinstance(record, dict):
+            return Quarantined(number, None, "bad_row", "a record is a JSON object")
+        non_finite = _non_finite(record) if check else None
+        if non_finite is not None:
+            return Quarantined(number, None, "bad_number", f"{shown(non_finite)} is not a finite number")
+        return mapping.to_case(flatten(record), line=number)
+    except Exception as exc:  # noqa: BLE001 - the record's boundary: no record may stop a run
+        return quarantine_failure(number, None, exc)
 
 
 # -- an array, read whole -------------------------------------------------------------------------

@@ -99,25 +99,27 @@ def read_numbered_cases(
     for number, line in enumerate(lines, 1):
         if number == 1:
             line = line.removeprefix(b"\xef\xbb\xbf") if isinstance(line, bytes) else line.removeprefix("\ufeff")
-        if not line.strip():
-            continue
-        where = f"line {number}"
-        try:
-            case = decode_line(line)
-            if not isinstance(case, dict):
-                yield number, CaseError(where, "bad_json", "a case is a JSON object")
-                continue
-            problem = unstorable(case)
-            if problem is not None:
-                yield number, CaseError(where, "bad_input", problem)
-                continue
-            yield number, (case_id_of(case, number), case)
-        except JsonRefused as refused:
-            yield number, CaseError(where, "bad_json", refused.reason)
-        except Exception as exc:  # the line's boundary: no line may stop a run
-            if isinstance(exc, MemoryError):
-                raise
-            yield number, CaseError(where, "bad_input", f"could not be read: {type(exc).__name__}: {shown(str(exc))}")
+        if line.strip():
+            yield number, numbered_case(number, line)
+
+
+def numbered_case(number: int, line: str | bytes) -> tuple[str, dict[str, Any]] | CaseError:
+    """The case on physical line ``number`` (not blank), or its error: the boundary of one line."""
+    where = f"line {number}"
+    try:
+        case = decode_line(line)
+        if not isinstance(case, dict):
+            return CaseError(where, "bad_json", "a case is a JSON object")
+        problem = unstorable(case)
+        if problem is not None:
+            return CaseError(where, "bad_input", problem)
+        return case_id_of(case, number), case
+    except JsonRefused as refused:
+        return CaseError(where, "bad_json", refused.reason)
+    except Exception as exc:  # the line's boundary: no line may stop a run
+        if isinstance(exc, MemoryError):
+            raise
+        return CaseError(where, "bad_input", f"could not be read: {type(exc).__name__}: {shown(str(exc))}")
 
 
 def read_cases(lines: Iterable[str | bytes]) -> Iterator[tuple[str, dict[str, Any]] | CaseError]:

@@ -123,7 +123,14 @@ class FieldRule:
     location: Location
 
 
-_MISSING = object()
+class _Missing:
+    """No value.  One instance, also after pickling (a mapping is sent to Spark's workers)."""
+
+    def __reduce__(self) -> str:
+        return "_MISSING"
+
+
+_MISSING = _Missing()
 
 
 @dataclass

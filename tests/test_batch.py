@@ -1,0 +1,259 @@
+"""playbook batch: every record in, one Parquet row out, and the same results as ``recommend``, case by case.
+
+The proof of equivalence runs both engines over the Maven export and Spark (local[2]) over a
+generated 100,000-case set, and compares each record's output with the line ``recommend --no-store
+--format json`` prints for it.  The Spark tests share one session; they skip when PySpark or Java is
+missing here, unless PLAYBOOK_REQUIRE_SPARK is set (as .ci/run sets it), which makes that a failure.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench.cases import AS_OF, generate
+
+pq = pytest.importorskip("pyarrow.parquet", reason="playbook batch writes Parquet: pip install -e '.[test]'")
+
+ROOT = Path(__file__).resolve().parent.parent
+MAVEN = ROOT.parent / "shared" / "crm-data" / "maven-crm-sales-opportunities"
+MAVEN_AS_OF = "2017-06-30"
+GENERATED = 100_000
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run([sys.executable, str(ROOT / "cli.py"), *args], capture_output=True, cwd=ROOT, check=False)
+
+
+def _recommended(input_path: Path, *options: str) -> list[bytes]:
+    """recommend's JSON lines for this input, in input order."""
+    done = _cli("recommend", "--no-store", "--format", "json", "--lang", "en", "--input", str(input_path), *options)
+    assert done.returncode in (0, 1), done.stderr.decode()
+    return done.stdout.splitlines()
+
+
+def _recommended_digests(input_path: Path, *options: str) -> list[bytes]:
+    """The digest of each of recommend's JSON lines, in input order (read as it prints them)."""
+    args = ["recommend", "--no-store", "--format", "json", "--lang", "en", "--input", str(input_path), *options]
+    with subprocess.Popen([sys.executable, str(ROOT / "cli.py"), *args], stdout=subprocess.PIPE, cwd=ROOT) as run:
+        assert run.stdout is not None
+        digests = [hashlib.sha256(line.rstrip(b"\n")).digest() for line in run.stdout]
+    assert run.returncode in (0, 1)
+    return digests
+
+
+def _batch_rows(
+    output: Path, columns: tuple[str, ...] = ("source", "line", "case", "code", "result")
+) -> list[dict[str, Any]]:
+    """Every output row with its status (from the folder it is in), by file and line."""
+    rows = []
+    for part in sorted(output.glob("status=*/*.parquet")):
+        status = part.parent.name.removeprefix("status=")
+        rows += [{**row, "status": status} for row in pq.read_table(part, columns=list(columns)).to_pylist()]
+    return sorted(rows, key=lambda row: (row["source"], row["line"]))
+
+
+def _needs_maven() -> None:
+    if not MAVEN.is_dir():
+        pytest.skip(f"the Maven export is not here ({MAVEN}): ../shared is absent")
+
+
+def _maven_rows() -> int:
+    with (MAVEN / "sales_pipeline.csv").open(newline="", encoding="utf-8") as handle:
+        return sum(1 for _ in csv.DictReader(handle))
+
+
+def _assert_same_as_recommend(output: Path) -> None:
+    recommended = [
+        json.loads(line)
+        for line in _recommended(MAVEN / "sales_pipeline.csv", "--mapping", "maven", "--as-of", MAVEN_AS_OF)
+    ]
+    rows = _batch_rows(output)
+    assert len(rows) == _maven_rows() == len(recommended)  # every row accounted for
+    assert [json.loads(row["result"]) for row in rows] == recommended
+    held = [row for row in rows if row["status"] == "quarantined"]
+    assert held and all(row["code"] == "closed_deal" and row["line"] >= 2 for row in held)
+    assert {row["status"] for row in rows} == {"result", "quarantined"}
+
+
+# -- the local engine ----------------------------------------------------------------------------
+
+
+def test_local_batch_over_maven_gives_recommends_results_for_every_row(tmp_path: Path) -> None:
+    _needs_maven()
+    output = tmp_path / "out"
+    args = ["batch", "--input", str(MAVEN / "sales_pipeline.csv"), "--mapping", "maven", "--as-of", MAVEN_AS_OF]
+    done = _cli(*args, "--output", str(output), "--lang", "en")
+    assert done.returncode == 0, done.stderr.decode()
+    assert "8800 rows: 2089 results, 0 errors, 6711 quarantined (closed_deal 6711)" in done.stderr.decode()
+    _assert_same_as_recommend(output)
+    # run again: the output is replaced, not doubled
+    assert _cli(*args, "--output", str(output), "--lang", "en").returncode == 0
+    assert len(_batch_rows(output)) == _maven_rows()
+
+
+def test_batch_accounts_for_bad_lines_and_refuses_to_overwrite_other_files(tmp_path: Path) -> None:
+    cases = tmp_path / "cases.jsonl"
+    good = [json.dumps(case) for _, case in generate(3)]
+    cases.write_text("\n".join([good[0], "not json", "", "[1]", good[1], good[2]]) + "\n", encoding="utf-8")
+    output = tmp_path / "out"
+    done = _cli("batch", "--input", str(cases), "--as-of", AS_OF.isoformat(), "--output", str(output), "--lang", "en")
+    assert done.returncode == 1  # case errors fail the run, as in recommend
+    assert "5 rows: 3 results, 2 errors" in done.stderr.decode()
+    rows = _batch_rows(output)
+    assert [(row["line"], row["status"], row["code"]) for row in rows] == [
+        (1, "result", None),
+        (2, "error", "bad_json"),
+        (4, "error", "bad_json"),
+        (5, "result", None),
+        (6, "result", None),
+    ]
+    assert [json.loads(row["result"]) for row in rows] == [
+        json.loads(x) for x in _recommended(cases, "--as-of", AS_OF.isoformat())
+    ]
+
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "notes.txt").write_text("keep me", encoding="utf-8")
+    done = _cli("batch", "--input", str(cases), "--output", str(precious))
+    assert done.returncode == 2 and "not the output of an earlier batch run" in done.stderr.decode()
+    assert (precious / "notes.txt").read_text(encoding="utf-8") == "keep me"
+
+
+def test_a_bad_mapping_fails_before_any_record_is_read(tmp_path: Path) -> None:
+    _needs_maven()
+    mapping = tmp_path / "bad.yaml"
+    mapping.write_text(
+        (ROOT / "adapters" / "presets" / "maven.yaml")
+        .read_text(encoding="utf-8")
+        .replace("field: deal_stage", "field: dael_stage"),
+        encoding="utf-8",
+    )
+    output = tmp_path / "out"
+    done = _cli(
+        "batch", "--input", str(MAVEN / "sales_pipeline.csv"), "--mapping", str(mapping), "--output", str(output)
+    )
+    assert done.returncode != 0
+    assert "dael_stage" in done.stderr.decode()
+    assert not (output / "_SUCCESS").exists()
+
+
+# -- Apache Spark, local[2] ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def spark() -> Iterator[Any]:
+    """One Spark session (local[2]) for the test run."""
+    required = bool(os.environ.get("PLAYBOOK_REQUIRE_SPARK"))
+    try:
+        import pyspark  # noqa: F401
+    except ImportError:
+        if required:
+            pytest.fail("PySpark is required (PLAYBOOK_REQUIRE_SPARK) but not installed: pip install -e '.[spark]'")
+        pytest.skip("PySpark is not installed here: pip install -e '.[spark]' (.ci/run installs it)")
+    if shutil.which("java") is None:
+        if required:
+            pytest.fail(
+                "Java is required (PLAYBOOK_REQUIRE_SPARK) but not on PATH: apt-get install default-jre-headless"
+            )
+        pytest.skip("Java is not installed here (apt-get install default-jre-headless; .ci/run installs it)")
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    from adapters.spark_batch import spark_session
+
+    session = spark_session("local[2]")
+    session.sparkContext.setLogLevel("ERROR")
+    yield session
+    session.stop()
+
+
+def _job(kind: str, mapping_name: str | None, as_of: str) -> Any:
+    import datetime as dt
+
+    from adapters.batch import BatchJob
+    from adapters.csv_export import attach_lookups
+    from adapters.mapping import load_mapping
+
+    mapping = load_mapping(mapping_name) if mapping_name else None
+    if mapping is not None:
+        attach_lookups(mapping, MAVEN)
+    playbook = ROOT / "playbooks" / "course.yaml"
+    return BatchJob(
+        playbook.read_text(encoding="utf-8"), str(playbook), kind, mapping, dt.date.fromisoformat(as_of), "en"
+    )
+
+
+def test_spark_batch_over_maven_gives_recommends_results_for_every_row(spark: Any, tmp_path: Path) -> None:
+    _needs_maven()
+    from adapters.spark_batch import run_spark
+
+    output = tmp_path / "out"
+    counts = run_spark(spark, _job("csv", "maven", MAVEN_AS_OF), [str(MAVEN / "sales_pipeline.csv")], str(output))
+    assert (counts.rows, counts.results, counts.errors) == (8800, 2089, 0)
+    _assert_same_as_recommend(output)
+
+
+def test_spark_batch_over_100000_generated_cases_gives_recommends_results(spark: Any, tmp_path: Path) -> None:
+    from adapters.spark_batch import run_spark
+
+    cases = tmp_path / "cases.jsonl"
+    with cases.open("w", encoding="utf-8") as handle:
+        for number, (_, case) in enumerate(generate(GENERATED), 1):
+            handle.write(json.dumps(case) + "\n")
+            if number == GENERATED // 2:
+                handle.write('{"opportunity": \n\n')  # a broken line and a blank one, half way
+    output = tmp_path / "out"
+    counts = run_spark(spark, _job("jsonl", None, AS_OF.isoformat()), [str(cases)], str(output))
+    assert counts.rows == GENERATED + 1 and counts.errors >= 1
+    # results of some 15 KB each: compare digests, in input order
+    expected = _recommended_digests(cases, "--as-of", AS_OF.isoformat())
+    got: list[tuple[int, bytes]] = []
+    for part in output.glob("status=*/*.parquet"):
+        for batch in pq.ParquetFile(part).iter_batches(columns=["line", "result"]):
+            got += [(row["line"], hashlib.sha256(row["result"].encode()).digest()) for row in batch.to_pylist()]
+    got.sort()
+    assert [line for line, _ in got][GENERATED // 2 - 1 : GENERATED // 2 + 2] == [
+        GENERATED // 2,
+        GENERATED // 2 + 1,
+        GENERATED // 2 + 3,
+    ]
+    assert len(got) == len(expected) == GENERATED + 1
+    assert [digest for _, digest in got] == expected
+
+
+def test_spark_numbers_lines_of_files_split_into_many_partitions_as_the_local_engine_does(
+    spark: Any, tmp_path: Path
+) -> None:
+    from adapters.batch import input_files
+    from adapters.spark_batch import run_spark
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    cases = [json.dumps(case) for _, case in generate(120)]
+    (folder / "a.jsonl").write_text("\ufeff" + "\n".join(cases[:70]) + "\n\nnot json\n", encoding="utf-8")
+    (folder / "b.jsonl").write_text("\n".join(["", *cases[70:], "[2]"]) + "\n", encoding="utf-8")
+    local = tmp_path / "local"
+    done = _cli("batch", "--input", str(folder), "--as-of", AS_OF.isoformat(), "--output", str(local), "--lang", "en")
+    assert "122 rows: 120 results, 2 errors" in done.stderr.decode()
+    on_spark = tmp_path / "spark"
+    spark.conf.set("spark.sql.files.maxPartitionBytes", "8192")  # each file in several partitions
+    try:
+        files = input_files(str(folder))
+        assert spark.read.text(files).rdd.getNumPartitions() > 2
+        counts = run_spark(spark, _job("jsonl", None, AS_OF.isoformat()), files, str(on_spark))
+    finally:
+        spark.conf.unset("spark.sql.files.maxPartitionBytes")
+    assert (counts.rows, counts.results, counts.errors) == (122, 120, 2)
+    columns = ("source", "line", "case", "code", "reason", "result")
+    assert _batch_rows(on_spark, columns) == _batch_rows(local, columns)
+    assert [row["line"] for row in _batch_rows(local) if row["source"].endswith("b.jsonl")][:2] == [2, 3]
