@@ -46,6 +46,7 @@ PLAYBOOK_CODES = frozenset(
         "duplicate_id", "hit_policy_type", "otherwise_row", "decision_has_table", "decision_never_set",
         "decision_cycle", "wrong_input_type", "number_unreadable", "node_too_wide", "playbook_too_large",
         "for_each_type", "for_each_misuse", "unknown_reason", "source_mixed", "quote_not_in_course",
+        "bad_duration", "anchor_not_date", "escalation_needs_due",
     }
 )  # fmt: skip
 # What the table checker finds in a valid playbook (docs/playbook-reference.md, The table checker).

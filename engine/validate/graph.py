@@ -24,12 +24,10 @@ from engine.validate.common import (
 from engine.validate.document import (
     playbook_schema,
 )
-from engine.validate.rules import (
-    Rules,
-)
+from engine.validate.work import WorkChecks
 
 
-class Builder(Rules):
+class Builder(WorkChecks):
     # -- the walk --------------------------------------------------------
 
     def build(self) -> Playbook | None:
@@ -52,6 +50,8 @@ class Builder(Rules):
             self.decision_specs[name] = spec
         decisions = {name: d for name, spec in self.items(data, "decisions") if (d := self.build_decision(name, spec))}
         actions = {name: a for name, spec in self.items(data, "actions") if (a := self.build_action(name, spec))}
+        actions = {name: self.build_work(a, data["actions"][name], actions) for name, a in actions.items()}
+        schedules = {name: s for name, spec in self.items(data, "schedules") if (s := self.build_schedule(name, spec))}
         rules = self.build_rules(data.get("rules"), decisions, actions)
         if self.problems:
             return None
@@ -68,6 +68,7 @@ class Builder(Rules):
             decisions=decisions,
             rules=tuple(rules),
             actions=actions,
+            schedules=schedules,
             file=self.doc.file,
             content_hash=hashlib.sha256(text.encode("utf-8")).hexdigest(),
             text=text,
