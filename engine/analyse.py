@@ -272,6 +272,9 @@ class _Analyser:
                     "decision_unused",
                     f"nothing reads decision '{decision.name}'; use it, remove it, or mark it output: true",
                 )
+        # an escalation action is reached when the action it escalates is
+        escalated = {a.work.escalate.action: a.id for a in self.playbook.actions.values() if a.work and a.work.escalate}
+        reachable |= {target for target, source in escalated.items() if target and source in reachable}
         for action in self.playbook.actions.values():
             if action.id not in reachable:
                 self.report(

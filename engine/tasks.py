@@ -38,7 +38,7 @@ from engine.store import (
     task_state,
     tasks,
 )
-from engine.workflow import ACTIVE, Duration, due_date, moves, parse_duration
+from engine.workflow import ACTIVE, Duration, Work, moves, parse_duration, task_fields
 
 __all__ = ["CLOSING_CODES", "Task", "TaskBook", "advance", "close_records", "follow_evaluations", "history", "listing"]
 
@@ -155,22 +155,9 @@ class Followed:
     recommendations: Sequence[dict[str, Any]]  # each with "id" and "rule", in order
 
 
-def _work_fields(playbook: Playbook, action: str, as_of: dt.date, facts: dict[str, Any]) -> dict[str, Any]:
+def _work_of(playbook: Playbook, action: str) -> Work | None:
     spec = playbook.actions.get(action)
-    work = spec.work if spec is not None else None
-    if work is None:
-        return {"owner": "account_manager", "due": None, "escalate_at": None, "escalate_to": None,
-                "escalate_action": None, "every": None}  # fmt: skip
-    due = due_date(work.due, as_of, facts)
-    escalate = work.escalate
-    return {
-        "owner": work.owner,
-        "due": None if due is None else due.isoformat(),
-        "escalate_at": None if escalate is None or due is None else escalate.after.after(due).isoformat(),
-        "escalate_to": None if escalate is None else escalate.to,
-        "escalate_action": None if escalate is None else escalate.action,
-        "every": None if work.every is None else work.every.text,
-    }
+    return spec.work if spec is not None else None
 
 
 def follow_evaluations(
@@ -203,7 +190,7 @@ def follow_evaluations(
                 "cause": action,
                 "rule": rec["rule"],
                 "as_of": day,
-                **_work_fields(playbook, action, as_of, evaluation.facts),
+                **task_fields(_work_of(playbook, action), as_of, evaluation.facts),
             }
             held.append(
                 book.create(fields, PLAYBOOK, f"rule {rec['rule']} recommended it (evaluation #{evaluation.seq})")

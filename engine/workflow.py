@@ -35,6 +35,8 @@ __all__ = [
     "moves",
     "parse_duration",
     "reviews_between",
+    "task_fields",
+    "tasks_at",
 ]
 
 OWNERS = ("account_manager", "director", "team")
@@ -198,3 +200,35 @@ def reviews_between(schedule: Schedule, start: dt.date, end: dt.date) -> list[dt
             days.append(day)
         month = _shift(month, months, "month")
     return days
+
+
+def task_fields(work: Work | None, as_of: dt.date, facts: dict[str, Any]) -> dict[str, Any]:
+    """What a task of an action with ``work`` recommended at ``as_of`` holds: owner, due and escalation
+    dates, who it escalates to with which action, how often it repeats (no work: the account manager's,
+    no date)."""
+    if work is None:
+        return {"owner": "account_manager", "due": None, "escalate_at": None, "escalate_to": None,
+                "escalate_action": None, "every": None}  # fmt: skip
+    due = due_date(work.due, as_of, facts)
+    escalate = work.escalate
+    return {
+        "owner": work.owner,
+        "due": None if due is None else due.isoformat(),
+        "escalate_at": None if escalate is None or due is None else escalate.after.after(due).isoformat(),
+        "escalate_to": None if escalate is None else escalate.to,
+        "escalate_action": None if escalate is None else escalate.action,
+        "every": None if work.every is None else work.every.text,
+    }
+
+
+def tasks_at(works: dict[str, Work | None], as_of: dt.date, facts: dict[str, Any], day: dt.date) -> dict[str, str]:
+    """The state of each recommended action's (first) task when time reaches ``day``, nobody having done
+    anything; an escalation's action appears as ``open``.  What ``playbook test`` checks, without a store."""
+    states: dict[str, str] = {}
+    for action, work in works.items():
+        fields = task_fields(work, as_of, facts)
+        status = ([*moves("open", fields["due"], fields["escalate_at"], day)] or ["open"])[-1]
+        states[action] = status
+        if status == "escalated" and fields["escalate_action"]:
+            states.setdefault(fields["escalate_action"], "open")
+    return states

@@ -111,7 +111,7 @@ class WorkChecks(Rules):
         source = self.source(spec.get("source"), (*path, "source"))
         if label is None or source is None:
             return None
-        day = spec.get("on")
+        day = spec.get("weekday")
         return Schedule(
             id=name,
             calendar=str(spec.get("calendar")),
