@@ -314,8 +314,14 @@ def advance(store: Store, as_of: dt.date, *, who: str = CLOCK) -> dict[str, int]
     return counts
 
 
-def _escalation_task(book: TaskBook, task: Task, day: str, who: str) -> Task:
-    """The escalation action of an undone task, for whom it escalated to; it ends with the task's cause."""
+def _escalation_task(book: TaskBook, task: Task, day: str, who: str) -> Task | None:
+    """The escalation action of an undone task, for whom it escalated to; it ends with the task's cause.
+
+    None when they have that task for the record and cause already, still active: occurrences of
+    repeating work that escalate one after another ask them once."""
+    held = book.tasks_of(task.source, [task.record]).get(task.record, [])
+    if any(t.action == task.escalate_action and t.cause == task.cause and t.status in ACTIVE for t in held):
+        return None
     kept = ("source", "record", "evaluation_seq", "cause", "rule")
     fields = {
         **{name: getattr(task, name) for name in kept},
