@@ -21,7 +21,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, func, insert, select, update
+from sqlalchemy import Connection, bindparam, func, insert, select, update
 
 from engine.model import Playbook
 from engine.store import (
@@ -76,8 +76,18 @@ def _task(row: Any) -> Task:
     return Task(**{k: values[k] for k in Task.__dataclass_fields__})
 
 
+_UPDATE_TASK = (
+    update(tasks)
+    .where(tasks.c.id == bindparam("b_id"))
+    .values(status=bindparam("b_status"), as_of=bindparam("b_as_of"))
+)
+
+
 class TaskBook:
-    """The moves of tasks within one transaction: the tasks chain's head locked at the first."""
+    """The moves of tasks within one transaction: the tasks chain's head locked at the first.
+
+    Rows are written in batches (before any read of the tasks, and at :meth:`finish`): a tick moves
+    thousands of tasks."""
 
     def __init__(self, conn: Connection, seal: _Seal, now: str | None = None) -> None:
         self.conn = conn
@@ -85,6 +95,8 @@ class TaskBook:
         self.now = now or _now()
         self._head: tuple[int, str] | None = None
         self._events: list[dict[str, Any]] = []
+        self._inserts: list[dict[str, Any]] = []
+        self._updates: list[dict[str, Any]] = []
 
     def _link(self, task: dict[str, Any], who: str, why: str) -> None:
         if self._head is None:
@@ -114,17 +126,29 @@ class TaskBook:
         task_id = self.next_id()
         row = {"id": task_id, "series": task_id, "occurrence": 1, **fields, "status": "open"}
         row = {name: row.get(name) for name in Task.__dataclass_fields__}
-        self.conn.execute(insert(tasks), [row])
+        self._inserts.append(row)
         self._link(row, who, why)
         return _task(row)
 
     def move(self, task: Task, status: str, as_of: str, who: str, why: str) -> Task:
         row = {**task.__dict__, "status": status, "as_of": as_of}
-        self.conn.execute(update(tasks).where(tasks.c.id == task.id).values(status=status, as_of=as_of))
+        self._updates.append({"b_id": task.id, "b_status": status, "b_as_of": as_of})
         self._link(row, who, why)
         return _task(row)
 
+    def flush(self) -> None:
+        """Write the rows made and moved so far (their events wait for :meth:`finish`)."""
+        if self._inserts:
+            for chunk in iter_chunks(self._inserts, 1000):
+                self.conn.execute(insert(tasks), chunk)
+            self._inserts = []
+        if self._updates:
+            for chunk in iter_chunks(self._updates, 1000):
+                self.conn.execute(_UPDATE_TASK, chunk)
+            self._updates = []
+
     def finish(self) -> None:
+        self.flush()
         if not self._events:
             return
         for chunk in iter_chunks(self._events, 1000):
@@ -135,6 +159,7 @@ class TaskBook:
         self._events = []
 
     def tasks_of(self, source: str, records: Iterable[str]) -> dict[str, list[Task]]:
+        self.flush()
         found: dict[str, list[Task]] = {}
         for chunk in iter_chunks(sorted(set(records)), 500):
             rows = self.conn.execute(
@@ -228,20 +253,27 @@ def move_on_outcome(
     return book.move(chosen, status, as_of, who, why or f"outcome of evaluation #{evaluation_seq}")
 
 
-def _recommends_still(conn: Connection, task: Task) -> bool:
-    """Does the record's latest evaluation still recommend the action the task follows from?"""
+def _still_recommended(conn: Connection, held: Sequence[Task]) -> set[tuple[str, str, str]]:
+    """(source, record, action) of these tasks' records whose latest evaluation recommends the action."""
     record = func.coalesce(evaluations.c.record_id, evaluations.c.case_id)
-    latest = conn.execute(
-        select(func.max(evaluations.c.seq)).where(evaluations.c.source == task.source, record == task.record)
-    ).scalar()
-    if latest is None:
-        return False
-    found = conn.execute(
-        select(recommendations.c.position).where(
-            recommendations.c.evaluation_seq == latest, recommendations.c.action == task.cause
-        )
-    ).first()
-    return found is not None
+    found: set[tuple[str, str, str]] = set()
+    by_source: dict[str, set[str]] = {}
+    for task in held:
+        by_source.setdefault(task.source, set()).add(task.record)
+    for source, records in by_source.items():
+        for chunk in iter_chunks(sorted(records), 500):
+            latest = (
+                select(func.max(evaluations.c.seq))
+                .where(evaluations.c.source == source, record.in_(chunk))
+                .group_by(record)
+            )
+            rows = conn.execute(
+                select(record.label("record"), recommendations.c.action)
+                .join(recommendations, recommendations.c.evaluation_seq == evaluations.c.seq)
+                .where(evaluations.c.seq.in_(latest))
+            )
+            found.update((source, row.record, row.action) for row in rows)
+    return found
 
 
 def advance(store: Store, as_of: dt.date, *, who: str = CLOCK) -> dict[str, int]:
@@ -269,8 +301,9 @@ def advance(store: Store, as_of: dt.date, *, who: str = CLOCK) -> dict[str, int]
                 .order_by(tasks.c.id)
             )
         ]
+        holding = _still_recommended(conn, last_occurrences)
         for task in last_occurrences:
-            if not _recommends_still(conn, task):
+            if (task.source, task.record, task.cause) not in holding:
                 continue
             parsed = parse_duration(task.every or "")
             assert parsed is not None and task.due is not None
@@ -293,6 +326,7 @@ def advance(store: Store, as_of: dt.date, *, who: str = CLOCK) -> dict[str, int]
                 fields["occurrence"] = occurrence
                 book.create(fields, who, f"{task.action} repeats every {task.every} while rule {task.rule} holds")
                 counts["repeated"] += 1
+        book.flush()
         due_now = conn.execute(
             select(tasks)
             .where(tasks.c.status.in_(("open", "accepted", "overdue")))
