@@ -383,7 +383,9 @@ def test_a_version_2_database_gets_the_records_table_in_place(db_url: str, cours
         records.drop(conn)
         quarantined_events.drop(conn)
         conn.execute(chain_head.delete().where(chain_head.c.chain == "quarantined"))
-        conn.exec_driver_sql("DELETE FROM chain_head WHERE chain = 'records'")
+        conn.exec_driver_sql("DROP TABLE task_events")
+        conn.exec_driver_sql("DROP TABLE tasks")
+        conn.exec_driver_sql("DELETE FROM chain_head WHERE chain IN ('records', 'tasks')")
         conn.exec_driver_sql("DELETE FROM meta WHERE key = 'log_id'")
         conn.exec_driver_sql("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
     store.close()
@@ -451,11 +453,13 @@ def test_a_version_4_database_gets_the_quarantined_events_table_in_place(db_url:
     store = Store(db_url)
     with store.engine.begin() as conn:
         quarantined_events.drop(conn)
-        conn.execute(chain_head.delete().where(chain_head.c.chain == "quarantined"))
+        conn.exec_driver_sql("DROP TABLE task_events")
+        conn.exec_driver_sql("DROP TABLE tasks")
+        conn.execute(chain_head.delete().where(chain_head.c.chain.in_(["quarantined", "tasks"])))
         conn.exec_driver_sql("UPDATE meta SET value = '4' WHERE key = 'schema_version'")
     store.close()
     upgraded = Store(db_url)
-    assert upgraded.schema_version() == 5 and upgraded.head()["quarantined"][0] == 0
+    assert upgraded.schema_version() == SCHEMA_VERSION and upgraded.head()["quarantined"][0] == 0
     ingest = Hubspot(course, upgraded)
     [held] = ingest.ingest([change("a", 1000, dealstage="closedlost")])
     ingest.ingestor.close()
