@@ -32,6 +32,8 @@ DEFAULT_PLAYBOOK = next(
 DEFAULT_DB = "sqlite:///playbook.db"
 SHOWN_PROBLEMS = 50
 DIRECTOR_CALL = "director_action"  # the decision recommend --format summary counts: the director's call (G-19)
+# engine/workflow.py STATUSES, written here so that the CLI starts without importing the engine
+TASK_STATUSES = ("open", "accepted", "done", "dismissed", "overdue", "escalated", "cancelled")
 
 
 EXIT_FAILED = 1  # an invalid playbook or input, a case in error, a failed run, test or check
@@ -927,20 +929,137 @@ def list_command(
 @click.option(
     "--rule", help="The rule whose recommendation this is, when the evaluation recommended ACTION more than once."
 )
+@click.option("--as-of", help="The day its task moves (YYYY-MM-DD); today by default.")
 @_db_option
-def outcome(evaluation: int, action: str, status: str, who: str, reason: str, rule: str | None, db: str) -> None:
+def outcome(
+    evaluation: int, action: str, status: str, who: str, reason: str, rule: str | None, as_of: str | None, db: str
+) -> None:
     """Record what became of a recommendation; history is kept, never overwritten.
 
     ACTION is the action id, RULE:ACTION when several rules recommended it, or its position.
+    The record's task of that action moves with it.
     """
     from engine.audit import record_outcome
 
+    day = _as_of(as_of).isoformat()
     store = _open_store(db, write=True, create=False)
     try:
-        seq = record_outcome(store, evaluation, action, status, who, reason, rule=rule)
+        seq = record_outcome(store, evaluation, action, status, who, reason, rule=rule, as_of=day)
     except LookupError as error:
         raise Failed(str(error).strip("'\"")) from None
     click.echo(f"outcome #{seq}: evaluation {evaluation} {action} {status}")
+
+
+@main.group()
+def tasks() -> None:
+    """Recommendations as tracked work: list them, move time on, see one's history."""
+
+
+_owner_option = click.option(
+    "--owner", type=click.Choice(["account_manager", "director", "team"]), help="Only this owner's work."
+)
+
+
+def _emit_tasks(listed: Any, fmt: str) -> None:
+    from adapters.listing import spreadsheet_safe
+
+    rows = [task.to_json() for task in listed]
+    if fmt == "json":
+        for row in rows:
+            click.echo(json.dumps(row, ensure_ascii=False))
+    elif fmt == "csv" and rows:
+        writer = csv.DictWriter(sys.stdout, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows({name: spreadsheet_safe(value) for name, value in row.items()} for row in rows)
+    elif fmt == "text":
+        for task in listed:
+            due = f"due {task.due}" if task.due else "no due date"
+            click.echo(f"task {task.id}  {task.status:<9}  {task.action}  record {task.record}  {task.owner}  {due}")
+
+
+@tasks.command(name="list")
+@_owner_option
+@click.option("--status", "statuses", multiple=True, type=click.Choice(list(TASK_STATUSES)), help="Only these states.")
+@click.option("--record", help="Only this record's tasks.")
+@_format_option
+@_db_option
+def tasks_list(owner: str | None, statuses: tuple[str, ...], record: str | None, fmt: str, db: str) -> None:
+    """List tasks in the order they were made (an owner's: also those escalated to them)."""
+    from engine.tasks import listing
+
+    listed = listing(_open_store(db, create=False), owner=owner, statuses=statuses, record=record)
+    _emit_tasks(listed, fmt)
+    click.echo(f"{len(listed)} tasks", err=True)
+
+
+@tasks.command(name="advance")
+@click.option("--as-of", help="The day time moves to (YYYY-MM-DD); today by default.")
+@_db_option
+def tasks_advance(as_of: str | None, db: str) -> None:
+    """Move time on: undone work past its due date overdue, then escalated; repeating work's next occurrence.
+
+    Idempotent: run twice at one date, the second changes nothing; safe from cron.
+    """
+    from engine.tasks import advance
+
+    day = _as_of(as_of)
+    counts = advance(_open_store(db, write=True, create=False), day)
+    click.echo(
+        f"{day.isoformat()}: {counts['overdue']} overdue, {counts['escalated']} escalated, "
+        f"{counts['repeated']} repeated"
+    )
+
+
+@tasks.command(name="history")
+@click.argument("task_id", type=int)
+@_format_option
+@_db_option
+def tasks_history(task_id: int, fmt: str, db: str) -> None:
+    """Every move of one task: its state after, who moved it, when and why."""
+    from engine.tasks import history as task_history
+
+    try:
+        events = task_history(_open_store(db, create=False), task_id)
+    except LookupError as error:
+        raise Failed(str(error).strip("'\"")) from None
+    for event_ in events:
+        if fmt == "json":
+            click.echo(json.dumps(event_, ensure_ascii=False))
+        else:
+            click.echo(
+                f"#{event_['event']}  {event_['as_of']}  {event_['status']:<9}  {event_['who']}: {event_['why']}"
+            )
+
+
+@main.command()
+@click.option("--playbook", "playbook_path", type=click.Path(dir_okay=False, exists=True),
+              help="The playbook: its labels, and its schedules for the next reviews.")  # fmt: skip
+@_owner_option
+@click.option("--as-of", help="The agenda's day (YYYY-MM-DD); today by default.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "csv"]), default="text", show_default=True)
+@click.option("--lang", type=click.Choice(["zh", "en"]), default="en", show_default=True)
+@_db_option
+def agenda(playbook_path: str | None, owner: str | None, as_of: str | None, fmt: str, lang: str, db: str) -> None:
+    """What is escalated, overdue and due this week, most urgent first, and the next reviews."""
+    from engine.agenda import build_agenda, render_agenda
+    from engine.tasks import listing
+
+    day = _as_of(as_of)
+    playbook = _load(playbook_path) if playbook_path is not None else None
+    built = build_agenda(playbook, listing(_open_store(db, create=False)), day, owner)
+    if fmt == "text":
+        click.echo(render_agenda(built, playbook, lang))
+        return
+    from adapters.listing import spreadsheet_safe
+
+    rows = built.rows()
+    if fmt == "json":
+        click.echo(json.dumps({"as_of": day.isoformat(), "owner": owner, "items": rows}, ensure_ascii=False))
+        return
+    fields = list(dict.fromkeys(name for row in rows for name in row))
+    writer = csv.DictWriter(sys.stdout, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows({name: spreadsheet_safe(value) for name, value in row.items()} for row in rows)
 
 
 @main.group()

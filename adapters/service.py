@@ -624,6 +624,7 @@ class WebhookService:
                 str(data["who"]),
                 str(data.get("why", "")),
                 rule=None if rule in (None, "") else str(rule),
+                as_of=data.get("as_of"),
             )
         except UnknownEvaluation as error:
             return _error(404, "no_evaluation", str(error))
@@ -856,6 +857,13 @@ def _outcome_request(body: bytes) -> dict[str, Any]:
         raise MalformedPayload(f"an outcome is a JSON object with {', '.join(fields)} and optionally rule and why")
     if not isinstance(data["evaluation"], int) or isinstance(data["evaluation"], bool):
         raise MalformedPayload("'evaluation' is the evaluation's number")
+    if "as_of" in data:
+        try:
+            data["as_of"] = dt.date.fromisoformat(str(data["as_of"])).isoformat()
+        except ValueError:
+            raise MalformedPayload(
+                f"'as_of' is the day the outcome moves its task, YYYY-MM-DD, not {data['as_of']!r}"
+            ) from None
     return data
 
 

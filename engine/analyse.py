@@ -269,7 +269,7 @@ class _Analyser:
         for decision in self.playbook.decisions.values():
             if decision.rows:
                 self.table(decision)
-        self.reachable = self.rules()
+        self.reachable = _with_escalations(self.playbook, self.rules())
         read = {var for node in self.playbook.order for var in node.reads} | read_elsewhere
         for decision in self.playbook.decisions.values():
             if decision.name not in read and not decision.output:
@@ -284,6 +284,12 @@ class _Analyser:
                     action.location, "action_unreachable", f"no rule that can fire recommends action '{action.id}'"
                 )
         return self.problems
+
+
+def _with_escalations(playbook: Playbook, reachable: set[str]) -> set[str]:
+    """An escalation action is reached when the action it escalates is."""
+    escalated = {a.work.escalate.action: a.id for a in playbook.actions.values() if a.work and a.work.escalate}
+    return reachable | {target for target, source in escalated.items() if target and source in reachable}
 
 
 def _conjunct_atoms(condition: Condition) -> list[Atom] | None:
@@ -406,6 +412,7 @@ def analyse(playbook: Playbook) -> list[Problem]:
             *missing_labels(part),
         ]
         reachable |= analyser.reachable
+    reachable = _with_escalations(playbook, reachable)
     for action in playbook.actions.values():
         if action.id not in reachable:
             problems.append(

@@ -164,16 +164,25 @@ def recommendation_position(stored: StoredEvaluation, action: str, rule: str | N
 
 
 def record_outcome(
-    store: Store, evaluation: int, action: str, status: str, who: str, why: str, *, rule: str | None = None
+    store: Store,
+    evaluation: int,
+    action: str,
+    status: str,
+    who: str,
+    why: str,
+    *,
+    rule: str | None = None,
+    as_of: str | None = None,
 ) -> int:
     """Record what became of one recommendation; see :func:`recommendation_position` for naming it.
 
     UnknownEvaluation when the evaluation does not exist, LookupError when it did not recommend the
-    action, AmbiguousAction when it did so more than once; ValueError for an unknown status.
+    action, AmbiguousAction when it did so more than once; ValueError for an unknown status.  The record's
+    task of that action moves with it on ``as_of`` (a date, YYYY-MM-DD; today when None).
     """
     try:
         stored = store.get(evaluation)
     except LookupError:
         raise UnknownEvaluation(f"there is no evaluation {evaluation} in the audit log") from None
     position = recommendation_position(stored, action, rule)
-    return store.record_outcome(evaluation, str(position), status, who, why)
+    return store.record_outcome(evaluation, str(position), status, who, why, as_of=as_of)

@@ -49,6 +49,7 @@ PLAYBOOK_CODES = frozenset(
         "unknown_group_field", "unknown_aggregate", "aggregate_function", "aggregate_type", "aggregate_conflict",
         "wrong_level",
         "priority_repeated", "priority_unordered",
+        "bad_duration", "anchor_not_date", "escalation_needs_due",
     }
 )  # fmt: skip
 # What the table checker finds in a valid playbook (docs/playbook-reference.md, The table checker).

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.errors import Location
+
+if TYPE_CHECKING:
+    from engine.workflow import Schedule, Work
 
 __all__ = [
     "GROUPINGS",
@@ -224,6 +227,7 @@ class Action:
     location: Location
     # what a parameter means when its name would say otherwise (a role still to find, passed as roles_known)
     param_labels: dict[str, Text] = field(default_factory=dict)
+    work: Work | None = None  # who does it, by when, how often, whom it escalates to (None: no owner, no date)
 
 
 @dataclass(frozen=True)
@@ -296,6 +300,7 @@ class Playbook:
     groups: dict[str, GroupLevel] = field(default_factory=dict)  # by group_by: the portfolio, decided per group
     # review.priority: how the director's review orders an owner's week, (decision, its values first to last)
     review_priority: tuple[tuple[str, tuple[Any, ...]], ...] = ()
+    schedules: dict[str, Schedule] = field(default_factory=dict)  # the recurring reviews (G-26)
 
     @cached_property
     def rules_by_id(self) -> dict[str, Rule]:

@@ -28,6 +28,7 @@ def cited_sources(playbook: Playbook) -> Iterator[Source]:
         found += [decision.source, *(row.source for row in decision.rows)]
     found += [rule.source for rule in playbook.rules]
     found += [action.source for action in playbook.actions.values()]
+    found += [schedule.source for schedule in playbook.schedules.values()]
     for source in found:
         if source is not None and source.ref and source.location not in seen:
             seen.add(source.location)

@@ -258,6 +258,50 @@ quarantined_events = Table(
 )
 Index("ix_quarantined_received", quarantined_events.c.received_at)
 
+# Schema version 6 added tasks: each recommendation as tracked work (engine/tasks.py), its state here and
+# every move of it in the chain of task events, which holds the state after the move.
+tasks = Table(
+    "tasks",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),  # the number of the event that made it
+    Column("series", Integer, nullable=False),  # a repeating action's occurrences share the first one's id
+    Column("occurrence", Integer, nullable=False),
+    Column("source", String(200), nullable=False),
+    Column("record", String(ID_LENGTH), nullable=False),  # the record id, else the case id
+    Column("evaluation_seq", Integer, nullable=False),  # the evaluation that recommended it
+    Column("action", String(200), nullable=False),
+    Column("cause", String(200), nullable=False),  # the recommended action (an escalation's: the undone one)
+    Column("rule", String(200), nullable=False),
+    Column("owner", String(40), nullable=False),
+    Column("due", String(10)),
+    Column("escalate_at", String(10)),
+    Column("escalate_to", String(40)),
+    Column("escalate_action", String(200)),
+    Column("every", String(20)),
+    Column("status", String(12), nullable=False),
+    Column("as_of", String(10), nullable=False),  # the day of its last move
+    UniqueConstraint("series", "occurrence", name="uq_tasks_occurrence"),
+)
+Index("ix_tasks_record", tasks.c.source, tasks.c.record)
+Index("ix_tasks_status", tasks.c.status)
+
+task_events = Table(
+    "task_events",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=False),
+    Column("task_id", Integer, nullable=False),
+    Column("status", String(12), nullable=False),
+    Column("who", String(200), nullable=False),
+    Column("why", Text, nullable=False),
+    Column("as_of", String(10), nullable=False),
+    Column("at", String(40), nullable=False),
+    Column("state", Text, nullable=False),  # canonical JSON: the task's row after the move
+    Column("prev_hash", String(64), nullable=False),
+    Column("entry_hash", String(64), nullable=False),
+)
+Index("ix_task_events_task", task_events.c.task_id)
+
+
 # Schema version 7 added the web console's users: a role, the owners a manager answers for, an argon2 hash.
 console_users = Table(
     "console_users",
@@ -275,21 +319,23 @@ _TABLES_BY_VERSION = {
     3: [records],
     4: [record_changes],
     5: [quarantined_events],
-    6: [],  # another branch's; the merger renumbers
+    6: [tasks, task_events],
     7: [console_users],
 }
-CHAINS = ("evaluations", "outcomes", "records", "quarantined")
+CHAINS = ("evaluations", "outcomes", "records", "quarantined", "tasks")
 _CHAIN_TABLES = {
     "evaluations": evaluations,
     "outcomes": outcomes,
     "records": record_changes,
     "quarantined": quarantined_events,
+    "tasks": task_events,
 }
 _CHAIN_SINCE = {
     "evaluations": 1,
     "outcomes": 2,
     "records": 4,
     "quarantined": 5,
+    "tasks": 6,
 }  # the schema version that added each chain
 
 
@@ -332,6 +378,8 @@ _EVALUATION_FIELDS = (
 )
 _OUTCOME_FIELDS = ("seq", "evaluation_seq", "position", "action", "status", "who", "why", "at")
 _QUARANTINED_FIELDS = ("seq", "received_at", "source", "event_id", "record_id", "code", "reason", "event")
+_TASK_EVENT_FIELDS = ("seq", "task_id", "status", "who", "why", "as_of", "at", "state")
+TASK_FIELDS = tuple(c.name for c in tasks.c)
 _RECOMMENDATION_FIELDS = ("position", "action", "rule", "params")
 
 
@@ -515,6 +563,16 @@ def _link_body(chain: str, row: dict[str, Any]) -> str:
     return canonical([row[f] for f in _RECORD_CHANGE_FIELDS])
 
 
+def _task_event_hash(seal: _Seal, prev_hash: str, row: dict[str, Any]) -> str:
+    return seal.link(prev_hash, canonical([row[f] for f in _TASK_EVENT_FIELDS]))
+
+
+def task_state(row: Any) -> str:
+    """A task's row as chained: canonical JSON of its columns, as the database gives them back."""
+    values = row if isinstance(row, dict) else row._asdict()
+    return canonical({f: values[f] for f in TASK_FIELDS})
+
+
 def _state_hash(row: dict[str, Any]) -> str:
     """A record's stored state, hashed as the database gives it back (SQLite has no booleans)."""
     values = [bool(row[f]) if f == "deleted" else row[f] for f in _RECORD_STATE_FIELDS]
@@ -528,6 +586,8 @@ def _link_hash(seal: _Seal, chain: str, row: dict[str, Any], children: Sequence[
         return _outcome_hash(seal, row["prev_hash"], row)
     if chain == "quarantined":
         return _quarantined_hash(seal, row["prev_hash"], row)
+    if chain == "tasks":
+        return _task_event_hash(seal, row["prev_hash"], row)
     return _record_change_hash(seal, row["prev_hash"], row)
 
 
@@ -793,6 +853,8 @@ class Store:
                     _chain_record_states(conn)
                 if version == 5:
                     conn.execute(insert(chain_head), [{"chain": "quarantined", "seq": 0, "hash": GENESIS}])
+                if version == 6:
+                    conn.execute(insert(chain_head), [{"chain": "tasks", "seq": 0, "hash": GENESIS}])
                 if current == 0 and version == 1:
                     conn.execute(insert(meta), [{"key": "schema_version", "value": "1"}])
                 conn.execute(update(meta).where(meta.c.key == "schema_version").values(value=str(version)))
@@ -890,8 +952,13 @@ class Store:
 
     # -- outcomes -----------------------------------------------------------------
 
-    def record_outcome(self, evaluation_seq: int, action: str, status: str, who: str, why: str) -> int:
-        """Mark a recommendation accepted, dismissed or done; outcomes are kept as history."""
+    def record_outcome(
+        self, evaluation_seq: int, action: str, status: str, who: str, why: str, *, as_of: str | None = None
+    ) -> int:
+        """Mark a recommendation accepted, dismissed or done; outcomes are kept as history.
+
+        Its record's task of that action moves with it (engine/tasks.py), on ``as_of`` (a date; today when
+        None)."""
         if status not in OUTCOME_STATUSES:
             raise ValueError(f"status must be one of {', '.join(OUTCOME_STATUSES)}, not '{status}'")
         with self._begin() as conn:
@@ -925,6 +992,11 @@ class Store:
             conn.execute(
                 update(chain_head).where(chain_head.c.chain == "outcomes").values(seq=seq, hash=row["entry_hash"])
             )
+            from engine.tasks import TaskBook, move_on_outcome
+
+            book = TaskBook(conn, seal, row["at"])
+            move_on_outcome(book, evaluation_seq, row["action"], status, who, why, as_of or row["at"][:10])
+            book.finish()
         return seq
 
     # -- reading -----------------------------------------------------------------
@@ -1248,6 +1320,7 @@ class Store:
             for chain in CHAINS:
                 problems += _verify_chain(conn, chain, seal, structure_only=structure_only)
             problems += _verify_record_states(conn)
+            problems += _verify_task_states(conn)
             problems += _verify_playbook_texts(conn)
             if checkpoint is not None:
                 problems += self._against_checkpoint(conn, checkpoint, stored)
@@ -1573,6 +1646,29 @@ def _verify_record_states(conn: Connection) -> list[ChainProblem]:
     return problems
 
 
+def _verify_task_states(conn: Connection) -> list[ChainProblem]:
+    """Each task's row against the state its latest event chained."""
+    latest: dict[int, tuple[int, str]] = {}
+    for row in conn.execution_options(yield_per=2000).execute(
+        select(task_events.c.seq, task_events.c.task_id, task_events.c.state).order_by(task_events.c.seq)
+    ):
+        latest[int(row.task_id)] = (int(row.seq), str(row.state))
+    problems: list[ChainProblem] = []
+    for row in conn.execution_options(yield_per=2000).execute(select(tasks)):
+        link = latest.pop(int(row.id), None)
+        if link is None:
+            problems.append(ChainProblem("tasks", 0, "unchained", f"task {row.id} is in no event of the chain"))
+        elif task_state(row) != link[1]:
+            problems.append(
+                ChainProblem(
+                    "tasks", link[0], "edited", f"task {row.id} is not as its event #{link[0]} left it: it was changed"
+                )
+            )
+    for task_id, (seq, _) in sorted(latest.items()):
+        problems.append(ChainProblem("tasks", seq, "deleted", f"task {task_id}, moved at #{seq}, is missing"))
+    return problems
+
+
 def _verify_playbook_texts(conn: Connection) -> list[ChainProblem]:
     problems: list[ChainProblem] = []
     for row in conn.execute(select(playbooks).order_by(playbooks.c.first_used)):
@@ -1661,7 +1757,38 @@ class Writer:
             if children:
                 _insert_many(self.conn, recommendations, children)
         self._seq, self._hash = seq, prev
+        self._follow(playbook, items, seqs, rows, source, as_of)
         return seqs
+
+    def _follow(
+        self,
+        playbook: Playbook,
+        items: Sequence[Appended],
+        seqs: list[int],
+        rows: list[dict[str, Any]],
+        source: str,
+        as_of: dt.date,
+    ) -> None:
+        """The evaluations' recommendations as tasks (engine/tasks.py), in this same transaction."""
+        from engine.tasks import Followed, follow_evaluations
+
+        stored = iter(rows)
+        followed = []
+        for item, seq in zip(items, seqs, strict=True):
+            if seq < 0:
+                continue
+            row = next(stored)
+            if isinstance(item.outcome, Result):
+                record = row["record_id"] if row["record_id"] is not None else row["case_id"]
+                followed.append(Followed(seq, record, item.facts, item.outcome.recommendations))
+        follow_evaluations(self.tasks, playbook, source, as_of, followed)
+
+    @functools.cached_property
+    def tasks(self) -> Any:
+        """The moves of tasks made in this transaction (an engine.tasks.TaskBook), their chain locked at the first."""
+        from engine.tasks import TaskBook
+
+        return TaskBook(self.conn, self._seal, self.now)
 
     def _already_stored(self, source: str, items: Sequence[Appended]) -> set[int]:
         skip: set[int] = set()
@@ -1787,10 +1914,24 @@ class Writer:
             seqs[i] = seq
         _insert_many(self.conn, quarantined_events, rows)
         self.conn.execute(update(chain_head).where(chain_head.c.chain == "quarantined").values(seq=seq, hash=prev))
+        self._close_tasks([events[i] for i in sorted(fresh)])
         return seqs
 
+    def _close_tasks(self, kept: Sequence[QuarantinedEvent]) -> None:
+        """A closed deal's event cancels its record's tasks (engine/tasks.py)."""
+        from engine.tasks import CLOSING_CODES, close_records
+
+        by_source: dict[str, dict[str, str]] = {}
+        for event_ in kept:
+            if event_.code in CLOSING_CODES and event_.record_id is not None:
+                by_source.setdefault(event_.source, {})[event_.record_id] = event_.reason
+        for source, closed in by_source.items():
+            close_records(self.tasks, source, closed, self.now[:10])
+
     def finish(self) -> None:
-        """Move the chain head to the last evaluation appended; called just before the commit."""
+        """Move the chain heads to the last evaluation appended and task moved; called just before the commit."""
+        if "tasks" in self.__dict__:
+            self.tasks.finish()
         if self._seq != self._head_seq:
             self.conn.execute(
                 update(chain_head).where(chain_head.c.chain == "evaluations").values(seq=self._seq, hash=self._hash)

@@ -12,6 +12,9 @@ A test file (YAML, see ``schemas/playbook-test.schema.json``)::
           recommendations: [market_action_4]    # the exact actions, in any order
           reasons: [funnel_layer.gap_6_to_10_weeks, blitz_follow_up]   # rows (decision.row) and rules that fired
           error: bad_input                      # or: the case must fail with this code
+          tasks:                                # time moved on, nobody doing anything: each action's task
+            - after: 3 weeks
+              states: {intensive_attack: escalated, director_steps_in: open}
       - name: two stalled deals put an owner's funnel in danger
         cases: {a1: {opportunity: {owner: ann, ...}}, a2: {...}}   # a set of cases, for group decisions
         expect:
@@ -39,6 +42,7 @@ from engine.load import load_file
 from engine.model import Playbook
 from engine.portfolio import GroupResult, Portfolio
 from engine.validate import DocumentChecker, load_schema
+from engine.workflow import Duration, parse_duration, tasks_at
 
 __all__ = [
     "PlaybookTest",
@@ -144,6 +148,21 @@ def load_tests(paths: list[Path], playbook: Playbook) -> list[PlaybookTest]:
                                 f"no aggregate '{name}' per {group_by}{did_you_mean(name, level.aggregates)}",
                                 key=True,
                             )
+            for k, step in enumerate(expect.get("tasks") or []):
+                if parse_duration(str(step.get("after"))) is None:
+                    checker.report(
+                        (*where, "expect", "tasks", k, "after"),
+                        "bad_duration",
+                        f"'{step.get('after')}' is not a span of time: a whole number and a unit (day, week, month)",
+                    )
+                for action in step.get("states") or {}:
+                    if action not in playbook.actions:
+                        checker.report(
+                            (*where, "expect", "tasks", k, "states", action),
+                            "unknown_action",
+                            f"unknown action '{action}'{did_you_mean(action, playbook.actions)}",
+                            key=True,
+                        )
             as_of = str(spec.get("as_of", DEFAULT_AS_OF))
             try:
                 when = dt.date.fromisoformat(as_of)
@@ -212,7 +231,7 @@ def _compare(test: PlaybookTest, outcome: Result | CaseError) -> list[str]:
     diffs = []
     if "error" in expect:
         diffs.append(f"expected the case to fail with {expect['error']}, but it gave a result")
-    return diffs + _differences(expect, outcome)
+    return diffs + _differences(expect, outcome) + _compare_tasks(test, outcome)
 
 
 def _differences(expect: dict[str, Any], outcome: Result, prefix: str = "") -> list[str]:
@@ -270,6 +289,23 @@ def _compare_groups(expect: dict[str, Any], groups: list[GroupResult]) -> list[s
                         f"got {json.dumps(shown, ensure_ascii=False)}"
                     )
             diffs += _differences(wanted, group.outcome, at)
+    return diffs
+
+
+def _compare_tasks(test: PlaybookTest, outcome: Result) -> list[str]:
+    """Each ``tasks`` step: time moved on from the test's day, the state of each action's task."""
+    diffs: list[str] = []
+    playbook = outcome.playbook
+    works = {rec["id"]: playbook.actions[rec["id"]].work for rec in outcome.recommendations}
+    for step in test.expect.get("tasks") or []:
+        parsed = parse_duration(str(step["after"]))
+        assert parsed is not None  # load_tests refused the test otherwise
+        day = Duration(*parsed).after(test.as_of)
+        states = tasks_at(works, test.as_of, test.facts, day)
+        for action, wanted in step["states"].items():
+            got = states.get(action, "no task")
+            if got != wanted:
+                diffs.append(f"tasks after {step['after']} ({day.isoformat()}): {action} expected {wanted}, got {got}")
     return diffs
 
 

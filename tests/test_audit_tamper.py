@@ -41,6 +41,7 @@ from engine.store import (
     quarantined_events,
     record_changes,
     records,
+    task_events,
 )
 from tests.conftest import AS_OF, FIXTURES, ROOT
 from tests.test_store import sample_items
@@ -100,7 +101,7 @@ def found(store: Store, checkpoint: dict[str, Any] | None = None) -> list[tuple[
 def recompute(store: Store, chain: str, seal: _Seal) -> None:
     """What a writer who knows the algorithm does: every link of ``chain`` made again under ``seal``, head too."""
     tables = {"evaluations": evaluations, "outcomes": outcomes, "records": record_changes}
-    table = {**tables, "quarantined": quarantined_events}[chain]
+    table = {**tables, "quarantined": quarantined_events, "tasks": task_events}[chain]
     relink = (
         update(table).where(table.c.seq == bindparam("s")).values(prev_hash=bindparam("p"), entry_hash=bindparam("e"))
     )
@@ -315,6 +316,39 @@ def test_a_truncated_log_is_named_against_a_checkpoint(log: Store) -> None:
     assert found(log, checkpoint) == [("evaluations", 37, "truncated")]
 
 
+def test_a_task_moved_behind_the_logs_back_is_named(log: Store) -> None:
+    """Undone work marked done in the database, or an event's reason rewritten, is found: the row no longer
+    matches the state its last event chained; the event no longer matches its seal, even recomputed
+    without the key."""
+    with log.engine.connect() as conn:
+        undone = conn.execute(text("SELECT min(id) FROM tasks WHERE status = 'open'")).scalar_one()
+        moved = conn.execute(text("SELECT max(seq) FROM task_events WHERE task_id = :t"), {"t": undone}).scalar_one()
+    tamper(log, "UPDATE tasks SET status = 'done' WHERE id = :t", t=undone)
+    assert found(log) == [("tasks", moved, "edited")]
+    tamper(log, "UPDATE tasks SET status = 'open' WHERE id = :t", t=undone)
+    assert found(log) == []
+    tamper(log, "UPDATE task_events SET why = 'all fine' WHERE seq = 2")
+    assert found(log) == [("tasks", 2, "edited")]
+    recompute(log, "tasks", _Seal(None))
+    problems = found(log)
+    assert problems and {(chain, kind) for chain, _, kind in problems} == {("tasks", "edited")}
+
+
+def test_a_task_removed_or_slipped_in_is_named(log: Store) -> None:
+    with log.engine.connect() as conn:
+        last = conn.execute(text("SELECT max(id) FROM tasks")).scalar_one()
+        moved = conn.execute(text("SELECT max(seq) FROM task_events WHERE task_id = :t"), {"t": last}).scalar_one()
+    tamper(log, "DELETE FROM tasks WHERE id = :t", t=last)
+    assert found(log) == [("tasks", moved, "deleted")]
+    tamper(
+        log,
+        "INSERT INTO tasks SELECT id + 100000, series + 100000, occurrence, source, record, evaluation_seq, action,"
+        " cause, rule, owner, due, escalate_at, escalate_to, escalate_action, every, status, as_of FROM tasks"
+        " WHERE id = 1",
+    )
+    assert ("tasks", 0, "unchained") in found(log)
+
+
 def test_a_wiped_log_is_named_against_a_checkpoint(log: Store) -> None:
     checkpoint = log.checkpoint()
     tamper(
@@ -324,6 +358,8 @@ def test_a_wiped_log_is_named_against_a_checkpoint(log: Store) -> None:
         "DELETE FROM evaluations",
         "DELETE FROM record_changes",
         "DELETE FROM records",
+        "DELETE FROM task_events",
+        "DELETE FROM tasks",
         "UPDATE chain_head SET seq = 0, hash = :g",
         g="0" * 64,
     )
@@ -332,6 +368,7 @@ def test_a_wiped_log_is_named_against_a_checkpoint(log: Store) -> None:
         ("evaluations", 1, "truncated"),
         ("outcomes", 1, "truncated"),
         ("records", 1, "truncated"),
+        ("tasks", 1, "truncated"),
     ]
 
 
@@ -344,6 +381,7 @@ def wipe(store: Store) -> None:
             for t in ("quarantined_events", "records", "playbooks", "chain_head", "meta", "console_users")
         ),
     )
+    tamper(store, *(f"DROP TABLE {t}" for t in ("task_events", "tasks")))
 
 
 def test_a_log_wiped_and_rebuilt_without_the_key_is_named(log: Store, course: Any) -> None:
@@ -359,13 +397,14 @@ def test_a_log_wiped_and_rebuilt_without_the_key_is_named(log: Store, course: An
         "rewritten",
         "rewritten",
         "rewritten",
+        "rewritten",
     ]
 
 
 def test_a_log_downgraded_to_plain_sha_is_named(log: Store) -> None:
     checkpoint = log.checkpoint()
     tamper(log, "DELETE FROM meta WHERE key = 'audit_key_id'")
-    for chain in ("evaluations", "outcomes", "records"):
+    for chain in ("evaluations", "outcomes", "records", "tasks"):
         recompute(log, chain, _Seal(None))
     assert found(log) == [("key", 0, "not_keyed")]
     assert [(chain, kind) for chain, _, kind in found(log, checkpoint)] == [
@@ -374,6 +413,7 @@ def test_a_log_downgraded_to_plain_sha_is_named(log: Store) -> None:
         ("evaluations", "rewritten"),
         ("outcomes", "rewritten"),
         ("records", "rewritten"),
+        ("tasks", "rewritten"),
     ]
 
 

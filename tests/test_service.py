@@ -32,6 +32,7 @@ from adapters.mapping import load_mapping
 from adapters.service import Secrets, WebhookService, create_app, server_config
 from engine import Evaluator, compile_playbook, load_playbook
 from engine.store import Store, records
+from engine.tasks import history, listing
 from tests.conftest import ROOT
 
 CRM = ROOT.parent / "shared" / "crm-data"
@@ -463,6 +464,16 @@ def test_outcomes_are_recorded_over_http_signed_and_kept_as_history(tmp_path: Pa
             (action, "accepted", "li.wei"),
             (action, "done", "li.wei"),
         ]
+        # the outcomes moved the record's task of that action, on the day given (today without one)
+        [task] = [t for t in listing(served.store, record="opp-9") if t.action == action]
+        assert [(e["status"], e["who"]) for e in history(served.store, task.id)] == [
+            ("open", "playbook"),
+            ("accepted", "li.wei"),
+            ("done", "li.wei"),
+        ]
+        dated = json.dumps({"evaluation": evaluation, "action": action, "status": "done", "who": "x", "as_of": "soon"})
+        status, _, answer = post(url, dated.encode(), relay_headers(dated.encode(), secret))
+        assert status == 400 and json.loads(answer)["error"]["code"] == "malformed_payload"
         # a key account whose decision roles are unknown: one action recommended by four rules
         case = json.loads((ROOT / "samples" / "cases.jsonl").read_text(encoding="utf-8").splitlines()[1])
         event = json.dumps(

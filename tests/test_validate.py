@@ -202,3 +202,70 @@ def test_a_bound_that_is_not_finite_is_refused_where_it_is_written(bound: str) -
 def test_all_that_is_not_a_list_is_an_error_not_a_crash() -> None:
     text = COURSE.replace("when: {opportunity.weeks_to_close: {lt: 0}}", "when: {all: 5}", 1)
     assert problems(text)
+
+
+WORK = """playbook: {id: t, version: "1", languages: [en], title: {en: t}}
+parameters:
+  follow_every: {value: "1 week", label: {en: interval}}
+  badly: {value: "weekly", label: {en: not a span}}
+inputs:
+  opportunity.amount: {type: number, label: {en: amount}}
+  opportunity.close_date: {type: date, label: {en: close}}
+decisions:
+  big:
+    label: {en: big}
+    source: {policy: P, text: t}
+    type: boolean
+    rows: [{id: r, label: {en: r}, when: {opportunity.amount: {gte: 1}}, then: true}]
+rules:
+  - {id: r1, label: {en: r}, source: {policy: P, text: t}, when: {big: true}, then: {recommend: [{action: call}]}}
+actions:
+  escalation: {label: {en: e}, source: {policy: P, text: t}}
+  call:
+    label: {en: call}
+    source: {policy: P, text: t}
+"""
+
+
+@pytest.mark.parametrize(
+    ("work", "expected"),
+    [
+        ("    owner: director\n    due: 2 weeks\n    every: {param: follow_every}\n", []),
+        ("    due: {by: 2 weeks, before: opportunity.close_date}\n", []),
+        ("    owner: acount_manager\n", [("bad_value", 21, "did you mean 'account_manager'")]),
+        ("    due: 2 wekks\n", [("bad_duration", 21, "'2 wekks' is not a span of time")]),
+        ("    due: {by: 1 week, before: opportunity.amount}\n", [("anchor_not_date", 21, "is of type number")]),
+        ("    due: {by: 1 week, after: opportunity.close_dat}\n", [("unknown_input", 21, "did you mean")]),
+        ("    due: 1 week\n    every: {param: follow_evry}\n", [("unknown_parameter", 22, "'follow_every'")]),
+        ("    due: 1 week\n    every: {param: badly}\n", [("bad_duration", 4, "parameter 'badly' is 'weekly'")]),
+        ("    due: 1 week\n    every: 0 days\n", [("bad_duration", 22, "above 0")]),
+        (
+            "    due: 1 week\n    escalate_after: {after: 1 week, to: director, action: escalaton}\n",
+            [("unknown_action", 22, "did you mean 'escalation'")],
+        ),
+        ("    escalate_after: {after: 1 week, to: director}\n", [("escalation_needs_due", 21, "has no 'due'")]),
+    ],
+)
+def test_an_actions_work_is_checked_at_its_place_with_a_stable_code(
+    work: str, expected: list[tuple[str, int, str]]
+) -> None:
+    text = WORK + work
+    if not expected:
+        assert load_playbook_text(text, "t.yaml").actions["call"].work is not None
+        return
+    with pytest.raises(PlaybookError) as info:
+        load_playbook_text(text, "t.yaml")
+    found = info.value.problems
+    assert [(p.code, p.location.line) for p in found] == [(code, line) for code, line, _ in expected]
+    assert all(words in p.message for p, (_, _, words) in zip(found, expected, strict=True))
+
+
+def test_a_schedules_calendar_and_weekday_are_checked() -> None:
+    text = WORK + (
+        "schedules:\n  weekly_revenue:\n    label: {en: w}\n    source: {policy: P, text: t}\n"
+        "    calendar: weekli\n    weekday: mondy\n"
+    )
+    with pytest.raises(PlaybookError) as info:
+        load_playbook_text(text, "t.yaml")
+    assert [(p.code, p.location.line) for p in info.value.problems] == [("bad_value", 25), ("bad_value", 26)]
+    assert "did you mean 'weekly'" in info.value.problems[0].message

@@ -30,9 +30,10 @@ from engine.validate.document import (
     playbook_schema,
 )
 from engine.validate.groups import Groups, group_names
+from engine.validate.work import WorkChecks
 
 
-class Builder(Groups):
+class Builder(Groups, WorkChecks):
     # -- the walk --------------------------------------------------------
 
     def build(self) -> Playbook | None:
@@ -65,6 +66,8 @@ class Builder(Groups):
             if (d := self.build_decision(name, spec))
         }
         actions = {name: a for name, spec in self.items(data, "actions") if (a := self.build_action(name, spec))}
+        actions = {name: self.build_work(a, data["actions"][name], actions) for name, a in actions.items()}
+        schedules = {name: s for name, spec in self.items(data, "schedules") if (s := self.build_schedule(name, spec))}
         raw_rules = _listing(data.get("rules"))
         rules = self.build_rules([None if group_names(spec) else spec for spec in raw_rules], decisions, actions)
         review_priority = self.build_review_priority(data.get("review"), decisions)
@@ -83,6 +86,7 @@ class Builder(Groups):
             decisions=decisions,
             rules=tuple(rules),
             actions=actions,
+            schedules=schedules,
             file=self.doc.file,
             content_hash=hashlib.sha256(text.encode("utf-8")).hexdigest(),
             text=text,

@@ -1,0 +1,401 @@
+"""Recommendations as tracked work: tasks in the audit log, each move chained with who, when and why.
+
+Each recommendation of a stored evaluation becomes a task of its record (:func:`follow_evaluations`,
+inside the evaluation's own transaction): owned, due and escalating as its action's ``work`` says
+(:mod:`engine.workflow`).  A record evaluated again keeps the task it has for an action (no
+second one, whatever its state but ``cancelled``: a task done is not asked again; a repeating
+action's next occurrences come from its ``every``); the tasks of actions its new evaluation no
+longer recommends are cancelled, saying which evaluation dropped them.  A closed opportunity
+cancels its record's tasks (:func:`close_records`).  Outcomes move them (:func:`move_on_outcome`),
+and time does when told (:func:`advance`): overdue, escalated, the next occurrence.
+
+Every move is an event of the ``tasks`` chain holding the task's row after it, so ``audit
+verify`` finds a task changed in the database behind the log's back.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, bindparam, func, insert, select, update
+
+from engine.model import Playbook
+from engine.store import (
+    Store,
+    _lock_head,
+    _now,
+    _Seal,
+    _task_event_hash,
+    chain_head,
+    evaluations,
+    iter_chunks,
+    recommendations,
+    task_events,
+    task_state,
+    tasks,
+)
+from engine.workflow import ACTIVE, Duration, Work, moves, parse_duration, task_fields
+
+__all__ = ["CLOSING_CODES", "Task", "TaskBook", "advance", "close_records", "follow_evaluations", "history", "listing"]
+
+CLOSING_CODES = frozenset({"closed_deal"})  # quarantine codes that mean the opportunity is closed
+CLOCK = "clock"  # who moves tasks when time passes
+PLAYBOOK = "playbook"  # who makes and cancels them from evaluations
+
+
+@dataclass(frozen=True)
+class Task:
+    id: int
+    series: int
+    occurrence: int
+    source: str
+    record: str
+    evaluation_seq: int
+    action: str
+    cause: str
+    rule: str
+    owner: str
+    due: str | None
+    escalate_at: str | None
+    escalate_to: str | None
+    escalate_action: str | None
+    every: str | None
+    status: str
+    as_of: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"task": self.id, **{k: v for k, v in self.__dict__.items() if k != "id"}}
+
+
+def _task(row: Any) -> Task:
+    values = row if isinstance(row, dict) else row._asdict()
+    return Task(**{k: values[k] for k in Task.__dataclass_fields__})
+
+
+_UPDATE_TASK = (
+    update(tasks)
+    .where(tasks.c.id == bindparam("b_id"))
+    .values(status=bindparam("b_status"), as_of=bindparam("b_as_of"))
+)
+
+
+class TaskBook:
+    """The moves of tasks within one transaction: the tasks chain's head locked at the first.
+
+    Rows are written in batches (before any read of the tasks, and at :meth:`finish`): a tick moves
+    thousands of tasks."""
+
+    def __init__(self, conn: Connection, seal: _Seal, now: str | None = None) -> None:
+        self.conn = conn
+        self.seal = seal
+        self.now = now or _now()
+        self._head: tuple[int, str] | None = None
+        self._events: list[dict[str, Any]] = []
+        self._inserts: list[dict[str, Any]] = []
+        self._updates: list[dict[str, Any]] = []
+
+    def _link(self, task: dict[str, Any], who: str, why: str) -> None:
+        if self._head is None:
+            self._head = _lock_head(self.conn, "tasks")
+        seq, prev = self._head
+        event = {
+            "seq": seq + 1,
+            "task_id": task["id"],
+            "status": task["status"],
+            "who": who,
+            "why": why,
+            "as_of": task["as_of"],
+            "at": self.now,
+            "state": task_state(task),
+            "prev_hash": prev,
+        }
+        event["entry_hash"] = _task_event_hash(self.seal, prev, event)
+        self._events.append(event)
+        self._head = (seq + 1, event["entry_hash"])
+
+    def next_id(self) -> int:
+        if self._head is None:
+            self._head = _lock_head(self.conn, "tasks")
+        return self._head[0] + 1
+
+    def create(self, fields: dict[str, Any], who: str, why: str) -> Task:
+        task_id = self.next_id()
+        row = {"id": task_id, "series": task_id, "occurrence": 1, **fields, "status": "open"}
+        row = {name: row.get(name) for name in Task.__dataclass_fields__}
+        self._inserts.append(row)
+        self._link(row, who, why)
+        return _task(row)
+
+    def move(self, task: Task, status: str, as_of: str, who: str, why: str) -> Task:
+        row = {**task.__dict__, "status": status, "as_of": as_of}
+        self._updates.append({"b_id": task.id, "b_status": status, "b_as_of": as_of})
+        self._link(row, who, why)
+        return _task(row)
+
+    def flush(self) -> None:
+        """Write the rows made and moved so far (their events wait for :meth:`finish`)."""
+        if self._inserts:
+            for chunk in iter_chunks(self._inserts, 1000):
+                self.conn.execute(insert(tasks), chunk)
+            self._inserts = []
+        if self._updates:
+            for chunk in iter_chunks(self._updates, 1000):
+                self.conn.execute(_UPDATE_TASK, chunk)
+            self._updates = []
+
+    def finish(self) -> None:
+        self.flush()
+        if not self._events:
+            return
+        for chunk in iter_chunks(self._events, 1000):
+            self.conn.execute(insert(task_events), chunk)
+        assert self._head is not None
+        seq, head = self._head
+        self.conn.execute(update(chain_head).where(chain_head.c.chain == "tasks").values(seq=seq, hash=head))
+        self._events = []
+
+    def tasks_of(self, source: str, records: Iterable[str]) -> dict[str, list[Task]]:
+        self.flush()
+        found: dict[str, list[Task]] = {}
+        for chunk in iter_chunks(sorted(set(records)), 500):
+            rows = self.conn.execute(
+                select(tasks).where(tasks.c.source == source, tasks.c.record.in_(chunk)).order_by(tasks.c.id)
+            )
+            for row in rows:
+                found.setdefault(row.record, []).append(_task(row))
+        return found
+
+
+@dataclass(frozen=True)
+class Followed:
+    """One stored evaluation, for :func:`follow_evaluations`."""
+
+    seq: int
+    record: str
+    facts: dict[str, Any]
+    recommendations: Sequence[dict[str, Any]]  # each with "id" and "rule", in order
+
+
+def _work_of(playbook: Playbook, action: str) -> Work | None:
+    spec = playbook.actions.get(action)
+    return spec.work if spec is not None else None
+
+
+def follow_evaluations(
+    book: TaskBook, playbook: Playbook, source: str, as_of: dt.date, followed: Sequence[Followed]
+) -> None:
+    """Make each new recommendation a task; cancel the active tasks of actions no longer recommended."""
+    if not followed:
+        return
+    day = as_of.isoformat()
+    known = book.tasks_of(source, (f.record for f in followed))
+    for evaluation in followed:
+        held = known.setdefault(evaluation.record, [])
+        recommended = {rec["id"]: rec for rec in evaluation.recommendations}
+        for i, task in enumerate(held):
+            if task.status in ACTIVE and task.cause not in recommended:
+                why = (
+                    f"evaluation #{evaluation.seq} no longer recommends {task.cause}: the decision of rule "
+                    f"{task.rule} changed"
+                )
+                held[i] = book.move(task, "cancelled", day, PLAYBOOK, why)
+        have = {t.cause for t in held if t.status != "cancelled"}
+        for action, rec in recommended.items():
+            if action in have:
+                continue
+            fields = {
+                "source": source,
+                "record": evaluation.record,
+                "evaluation_seq": evaluation.seq,
+                "action": action,
+                "cause": action,
+                "rule": rec["rule"],
+                "as_of": day,
+                **task_fields(_work_of(playbook, action), as_of, evaluation.facts),
+            }
+            held.append(
+                book.create(fields, PLAYBOOK, f"rule {rec['rule']} recommended it (evaluation #{evaluation.seq})")
+            )
+
+
+def close_records(book: TaskBook, source: str, closed: dict[str, str], as_of: str) -> None:
+    """Cancel the active tasks of records whose opportunity closed; ``closed``: record -> the reason."""
+    for record, held in book.tasks_of(source, closed).items():
+        for task in held:
+            if task.status in ACTIVE:
+                book.move(task, "cancelled", as_of, PLAYBOOK, f"the opportunity closed: {closed[record]}")
+
+
+_OUTCOME_FROM = {"accepted": ("open",), "done": ACTIVE, "dismissed": ACTIVE}
+
+
+def move_on_outcome(
+    book: TaskBook, evaluation_seq: int, action: str, status: str, who: str, why: str, as_of: str
+) -> Task | None:
+    """Move the task an outcome is about: its record's task of that action (the one still active, else the
+    one this evaluation made).  None when there is none, or it cannot move so (done already, cancelled)."""
+    found = book.conn.execute(
+        select(
+            evaluations.c.source, func.coalesce(evaluations.c.record_id, evaluations.c.case_id).label("record")
+        ).where(evaluations.c.seq == evaluation_seq)
+    ).first()
+    if found is None:
+        return None
+    held = [t for t in book.tasks_of(found.source, [found.record]).get(found.record, []) if t.action == action]
+    active = [t for t in held if t.status in ACTIVE]
+    chosen = active[-1] if active else next((t for t in held if t.evaluation_seq == evaluation_seq), None)
+    if chosen is None or chosen.status not in _OUTCOME_FROM[status]:
+        return None
+    return book.move(chosen, status, as_of, who, why or f"outcome of evaluation #{evaluation_seq}")
+
+
+def _still_recommended(conn: Connection, held: Sequence[Task]) -> set[tuple[str, str, str]]:
+    """(source, record, action) of these tasks' records whose latest evaluation recommends the action."""
+    record = func.coalesce(evaluations.c.record_id, evaluations.c.case_id)
+    found: set[tuple[str, str, str]] = set()
+    by_source: dict[str, set[str]] = {}
+    for task in held:
+        by_source.setdefault(task.source, set()).add(task.record)
+    for source, records in by_source.items():
+        for chunk in iter_chunks(sorted(records), 500):
+            latest = (
+                select(func.max(evaluations.c.seq))
+                .where(evaluations.c.source == source, record.in_(chunk))
+                .group_by(record)
+            )
+            rows = conn.execute(
+                select(record.label("record"), recommendations.c.action)
+                .join(recommendations, recommendations.c.evaluation_seq == evaluations.c.seq)
+                .where(evaluations.c.seq.in_(latest))
+            )
+            found.update((source, row.record, row.action) for row in rows)
+    return found
+
+
+def advance(store: Store, as_of: dt.date, *, who: str = CLOCK) -> dict[str, int]:
+    """Move time to ``as_of``: the next occurrences of repeating tasks whose last fell due while their rule
+    still holds, then every active task past its due date overdue, and past its escalation date
+    escalated (with its escalation action as a new task).  Idempotent: run again at the same date, or
+    an earlier one, it changes nothing.  Returns how many tasks it made, and moved to each state."""
+    day = as_of.isoformat()
+    counts = {"repeated": 0, "overdue": 0, "escalated": 0}
+    with store._begin() as conn:
+        book = TaskBook(conn, store._sealing(conn))
+        book.next_id()  # the head locked first: one clock at a time, on any number of processes
+        latest = (
+            select(tasks.c.series, func.max(tasks.c.occurrence).label("occurrence"))
+            .where(tasks.c.every.is_not(None))
+            .group_by(tasks.c.series)
+            .subquery()
+        )
+        last_occurrences = [
+            _task(row)
+            for row in conn.execute(
+                select(tasks)
+                .join(latest, (tasks.c.series == latest.c.series) & (tasks.c.occurrence == latest.c.occurrence))
+                .where(tasks.c.status != "cancelled", tasks.c.due.is_not(None), tasks.c.due <= day)
+                .order_by(tasks.c.id)
+            )
+        ]
+        holding = _still_recommended(conn, last_occurrences)
+        for task in last_occurrences:
+            if (task.source, task.record, task.cause) not in holding:
+                continue
+            parsed = parse_duration(task.every or "")
+            assert parsed is not None and task.due is not None
+            every = Duration(*parsed)
+            due = dt.date.fromisoformat(task.due)
+            occurrence = task.occurrence
+            while due.isoformat() <= day:
+                due, occurrence = every.after(due), occurrence + 1
+                gap = (
+                    None
+                    if task.escalate_at is None
+                    else dt.date.fromisoformat(task.escalate_at) - dt.date.fromisoformat(task.due)
+                )
+                fields = {
+                    **{k: v for k, v in task.__dict__.items() if k not in ("id", "status")},
+                    "due": due.isoformat(),
+                    "escalate_at": None if gap is None else (due + gap).isoformat(),
+                    "as_of": day,
+                }
+                fields["occurrence"] = occurrence
+                book.create(fields, who, f"{task.action} repeats every {task.every} while rule {task.rule} holds")
+                counts["repeated"] += 1
+        book.flush()
+        due_now = conn.execute(
+            select(tasks)
+            .where(tasks.c.status.in_(("open", "accepted", "overdue")))
+            .where((tasks.c.due < day) | (tasks.c.escalate_at <= day))
+            .order_by(tasks.c.id)
+        )
+        for task in [_task(row) for row in due_now]:
+            for status in moves(task.status, task.due, task.escalate_at, as_of):
+                if status == "overdue":
+                    task = book.move(task, status, day, who, f"due {task.due}, not done by {day}")
+                else:
+                    task = book.move(
+                        task, status, day, who, f"overdue since {task.due}: escalated to {task.escalate_to}"
+                    )
+                    if task.escalate_action:
+                        _escalation_task(book, task, day, who)
+                counts[status] += 1
+        book.finish()
+    return counts
+
+
+def _escalation_task(book: TaskBook, task: Task, day: str, who: str) -> Task | None:
+    """The escalation action of an undone task, for whom it escalated to; it ends with the task's cause.
+
+    None when they have that task for the record and cause already, still active: occurrences of
+    repeating work that escalate one after another ask them once."""
+    held = book.tasks_of(task.source, [task.record]).get(task.record, [])
+    if any(t.action == task.escalate_action and t.cause == task.cause and t.status in ACTIVE for t in held):
+        return None
+    kept = ("source", "record", "evaluation_seq", "cause", "rule")
+    fields = {
+        **{name: getattr(task, name) for name in kept},
+        "action": task.escalate_action,
+        "owner": task.escalate_to or "director",
+        "as_of": day,
+    }
+    return book.create(fields, who, f"task {task.id} ({task.action}) was not done: escalated to {task.escalate_to}")
+
+
+def listing(
+    store: Store,
+    *,
+    owner: str | None = None,
+    statuses: Sequence[str] | None = None,
+    record: str | None = None,
+) -> list[Task]:
+    """Tasks, in the order they were made; ``owner`` also finds the tasks escalated to that owner."""
+    query = select(tasks).order_by(tasks.c.id)
+    if owner is not None:
+        query = query.where(
+            (tasks.c.owner == owner) | ((tasks.c.status == "escalated") & (tasks.c.escalate_to == owner))
+        )
+    if statuses:
+        query = query.where(tasks.c.status.in_(list(statuses)))
+    if record is not None:
+        query = query.where(tasks.c.record == record)
+    with store._connect() as conn:
+        return [_task(row) for row in conn.execute(query)]
+
+
+def history(store: Store, task_id: int) -> list[dict[str, Any]]:
+    """Every move of a task, in order: its state after, who moved it, when (the day and the clock) and why."""
+    with store._connect() as conn:
+        rows = conn.execute(select(task_events).where(task_events.c.task_id == task_id).order_by(task_events.c.seq))
+        events = [
+            {"event": r.seq, "status": r.status, "who": r.who, "why": r.why, "as_of": r.as_of, "at": r.at,
+             "task": json.loads(r.state)}
+            for r in rows
+        ]  # fmt: skip
+    if not events:
+        raise LookupError(f"there is no task {task_id}")
+    return events
