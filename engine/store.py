@@ -560,11 +560,13 @@ def _link_body(chain: str, row: dict[str, Any]) -> str:
         return canonical([[row[f] for f in _OUTCOME_FIELDS], []])
     if chain == "quarantined":
         return canonical([[row[f] for f in _QUARANTINED_FIELDS], []])
+    if chain == "tasks":
+        return canonical([row[f] for f in _TASK_EVENT_FIELDS])
     return canonical([row[f] for f in _RECORD_CHANGE_FIELDS])
 
 
 def _task_event_hash(seal: _Seal, prev_hash: str, row: dict[str, Any]) -> str:
-    return seal.link(prev_hash, canonical([row[f] for f in _TASK_EVENT_FIELDS]))
+    return seal.link(prev_hash, _link_body("tasks", row))
 
 
 def task_state(row: Any) -> str:
