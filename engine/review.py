@@ -16,15 +16,16 @@ from __future__ import annotations
 import datetime as dt
 import tempfile
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine.errors import Location
 from engine.marketing_plan import PLAN_VARIABLES, draft_marketing_plan
-from engine.model import Atom, Condition, Playbook, Text
-from engine.store import AggregateSpec, GroupAggregate, OpenBook, Store, StoredEvaluation
+from engine.model import Atom, Condition, GroupLevel, Playbook, Text
+from engine.portfolio import AggregateValue, Portfolio, aggregate_specs
+from engine.store import AggregateSpec, GroupAggregate, OpenBook, Store, StoredEvaluation, _variables_of
 
 if TYPE_CHECKING:
     from adapters.import_run import Source
@@ -126,6 +127,8 @@ def review_store(store: Store, playbook: Playbook, options: ReviewOptions, sourc
     variables += [STALLED] if STALLED in playbook.decisions else []
     variables += [name for name, _ in playbook.review_priority]
     variables += [name for name in PLAN_VARIABLES if name in playbook.decisions]
+    level = playbook.groups.get(options.group_by)
+    variables += [v for spec in _portfolio_specs(level) for v in _variables_of(spec)] if level else []
     with store.open_book(options.as_of.isoformat(), variables, where=where) as book:
         return _review(book, playbook, options, source)
 
@@ -168,6 +171,7 @@ def _review(book: OpenBook, playbook: Playbook, options: ReviewOptions, source: 
         if stalled_known:
             _name_members(named["stalled"], aggregates["stalled"])
             named["stalled"]["count"] = aggregates["stalled"].value
+    _decide_groups(book, playbook, options, groups)
     ordered = sorted(groups.values(), key=lambda g: (-g["open"], g["key"] is None, str(g["key"])))
 
     matrix_counts = [[0 for _ in layers] for _ in classes]
@@ -236,6 +240,45 @@ def _review(book: OpenBook, playbook: Playbook, options: ReviewOptions, source: 
     report["matrix"]["title"] = _CHART_WORDS["matrix"][lang]
     report["marketing_plan"] = draft_marketing_plan(book, playbook, report)
     return report
+
+
+def _portfolio_specs(level: GroupLevel | None) -> list[AggregateSpec]:
+    return [AggregateSpec(*spec) for spec in aggregate_specs(level)] if level is not None else []
+
+
+def _decide_groups(
+    book: OpenBook, playbook: Playbook, options: ReviewOptions, groups: dict[Any, dict[str, Any]]
+) -> None:
+    """Fill each group's portfolio slots: its aggregates, counted in the database over the stored per-case
+    decisions and facts, then the playbook's group decisions and rules made from them (Portfolio.decide),
+    so a review of a database and of an export decide a group alike.  A group without a key (its
+    field not given) is decided too, under that empty key."""
+    level = playbook.groups.get(options.group_by)
+    if level is None:
+        return
+    specs = _portfolio_specs(level)
+    counted = book.aggregate(level.field, specs, members=options.members, listed=[s.name for s in specs])
+    values: dict[Hashable, dict[str, AggregateValue]] = {}
+    sizes: dict[Hashable, int] = {}
+    for key, aggregates in counted.items():
+        values[_group_key(key)] = {
+            spec.name: AggregateValue(aggregates[spec.name].value, aggregates[spec.name].members) for spec in specs
+        }
+        sizes[_group_key(key)] = int(aggregates["open"].value)
+    with Portfolio(playbook) as portfolio:
+        decided = portfolio.decide(options.group_by, values, options.as_of, sizes)
+    for result in decided:
+        group = groups.get(result.key)
+        if group is None:
+            continue
+        made = result.to_json(options.lang, trace=False, members=options.members)
+        for name, aggregate in made["aggregates"].items():
+            aggregate["members_total"] = counted[result.key][name].members_total if result.key in counted else 0
+        group["aggregates"] = made["aggregates"]
+        group["decisions"] = made.get("decisions", {})
+        group["recommendations"] = made.get("recommendations", [])
+        if "error" in made:
+            group["error"] = made["error"]
 
 
 _CHART_WORDS = {

@@ -84,6 +84,7 @@ from sqlalchemy import (
     inspect,
     literal,
     not_,
+    null,
     or_,
     select,
     true,
@@ -2105,7 +2106,7 @@ def iter_chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
 
 # -- the open book in SQL: each record's latest open evaluation, values read from its JSON -------------
 
-AGGREGATE_FUNCTIONS = ("count", "share", "sum", "min", "max", "distinct")
+AGGREGATE_FUNCTIONS = ("count", "share", "sum", "min", "max", "distinct", "value")
 
 
 @dataclass(frozen=True)
@@ -2206,7 +2207,7 @@ class OpenBook:
             involved[spec.name] = made_of
         out: dict[Any, dict[str, GroupAggregate]] = {}
         for row in self.conn.execute(select(*columns).select_from(self.table).group_by(group)):
-            values = {"open": row[1], **{spec.name: row[i + 2] for i, spec in enumerate(specs)}}
+            values = {"open": row[1], **{spec.name: _rounded(spec, row[i + 2]) for i, spec in enumerate(specs)}}
             out[row[0]] = {name: GroupAggregate(_plain_number(value), (), 0) for name, value in values.items()}
         wanted = set(involved) if listed is None else set(listed)
         if members > 0:
@@ -2407,17 +2408,29 @@ def _aggregate_sql(spec: AggregateSpec, read: Reader) -> tuple[Any, Any]:
         raise ValueError(f"unknown aggregate function '{spec.function}'; one of {', '.join(AGGREGATE_FUNCTIONS)}")
     holds = _condition_sql(spec.where, read) if spec.where is not None else true()
     if spec.function in ("count", "share"):
+        # as engine/portfolio.py counts in memory: a case whose condition is unknown (its facts missing)
+        # is neither counted nor in the share's base, and a group where every case is unknown has no figure
         counted = func.count(case((holds, 1)))
-        return (counted if spec.function == "count" else cast(counted, Float) / func.count()), holds
+        known = func.count(case((holds, 1), (not_(holds), 0)))
+        if spec.function == "count":
+            return case((known == 0, null()), else_=counted), holds
+        return cast(counted, Float) / func.nullif(known, 0), holds
     if spec.field is None:
         raise ValueError(f"the aggregate '{spec.name}' ({spec.function}) needs a field")
-    value = read(spec.field, spec.function != "distinct")
+    value = read(spec.field, spec.function not in ("distinct", "value"))
     chosen = case((holds, value))
     aggregate = {
         "sum": func.sum(chosen), "min": func.min(chosen), "max": func.max(chosen),
         "distinct": func.count(distinct(chosen)),
+        # the one value the cases agree on; none when they disagree or give none
+        "value": case((func.count(distinct(chosen)) == 1, func.min(chosen)), else_=null()),
     }[spec.function]  # fmt: skip
     return aggregate, and_(holds, value.is_not(None))
+
+
+def _rounded(spec: AggregateSpec, value: Any) -> Any:
+    """A share to six places, as engine/portfolio.py gives it (the last bits differ between databases)."""
+    return round(value, 6) if spec.function == "share" and value is not None else value
 
 
 def _plain_number(value: Any) -> Any:

@@ -272,7 +272,9 @@ def test_every_figure_names_its_deals(maven_db: str) -> None:
         assert sum(cell["count"] for cell in group["funnel"].values()) == group["open"]
         for cell in group["funnel"].values():
             assert cell["members_total"] == cell["count"]
-        assert group["decisions"] == {} and group["recommendations"] == []  # the portfolio's slots
+        # the portfolio's decisions for the region, made from aggregates that name their deals
+        assert group["decisions"]["funnel_health"]["value"] is not None
+        assert group["aggregates"]["open_deals"]["members_total"] == group["open"]
     assert sum(map(sum, report["matrix"]["counts"])) == 2089
     calls = {call["value"]: call for call in report["director_calls"]}
     assert calls["wait_and_watch"]["members_total"] == calls["wait_and_watch"]["count"] > 0
@@ -283,6 +285,39 @@ def test_every_figure_names_its_deals(maven_db: str) -> None:
         assert stalled["members_total"] == stalled["count"] == sum(g["stalled"]["count"] for g in report["groups"])
     else:
         assert stalled["needs"].startswith("no data")
+
+
+@needs_maven
+@pytest.mark.parametrize("group_by", ["owner", "region"])
+def test_each_group_is_decided_from_the_database_as_the_portfolio_decides_it_in_memory(
+    maven_db: str, tmp_path: Path, group_by: str
+) -> None:
+    report = _review("--db", maven_db, "--group-by", group_by, "--lang", "en")
+    assert sum(group["open"] for group in report["groups"]) == 2089
+    for group in report["groups"]:
+        health = group["decisions"]["funnel_health"]
+        assert health["value"] in ("healthy", "neutral", "danger"), group["key"]
+        assert health["row"] and health["source"]["guide"] == "G-18"  # the reason: the row that fired, its source
+        assert group["aggregates"]["open_deals"]["value"] == group["open"]
+    # the same export's groups decided in memory (recommend --groups: evaluate_portfolio over the results)
+    code, out, err = invoke(
+        "recommend", "--input", str(MAVEN_PIPELINE), "--mapping", "maven", "--as-of", "2017-06-30", "--format",
+        "json", "--groups", "--lang", "en", "--db", f"sqlite:///{tmp_path / 'memory.db'}",
+    )  # fmt: skip
+    assert code == 0, err
+    lines = [json.loads(line) for line in out.splitlines() if line.startswith('{"group"')]
+    in_memory = {g["group"]["key"]: g["group"] for g in lines if g["group"]["group_by"] == group_by}
+    assert set(in_memory) == {group["key"] for group in report["groups"]}
+    for group in report["groups"]:
+        memory = in_memory[group["key"]]
+        assert group["open"] == memory["open"]
+        assert {k: v["value"] for k, v in group["decisions"].items()} == {
+            k: v["value"] for k, v in memory["decisions"].items()
+        }
+        assert {k: (v["value"], v["members_total"]) for k, v in group["aggregates"].items()} == {
+            k: (v["value"], v["members_total"]) for k, v in memory["aggregates"].items()
+        }
+        assert [r["id"] for r in group["recommendations"]] == [r["id"] for r in memory["recommendations"]]
 
 
 @needs_maven
