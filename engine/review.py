@@ -7,8 +7,8 @@ Every figure is aggregated in the database; every group names its member opportu
 few, and how many in all); every listed deal keeps the rows that decided it and their course source.
 
 The report is a plain JSON-able dict (``schemas/review.schema.json``); engine/review_render.py draws
-it as text, Markdown or HTML.  Each group has empty ``aggregates``, ``decisions`` and
-``recommendations`` slots for the portfolio decisions (engine/portfolio.py) to fill.
+it as text, Markdown or HTML.  Each group carries the portfolio's ``aggregates`` (counted in SQL),
+``decisions`` and ``recommendations`` for its grouping (engine/portfolio.py), as :func:`_decide_groups` makes them.
 """
 
 from __future__ import annotations

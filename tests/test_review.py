@@ -439,3 +439,13 @@ def test_the_portfolio_decisions_a_group_is_given_are_shown(book: Store) -> None
     text = render_text(report)
     assert "  funnel health: dangerous (G-18)" in text and "  → fill the top of the funnel" in text
     assert "funnel health: dangerous (G-18)" in render_html(report, {})
+
+
+def test_deals_without_an_owner_form_a_group_that_is_decided_too(book: Store) -> None:
+    report = review_store(book, load_playbook(COURSE), ReviewOptions(dt.date(2026, 2, 10), lang="en"), {"db": "t"})
+    groups = {group["key"]: group for group in report["groups"]}
+    assert set(groups) == {"Bob", None}  # r5 has no owner: counted under the empty key, not dropped
+    for group in groups.values():
+        assert group["aggregates"]["open_deals"]["value"] == group["open"]
+        assert group["decisions"]["funnel_health"]["value"] == "danger"  # one or two deals: sparse
+    assert groups[None]["aggregates"]["open_deals"]["members"] == ["r5"]
