@@ -44,6 +44,7 @@ _T: dict[str, dict[str, str]] = {
     "quarantined": {"zh": "已隔离的记录", "en": "records set aside"},
     "errors": {"zh": "无法评估的项目", "en": "deals that could not be evaluated"},
     "none_listed": {"zh": "(无)", "en": "(none)"},
+    "undetermined": {"zh": "未定", "en": "undetermined"},
 }
 
 
@@ -87,12 +88,15 @@ def _source_text(source: dict[str, Any] | None) -> str:
     return source.get("guide") or source.get("policy") or ""
 
 
-def _portfolio_lines(group: dict[str, Any]) -> list[str]:
-    """The portfolio decisions and recommendations the merger's engine/portfolio.py put in the group."""
+def _portfolio_lines(group: dict[str, Any], lang: str) -> list[str]:
+    """The portfolio decisions and recommendations engine/review.py put in the group."""
     lines = []
     for name, decision in group.get("decisions", {}).items():
         label = decision.get("label") or name
-        value = decision.get("value_label") or decision.get("value")
+        # an undetermined decision, or an empty list (no problem found), in words, never None or []
+        value = (_w("undetermined", lang) if decision.get("value") is None else decision.get("value_label")) or _w(
+            "none_listed", lang
+        )
         source = _source_text(decision.get("source"))
         lines.append(f"{label}: {value}" + (f" ({source})" if source else ""))
     for rec in group.get("recommendations", []):
@@ -136,7 +140,7 @@ def _sections(report: dict[str, Any]) -> list[tuple[str, list[str]]]:
         )
         if group["stalled"] is not None:
             lines.append(f"  {_w('stalled', lang)}: {group['stalled']['count']}")
-        lines += [f"  {line}" for line in _portfolio_lines(group)]
+        lines += [f"  {line}" for line in _portfolio_lines(group, lang)]
         lines.append(f"  {_w('members', lang)}: {_members(lang, group['members'], group['members_total'])}")
     sections.append((f"{_w('by', lang)} {group_word}", lines))
 
