@@ -195,6 +195,7 @@ _WORDS: dict[str, dict[str, str]] = {
         "chain_outcomes": "处理结果",
         "chain_records": "记录状态",
         "chain_quarantined": "隔离的事件",
+        "chain_tasks": "任务的变动",
     },
     "en": {
         "title": "Sales playbook console",
@@ -328,6 +329,7 @@ _WORDS: dict[str, dict[str, str]] = {
         "chain_outcomes": "outcomes",
         "chain_records": "record states",
         "chain_quarantined": "quarantined events",
+        "chain_tasks": "task moves",
     },
 }
 

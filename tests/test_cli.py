@@ -746,7 +746,7 @@ def test_backup_copies_the_log_and_sends_postgresql_users_to_pg_dump(sample_log:
     target = tmp_path / "copy.db"
     code, out, err = invoke("backup", str(target), "--db", sample_log)
     assert code == 0, err
-    assert "(evaluations 82, outcomes 0, quarantined 0, records 0, tasks 584); the copy's chains verify" in err
+    assert "(evaluations 82, outcomes 0, quarantined 0, records 0, tasks 448); the copy's chains verify" in err
     code, out, _ = invoke("list", "--db", f"sqlite:///{target}", "--format", "csv")
     assert code == 0 and len(out.splitlines()) == 83
     code, _, err = invoke("backup", str(target), "--db", sample_log)

@@ -172,7 +172,7 @@ def test_the_weeks_list_follows_the_playbooks_priority_not_the_rules(book: Store
         ("[{decision: amount_class, order: [A, D]}]", "unknown_value", "1"),
         ("[{decision: amount_class, order: [A, A]}]", "duplicate_value", "1"),
         ("[{decision: amount_class, order: [A]}, {decision: amount_class, order: [B]}]", "priority_repeated", "1"),
-        ("[{decision: market_actions, order: [1, 2]}]", "priority_unordered", "0"),
+        ("[{decision: market_actions, order: [1]}]", "priority_unordered", "0"),
         ("[{decision: key_account, order: [yes]}]", "yaml_ambiguous_bool", "0"),
         ("[{decision: key_account, order: ['true']}]", "unknown_value", "0"),
         ("[{decision: amount_class}]", "missing_key", "0"),
