@@ -271,6 +271,15 @@ def atoms_of(condition: Condition | None) -> list[Atom]:
     return [atom for item in condition.items for atom in atoms_of(item)]
 
 
+def variables_of(condition: Condition | None) -> list[str]:
+    """The variables a condition reads, atom by atom: each test's own, and the other one it compares with."""
+    return [v for atom in atoms_of(condition) for v in (atom.var, *_compared_with(atom))]
+
+
+def _compared_with(atom: Atom) -> tuple[str, ...]:
+    return (atom.operand.other,) if isinstance(atom.operand, Compare) else ()
+
+
 def conjuncts(condition: Condition | None) -> list[Condition]:
     """The parts a condition requires together: an ``all`` flattened, anything else itself."""
     if condition is None:

@@ -25,7 +25,7 @@ from engine.errors import Location
 from engine.marketing_plan import PLAN_VARIABLES, draft_marketing_plan
 from engine.model import Atom, Condition, GroupLevel, Playbook, Text
 from engine.portfolio import AggregateValue, Portfolio, aggregate_specs
-from engine.store import AggregateSpec, GroupAggregate, OpenBook, Store, StoredEvaluation, _variables_of
+from engine.store import AggregateSpec, GroupAggregate, OpenBook, Store, StoredEvaluation, aggregate_variables
 
 if TYPE_CHECKING:
     from adapters.import_run import Source
@@ -128,7 +128,7 @@ def review_store(store: Store, playbook: Playbook, options: ReviewOptions, sourc
     variables += [name for name, _ in playbook.review_priority]
     variables += [name for name in PLAN_VARIABLES if name in playbook.decisions]
     level = playbook.groups.get(options.group_by)
-    variables += [v for spec in _portfolio_specs(level) for v in _variables_of(spec)] if level else []
+    variables += [v for spec in _portfolio_specs(level) for v in aggregate_variables(spec)] if level else []
     with store.open_book(options.as_of.isoformat(), variables, where=where) as book:
         return _review(book, playbook, options, source)
 

@@ -94,6 +94,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import make_url
 
+from engine.conditions import variables_of
 from engine.errors import CaseError
 from engine.evaluate import Result
 from engine.model import AllOf, AnyOf, Compare, Condition, Interval, Not, Playbook
@@ -1235,7 +1236,7 @@ class Store:
     ) -> dict[Any, dict[str, GroupAggregate]]:
         """Per group of the open cases (``group_field``'s value; None: one group, key None), each spec's value
         and up to ``members`` of the record ids it was made of, with their total; see :meth:`OpenBook.aggregate`."""
-        variables = [name for name in [group_field] if name] + [v for spec in specs for v in _variables_of(spec)]
+        variables = [name for name in [group_field] if name] + [v for spec in specs for v in aggregate_variables(spec)]
         with self.open_book(as_of, variables, where=where) as book:
             return book.aggregate(group_field, specs, members=members)
 
@@ -2144,7 +2145,7 @@ class OpenBook:
     ) -> None:
         self.store, self.conn = store, conn
         dialect = conn.dialect.name
-        names = list(dict.fromkeys([*variables, *_variables_of_condition(where)]))
+        names = list(dict.fromkeys([*variables, *variables_of(where)]))
         self.columns = {name: (f"t{k}", f"n{k}") for k, name in enumerate(names)}
         self.table = Table(
             f"open_book_{uuid.uuid4().hex[:12]}",
@@ -2340,19 +2341,9 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def _variables_of_condition(condition: Condition | None) -> list[str]:
-    from engine.conditions import atoms_of
-
-    names: list[str] = []
-    for atom in atoms_of(condition):
-        names.append(atom.var)
-        if isinstance(atom.operand, Compare):
-            names.append(atom.operand.other)
-    return names
-
-
-def _variables_of(spec: AggregateSpec) -> list[str]:
-    return ([spec.field] if spec.field else []) + _variables_of_condition(spec.where)
+def aggregate_variables(spec: AggregateSpec) -> list[str]:
+    """The case values an aggregate reads: its field and its condition's."""
+    return ([spec.field] if spec.field else []) + variables_of(spec.where)
 
 
 def _condition_sql(condition: Condition, read: Reader) -> Any:

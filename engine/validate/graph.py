@@ -9,8 +9,6 @@ from typing import Any
 from engine.errors import did_you_mean
 from engine.model import (
     Action,
-    Atom,
-    Compare,
     Condition,
     Decision,
     GroupLevel,
@@ -220,10 +218,10 @@ class Builder(Groups, WorkChecks):
 
     def order(self, playbook: Playbook) -> tuple[Node, ...]:
         """Nodes in an order where every decision is made before it is read."""
-        from engine.conditions import atoms_of
+        from engine.conditions import variables_of
 
         def reads_of(when: Condition | None, outputs: Iterable[Output]) -> tuple[str, ...]:
-            names = [v for atom in atoms_of(when) for v in (atom.var, *_compared_with(atom))]
+            names = variables_of(when)
             names += [out.var for out in outputs if isinstance(out, ValueOf)]
             return tuple(dict.fromkeys(names))
 
@@ -297,11 +295,6 @@ class Builder(Groups, WorkChecks):
                     f"'{node.name}' reads {width} values; at most {MAX_NODE_PROPERTIES}",
                     key=True,
                 )
-
-
-def _compared_with(atom: Atom) -> tuple[str, ...]:
-    """The other variable a test reads, if it compares two."""
-    return (atom.operand.other,) if isinstance(atom.operand, Compare) else ()
 
 
 def _group_rules(ordered: list[Node]) -> tuple[Node, ...]:
