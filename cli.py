@@ -1276,7 +1276,7 @@ def batch(
     reason, and as result the JSON that recommend --format json prints), so rows read = results +
     errors + quarantined.  Nothing is stored in the audit log.
     """
-    from adapters.batch import BatchJob, input_files, kind_of, run_local
+    from adapters.batch import BatchJob, check_inputs, input_files, kind_of, run_local
     from adapters.mapping import load_mapping
     from engine import PlaybookError
 
@@ -1304,6 +1304,10 @@ def batch(
         except PlaybookError as error:
             raise Failed(str(error)) from None
     job = BatchJob(Path(playbook_path).read_text(encoding="utf-8"), playbook_path, kind, mapping, when, lang)
+    try:
+        check_inputs(job, files)  # a mapping that cannot read the input fails here, before any cluster starts
+    except PlaybookError as error:
+        raise Failed(str(error)) from None
     try:
         if engine == "local":
             _tune_memory()

@@ -38,6 +38,7 @@ __all__ = [
     "COLUMNS",
     "BatchCounts",
     "BatchJob",
+    "check_inputs",
     "evaluate_partition",
     "input_files",
     "kind_of",
@@ -109,6 +110,29 @@ def input_files(pattern: str) -> list[str]:
     if not found:
         raise ValueError(f"'{pattern}' names no file")
     return found
+
+
+def check_inputs(job: BatchJob, files: list[str]) -> None:
+    """Refuse, before any record is evaluated or any cluster started, input the mapping cannot read.
+
+    Each CSV file's header (its encoding, a column named twice, every column the mapping needs) and
+    each Parquet file's columns are checked; a ``PlaybookError`` located in the file or the mapping.
+    JSON records have no header: a record lacking a field is quarantined, as in ``recommend``.
+    """
+    if job.mapping is None:
+        return
+    if job.kind == "csv":
+        from adapters.csv_export import read_csv
+
+        for file in files:
+            rows = read_csv(file, job.mapping)
+            next(rows, None)  # the header is checked before the first row is given
+            rows.close()
+    elif job.kind == "parquet":
+        import pyarrow.parquet as pq
+
+        for file in files:
+            job.mapping.check_columns(pq.read_schema(file).names, Path(file).name)
 
 
 def _evaluator(job: BatchJob) -> Evaluator:

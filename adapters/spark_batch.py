@@ -65,13 +65,8 @@ def _read(spark: SparkSession, job: BatchJob, files: list[str]) -> DataFrame:
         assert job.mapping is not None
         encoding = "UTF-8" if job.mapping.encoding == "auto" else job.mapping.encoding
         # every cell as text, as Python's csv module reads it
-        frame = spark.read.options(header=True, encoding=encoding, inferSchema=False, multiLine=False).csv(files)
-    else:
-        frame = spark.read.parquet(*files)
-    assert job.mapping is not None
-    # a bad mapping fails here, on the driver, before any executor evaluates anything
-    job.mapping.check_columns(frame.columns, ", ".join(Path(f).name for f in files))
-    return frame
+        return spark.read.options(header=True, encoding=encoding, inferSchema=False, multiLine=False).csv(files)
+    return spark.read.parquet(*files)
 
 
 def _first_rows(numbered: DataFrame) -> dict[tuple[str, int], tuple[int, int]]:
@@ -115,7 +110,10 @@ def _partition(
 
 
 def run_spark(spark: SparkSession, job: BatchJob, files: list[str], output: str) -> BatchCounts:
-    """Evaluate every record of ``files`` on Spark; write Parquet under ``output/status=.../``."""
+    """Evaluate every record of ``files`` on Spark; write Parquet under ``output/status=.../``.
+
+    The caller has checked the input (:func:`adapters.batch.check_inputs`) before starting the session.
+    """
     prepare_output(output)
     numbered = (
         _read(spark, job, files)

@@ -148,6 +148,33 @@ def test_a_bad_mapping_fails_before_any_record_is_read(tmp_path: Path) -> None:
     assert not (output / "_SUCCESS").exists()
 
 
+def test_spark_refuses_a_bad_mapping_or_playbook_located_before_any_cluster_starts(tmp_path: Path) -> None:
+    """With Java unreachable, a check made after the session started would fail on Java instead."""
+    _needs_maven()
+    mapping = tmp_path / "bad.yaml"
+    preset = (ROOT / "adapters" / "presets" / "maven.yaml").read_text(encoding="utf-8")
+    mapping.write_text(preset.replace("field: deal_stage", "field: dael_stage"), encoding="utf-8")
+    line = preset[: preset.index("field: deal_stage")].count("\n") + 1
+    playbook = tmp_path / "bad-playbook.yaml"
+    course = (ROOT / "playbooks" / "course.yaml").read_text(encoding="utf-8")
+    playbook.write_text(course.replace("version:", "verison:", 1), encoding="utf-8")
+    output = tmp_path / "out"
+    env = {**os.environ, "JAVA_HOME": str(tmp_path / "no-java"), "PATH": str(Path(sys.executable).parent)}
+    base = ["batch", "--engine", "spark", "--input", str(MAVEN / "sales_pipeline.csv"), "--output", str(output)]
+    for extra, where, code in (
+        (["--mapping", str(mapping)], f"{mapping}:{line}:", "mapping_unknown_column"),
+        (["--mapping", "maven", "--playbook", str(playbook)], f"{playbook}:", "unknown_key"),
+    ):
+        done = subprocess.run(
+            [sys.executable, str(ROOT / "cli.py"), *base, *extra], capture_output=True, cwd=ROOT, env=env, check=False
+        )
+        stderr = done.stderr.decode()
+        assert done.returncode == 1, stderr
+        assert where in stderr and f": {code}: " in stderr, stderr
+        assert "java" not in stderr.lower(), stderr
+        assert not output.exists()
+
+
 # -- Apache Spark, local[2] ---------------------------------------------------------------------
 
 
