@@ -125,9 +125,7 @@ def check_inputs(job: BatchJob, files: list[str]) -> None:
         from adapters.csv_export import read_csv
 
         for file in files:
-            rows = read_csv(file, job.mapping)
-            next(rows, None)  # the header is checked before the first row is given
-            rows.close()
+            next(read_csv(file, job.mapping), None)  # the header is checked before the first row is given
     elif job.kind == "parquet":
         import pyarrow.parquet as pq
 
