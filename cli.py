@@ -1353,6 +1353,20 @@ def _run_on_spark(job: Any, files: list[str], output: str, master: str | None) -
 @click.option("--all", "every", is_flag=True, help="Replay every stored evaluation, not only each record's latest.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.option("--examples", type=click.IntRange(0), default=10, show_default=True, help="Examples kept per count.")
+@click.option(
+    "--history",
+    "history_path",
+    help="Replay an exported history instead of the audit log: the JSON Lines of playbook list --format json "
+    "(a file, a folder of files or a glob); needs --baseline.",
+)
+@click.option(
+    "--engine",
+    type=click.Choice(["local", "spark"]),
+    default="local",
+    show_default=True,
+    help="With --history: local, this process; spark, Apache Spark (pip install 'sales-playbook[spark]').",
+)
+@click.option("--master", help="With --engine spark: the Spark master URL (default: spark-submit's, else local[*]).")
 @_lang_option
 @_db_option
 def replay(
@@ -1362,20 +1376,35 @@ def replay(
     every: bool,
     fmt: str,
     examples: int,
+    history_path: str | None,
+    engine: str,
+    master: str | None,
     lang: str,
     db: str,
 ) -> None:
     """What a playbook change would change: each record's latest evaluation re-evaluated under the new
     playbook and under the one live now, compared (nothing is written)."""
     from engine import EngineFault, PlaybookError
-    from engine.replay import live_playbook, render_replay
+    from engine.replay import ReplayReport, live_playbook, render_replay
     from engine.replay import replay as run_replay
 
     if since is not None:
         _as_of(since, "--since")
     candidate = _load(playbook_path)
-    store = _open_store(db, create=False)
     chosen: dict[str, Any]
+    if history_path is not None or engine != "local":
+        if history_path is None or baseline_path is None:
+            raise click.UsageError("--engine spark replays an exported history: give --history and --baseline")
+        baseline, chosen = _load(baseline_path), {"file": baseline_path}
+        report = ReplayReport(candidate, baseline, chosen, every=every, examples=examples)
+        try:
+            _replay_history(history_path, engine, master, playbook_path, baseline_path, report, since, every)
+        except EngineFault as fault:
+            raise Failed(f"engine fault, replay stopped: {fault}") from None
+        data = report.to_json(lang)
+        click.echo(json.dumps(data, ensure_ascii=False, indent=2) if fmt == "json" else render_replay(data))
+        return
+    store = _open_store(db, create=False)
     try:
         if baseline_path is not None:
             baseline, chosen = _load(baseline_path), {"file": baseline_path}
@@ -1391,6 +1420,36 @@ def replay(
         raise Failed(f"engine fault, replay stopped: {fault}") from None
     data = report.to_json(lang)
     click.echo(json.dumps(data, ensure_ascii=False, indent=2) if fmt == "json" else render_replay(data))
+
+
+def _replay_history(
+    history_path: str,
+    engine: str,
+    master: str | None,
+    playbook_path: str,
+    baseline_path: str,
+    report: Any,
+    since: str | None,
+    every: bool,
+) -> None:
+    from adapters.batch import input_files
+    from adapters.history import ReplayJob, replay_local
+
+    try:
+        files = input_files(history_path)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--history") from None
+    texts = [Path(p).read_text(encoding="utf-8") for p in (playbook_path, baseline_path)]
+    job = ReplayJob(texts[0], playbook_path, texts[1], baseline_path)
+    if engine == "local":
+        replay_local(job, files, report, since=since, every=every)
+        return
+    try:
+        from adapters.spark_batch import spark_session
+        from adapters.spark_history import replay_spark
+    except ImportError as error:
+        raise Failed(f"--engine spark needs PySpark: pip install 'sales-playbook[spark]' ({error})") from None
+    replay_spark(spark_session(master), job, files, report, since=since, every=every)
 
 
 # -- playbook serve: the webhook service ----------------------------------------------------------

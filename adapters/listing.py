@@ -60,9 +60,13 @@ def write_csv(rows: Iterable[StoredEvaluation], out: IO[str]) -> int:
 
 
 def json_lines(rows: Iterable[StoredEvaluation]) -> Iterator[str]:
-    """Each evaluation whole (facts, decisions, recommendations, outcomes) as one JSON line."""
+    """Each evaluation whole (facts, decisions, rules fired, recommendations, outcomes) as one JSON line.
+
+    With its facts and the rules fired, a line is enough to replay the evaluation (``playbook replay --history``).
+    """
     for stored in rows:
-        yield json.dumps(stored.to_json(), ensure_ascii=False) + "\n"
+        whole = {**stored.to_json(), "import_key": stored.import_key, "fired": stored.fired, "facts": stored.facts}
+        yield json.dumps(whole, ensure_ascii=False) + "\n"
 
 
 def write_json_lines(rows: Iterable[StoredEvaluation], out: IO[str]) -> int:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,7 +25,7 @@ from engine.model import Playbook
 from engine.store import Store, StoredEvaluation
 from engine.validate import load_playbook_text
 
-__all__ = ["Change", "ReplayReport", "live_playbook", "render_replay", "replay", "replay_changes"]
+__all__ = ["Change", "ReplayReport", "changes_of", "live_playbook", "render_replay", "replay", "replay_changes"]
 
 
 @dataclass(frozen=True)
@@ -88,55 +88,71 @@ def replay_changes(
             playbook.content_hash: Evaluator(stack.enter_context(compile_playbook(playbook)))
             for playbook in (baseline, candidate)
         }
-        for stored in store.search(since=since, latest_per_record=not every):
-            if stored.status != "ok":
-                if skipped is not None:
-                    skipped["failed when stored"] += 1
+        stored = store.search(since=since, latest_per_record=not every)
+        yield from changes_of(stored, evaluators, candidate, baseline, skipped)
+
+
+def changes_of(
+    evaluations: Iterable[StoredEvaluation],
+    evaluators: dict[str, Evaluator],
+    candidate: Playbook,
+    baseline: Playbook,
+    skipped: Counter[str] | None = None,
+) -> Iterator[Change]:
+    """One :class:`Change` per stored evaluation, compared under ``baseline`` and ``candidate``.
+
+    ``evaluators``: each playbook's by content hash.  The audit log's (:func:`replay_changes`) or an
+    exported history's (adapters/history.py, which runs it on Apache Spark too).
+    """
+    for stored in evaluations:
+        if stored.status != "ok":
+            if skipped is not None:
+                skipped["failed when stored"] += 1
+            continue
+        outcomes: list[_Outcome] = []
+        failed = None
+        for role, playbook in (("baseline", baseline), ("candidate", candidate)):
+            if stored.playbook_hash == playbook.content_hash:  # what was stored is what it would give
+                outcomes.append(_stored_outcome(stored))
                 continue
-            outcomes: list[_Outcome] = []
-            failed = None
-            for role, playbook in (("baseline", baseline), ("candidate", candidate)):
-                if stored.playbook_hash == playbook.content_hash:  # what was stored is what it would give
-                    outcomes.append(_stored_outcome(stored))
-                    continue
-                try:
-                    result = evaluators[playbook.content_hash].evaluate_case(
-                        stored.facts, dt.date.fromisoformat(stored.as_of), stored.case_id
-                    )
-                except CaseError as error:
-                    failed = {"under": role, "code": error.code, "message": error.message}
-                    if error.details is not None or error.input is not None:  # for the text to say it with labels
-                        failed["error"] = error.to_json()["error"]
-                    break
-                outcomes.append(
-                    _Outcome(
-                        result.decisions,
-                        Counter(r["id"] for r in result.recommendations),
-                        Counter(result.fired().get("$rules", [])),
-                    )
+            try:
+                result = evaluators[playbook.content_hash].evaluate_case(
+                    stored.facts, dt.date.fromisoformat(stored.as_of), stored.case_id
                 )
-            record = stored.record_id or stored.case_id
-            if failed is not None:
-                empty: Counter[str] = Counter()
-                yield Change(record, stored.seq, stored.as_of, {}, empty, empty, empty, empty, False, failed)
-                continue
-            before, after = outcomes
-            decisions = {
-                name: (before.decisions.get(name), after.decisions.get(name))
-                for name in dict.fromkeys([*before.decisions, *after.decisions])
-                if before.decisions.get(name) != after.decisions.get(name)
-            }
-            yield Change(
-                record,
-                stored.seq,
-                stored.as_of,
-                decisions,
-                after.actions - before.actions,
-                before.actions - after.actions,
-                after.rules - before.rules,
-                before.rules - after.rules,
-                bool(before.actions) and not after.actions,
+            except CaseError as error:
+                failed = {"under": role, "code": error.code, "message": error.message}
+                if error.details is not None or error.input is not None:  # for the text to say it with labels
+                    failed["error"] = error.to_json()["error"]
+                break
+            outcomes.append(
+                _Outcome(
+                    result.decisions,
+                    Counter(r["id"] for r in result.recommendations),
+                    Counter(result.fired().get("$rules", [])),
+                )
             )
+        record = stored.record_id or stored.case_id
+        if failed is not None:
+            empty: Counter[str] = Counter()
+            yield Change(record, stored.seq, stored.as_of, {}, empty, empty, empty, empty, False, failed)
+            continue
+        before, after = outcomes
+        decisions = {
+            name: (before.decisions.get(name), after.decisions.get(name))
+            for name in dict.fromkeys([*before.decisions, *after.decisions])
+            if before.decisions.get(name) != after.decisions.get(name)
+        }
+        yield Change(
+            record,
+            stored.seq,
+            stored.as_of,
+            decisions,
+            after.actions - before.actions,
+            before.actions - after.actions,
+            after.rules - before.rules,
+            before.rules - after.rules,
+            bool(before.actions) and not after.actions,
+        )
 
 
 def _key(value: Any) -> str:

@@ -284,3 +284,95 @@ def test_spark_numbers_lines_of_files_split_into_many_partitions_as_the_local_en
     columns = ("source", "line", "case", "code", "reason", "result")
     assert _batch_rows(on_spark, columns) == _batch_rows(local, columns)
     assert [row["line"] for row in _batch_rows(local) if row["source"].endswith("b.jsonl")][:2] == [2, 3]
+
+
+# -- playbook replay --history: the audit log exported, replayed locally and on Spark ----------------
+
+
+@pytest.fixture(scope="module")
+def history(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """An audit log of 400 generated cases stored as of two dates, a case error among them, exported as
+    JSON Lines in two files; a changed playbook to replay."""
+    folder = tmp_path_factory.mktemp("history")
+    cases = folder / "cases.jsonl"
+    lines = [json.dumps(case) for _, case in generate(400)]
+    lines[7] = json.dumps({"opportunity": {"id": "opp-broken", "amount": "lots"}})
+    cases.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    db = f"sqlite:///{folder / 'log.db'}"
+    for as_of in ("2026-11-27", "2026-12-20"):
+        done = _cli("recommend", "--input", str(cases), "--as-of", as_of, "--format", "summary", "--db", db)
+        assert done.returncode in (0, 1), done.stderr.decode()
+    exported = _cli("list", "--format", "json", "--db", db)
+    assert exported.returncode == 0, exported.stderr.decode()
+    evaluations = exported.stdout.splitlines(keepends=True)
+    assert len(evaluations) == 800
+    export = folder / "export"
+    export.mkdir()
+    (export / "a.jsonl").write_bytes(b"".join(evaluations[:500]))
+    (export / "b.jsonl").write_bytes(b"".join(evaluations[500:]))
+    course = ROOT / "playbooks" / "course.yaml"
+    changed = folder / "changed.yaml"
+    changed.write_text(
+        course.read_text(encoding="utf-8").replace(
+            "  high_win_rate:\n    value: 60\n", "  high_win_rate:\n    value: 80\n"
+        ),
+        encoding="utf-8",
+    )
+    return {"db": Path(db.removeprefix("sqlite:///")), "export": export, "course": course, "changed": changed}
+
+
+def _replayed(history: dict[str, Path], *options: str) -> dict[str, Any]:
+    base = ["replay", "--playbook", str(history["changed"]), "--baseline", str(history["course"])]
+    done = _cli(*base, "--format", "json", "--lang", "en", *options)
+    assert done.returncode == 0, done.stderr.decode()
+    return dict(json.loads(done.stdout))
+
+
+@pytest.mark.parametrize("options", [(), ("--all",), ("--since", "2026-12-01"), ("--examples", "2")])
+def test_replay_of_an_exported_history_gives_the_audit_logs_report(history: dict[str, Path], options: Any) -> None:
+    from_log = _replayed(history, "--db", f"sqlite:///{history['db']}", *options)
+    assert from_log["changed"] > 2 and from_log["failed"]["records"] == 0
+    assert from_log["not_replayed"] == {"failed when stored": 2 if "--all" in options else 1}
+    assert _replayed(history, "--history", str(history["export"]), *options) == from_log
+
+
+def test_replay_of_a_history_counts_the_lines_that_are_no_evaluation(history: dict[str, Path], tmp_path: Path) -> None:
+    export = tmp_path / "export"
+    shutil.copytree(history["export"], export)
+    with (export / "b.jsonl").open("a", encoding="utf-8") as handle:
+        handle.write('{"evaluation": 9000, "case": "x", "as_of": "2026-12-20"}\nnot json\n\n')
+    from_log = _replayed(history, "--db", f"sqlite:///{history['db']}")
+    got = _replayed(history, "--history", str(export))
+    assert got["not_replayed"] == {"failed when stored": 1, "unreadable in the history": 2}
+    assert {**got, "not_replayed": from_log["not_replayed"]} == from_log
+    done = _cli("replay", "--playbook", str(history["changed"]), "--engine", "spark", "--history", str(export))
+    assert done.returncode == 2 and "give --history and --baseline" in done.stderr.decode()
+
+
+def test_spark_replay_of_a_history_gives_the_audit_logs_report(spark: Any, history: dict[str, Path]) -> None:
+    from adapters.batch import input_files
+    from adapters.history import ReplayJob
+    from adapters.spark_history import replay_spark
+    from engine import load_playbook
+    from engine.replay import ReplayReport
+
+    files = input_files(str(history["export"]))
+    texts = [history[name].read_text(encoding="utf-8") for name in ("changed", "course")]
+    job = ReplayJob(texts[0], str(history["changed"]), texts[1], str(history["course"]))
+    spark.conf.set("spark.sql.files.maxPartitionBytes", "65536")  # the history in several partitions
+    try:
+        for options, every, since in (
+            ((), False, None),
+            (("--all",), True, None),
+            (("--since", "2026-12-01"), False, "2026-12-01"),
+        ):
+            report = ReplayReport(
+                load_playbook(history["changed"]),
+                load_playbook(history["course"]),
+                {"file": str(history["course"])},
+                every=every,
+            )
+            replay_spark(spark, job, files, report, since=since, every=every)
+            assert report.to_json("en") == _replayed(history, "--db", f"sqlite:///{history['db']}", *options)
+    finally:
+        spark.conf.unset("spark.sql.files.maxPartitionBytes")
