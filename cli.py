@@ -1259,6 +1259,11 @@ def backup(target: Path, db: str) -> None:
     help="local: this process; spark: Apache Spark (pip install 'sales-playbook[spark]').",
 )
 @click.option("--master", help="With --engine spark: the Spark master URL (default: spark-submit's, else local[*]).")
+@click.option(
+    "--db",
+    help="Also file the results in this audit log (SQLite file or postgresql://...), as recommend --db does; "
+    "a rerun files nothing twice.  The key, if the log is sealed: PLAYBOOK_AUDIT_KEY.",
+)
 @_lang_option
 def batch(
     playbook_path: str,
@@ -1268,13 +1273,16 @@ def batch(
     output: str,
     engine: str,
     master: str | None,
+    db: str | None,
     lang: str,
 ) -> None:
     """Evaluate every record of a set of files in bulk and write the results as Parquet.
 
     One row per input record (source file, line, case, status: result, error or quarantined, code,
     reason, and as result the JSON that recommend --format json prints), so rows read = results +
-    errors + quarantined.  Nothing is stored in the audit log.
+    errors + quarantined.  With --db the results and errors are also filed in the audit log, each
+    under its file and line as recommend --db files it: a rerun, or recommend --db over the same
+    file, stores nothing twice.
     """
     from adapters.batch import BatchJob, check_inputs, input_files, kind_of, run_local
     from adapters.mapping import load_mapping
@@ -1303,17 +1311,23 @@ def batch(
             attach_lookups(mapping, Path(files[0]).parent)
         except PlaybookError as error:
             raise Failed(str(error)) from None
-    job = BatchJob(Path(playbook_path).read_text(encoding="utf-8"), playbook_path, kind, mapping, when, lang)
+    text = Path(playbook_path).read_text(encoding="utf-8")
+    job = BatchJob(text, playbook_path, kind, mapping, when, lang, filing=db is not None)
     try:
         check_inputs(job, files)  # a mapping that cannot read the input fails here, before any cluster starts
     except PlaybookError as error:
         raise Failed(str(error)) from None
+    filing = None
+    if db is not None:  # opened before any record is evaluated: a log that cannot be written fails first
+        from adapters.batch_filing import Filing
+
+        filing = Filing(_open_store(db, write=True), _load(playbook_path), job, files)
     try:
         if engine == "local":
             _tune_memory()
-            counts = run_local(job, files, output)
+            counts = run_local(job, files, output, filing)
         else:
-            counts = _run_on_spark(job, files, output, master)
+            counts = _run_on_spark(job, files, output, master, filing)
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--output") from None
     except PlaybookError as error:
@@ -1323,16 +1337,22 @@ def batch(
         held = ", ".join(f"{code} {n}" for code, n in sorted(counts.quarantined.items()))
         summary += f", {counts.quarantined.total()} quarantined ({held})"
     click.echo(f"{summary}; written to {output}", err=True)
+    if filing is not None:
+        earlier = f"{filing.earlier} filed by an earlier run, not again"
+        if filing.stored:
+            click.echo(f"audit log: {filing.stored} filed (#{filing.first}-#{filing.last}), {earlier}", err=True)
+        else:
+            click.echo(f"audit log: nothing new filed; {earlier}", err=True)
     if counts.errors:
         raise Failed()
 
 
-def _run_on_spark(job: Any, files: list[str], output: str, master: str | None) -> Any:
+def _run_on_spark(job: Any, files: list[str], output: str, master: str | None, filing: Any) -> Any:
     try:
         from adapters.spark_batch import run_spark, spark_session
     except ImportError as error:
         raise Failed(f"--engine spark needs PySpark: pip install 'sales-playbook[spark]' ({error})") from None
-    return run_spark(spark_session(master), job, files, output)
+    return run_spark(spark_session(master), job, files, output, filing)
 
 
 @main.command()

@@ -26,13 +26,16 @@ import json
 import shutil
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from adapters.mapping import MappedCase, Mapping, Quarantined
 from engine.errors import CaseError
-from engine.evaluate import Evaluator
+from engine.evaluate import Evaluator, Result
+
+if TYPE_CHECKING:
+    from engine.store import Prepared
 
 __all__ = [
     "COLUMNS",
@@ -40,6 +43,7 @@ __all__ = [
     "BatchJob",
     "check_inputs",
     "evaluate_partition",
+    "filed_of",
     "input_files",
     "kind_of",
     "prepare_output",
@@ -65,6 +69,7 @@ class BatchJob:
     mapping: Mapping | None
     as_of: dt.date
     lang: str
+    filing: bool = False  # each result and error also prepared for the audit log (``batch --db``)
 
 
 @dataclass
@@ -169,7 +174,12 @@ def _item_case(job: BatchJob, line: int, item: Any) -> tuple[str, dict[str, Any]
 
 
 def evaluate_partition(job: BatchJob, items: Iterable[tuple[str, int, Any]]) -> Iterator[tuple[Any, ...]]:
-    """One output row (the :data:`COLUMNS`) per item, in order.  A blank JSON Lines line is no record."""
+    """One output row (the :data:`COLUMNS`) per item, in order.  A blank JSON Lines line is no record.
+
+    With ``job.filing`` each row has one more column, ``filed``: for a result or an error, the JSON of
+    what the audit log stores for it (engine.store.Prepared, as ``recommend --db`` would file it;
+    :func:`filed_of` reads it back); None for a quarantined record, which is not stored.
+    """
     evaluator = _evaluator(job)
     for source, line, item in items:
         if isinstance(item, str | bytes) and not item.strip():
@@ -181,17 +191,42 @@ def evaluate_partition(job: BatchJob, items: Iterable[tuple[str, int, Any]]) -> 
                 "line": line,
                 "quarantined": {"code": case.code, "reason": case.reason},
             }
-            yield source, line, payload["case"], "quarantined", case.code, case.reason, _json(payload)
+            row: tuple[Any, ...] = (source, line, payload["case"], "quarantined", case.code, case.reason)
+            yield (*row, _json(payload), None) if job.filing else (*row, _json(payload))
             continue
+        facts: dict[str, Any] = {}
         if not isinstance(case, CaseError):
+            facts = case[1]
             try:
                 outcome = evaluator.evaluate_case(case[1], job.as_of, case[0])
             except CaseError as error:
                 case = error
             else:
-                yield source, line, outcome.case, "result", None, None, _json(outcome.to_json(job.lang))
+                row = (source, line, outcome.case, "result", None, None, _json(outcome.to_json(job.lang)))
+                yield (*row, _filed(outcome, facts)) if job.filing else row
                 continue
-        yield source, line, case.case_id, "error", case.code, case.message, _json(case.to_json())
+        row = (source, line, case.case_id, "error", case.code, case.message, _json(case.to_json()))
+        yield (*row, _filed(case, facts)) if job.filing else row
+
+
+def _filed(outcome: Result | CaseError, facts: dict[str, Any]) -> str:
+    """What the audit log stores for this case: a case whose ids are too long to file, kept as ``id_too_long``."""
+    from engine.store import ID_LENGTH, Appended, oversized_id, prepare
+
+    problem = oversized_id(outcome.case if isinstance(outcome, Result) else outcome.case_id, facts)
+    if problem is not None:
+        case_id = outcome.case if isinstance(outcome, Result) else outcome.case_id
+        outcome, facts = CaseError(case_id[:ID_LENGTH], "id_too_long", problem), {}
+    return json.dumps(astuple(prepare(Appended(outcome, facts))), ensure_ascii=False)
+
+
+def filed_of(text: str) -> Prepared:
+    """A ``filed`` column's value read back."""
+    from engine.store import Prepared
+
+    case_id, status, record_id, account_id, facts, decisions, fired, error, recs = json.loads(text)
+    advised = tuple((action, rule, params) for action, rule, params in recs)
+    return Prepared(case_id, status, record_id, account_id, facts, decisions, fired, error, advised)
 
 
 def _json(payload: dict[str, Any]) -> str:
@@ -211,8 +246,11 @@ def prepare_output(output: str) -> None:
     shutil.rmtree(path)
 
 
-def run_local(job: BatchJob, files: list[str], output: str) -> BatchCounts:
-    """Evaluate every record of ``files`` in this process; write Parquet under ``output/status=.../``."""
+def run_local(job: BatchJob, files: list[str], output: str, filing: Any = None) -> BatchCounts:
+    """Evaluate every record of ``files`` in this process; write Parquet under ``output/status=.../``.
+
+    ``filing`` (an adapters.batch_filing.Filing, with ``job.filing``): where the results are filed as they come.
+    """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -235,12 +273,16 @@ def run_local(job: BatchJob, files: list[str], output: str) -> BatchCounts:
     for file in files:
         for row in evaluate_partition(job, ((file, line, item) for line, item in _local_records(job, file))):
             counts.add(row[3], row[4])
+            if filing is not None and row[7] is not None:
+                filing.add(row[0], row[1], row[7])
             held = pending.setdefault(row[3], [])
-            held.append(row)
+            held.append(row[:7])
             if len(held) >= _ROWS_PER_FILE:
                 flush(row[3])
     for status in list(pending):
         flush(status)
+    if filing is not None:
+        filing.flush()
     Path(output).mkdir(parents=True, exist_ok=True)
     (Path(output) / DONE_MARKER).touch()
     return counts

@@ -35,7 +35,7 @@ from engine.audit import BATCH, outcome_to_file
 from engine.compile import compile_playbook
 from engine.errors import CaseError
 from engine.evaluate import Evaluator, Result
-from engine.store import Appended, Store, StoredEvaluation, iter_chunks
+from engine.store import Appended, Prepared, Store, StoredEvaluation, iter_chunks
 from engine.validate import load_playbook_text
 
 __all__ = [
@@ -325,6 +325,7 @@ class ImportRun:
             )
             for (place, line, appended), seq in zip(filed, seqs, strict=True):
                 if seq > 0:
+                    assert not isinstance(appended.outcome, Prepared)  # made here, from a Result or a CaseError
                     events[place] = Evaluated(line, appended.outcome, appended.facts, seq)
                 else:  # filed meanwhile by another run of this import
                     key = f"{prefix}:{line}"

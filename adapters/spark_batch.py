@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
-from pyspark import SparkConf
+from pyspark import SparkConf, StorageLevel
 from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
@@ -109,10 +109,13 @@ def _partition(
     return evaluate_partition(job, items())
 
 
-def run_spark(spark: SparkSession, job: BatchJob, files: list[str], output: str) -> BatchCounts:
+def run_spark(spark: SparkSession, job: BatchJob, files: list[str], output: str, filing: Any = None) -> BatchCounts:
     """Evaluate every record of ``files`` on Spark; write Parquet under ``output/status=.../``.
 
     The caller has checked the input (:func:`adapters.batch.check_inputs`) before starting the session.
+    ``filing`` (an adapters.batch_filing.Filing, with ``job.filing``): the results are kept (memory, else
+    disk) while the output is written, then come to the driver in input order, file by file, to be filed:
+    the audit log is one chain, written by one writer.
     """
     prepare_output(output)
     numbered = (
@@ -121,8 +124,19 @@ def run_spark(spark: SparkSession, job: BatchJob, files: list[str], output: str)
         .withColumn("_id", F.monotonically_increasing_id())
     )
     firsts = _first_rows(numbered)
-    results = numbered.rdd.mapPartitions(partial(_partition, job, firsts))
-    spark.createDataFrame(results, _SCHEMA).write.mode("overwrite").partitionBy("status").parquet(output)
+    results = spark.createDataFrame(
+        numbered.rdd.mapPartitions(partial(_partition, job, firsts)),
+        StructType([*_SCHEMA.fields, StructField("filed", StringType(), True)]) if job.filing else _SCHEMA,
+    )
+    if filing is not None:
+        results = results.persist(StorageLevel.MEMORY_AND_DISK)
+    results.drop("filed").write.mode("overwrite").partitionBy("status").parquet(output)
+    if filing is not None:
+        filed = results.where(F.col("filed").isNotNull()).select("source", "line", "filed")
+        for row in filed.orderBy("source", "line").toLocalIterator():
+            filing.add(row["source"], row["line"], row["filed"])
+        filing.flush()
+        results.unpersist()
     counts = BatchCounts()
     try:
         tallies = spark.read.parquet(output).groupBy("status", "code").count().collect()

@@ -63,7 +63,7 @@ def import_cases(
     """
     playbook = evaluator.playbook
     for chunk in iter_chunks(items, batch):
-        appended = []
+        appended, outcomes = [], []
         for item in chunk:
             if isinstance(item.case, CaseError):
                 outcome: Result | CaseError = item.case
@@ -72,10 +72,11 @@ def import_cases(
                 case_id, case = item.case
                 outcome, facts = outcome_to_file(evaluator, case_id, case, as_of)
             appended.append(Appended(outcome, facts, import_key=item.key, event_id=item.event_id))
+            outcomes.append(outcome)
         seqs = store.append(playbook, appended, source=source, as_of=as_of)
-        for entry, seq in zip(appended, seqs, strict=True):
+        for outcome, seq in zip(outcomes, seqs, strict=True):
             if seq > 0:
-                yield entry.outcome, seq
+                yield outcome, seq
 
 
 def outcome_to_file(

@@ -111,6 +111,7 @@ __all__ = [
     "GroupAggregate",
     "NoAuditLog",
     "OpenBook",
+    "Prepared",
     "QuarantinedEvent",
     "RecordState",
     "SchemaDamaged",
@@ -124,6 +125,7 @@ __all__ = [
     "iter_chunks",
     "key_id",
     "oversized_id",
+    "prepare",
 ]
 
 DEFAULT_URL = "sqlite:///playbook.db"
@@ -699,10 +701,29 @@ class RecordState:
 
 
 @dataclass(frozen=True)
-class Appended:
-    """One case given to :meth:`Writer.append`: its result or error, and where it came from."""
+class Prepared:
+    """A case's evaluation as the texts the log stores it with, made where it was evaluated (a Spark
+    executor, adapters/batch.py) and stored elsewhere; plain values, for JSON (``astuple``)."""
 
-    outcome: Result | CaseError
+    case_id: str
+    status: str  # ok or error
+    record_id: str | None
+    account_id: str | None
+    facts: str
+    decisions: str
+    fired: str
+    error: str
+    recommendations: tuple[tuple[str, str, str], ...]  # (action, rule, params), in order
+
+
+@dataclass(frozen=True)
+class Appended:
+    """One case given to :meth:`Writer.append`: its result or error, and where it came from.
+
+    A :class:`Prepared` outcome comes with its facts read back (for the tasks it recommends).
+    """
+
+    outcome: Result | CaseError | Prepared
     facts: dict[str, Any]
     import_key: str | None = None
     event_id: str | None = None
@@ -1782,9 +1803,12 @@ class Writer:
             if seq < 0:
                 continue
             row = next(stored)
+            record = row["record_id"] if row["record_id"] is not None else row["case_id"]
             if isinstance(item.outcome, Result):
-                record = row["record_id"] if row["record_id"] is not None else row["case_id"]
                 followed.append(Followed(seq, record, item.facts, item.outcome.recommendations))
+            elif isinstance(item.outcome, Prepared) and item.outcome.status == "ok":
+                advised = [{"id": action, "rule": rule} for action, rule, _ in item.outcome.recommendations]
+                followed.append(Followed(seq, record, item.facts, advised))
         follow_evaluations(self.tasks, playbook, source, as_of, followed)
 
     @functools.cached_property
@@ -2002,11 +2026,33 @@ def _state_of(row: Any) -> RecordState:
     )
 
 
+def prepare(item: Appended) -> Prepared:
+    """The texts ``item`` is stored with, whatever its sequence number, source and time."""
+    outcome = item.outcome
+    if isinstance(outcome, Prepared):
+        return outcome
+    record_id, account_id = _ids(item.facts)
+    facts = _compact(item.facts)
+    if isinstance(outcome, CaseError):
+        error = canonical({"code": outcome.code, "message": outcome.message})
+        return Prepared(outcome.case_id, "error", record_id, account_id, facts, "{}", "{}", error, ())
+    return Prepared(
+        outcome.case,
+        "ok",
+        record_id,
+        account_id,
+        facts,
+        _decisions_text(outcome.decisions),
+        _fired_text(outcome),
+        "",
+        tuple((rec["id"], rec["rule"], _params_text(rec["params"])) for rec in outcome.recommendations),
+    )
+
+
 def _evaluation_row(
     playbook: Playbook, item: Appended, source: str, as_of: dt.date, now: str, seq: int
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    record_id, account_id = _ids(item.facts)
-    outcome = item.outcome
+    prepared = prepare(item)
     row: dict[str, Any] = {
         "seq": seq,
         "created_at": now,
@@ -2015,40 +2061,22 @@ def _evaluation_row(
         "playbook_id": playbook.id,
         "playbook_version": playbook.version,
         "source": source,
-        "record_id": record_id,
-        "account_id": account_id,
+        "record_id": prepared.record_id,
+        "account_id": prepared.account_id,
         "event_id": item.event_id,
         "import_key": item.import_key,
-        "facts": _compact(item.facts),
+        "facts": prepared.facts,
+        "case_id": prepared.case_id,
+        "status": prepared.status,
+        "decisions": prepared.decisions,
+        "fired": prepared.fired,
+        "no_action": not prepared.recommendations,
+        "error": prepared.error,
     }
-    if isinstance(outcome, CaseError):
-        row |= {
-            "case_id": outcome.case_id,
-            "status": "error",
-            "decisions": "{}",
-            "fired": "{}",
-            "no_action": True,
-            "error": canonical({"code": outcome.code, "message": outcome.message}),
-        }
-        return row, []
     recs = [
-        {
-            "evaluation_seq": seq,
-            "position": k,
-            "action": rec["id"],
-            "rule": rec["rule"],
-            "params": _params_text(rec["params"]),
-        }
-        for k, rec in enumerate(outcome.recommendations)
+        {"evaluation_seq": seq, "position": k, "action": action, "rule": rule, "params": params}
+        for k, (action, rule, params) in enumerate(prepared.recommendations)
     ]
-    row |= {
-        "case_id": outcome.case,
-        "status": "ok",
-        "decisions": _decisions_text(outcome.decisions),
-        "fired": _fired_text(outcome),
-        "no_action": not recs,
-        "error": "",
-    }
     return row, recs
 
 

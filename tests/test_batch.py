@@ -175,6 +175,43 @@ def test_spark_refuses_a_bad_mapping_or_playbook_located_before_any_cluster_star
         assert not output.exists()
 
 
+# -- batch --db: the results filed in the audit log, as recommend --db files them ------------------
+
+
+def _filed(db: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The log's evaluations (as list exports them, but when each was stored) and tasks."""
+    listed = _cli("list", "--format", "json", "--db", db)
+    tasks = _cli("tasks", "list", "--format", "json", "--db", db)
+    assert listed.returncode == tasks.returncode == 0, listed.stderr.decode() + tasks.stderr.decode()
+    evaluations = [json.loads(line) for line in listed.stdout.splitlines()]
+    return [{k: v for k, v in e.items() if k != "created_at"} for e in evaluations], [
+        json.loads(line) for line in tasks.stdout.splitlines()
+    ]
+
+
+def test_batch_db_files_what_recommend_db_files_and_a_rerun_files_nothing(db_url: str, tmp_path: Path) -> None:
+    _needs_maven()
+    args = ["batch", "--input", str(MAVEN / "sales_pipeline.csv"), "--mapping", "maven", "--as-of", MAVEN_AS_OF]
+    done = _cli(*args, "--output", str(tmp_path / "out"), "--db", db_url)
+    assert done.returncode == 0, done.stderr.decode()
+    assert "audit log: 2089 filed (#1-#2089), 0 filed by an earlier run" in done.stderr.decode()
+    again = _cli(*args, "--output", str(tmp_path / "out"), "--db", db_url)
+    assert "audit log: nothing new filed; 2089 filed by an earlier run, not again" in again.stderr.decode()
+    recommended = f"sqlite:///{tmp_path / 'recommended.db'}"
+    done = _cli("recommend", *args[1:], "--format", "summary", "--db", recommended)
+    assert done.returncode == 0, done.stderr.decode()
+    filed, recommended_filed = _filed(db_url), _filed(recommended)
+    assert len(filed[0]) == 2089 and filed[1] and filed == recommended_filed
+    verified = _cli("audit", "verify", "--db", db_url)
+    assert verified.returncode == 0 and "ok: the chains verify" in verified.stderr.decode()
+    record = filed[0][0]["record_id"]
+    assert f"#1  {MAVEN_AS_OF}" in _cli("history", record, "--db", db_url).stdout.decode()
+    # recommend --db over the same file after the batch: stored by an earlier run, not twice
+    done = _cli("recommend", *args[1:], "--format", "summary", "--db", db_url)
+    assert "2089 already stored by an earlier run of this import" in done.stderr.decode()
+    assert len(_filed(db_url)[0]) == 2089
+
+
 # -- Apache Spark, local[2] ---------------------------------------------------------------------
 
 
