@@ -9,6 +9,7 @@ missing here, unless PLAYBOOK_REQUIRE_SPARK is set (as .ci/run sets it), which m
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import json
 import os
@@ -413,3 +414,34 @@ def test_spark_replay_of_a_history_gives_the_audit_logs_report(spark: Any, histo
             assert report.to_json("en") == _replayed(history, "--db", f"sqlite:///{history['db']}", *options)
     finally:
         spark.conf.unset("spark.sql.files.maxPartitionBytes")
+
+
+def test_spark_batch_db_files_what_the_local_engine_files_and_a_rerun_nothing(
+    spark: Any, db_url: str, tmp_path: Path
+) -> None:
+    from adapters.batch_filing import Filing
+    from adapters.spark_batch import run_spark
+    from engine import load_playbook
+    from engine.store import Store
+
+    cases = tmp_path / "cases.jsonl"
+    lines = [json.dumps(case) for _, case in generate(300)]
+    cases.write_text("\n".join([*lines[:100], "not json", *lines[100:]]) + "\n", encoding="utf-8")
+    local = f"sqlite:///{tmp_path / 'local.db'}"
+    done = _cli(
+        "batch", "--input", str(cases), "--as-of", AS_OF.isoformat(), "--output", str(tmp_path / "l"), "--db", local
+    )
+    assert "audit log: 301 filed (#1-#301)" in done.stderr.decode()
+    job = dataclasses.replace(_job("jsonl", None, AS_OF.isoformat()), filing=True)
+    playbook = load_playbook(ROOT / "playbooks" / "course.yaml")
+    spark.conf.set("spark.sql.files.maxPartitionBytes", "65536")  # the file in several partitions
+    try:
+        for run in (1, 2):
+            with Store(db_url) as store:
+                filing = Filing(store, playbook, job, [str(cases)])
+                run_spark(spark, job, [str(cases)], str(tmp_path / "spark"), filing)
+            assert (filing.stored, filing.earlier) == ((301, 0) if run == 1 else (0, 301))
+    finally:
+        spark.conf.unset("spark.sql.files.maxPartitionBytes")
+    assert _filed(db_url) == _filed(local)
+    assert _cli("audit", "verify", "--db", db_url).returncode == 0
