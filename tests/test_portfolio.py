@@ -165,6 +165,20 @@ def test_a_group_missing_the_data_an_aggregate_needs_is_undetermined_naming_it(p
     assert set(out["decisions"]["health"]["needs"]) == {"layer", "stalled"}
 
 
+def test_an_undetermined_group_names_the_variable_an_aggregate_compares_with() -> None:
+    text = (FIXTURES / "portfolio.yaml").read_text(encoding="utf-8")
+    amount = "  opportunity.amount: {type: number, label: {zh: 金额, en: amount}}\n"
+    inbound = "inbound: {share: {where: {opportunity.origin: inbound}}"
+    assert amount in text and inbound in text
+    text = text.replace(amount, amount + "  opportunity.floor: {type: number, label: {zh: 下限, en: floor}}\n", 1)
+    text = text.replace(inbound, "inbound: {share: {where: {opportunity.amount: {gt: {var: opportunity.floor}}}}", 1)
+    playbook = load_playbook_text(text, "portfolio.yaml")
+    with compile_playbook(playbook) as compiled:
+        result = Evaluator(compiled).evaluate_case({"opportunity": {"owner": "eve", "amount": 1}}, AS_OF, "e1")
+    (eve,) = evaluate_portfolio(playbook, [result], AS_OF, ["owner"])
+    assert eve.to_json("en")["decisions"]["inbound_share"]["needs"] == ["opportunity.amount", "opportunity.floor"]
+
+
 def test_why_and_why_not_read_a_group_as_they_read_a_case(playbook: Playbook, results: list[Result]) -> None:
     bob = next(g for g in evaluate_portfolio(playbook, results, AS_OF, ["owner"]) if g.key == "bob")
     assert not isinstance(bob.outcome, CaseError)
