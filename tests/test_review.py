@@ -346,6 +346,16 @@ def test_text_and_markdown_reports_with_their_charts(maven_db: str, tmp_path: Pa
         assert (tmp_path / name).read_text(encoding="utf-8").startswith("<svg")
 
 
+@pytest.mark.parametrize("fmt", ["md", "html", "text"])
+def test_a_report_into_a_missing_folder_is_refused_before_the_work(tmp_path: Path, fmt: str) -> None:
+    target = tmp_path / "absent" / "review.md"
+    code, _, err = invoke(
+        "review", "--db", f"sqlite:///{tmp_path / 'none.db'}", "--format", fmt, "--output", str(target)
+    )
+    assert code == 2 and f"folder '{target.parent}' does not exist" in err and "Traceback" not in err
+    assert not target.parent.exists() and not (tmp_path / "none.db").exists()
+
+
 def test_a_review_of_a_missing_log_is_refused(tmp_path: Path) -> None:
     code, _, err = invoke("review", "--db", f"sqlite:///{tmp_path / 'none.db'}")
     assert code != 0 and "does not exist" in err
