@@ -127,7 +127,7 @@ __all__ = [
 ]
 
 DEFAULT_URL = "sqlite:///playbook.db"
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 GENESIS = "0" * 64
 _SCHEMA_LOCK = 0x706C6179626F6F6B  # PostgreSQL advisory lock held while the schema is made: "playbook"
 OUTCOME_STATUSES = ("accepted", "dismissed", "done")
@@ -315,6 +315,18 @@ console_users = Table(
     Column("created_at", String(40), nullable=False),
 )
 
+# Schema version 8 added the clock (engine/clock.py): each timer's last fired day, and who fired it when.
+# The lease is the row's lock, held by the transaction that fires the timer: it ends with that
+# transaction or its connection, however the process ends.
+clock_timers = Table(
+    "clock_timers",
+    metadata,
+    Column("timer", String(40), primary_key=True),
+    Column("fired_as_of", String(10)),  # the last day the timer fired for; None: never
+    Column("fired_at", String(40)),  # the wall clock then
+    Column("fired_by", String(200)),  # host and process that fired it
+)
+
 _TABLES_BY_VERSION = {
     1: [meta, playbooks, chain_head, evaluations, recommendations],
     2: [outcomes],
@@ -323,6 +335,7 @@ _TABLES_BY_VERSION = {
     5: [quarantined_events],
     6: [tasks, task_events],
     7: [console_users],
+    8: [clock_timers],
 }
 CHAINS = ("evaluations", "outcomes", "records", "quarantined", "tasks")
 _CHAIN_TABLES = {
@@ -859,6 +872,8 @@ class Store:
                     conn.execute(insert(chain_head), [{"chain": "quarantined", "seq": 0, "hash": GENESIS}])
                 if version == 6:
                     conn.execute(insert(chain_head), [{"chain": "tasks", "seq": 0, "hash": GENESIS}])
+                if version == 8 and conn.execute(select(clock_timers.c.timer)).first() is None:
+                    conn.execute(insert(clock_timers), [{"timer": "tick"}])  # there to be locked: never fired
                 if current == 0 and version == 1:
                     conn.execute(insert(meta), [{"key": "schema_version", "value": "1"}])
                 conn.execute(update(meta).where(meta.c.key == "schema_version").values(value=str(version)))
