@@ -1489,6 +1489,19 @@ def replay(
     show_default=True,
     help="Open connections at most; past it a request is answered 503.",
 )
+@click.option(
+    "--clock/--no-clock",
+    default=True,
+    help="Run the workflow clock: each day's tick (as playbook tick does) once the day turns; any number of "
+    "service processes on one database fire it once.",
+)
+@click.option(
+    "--clock-every",
+    type=click.FloatRange(0.1),
+    default=60,
+    show_default=True,
+    help="Seconds between the clock's checks whether the day turned.",
+)
 def serve(
     playbook_path: str,
     db: str,
@@ -1501,8 +1514,10 @@ def serve(
     max_clock_skew: float,
     body_timeout: float,
     max_connections: int,
+    clock: bool,
+    clock_every: float,
 ) -> None:
-    """Run the webhook service: CRM events in, evaluated, stored in the audit log.
+    """Run the webhook service: CRM events in, evaluated, stored in the audit log; and the workflow clock.
 
     Routes are enabled by their secrets, from the environment or --secrets-file:
     PLAYBOOK_HUBSPOT_SECRET (/webhooks/hubspot), PLAYBOOK_SALESFORCE_CDC_SECRET
@@ -1527,6 +1542,7 @@ def serve(
         server_config,
     )
     from engine import Evaluator, PlaybookError, compile_playbook
+    from engine.clock import ServiceClock
 
     values = {name: os.environ[name] for name in SECRET_NAMES if name in os.environ}
     if secrets_file is not None:
@@ -1549,7 +1565,7 @@ def serve(
     playbook = _load(playbook_path)
     store = _open_store(db, write=True)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    with compile_playbook(playbook) as compiled:
+    with compile_playbook(playbook) as compiled, compile_playbook(playbook) as clock_compiled:
         service = WebhookService(
             store,
             Evaluator(compiled),
@@ -1574,9 +1590,13 @@ def serve(
         config = server_config(
             create_app(service, routes=[console]), host=host, port=port, max_connections=max_connections
         )
+        # the clock evaluates on its own thread, with its own evaluator (the ingestor's is not shared)
+        ticking = ServiceClock(store, Evaluator(clock_compiled), every=clock_every).start() if clock else None
         try:
             uvicorn.Server(config).run()
         finally:
+            if ticking is not None:
+                ticking.stop()
             service.close()
             store.close()
 
