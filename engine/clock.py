@@ -43,18 +43,8 @@ from sqlalchemy import Connection, select, update
 from engine.errors import CaseError
 from engine.evaluate import Evaluator, Result
 from engine.model import Playbook
-from engine.store import (
-    Appended,
-    Store,
-    Writer,
-    _now,
-    _open_cases,
-    canonical,
-    clock_timers,
-    evaluations,
-    iter_chunks,
-    recommendations,
-)
+from engine.store import Appended, Store, Writer, canonical, clock_timers, evaluations, iter_chunks, recommendations
+from engine.store.book import _open_cases
 from engine.tasks import CLOCK, advance_book
 
 __all__ = ["CATCH_UP_DAYS", "TICK", "ServiceClock", "TickReport", "tick", "time_sources"]
@@ -148,7 +138,7 @@ def tick(
             conn.execute(
                 update(clock_timers)
                 .where(clock_timers.c.timer == TICK)
-                .values(fired_as_of=day.isoformat(), fired_at=_now(), fired_by=_who())
+                .values(fired_as_of=day.isoformat(), fired_at=store.now(), fired_by=_who())
             )
         report.days.append(day.isoformat())
         if on_day is not None:
@@ -160,7 +150,8 @@ def tick(
 def _tick_day(
     store: Store, conn: Connection, evaluator: Evaluator | None, day: dt.date, who: str, report: TickReport
 ) -> None:
-    writer = Writer(conn, store._known_playbooks, store._sealing)  # the evaluations' head locked: none comes between
+    # the evaluations' head locked: none comes between
+    writer = Writer(conn, store._known_playbooks, store._sealing, store.clock)
     if evaluator is not None:
         playbook = evaluator.playbook
         sources = time_sources(playbook)

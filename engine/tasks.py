@@ -292,7 +292,7 @@ def advance(store: Store, as_of: dt.date, *, who: str = CLOCK) -> dict[str, int]
     escalated (with its escalation action as a new task).  Idempotent: run again at the same date, or
     an earlier one, it changes nothing.  Returns how many tasks it made, and moved to each state."""
     with store._begin() as conn:
-        book = TaskBook(conn, store._sealing(conn))
+        book = TaskBook(conn, store._sealing(conn), store.now())
         counts = advance_book(book, as_of, who=who)
         book.finish()
     return counts
