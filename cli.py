@@ -1568,7 +1568,7 @@ def serve(
     playbook = _load(playbook_path)
     store = _open_store(db, write=True)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    with compile_playbook(playbook) as compiled, compile_playbook(playbook) as clock_compiled:
+    with compile_playbook(playbook) as compiled:
         service = WebhookService(
             store,
             Evaluator(compiled),
@@ -1593,8 +1593,7 @@ def serve(
         config = server_config(
             create_app(service, routes=[console]), host=host, port=port, max_connections=max_connections
         )
-        # the clock evaluates on its own thread, with its own evaluator (the ingestor's is not shared)
-        ticking = ServiceClock(store, Evaluator(clock_compiled), every=clock_every).start() if clock else None
+        ticking = ServiceClock(store, service.evaluator, every=clock_every).start() if clock else None
         try:
             uvicorn.Server(config).run()
         finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -199,3 +200,26 @@ def test_the_service_clock_fires_each_day_once_however_many_processes_run_it(sto
         fired = conn.execute(text("SELECT fired_as_of FROM clock_timers WHERE timer = 'tick'")).scalar()
     assert fired == "2026-09-30"
     assert store.verify() == []
+
+
+def test_playbook_tick_runs_under_the_logs_live_playbook_and_says_what_it_did(
+    db_url: str, clocked: Any, tmp_path: Any
+) -> None:
+    from click.testing import CliRunner
+
+    from cli import main
+
+    with Store(db_url) as store:
+        file(store, clocked, {"d1": {"close_date": "2026-09-10"}}, START)
+    runner = CliRunner()
+    first = runner.invoke(main, ["tick", "--db", db_url, "--as-of", "2026-09-01"])
+    assert first.exit_code == 0, first.output
+    assert first.output.startswith("2026-09-01: 0 records re-checked, 0 re-evaluated")  # evaluated that day
+    later = runner.invoke(main, ["tick", "--db", db_url, "--as-of", "2026-09-12", "--format", "json"])
+    assert later.exit_code == 0, later.output
+    report = json.loads(later.output)
+    assert len(report["days"]) == 11 and report["reevaluated"] == 1  # under the stored playbook: no --playbook
+    back = runner.invoke(main, ["tick", "--db", db_url, "--as-of", "2026-09-02"])
+    assert back.exit_code == 0 and "moved past this day already" in back.output
+    empty = runner.invoke(main, ["tick", "--db", f"sqlite:///{tmp_path / 'none.db'}"])
+    assert empty.exit_code != 0 and "no audit log" in empty.output

@@ -175,6 +175,7 @@ def test_kill_9_of_serve_and_its_clock_at_random_moments_loses_and_doubles_nothi
                 break
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=30)
+        process.stderr.close()
         watchdog.cancel()
         days_done.append(fired(db_url))
     assert len(set(days_done)) > 5, f"the clock hardly moved between kills: {days_done}"
@@ -188,7 +189,7 @@ def test_kill_9_of_serve_and_its_clock_at_random_moments_loses_and_doubles_nothi
             time.sleep(0.2)
     finally:
         process.send_signal(signal.SIGKILL)  # the day is done: a kill now changes nothing either
-        process.wait(timeout=30)
+        process.communicate(timeout=30)
     with Store(db_url) as store:
         assert contents(store) == reference
         assert store.verify() == []
