@@ -1013,6 +1013,54 @@ def tasks_advance(as_of: str | None, db: str) -> None:
     )
 
 
+@main.command()
+@click.option("--as-of", help="The day time moves to (YYYY-MM-DD); today by default.")
+@click.option(
+    "--playbook",
+    "playbook_path",
+    type=click.Path(dir_okay=False, exists=True),
+    help="The playbook time-based rules are checked under (default: the one of the log's newest evaluation).",
+)
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@_db_option
+def tick(as_of: str | None, playbook_path: str | None, fmt: str, db: str) -> None:
+    """Move time on: re-check time-based rules, then what tasks advance does; days missed one by one.
+
+    Each open record whose result can change with time (a decision date passed, weeks in a stage) is
+    evaluated again at the day from its stored facts; a changed result is stored as an evaluation and its
+    tasks follow.  Idempotent and safe from cron: concurrent ticks wait for each other.
+    """
+    from engine import Evaluator, compile_playbook
+    from engine.clock import tick as run_tick
+    from engine.replay import live_playbook
+
+    day = _as_of(as_of)
+    store = _open_store(db, write=True, create=False)
+    if playbook_path is not None:
+        playbook = _load(playbook_path)
+    else:
+        try:
+            playbook, _ = live_playbook(store)
+        except LookupError:
+            playbook = None  # no evaluation yet: nothing to re-check, tasks only
+    if playbook is None:
+        report = run_tick(store, None, day)
+    else:
+        with compile_playbook(playbook) as compiled:
+            report = run_tick(store, Evaluator(compiled), day)
+    if fmt == "json":
+        click.echo(json.dumps(report.to_json()))
+        return
+    if not report.days:
+        click.echo(f"{day.isoformat()}: the clock has moved past this day already; nothing done")
+        return
+    days = report.days[0] if len(report.days) == 1 else f"{report.days[0]}..{report.days[-1]}"
+    click.echo(
+        f"{days}: {report.checked} records re-checked, {report.reevaluated} re-evaluated, "
+        f"{report.overdue} overdue, {report.escalated} escalated, {report.repeated} repeated"
+    )
+
+
 @tasks.command(name="history")
 @click.argument("task_id", type=int)
 @_format_option
@@ -1527,6 +1575,19 @@ def _replay_history(
     show_default=True,
     help="Open connections at most; past it a request is answered 503.",
 )
+@click.option(
+    "--clock/--no-clock",
+    default=True,
+    help="Run the workflow clock: each day's tick (as playbook tick does) once the day turns; any number of "
+    "service processes on one database fire it once.",
+)
+@click.option(
+    "--clock-every",
+    type=click.FloatRange(0.1),
+    default=60,
+    show_default=True,
+    help="Seconds between the clock's checks whether the day turned.",
+)
 def serve(
     playbook_path: str,
     db: str,
@@ -1539,8 +1600,10 @@ def serve(
     max_clock_skew: float,
     body_timeout: float,
     max_connections: int,
+    clock: bool,
+    clock_every: float,
 ) -> None:
-    """Run the webhook service: CRM events in, evaluated, stored in the audit log.
+    """Run the webhook service: CRM events in, evaluated, stored in the audit log; and the workflow clock.
 
     Routes are enabled by their secrets, from the environment or --secrets-file:
     PLAYBOOK_HUBSPOT_SECRET (/webhooks/hubspot), PLAYBOOK_SALESFORCE_CDC_SECRET
@@ -1565,6 +1628,7 @@ def serve(
         server_config,
     )
     from engine import Evaluator, PlaybookError, compile_playbook
+    from engine.clock import ServiceClock
 
     values = {name: os.environ[name] for name in SECRET_NAMES if name in os.environ}
     if secrets_file is not None:
@@ -1612,9 +1676,12 @@ def serve(
         config = server_config(
             create_app(service, routes=[console]), host=host, port=port, max_connections=max_connections
         )
+        ticking = ServiceClock(store, service.evaluator, every=clock_every).start() if clock else None
         try:
             uvicorn.Server(config).run()
         finally:
+            if ticking is not None:
+                ticking.stop()
             service.close()
             store.close()
 

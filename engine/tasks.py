@@ -40,7 +40,17 @@ from engine.store import (
 )
 from engine.workflow import ACTIVE, Duration, Work, moves, parse_duration, task_fields
 
-__all__ = ["CLOSING_CODES", "Task", "TaskBook", "advance", "close_records", "follow_evaluations", "history", "listing"]
+__all__ = [
+    "CLOSING_CODES",
+    "Task",
+    "TaskBook",
+    "advance",
+    "advance_book",
+    "close_records",
+    "follow_evaluations",
+    "history",
+    "listing",
+]
 
 CLOSING_CODES = frozenset({"closed_deal"})  # quarantine codes that mean the opportunity is closed
 CLOCK = "clock"  # who moves tasks when time passes
@@ -281,70 +291,77 @@ def advance(store: Store, as_of: dt.date, *, who: str = CLOCK) -> dict[str, int]
     still holds, then every active task past its due date overdue, and past its escalation date
     escalated (with its escalation action as a new task).  Idempotent: run again at the same date, or
     an earlier one, it changes nothing.  Returns how many tasks it made, and moved to each state."""
-    day = as_of.isoformat()
-    counts = {"repeated": 0, "overdue": 0, "escalated": 0}
     with store._begin() as conn:
         book = TaskBook(conn, store._sealing(conn), store.now())
-        book.next_id()  # the head locked first: one clock at a time, on any number of processes
-        latest = (
-            select(tasks.c.series, func.max(tasks.c.occurrence).label("occurrence"))
-            .where(tasks.c.every.is_not(None))
-            .group_by(tasks.c.series)
-            .subquery()
-        )
-        last_occurrences = [
-            _task(row)
-            for row in conn.execute(
-                select(tasks)
-                .join(latest, (tasks.c.series == latest.c.series) & (tasks.c.occurrence == latest.c.occurrence))
-                .where(tasks.c.status != "cancelled", tasks.c.due.is_not(None), tasks.c.due <= day)
-                .order_by(tasks.c.id)
-            )
-        ]
-        holding = _still_recommended(conn, last_occurrences)
-        for task in last_occurrences:
-            if (task.source, task.record, task.cause) not in holding:
-                continue
-            parsed = parse_duration(task.every or "")
-            assert parsed is not None and task.due is not None
-            every = Duration(*parsed)
-            due = dt.date.fromisoformat(task.due)
-            occurrence = task.occurrence
-            while due.isoformat() <= day:
-                due, occurrence = every.after(due), occurrence + 1
-                gap = (
-                    None
-                    if task.escalate_at is None
-                    else dt.date.fromisoformat(task.escalate_at) - dt.date.fromisoformat(task.due)
-                )
-                fields = {
-                    **{k: v for k, v in task.__dict__.items() if k not in ("id", "status")},
-                    "due": due.isoformat(),
-                    "escalate_at": None if gap is None else (due + gap).isoformat(),
-                    "as_of": day,
-                }
-                fields["occurrence"] = occurrence
-                book.create(fields, who, f"{task.action} repeats every {task.every} while rule {task.rule} holds")
-                counts["repeated"] += 1
-        book.flush()
-        due_now = conn.execute(
+        counts = advance_book(book, as_of, who=who)
+        book.finish()
+    return counts
+
+
+def advance_book(book: TaskBook, as_of: dt.date, *, who: str = CLOCK) -> dict[str, int]:
+    """:func:`advance` within the transaction of ``book`` (``playbook tick`` re-evaluates records first in it);
+    the caller finishes the book."""
+    day = as_of.isoformat()
+    counts = {"repeated": 0, "overdue": 0, "escalated": 0}
+    conn = book.conn
+    book.next_id()  # the head locked first: one clock at a time, on any number of processes
+    latest = (
+        select(tasks.c.series, func.max(tasks.c.occurrence).label("occurrence"))
+        .where(tasks.c.every.is_not(None))
+        .group_by(tasks.c.series)
+        .subquery()
+    )
+    last_occurrences = [
+        _task(row)
+        for row in conn.execute(
             select(tasks)
-            .where(tasks.c.status.in_(("open", "accepted", "overdue")))
-            .where((tasks.c.due < day) | (tasks.c.escalate_at <= day))
+            .join(latest, (tasks.c.series == latest.c.series) & (tasks.c.occurrence == latest.c.occurrence))
+            .where(tasks.c.status != "cancelled", tasks.c.due.is_not(None), tasks.c.due <= day)
             .order_by(tasks.c.id)
         )
-        for task in [_task(row) for row in due_now]:
-            for status in moves(task.status, task.due, task.escalate_at, as_of):
-                if status == "overdue":
-                    task = book.move(task, status, day, who, f"due {task.due}, not done by {day}")
-                else:
-                    task = book.move(
-                        task, status, day, who, f"overdue since {task.due}: escalated to {task.escalate_to}"
-                    )
-                    if task.escalate_action:
-                        _escalation_task(book, task, day, who)
-                counts[status] += 1
-        book.finish()
+    ]
+    holding = _still_recommended(conn, last_occurrences)
+    for task in last_occurrences:
+        if (task.source, task.record, task.cause) not in holding:
+            continue
+        parsed = parse_duration(task.every or "")
+        assert parsed is not None and task.due is not None
+        every = Duration(*parsed)
+        due = dt.date.fromisoformat(task.due)
+        occurrence = task.occurrence
+        while due.isoformat() <= day:
+            due, occurrence = every.after(due), occurrence + 1
+            gap = (
+                None
+                if task.escalate_at is None
+                else dt.date.fromisoformat(task.escalate_at) - dt.date.fromisoformat(task.due)
+            )
+            fields = {
+                **{k: v for k, v in task.__dict__.items() if k not in ("id", "status")},
+                "due": due.isoformat(),
+                "escalate_at": None if gap is None else (due + gap).isoformat(),
+                "as_of": day,
+            }
+            fields["occurrence"] = occurrence
+            book.create(fields, who, f"{task.action} repeats every {task.every} while rule {task.rule} holds")
+            counts["repeated"] += 1
+    book.flush()
+    due_now = conn.execute(
+        select(tasks)
+        .where(tasks.c.status.in_(("open", "accepted", "overdue")))
+        .where((tasks.c.due < day) | (tasks.c.escalate_at <= day))
+        .order_by(tasks.c.id)
+    )
+    for task in [_task(row) for row in due_now]:
+        for status in moves(task.status, task.due, task.escalate_at, as_of):
+            if status == "overdue":
+                task = book.move(task, status, day, who, f"due {task.due}, not done by {day}")
+            else:
+                task = book.move(task, status, day, who, f"overdue since {task.due}: escalated to {task.escalate_to}")
+                if task.escalate_action:
+                    _escalation_task(book, task, day, who)
+            counts[status] += 1
+
     return counts
 
 

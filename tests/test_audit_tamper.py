@@ -379,7 +379,7 @@ def wipe(store: Store) -> None:
             for t in ("quarantined_events", "records", "playbooks", "chain_head", "meta", "console_users")
         ),
     )
-    tamper(store, *(f"DROP TABLE {t}" for t in ("task_events", "tasks")))
+    tamper(store, *(f"DROP TABLE {t}" for t in ("task_events", "tasks", "clock_timers")))
 
 
 def test_a_log_wiped_and_rebuilt_without_the_key_is_named(log: Store, course: Any) -> None:

@@ -69,7 +69,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     env = {**os.environ, "PLAYBOOK_WEBHOOK_SECRET": "browser-test-webhooks", "PLAYBOOK_CONSOLE_SECRET": SECRET}
-    command = [sys.executable, "-m", "cli", "serve", "--db", db, "--port", str(port)]
+    command = [sys.executable, "-m", "cli", "serve", "--db", db, "--port", str(port), "--no-clock"]  # the log as made
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     base = f"http://127.0.0.1:{port}"
     try:

@@ -34,7 +34,7 @@ from sqlalchemy import (
 from engine.store.batch import _insert_many, iter_chunks
 from engine.store.chain import _PLAIN, GENESIS, _record_change_hash, _state_hash, canonical
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 
 _SCHEMA_LOCK = 0x706C6179626F6F6B  # PostgreSQL advisory lock held while the schema is made: "playbook"
@@ -224,6 +224,18 @@ console_users = Table(
     Column("created_at", String(40), nullable=False),
 )
 
+# Schema version 8 added the workflow clock's timers (engine/clock.py): each one's last fired day, and who
+# fired it when.  The lease is the row's lock, held by the transaction that fires the timer: it ends with
+# that transaction or its connection, however the process ends.
+clock_timers = Table(
+    "clock_timers",
+    metadata,
+    Column("timer", String(40), primary_key=True),
+    Column("fired_as_of", String(10)),  # the last day the timer fired for; None: never
+    Column("fired_at", String(40)),  # the wall clock then
+    Column("fired_by", String(200)),  # host and process that fired it
+)
+
 _TABLES_BY_VERSION = {
     1: [meta, playbooks, chain_head, evaluations, recommendations],
     2: [outcomes],
@@ -232,6 +244,7 @@ _TABLES_BY_VERSION = {
     5: [quarantined_events],
     6: [tasks, task_events],
     7: [console_users],
+    8: [clock_timers],
 }
 CHAINS = ("evaluations", "outcomes", "records", "quarantined", "tasks")
 _CHAIN_TABLES = {
@@ -363,6 +376,13 @@ def _to_v7(conn: Connection) -> None:
     metadata.create_all(conn, tables=_TABLES_BY_VERSION[7])
 
 
+def _to_v8(conn: Connection) -> None:
+    """The workflow clock's timers, the daily tick's row there to be locked (never fired)."""
+    metadata.create_all(conn, tables=_TABLES_BY_VERSION[8])
+    if conn.execute(select(clock_timers.c.timer)).first() is None:
+        conn.execute(insert(clock_timers), [{"timer": "tick"}])
+
+
 # Each version's migration from the one before: additive (tables created, chain heads inserted).
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     1: _to_v1,
@@ -372,6 +392,7 @@ MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     5: _to_v5,
     6: _to_v6,
     7: _to_v7,
+    8: _to_v8,
 }
 
 
