@@ -127,7 +127,7 @@ __all__ = [
 ]
 
 DEFAULT_URL = "sqlite:///playbook.db"
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 9
 GENESIS = "0" * 64
 _SCHEMA_LOCK = 0x706C6179626F6F6B  # PostgreSQL advisory lock held while the schema is made: "playbook"
 OUTCOME_STATUSES = ("accepted", "dismissed", "done")
@@ -323,8 +323,13 @@ _TABLES_BY_VERSION = {
     5: [quarantined_events],
     6: [tasks, task_events],
     7: [console_users],
+    8: [],  # (schema version 8 is another branch's: the merger renumbers)
+    9: [],  # partitioned chains: meta 'partitions' and a head per partition (see partition_head)
 }
 CHAINS = ("evaluations", "outcomes", "records", "quarantined", "tasks")
+# Chains split into partitions by record (schema version 9): one record's links are always in one
+# partition, so transactions on records of different partitions lock different heads.
+PARTITIONED = ("evaluations", "quarantined", "records", "tasks")
 _CHAIN_TABLES = {
     "evaluations": evaluations,
     "outcomes": outcomes,
@@ -339,6 +344,31 @@ _CHAIN_SINCE = {
     "quarantined": 5,
     "tasks": 6,
 }  # the schema version that added each chain
+
+
+def partition_head(chain: str, partition: int) -> str:
+    """The chain head row of a chain's partition: the chain's own name for partition 0, then ``chain/N``."""
+    return chain if partition == 0 else f"{chain}/{partition}"
+
+
+def head_partition(name: str) -> tuple[str, int]:
+    """(chain, partition) of a chain head row's name."""
+    chain, _, number = name.partition("/")
+    return chain, int(number) if number else 0
+
+
+def partition_of(partitions: int, source: str, record: str) -> int:
+    """The partition a record's links are in: a hash of its source and id, fixed for the log's life."""
+    if partitions == 1:
+        return 0
+    digest = hashlib.blake2b(f"{source}\x1f{record}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % partitions
+
+
+def link_seq(partitions: int, partition: int, position: int) -> int:
+    """The sequence number of a partition's ``position``-th link (from 1): partitions interleave, so
+    numbers stay unique across the log with no counter shared between them (1, 2, 3... with one)."""
+    return (position - 1) * partitions + partition + 1
 
 
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
@@ -716,6 +746,14 @@ def _ids(facts: dict[str, Any]) -> tuple[str | None, str | None]:
     return (str(record) if record is not None else None, str(account_id) if account_id is not None else None)
 
 
+def filed_record(item: Appended) -> str:
+    """The record an evaluation is filed under (its record id, else its case id): what its partition is chosen by."""
+    record_id, _ = _ids(item.facts)
+    if record_id is not None:
+        return record_id
+    return item.outcome.case_id if isinstance(item.outcome, CaseError) else item.outcome.case
+
+
 def oversized_id(case_id: str, facts: dict[str, Any]) -> str | None:
     """Why a case cannot be filed under its ids (one is over ID_LENGTH characters), or None when all fit."""
     record_id, account_id = _ids(facts)
@@ -735,9 +773,12 @@ class Store:
     ``create`` False: the log must exist already (commands that only read it); else :class:`NoAuditLog`.
     """
 
-    def __init__(self, url: str = DEFAULT_URL, *, key: bytes | None = None, create: bool = True) -> None:
+    def __init__(
+        self, url: str = DEFAULT_URL, *, key: bytes | None = None, create: bool = True, partitions: int | None = None
+    ) -> None:
         """``key``: the audit key (see :func:`audit_key`); without it a keyed log can be read but not
-        written, and verified for its structure only."""
+        written, and verified for its structure only.  ``partitions``: how many partitions the record
+        chains of a log made now have (default 1); a log that exists keeps its own."""
         if url.startswith(("postgresql://", "postgres://")):  # the driver installed with the postgres extra
             url = "postgresql+psycopg://" + url.split("://", 1)[1]
         self.url = url
@@ -762,6 +803,7 @@ class Store:
         self._known_playbooks: set[str] = set()  # stored playbook versions, to skip the look-up per append
         self._seal = _Seal(key)
         self.key_id = self._seal.key_id
+        self.partitions = partitions or 1
         try:
             self.upgrade()
         except BaseException:
@@ -859,12 +901,29 @@ class Store:
                     conn.execute(insert(chain_head), [{"chain": "quarantined", "seq": 0, "hash": GENESIS}])
                 if version == 6:
                     conn.execute(insert(chain_head), [{"chain": "tasks", "seq": 0, "hash": GENESIS}])
+                if version == 9:
+                    self._partition_chains(conn, made=current == 0)
                 if current == 0 and version == 1:
                     conn.execute(insert(meta), [{"key": "schema_version", "value": "1"}])
                 conn.execute(update(meta).where(meta.c.key == "schema_version").values(value=str(version)))
             if self._seal.key_id is not None and _meta_value(conn, "audit_key_id") is None and _is_empty(conn):
                 # A new (or still empty) log is sealed with the key it is first opened with.
                 conn.execute(insert(meta), [{"key": "audit_key_id", "value": self._seal.key_id}])
+            self.partitions = int(_meta_value(conn, "partitions") or 1)
+
+    def _partition_chains(self, conn: Connection, *, made: bool) -> None:
+        """Schema version 9: the partitions of the record chains.  A log made now gets the partitions
+        asked for; a log upgraded keeps one, its chains as they are (partition 0, numbered as before)."""
+        partitions = self.partitions if made else 1
+        if _meta_value(conn, "partitions") is None:
+            conn.execute(insert(meta), [{"key": "partitions", "value": str(partitions)}])
+        heads = [
+            {"chain": partition_head(chain, p), "seq": 0, "hash": GENESIS}
+            for chain in PARTITIONED
+            for p in range(1, int(_meta_value(conn, "partitions") or 1))
+        ]
+        if heads:
+            conn.execute(insert(chain_head), heads)
 
     # -- keys ----------------------------------------------------------------------
 
@@ -906,8 +965,9 @@ class Store:
         """
         new = _Seal(new_key)
         with self._begin() as conn:
-            for chain in CHAINS:
-                _lock_head(conn, chain)
+            ChainHeads(conn, self.partitions).lock(
+                partition_head(chain, p) for chain in CHAINS for p in range(_partitions(conn, chain))
+            )
             stored = _meta_value(conn, "audit_key_id")
             if stored is not None and stored != self._seal.key_id:
                 raise AuditKeyError(
@@ -931,10 +991,17 @@ class Store:
     # -- writing -----------------------------------------------------------------
 
     @contextlib.contextmanager
+    def reading(self) -> Iterator[Reading]:
+        """A read of what writers look up (events stored, records' states), no lock taken: what is read may
+        change before a write; :meth:`Writer.lock_records` and reading again there tells."""
+        with self._connect() as conn:
+            yield Reading(conn)
+
+    @contextlib.contextmanager
     def write(self) -> Iterator[Writer]:
         """One write transaction, the evaluations chain's head locked: it all commits, or none of it."""
         with self._begin() as conn:
-            writer = Writer(conn, self._known_playbooks, self._sealing)
+            writer = Writer(conn, self._known_playbooks, self._sealing, self.partitions)
             yield writer
             writer.finish()
         self._known_playbooks |= writer.playbooks_saved  # committed: playbook rows are never removed
@@ -1282,8 +1349,11 @@ class Store:
                 )
 
     def count(self) -> int:
+        """The evaluations stored: the links of every partition of their chain."""
         with self._connect() as conn:
-            return int(conn.execute(select(chain_head.c.seq).where(chain_head.c.chain == "evaluations")).scalar_one())
+            names = [partition_head("evaluations", p) for p in range(self.partitions)]
+            links = conn.execute(select(func.sum(chain_head.c.seq)).where(chain_head.c.chain.in_(names)))
+            return int(links.scalar_one())
 
     # -- tamper evidence ---------------------------------------------------------------
 
@@ -1401,27 +1471,31 @@ class Store:
                 f"{stored_key or 'not sealed with a key'}",
             )
         heads = {r.chain: int(r.seq) for r in conn.execute(select(chain_head))}
-        for chain, seen in sorted(chains.items()):
+        for name, seen in sorted(chains.items()):
+            chain, partition = head_partition(str(name))
             if chain not in _CHAIN_TABLES or not isinstance(seen, dict):
                 continue
+            partitions = _partitions(conn, chain)
             count, head = int(seen.get("count", 0)), str(seen.get("head", ""))
-            now = heads.get(chain, 0)
+            now = heads.get(name, 0)
             table = _CHAIN_TABLES[chain]
-            row = conn.execute(select(table.c.entry_hash).where(table.c.seq == count)).first() if count else None
+            last = link_seq(partitions, partition, count)
+            row = conn.execute(select(table.c.entry_hash).where(table.c.seq == last)).first() if count else None
             if now < count:
+                first = link_seq(partitions, partition, now + 1)
                 found += problem(
                     "truncated",
                     f"the chain holds {now} records; the checkpoint of {made_at} saw {count}: "
-                    f"#{now + 1}..#{count} were removed",
-                    chain,
-                    now + 1,
+                    f"#{first}..#{last} were removed",
+                    name,
+                    first,
                 )
             elif count and (row is None or row.entry_hash != head):
                 found += problem(
                     "rewritten",
-                    f"#{count} is not the record the checkpoint of {made_at} saw: the log was rewritten since",
-                    chain,
-                    count,
+                    f"#{last} is not the record the checkpoint of {made_at} saw: the log was rewritten since",
+                    name,
+                    last,
                 )
         return found
 
@@ -1455,6 +1529,14 @@ def _schema_damage(conn: Connection, version: int) -> list[str]:
         for chain in CHAINS
         if _CHAIN_SINCE[chain] <= version and chain not in heads
     ]
+    if version >= 9 and "meta" in present:
+        partitions = int(_meta_value(conn, "partitions") or 1)
+        damage += [
+            f"the chain head of '{name}' is missing"
+            for chain in PARTITIONED
+            for name in (partition_head(chain, p) for p in range(1, partitions))
+            if name not in heads
+        ]
     return damage
 
 
@@ -1583,35 +1665,51 @@ def _chain_links(conn: Connection, chain: str, *, bodies: bool) -> Iterator[tupl
         yield seq, values[prev_at], values[entry_at], body
 
 
+def _partitions(conn: Connection, chain: str) -> int:
+    """How many partitions ``chain`` has in this log."""
+    return int(_meta_value(conn, "partitions") or 1) if chain in PARTITIONED else 1
+
+
 def _verify_chain(conn: Connection, chain: str, seal: _Seal, *, structure_only: bool) -> list[ChainProblem]:
-    head_seq, head_hash = conn.execute(
-        select(chain_head.c.seq, chain_head.c.hash).where(chain_head.c.chain == chain)
-    ).one()
+    """Walk a chain's links in one pass, each partition's links (interleaved by number) a chain of their own."""
+    partitions = _partitions(conn, chain)
+    names = [partition_head(chain, p) for p in range(partitions)]
+    heads = {
+        row.chain: (int(row.seq), str(row.hash))
+        for row in conn.execute(select(chain_head).where(chain_head.c.chain.in_(names)))
+    }
     problems: list[ChainProblem] = []
-    expected_seq, prev_hash = 1, GENESIS
+    expected = [1] * partitions  # each partition's next position
+    prev_hashes = [GENESIS] * partitions
     for seq, link_prev, link_hash, body in _chain_links(conn, chain, bodies=not structure_only):
-        if seq > head_seq:
-            problems.append(ChainProblem(chain, seq, "inserted", f"#{seq} lies beyond the chain head #{head_seq}"))
+        partition, position = (seq - 1) % partitions, (seq - 1) // partitions + 1
+        name = names[partition]
+        head_count, _ = heads.get(name, (0, GENESIS))
+        if position > head_count:
+            last = link_seq(partitions, partition, head_count)
+            problems.append(ChainProblem(name, seq, "inserted", f"#{seq} lies beyond the chain head #{last}"))
             continue
-        if seq != expected_seq:
-            problems.append(ChainProblem(chain, expected_seq, "deleted", f"#{expected_seq}..#{seq - 1} are missing"))
+        if position != expected[partition]:
+            first, last = link_seq(partitions, partition, expected[partition]), seq - partitions
+            problems.append(ChainProblem(name, first, "deleted", f"#{first}..#{last} are missing"))
         if body is not None and seal.link(link_prev, body) != link_hash:
             problems.append(
-                ChainProblem(chain, seq, "edited", f"#{seq} does not match its seal: its content was changed")
+                ChainProblem(name, seq, "edited", f"#{seq} does not match its seal: its content was changed")
             )
-        elif link_prev != prev_hash and seq == expected_seq:
+        elif link_prev != prev_hashes[partition] and position == expected[partition]:
             problems.append(
-                ChainProblem(
-                    chain, seq, "broken_link", f"#{seq} does not follow the record before it: one was replaced"
-                )
+                ChainProblem(name, seq, "broken_link", f"#{seq} does not follow the record before it: one was replaced")
             )
-        expected_seq, prev_hash = seq + 1, link_hash
-    if expected_seq - 1 < head_seq:
-        problems.append(
-            ChainProblem(chain, expected_seq, "deleted", f"#{expected_seq}..#{head_seq} are missing from the end")
-        )
-    elif expected_seq - 1 == head_seq and head_seq and prev_hash != head_hash:
-        problems.append(ChainProblem(chain, head_seq, "broken_link", f"#{head_seq} does not match the chain head"))
+        expected[partition], prev_hashes[partition] = position + 1, link_hash
+    for partition, name in enumerate(names):
+        head_count, head_hash = heads.get(name, (0, GENESIS))
+        reached = expected[partition] - 1
+        if reached < head_count:
+            first, last = (link_seq(partitions, partition, k) for k in (reached + 1, head_count))
+            problems.append(ChainProblem(name, first, "deleted", f"#{first}..#{last} are missing from the end"))
+        elif reached == head_count and head_count and prev_hashes[partition] != head_hash:
+            last = link_seq(partitions, partition, head_count)
+            problems.append(ChainProblem(name, last, "broken_link", f"#{last} does not match the chain head"))
     return problems
 
 
@@ -1696,38 +1794,164 @@ def _reseal_chain(conn: Connection, chain: str, seal: _Seal) -> None:
         .where(table.c.seq == bindparam("b_seq"))
         .values(prev_hash=bindparam("b_prev"), entry_hash=bindparam("b_entry"))
     )
-    prev, pending = GENESIS, []
+    partitions = _partitions(conn, chain)
+    prev_hashes, pending = [GENESIS] * partitions, []
     for row, children in _chain_rows(conn, chain):
-        row["prev_hash"] = prev
-        prev = _link_hash(seal, chain, row, children)
-        pending.append({"b_seq": row["seq"], "b_prev": row["prev_hash"], "b_entry": prev})
+        partition = (row["seq"] - 1) % partitions
+        row["prev_hash"] = prev_hashes[partition]
+        prev_hashes[partition] = _link_hash(seal, chain, row, children)
+        pending.append({"b_seq": row["seq"], "b_prev": row["prev_hash"], "b_entry": prev_hashes[partition]})
         if len(pending) >= 2000:
             conn.execute(statement, pending)
             pending = []
     if pending:
         conn.execute(statement, pending)
-    conn.execute(update(chain_head).where(chain_head.c.chain == chain).values(hash=prev))
+    for partition, prev in enumerate(prev_hashes):
+        conn.execute(update(chain_head).where(chain_head.c.chain == partition_head(chain, partition)).values(hash=prev))
 
 
-class Writer:
-    """The one writer of the audit log for the length of a transaction (:meth:`Store.write`).
+class ChainHeads:
+    """The chain heads one write transaction holds, each a partition's (links, hash of the last), locked first.
 
-    The evaluations chain's head is locked first: SQLite takes its write lock at ``BEGIN
-    IMMEDIATE``, PostgreSQL locks the head row.  So whatever is read here (events already
-    stored, records' states) stays true until the transaction ends, in this process and in
-    any other sharing the database.
+    Heads are locked in the order of their names, those named together in one statement: a writer
+    that names every record it writes (:meth:`Writer.lock_records`) waits for the writers of those
+    records' partitions only, and two such writers cannot deadlock.  A head asked for unnamed is
+    locked then, with (on a partitioned log) every partition of every partitioned chain: a writer
+    that does not say what it writes (an import, a tick) takes the whole log, as all did before.
     """
 
-    def __init__(self, conn: Connection, known_playbooks: set[str], sealing: Callable[[Connection], _Seal]) -> None:
+    def __init__(self, conn: Connection, partitions: int) -> None:
         self.conn = conn
+        self.partitions = partitions
+        self.held: dict[str, tuple[int, str]] = {}
+        self._moved: set[str] = set()
+
+    def lock(self, names: Iterable[str]) -> int:
+        """Lock these heads (those not held yet); how many were locked now."""
+        wanted = sorted(set(names) - self.held.keys())
+        if not wanted:
+            return 0
+        rows = self.conn.execute(
+            select(chain_head.c.chain, chain_head.c.seq, chain_head.c.hash)
+            .where(chain_head.c.chain.in_(wanted))
+            .order_by(chain_head.c.chain)
+            .with_for_update()
+        )
+        self.held |= {row.chain: (int(row.seq), str(row.hash)) for row in rows}
+        missing = [name for name in wanted if name not in self.held]
+        if missing:
+            raise LookupError(f"the chain head of '{missing[0]}' is missing")
+        return len(wanted)
+
+    def lock_partitions(self, partitions: Iterable[int]) -> int:
+        """Lock every partitioned chain's head of these partitions."""
+        return self.lock(partition_head(chain, p) for p in set(partitions) for chain in PARTITIONED)
+
+    def get(self, chain: str, partition: int = 0) -> tuple[int, str]:
+        """(links, last hash) of a chain's partition, locked."""
+        name = partition_head(chain, partition)
+        if name not in self.held:
+            self.lock([name] if self.partitions == 1 else self._every_partition())
+        return self.held[name]
+
+    def _every_partition(self) -> list[str]:
+        return [partition_head(chain, p) for chain in PARTITIONED for p in range(self.partitions)]
+
+    def next_seq(self, chain: str, partition: int) -> int:
+        """The sequence number the partition's next link gets."""
+        return link_seq(self.partitions, partition, self.get(chain, partition)[0] + 1)
+
+    def advance(self, chain: str, partition: int, entry_hash: str) -> int:
+        """One link added to the partition, sealed as ``entry_hash``; its sequence number."""
+        seq = self.next_seq(chain, partition)
+        name = partition_head(chain, partition)
+        self.held[name] = (self.held[name][0] + 1, entry_hash)
+        self._moved.add(name)
+        return seq
+
+    def save(self, chains: Iterable[str]) -> None:
+        """Write these chains' heads that moved."""
+        chosen = set(chains)
+        moved = sorted(name for name in self._moved if head_partition(name)[0] in chosen)
+        if moved:
+            self.conn.execute(
+                update(chain_head).where(chain_head.c.chain == bindparam("b_chain")),
+                [{"b_chain": name, "seq": self.held[name][0], "hash": self.held[name][1]} for name in moved],
+            )
+            self._moved -= set(moved)
+
+
+class Reading:
+    """What a writer looks up before it writes: events already stored, records' states.  Read without
+    a lock (:meth:`Store.reading`) it may change before the write; in a :class:`Writer`, it cannot."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self._records_read: dict[tuple[str, str], bool] = {}  # (source, record) -> is it stored
+
+    def _rows_among(self, column: Any, source: str, keys: Iterable[str], *also: Any) -> Iterator[Any]:
+        """Rows (``column``, ``*also``) of ``source`` in ``column``'s table whose ``column`` is among ``keys``."""
+        statement = _rows_among_statement(column, also)
+        for chunk in iter_chunks(keys, 500):
+            yield from self.conn.execute(statement, {"source": source, "keys": chunk})
+
+    def events_stored(self, source: str, event_ids: Iterable[str]) -> dict[str, int]:
+        """Of these events of ``source``, those already evaluated, with their evaluation's number."""
+        found = self._rows_among(evaluations.c.event_id, source, event_ids, evaluations.c.seq)
+        return {row.event_id: int(row.seq) for row in found}
+
+    def record_states(self, source: str, record_ids: Iterable[str]) -> dict[str, RecordState]:
+        """These records' states (an empty one at version 0 for a record never stored)."""
+        wanted = set(record_ids)
+        others = [c for c in records.c if c.name != "record_id"]
+        states = {
+            row.record_id: _state_of(row) for row in self._rows_among(records.c.record_id, source, wanted, *others)
+        }
+        for record_id in wanted:
+            self._records_read[(source, record_id)] = record_id in states
+            states.setdefault(record_id, RecordState(source, record_id, {}, {}))
+        return states
+
+
+class Writer(Reading):
+    """The writer of the audit log's partitions it holds for the length of a transaction (:meth:`Store.write`).
+
+    On a log of one partition the evaluations chain's head is locked first: SQLite takes its write
+    lock at ``BEGIN IMMEDIATE``, PostgreSQL locks the head row, and writers take turns.  On a
+    partitioned log a writer locks the partitions of the records it names (:meth:`lock_records`),
+    else all of them at its first write.  Either way, whatever is read here about a record whose
+    partition is held (events stored, its state) stays true until the transaction ends, in this
+    process and in any other sharing the database.
+    """
+
+    def __init__(
+        self,
+        conn: Connection,
+        known_playbooks: set[str],
+        sealing: Callable[[Connection], _Seal],
+        partitions: int = 1,
+    ) -> None:
+        super().__init__(conn)
         self.now = _now()
         self.playbooks_saved: set[str] = set()
         self._known_playbooks = known_playbooks
-        self._seq, self._hash = _lock_head(conn, "evaluations")
-        self._head_seq = self._seq
-        self._seal = sealing(conn)  # after the lock: a reseal cannot come between
-        self._records_head: tuple[int, str] | None = None  # the records chain's, once locked
-        self._records_read: dict[tuple[str, str], bool] = {}  # (source, record) -> is it stored
+        self.partitions = partitions
+        self.heads = ChainHeads(conn, partitions)
+        self._sealing = sealing
+        if partitions == 1:
+            self.heads.get("evaluations")
+
+    @functools.cached_property
+    def _seal(self) -> _Seal:
+        """The seal links are made with: asked once a head is locked, so that a reseal cannot come between."""
+        if not self.heads.held:
+            self.heads.get("evaluations")
+        return self._sealing(self.conn)
+
+    def lock_records(self, keys: Iterable[tuple[str, str]]) -> int:
+        """Lock the partitions of these (source, record) pairs, at once and in order; how many heads were
+        locked now.  What is read of those records from then on stays true until the commit."""
+        return self.heads.lock_partitions(partition_of(self.partitions, source, record) for source, record in keys)
 
     def append(self, playbook: Playbook, items: Sequence[Appended], *, source: str, as_of: dt.date) -> list[int]:
         """Add evaluations to the chain; return their sequence numbers.
@@ -1744,15 +1968,17 @@ class Writer:
         rows: list[dict[str, Any]] = []
         children: list[dict[str, Any]] = []
         seqs: list[int] = []
-        seq, prev = self._seq, self._hash
+        heads, seal = self.heads, self._seal
         for i, item in enumerate(items):
             if i in skip:
                 seqs.append(-1)
                 continue
-            seq += 1
+            partition = partition_of(self.partitions, source, filed_record(item))
+            seq = heads.next_seq("evaluations", partition)
             row, recs = _evaluation_row(playbook, item, source, as_of, self.now, seq)
-            row["prev_hash"] = prev
-            row["entry_hash"] = prev = _evaluation_hash(self._seal, prev, row, recs)
+            row["prev_hash"] = prev = heads.get("evaluations", partition)[1]
+            row["entry_hash"] = _evaluation_hash(seal, prev, row, recs)
+            heads.advance("evaluations", partition, row["entry_hash"])
             rows.append(row)
             children.extend(recs)
             seqs.append(seq)
@@ -1760,7 +1986,6 @@ class Writer:
             _insert_many(self.conn, evaluations, rows)
             if children:
                 _insert_many(self.conn, recommendations, children)
-        self._seq, self._hash = seq, prev
         self._follow(playbook, items, seqs, rows, source, as_of)
         return seqs
 
@@ -1792,7 +2017,7 @@ class Writer:
         """The moves of tasks made in this transaction (an engine.tasks.TaskBook), their chain locked at the first."""
         from engine.tasks import TaskBook
 
-        return TaskBook(self.conn, self._seal, self.now)
+        return TaskBook(self.conn, self._seal, self.now, heads=self.heads)
 
     def _already_stored(self, source: str, items: Sequence[Appended]) -> set[int]:
         skip: set[int] = set()
@@ -1810,37 +2035,11 @@ class Writer:
                     seen.add(key)
         return skip
 
-    def _rows_among(self, column: Any, source: str, keys: Iterable[str], *also: Any) -> Iterator[Any]:
-        """Rows (``column``, ``*also``) of ``source`` in ``column``'s table whose ``column`` is among ``keys``."""
-        statement = _rows_among_statement(column, also)
-        for chunk in iter_chunks(keys, 500):
-            yield from self.conn.execute(statement, {"source": source, "keys": chunk})
-
-    def events_stored(self, source: str, event_ids: Iterable[str]) -> dict[str, int]:
-        """Of these events of ``source``, those already evaluated, with their evaluation's number."""
-        found = self._rows_among(evaluations.c.event_id, source, event_ids, evaluations.c.seq)
-        return {row.event_id: int(row.seq) for row in found}
-
-    def record_states(self, source: str, record_ids: Iterable[str]) -> dict[str, RecordState]:
-        """These records' states (an empty one at version 0 for a record never stored)."""
-        wanted = set(record_ids)
-        others = [c for c in records.c if c.name != "record_id"]
-        states = {
-            row.record_id: _state_of(row) for row in self._rows_among(records.c.record_id, source, wanted, *others)
-        }
-        for record_id in wanted:
-            self._records_read[(source, record_id)] = record_id in states
-            states.setdefault(record_id, RecordState(source, record_id, {}, {}))
-        return states
-
     def save_records(self, states: Iterable[RecordState]) -> None:
         """Save records' new states, each read by :meth:`record_states` in this same transaction."""
         inserts: list[dict[str, Any]] = []
         updates: list[dict[str, Any]] = []
         links: list[dict[str, Any]] = []
-        if self._records_head is None:
-            self._records_head = _lock_head(self.conn, "records")
-        seq, prev = self._records_head
         for state in states:
             key = (state.source, state.record_id)
             if key not in self._records_read:
@@ -1853,16 +2052,17 @@ class Writer:
                 "updated_at": self.now,
                 "last_event_id": state.last_event_id,
             }
-            seq += 1
-            link = {
-                "seq": seq,
+            partition = partition_of(self.partitions, state.source, state.record_id)
+            link: dict[str, Any] = {
+                "seq": self.heads.next_seq("records", partition),
                 "source": state.source,
                 "record_id": state.record_id,
                 "version": state.version,
                 "state_hash": _state_hash({"source": state.source, "record_id": state.record_id, **values}),
-                "prev_hash": prev,
+                "prev_hash": self.heads.get("records", partition)[1],
             }
-            link["entry_hash"] = prev = _record_change_hash(self._seal, prev, link)
+            link["entry_hash"] = entry_hash = _record_change_hash(self._seal, link["prev_hash"], link)
+            self.heads.advance("records", partition, entry_hash)
             links.append(link)
             if self._records_read[key]:
                 updates.append({"b_source": state.source, "b_record_id": state.record_id, **values})
@@ -1875,8 +2075,7 @@ class Writer:
             self.conn.execute(_UPDATE_RECORD, updates)
         if links:
             _insert_many(self.conn, record_changes, links)
-            self.conn.execute(update(chain_head).where(chain_head.c.chain == "records").values(seq=seq, hash=prev))
-            self._records_head = (seq, prev)
+            self.heads.save(["records"])
 
     def quarantine(self, events: Sequence[QuarantinedEvent]) -> list[int]:
         """Keep events set aside as bad data; return their numbers (-1 for one of an event already kept).
@@ -1897,13 +2096,12 @@ class Writer:
                     fresh.append(i)
         if not fresh:
             return seqs
-        seq, prev = _lock_head(self.conn, "quarantined")
         rows: list[dict[str, Any]] = []
         for i in sorted(fresh):
             quarantined = events[i]
-            seq += 1
+            partition = partition_of(self.partitions, quarantined.source, quarantined.record_id or quarantined.event_id)
             row: dict[str, Any] = {
-                "seq": seq,
+                "seq": self.heads.next_seq("quarantined", partition),
                 "received_at": quarantined.received_at,
                 "source": quarantined.source,
                 "event_id": quarantined.event_id,
@@ -1912,12 +2110,12 @@ class Writer:
                 "reason": quarantined.reason,
                 "event": canonical(quarantined.event),
             }
-            row["prev_hash"] = prev
-            row["entry_hash"] = prev = _quarantined_hash(self._seal, prev, row)
+            row["prev_hash"] = self.heads.get("quarantined", partition)[1]
+            row["entry_hash"] = _quarantined_hash(self._seal, row["prev_hash"], row)
+            seqs[i] = self.heads.advance("quarantined", partition, row["entry_hash"])
             rows.append(row)
-            seqs[i] = seq
         _insert_many(self.conn, quarantined_events, rows)
-        self.conn.execute(update(chain_head).where(chain_head.c.chain == "quarantined").values(seq=seq, hash=prev))
+        self.heads.save(["quarantined"])
         self._close_tasks([events[i] for i in sorted(fresh)])
         return seqs
 
@@ -1936,11 +2134,7 @@ class Writer:
         """Move the chain heads to the last evaluation appended and task moved; called just before the commit."""
         if "tasks" in self.__dict__:
             self.tasks.finish()
-        if self._seq != self._head_seq:
-            self.conn.execute(
-                update(chain_head).where(chain_head.c.chain == "evaluations").values(seq=self._seq, hash=self._hash)
-            )
-            self._head_seq = self._seq
+        self.heads.save(["evaluations"])
 
 
 @functools.lru_cache(maxsize=8)
