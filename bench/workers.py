@@ -54,6 +54,7 @@ sys.path.insert(0, str(ROOT))
 from adapters.webhook import RecordEvent, merge, parse_generic  # noqa: E402
 from bench.events import realistic_cases  # noqa: E402
 
+MILESTONES = ["need_clarified", "decision_weights_known", "decision_makers_contacted", "considering_us"]
 SECRET_NAME = "PLAYBOOK_WEBHOOK_SECRET"  # noqa: S105 - the variable's name, not a secret
 
 
@@ -83,7 +84,7 @@ def workload(events: int, seed: int = 18) -> list[tuple[str, bytes]]:
             if step % 2:
                 change["opportunity"] = {"amount": round(rng.uniform(1_000, 500_000), 2)}
             else:
-                change["opportunity"] = {"milestones": case["opportunity"]["milestones"][: rng.randint(0, 10)]}
+                change["opportunity"] = {"milestones": MILESTONES[: rng.randint(0, len(MILESTONES))]}
             bodies.append(_body(f"{record}-{step}", "opportunity.updated", change, start_ms + step * 3_600_000))
         created.append(bodies[0])
         updates += bodies[1:]
