@@ -351,10 +351,11 @@ def _read_audit_key(path: str | None) -> bytes | None:
         raise Failed(str(error)) from None
 
 
-def _open_store(url: str, *, write: bool = False, create: bool = True) -> Any:
+def _open_store(url: str, *, write: bool = False, create: bool = True, partitions: int | None = None) -> Any:
     """The audit log; with ``write``, one this command can append to (its key given when it has one).
 
-    ``create`` False for commands that read a log: a missing one is refused, not made.
+    ``create`` False for commands that read a log: a missing one is refused, not made.  ``partitions``:
+    of a log this command creates (see engine.store.Store).
     """
     from adapters.sql_source import without_password
     from engine.store import AuditKeyError, NoAuditLog, SchemaDamaged, Store
@@ -362,7 +363,7 @@ def _open_store(url: str, *, write: bool = False, create: bool = True) -> Any:
     context = click.get_current_context(silent=True)
     key = _read_audit_key(context.meta.get("audit_key_file") if context is not None else None)
     try:
-        store = Store(url, key=key, create=create)
+        store = Store(url, key=key, create=create, partitions=partitions)
     except NoAuditLog as error:
         raise Failed(without_password(f"{error}; check --db (or PLAYBOOK_DB)", url)) from None
     except SchemaDamaged as error:
@@ -1588,6 +1589,19 @@ def _replay_history(
     show_default=True,
     help="Seconds between the clock's checks whether the day turned.",
 )
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Service processes sharing the port and the audit log (PostgreSQL: several; SQLite writes one at a time).",
+)
+@click.option(
+    "--partitions",
+    type=click.IntRange(1, 256),
+    help="When this command creates the audit log: how many partitions its record chains have (fixed then; "
+    "default 1). Processes writing different records' partitions never wait for each other.",
+)
 def serve(
     playbook_path: str,
     db: str,
@@ -1602,6 +1616,8 @@ def serve(
     max_connections: int,
     clock: bool,
     clock_every: float,
+    workers: int,
+    partitions: int | None,
 ) -> None:
     """Run the webhook service: CRM events in, evaluated, stored in the audit log; and the workflow clock.
 
@@ -1612,23 +1628,14 @@ def serve(
     (/webhooks/pipedrive), PLAYBOOK_WEBHOOK_SECRET (/webhooks/generic, /outcomes, signed reads);
     PLAYBOOK_API_TOKEN lets a bearer token read GET /evaluations/N and /records/ID/latest (and guards
     /metrics).  GET /health reports the state; /openapi.json describes every route.
+
+    With --workers N, N processes (each its own event loop and ingest writer) answer on the one
+    port; the audit log is the one they share: on PostgreSQL each transaction locks only the
+    partitions of the records it writes (docs/architecture.md, "Several service processes").
     """
-    import logging
-
-    import uvicorn
-
     from adapters.mapping import load_mapping
-    from adapters.service import (
-        CRMS,
-        SECRET_NAMES,
-        Secrets,
-        WebhookService,
-        create_app,
-        read_secrets_file,
-        server_config,
-    )
-    from engine import Evaluator, PlaybookError, compile_playbook
-    from engine.clock import ServiceClock
+    from adapters.service import CRMS, ROUTES, SECRET_NAMES, Secrets, read_secrets_file
+    from engine import PlaybookError
 
     values = {name: os.environ[name] for name in SECRET_NAMES if name in os.environ}
     if secrets_file is not None:
@@ -1649,41 +1656,131 @@ def serve(
         except PlaybookError as error:
             raise Failed(str(error)) from None
     playbook = _load(playbook_path)
-    store = _open_store(db, write=True)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    with compile_playbook(playbook) as compiled:
-        service = WebhookService(
-            store,
-            Evaluator(compiled),
-            secrets=secrets,
-            mappings=mappings,
-            max_body=max_body,
-            public_url=public_url,
-            max_clock_skew=max_clock_skew,
-            body_timeout=body_timeout,
-        )
-        routes = service.enabled()
-        if not routes:
-            service.close()
-            raise Failed("no webhook route is enabled: set at least one of " + ", ".join(SECRET_NAMES))
+    store = _open_store(db, write=True, partitions=partitions)
+    routes = [r.path for r in ROUTES if r.kind in ("webhook", "outcomes") and r.disabled_because(secrets) is None]
+    if not routes:
+        raise Failed("no webhook route is enabled: set at least one of " + ", ".join(SECRET_NAMES))
+    click.echo(
+        f"playbook {playbook.id} {playbook.version} ({playbook.content_hash[:12]}), audit log {_shown(db)}; "
+        f"routes: {', '.join(routes)}",
+        err=True,
+    )
+
+    def run(store: Any, sock: Any = None) -> None:
+        """One service process: the playbook compiled, its ingest writer and uvicorn on ``sock`` (else host:port)."""
+        import logging
+
+        import uvicorn
+
+        from adapters.service import WebhookService, create_app, server_config
+        from engine import Evaluator, compile_playbook
+        from engine.clock import ServiceClock
+
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        with compile_playbook(playbook) as compiled:
+            service = WebhookService(
+                store,
+                Evaluator(compiled),
+                secrets=secrets,
+                mappings=mappings,
+                max_body=max_body,
+                public_url=public_url,
+                max_clock_skew=max_clock_skew,
+                body_timeout=body_timeout,
+            )
+            _tune_memory()
+            https = bool(public_url and public_url.startswith("https:"))
+            console = _console(store, playbook, playbook_path, https=https)
+            config = server_config(
+                create_app(service, routes=[console]), host=host, port=port, max_connections=max_connections
+            )
+            # every process runs the clock: the database lets one of them fire each day (engine/clock.py)
+            ticking = ServiceClock(store, service.evaluator, every=clock_every).start() if clock else None
+            try:
+                uvicorn.Server(config).run(sockets=None if sock is None else [sock])
+            finally:
+                if ticking is not None:
+                    ticking.stop()
+                service.close()
+                store.close()
+
+    if workers == 1:
+        run(store)
+        return
+    if store.partitions == 1 and store.engine.dialect.name == "postgresql":
         click.echo(
-            f"playbook {playbook.id} {playbook.version} ({playbook.content_hash[:12]}), audit log {_shown(db)}; "
-            f"routes: {', '.join(routes)}",
+            f"this audit log has one partition: the {workers} processes take turns at its chain heads "
+            "(a log created with --partitions lets them write different records at once)",
             err=True,
         )
-        _tune_memory()
-        console = _console(store, playbook, playbook_path, https=bool(public_url and public_url.startswith("https:")))
-        config = server_config(
-            create_app(service, routes=[console]), host=host, port=port, max_connections=max_connections
-        )
-        ticking = ServiceClock(store, service.evaluator, every=clock_every).start() if clock else None
-        try:
-            uvicorn.Server(config).run()
-        finally:
-            if ticking is not None:
-                ticking.stop()
-            service.close()
-            store.close()
+    store.close()  # each process opens its own connections: none is shared across the fork
+    _serve_processes(workers, host, port, lambda sock: run(_open_store(db, write=True), sock))
+
+
+def _serve_processes(workers: int, host: str, port: int, run: Any) -> None:
+    """``workers`` processes forked from this one, each running ``run`` on the one listening socket.
+
+    A process that dies (killed, out of memory) is started again; what it had received but not
+    committed was rolled back by the database and never answered 200, so the CRM delivers it again.
+    SIGTERM or SIGINT stops them all, each storing what it received first.
+    """
+    import multiprocessing
+    import secrets
+    import signal
+    import socket
+    import time
+
+    from adapters.console import SECRET_ENV
+
+    if not os.environ.get(SECRET_ENV):  # one session secret for all: a browser's next request may go to another
+        click.echo(f"{SECRET_ENV} is not set: console sessions end when the service stops", err=True)
+        os.environ[SECRET_ENV] = secrets.token_urlsafe(48)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as error:
+        raise Failed(f"cannot listen on {host}:{port}: {error.strerror}") from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    forking = multiprocessing.get_context("fork")  # the children inherit the socket and the parsed options
+    stopping = False
+
+    def stop(signum: int, _frame: Any) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+
+    started: dict[int, float] = {}
+
+    def start(number: int) -> Any:
+        process = forking.Process(target=run, args=(sock,), name=f"playbook-serve-{number}", daemon=False)
+        process.start()
+        started[number] = time.monotonic()
+        return process
+
+    processes = [start(n) for n in range(workers)]
+    click.echo(f"{workers} service processes on {host}:{port}: {' '.join(str(p.pid) for p in processes)}", err=True)
+    try:
+        while not stopping:
+            for number, process in enumerate(processes):
+                process.join(timeout=0.2 / workers)
+                if process.exitcode is None or stopping:
+                    continue
+                if time.monotonic() - started[number] < 10:  # it could not start (the database is unreachable)
+                    raise Failed(f"service process {process.pid} ended at start ({process.exitcode}); stopping")
+                click.echo(f"service process {process.pid} ended ({process.exitcode}); starting another", err=True)
+                processes[number] = start(number)
+    finally:
+        for process in processes:
+            if process.exitcode is None:
+                os.kill(process.pid, signal.SIGTERM)  # uvicorn stops gracefully: what was received is stored
+        for process in processes:
+            process.join()
+        sock.close()
 
 
 def _console(store: Any, playbook: Any, playbook_path: str | None, *, https: bool) -> Any:

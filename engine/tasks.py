@@ -25,14 +25,15 @@ from sqlalchemy import Connection, bindparam, func, insert, select, update
 
 from engine.model import Playbook
 from engine.store import (
+    ChainHeads,
     Store,
-    _lock_head,
+    _meta_value,
     _now,
     _Seal,
     _task_event_hash,
-    chain_head,
     evaluations,
     iter_chunks,
+    partition_of,
     recommendations,
     task_events,
     task_state,
@@ -99,21 +100,24 @@ class TaskBook:
     Rows are written in batches (before any read of the tasks, and at :meth:`finish`): a tick moves
     thousands of tasks."""
 
-    def __init__(self, conn: Connection, seal: _Seal, now: str | None = None) -> None:
+    def __init__(self, conn: Connection, seal: _Seal, now: str | None = None, heads: ChainHeads | None = None) -> None:
+        """``heads``: the writer's, when the book is part of its transaction."""
         self.conn = conn
         self.seal = seal
         self.now = now or _now()
-        self._head: tuple[int, str] | None = None
+        self.heads = heads or ChainHeads(conn, int(_meta_value(conn, "partitions") or 1))
         self._events: list[dict[str, Any]] = []
         self._inserts: list[dict[str, Any]] = []
         self._updates: list[dict[str, Any]] = []
 
+    def _partition(self, task: dict[str, Any]) -> int:
+        return partition_of(self.heads.partitions, task["source"], task["record"])
+
     def _link(self, task: dict[str, Any], who: str, why: str) -> None:
-        if self._head is None:
-            self._head = _lock_head(self.conn, "tasks")
-        seq, prev = self._head
+        partition = self._partition(task)
+        prev = self.heads.get("tasks", partition)[1]
         event = {
-            "seq": seq + 1,
+            "seq": self.heads.next_seq("tasks", partition),
             "task_id": task["id"],
             "status": task["status"],
             "who": who,
@@ -125,15 +129,15 @@ class TaskBook:
         }
         event["entry_hash"] = _task_event_hash(self.seal, prev, event)
         self._events.append(event)
-        self._head = (seq + 1, event["entry_hash"])
+        self.heads.advance("tasks", partition, event["entry_hash"])
 
-    def next_id(self) -> int:
-        if self._head is None:
-            self._head = _lock_head(self.conn, "tasks")
-        return self._head[0] + 1
+    def next_id(self, partition: int = 0) -> int:
+        """The id the next task made in ``partition`` gets (the number of the event that makes it); the
+        tasks chain is locked (on a partitioned log, every partition) if it was not."""
+        return self.heads.next_seq("tasks", partition)
 
     def create(self, fields: dict[str, Any], who: str, why: str) -> Task:
-        task_id = self.next_id()
+        task_id = self.next_id(self._partition(fields))
         row = {"id": task_id, "series": task_id, "occurrence": 1, **fields, "status": "open"}
         row = {name: row.get(name) for name in Task.__dataclass_fields__}
         self._inserts.append(row)
@@ -163,9 +167,7 @@ class TaskBook:
             return
         for chunk in iter_chunks(self._events, 1000):
             self.conn.execute(insert(task_events), chunk)
-        assert self._head is not None
-        seq, head = self._head
-        self.conn.execute(update(chain_head).where(chain_head.c.chain == "tasks").values(seq=seq, hash=head))
+        self.heads.save(["tasks"])
         self._events = []
 
     def tasks_of(self, source: str, records: Iterable[str]) -> dict[str, list[Task]]:

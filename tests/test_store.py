@@ -417,7 +417,7 @@ def test_concurrent_first_runs_on_a_fresh_database_make_one_schema(db_url: str) 
         assert conn.execute(text("SELECT value FROM meta WHERE key = 'schema_version'")).scalar() == str(SCHEMA_VERSION)
         keys = [key for (key,) in conn.execute(text("SELECT key FROM meta"))]
         heads = conn.execute(text("SELECT chain, seq FROM chain_head")).all()
-    assert sorted(keys) == ["log_id", "schema_version"]  # each once: one log, made once
+    assert sorted(keys) == ["log_id", "partitions", "schema_version"]  # each once: one log, made once
     chains = [chain for chain, _ in heads]
     assert set(CHAINS) == set(chains) and len(chains) == len(set(chains))  # each chain's head once
     assert all(seq == 0 for _, seq in heads)

@@ -23,11 +23,14 @@ from engine.store.entries import (
     QuarantinedEvent,
     RecordState,
     StoredEvaluation,
+    filed_record,
     oversized_id,
 )
+from engine.store.partitions import ChainHeads, link_seq, partition_head, partition_of
 from engine.store.schema import (
     CHAINS,
     ID_LENGTH,
+    PARTITIONED,
     SCHEMA_VERSION,
     TASK_FIELDS,
     SchemaDamaged,
@@ -47,8 +50,9 @@ from engine.store.schema import (
     task_state,
     tasks,
 )
+from engine.store.schema import _meta_value as _meta_value
 from engine.store.verify import ChainProblem
-from engine.store.writer import Writer, prepare
+from engine.store.writer import Reading, Writer, prepare
 from engine.store.writer import _lock_head as _lock_head
 
 __all__ = [
@@ -60,11 +64,13 @@ __all__ = [
     "ID_LENGTH",
     "MIN_KEY_BYTES",
     "OUTCOME_STATUSES",
+    "PARTITIONED",
     "SCHEMA_VERSION",
     "TASK_FIELDS",
     "AggregateSpec",
     "Appended",
     "AuditKeyError",
+    "ChainHeads",
     "ChainProblem",
     "Clock",
     "GroupAggregate",
@@ -72,6 +78,7 @@ __all__ = [
     "OpenBook",
     "Prepared",
     "QuarantinedEvent",
+    "Reading",
     "RecordState",
     "SchemaDamaged",
     "Store",
@@ -86,12 +93,16 @@ __all__ = [
     "clock_timers",
     "console_users",
     "evaluations",
+    "filed_record",
     "iter_chunks",
     "key_id",
+    "link_seq",
     "meta",
     "metadata",
     "outcomes",
     "oversized_id",
+    "partition_head",
+    "partition_of",
     "playbooks",
     "prepare",
     "quarantined_events",

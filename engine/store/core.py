@@ -89,6 +89,7 @@ from engine.store.entries import (
     _outcome_of,
     _state_of,
 )
+from engine.store.partitions import ChainHeads, _partitions, partition_head
 from engine.store.schema import (
     CHAINS,
     SchemaDamaged,
@@ -115,7 +116,7 @@ from engine.store.verify import (
     _verify_record_states,
     _verify_task_states,
 )
-from engine.store.writer import Writer, _lock_head
+from engine.store.writer import Reading, Writer, _lock_head
 
 DEFAULT_URL = "sqlite:///playbook.db"
 
@@ -135,12 +136,21 @@ class Store:
     """
 
     def __init__(
-        self, url: str = DEFAULT_URL, *, key: bytes | None = None, create: bool = True, clock: Clock = utc_now
+        self,
+        url: str = DEFAULT_URL,
+        *,
+        key: bytes | None = None,
+        create: bool = True,
+        clock: Clock = utc_now,
+        partitions: int | None = None,
     ) -> None:
         """``key``: the audit key (see :func:`audit_key`); without it a keyed log can be read but not
         written, and verified for its structure only.  ``clock``: the time rows are stamped with (the
-        real UTC clock unless a test or a simulation fixes it)."""
+        real UTC clock unless a test or a simulation fixes it).  ``partitions``: how many partitions the
+        record chains of a log made now have (default 1; engine/store/partitions.py); a log that
+        exists keeps its own."""
         self.clock = clock
+        self.partitions = partitions or 1
         if url.startswith(("postgresql://", "postgres://")):  # the driver installed with the postgres extra
             url = "postgresql+psycopg://" + url.split("://", 1)[1]
         self.url = url
@@ -239,10 +249,11 @@ class Store:
         nothing is repaired or created over it.
         """
         with self._begin() as conn:
-            migrate(conn)
+            migrate(conn, self.partitions)
             if self._seal.key_id is not None and _meta_value(conn, "audit_key_id") is None and _is_empty(conn):
                 # A new (or still empty) log is sealed with the key it is first opened with.
                 conn.execute(insert(meta), [{"key": "audit_key_id", "value": self._seal.key_id}])
+            self.partitions = int(_meta_value(conn, "partitions") or 1)
 
     # -- keys ----------------------------------------------------------------------
 
@@ -284,8 +295,9 @@ class Store:
         """
         new = _Seal(new_key)
         with self._begin() as conn:
-            for chain in CHAINS:
-                _lock_head(conn, chain)
+            ChainHeads(conn, self.partitions).lock(
+                partition_head(chain, p) for chain in CHAINS for p in range(_partitions(conn, chain))
+            )
             stored = _meta_value(conn, "audit_key_id")
             if stored is not None and stored != self._seal.key_id:
                 raise AuditKeyError(
@@ -309,10 +321,17 @@ class Store:
     # -- writing -----------------------------------------------------------------
 
     @contextlib.contextmanager
+    def reading(self) -> Iterator[Reading]:
+        """A read of what writers look up (events stored, records' states), no lock taken: what is read may
+        change before a write; :meth:`Writer.lock_records` and reading again there tells."""
+        with self._connect() as conn:
+            yield Reading(conn)
+
+    @contextlib.contextmanager
     def write(self) -> Iterator[Writer]:
-        """One write transaction, the evaluations chain's head locked: it all commits, or none of it."""
+        """One write transaction (see :class:`Writer` for what it locks): it all commits, or none of it."""
         with self._begin() as conn:
-            writer = Writer(conn, self._known_playbooks, self._sealing, self.clock)
+            writer = Writer(conn, self._known_playbooks, self._sealing, self.clock, self.partitions)
             yield writer
             writer.finish()
         self._known_playbooks |= writer.playbooks_saved  # committed: playbook rows are never removed
@@ -661,7 +680,9 @@ class Store:
 
     def count(self) -> int:
         with self._connect() as conn:
-            return int(conn.execute(select(chain_head.c.seq).where(chain_head.c.chain == "evaluations")).scalar_one())
+            names = [partition_head("evaluations", p) for p in range(self.partitions)]
+            links = conn.execute(select(func.sum(chain_head.c.seq)).where(chain_head.c.chain.in_(names)))
+            return int(links.scalar_one())
 
     # -- tamper evidence ---------------------------------------------------------------
 

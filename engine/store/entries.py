@@ -140,6 +140,14 @@ def _ids(facts: dict[str, Any]) -> tuple[str | None, str | None]:
     return (str(record) if record is not None else None, str(account_id) if account_id is not None else None)
 
 
+def filed_record(item: Appended) -> str:
+    """The record an evaluation is filed under (its record id, else its case id): what its partition is chosen by."""
+    record_id, _ = _ids(item.facts)
+    if record_id is not None:
+        return record_id
+    return item.outcome.case if isinstance(item.outcome, Result) else item.outcome.case_id
+
+
 def oversized_id(case_id: str, facts: dict[str, Any]) -> str | None:
     """Why a case cannot be filed under its ids (one is over ID_LENGTH characters), or None when all fit."""
     record_id, account_id = _ids(facts)

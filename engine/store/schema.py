@@ -34,7 +34,7 @@ from sqlalchemy import (
 from engine.store.batch import _insert_many, iter_chunks
 from engine.store.chain import _PLAIN, GENESIS, _record_change_hash, _state_hash, canonical
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 
 
 _SCHEMA_LOCK = 0x706C6179626F6F6B  # PostgreSQL advisory lock held while the schema is made: "playbook"
@@ -245,8 +245,10 @@ _TABLES_BY_VERSION = {
     6: [tasks, task_events],
     7: [console_users],
     8: [clock_timers],
+    9: [],  # partitioned chains (engine/store/partitions.py): meta 'partitions' and a head per partition
 }
 CHAINS = ("evaluations", "outcomes", "records", "quarantined", "tasks")
+PARTITIONED = ("evaluations", "quarantined", "records", "tasks")  # by record: see engine/store/partitions.py
 _CHAIN_TABLES = {
     "evaluations": evaluations,
     "outcomes": outcomes,
@@ -309,6 +311,14 @@ def _schema_damage(conn: Connection, version: int) -> list[str]:
         for chain in CHAINS
         if _CHAIN_SINCE[chain] <= version and chain not in heads
     ]
+    if version >= 9 and "meta" in present:
+        partitions = int(_meta_value(conn, "partitions") or 1)
+        damage += [
+            f"the chain head of '{chain}/{p}' is missing"
+            for chain in PARTITIONED
+            for p in range(1, partitions)
+            if f"{chain}/{p}" not in heads
+        ]
     return damage
 
 
@@ -383,6 +393,18 @@ def _to_v8(conn: Connection) -> None:
         conn.execute(insert(clock_timers), [{"timer": "tick"}])
 
 
+def _to_v9(conn: Connection, partitions: int = 1) -> None:
+    """Partitioned record chains: the log's number of partitions, and a head for each partition but the
+    first.  A log made now gets the partitions asked for; a log upgraded keeps one, its chains as they
+    are (each chain is its partition 0, its links numbered as before)."""
+    if _meta_value(conn, "partitions") is None:
+        conn.execute(insert(meta), [{"key": "partitions", "value": str(partitions)}])
+    count = int(_meta_value(conn, "partitions") or 1)
+    heads = [{"chain": f"{chain}/{p}", "seq": 0, "hash": GENESIS} for chain in PARTITIONED for p in range(1, count)]
+    if heads:
+        conn.execute(insert(chain_head), heads)
+
+
 # Each version's migration from the one before: additive (tables created, chain heads inserted).
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     1: _to_v1,
@@ -393,15 +415,16 @@ MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     6: _to_v6,
     7: _to_v7,
     8: _to_v8,
+    9: _to_v9,
 }
 
 
-def migrate(conn: Connection) -> None:
+def migrate(conn: Connection, partitions: int = 1) -> None:
     """Create the schema, or bring an older one up to SCHEMA_VERSION in place, in the caller's write
     transaction: each version's migration in turn, and the version noted after each.
 
     SchemaDamaged when a table or column of the version the database says it has is missing:
-    nothing is repaired or created over it.
+    nothing is repaired or created over it.  ``partitions``: of the record chains, for a log made now.
     """
     if conn.dialect.name == "postgresql":
         # programs started at once on a fresh database would race on CREATE TABLE: one at a
@@ -417,5 +440,8 @@ def migrate(conn: Connection) -> None:
     if damage:
         raise SchemaDamaged(damage)
     for version in range(current + 1, SCHEMA_VERSION + 1):
-        MIGRATIONS[version](conn)
+        if version == 9 and current == 0:
+            _to_v9(conn, partitions)
+        else:
+            MIGRATIONS[version](conn)
         conn.execute(update(meta).where(meta.c.key == "schema_version").values(value=str(version)))

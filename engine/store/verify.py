@@ -26,6 +26,7 @@ from engine.store.chain import (
     _state_hash,
     canonical,
 )
+from engine.store.partitions import _partitions, head_partition, link_seq, partition_head
 from engine.store.schema import (
     _CHAIN_TABLES,
     _meta_value,
@@ -143,34 +144,45 @@ def _chain_links(conn: Connection, chain: str, *, bodies: bool) -> Iterator[tupl
 
 
 def _verify_chain(conn: Connection, chain: str, seal: _Seal, *, structure_only: bool) -> list[ChainProblem]:
-    head_seq, head_hash = conn.execute(
-        select(chain_head.c.seq, chain_head.c.hash).where(chain_head.c.chain == chain)
-    ).one()
+    """Walk a chain's links in one pass, each partition's links (interleaved by number) a chain of their own."""
+    partitions = _partitions(conn, chain)
+    names = [partition_head(chain, p) for p in range(partitions)]
+    heads = {
+        row.chain: (int(row.seq), str(row.hash))
+        for row in conn.execute(select(chain_head).where(chain_head.c.chain.in_(names)))
+    }
     problems: list[ChainProblem] = []
-    expected_seq, prev_hash = 1, GENESIS
+    expected = [1] * partitions  # each partition's next position
+    prev_hashes = [GENESIS] * partitions
     for seq, link_prev, link_hash, body in _chain_links(conn, chain, bodies=not structure_only):
-        if seq > head_seq:
-            problems.append(ChainProblem(chain, seq, "inserted", f"#{seq} lies beyond the chain head #{head_seq}"))
+        partition, position = (seq - 1) % partitions, (seq - 1) // partitions + 1
+        name = names[partition]
+        head_count, _ = heads.get(name, (0, GENESIS))
+        if position > head_count:
+            last = link_seq(partitions, partition, head_count)
+            problems.append(ChainProblem(name, seq, "inserted", f"#{seq} lies beyond the chain head #{last}"))
             continue
-        if seq != expected_seq:
-            problems.append(ChainProblem(chain, expected_seq, "deleted", f"#{expected_seq}..#{seq - 1} are missing"))
+        if position != expected[partition]:
+            first, last = link_seq(partitions, partition, expected[partition]), seq - partitions
+            problems.append(ChainProblem(name, first, "deleted", f"#{first}..#{last} are missing"))
         if body is not None and seal.link(link_prev, body) != link_hash:
             problems.append(
-                ChainProblem(chain, seq, "edited", f"#{seq} does not match its seal: its content was changed")
+                ChainProblem(name, seq, "edited", f"#{seq} does not match its seal: its content was changed")
             )
-        elif link_prev != prev_hash and seq == expected_seq:
+        elif link_prev != prev_hashes[partition] and position == expected[partition]:
             problems.append(
-                ChainProblem(
-                    chain, seq, "broken_link", f"#{seq} does not follow the record before it: one was replaced"
-                )
+                ChainProblem(name, seq, "broken_link", f"#{seq} does not follow the record before it: one was replaced")
             )
-        expected_seq, prev_hash = seq + 1, link_hash
-    if expected_seq - 1 < head_seq:
-        problems.append(
-            ChainProblem(chain, expected_seq, "deleted", f"#{expected_seq}..#{head_seq} are missing from the end")
-        )
-    elif expected_seq - 1 == head_seq and head_seq and prev_hash != head_hash:
-        problems.append(ChainProblem(chain, head_seq, "broken_link", f"#{head_seq} does not match the chain head"))
+        expected[partition], prev_hashes[partition] = position + 1, link_hash
+    for partition, name in enumerate(names):
+        head_count, head_hash = heads.get(name, (0, GENESIS))
+        reached = expected[partition] - 1
+        if reached < head_count:
+            first, last = (link_seq(partitions, partition, k) for k in (reached + 1, head_count))
+            problems.append(ChainProblem(name, first, "deleted", f"#{first}..#{last} are missing from the end"))
+        elif reached == head_count and head_count and prev_hashes[partition] != head_hash:
+            last = link_seq(partitions, partition, head_count)
+            problems.append(ChainProblem(name, last, "broken_link", f"#{last} does not match the chain head"))
     return problems
 
 
@@ -255,17 +267,20 @@ def _reseal_chain(conn: Connection, chain: str, seal: _Seal) -> None:
         .where(table.c.seq == bindparam("b_seq"))
         .values(prev_hash=bindparam("b_prev"), entry_hash=bindparam("b_entry"))
     )
-    prev, pending = GENESIS, []
+    partitions = _partitions(conn, chain)
+    prev_hashes, pending = [GENESIS] * partitions, []
     for row, children in _chain_rows(conn, chain):
-        row["prev_hash"] = prev
-        prev = _link_hash(seal, chain, row, children)
-        pending.append({"b_seq": row["seq"], "b_prev": row["prev_hash"], "b_entry": prev})
+        partition = (row["seq"] - 1) % partitions
+        row["prev_hash"] = prev_hashes[partition]
+        prev_hashes[partition] = _link_hash(seal, chain, row, children)
+        pending.append({"b_seq": row["seq"], "b_prev": row["prev_hash"], "b_entry": prev_hashes[partition]})
         if len(pending) >= 2000:
             conn.execute(statement, pending)
             pending = []
     if pending:
         conn.execute(statement, pending)
-    conn.execute(update(chain_head).where(chain_head.c.chain == chain).values(hash=prev))
+    for partition, prev in enumerate(prev_hashes):
+        conn.execute(update(chain_head).where(chain_head.c.chain == partition_head(chain, partition)).values(hash=prev))
 
 
 def _against_checkpoint(
@@ -305,26 +320,30 @@ def _against_checkpoint(
             f"{stored_key or 'not sealed with a key'}",
         )
     heads = {r.chain: int(r.seq) for r in conn.execute(select(chain_head))}
-    for chain, seen in sorted(chains.items()):
+    for name, seen in sorted(chains.items()):
+        chain, partition = head_partition(str(name))
         if chain not in _CHAIN_TABLES or not isinstance(seen, dict):
             continue
+        partitions = _partitions(conn, chain)
         count, head = int(seen.get("count", 0)), str(seen.get("head", ""))
-        now = heads.get(chain, 0)
+        now = heads.get(name, 0)
         table = _CHAIN_TABLES[chain]
-        row = conn.execute(select(table.c.entry_hash).where(table.c.seq == count)).first() if count else None
+        last = link_seq(partitions, partition, count)
+        row = conn.execute(select(table.c.entry_hash).where(table.c.seq == last)).first() if count else None
         if now < count:
+            first = link_seq(partitions, partition, now + 1)
             found += problem(
                 "truncated",
                 f"the chain holds {now} records; the checkpoint of {made_at} saw {count}: "
-                f"#{now + 1}..#{count} were removed",
-                chain,
-                now + 1,
+                f"#{first}..#{last} were removed",
+                name,
+                first,
             )
         elif count and (row is None or row.entry_hash != head):
             found += problem(
                 "rewritten",
-                f"#{count} is not the record the checkpoint of {made_at} saw: the log was rewritten since",
-                chain,
-                count,
+                f"#{last} is not the record the checkpoint of {made_at} saw: the log was rewritten since",
+                name,
+                last,
             )
     return found

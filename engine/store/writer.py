@@ -1,5 +1,5 @@
-"""The one writer of the audit log for the length of a transaction: evaluations appended, records'
-states saved, events quarantined, each chain's head locked when first written."""
+"""The one writer of the audit log's partitions for the length of a transaction: evaluations appended,
+records' states saved, events quarantined, the heads of the partitions written locked first."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import functools
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, insert, select, update
+from sqlalchemy import Connection, bindparam, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 
 from engine.errors import CaseError
 from engine.evaluate import Result
@@ -24,7 +25,8 @@ from engine.store.chain import (
     canonical,
 )
 from engine.store.clock import Clock, stamp, utc_now
-from engine.store.entries import Appended, Prepared, QuarantinedEvent, RecordState, _ids, _state_of
+from engine.store.entries import Appended, Prepared, QuarantinedEvent, RecordState, _ids, _state_of, filed_record
+from engine.store.partitions import ChainHeads, partition_of
 from engine.store.schema import (
     chain_head,
     evaluations,
@@ -94,13 +96,47 @@ def _decisions_text(decisions: dict[str, Any]) -> str:
     return known
 
 
-class Writer:
-    """The one writer of the audit log for the length of a transaction (:meth:`Store.write`).
+class Reading:
+    """What a writer looks up before it writes: events already stored, records' states.  Read without
+    a lock (:meth:`Store.reading`) it may change before the write; in a :class:`Writer`, it cannot."""
 
-    The evaluations chain's head is locked first: SQLite takes its write lock at ``BEGIN
-    IMMEDIATE``, PostgreSQL locks the head row.  So whatever is read here (events already
-    stored, records' states) stays true until the transaction ends, in this process and in
-    any other sharing the database.
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self._records_read: dict[tuple[str, str], bool] = {}  # (source, record) -> is it stored
+
+    def _rows_among(self, column: Any, source: str, keys: Iterable[str], *also: Any) -> Iterator[Any]:
+        """Rows (``column``, ``*also``) of ``source`` in ``column``'s table whose ``column`` is among ``keys``."""
+        statement = _rows_among_statement(column, also)
+        for chunk in iter_chunks(keys, 500):
+            yield from self.conn.execute(statement, {"source": source, "keys": chunk})
+
+    def events_stored(self, source: str, event_ids: Iterable[str]) -> dict[str, int]:
+        """Of these events of ``source``, those already evaluated, with their evaluation's number."""
+        found = self._rows_among(evaluations.c.event_id, source, event_ids, evaluations.c.seq)
+        return {row.event_id: int(row.seq) for row in found}
+
+    def record_states(self, source: str, record_ids: Iterable[str]) -> dict[str, RecordState]:
+        """These records' states (an empty one at version 0 for a record never stored)."""
+        wanted = set(record_ids)
+        others = [c for c in records.c if c.name != "record_id"]
+        states = {
+            row.record_id: _state_of(row) for row in self._rows_among(records.c.record_id, source, wanted, *others)
+        }
+        for record_id in wanted:
+            self._records_read[(source, record_id)] = record_id in states
+            states.setdefault(record_id, RecordState(source, record_id, {}, {}))
+        return states
+
+
+class Writer(Reading):
+    """The writer of the audit log's partitions it holds for the length of a transaction (:meth:`Store.write`).
+
+    On a log of one partition the evaluations chain's head is locked first: SQLite takes its write
+    lock at ``BEGIN IMMEDIATE``, PostgreSQL locks the head row, and writers take turns.  On a
+    partitioned log a writer locks the partitions of the records it names (:meth:`lock_records`),
+    else all of them at its first write.  Either way, whatever is read here about a record whose
+    partition is held (events stored, its state) stays true until the transaction ends, in this
+    process and in any other sharing the database.
     """
 
     def __init__(
@@ -109,16 +145,29 @@ class Writer:
         known_playbooks: set[str],
         sealing: Callable[[Connection], _Seal],
         clock: Clock = utc_now,
+        partitions: int = 1,
     ) -> None:
-        self.conn = conn
+        super().__init__(conn)
         self.now = stamp(clock())  # every row of the transaction is stamped with this one time
         self.playbooks_saved: set[str] = set()
         self._known_playbooks = known_playbooks
-        self._seq, self._hash = _lock_head(conn, "evaluations")
-        self._head_seq = self._seq
-        self._seal = sealing(conn)  # after the lock: a reseal cannot come between
-        self._records_head: tuple[int, str] | None = None  # the records chain's, once locked
-        self._records_read: dict[tuple[str, str], bool] = {}  # (source, record) -> is it stored
+        self.partitions = partitions
+        self.heads = ChainHeads(conn, partitions)
+        self._sealing = sealing
+        if partitions == 1:
+            self.heads.get("evaluations")
+
+    @functools.cached_property
+    def _seal(self) -> _Seal:
+        """The seal links are made with: asked once a head is locked, so that a reseal cannot come between."""
+        if not self.heads.held:
+            self.heads.get("evaluations")
+        return self._sealing(self.conn)
+
+    def lock_records(self, keys: Iterable[tuple[str, str]]) -> int:
+        """Lock the partitions of these (source, record) pairs, at once and in order; how many heads were
+        locked now.  What is read of those records from then on stays true until the commit."""
+        return self.heads.lock_partitions(partition_of(self.partitions, source, record) for source, record in keys)
 
     def append(self, playbook: Playbook, items: Sequence[Appended], *, source: str, as_of: dt.date) -> list[int]:
         """Add evaluations to the chain; return their sequence numbers.
@@ -135,15 +184,17 @@ class Writer:
         rows: list[dict[str, Any]] = []
         children: list[dict[str, Any]] = []
         seqs: list[int] = []
-        seq, prev = self._seq, self._hash
+        heads, seal = self.heads, self._seal
         for i, item in enumerate(items):
             if i in skip:
                 seqs.append(-1)
                 continue
-            seq += 1
+            partition = partition_of(self.partitions, source, filed_record(item))
+            seq = heads.next_seq("evaluations", partition)
             row, recs = _evaluation_row(playbook, item, source, as_of, self.now, seq)
-            row["prev_hash"] = prev
-            row["entry_hash"] = prev = _evaluation_hash(self._seal, prev, row, recs)
+            row["prev_hash"] = prev = heads.get("evaluations", partition)[1]
+            row["entry_hash"] = _evaluation_hash(seal, prev, row, recs)
+            heads.advance("evaluations", partition, row["entry_hash"])
             rows.append(row)
             children.extend(recs)
             seqs.append(seq)
@@ -151,7 +202,6 @@ class Writer:
             _insert_many(self.conn, evaluations, rows)
             if children:
                 _insert_many(self.conn, recommendations, children)
-        self._seq, self._hash = seq, prev
         self._follow(playbook, items, seqs, rows, source, as_of)
         return seqs
 
@@ -186,7 +236,7 @@ class Writer:
         """The moves of tasks made in this transaction (an engine.tasks.TaskBook), their chain locked at the first."""
         from engine.tasks import TaskBook
 
-        return TaskBook(self.conn, self._seal, self.now)
+        return TaskBook(self.conn, self._seal, self.now, heads=self.heads)
 
     def _already_stored(self, source: str, items: Sequence[Appended]) -> set[int]:
         skip: set[int] = set()
@@ -204,37 +254,11 @@ class Writer:
                     seen.add(key)
         return skip
 
-    def _rows_among(self, column: Any, source: str, keys: Iterable[str], *also: Any) -> Iterator[Any]:
-        """Rows (``column``, ``*also``) of ``source`` in ``column``'s table whose ``column`` is among ``keys``."""
-        statement = _rows_among_statement(column, also)
-        for chunk in iter_chunks(keys, 500):
-            yield from self.conn.execute(statement, {"source": source, "keys": chunk})
-
-    def events_stored(self, source: str, event_ids: Iterable[str]) -> dict[str, int]:
-        """Of these events of ``source``, those already evaluated, with their evaluation's number."""
-        found = self._rows_among(evaluations.c.event_id, source, event_ids, evaluations.c.seq)
-        return {row.event_id: int(row.seq) for row in found}
-
-    def record_states(self, source: str, record_ids: Iterable[str]) -> dict[str, RecordState]:
-        """These records' states (an empty one at version 0 for a record never stored)."""
-        wanted = set(record_ids)
-        others = [c for c in records.c if c.name != "record_id"]
-        states = {
-            row.record_id: _state_of(row) for row in self._rows_among(records.c.record_id, source, wanted, *others)
-        }
-        for record_id in wanted:
-            self._records_read[(source, record_id)] = record_id in states
-            states.setdefault(record_id, RecordState(source, record_id, {}, {}))
-        return states
-
     def save_records(self, states: Iterable[RecordState]) -> None:
         """Save records' new states, each read by :meth:`record_states` in this same transaction."""
         inserts: list[dict[str, Any]] = []
         updates: list[dict[str, Any]] = []
         links: list[dict[str, Any]] = []
-        if self._records_head is None:
-            self._records_head = _lock_head(self.conn, "records")
-        seq, prev = self._records_head
         for state in states:
             key = (state.source, state.record_id)
             if key not in self._records_read:
@@ -247,16 +271,17 @@ class Writer:
                 "updated_at": self.now,
                 "last_event_id": state.last_event_id,
             }
-            seq += 1
-            link = {
-                "seq": seq,
+            partition = partition_of(self.partitions, state.source, state.record_id)
+            link: dict[str, Any] = {
+                "seq": self.heads.next_seq("records", partition),
                 "source": state.source,
                 "record_id": state.record_id,
                 "version": state.version,
                 "state_hash": _state_hash({"source": state.source, "record_id": state.record_id, **values}),
-                "prev_hash": prev,
+                "prev_hash": self.heads.get("records", partition)[1],
             }
-            link["entry_hash"] = prev = _record_change_hash(self._seal, prev, link)
+            link["entry_hash"] = entry_hash = _record_change_hash(self._seal, link["prev_hash"], link)
+            self.heads.advance("records", partition, entry_hash)
             links.append(link)
             if self._records_read[key]:
                 updates.append({"b_source": state.source, "b_record_id": state.record_id, **values})
@@ -269,8 +294,7 @@ class Writer:
             self.conn.execute(_UPDATE_RECORD, updates)
         if links:
             _insert_many(self.conn, record_changes, links)
-            self.conn.execute(update(chain_head).where(chain_head.c.chain == "records").values(seq=seq, hash=prev))
-            self._records_head = (seq, prev)
+            self.heads.save(["records"])
 
     def quarantine(self, events: Sequence[QuarantinedEvent]) -> list[int]:
         """Keep events set aside as bad data; return their numbers (-1 for one of an event already kept).
@@ -291,13 +315,12 @@ class Writer:
                     fresh.append(i)
         if not fresh:
             return seqs
-        seq, prev = _lock_head(self.conn, "quarantined")
         rows: list[dict[str, Any]] = []
         for i in sorted(fresh):
             quarantined = events[i]
-            seq += 1
+            partition = partition_of(self.partitions, quarantined.source, quarantined.record_id or quarantined.event_id)
             row: dict[str, Any] = {
-                "seq": seq,
+                "seq": self.heads.next_seq("quarantined", partition),
                 "received_at": quarantined.received_at,
                 "source": quarantined.source,
                 "event_id": quarantined.event_id,
@@ -306,12 +329,12 @@ class Writer:
                 "reason": quarantined.reason,
                 "event": canonical(quarantined.event),
             }
-            row["prev_hash"] = prev
-            row["entry_hash"] = prev = _quarantined_hash(self._seal, prev, row)
+            row["prev_hash"] = self.heads.get("quarantined", partition)[1]
+            row["entry_hash"] = _quarantined_hash(self._seal, row["prev_hash"], row)
+            seqs[i] = self.heads.advance("quarantined", partition, row["entry_hash"])
             rows.append(row)
-            seqs[i] = seq
         _insert_many(self.conn, quarantined_events, rows)
-        self.conn.execute(update(chain_head).where(chain_head.c.chain == "quarantined").values(seq=seq, hash=prev))
+        self.heads.save(["quarantined"])
         self._close_tasks([events[i] for i in sorted(fresh)])
         return seqs
 
@@ -330,13 +353,10 @@ class Writer:
         """Move the chain heads to the last evaluation appended and task moved; called just before the commit."""
         if "tasks" in self.__dict__:
             self.tasks.finish()
-        if self._seq != self._head_seq:
-            self.conn.execute(
-                update(chain_head).where(chain_head.c.chain == "evaluations").values(seq=self._seq, hash=self._hash)
-            )
-            self._head_seq = self._seq
+        self.heads.save(["evaluations"])
 
 
+@functools.lru_cache(maxsize=8)
 @functools.lru_cache(maxsize=8)
 def _rows_among_statement(column: Any, also: tuple[Any, ...]) -> Any:
     # Built once: building a statement costs more than running it on a small batch.
@@ -368,7 +388,9 @@ def _save_playbook(conn: Connection, playbook: Playbook, now: str) -> None:
             "text": playbook.text,
             "first_used": now,
         }
-        conn.execute(insert(playbooks), [row])
+        # Writers of different partitions may both find it new: the first one's row stands.
+        dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+        conn.execute(dialect.insert(playbooks).on_conflict_do_nothing(), [row])
 
 
 def prepare(item: Appended) -> Prepared:
