@@ -1395,6 +1395,104 @@ def replay(
 # -- playbook serve: the webhook service ----------------------------------------------------------
 
 
+# -- playbook deliver / deliveries: the CRM told of tasks (adapters/notify.py) ----------------------
+
+_notify_config_option = click.option(
+    "--notify-config",
+    type=click.Path(dir_okay=False, exists=True),
+    envvar="PLAYBOOK_NOTIFY_CONFIG",
+    show_envvar=True,
+    help="The notifications' YAML: a URL per event kind, timeout, retries (the secret: PLAYBOOK_NOTIFY_SECRET).",
+)
+
+
+def _notify_config(path: str) -> Any:
+    from adapters.notify import NotifyConfigError, load_config
+
+    try:
+        return load_config(path, os.environ)
+    except NotifyConfigError as error:
+        raise Failed(str(error)) from None
+
+
+@main.command()
+@click.option(
+    "--notify-config",
+    required=True,
+    type=click.Path(dir_okay=False, exists=True),
+    envvar="PLAYBOOK_NOTIFY_CONFIG",
+    show_envvar=True,
+    help="The notifications' YAML: a URL per event kind, timeout, retries (the secret: PLAYBOOK_NOTIFY_SECRET).",
+)
+@_db_option
+def deliver(notify_config: str, db: str) -> None:
+    """Send the notifications due now (task created, overdue, escalated), signed, to their URLs; then stop.
+
+    Safe from cron and run several at once: each delivery is leased to one deliverer while it is sent.
+    Failures are retried by later runs after an exponential backoff; past the retry budget they are
+    dead letters (`playbook deliveries --dead`, `playbook deliveries retry`).
+    """
+    from adapters.notify import Deliverer
+
+    config = _notify_config(notify_config)
+    report = Deliverer(_open_store(db, write=True, create=False), config).run_once()
+    click.echo(
+        f"{report.delivered} delivered, {report.failed} failed (to retry), {report.dead} dead, "
+        f"{report.skipped} skipped (no URL for their kind)"
+    )
+
+
+@main.group(invoke_without_command=True)
+@click.option("--dead", is_flag=True, help="Only the dead letters: deliveries that failed every attempt.")
+@_format_option
+@_db_option
+@click.pass_context
+def deliveries(ctx: click.Context, dead: bool, fmt: str, db: str) -> None:
+    """List the outbox's deliveries (or its dead letters); `deliveries retry` sends dead ones again."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from adapters.listing import spreadsheet_safe
+    from engine.store.outbox import listing
+
+    store = _open_store(db, create=False)
+    with store._connect() as conn:
+        rows = listing(conn, dead=dead)
+    if fmt == "json":
+        for row in rows:
+            click.echo(json.dumps(row, ensure_ascii=False))
+    elif fmt == "csv" and rows:
+        writer = csv.DictWriter(sys.stdout, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows({name: spreadsheet_safe(value) for name, value in row.items()} for row in rows)
+    elif fmt == "text":
+        for row in rows:
+            error = f"  {row['last_error']}" if row["last_error"] else ""
+            click.echo(
+                f"#{row['event_seq']}  {row['status']:<9}  {row['kind']:<14}  task {row['task_id']}  "
+                f"attempts {row['attempts']}  {row['delivery_id']}{error}"
+            )
+    click.echo(f"{len(rows)} {'dead letters' if dead else 'deliveries'}", err=True)
+
+
+@deliveries.command(name="retry")
+@click.argument("ids", nargs=-1)
+@click.option("--all", "every", is_flag=True, help="Every dead letter.")
+@_db_option
+def deliveries_retry(ids: tuple[str, ...], every: bool, db: str) -> None:
+    """Put dead deliveries (by event number or delivery id) back in the outbox, due now, with a fresh budget."""
+    from engine.store.outbox import retry
+
+    if bool(ids) == every:
+        raise click.UsageError("give the dead deliveries' ids, or --all")
+    store = _open_store(db, write=True, create=False)
+    try:
+        with store._begin() as conn:
+            put_back = retry(conn, store.now(), None if every else list(ids))
+    except LookupError as error:
+        raise Failed(str(error).strip("'\"")) from None
+    click.echo(f"{len(put_back)} dead deliveries back in the outbox; `playbook deliver` sends them")
+
+
 @main.command()
 @_playbook_option
 @_db_option
@@ -1444,6 +1542,7 @@ def replay(
     show_default=True,
     help="Open connections at most; past it a request is answered 503.",
 )
+@_notify_config_option
 def serve(
     playbook_path: str,
     db: str,
@@ -1456,6 +1555,7 @@ def serve(
     max_clock_skew: float,
     body_timeout: float,
     max_connections: int,
+    notify_config: str | None,
 ) -> None:
     """Run the webhook service: CRM events in, evaluated, stored in the audit log.
 
@@ -1466,6 +1566,7 @@ def serve(
     (/webhooks/pipedrive), PLAYBOOK_WEBHOOK_SECRET (/webhooks/generic, /outcomes, signed reads);
     PLAYBOOK_API_TOKEN lets a bearer token read GET /evaluations/N and /records/ID/latest (and guards
     /metrics).  GET /health reports the state; /openapi.json describes every route.
+    With --notify-config it also drains the outbox of notifications (as `playbook deliver` does).
     """
     import logging
 
@@ -1529,11 +1630,27 @@ def serve(
         config = server_config(
             create_app(service, routes=[console]), host=host, port=port, max_connections=max_connections
         )
+        stop_delivery = _start_delivery(store, notify_config)
         try:
             uvicorn.Server(config).run()
         finally:
+            stop_delivery()
             service.close()
             store.close()
+
+
+def _start_delivery(store: Any, notify_config: str | None) -> Any:
+    """``playbook serve``'s deliverer on a thread, when notifications are configured; returns its stop."""
+    if notify_config is None:
+        return lambda: None
+    import logging
+
+    from adapters.notify import start_background_delivery
+
+    log = logging.getLogger("playbook.notify")
+    return start_background_delivery(
+        store, _notify_config(notify_config), on_error=lambda error: log.warning("delivery round failed: %s", error)
+    )
 
 
 def _console(store: Any, playbook: Any, playbook_path: str | None, *, https: bool) -> Any:

@@ -38,6 +38,7 @@ from engine.store import (
     task_state,
     tasks,
 )
+from engine.store.outbox import enqueue
 from engine.workflow import ACTIVE, Duration, Work, moves, parse_duration, task_fields
 
 __all__ = ["CLOSING_CODES", "Task", "TaskBook", "advance", "close_records", "follow_evaluations", "history", "listing"]
@@ -153,6 +154,7 @@ class TaskBook:
             return
         for chunk in iter_chunks(self._events, 1000):
             self.conn.execute(insert(task_events), chunk)
+        enqueue(self.conn, self._events, self.now)  # the CRM's notifications, in the events' transaction
         assert self._head is not None
         seq, head = self._head
         self.conn.execute(update(chain_head).where(chain_head.c.chain == "tasks").values(seq=seq, hash=head))
