@@ -18,13 +18,13 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import select
 
-from adapters.notify import Deliverer, NotifyConfig, NotifyConfigError, load_config
+from adapters.notify import Deliverer, NotifyConfig, NotifyConfigError, load_config, start_background_delivery
 from adapters.webhook import BadSignature, verify_generic
 from cli import main
 from engine.compile import compile_playbook
 from engine.evaluate import Evaluator
 from engine.store import Appended, Store, meta, task_events, utc_now
-from engine.store.outbox import DeliveryPolicy, listing, retry
+from engine.store.outbox import DeliveryPolicy, listing, retry, settle
 from engine.tasks import advance
 from engine.validate import load_playbook_text
 
@@ -336,3 +336,36 @@ def test_deliver_and_deliveries_on_the_command_line(tmp_path: Path, work: Any) -
     assert runner.invoke(main, ["deliveries", "--dead"]).stdout == ""
     assert len(receiver.acted) == len(expected) - 1  # all but the escalation, which has no URL
     receiver.down()
+
+
+def test_a_killed_deliverers_lease_expires_and_another_takes_its_deliveries(
+    store: Store, work: Any, receiver: Receiver, clock: Clock
+) -> None:
+    expected = make_work(store, work, 1)
+    killed, other = Deliverer(store, config(receiver)), Deliverer(store, config(receiver))
+    taken = killed._claim()  # claimed, then killed before sending
+    assert len(taken) == len(expected)
+    assert other.run_once().delivered == 0  # leased: not sent by a second deliverer meanwhile
+    clock.forward(killed.lease + 1)
+    assert other.run_once().delivered == len(expected)
+    with store._begin() as conn:  # the killed one's late word changes nothing
+        assert (
+            settle(
+                conn, taken[0], killed.owner, store.now(), url=receiver.url, error="HTTP 500", policy=DeliveryPolicy()
+            )
+            == "lost"
+        )
+    assert set(receiver.acted) == set(expected) and len(receiver.requests) == len(expected)
+
+
+def test_serve_drains_the_outbox_on_a_thread_until_stopped(store: Store, work: Any, receiver: Receiver) -> None:
+    expected = make_work(store, work, 2)
+    stop = start_background_delivery(store, config(receiver), every=0.05)
+    try:
+        for _ in range(400):  # a bound on waiting, not a speed goal
+            if len(receiver.acted) == len(expected):
+                break
+            threading.Event().wait(0.05)
+    finally:
+        stop()
+    assert set(receiver.acted) == set(expected)
