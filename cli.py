@@ -1527,6 +1527,105 @@ def _replay_history(
 # -- playbook serve: the webhook service ----------------------------------------------------------
 
 
+# -- playbook deliver / deliveries: the CRM told of tasks (adapters/notify.py) ----------------------
+
+_notify_config_option = click.option(
+    "--notify-config",
+    type=click.Path(dir_okay=False, exists=True),
+    envvar="PLAYBOOK_NOTIFY_CONFIG",
+    show_envvar=True,
+    help="The notifications' YAML: a URL per event kind, timeout, retries (the secret: PLAYBOOK_NOTIFY_SECRET).",
+)
+
+
+def _notify_config(path: str) -> Any:
+    from adapters.notify import NotifyConfigError, load_config
+
+    try:
+        return load_config(path, os.environ)
+    except NotifyConfigError as error:
+        raise Failed(str(error)) from None
+
+
+@main.command()
+@click.option(
+    "--notify-config",
+    required=True,
+    type=click.Path(dir_okay=False, exists=True),
+    envvar="PLAYBOOK_NOTIFY_CONFIG",
+    show_envvar=True,
+    help="The notifications' YAML: a URL per event kind, timeout, retries (the secret: PLAYBOOK_NOTIFY_SECRET).",
+)
+@_db_option
+def deliver(notify_config: str, db: str) -> None:
+    """Send the notifications due now (task created, overdue, escalated), signed, to their URLs; then stop.
+
+    Safe from cron and run several at once: each delivery is leased to one deliverer while it is sent.
+    Failures are retried by later runs after an exponential backoff; past the retry budget they are
+    dead letters (`playbook deliveries --dead`, `playbook deliveries retry`).
+    """
+    from adapters.notify import Deliverer
+
+    config = _notify_config(notify_config)
+    # the outbox is not chained: no audit key is needed to drain it
+    report = Deliverer(_open_store(db, create=False), config).run_once()
+    click.echo(
+        f"{report.delivered} delivered, {report.failed} failed (to retry), {report.dead} dead, "
+        f"{report.skipped} skipped (no URL for their kind)"
+    )
+
+
+@main.group(invoke_without_command=True)
+@click.option("--dead", is_flag=True, help="Only the dead letters: deliveries that failed every attempt.")
+@_format_option
+@_db_option
+@click.pass_context
+def deliveries(ctx: click.Context, dead: bool, fmt: str, db: str) -> None:
+    """List the outbox's deliveries (or its dead letters); `deliveries retry` sends dead ones again."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from adapters.listing import spreadsheet_safe
+    from engine.store.outbox import listing
+
+    store = _open_store(db, create=False)
+    with store._connect() as conn:
+        rows = listing(conn, dead=dead)
+    if fmt == "json":
+        for row in rows:
+            click.echo(json.dumps(row, ensure_ascii=False))
+    elif fmt == "csv" and rows:
+        writer = csv.DictWriter(sys.stdout, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows({name: spreadsheet_safe(value) for name, value in row.items()} for row in rows)
+    elif fmt == "text":
+        for row in rows:
+            error = f"  {row['last_error']}" if row["last_error"] else ""
+            click.echo(
+                f"#{row['event_seq']}  {row['status']:<9}  {row['kind']:<14}  task {row['task_id']}  "
+                f"attempts {row['attempts']}  {row['delivery_id']}{error}"
+            )
+    click.echo(f"{len(rows)} {'dead letters' if dead else 'deliveries'}", err=True)
+
+
+@deliveries.command(name="retry")
+@click.argument("ids", nargs=-1)
+@click.option("--all", "every", is_flag=True, help="Every dead letter.")
+@_db_option
+def deliveries_retry(ids: tuple[str, ...], every: bool, db: str) -> None:
+    """Put dead deliveries (by event number or delivery id) back in the outbox, due now, with a fresh budget."""
+    from engine.store.outbox import retry
+
+    if bool(ids) == every:
+        raise click.UsageError("give the dead deliveries' ids, or --all")
+    store = _open_store(db, create=False)
+    try:
+        with store._begin() as conn:
+            put_back = retry(conn, store.now(), None if every else list(ids))
+    except LookupError as error:
+        raise Failed(str(error).strip("'\"")) from None
+    click.echo(f"{len(put_back)} dead deliveries back in the outbox; `playbook deliver` sends them")
+
+
 @main.command()
 @_playbook_option
 @_db_option
@@ -1602,6 +1701,7 @@ def _replay_history(
     help="When this command creates the audit log: how many partitions its record chains have (fixed then; "
     "default 1). Processes writing different records' partitions never wait for each other.",
 )
+@_notify_config_option
 def serve(
     playbook_path: str,
     db: str,
@@ -1618,6 +1718,7 @@ def serve(
     clock_every: float,
     workers: int,
     partitions: int | None,
+    notify_config: str | None,
 ) -> None:
     """Run the webhook service: CRM events in, evaluated, stored in the audit log; and the workflow clock.
 
@@ -1632,6 +1733,7 @@ def serve(
     With --workers N, N processes (each its own event loop and ingest writer) answer on the one
     port; the audit log is the one they share: on PostgreSQL each transaction locks only the
     partitions of the records it writes (docs/architecture.md, "Several service processes").
+    With --notify-config it also drains the outbox of notifications (as `playbook deliver` does).
     """
     from adapters.mapping import load_mapping
     from adapters.service import CRMS, ROUTES, SECRET_NAMES, Secrets, read_secrets_file
@@ -1696,9 +1798,11 @@ def serve(
             )
             # every process runs the clock: the database lets one of them fire each day (engine/clock.py)
             ticking = ServiceClock(store, service.evaluator, every=clock_every).start() if clock else None
+            stop_delivery = _start_delivery(store, notify_config)  # leases: processes never send one twice at once
             try:
                 uvicorn.Server(config).run(sockets=None if sock is None else [sock])
             finally:
+                stop_delivery()
                 if ticking is not None:
                     ticking.stop()
                 service.close()
@@ -1781,6 +1885,20 @@ def _serve_processes(workers: int, host: str, port: int, run: Any) -> None:
         for process in processes:
             process.join()
         sock.close()
+
+
+def _start_delivery(store: Any, notify_config: str | None) -> Any:
+    """``playbook serve``'s deliverer on a thread, when notifications are configured; returns its stop."""
+    if notify_config is None:
+        return lambda: None
+    import logging
+
+    from adapters.notify import start_background_delivery
+
+    log = logging.getLogger("playbook.notify")
+    return start_background_delivery(
+        store, _notify_config(notify_config), on_error=lambda error: log.warning("delivery round failed: %s", error)
+    )
 
 
 def _console(store: Any, playbook: Any, playbook_path: str | None, *, https: bool) -> Any:

@@ -39,6 +39,7 @@ from engine.store import (
     task_state,
     tasks,
 )
+from engine.store.outbox import enqueue
 from engine.workflow import ACTIVE, Duration, Work, moves, parse_duration, task_fields
 
 __all__ = [
@@ -167,6 +168,7 @@ class TaskBook:
             return
         for chunk in iter_chunks(self._events, 1000):
             self.conn.execute(insert(task_events), chunk)
+        enqueue(self.conn, self._events, self.now)  # the CRM's notifications, in the events' transaction
         self.heads.save(["tasks"])
         self._events = []
 

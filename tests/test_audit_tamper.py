@@ -380,6 +380,7 @@ def wipe(store: Store) -> None:
         ),
     )
     tamper(store, *(f"DROP TABLE {t}" for t in ("task_events", "tasks", "clock_timers")))
+    tamper(store, *(f"DROP TABLE {t}" for t in ("dead_letters", "deliveries")))
 
 
 def test_a_log_wiped_and_rebuilt_without_the_key_is_named(log: Store, course: Any) -> None:

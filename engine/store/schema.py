@@ -34,7 +34,7 @@ from sqlalchemy import (
 from engine.store.batch import _insert_many, iter_chunks
 from engine.store.chain import _PLAIN, GENESIS, _record_change_hash, _state_hash, canonical
 
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
 
 
 _SCHEMA_LOCK = 0x706C6179626F6F6B  # PostgreSQL advisory lock held while the schema is made: "playbook"
@@ -236,6 +236,43 @@ clock_timers = Table(
     Column("fired_by", String(200)),  # host and process that fired it
 )
 
+# Schema version 10 added the outbox of notifications (engine/store/outbox.py, adapters/notify.py): one
+# delivery per task event a CRM is told of, written in the event's own transaction, and the dead letters
+# of those that failed every attempt.
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("event_seq", Integer, primary_key=True, autoincrement=False),  # the task event it tells of
+    Column("delivery_id", String(100), nullable=False, unique=True),  # sent as X-Playbook-Delivery
+    Column("kind", String(40), nullable=False),  # task.created | task.overdue | task.escalated
+    Column("task_id", Integer, nullable=False),
+    Column("body", Text, nullable=False),  # the JSON sent, fixed when the event was written
+    Column("status", String(12), nullable=False),  # pending | delivered | dead | skipped
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", String(40), nullable=False),
+    Column("lease_owner", String(64)),  # the deliverer sending it now, until lease_until
+    Column("lease_until", String(40)),
+    Column("url", Text),  # where it was last sent
+    Column("last_error", Text),
+    Column("created_at", String(40), nullable=False),
+    Column("delivered_at", String(40)),
+)
+Index("ix_deliveries_due", deliveries.c.status, deliveries.c.next_attempt_at)
+
+dead_letters = Table(
+    "dead_letters",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("event_seq", Integer, ForeignKey("deliveries.event_seq"), nullable=False),
+    Column("kind", String(40), nullable=False),
+    Column("url", Text, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("last_error", Text, nullable=False),
+    Column("died_at", String(40), nullable=False),
+    Column("retried_at", String(40)),  # when it was put back in the outbox; listed no more
+)
+Index("ix_dead_letters_event", dead_letters.c.event_seq)
+
 _TABLES_BY_VERSION = {
     1: [meta, playbooks, chain_head, evaluations, recommendations],
     2: [outcomes],
@@ -246,6 +283,7 @@ _TABLES_BY_VERSION = {
     7: [console_users],
     8: [clock_timers],
     9: [],  # partitioned chains (engine/store/partitions.py): meta 'partitions' and a head per partition
+    10: [deliveries, dead_letters],
 }
 CHAINS = ("evaluations", "outcomes", "records", "quarantined", "tasks")
 PARTITIONED = ("evaluations", "quarantined", "records", "tasks")  # by record: see engine/store/partitions.py
@@ -405,6 +443,11 @@ def _to_v9(conn: Connection, partitions: int = 1) -> None:
         conn.execute(insert(chain_head), heads)
 
 
+def _to_v10(conn: Connection) -> None:
+    """The outbox of notifications and its dead letters."""
+    metadata.create_all(conn, tables=_TABLES_BY_VERSION[10])
+
+
 # Each version's migration from the one before: additive (tables created, chain heads inserted).
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     1: _to_v1,
@@ -416,6 +459,7 @@ MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     7: _to_v7,
     8: _to_v8,
     9: _to_v9,
+    10: _to_v10,
 }
 
 

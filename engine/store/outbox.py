@@ -1,0 +1,240 @@
+"""The outbox of notifications: each task event a CRM is told of, as a delivery waiting to be sent.
+
+A delivery is written by :func:`enqueue` in the same transaction as its task event (so an event is
+never stored without its delivery, nor a delivery without its event), and drained later by a
+deliverer (``adapters/notify.py``).  A deliverer :func:`claim` s due deliveries under a lease
+(``lease_owner``/``lease_until``, taken by a conditional UPDATE), so two deliverers never send one
+delivery at the same time; it :func:`settle` s each: delivered, or failed and due again after an
+exponential backoff, or, past the retry budget, dead: kept in ``dead_letters`` until :func:`retry`
+puts it back.  The delivery id (``<log id>-<event seq>``) is the same on every attempt: a receiver
+that keeps the ids it has seen acts once on each event.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, insert, or_, select, update
+
+from engine.store.batch import iter_chunks
+from engine.store.chain import canonical
+from engine.store.schema import dead_letters, deliveries, meta
+
+__all__ = [
+    "KINDS",
+    "Delivery",
+    "DeliveryPolicy",
+    "claim",
+    "enqueue",
+    "listing",
+    "retry",
+    "settle",
+]
+
+# The task event statuses a CRM is told of, and the kind each is sent as.  A task is only ever
+# "open" when it is made (nothing moves a task back to open), so an "open" event is a creation.
+KINDS = {"open": "task.created", "overdue": "task.overdue", "escalated": "task.escalated"}
+
+
+@dataclass(frozen=True)
+class Delivery:
+    event_seq: int
+    delivery_id: str
+    kind: str
+    task_id: int
+    body: str
+    status: str
+    attempts: int
+    next_attempt_at: str
+    url: str | None
+    last_error: str | None
+    created_at: str
+    delivered_at: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "body"}
+
+
+def _delivery(row: Any) -> Delivery:
+    return Delivery(**{name: getattr(row, name) for name in Delivery.__dataclass_fields__})
+
+
+@dataclass(frozen=True)
+class DeliveryPolicy:
+    """How hard a deliverer tries: attempts before a delivery is dead, and the waits between them
+    (``backoff`` seconds after the first failure, doubling, at most ``max_backoff``)."""
+
+    max_attempts: int = 10
+    backoff: float = 30.0
+    max_backoff: float = 3600.0
+
+    def wait_after(self, attempts: int) -> float:
+        return float(min(self.backoff * 2 ** max(attempts - 1, 0), self.max_backoff))
+
+
+def enqueue(conn: Connection, events: Sequence[dict[str, Any]], now: str) -> None:
+    """A delivery for each task event a CRM is told of (created, overdue, escalated), in the caller's
+    transaction: the one that writes the events."""
+    told = [e for e in events if e["status"] in KINDS]
+    if not told:
+        return
+    log_id = conn.execute(select(meta.c.value).where(meta.c.key == "log_id")).scalar() or "log"
+    rows = []
+    for event in told:
+        delivery_id = f"{log_id}-{event['seq']}"
+        kind = KINDS[event["status"]]
+        body = {
+            "delivery": delivery_id,
+            "kind": kind,
+            "event": event["seq"],
+            "task": json.loads(event["state"]),
+            "who": event["who"],
+            "why": event["why"],
+            "as_of": event["as_of"],
+            "at": event["at"],
+        }
+        rows.append(
+            {
+                "event_seq": event["seq"],
+                "delivery_id": delivery_id,
+                "kind": kind,
+                "task_id": event["task_id"],
+                "body": canonical(body),
+                "status": "pending",
+                "attempts": 0,
+                "next_attempt_at": now,
+                "created_at": now,
+            }
+        )
+    for chunk in iter_chunks(rows, 1000):
+        conn.execute(insert(deliveries), chunk)
+
+
+def _free(now: str) -> Any:
+    return or_(deliveries.c.lease_until.is_(None), deliveries.c.lease_until < now)
+
+
+def claim(conn: Connection, owner: str, now: str, lease_until: str, limit: int) -> list[Delivery]:
+    """Up to ``limit`` pending deliveries due by ``now`` and under no live lease, leased to ``owner``.
+
+    Each is taken by an UPDATE that re-checks the lease: of two deliverers racing for one row, the
+    second finds it leased (PostgreSQL re-reads the row after the first commits) and leaves it."""
+    due = conn.execute(
+        select(deliveries.c.event_seq)
+        .where(deliveries.c.status == "pending", deliveries.c.next_attempt_at <= now, _free(now))
+        .order_by(deliveries.c.event_seq)
+        .limit(limit)
+    ).scalars()
+    taken = []
+    for seq in list(due):
+        result = conn.execute(
+            update(deliveries)
+            .where(deliveries.c.event_seq == seq, deliveries.c.status == "pending", _free(now))
+            .values(lease_owner=owner, lease_until=lease_until)
+        )
+        if result.rowcount == 1:
+            taken.append(seq)
+    if not taken:
+        return []
+    rows = conn.execute(select(deliveries).where(deliveries.c.event_seq.in_(taken)).order_by(deliveries.c.event_seq))
+    return [_delivery(row) for row in rows]
+
+
+def _later(now: str, seconds: float) -> str:
+    return (dt.datetime.fromisoformat(now) + dt.timedelta(seconds=seconds)).isoformat(timespec="microseconds")
+
+
+def settle(
+    conn: Connection,
+    delivery: Delivery,
+    owner: str,
+    now: str,
+    *,
+    url: str | None,
+    error: str | None,
+    policy: DeliveryPolicy,
+) -> str:
+    """Record how an attempt went: ``error`` None is delivered (or, with ``url`` None, skipped: no URL
+    for its kind).  Returns the delivery's status after, or "lost" when its lease had passed to
+    another deliverer (which then owns the outcome)."""
+    mine = (deliveries.c.event_seq == delivery.event_seq) & (deliveries.c.lease_owner == owner)
+    released = {"lease_owner": None, "lease_until": None}
+    if error is None:
+        status = "delivered" if url is not None else "skipped"
+        values: dict[str, Any] = {"status": status, "url": url, "delivered_at": now, "last_error": None}
+        if url is not None:
+            values["attempts"] = delivery.attempts + 1
+        result = conn.execute(update(deliveries).where(mine).values(**values, **released))
+        return status if result.rowcount == 1 else "lost"
+    attempts = delivery.attempts + 1
+    dead = attempts >= policy.max_attempts
+    values = {
+        "status": "dead" if dead else "pending",
+        "attempts": attempts,
+        "url": url,
+        "last_error": error,
+        "next_attempt_at": now if dead else _later(now, policy.wait_after(attempts)),
+    }
+    result = conn.execute(update(deliveries).where(mine).values(**values, **released))
+    if result.rowcount != 1:
+        return "lost"
+    if dead:
+        conn.execute(
+            insert(dead_letters),
+            [
+                {
+                    "event_seq": delivery.event_seq,
+                    "kind": delivery.kind,
+                    "url": url or "",
+                    "attempts": attempts,
+                    "last_error": error,
+                    "died_at": now,
+                }
+            ],
+        )
+    return str(values["status"])
+
+
+def listing(conn: Connection, *, dead: bool = False) -> list[dict[str, Any]]:
+    """Deliveries in event order; ``dead``: the dead letters not yet retried, with when they died."""
+    if not dead:
+        return [_delivery(row).to_json() for row in conn.execute(select(deliveries).order_by(deliveries.c.event_seq))]
+    query = (
+        select(deliveries, dead_letters.c.died_at)
+        .join(dead_letters, dead_letters.c.event_seq == deliveries.c.event_seq)
+        .where(dead_letters.c.retried_at.is_(None))
+        .order_by(deliveries.c.event_seq)
+    )
+    return [{**_delivery(row).to_json(), "died_at": row.died_at} for row in conn.execute(query)]
+
+
+def retry(conn: Connection, now: str, ids: Sequence[str] | None = None) -> list[int]:
+    """Put dead deliveries back in the outbox, due now with a fresh retry budget: those named (by event
+    number or delivery id), or every one (``ids`` None).  Returns the event numbers put back.
+    LookupError naming any given id that is not a dead delivery."""
+    query = select(deliveries.c.event_seq, deliveries.c.delivery_id).where(deliveries.c.status == "dead")
+    dead = {row.event_seq: row.delivery_id for row in conn.execute(query)}
+    if ids is None:
+        chosen = sorted(dead)
+    else:
+        by_name = {str(seq): seq for seq in dead} | {delivery_id: seq for seq, delivery_id in dead.items()}
+        unknown = [given for given in ids if given not in by_name]
+        if unknown:
+            raise LookupError(f"no dead delivery {', '.join(unknown)}: `playbook deliveries --dead` lists them")
+        chosen = sorted({by_name[given] for given in ids})
+    for chunk in iter_chunks(chosen, 500):
+        conn.execute(
+            update(deliveries)
+            .where(deliveries.c.event_seq.in_(chunk))
+            .values(status="pending", attempts=0, next_attempt_at=now, lease_owner=None, lease_until=None)
+        )
+        conn.execute(
+            update(dead_letters)
+            .where(dead_letters.c.event_seq.in_(chunk), dead_letters.c.retried_at.is_(None))
+            .values(retried_at=now)
+        )
+    return chosen
