@@ -1035,26 +1035,59 @@ def tasks_history(task_id: int, fmt: str, db: str) -> None:
 @click.option("--playbook", "playbook_path", type=click.Path(dir_okay=False, exists=True),
               help="The playbook: its labels, and its schedules for the next reviews.")  # fmt: skip
 @_owner_option
+@click.option("--team", help="A team's work per person (the team as the CRM names it: opportunity.team).")
 @click.option("--as-of", help="The agenda's day (YYYY-MM-DD); today by default.")
-@click.option("--format", "fmt", type=click.Choice(["text", "json", "csv"]), default="text", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "csv", "ics"]), default="text", show_default=True,
+              help="ics: an iCalendar file to import: tasks as to-dos, reviews as recurring events.")  # fmt: skip
 @click.option("--lang", type=click.Choice(["zh", "en"]), default="en", show_default=True)
 @_db_option
-def agenda(playbook_path: str | None, owner: str | None, as_of: str | None, fmt: str, lang: str, db: str) -> None:
-    """What is escalated, overdue and due this week, most urgent first, and the next reviews."""
-    from engine.agenda import build_agenda, render_agenda
+def agenda(
+    playbook_path: str | None, owner: str | None, team: str | None, as_of: str | None, fmt: str, lang: str, db: str
+) -> None:
+    """What is escalated, overdue and due this week, most urgent first, and the next reviews.
+
+    --owner: a role's work; --team: a team's, per person, the most pressed first.
+    """
+    from engine.agenda import (
+        build_agenda,
+        build_team_agenda,
+        deal_people,
+        render_agenda,
+        render_team_agenda,
+    )
     from engine.tasks import listing
 
+    if owner is not None and team is not None:
+        raise click.UsageError("--owner and --team ask for different agendas: give one")
     day = _as_of(as_of)
     playbook = _load(playbook_path) if playbook_path is not None else None
-    built = build_agenda(playbook, listing(_open_store(db, create=False)), day, owner)
+    store = _open_store(db, create=False)
+    listed = listing(store)
+    built: Any
+    if team is None:
+        built = build_agenda(playbook, listed, day, owner)
+    else:
+        people = deal_people(store, listed)
+        teams = {of_team for _, of_team in people.values() if of_team is not None}
+        if team not in teams:
+            known = ", ".join(sorted(teams)[:20]) or "none (the deals' evaluations name no opportunity.team)"
+            raise Failed(f"no task of a deal of team '{team}' in {_shown(db)}; the teams with tasks: {known}")
+        built = build_team_agenda(playbook, listed, day, team, people)
+    if fmt == "ics":
+        from engine.ics import agenda_calendar
+
+        click.echo(agenda_calendar(built, playbook, lang), nl=False)
+        return
     if fmt == "text":
-        click.echo(render_agenda(built, playbook, lang))
+        click.echo(render_agenda(built, playbook, lang) if team is None else render_team_agenda(built, playbook, lang))
         return
     from adapters.listing import spreadsheet_safe
 
     rows = built.rows()
     if fmt == "json":
-        click.echo(json.dumps({"as_of": day.isoformat(), "owner": owner, "items": rows}, ensure_ascii=False))
+        click.echo(
+            json.dumps({"as_of": day.isoformat(), "owner": owner, "team": team, "items": rows}, ensure_ascii=False)
+        )
         return
     fields = list(dict.fromkeys(name for row in rows for name in row))
     writer = csv.DictWriter(sys.stdout, fieldnames=fields)
