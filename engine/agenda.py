@@ -28,6 +28,7 @@ __all__ = [
     "AGENDA_DAYS",
     "AGENDA_HEADINGS",
     "OWNER_LABELS",
+    "STATUS_LABELS",
     "WHOLE_TEAM",
     "Agenda",
     "TeamAgenda",
