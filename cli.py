@@ -1103,14 +1103,8 @@ def agenda(
 
     --owner: a role's work; --team: a team's, per person, the most pressed first.
     """
-    from engine.agenda import (
-        build_agenda,
-        build_team_agenda,
-        deal_people,
-        render_agenda,
-        render_team_agenda,
-    )
-    from engine.tasks import listing
+    from engine.agenda import build_agenda, build_team_agenda, render_agenda, render_team_agenda
+    from engine.tasks import deal_people, listing
 
     if owner is not None and team is not None:
         raise click.UsageError("--owner and --team ask for different agendas: give one")

@@ -12,15 +12,11 @@ director's, and the whole team what is the team's.
 from __future__ import annotations
 
 import datetime as dt
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select
-
 from engine.model import Playbook
-from engine.store import Store, evaluations, iter_chunks
 from engine.tasks import Task
 from engine.workflow import ACTIVE, reviews_between
 
@@ -35,7 +31,6 @@ __all__ = [
     "action_label",
     "build_agenda",
     "build_team_agenda",
-    "deal_people",
     "render_agenda",
     "render_team_agenda",
 ]
@@ -167,36 +162,6 @@ def build_agenda(
     return Agenda(as_of, owner, _sections(mine, as_of), _next_reviews(playbook, owners, as_of, open_work, reviews))
 
 
-def deal_people(store: Store, tasks: Iterable[Task]) -> dict[tuple[str, str], tuple[str | None, str | None]]:
-    """(source, record) -> (its owner, its team) as the record's latest evaluation holds them
-    (``opportunity.owner``, ``opportunity.team``); None for what the CRM did not say."""
-    record = func.coalesce(evaluations.c.record_id, evaluations.c.case_id)
-    by_source: dict[str, set[str]] = {}
-    for task in tasks:
-        by_source.setdefault(task.source, set()).add(task.record)
-    found: dict[tuple[str, str], tuple[str | None, str | None]] = {}
-    with store._connect() as conn:
-        for source, records in by_source.items():
-            for chunk in iter_chunks(sorted(records), 500):
-                latest = (
-                    select(func.max(evaluations.c.seq))
-                    .where(evaluations.c.source == source, record.in_(chunk))
-                    .group_by(record)
-                )
-                rows = conn.execute(
-                    select(record.label("record"), evaluations.c.facts).where(evaluations.c.seq.in_(latest))
-                )
-                for row in rows:
-                    opportunity = json.loads(row.facts).get("opportunity")
-                    held = opportunity if isinstance(opportunity, dict) else {}
-                    owner, team = held.get("owner"), held.get("team")
-                    found[(source, row.record)] = (
-                        None if owner is None else str(owner),
-                        None if team is None else str(team),
-                    )
-    return found
-
-
 def build_team_agenda(
     playbook: Playbook | None,
     tasks: list[Task],
@@ -205,7 +170,7 @@ def build_team_agenda(
     people: dict[tuple[str, str], tuple[str | None, str | None]],
     reviews: int = 1,
 ) -> TeamAgenda:
-    """The active tasks of the deals of ``team`` (``people``: :func:`deal_people`) per person: the deal's
+    """The active tasks of the deals of ``team`` (``people``: :func:`engine.tasks.deal_people`) per person: the deal's
     owner does the account manager's work, the team's manager (named as the team is) the director's and
     the team's; an escalated task is also on the desk of whom it escalated to.  People in order of their
     most urgent work (escalated, then overdue, then due this week), then by name; the next reviews of
