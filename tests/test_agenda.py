@@ -105,7 +105,7 @@ PEOPLE = {"East": ("Ana Ruiz", "Ben Cole"), "West": ("Cy Dahl",)}
 
 
 @pytest.fixture
-def team_db(tmp_path: Path) -> tuple[str, dict[str, tuple[str, str]]]:
+def team_db(tmp_path: Path, db_url: str) -> tuple[str, dict[str, tuple[str, str]]]:
     """The sample cases, each deal given an owner and a team; the log moved on to 2026-12-18."""
     who: dict[str, tuple[str, str]] = {}
     lines = []
@@ -118,7 +118,7 @@ def team_db(tmp_path: Path) -> tuple[str, dict[str, tuple[str, str]]]:
         lines.append(json.dumps(case))
     cases = tmp_path / "cases.jsonl"
     cases.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    url = f"sqlite:///{tmp_path / 'team.db'}"
+    url = db_url  # the people are read from the stored facts: on SQLite and PostgreSQL
     code, _, err = invoke(
         "recommend", "--playbook", str(COURSE), "--input", str(cases), "--as-of", "2026-11-27", "--db", url
     )
