@@ -14,6 +14,7 @@ import json
 import os
 import sys
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, NoReturn
@@ -745,6 +746,8 @@ def _print_explanation(playbook: Any, payload: dict[str, Any], why_not: str | No
 )
 @click.option("--action", help="Only why this action was advised (an action id, or RULE:ACTION).")
 @click.option("--why-not", "why_not", help="An action id, or decision=value: say which condition failed.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="json: one object: the explanation, the outcomes, and each task with its timeline.")  # fmt: skip
 @_lang_option
 @_db_option
 def why_command(
@@ -753,10 +756,12 @@ def why_command(
     on: str | None,
     action: str | None,
     why_not: str | None,
+    fmt: str,
     lang: str,
     db: str,
 ) -> None:
-    """Explain a stored evaluation under the playbook version that made it, and what became of its advice.
+    """Explain a stored evaluation under the playbook version that made it, and what became of its advice:
+    its outcomes, and the timeline of each task its advice is tracked by (made, moved, by whom, why).
 
     \b
     playbook why 12                      every step of evaluation 12
@@ -804,23 +809,49 @@ def why_command(
         raise click.BadParameter(str(error), param_hint="--action" if action else "--why-not") from None
     if note is not None:
         click.echo(note, err=True)
+    from engine.timeline import evaluation_timelines, timeline_json, timelines_lines
+
+    found = []
+    if why_not is None:
+        recommended = [rec["id"] for rec in stored.recommendations]
+        record = stored.record_id if stored.record_id is not None else stored.case_id
+        wanted = None if action is None else action.rpartition(":")[2]
+        found = evaluation_timelines(store, stored.seq, stored.source, record, recommended, wanted)
+    if fmt == "json":
+        payload_out = {
+            "evaluation": stored.seq,
+            "header": stored_header(stored, lang).splitlines(),
+            "explanation": text.splitlines(),
+            "outcomes": outcome_lines(stored, lang, action)[1:],
+            "tasks": [timeline_json(t, result.playbook, lang) for t in found],
+        }
+        click.echo(json.dumps(payload_out, ensure_ascii=False))
+        return
     click.echo(stored_header(stored, lang))
     click.echo(text)
     for line in outcome_lines(stored, lang, action):
         click.echo(line)
+    for line in timelines_lines(found, result.playbook, lang):
+        click.echo(line)
 
 
-def _emit(rows: Any, fmt: str) -> int:
+def _emit(rows: Any, fmt: str, tasks_of: Callable[[Any], tuple[list[str], list[Any]]] | None = None) -> int:
+    """Evaluations as text, CSV or JSON Lines; ``tasks_of`` an evaluation -> the text lines and JSON of
+    its tasks' timelines (``history``: JSON lines and text carry them, CSV does not)."""
     from adapters.listing import listing_row, write_csv, write_json_lines
     from engine.answers import outcome_texts
 
     if fmt == "csv":
         return write_csv(rows, sys.stdout)
-    if fmt == "json":
+    if fmt == "json" and tasks_of is None:
         return write_json_lines(rows, sys.stdout)
     count = 0
     for stored in rows:
         count += 1
+        if fmt == "json":
+            assert tasks_of is not None
+            click.echo(json.dumps({**stored.to_json(), "tasks": tasks_of(stored)[1]}, ensure_ascii=False))
+            continue
         line = listing_row(stored)
         account = f"  account {stored.account_id}" if stored.account_id is not None else ""
         actions = line["actions"].replace(";", ", ") or "no action"
@@ -833,6 +864,8 @@ def _emit(rows: Any, fmt: str) -> int:
         )
         for text in outcome_texts(stored):
             click.echo(f"    outcome: {text}")
+        for task_line in tasks_of(stored)[0] if tasks_of is not None else ():
+            click.echo(task_line)
     return count
 
 
@@ -869,13 +902,35 @@ _format_option = click.option(
 @main.command()
 @click.argument("record_id")
 @_format_option
+@click.option("--lang", type=click.Choice(["zh", "en"]), default="en", show_default=True,
+              help="The language of the tasks' timelines.")  # fmt: skip
 @_db_option
-def history(record_id: str, fmt: str, db: str) -> None:
-    """Every evaluation of one opportunity (or, failing that, account) over time."""
+def history(record_id: str, fmt: str, lang: str, db: str) -> None:
+    """Every evaluation of one opportunity (or, failing that, account) over time, and under each the
+    timeline of every task it made: made, each move with who, when and why, how it ended (not in CSV)."""
+    from engine.timeline import record_timelines, timeline_json, timelines_lines
+    from engine.validate import load_playbook_text
+
     store = _open_store(db, create=False)
-    found = _emit(store.search(record_id=record_id), fmt)
+    playbooks: dict[str, Any] = {}
+    timelines: dict[tuple[str, str], list[Any]] = {}
+
+    def tasks_of(stored: Any) -> tuple[list[str], list[Any]]:
+        record = stored.record_id if stored.record_id is not None else stored.case_id
+        if (stored.source, record) not in timelines:
+            timelines[(stored.source, record)] = record_timelines(store, stored.source, record)
+        made = [t for t in timelines[(stored.source, record)] if t.task.evaluation_seq == stored.seq]
+        if not made:
+            return [], []
+        if stored.playbook_hash not in playbooks:  # its labels: the playbook that made the evaluation
+            text = store.playbook_text(stored.playbook_hash)
+            playbooks[stored.playbook_hash] = load_playbook_text(text, f"<playbook {stored.playbook_hash[:12]}>")
+        playbook = playbooks[stored.playbook_hash]
+        return timelines_lines(made, playbook, lang, "    "), [timeline_json(t, playbook, lang) for t in made]
+
+    found = _emit(store.search(record_id=record_id), fmt, tasks_of)
     if not found:
-        found = _emit(store.search(account_id=record_id), fmt)
+        found = _emit(store.search(account_id=record_id), fmt, tasks_of)
     if not found:
         raise Failed(f"no evaluation of '{record_id}' in {_shown(db)}")
 
@@ -1087,26 +1142,53 @@ def tasks_history(task_id: int, fmt: str, db: str) -> None:
 @click.option("--playbook", "playbook_path", type=click.Path(dir_okay=False, exists=True),
               help="The playbook: its labels, and its schedules for the next reviews.")  # fmt: skip
 @_owner_option
+@click.option("--team", help="A team's work per person (the team as the CRM names it: opportunity.team).")
 @click.option("--as-of", help="The agenda's day (YYYY-MM-DD); today by default.")
-@click.option("--format", "fmt", type=click.Choice(["text", "json", "csv"]), default="text", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "csv", "ics"]), default="text", show_default=True,
+              help="ics: an iCalendar file to import: tasks as to-dos, reviews as recurring events.")  # fmt: skip
 @click.option("--lang", type=click.Choice(["zh", "en"]), default="en", show_default=True)
 @_db_option
-def agenda(playbook_path: str | None, owner: str | None, as_of: str | None, fmt: str, lang: str, db: str) -> None:
-    """What is escalated, overdue and due this week, most urgent first, and the next reviews."""
-    from engine.agenda import build_agenda, render_agenda
-    from engine.tasks import listing
+def agenda(
+    playbook_path: str | None, owner: str | None, team: str | None, as_of: str | None, fmt: str, lang: str, db: str
+) -> None:
+    """What is escalated, overdue and due this week, most urgent first, and the next reviews.
 
+    --owner: a role's work; --team: a team's, per person, the most pressed first.
+    """
+    from engine.agenda import build_agenda, build_team_agenda, render_agenda, render_team_agenda
+    from engine.tasks import deal_people, listing
+
+    if owner is not None and team is not None:
+        raise click.UsageError("--owner and --team ask for different agendas: give one")
     day = _as_of(as_of)
     playbook = _load(playbook_path) if playbook_path is not None else None
-    built = build_agenda(playbook, listing(_open_store(db, create=False)), day, owner)
+    store = _open_store(db, create=False)
+    listed = listing(store)
+    built: Any
+    if team is None:
+        built = build_agenda(playbook, listed, day, owner)
+    else:
+        people = deal_people(store, listed)
+        teams = {of_team for _, of_team in people.values() if of_team is not None}
+        if team not in teams:
+            known = ", ".join(sorted(teams)[:20]) or "none (the deals' evaluations name no opportunity.team)"
+            raise Failed(f"no task of a deal of team '{team}' in {_shown(db)}; the teams with tasks: {known}")
+        built = build_team_agenda(playbook, listed, day, team, people)
+    if fmt == "ics":
+        from engine.ics import agenda_calendar
+
+        click.echo(agenda_calendar(built, playbook, lang), nl=False)
+        return
     if fmt == "text":
-        click.echo(render_agenda(built, playbook, lang))
+        click.echo(render_agenda(built, playbook, lang) if team is None else render_team_agenda(built, playbook, lang))
         return
     from adapters.listing import spreadsheet_safe
 
     rows = built.rows()
     if fmt == "json":
-        click.echo(json.dumps({"as_of": day.isoformat(), "owner": owner, "items": rows}, ensure_ascii=False))
+        click.echo(
+            json.dumps({"as_of": day.isoformat(), "owner": owner, "team": team, "items": rows}, ensure_ascii=False)
+        )
         return
     fields = list(dict.fromkeys(name for row in rows for name in row))
     writer = csv.DictWriter(sys.stdout, fieldnames=fields)

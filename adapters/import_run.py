@@ -36,6 +36,7 @@ from engine.compile import compile_playbook
 from engine.errors import CaseError
 from engine.evaluate import Evaluator, Result
 from engine.store import Appended, Prepared, Store, StoredEvaluation, iter_chunks
+from engine.tasks import CLOSING_CODES, close_records
 from engine.validate import load_playbook_text
 
 __all__ = [
@@ -305,9 +306,12 @@ class ImportRun:
         events: list[ImportEvent | None] = []
         filed: list[tuple[int, int, Appended]] = []  # (place in events, line, what is filed)
         earlier: list[tuple[int, int, int]] = []  # (place in events, line, evaluation)
+        closed: dict[str, str] = {}  # record -> why it is closed: its open tasks are cancelled
         for line, item in chunk:
             if isinstance(item, Quarantined):
                 events.append(QuarantinedRecord(line, item))
+                if item.code in CLOSING_CODES and item.record_id is not None:
+                    closed[item.record_id] = item.reason
                 continue
             if line in stored:
                 earlier.append((len(events), line, stored[line]))
@@ -319,10 +323,16 @@ class ImportRun:
                     outcome, facts = outcome_to_file(self.evaluator, item[0], item[1], self.as_of)
                 filed.append((len(events), line, Appended(outcome, facts, import_key=f"{prefix}:{line}")))
             events.append(None)
+        seqs: list[int] = []
+        if filed or closed:  # one transaction: a closed deal's open work is cancelled as it is read
+            with store.write() as writer:
+                if filed:
+                    seqs = writer.append(
+                        self.evaluator.playbook, [a for _, _, a in filed], source=self.source.name, as_of=self.as_of
+                    )
+                if closed:
+                    close_records(writer.tasks, self.source.name, closed, self.as_of.isoformat())
         if filed:
-            seqs = store.append(
-                self.evaluator.playbook, [a for _, _, a in filed], source=self.source.name, as_of=self.as_of
-            )
             for (place, line, appended), seq in zip(filed, seqs, strict=True):
                 if seq > 0:
                     assert not isinstance(appended.outcome, Prepared)  # made here, from a Result or a CaseError

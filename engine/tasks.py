@@ -49,6 +49,7 @@ __all__ = [
     "advance",
     "advance_book",
     "close_records",
+    "deal_people",
     "follow_evaluations",
     "history",
     "listing",
@@ -420,3 +421,33 @@ def history(store: Store, task_id: int) -> list[dict[str, Any]]:
     if not events:
         raise LookupError(f"there is no task {task_id}")
     return events
+
+
+def deal_people(store: Store, held: Iterable[Task]) -> dict[tuple[str, str], tuple[str | None, str | None]]:
+    """(source, record) -> (its owner, its team) as the record's latest evaluation holds them
+    (``opportunity.owner``, ``opportunity.team``); None for what the CRM did not say."""
+    record = func.coalesce(evaluations.c.record_id, evaluations.c.case_id)
+    by_source: dict[str, set[str]] = {}
+    for task in held:
+        by_source.setdefault(task.source, set()).add(task.record)
+    found: dict[tuple[str, str], tuple[str | None, str | None]] = {}
+    with store._connect() as conn:
+        for source, records in by_source.items():
+            for chunk in iter_chunks(sorted(records), 500):
+                latest = (
+                    select(func.max(evaluations.c.seq))
+                    .where(evaluations.c.source == source, record.in_(chunk))
+                    .group_by(record)
+                )
+                rows = conn.execute(
+                    select(record.label("record"), evaluations.c.facts).where(evaluations.c.seq.in_(latest))
+                )
+                for row in rows:
+                    opportunity = json.loads(row.facts).get("opportunity")
+                    said = opportunity if isinstance(opportunity, dict) else {}
+                    owner, team = said.get("owner"), said.get("team")
+                    found[(source, row.record)] = (
+                        None if owner is None else str(owner),
+                        None if team is None else str(team),
+                    )
+    return found

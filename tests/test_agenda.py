@@ -97,3 +97,89 @@ def test_the_chinese_agenda_names_nothing_by_its_identifier(db: str) -> None:
         assert "已升级" in out and ("下次检查" in out) == (owner == "director")  # the reviews are the director's
         leaks = {word for word in ASCII_WORD.findall(out) if word in forbidden}
         assert leaks == set()
+
+
+# -- a team's agenda: per person --------------------------------------------------------------------
+
+PEOPLE = {"East": ("Ana Ruiz", "Ben Cole"), "West": ("Cy Dahl",)}
+
+
+@pytest.fixture
+def team_db(tmp_path: Path, db_url: str) -> tuple[str, dict[str, tuple[str, str]]]:
+    """The sample cases, each deal given an owner and a team; the log moved on to 2026-12-18."""
+    who: dict[str, tuple[str, str]] = {}
+    lines = []
+    for i, line in enumerate(SAMPLES.read_text(encoding="utf-8").splitlines()):
+        case = json.loads(line)
+        team = "East" if i % 3 else "West"
+        owner = PEOPLE[team][i % len(PEOPLE[team])]
+        case["opportunity"].update(owner=owner, team=team)
+        who[case["id"]] = (owner, team)
+        lines.append(json.dumps(case))
+    cases = tmp_path / "cases.jsonl"
+    cases.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    url = db_url  # the people are read from the stored facts: on SQLite and PostgreSQL
+    code, _, err = invoke(
+        "recommend", "--playbook", str(COURSE), "--input", str(cases), "--as-of", "2026-11-27", "--db", url
+    )
+    assert code == 0, err
+    assert invoke("tasks", "advance", "--as-of", "2026-12-18", "--db", url)[0] == 0
+    return url, who
+
+
+def test_a_teams_agenda_gives_each_person_their_work_most_pressed_first(
+    team_db: tuple[str, dict[str, tuple[str, str]]],
+) -> None:
+    db, who = team_db
+    code, out, err = invoke(
+        "agenda", "--playbook", str(COURSE), "--team", "East", "--as-of", "2026-12-18", "--format", "json", "--db", db
+    )
+    assert code == 0, err
+    items = json.loads(out)["items"]
+    listed = [json.loads(line) for line in invoke("tasks", "list", "--format", "json", "--db", db)[1].splitlines()]
+    active = {t["task"]: t for t in listed if t["status"] in ("open", "accepted", "overdue", "escalated")}
+    east = {i for i, t in active.items() if who[t["record"]][1] == "East"}
+    tasks = [item for item in items if item["section"] != "review"]
+    assert {item["task"] for item in tasks} == east  # all the team's active work, and no other team's
+    expected_desks = set()
+    for i in east:
+        task = active[i]
+        expected_desks.add((i, who[task["record"]][0] if task["owner"] == "account_manager" else "East"))
+        if task["status"] == "escalated":  # also on the desk of whom it went to: the team's manager
+            expected_desks.add((i, "East"))
+    assert {(item["task"], item["person"]) for item in tasks} == expected_desks
+    assert {item["person"] for item in tasks} == {"Ana Ruiz", "Ben Cole", "East"}
+    order = ["escalated", "overdue", "due_soon", "open"]
+    people = list(dict.fromkeys(item["person"] for item in tasks))
+    for person in people:  # within a person: the most urgent first
+        sections = [item["section"] for item in tasks if item["person"] == person]
+        assert sections == sorted(sections, key=order.index)
+    pressed = [
+        tuple(-sum(1 for item in tasks if item["person"] == p and item["section"] == s) for s in order[:3])
+        for p in people
+    ]
+    assert pressed == sorted(pressed)  # the person with the most escalated (then overdue, due) work first
+    reviews = [item for item in items if item["section"] == "review"]
+    assert {r["review"] for r in reviews} == set(load_playbook(COURSE).schedules)
+    assert all(r["person"] == "East" and r["open_work"] == len(east) for r in reviews)
+
+
+def test_a_teams_agenda_reads_in_chinese_without_identifiers_and_an_unknown_team_is_refused(
+    team_db: tuple[str, dict[str, tuple[str, str]]],
+) -> None:
+    db, _ = team_db
+    course = load_playbook(COURSE)
+    forbidden = identifiers(course) - authored_words(course, "zh")
+    forbidden |= {"account_manager", "director", "team", "open", "overdue", "escalated", "due", "task", "record"}
+    code, out, err = invoke(
+        "agenda", "--playbook", str(COURSE), "--team", "West", "--as-of", "2026-12-18", "--lang", "zh", "--db", db
+    )
+    assert code == 0, err
+    assert out.startswith("团队工作日程:West,2026-12-18") and "Cy Dahl(客户经理)" in out and "下次检查" in out
+    assert {word for word in ASCII_WORD.findall(out) if word in forbidden} == set()
+    code, out, err = invoke("agenda", "--team", "West", "--as-of", "2026-12-18", "--db", db)
+    assert code == 0 and "Cy Dahl (account manager): " in out
+    code, _, err = invoke("agenda", "--team", "North", "--db", db)
+    assert code != 0 and "no task of a deal of team 'North'" in err and "East, West" in err
+    code, _, err = invoke("agenda", "--team", "West", "--owner", "director", "--db", db)
+    assert code == 2 and "give one" in err

@@ -315,9 +315,10 @@ def test_list_and_history_carry_outcomes_and_the_playbook_in_every_format(tmp_pa
 
     code, out, _ = invoke("history", "opp-1", "--db", db)
     assert code == 0
-    head, outcome_line = out.splitlines()
+    head, outcome_line, *tasks = out.splitlines()
     assert f"playbook pipeline 1 ({content_hash[:12]})" in head
     assert "follow_up accepted by li.wei at 20" in outcome_line and outcome_line.endswith(" UTC: met the buyer")
+    assert tasks[0] == "    Tasks:" and tasks[-1].endswith("accepted   by li.wei: met the buyer")  # its task moved
 
     code, out, _ = invoke("list", "--db", db)
     assert code == 0 and "None" not in out  # the second case has no account: nothing says "account None"
@@ -394,11 +395,10 @@ def test_why_record_action_says_why_under_which_playbook_and_what_became_of_it(s
     # the steps that led to the action, with their course sources, and no others
     assert "rule director_intensive_attack" in en and "[G-19" in en and "funnel position = bottom of the funnel" in en
     assert "rule battle_blitz" not in en and "market division" not in en
-    assert en.splitlines()[-2:] == [
-        "Outcomes:",
-        en.splitlines()[-1],
-    ] and en.splitlines()[-1].startswith("  intensive_attack accepted by li.wei at ")
-    assert en.endswith(" UTC: A project\n")
+    lines = en.splitlines()
+    outcome = lines[lines.index("Outcomes:") + 1]
+    assert outcome.startswith("  intensive_attack accepted by li.wei at ") and outcome.endswith(" UTC: A project")
+    assert lines[lines.index("Outcomes:") + 2] == "Tasks:" and "accepted   by li.wei: A project" in en  # its task
 
     code, zh, _ = invoke("why", "--record", "opp-001", "--action", "intensive_attack", "--on", "2026-12-01", "--db", db)
     assert code == 0
@@ -408,7 +408,7 @@ def test_why_record_action_says_why_under_which_playbook_and_what_became_of_it(s
     # without --on: the latest evaluation (as of 2026-12-20), which has no outcome yet
     code, latest, _ = invoke("why", "--record", "opp-001", "--action", "intensive_attack", "--db", db, "--lang", "en")
     assert code == 0 and latest.startswith("evaluation #42, as of 2026-12-20")
-    assert latest.endswith("Outcomes:\n  (no outcome recorded yet)\n")
+    assert "Outcomes:\n  (no outcome recorded yet)\nTasks:\n" in latest
     # before anything was evaluated
     code, _, err = invoke(
         "why", "--record", "opp-001", "--action", "intensive_attack", "--on", "2026-01-01", "--db", db

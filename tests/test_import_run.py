@@ -345,3 +345,49 @@ def test_two_runs_of_one_import_at_once_each_account_for_every_record(course: An
     assert store.count() == 43
     assert store.verify() == []
     store.close()
+
+
+@needs_maven
+def test_a_deal_a_later_export_shows_closed_has_its_open_work_cancelled_saying_why(tmp_path: Path, db_url: str) -> None:
+    """A file import sets a Won or Lost deal aside (closed_deal) and cancels that record's open tasks, as the
+    webhook path does: a deal the CRM closed asks nobody for anything any more."""
+    from engine.tasks import history, listing
+
+    pipeline = maven_slice(tmp_path, 400)
+    assert recommend(pipeline, db_url).exit_code == 0
+    store = Store(db_url)
+    before = listing(store)
+    won, lost = sorted({t.record for t in before})[:2]
+    others = {t.id for t in before if t.record not in (won, lost)}
+    assert others and all(t.status == "open" for t in before)
+    with pipeline.open(encoding="utf-8") as read:
+        rows = list(csv.DictReader(read))
+    for row in rows:
+        if row["opportunity_id"] in (won, lost):
+            row.update(deal_stage="Won" if row["opportunity_id"] == won else "Lost", close_date="2017-07-10")
+            row["close_value"] = "1000" if row["opportunity_id"] == won else "0"
+    later = tmp_path / "later"
+    later.mkdir()
+    for name in ("accounts.csv", "products.csv", "sales_teams.csv"):
+        shutil.copy(tmp_path / name, later / name)
+    with (later / "sales_pipeline.csv").open("w", encoding="utf-8", newline="") as out:
+        writer = csv.DictWriter(out, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    args = ["recommend", "--input", str(later / "sales_pipeline.csv"), "--mapping", "maven", "--as-of", "2017-07-15"]
+    result = CliRunner().invoke(main, [*args, "--db", db_url])
+    assert result.exit_code == 0, result.stderr
+    after = {t.id: t for t in listing(store)}
+    closed = [t for t in after.values() if t.record in (won, lost)]
+    assert closed and {t.status for t in closed} == {"cancelled"}
+    assert all(after[i].status == "open" for i in others)  # the deals still open keep their work
+    for task in closed:
+        last = history(store, task.id)[-1]
+        stage = "Won" if task.record == won else "Lost"
+        assert (last["as_of"], last["status"]) == ("2017-07-15", "cancelled")
+        assert last["why"].startswith("the opportunity closed: ") and f"deal_stage {stage}" in last["why"]
+    again = CliRunner().invoke(main, [*args, "--db", db_url])  # the same export again cancels nothing twice
+    assert again.exit_code == 0, again.stderr
+    assert [(t.id, t.status) for t in listing(store)] == [(t.id, t.status) for t in after.values()]
+    assert store.verify() == []
+    store.close()
