@@ -43,9 +43,11 @@ from starlette.routing import Mount, Route
 from adapters.listing import json_lines, listing_row, write_csv
 from engine import load_playbook
 from engine.answers import advice_in_force, split_action, stored_header, why_action
-from engine.audit import AmbiguousAction, StoredMismatch, UnknownEvaluation, record_outcome, reevaluate
+from engine.audit import AmbiguousAction, StoredMismatch, UnknownEvaluation, record_outcome, rederive
+from engine.compile import compile_playbook
 from engine.diff import Change, diff_playbooks
 from engine.errors import PlaybookError
+from engine.evaluate import Evaluator, Result
 from engine.explain import UnknownTarget, render_result, why, why_not
 from engine.model import Playbook
 from engine.render import playbook_blocks
@@ -383,6 +385,9 @@ class Console:
         self._served = playbook
         self._secret = secret
         self._playbooks: dict[str, Playbook] = {}
+        self._evaluators: dict[str, Evaluator] = {}
+        self._blocks: dict[tuple[str, str], list[Any]] = {}  # (content hash, lang): the playbook page's tables
+        self._compile_lock = threading.Lock()
         self._checked: tuple[Any, tuple[list[dict[str, str]] | None, dict[str, Any] | None]] | None = None
         self._lock = threading.Lock()
         self._check_lock = threading.Lock()
@@ -433,6 +438,20 @@ class Console:
             with self._lock:
                 self._playbooks[content_hash] = found
         return found
+
+    def evaluator_of(self, content_hash: str) -> Evaluator:
+        """The evaluator of a stored playbook version, compiled once: its rules depend only on the text
+        named by the content hash.  Uncached (``cache_size=0``): every page asks durable-rules again."""
+        with self._compile_lock:
+            found = self._evaluators.get(content_hash)
+            if found is None:
+                compiled = compile_playbook(self.playbook_of(content_hash))
+                found = self._evaluators[content_hash] = Evaluator(compiled, cache_size=0)
+        return found
+
+    def rederived(self, stored: StoredEvaluation) -> Result:
+        """The stored evaluation evaluated again under its own playbook version, checked against the log."""
+        return rederive(stored, self.evaluator_of(stored.playbook_hash))
 
     def current_playbook(self) -> Playbook | None:
         if self._served is not None:
@@ -576,7 +595,7 @@ class Console:
         problem = ""
         if stored.status == "ok" and not stored.error:
             try:
-                _, result = reevaluate(self.store, seq, playbook_of=self.playbook_of)
+                result = self.rederived(stored)
             except StoredMismatch:
                 problem = words["mismatch"]
             else:
@@ -673,7 +692,8 @@ class Console:
                 )
         try:
             seq, note = advice_in_force(self.store, record_id, action, on or None, lang)
-            stored, result = reevaluate(self.store, seq, playbook_of=self.playbook_of)
+            stored = self.store.get(seq)
+            result = self.rederived(stored)
             text = why_action(result.playbook, result.to_json(lang), action, lang)
         except StoredMismatch:
             return self.render(
@@ -716,7 +736,11 @@ class Console:
         if playbook is None:
             return self.message(request, 200, _WORDS[lang]["playbook"], _WORDS[lang]["no_playbook"])
         check, tests = self._check_and_tests()
-        return self.render(request, "playbook.html", blocks=playbook_blocks(playbook, lang), check=check, tests=tests)
+        key = (playbook.content_hash, lang)
+        blocks = self._blocks.get(key)
+        if blocks is None:
+            blocks = self._blocks[key] = playbook_blocks(playbook, lang)
+        return self.render(request, "playbook.html", blocks=blocks, check=check, tests=tests)
 
     def _check_and_tests(self) -> tuple[list[dict[str, str]] | None, dict[str, Any] | None]:
         """The check's problems and the test report of the playbook file; None when there is no file.

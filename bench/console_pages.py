@@ -6,8 +6,9 @@ Imports the Maven CRM sample (../shared/crm-data/maven-crm-sales-opportunities, 
 mapping, as of 2017-03-01) into a temporary SQLite log unless ``--db`` names one, starts
 ``playbook ui`` on it with the course playbook, and has ``--clients`` threads, each on its own
 keep-alive connection, fetch every page ``--rounds`` times in turn, after one first request per
-page (reading the playbook versions, running the playbook's tests: printed apart).  Prints p50/p95/max per page
-and overall; the goal (issue 17) is p95 under 300 ms for every page at 8 clients.
+page (reading the playbook versions, compiling each once, running the playbook's tests: printed apart).
+Prints p50/p95/max per page and overall, with the load average; the goal (issue 17) is p95 under
+300 ms for every page at 8 clients.
 """
 
 from __future__ import annotations
@@ -119,16 +120,20 @@ def main() -> None:
             conn.close()
 
         threads = [threading.Thread(target=client) for _ in range(args.clients)]
+        load_before = os.getloadavg()[0]
         started = time.perf_counter()
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
         wall = time.perf_counter() - started
+        load_after = os.getloadavg()[0]
     finally:
         server.terminate()
         server.wait(timeout=30)
     print(f"{args.clients} clients x {args.rounds} rounds x {len(urls)} pages in {wall:.1f} s; errors: {len(errors)}")
+    # the machine may be shared: the 1-minute load average before and after says how much
+    print(f"load average {load_before:.1f} before, {load_after:.1f} after, on {os.cpu_count()} CPUs")
     print(f"{'page':30} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8}")
     every: list[float] = []
     for name, values in timings.items():

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from sqlalchemy import text as sql_text
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
@@ -324,3 +325,15 @@ def test_owner_and_region_are_searched_by_the_database(db_url: str) -> None:
             2,
             1,
         ]
+
+
+def test_every_evaluation_page_is_checked_against_the_log_though_the_rules_stay_compiled(db_url: str) -> None:
+    with make_console_log(db_url) as store:
+        client = client_of(store)
+        seq = next(s.seq for s in store.search() if s.recommendations)
+        assert "The whole trace" in visible_text(client.get(f"/ui/evaluations/{seq}", params={"lang": "en"}).text)
+        with store.engine.begin() as conn:  # the stored decisions changed behind the console's back
+            change = sql_text("UPDATE evaluations SET decisions = :d WHERE seq = :s")
+            conn.execute(change, {"d": '{"funnel_layer": "x"}', "s": seq})
+        text = visible_text(client.get(f"/ui/evaluations/{seq}", params={"lang": "en"}).text)
+        assert "does not match its re-evaluation" in text and "The whole trace" not in text
