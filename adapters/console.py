@@ -768,6 +768,39 @@ class Console:
             for task in made
         ]
 
+    def _agenda(self, playbook: Playbook | None, owner: str | None, day: dt.date, lang: str) -> dict[str, Any] | None:
+        """The agenda's sections as shown, None when the log holds no tasks (of the owner)."""
+        words = _WORDS[lang]
+        tasks = listing(self.store, owner=owner)
+        if not tasks:
+            return None
+        built = build_agenda(playbook, tasks, day, owner)
+        sections = []
+        for name, listed in built.sections.items():
+            rows = [
+                {
+                    "task": task.id,
+                    "evaluation": task.evaluation_seq,
+                    "record": task.record,
+                    "action": _action_label(playbook, task.action, lang) if playbook else task.action,
+                    "owner": OWNER_LABELS.get(task.owner, {}).get(lang, task.owner),
+                    "due": task.due or words["no_due"],
+                    "escalated_to": OWNER_LABELS.get(task.escalate_to or "", {}).get(lang, task.escalate_to or ""),
+                }
+                for task in listed[:_AGENDA_ROWS]
+            ]
+            sections.append({"name": name, "count": len(listed), "rows": rows, "more": len(listed) - len(rows)})
+        reviews = [
+            {
+                "day": day_.isoformat(),
+                "label": playbook.schedules[schedule].label.get(lang, schedule) if playbook else schedule,
+                "open_work": open_work,
+            }
+            for day_, schedule, open_work in built.reviews
+        ]
+        whose = OWNER_LABELS[owner][lang] if owner else words["everyone"]
+        return {"title": words["agenda_for"].format(whose=whose, day=day), "sections": sections, "reviews": reviews}
+
     def tasks_page(self, request: Request) -> Response:
         """Tasks by record, owner, action and state, newest first."""
         lang = _lang(request)
@@ -1060,35 +1093,8 @@ class Console:
             )
         playbook = self.current_playbook()
         day = dt.date.fromisoformat(choice["as_of"])
-        tasks = self._by_log_state(("tasks", owner), lambda: listing(self.store, owner=owner))
-        if not tasks:
-            return self.render(request, "agenda.html", choice=choice, owners=owners, agenda=None, error="")
-        built = build_agenda(playbook, tasks, day, owner)
-        sections = []
-        for name, listed in built.sections.items():
-            rows = [
-                {
-                    "task": task.id,
-                    "evaluation": task.evaluation_seq,
-                    "record": task.record,
-                    "action": _action_label(playbook, task.action, lang) if playbook else task.action,
-                    "owner": OWNER_LABELS.get(task.owner, {}).get(lang, task.owner),
-                    "due": task.due or words["no_due"],
-                    "escalated_to": OWNER_LABELS.get(task.escalate_to or "", {}).get(lang, task.escalate_to or ""),
-                }
-                for task in listed[:_AGENDA_ROWS]
-            ]
-            sections.append({"name": name, "count": len(listed), "rows": rows, "more": len(listed) - len(rows)})
-        reviews = [
-            {
-                "day": day_.isoformat(),
-                "label": playbook.schedules[schedule].label.get(lang, schedule) if playbook else schedule,
-                "open_work": open_work,
-            }
-            for day_, schedule, open_work in built.reviews
-        ]
-        whose = OWNER_LABELS[owner][lang] if owner else words["everyone"]
-        agenda = {"title": words["agenda_for"].format(whose=whose, day=day), "sections": sections, "reviews": reviews}
+        key = ("agenda", playbook.content_hash if playbook else None, owner, day, lang)
+        agenda = self._by_log_state(key, lambda: self._agenda(playbook, owner, day, lang))
         return self.render(request, "agenda.html", choice=choice, owners=owners, agenda=agenda, error="")
 
     # -- sign in ---------------------------------------------------------------------------

@@ -6,7 +6,8 @@ Imports the Maven CRM sample (../shared/crm-data/maven-crm-sales-opportunities, 
 mapping, as of 2017-03-01) into a temporary SQLite log unless ``--db`` names one, starts
 ``playbook ui`` on it with the course playbook, and has ``--clients`` threads, each on its own
 keep-alive connection, fetch every page ``--rounds`` times in turn, after one first request per
-page (reading the playbook versions, compiling each once, running the playbook's tests: printed apart).
+page (reading the playbook versions, compiling each once, running the playbook's tests, drawing the
+review's charts: printed apart).
 Prints p50/p95/max per page and overall, with the load average; the goal (issue 17) is p95 under
 300 ms for every page at 8 clients.
 """
@@ -58,7 +59,9 @@ def pages(db: str) -> dict[str, str]:
         "why advised": f"/ui/why?record={quote(str(stored.record_id))}&action={action}&lang=en",
         "playbook": "/ui/playbook?lang=zh",
         "audit chain heads": "/ui/audit?lang=en",
-        "portfolio": "/ui/portfolio?lang=en",
+        "portfolio review": "/ui/portfolio?as_of=2017-03-01&lang=en",
+        "agenda": "/ui/agenda?as_of=2017-03-01&lang=zh",
+        "tasks by owner and state": "/ui/tasks?owner=account_manager&state=open&lang=en",
     }
 
 
