@@ -42,7 +42,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 
-from adapters.listing import json_lines, listing_row, write_csv
+from adapters.listing import json_lines, listing_row, write_csv, write_tasks
 from engine import load_playbook
 from engine.agenda import OWNER_LABELS, STATUS_LABELS, build_agenda
 from engine.answers import advice_in_force, split_action, stored_header, why_action
@@ -187,7 +187,7 @@ _WORDS: dict[str, dict[str, str]] = {
         "task_state": "任务状态",
         "any_state": "任一状态",
         "tasks_found": "找到 {n} 个任务",
-        "tasks_more": "只列出前 {n} 个任务:请加条件缩小范围。",
+        "tasks_more": "这里只列出前 {n} 个任务(导出的文件包含全部)。",
         "no_tasks_found": "没有符合条件的任务。",
         "made_by_rule": "剧本按规则「{rule}」生成(评估 #{seq})",
         "cancelled_by_playbook": "剧本取消了这项任务(商机已关闭或不再被建议)",
@@ -354,7 +354,7 @@ _WORDS: dict[str, dict[str, str]] = {
         "task_state": "Task state",
         "any_state": "any state",
         "tasks_found": "{n} tasks found",
-        "tasks_more": "Only the first {n} tasks are listed: add a condition to narrow the list.",
+        "tasks_more": "only the first {n} are listed here (the exports hold them all)",
         "no_tasks_found": "No task matches.",
         "made_by_rule": "made by the playbook: rule \u201c{rule}\u201d recommended it (evaluation #{seq})",
         "cancelled_by_playbook": "cancelled by the playbook (the opportunity closed or it is no longer advised)",
@@ -500,6 +500,8 @@ class Console:
             Route("/portfolio/chart.svg", self.portfolio_chart),
             Route("/agenda", self.agenda_page),
             Route("/tasks", self.tasks_page),
+            Route("/tasks.csv", self.export_tasks),
+            Route("/tasks.jsonl", self.export_tasks),
             Route("/login", self.login_page, methods=["GET", "POST"]),
             Route("/logout", self.logout, methods=["POST"]),
         ]
@@ -801,47 +803,54 @@ class Console:
         whose = OWNER_LABELS[owner][lang] if owner else words["everyone"]
         return {"title": words["agenda_for"].format(whose=whose, day=day), "sections": sections, "reviews": reviews}
 
-    def tasks_page(self, request: Request) -> Response:
-        """Tasks by record, owner, action and state, newest first."""
-        lang = _lang(request)
-        words = _WORDS[lang]
+    def _task_search(self, request: Request) -> tuple[dict[str, str], str, list[Task]]:
+        """The task filters asked, what is wrong with them, and the tasks found, newest first."""
+        words = _WORDS[_lang(request)]
         values = {k: request.query_params.get(k, "").strip() for k in ("record", "owner", "action", "state")}
-        owners = [(key, labels[lang]) for key, labels in OWNER_LABELS.items()]
-        states = [(key, labels[lang]) for key, labels in STATUS_LABELS.items()]
-        playbook = self.current_playbook()
-        actions = self._actions(lang)
-        error = ""
         if values["owner"] and values["owner"] not in OWNER_LABELS:
-            error = words["bad_value"].format(value=values["owner"])
-        elif values["state"] and values["state"] not in STATUS_LABELS:
-            error = words["bad_value"].format(value=values["state"])
-        shown: list[dict[str, Any]] = []
-        found = 0
-        if not error:
-            everything = self._by_log_state(
-                ("tasks", values["owner"] or None, values["record"] or None, values["state"] or None),
-                lambda: listing(
-                    self.store,
-                    owner=values["owner"] or None,
-                    record=values["record"] or None,
-                    statuses=[values["state"]] if values["state"] else None,
-                ),
-            )
-            matching = [t for t in reversed(everything) if not values["action"] or t.action == values["action"]]
-            found = len(matching)
-            shown = [_task_row(task, playbook, lang) for task in matching[:_TASK_ROWS]]
+            return values, words["bad_value"].format(value=values["owner"]), []
+        if values["state"] and values["state"] not in STATUS_LABELS:
+            return values, words["bad_value"].format(value=values["state"]), []
+        owner, record, state = values["owner"] or None, values["record"] or None, values["state"] or None
+        everything: list[Task] = self._by_log_state(
+            ("tasks", owner, record, state),
+            lambda: listing(self.store, owner=owner, record=record, statuses=[state] if state else None),
+        )
+        return values, "", [t for t in reversed(everything) if not values["action"] or t.action == values["action"]]
+
+    def tasks_page(self, request: Request) -> Response:
+        """Tasks by record, owner, action and state, newest first; exported whole as CSV or JSON Lines."""
+        lang = _lang(request)
+        values, error, matching = self._task_search(request)
+        playbook = self.current_playbook()
         return self.render(
             request,
             "tasks.html",
             status=400 if error else 200,
             values=values,
-            owners=owners,
-            states=states,
-            actions=actions,
-            rows=shown,
-            found=found,
+            query=urlencode({k: v for k, v in values.items() if v}),
+            owners=[(key, labels[lang]) for key, labels in OWNER_LABELS.items()],
+            states=[(key, labels[lang]) for key, labels in STATUS_LABELS.items()],
+            actions=self._actions(lang),
+            rows=[_task_row(task, playbook, lang) for task in matching[:_TASK_ROWS]],
+            found=len(matching),
             limit=_TASK_ROWS,
             error=error,
+        )
+
+    def export_tasks(self, request: Request) -> Response:
+        _, error, matching = self._task_search(request)
+        if error:
+            return self.message(request, 400, _WORDS[_lang(request)]["error"], error)
+        fmt = "csv" if request.url.path.endswith(".csv") else "json"
+        out = io.StringIO()
+        write_tasks(matching, fmt, out)
+        kind = "text/csv" if fmt == "csv" else "application/x-ndjson"
+        name = "tasks.csv" if fmt == "csv" else "tasks.jsonl"
+        return Response(
+            out.getvalue(),
+            media_type=f"{kind}; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="{name}"'},
         )
 
     def why_page(self, request: Request) -> Response:

@@ -355,6 +355,13 @@ def test_tasks_are_found_and_each_evaluation_shows_its_tasks_timeline(client: Te
     assert f"#{task.id}<" in by_action
     assert "No task matches" in client.get("/ui/tasks", params={"lang": "en", "record": "no-such-record"}).text
     assert client.get("/ui/tasks", params={"state": "asleep"}).status_code == 400
+    exported = client.get("/ui/tasks.csv", params={"record": task.record})
+    rows = list(csv.DictReader(io.StringIO(exported.text)))
+    assert exported.headers["content-type"].startswith("text/csv") and task.id in [int(r["task"]) for r in rows]
+    lines = client.get("/ui/tasks.jsonl", params={"record": task.record}).text.splitlines()
+    assert [json.loads(line) for line in lines] == [
+        t.to_json() for t in reversed(listing(read_log, record=task.record))
+    ]
     page = visible_text(client.get(f"/ui/evaluations/{task.evaluation_seq}", params={"lang": "en"}).text)
     assert f"Task #{task.id}" in page and "made by the playbook: rule" in page
     zh = visible_text(client.get(f"/ui/evaluations/{task.evaluation_seq}", params={"lang": "zh"}).text)
