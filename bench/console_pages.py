@@ -8,8 +8,8 @@ mapping, as of 2017-03-01) into a temporary SQLite log unless ``--db`` names one
 keep-alive connection, fetch every page ``--rounds`` times in turn, after one first request per
 page (reading the playbook versions, compiling each once, running the playbook's tests, drawing the
 review's charts: printed apart).
-Prints p50/p95/max per page and overall, with the load average; the goal (issue 17) is p95 under
-300 ms for every page at 8 clients.
+Prints p50/p95/max per page and overall, with the load average and the server's CPU time per request;
+the goal (issue 17) is p95 under 300 ms for every page at 8 clients.
 """
 
 from __future__ import annotations
@@ -35,6 +35,15 @@ def import_maven(db: str) -> None:
     command = [sys.executable, "-m", "cli", "recommend", "--input", str(MAVEN), "--mapping", "maven"]
     command += ["--as-of", "2017-03-01", "--format", "summary", "--db", db]
     subprocess.run(command, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """The process's CPU time so far (user + system; Linux's /proc), None elsewhere."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def pages(db: str) -> dict[str, str]:
@@ -124,6 +133,7 @@ def main() -> None:
 
         threads = [threading.Thread(target=client) for _ in range(args.clients)]
         load_before = os.getloadavg()[0]
+        cpu_before = cpu_seconds(server.pid)
         started = time.perf_counter()
         for thread in threads:
             thread.start()
@@ -131,12 +141,17 @@ def main() -> None:
             thread.join()
         wall = time.perf_counter() - started
         load_after = os.getloadavg()[0]
+        cpu_after = cpu_seconds(server.pid)
     finally:
         server.terminate()
         server.wait(timeout=30)
     print(f"{args.clients} clients x {args.rounds} rounds x {len(urls)} pages in {wall:.1f} s; errors: {len(errors)}")
     # the machine may be shared: the 1-minute load average before and after says how much
     print(f"load average {load_before:.1f} before, {load_after:.1f} after, on {os.cpu_count()} CPUs")
+    if cpu_before is not None and cpu_after is not None:
+        # what the load average does not change much: the server's own CPU time per request
+        requests = args.clients * args.rounds * len(urls)
+        print(f"server CPU {(cpu_after - cpu_before) * 1000 / requests:.1f} ms per request ({requests} requests)")
     print(f"{'page':30} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8}")
     every: list[float] = []
     for name, values in timings.items():
