@@ -836,62 +836,15 @@ def why_command(
 
 
 def _emit(rows: Any, fmt: str, tasks_of: Callable[[Any], tuple[list[str], list[Any]]] | None = None) -> int:
-    """Evaluations as text, CSV or JSON Lines; ``tasks_of`` an evaluation -> the text lines and JSON of
-    its tasks' timelines (``history``: JSON lines and text carry them, CSV does not)."""
-    from adapters.listing import listing_row, write_csv, write_json_lines
-    from engine.answers import outcome_texts
+    from adapters.listing import write_evaluations
 
-    if fmt == "csv":
-        return write_csv(rows, sys.stdout)
-    if fmt == "json" and tasks_of is None:
-        return write_json_lines(rows, sys.stdout)
-    count = 0
-    for stored in rows:
-        count += 1
-        if fmt == "json":
-            assert tasks_of is not None
-            click.echo(json.dumps({**stored.to_json(), "tasks": tasks_of(stored)[1]}, ensure_ascii=False))
-            continue
-        line = listing_row(stored)
-        account = f"  account {stored.account_id}" if stored.account_id is not None else ""
-        actions = line["actions"].replace(";", ", ") or "no action"
-        if stored.status != "ok" and stored.error:
-            actions = f"{stored.error['code']}: {stored.error['message']}"
-        click.echo(
-            f"#{stored.seq}  {stored.as_of}  {stored.case_id}{account}  "
-            f"playbook {stored.playbook_id} {stored.playbook_version} ({stored.playbook_hash[:12]})  "
-            f"{stored.status}: {actions}"
-        )
-        for text in outcome_texts(stored):
-            click.echo(f"    outcome: {text}")
-        for task_line in tasks_of(stored)[0] if tasks_of is not None else ():
-            click.echo(task_line)
-    return count
+    return write_evaluations(rows, fmt, sys.stdout, tasks_of)
 
 
 def _emit_quarantined(events: Any, fmt: str) -> int:
-    from adapters.listing import spreadsheet_safe
+    from adapters.listing import write_quarantined
 
-    count = 0
-    writer = None
-    for held in events:
-        count += 1
-        data = held.to_json()
-        if fmt == "json":
-            click.echo(json.dumps(data, ensure_ascii=False))
-        elif fmt == "csv":
-            data["event"] = json.dumps(data["event"], ensure_ascii=False, sort_keys=True)
-            if writer is None:
-                writer = csv.DictWriter(sys.stdout, fieldnames=list(data))
-                writer.writeheader()
-            writer.writerow({name: spreadsheet_safe(value) for name, value in data.items()})
-        else:
-            record = f"  record {held.record_id}" if held.record_id is not None else ""
-            click.echo(
-                f"#{held.seq}  {held.received_at}  {held.source}  event {held.event_id}{record}  "
-                f"{held.code}: {held.reason}"
-            )
-    return count
+    return write_quarantined(events, fmt, sys.stdout)
 
 
 _format_option = click.option(
@@ -1020,20 +973,9 @@ _owner_option = click.option(
 
 
 def _emit_tasks(listed: Any, fmt: str) -> None:
-    from adapters.listing import spreadsheet_safe
+    from adapters.listing import write_tasks
 
-    rows = [task.to_json() for task in listed]
-    if fmt == "json":
-        for row in rows:
-            click.echo(json.dumps(row, ensure_ascii=False))
-    elif fmt == "csv" and rows:
-        writer = csv.DictWriter(sys.stdout, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows({name: spreadsheet_safe(value) for name, value in row.items()} for row in rows)
-    elif fmt == "text":
-        for task in listed:
-            due = f"due {task.due}" if task.due else "no due date"
-            click.echo(f"task {task.id}  {task.status:<9}  {task.action}  record {task.record}  {task.owner}  {due}")
+    write_tasks(listed, fmt, sys.stdout)
 
 
 @tasks.command(name="list")

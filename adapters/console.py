@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hmac
+import html
 import io
 import os
 import secrets
@@ -32,6 +33,7 @@ from urllib.parse import urlencode
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from markupsafe import Markup
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
@@ -40,18 +42,27 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 
-from adapters.listing import json_lines, listing_row, write_csv
+from adapters.listing import json_lines, listing_row, write_csv, write_tasks
 from engine import load_playbook
+from engine.agenda import OWNER_LABELS, STATUS_LABELS, build_agenda
 from engine.answers import advice_in_force, split_action, stored_header, why_action
-from engine.audit import AmbiguousAction, StoredMismatch, UnknownEvaluation, record_outcome, reevaluate
+from engine.audit import AmbiguousAction, StoredMismatch, UnknownEvaluation, record_outcome, rederive
+from engine.compile import compile_playbook
 from engine.diff import Change, diff_playbooks
 from engine.errors import PlaybookError
+from engine.evaluate import Evaluator, Result
 from engine.explain import UnknownTarget, render_result, why, why_not
 from engine.model import Playbook
 from engine.render import playbook_blocks
 from engine.replay import replay
 from engine.report import who_and_where
+from engine.review import GROUPINGS, ReviewOptions, review_store
+from engine.review_charts import review_charts
+from engine.review_render import html_sections
 from engine.store import OUTCOME_STATUSES, Store, StoredEvaluation
+from engine.tasks import PLAYBOOK as BY_PLAYBOOK
+from engine.tasks import Task, listing
+from engine.tasks import history as task_history
 from engine.validate import load_playbook_text
 
 __all__ = ["ROLES", "SECRET_ENV", "Console", "add_user", "console_mount"]
@@ -60,6 +71,9 @@ ROLES = ("auditor", "ops", "manager")
 SECRET_ENV = "PLAYBOOK_CONSOLE_SECRET"  # noqa: S105 - the name of the variable, not a secret
 _FILES = Path(__file__).with_name("console_files")
 _PAGE_SIZE = 50
+_AGENDA_ROWS = 100  # tasks listed per agenda section
+_TASK_ROWS = 200  # tasks listed by a search
+_DIRECTOR_KEPT = 16  # reviews and task lists kept, each for one state of the log
 _HASHER = PasswordHasher()
 # verified against when the name is unknown, so that a wrong name takes as long as a wrong password
 _NO_USER_HASH = _HASHER.hash(secrets.token_urlsafe(16))
@@ -164,8 +178,43 @@ _WORDS: dict[str, dict[str, str]] = {
         "diff_needs_ops": "版本对比与回放只对销售运营开放:请以销售运营身份登录",
         "one_version": "审计日志里只有一个剧本版本,没有可对比的",
         "no_data": "还没有数据",
-        "portfolio_empty": "组合评审(各负责人与区域的漏斗、健康度、卡住的商机)尚未接入,这里没有数据。",
-        "agenda_empty": "议程(到期、逾期、升级的任务)尚未接入,这里没有数据。",
+        "portfolio_empty": "审计日志中还没有评估记录:没有可评审的商机组合。",
+        "agenda_empty": "审计日志中还没有任务:议程为空。",
+        "group_by": "分组方式",
+        "tasks": "查任务",
+        "tasks_of_evaluation": "任务与经过",
+        "no_tasks": "这次评估没有产生任务。",
+        "task_state": "任务状态",
+        "any_state": "任一状态",
+        "tasks_found": "找到 {n} 个任务",
+        "tasks_more": "这里只列出前 {n} 个任务(导出的文件包含全部)。",
+        "no_tasks_found": "没有符合条件的任务。",
+        "made_by_rule": "剧本按规则「{rule}」生成(评估 #{seq})",
+        "cancelled_by_playbook": "剧本取消了这项任务(商机已关闭或不再被建议)",
+        "overdue_by_playbook": "截止 {due} 前未完成",
+        "escalated_by_playbook": "逾期未完成,已升级给{to}",
+        "the_playbook": "剧本",
+        "bad_value": "不认识的选项:{value}",
+        "group_owner": "负责人",
+        "group_team": "团队",
+        "group_region": "区域",
+        "group_market": "市场(产品)",
+        "review_day": "评审日期",
+        "agenda_day": "议程日期",
+        "show": "显示",
+        "everyone": "全部",
+        "agenda_for": "{whose}的议程,{day}",
+        "section_escalated": "已升级",
+        "section_overdue": "逾期",
+        "section_due_soon": "本周到期",
+        "section_open": "其他待办",
+        "next_reviews": "下次检查",
+        "open_work": "待办 {n} 项",
+        "task": "任务",
+        "due": "截止",
+        "no_due": "无截止日期",
+        "escalated_to": "升级给",
+        "more_tasks": "另有 {n} 项未列出:请按负责人缩小范围。",
         "not_found": "找不到",
         "no_evaluation": "没有第 {seq} 号评估",
         "forbidden": "无权操作",
@@ -296,9 +345,43 @@ _WORDS: dict[str, dict[str, str]] = {
         "diff_needs_ops": "The diff and its replay are for sales ops: sign in as an ops user",
         "one_version": "The audit log holds one playbook version: nothing to compare",
         "no_data": "No data yet",
-        "portfolio_empty": "The portfolio review (funnel per owner and region, health, stalled deals) "
-        "is not connected yet: there is no data here.",
-        "agenda_empty": "The agenda (due, overdue and escalated tasks) is not connected yet: there is no data here.",
+        "portfolio_empty": "The log holds no evaluations yet: there is no portfolio to review.",
+        "agenda_empty": "The log holds no tasks yet: the agenda is empty.",
+        "group_by": "Group by",
+        "tasks": "Tasks",
+        "tasks_of_evaluation": "Tasks and their history",
+        "no_tasks": "This evaluation made no tasks.",
+        "task_state": "Task state",
+        "any_state": "any state",
+        "tasks_found": "{n} tasks found",
+        "tasks_more": "only the first {n} are listed here (the exports hold them all)",
+        "no_tasks_found": "No task matches.",
+        "made_by_rule": "made by the playbook: rule \u201c{rule}\u201d recommended it (evaluation #{seq})",
+        "cancelled_by_playbook": "cancelled by the playbook (the opportunity closed or it is no longer advised)",
+        "overdue_by_playbook": "not done by its due day {due}",
+        "escalated_by_playbook": "overdue: escalated to the {to}",
+        "the_playbook": "the playbook",
+        "bad_value": "Not one of the choices: {value}",
+        "group_owner": "owner",
+        "group_team": "team",
+        "group_region": "region",
+        "group_market": "market (product)",
+        "review_day": "Review day",
+        "agenda_day": "Agenda day",
+        "show": "Show",
+        "everyone": "everyone",
+        "agenda_for": "Agenda of {whose}, {day}",
+        "section_escalated": "Escalated",
+        "section_overdue": "Overdue",
+        "section_due_soon": "Due this week",
+        "section_open": "Other open work",
+        "next_reviews": "Next reviews",
+        "open_work": "{n} open",
+        "task": "Task",
+        "due": "Due",
+        "no_due": "no due date",
+        "escalated_to": "Escalated to",
+        "more_tasks": "{n} more not listed: choose an owner to narrow the list.",
         "not_found": "Not found",
         "no_evaluation": "There is no evaluation {seq}",
         "forbidden": "Not allowed",
@@ -383,6 +466,11 @@ class Console:
         self._served = playbook
         self._secret = secret
         self._playbooks: dict[str, Playbook] = {}
+        self._evaluators: dict[str, Evaluator] = {}
+        self._blocks: dict[tuple[str, str], list[Any]] = {}
+        self._director: dict[tuple[Any, ...], tuple[Any, Any]] = {}  # key -> (the log's heads, what was made)
+        self._director_lock = threading.Lock()  # (content hash, lang): the playbook page's tables
+        self._compile_lock = threading.Lock()
         self._checked: tuple[Any, tuple[list[dict[str, str]] | None, dict[str, Any] | None]] | None = None
         self._lock = threading.Lock()
         self._check_lock = threading.Lock()
@@ -409,7 +497,11 @@ class Console:
             Route("/diff", self.diff_page),
             Route("/audit", self.audit_page),
             Route("/portfolio", self.portfolio_page),
+            Route("/portfolio/chart.svg", self.portfolio_chart),
             Route("/agenda", self.agenda_page),
+            Route("/tasks", self.tasks_page),
+            Route("/tasks.csv", self.export_tasks),
+            Route("/tasks.jsonl", self.export_tasks),
             Route("/login", self.login_page, methods=["GET", "POST"]),
             Route("/logout", self.logout, methods=["POST"]),
         ]
@@ -433,6 +525,20 @@ class Console:
             with self._lock:
                 self._playbooks[content_hash] = found
         return found
+
+    def evaluator_of(self, content_hash: str) -> Evaluator:
+        """The evaluator of a stored playbook version, compiled once: its rules depend only on the text
+        named by the content hash.  Uncached (``cache_size=0``): every page asks durable-rules again."""
+        with self._compile_lock:
+            found = self._evaluators.get(content_hash)
+            if found is None:
+                compiled = compile_playbook(self.playbook_of(content_hash))
+                found = self._evaluators[content_hash] = Evaluator(compiled, cache_size=0)
+        return found
+
+    def rederived(self, stored: StoredEvaluation) -> Result:
+        """The stored evaluation evaluated again under its own playbook version, checked against the log."""
+        return rederive(stored, self.evaluator_of(stored.playbook_hash))
 
     def current_playbook(self) -> Playbook | None:
         if self._served is not None:
@@ -576,7 +682,7 @@ class Console:
         problem = ""
         if stored.status == "ok" and not stored.error:
             try:
-                _, result = reevaluate(self.store, seq, playbook_of=self.playbook_of)
+                result = self.rederived(stored)
             except StoredMismatch:
                 problem = words["mismatch"]
             else:
@@ -606,6 +712,7 @@ class Console:
             request,
             "evaluation.html",
             status=status,
+            tasks=self._tasks_of(stored, playbook, lang),
             stored=stored,
             header=stored_header(stored, lang),
             who=who_and_where(stored.facts, lang),
@@ -651,6 +758,101 @@ class Console:
 
         return await run_in_threadpool(record)
 
+    def _tasks_of(self, stored: StoredEvaluation, playbook: Playbook, lang: str) -> list[dict[str, Any]]:
+        """The tasks this evaluation made, each with its timeline: who moved it, when and why."""
+        record = stored.record_id or stored.case_id
+        made = [task for task in listing(self.store, record=record) if task.evaluation_seq == stored.seq]
+        return [
+            {
+                **_task_row(task, playbook, lang),
+                "events": [_task_event(e, playbook, lang) for e in task_history(self.store, task.id)],
+            }
+            for task in made
+        ]
+
+    def _agenda(self, playbook: Playbook | None, owner: str | None, day: dt.date, lang: str) -> dict[str, Any] | None:
+        """The agenda's sections as shown, None when the log holds no tasks (of the owner)."""
+        words = _WORDS[lang]
+        tasks = listing(self.store, owner=owner)
+        if not tasks:
+            return None
+        built = build_agenda(playbook, tasks, day, owner)
+        sections = []
+        for name, listed in built.sections.items():
+            rows = [
+                {
+                    "task": task.id,
+                    "evaluation": task.evaluation_seq,
+                    "record": task.record,
+                    "action": _action_label(playbook, task.action, lang) if playbook else task.action,
+                    "owner": OWNER_LABELS.get(task.owner, {}).get(lang, task.owner),
+                    "due": task.due or words["no_due"],
+                    "escalated_to": OWNER_LABELS.get(task.escalate_to or "", {}).get(lang, task.escalate_to or ""),
+                }
+                for task in listed[:_AGENDA_ROWS]
+            ]
+            sections.append({"name": name, "count": len(listed), "rows": rows, "more": len(listed) - len(rows)})
+        reviews = [
+            {
+                "day": day_.isoformat(),
+                "label": playbook.schedules[schedule].label.get(lang, schedule) if playbook else schedule,
+                "open_work": open_work,
+            }
+            for day_, schedule, open_work in built.reviews
+        ]
+        whose = OWNER_LABELS[owner][lang] if owner else words["everyone"]
+        return {"title": words["agenda_for"].format(whose=whose, day=day), "sections": sections, "reviews": reviews}
+
+    def _task_search(self, request: Request) -> tuple[dict[str, str], str, list[Task]]:
+        """The task filters asked, what is wrong with them, and the tasks found, newest first."""
+        words = _WORDS[_lang(request)]
+        values = {k: request.query_params.get(k, "").strip() for k in ("record", "owner", "action", "state")}
+        if values["owner"] and values["owner"] not in OWNER_LABELS:
+            return values, words["bad_value"].format(value=values["owner"]), []
+        if values["state"] and values["state"] not in STATUS_LABELS:
+            return values, words["bad_value"].format(value=values["state"]), []
+        owner, record, state = values["owner"] or None, values["record"] or None, values["state"] or None
+        everything: list[Task] = self._by_log_state(
+            ("tasks", owner, record, state),
+            lambda: listing(self.store, owner=owner, record=record, statuses=[state] if state else None),
+        )
+        return values, "", [t for t in reversed(everything) if not values["action"] or t.action == values["action"]]
+
+    def tasks_page(self, request: Request) -> Response:
+        """Tasks by record, owner, action and state, newest first; exported whole as CSV or JSON Lines."""
+        lang = _lang(request)
+        values, error, matching = self._task_search(request)
+        playbook = self.current_playbook()
+        return self.render(
+            request,
+            "tasks.html",
+            status=400 if error else 200,
+            values=values,
+            query=urlencode({k: v for k, v in values.items() if v}),
+            owners=[(key, labels[lang]) for key, labels in OWNER_LABELS.items()],
+            states=[(key, labels[lang]) for key, labels in STATUS_LABELS.items()],
+            actions=self._actions(lang),
+            rows=[_task_row(task, playbook, lang) for task in matching[:_TASK_ROWS]],
+            found=len(matching),
+            limit=_TASK_ROWS,
+            error=error,
+        )
+
+    def export_tasks(self, request: Request) -> Response:
+        _, error, matching = self._task_search(request)
+        if error:
+            return self.message(request, 400, _WORDS[_lang(request)]["error"], error)
+        fmt = "csv" if request.url.path.endswith(".csv") else "json"
+        out = io.StringIO()
+        write_tasks(matching, fmt, out)
+        kind = "text/csv" if fmt == "csv" else "application/x-ndjson"
+        name = "tasks.csv" if fmt == "csv" else "tasks.jsonl"
+        return Response(
+            out.getvalue(),
+            media_type=f"{kind}; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="{name}"'},
+        )
+
     def why_page(self, request: Request) -> Response:
         lang = _lang(request)
         words = _WORDS[lang]
@@ -673,7 +875,8 @@ class Console:
                 )
         try:
             seq, note = advice_in_force(self.store, record_id, action, on or None, lang)
-            stored, result = reevaluate(self.store, seq, playbook_of=self.playbook_of)
+            stored = self.store.get(seq)
+            result = self.rederived(stored)
             text = why_action(result.playbook, result.to_json(lang), action, lang)
         except StoredMismatch:
             return self.render(
@@ -716,7 +919,11 @@ class Console:
         if playbook is None:
             return self.message(request, 200, _WORDS[lang]["playbook"], _WORDS[lang]["no_playbook"])
         check, tests = self._check_and_tests()
-        return self.render(request, "playbook.html", blocks=playbook_blocks(playbook, lang), check=check, tests=tests)
+        key = (playbook.content_hash, lang)
+        blocks = self._blocks.get(key)
+        if blocks is None:
+            blocks = self._blocks[key] = playbook_blocks(playbook, lang)
+        return self.render(request, "playbook.html", blocks=blocks, check=check, tests=tests)
 
     def _check_and_tests(self) -> tuple[list[dict[str, str]] | None, dict[str, Any] | None]:
         """The check's problems and the test report of the playbook file; None when there is no file.
@@ -793,19 +1000,111 @@ class Console:
             versions=versions,
             old=old,
             new=new,
-            changes=[{**c.to_json(), "label": _change_label(c, old_playbook, new_playbook, lang)} for c in changes],
+            changes=[
+                {
+                    **c.to_json(),
+                    "label": _change_label(c, old_playbook, new_playbook, lang),
+                    "fields": [{"field": _field_label(name, lang), "old": o, "new": n} for name, o, n in c.fields],
+                }
+                for c in changes
+            ],
             impact=impact,
         )
 
     # -- director --------------------------------------------------------------------------
 
     def portfolio_page(self, request: Request) -> Response:
-        words = _WORDS[_lang(request)]
-        return self.message(request, 200, words["portfolio"], words["portfolio_empty"])
+        """The director's review (engine/review.py) of the log's open deals, grouped as asked, its charts
+        served beside it; computed once per state of the log (its chain heads) and choice."""
+        lang = _lang(request)
+        words = _WORDS[lang]
+        playbook = self.current_playbook()
+        if playbook is None or not self.store.count():
+            return self.message(request, 200, words["portfolio"], words["portfolio_empty"])
+        choice, error = self._director_choice(request, lang)
+        if error:
+            return self.render(request, "portfolio.html", status=400, choice=choice, body="", error=error)
+        report, charts = self._review(playbook, choice, lang)
+        images = {name: f'<img src="{html.escape(self._chart_url(request, choice, name))}" alt="">' for name in charts}
+        body = html_sections(report, images)
+        return self.render(request, "portfolio.html", choice=choice, body=Markup(body), error="")  # noqa: S704
+
+    def portfolio_chart(self, request: Request) -> Response:
+        lang = _lang(request)
+        playbook = self.current_playbook()
+        choice, error = self._director_choice(request, lang)
+        if playbook is None or error:
+            return Response(status_code=404)
+        _, charts = self._review(playbook, choice, lang)
+        svg = charts.get(request.query_params.get("chart", ""))
+        if svg is None:
+            return Response(status_code=404)
+        # matplotlib's SVG styles its shapes inline; nothing else in it may run or load
+        return Response(svg, media_type="image/svg+xml", headers={"Content-Security-Policy": _SVG_CSP})
+
+    def _chart_url(self, request: Request, choice: dict[str, str], name: str) -> str:
+        query = urlencode({**{k: v for k, v in choice.items() if v}, "lang": _lang(request), "chart": name})
+        return f"{request.scope.get('root_path', '')}/portfolio/chart.svg?{query}"
+
+    def _director_choice(self, request: Request, lang: str) -> tuple[dict[str, str], str]:
+        words = _WORDS[lang]
+        choice = {k: request.query_params.get(k, "").strip() for k in ("group_by", "owner", "as_of")}
+        choice["group_by"] = choice["group_by"] or "owner"
+        if choice["group_by"] not in GROUPINGS:
+            return choice, words["bad_value"].format(value=choice["group_by"])
+        day = choice["as_of"] or dt.date.today().isoformat()
+        try:
+            dt.date.fromisoformat(day)
+        except ValueError:
+            return choice, words["bad_date"].format(value=choice["as_of"])
+        choice["as_of"] = day
+        return choice, ""
+
+    def _review(self, playbook: Playbook, choice: dict[str, str], lang: str) -> tuple[dict[str, Any], dict[str, str]]:
+        def review_now() -> tuple[dict[str, Any], dict[str, str]]:
+            day = dt.date.fromisoformat(choice["as_of"])
+            options = ReviewOptions(day, choice["group_by"], choice["owner"] or None, lang)
+            report = review_store(self.store, playbook, options, {"db": _WORDS[lang]["title"]})
+            return report, review_charts(report)
+
+        found: tuple[dict[str, Any], dict[str, str]] = self._by_log_state(
+            ("review", playbook.content_hash, lang, *sorted(choice.items())), review_now
+        )
+        return found
+
+    def _by_log_state(self, key: tuple[Any, ...], make: Callable[[], Any]) -> Any:
+        """``make()``, kept while the log's chain heads stay as they were: a new evaluation, outcome or
+        task moves a head, and then it is made again.  One at a time (the charts' library is not
+        thread-safe, and eight clients asking for the same review should wait for one)."""
+        heads = tuple(sorted((chain, tuple(head)) for chain, head in self.store.head().items()))
+        with self._director_lock:
+            found = self._director.get(key)
+            if found is not None and found[0] == heads:
+                return found[1]
+            made = make()
+            if len(self._director) >= _DIRECTOR_KEPT:
+                self._director.pop(next(iter(self._director)))
+            self._director[key] = (heads, made)
+            return made
 
     def agenda_page(self, request: Request) -> Response:
-        words = _WORDS[_lang(request)]
-        return self.message(request, 200, words["agenda"], words["agenda_empty"])
+        """What is escalated, overdue and due this week (engine/agenda.py), for one owner or everyone."""
+        lang = _lang(request)
+        words = _WORDS[lang]
+        choice, error = self._director_choice(request, lang)
+        owner = choice["owner"] or None
+        if owner is not None and owner not in OWNER_LABELS:
+            error = words["bad_value"].format(value=owner)
+        owners = [(key, labels[lang]) for key, labels in OWNER_LABELS.items()]
+        if error:
+            return self.render(
+                request, "agenda.html", status=400, choice=choice, owners=owners, agenda=None, error=error
+            )
+        playbook = self.current_playbook()
+        day = dt.date.fromisoformat(choice["as_of"])
+        key = ("agenda", playbook.content_hash if playbook else None, owner, day, lang)
+        agenda = self._by_log_state(key, lambda: self._agenda(playbook, owner, day, lang))
+        return self.render(request, "agenda.html", choice=choice, owners=owners, agenda=agenda, error="")
 
     # -- sign in ---------------------------------------------------------------------------
 
@@ -855,10 +1154,11 @@ class _SecurityHeaders:
 
         async def with_headers(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
-                message.setdefault("headers", [])
+                headers = list(message.get("headers", []))
+                if not any(name.lower() == b"content-security-policy" for name, _ in headers):  # a chart's own
+                    headers.append((b"content-security-policy", _CSP))
                 message["headers"] = [
-                    *message["headers"],
-                    (b"content-security-policy", _CSP),
+                    *headers,
                     (b"x-content-type-options", b"nosniff"),
                     (b"referrer-policy", b"same-origin"),
                 ]
@@ -867,6 +1167,7 @@ class _SecurityHeaders:
         await self.app(scope, receive, with_headers)
 
 
+_SVG_CSP = "default-src 'none'; style-src 'unsafe-inline'"
 _CSP = b"default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'"
 
 
@@ -952,6 +1253,49 @@ def _outcomes_shown(
     ]
 
 
+def _task_row(task: Task, playbook: Playbook | None, lang: str) -> dict[str, Any]:
+    def owner(key: str | None) -> str:
+        return OWNER_LABELS.get(key or "", {}).get(lang, key or "")
+
+    return {
+        "task": task.id,
+        "evaluation": task.evaluation_seq,
+        "record": task.record,
+        "action": _action_label(playbook, task.action, lang) if playbook else task.action,
+        "owner": owner(task.owner),
+        "state": STATUS_LABELS.get(task.status, {}).get(lang, task.status),
+        "due": task.due or _WORDS[lang]["no_due"],
+        "escalated_to": owner(task.escalate_to),
+    }
+
+
+def _task_event(event: dict[str, Any], playbook: Playbook | None, lang: str) -> dict[str, str]:
+    """One move of a task as a person reads it.  The playbook's own reasons are stored in English with
+    identifiers; they are said again in ``lang`` from the task's state.  A person's reason is theirs."""
+    words = _WORDS[lang]
+    state = event["task"]
+    why = event["why"]
+    if event["who"] == BY_PLAYBOOK:
+        status = event["status"]
+        if status == "cancelled":
+            why = words["cancelled_by_playbook"]
+        elif status == "overdue":
+            why = words["overdue_by_playbook"].format(due=state.get("due") or "")
+        elif status == "escalated":
+            to = state.get("escalate_to") or ""
+            why = words["escalated_by_playbook"].format(to=OWNER_LABELS.get(to, {}).get(lang, to))
+        elif lang == "zh" or status == "open":
+            rule = state.get("rule", "")
+            label = _rule_label(playbook, rule, lang) if playbook is not None else rule
+            why = words["made_by_rule"].format(rule=label, seq=state.get("evaluation_seq", ""))
+    return {
+        "when": f"{event['as_of']} · {event['at'][:19].replace('T', ' ')} UTC",
+        "state": STATUS_LABELS.get(event["status"], {}).get(lang, event["status"]),
+        "who": words["the_playbook"] if event["who"] == BY_PLAYBOOK else event["who"],
+        "why": why,
+    }
+
+
 def _why_not_targets(playbook: Playbook, lang: str) -> list[tuple[str, str]]:
     """(value, label) of every action and every decision value, for the why-not question."""
     targets = [(a.id, a.label.get(lang, a.id)) for a in playbook.actions.values()]
@@ -981,6 +1325,27 @@ def _change_label(change: Change, old: Playbook, new: Playbook, lang: str) -> st
             shown = str(label[lang])
             return f"{kind} {shown}" if lang == "zh" else f"{kind} {shown} ({change.id})"
     return kind if lang == "zh" and change.kind == "playbook" else f"{kind} {change.id}"
+
+
+def _field_label(path: str, lang: str) -> str:
+    """A changed key of the playbook file (``label.zh``, ``rows``) as a zh reader names it; English pages
+    show the key path as written.  Keys that are ids (of values, rows) are left out of the zh name."""
+    if lang != "zh":
+        return path
+    named = [_ZH_KEYS[part] for part in path.split(".") if part in _ZH_KEYS]
+    return "·".join(named) if named else "其他设置"
+
+
+_ZH_KEYS = {
+    "label": "名称", "description": "说明", "explain": "解释", "source": "出处", "guide": "课程条目",
+    "quote": "原文", "note": "注", "policy": "政策", "when": "条件", "then": "结果", "otherwise": "否则",
+    "value": "取值", "values": "可选值", "value_labels": "取值名称", "type": "类型", "rows": "行",
+    "hit_policy": "命中规则", "output": "输出", "recommend": "建议", "owner": "负责人", "due": "期限",
+    "every": "周期", "calendar": "日历", "weekday": "星期", "brings": "带上", "group_by": "分组",
+    "aggregates": "汇总", "derive": "推算", "low": "下限", "high": "上限", "version": "版本",
+    "id": "编号", "title": "标题", "zh": "中文", "en": "英文", "unit": "单位", "default": "默认值",
+    "escalate": "升级", "params": "参数", "priority": "优先级", "all": "全部满足", "any": "任一满足",
+}  # fmt: skip
 
 
 def _problem(problem: Any) -> dict[str, str]:

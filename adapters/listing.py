@@ -1,5 +1,6 @@
-"""Lists of stored evaluations as CSV and JSON Lines, outcomes included: what ``playbook history`` and
-``playbook list`` print and what the web console exports, written once for both.
+"""Lists as text, CSV and JSON Lines: stored evaluations (outcomes included), quarantined events and
+tasks; what ``playbook history``, ``list`` and ``tasks list`` print and what the web console exports,
+written once for both.
 
 A CSV cell that a spreadsheet would run as a formula (it starts with ``=``, ``+``, ``-``, ``@``, a tab
 or a carriage return) is written with a leading quote, OWASP's rule against CSV injection: a CRM
@@ -10,13 +11,25 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import IO, Any
 
 from engine.answers import outcome_texts
-from engine.store import StoredEvaluation
+from engine.store import QuarantinedEvent, StoredEvaluation
+from engine.tasks import Task
 
-__all__ = ["listing_row", "spreadsheet_safe", "write_csv", "write_json_lines"]
+__all__ = [
+    "FORMATS",
+    "listing_row",
+    "spreadsheet_safe",
+    "write_csv",
+    "write_evaluations",
+    "write_json_lines",
+    "write_quarantined",
+    "write_tasks",
+]
+
+FORMATS = ("text", "json", "csv")
 
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
@@ -74,4 +87,84 @@ def write_json_lines(rows: Iterable[StoredEvaluation], out: IO[str]) -> int:
     for line in json_lines(rows):
         out.write(line)
         count += 1
+    return count
+
+
+def write_evaluations(
+    rows: Iterable[StoredEvaluation],
+    fmt: str,
+    out: IO[str],
+    tasks_of: Callable[[StoredEvaluation], tuple[list[str], list[Any]]] | None = None,
+) -> int:
+    """The evaluations as ``fmt`` (text: a line each, its outcomes indented below); how many.  ``tasks_of``:
+    an evaluation -> the text lines and JSON of its tasks' timelines (JSON lines and text carry them, CSV not)."""
+    if fmt == "csv":
+        return write_csv(rows, out)
+    if fmt == "json" and tasks_of is None:
+        return write_json_lines(rows, out)
+    count = 0
+    for stored in rows:
+        count += 1
+        if fmt == "json":
+            assert tasks_of is not None
+            out.write(json.dumps({**stored.to_json(), "tasks": tasks_of(stored)[1]}, ensure_ascii=False) + "\n")
+            continue
+        line = listing_row(stored)
+        account = f"  account {stored.account_id}" if stored.account_id is not None else ""
+        actions = line["actions"].replace(";", ", ") or "no action"
+        if stored.status != "ok" and stored.error:
+            actions = f"{stored.error['code']}: {stored.error['message']}"
+        out.write(
+            f"#{stored.seq}  {stored.as_of}  {stored.case_id}{account}  "
+            f"playbook {stored.playbook_id} {stored.playbook_version} ({stored.playbook_hash[:12]})  "
+            f"{stored.status}: {actions}\n"
+        )
+        for text in outcome_texts(stored):
+            out.write(f"    outcome: {text}\n")
+        for task_line in tasks_of(stored)[0] if tasks_of is not None else ():
+            out.write(task_line + "\n")
+    return count
+
+
+def write_quarantined(events: Iterable[QuarantinedEvent], fmt: str, out: IO[str]) -> int:
+    """Quarantined webhook events as ``fmt`` (CSV: the event itself as one JSON cell); how many."""
+    count = 0
+    writer: csv.DictWriter[str] | None = None
+    for held in events:
+        count += 1
+        data = held.to_json()
+        if fmt == "json":
+            out.write(json.dumps(data, ensure_ascii=False) + "\n")
+        elif fmt == "csv":
+            data["event"] = json.dumps(data["event"], ensure_ascii=False, sort_keys=True)
+            if writer is None:
+                writer = csv.DictWriter(out, fieldnames=list(data))
+                writer.writeheader()
+            writer.writerow({name: spreadsheet_safe(value) for name, value in data.items()})
+        else:
+            record = f"  record {held.record_id}" if held.record_id is not None else ""
+            out.write(
+                f"#{held.seq}  {held.received_at}  {held.source}  event {held.event_id}{record}  "
+                f"{held.code}: {held.reason}\n"
+            )
+    return count
+
+
+def write_tasks(listed: Iterable[Task], fmt: str, out: IO[str]) -> int:
+    """Tasks as ``fmt`` (CSV: a header only when there are tasks); how many."""
+    count = 0
+    writer: csv.DictWriter[str] | None = None
+    for task in listed:
+        count += 1
+        row = task.to_json()
+        if fmt == "json":
+            out.write(json.dumps(row, ensure_ascii=False) + "\n")
+        elif fmt == "csv":
+            if writer is None:
+                writer = csv.DictWriter(out, fieldnames=list(row))
+                writer.writeheader()
+            writer.writerow({name: spreadsheet_safe(value) for name, value in row.items()})
+        else:
+            due = f"due {task.due}" if task.due else "no due date"
+            out.write(f"task {task.id}  {task.status:<9}  {task.action}  record {task.record}  {task.owner}  {due}\n")
     return count

@@ -6,8 +6,10 @@ Imports the Maven CRM sample (../shared/crm-data/maven-crm-sales-opportunities, 
 mapping, as of 2017-03-01) into a temporary SQLite log unless ``--db`` names one, starts
 ``playbook ui`` on it with the course playbook, and has ``--clients`` threads, each on its own
 keep-alive connection, fetch every page ``--rounds`` times in turn, after one first request per
-page (reading the playbook versions, running the playbook's tests: printed apart).  Prints p50/p95/max per page
-and overall; the goal (issue 17) is p95 under 300 ms for every page at 8 clients.
+page (reading the playbook versions, compiling each once, running the playbook's tests, drawing the
+review's charts: printed apart).
+Prints p50/p95/max per page and overall, with the load average and the server's CPU time per request;
+the goal (issue 17) is p95 under 300 ms for every page at 8 clients.
 """
 
 from __future__ import annotations
@@ -35,6 +37,15 @@ def import_maven(db: str) -> None:
     subprocess.run(command, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """The process's CPU time so far (user + system; Linux's /proc), None elsewhere."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def pages(db: str) -> dict[str, str]:
     """One URL per page kind, naming records the log holds."""
     sys.path.insert(0, str(ROOT))
@@ -57,7 +68,9 @@ def pages(db: str) -> dict[str, str]:
         "why advised": f"/ui/why?record={quote(str(stored.record_id))}&action={action}&lang=en",
         "playbook": "/ui/playbook?lang=zh",
         "audit chain heads": "/ui/audit?lang=en",
-        "portfolio": "/ui/portfolio?lang=en",
+        "portfolio review": "/ui/portfolio?as_of=2017-03-01&lang=en",
+        "agenda": "/ui/agenda?as_of=2017-03-01&lang=zh",
+        "tasks by owner and state": "/ui/tasks?owner=account_manager&state=open&lang=en",
     }
 
 
@@ -119,16 +132,26 @@ def main() -> None:
             conn.close()
 
         threads = [threading.Thread(target=client) for _ in range(args.clients)]
+        load_before = os.getloadavg()[0]
+        cpu_before = cpu_seconds(server.pid)
         started = time.perf_counter()
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
         wall = time.perf_counter() - started
+        load_after = os.getloadavg()[0]
+        cpu_after = cpu_seconds(server.pid)
     finally:
         server.terminate()
         server.wait(timeout=30)
     print(f"{args.clients} clients x {args.rounds} rounds x {len(urls)} pages in {wall:.1f} s; errors: {len(errors)}")
+    # the machine may be shared: the 1-minute load average before and after says how much
+    print(f"load average {load_before:.1f} before, {load_after:.1f} after, on {os.cpu_count()} CPUs")
+    if cpu_before is not None and cpu_after is not None:
+        # what the load average does not change much: the server's own CPU time per request
+        requests = args.clients * args.rounds * len(urls)
+        print(f"server CPU {(cpu_after - cpu_before) * 1000 / requests:.1f} ms per request ({requests} requests)")
     print(f"{'page':30} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8}")
     every: list[float] = []
     for name, values in timings.items():

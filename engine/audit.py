@@ -8,14 +8,13 @@ These join the evaluator and the store; neither of those knows the other.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from engine.compile import compile_playbook
 from engine.errors import CaseError
 from engine.evaluate import Evaluator, Result
-from engine.model import Playbook
 from engine.store import ID_LENGTH, Appended, Store, StoredEvaluation, iter_chunks, oversized_id
 from engine.validate import load_playbook_text
 
@@ -28,6 +27,7 @@ __all__ = [
     "outcome_to_file",
     "recommendation_position",
     "record_outcome",
+    "rederive",
     "reevaluate",
 ]
 
@@ -96,25 +96,27 @@ def outcome_to_file(
         return error, facts
 
 
-def reevaluate(
-    store: Store, seq: int, *, playbook_of: Callable[[str], Playbook] | None = None
-) -> tuple[StoredEvaluation, Result]:
-    """The stored evaluation and its full trace, re-derived under the stored playbook text and checked.
-
-    ``playbook_of``: the playbook of a content hash, from the stored text (a server keeps them read).
-    """
+def reevaluate(store: Store, seq: int) -> tuple[StoredEvaluation, Result]:
+    """The stored evaluation and its full trace, re-derived under the stored playbook text and checked."""
     stored = store.get(seq)
-    if stored.status != "ok" or stored.error:
-        raise StoredMismatch(f"evaluation {seq} is a failed case: {stored.error}")
-    if playbook_of is not None:
-        playbook = playbook_of(stored.playbook_hash)
-    else:
-        text = store.playbook_text(stored.playbook_hash)
-        playbook = load_playbook_text(text, f"<playbook {stored.playbook_hash[:12]}>")
+    playbook = load_playbook_text(store.playbook_text(stored.playbook_hash), f"<playbook {stored.playbook_hash[:12]}>")
     with compile_playbook(playbook) as compiled:
-        result = Evaluator(compiled, cache_size=0).evaluate_case(
-            stored.facts, dt.date.fromisoformat(stored.as_of), stored.case_id
-        )
+        return stored, rederive(stored, Evaluator(compiled, cache_size=0))
+
+
+def rederive(stored: StoredEvaluation, evaluator: Evaluator) -> Result:
+    """The full trace of a stored evaluation, evaluated again by ``evaluator`` (one of its playbook version,
+    built with ``cache_size=0`` so every question goes to durable-rules) and checked against what was stored.
+
+    A server keeps one evaluator per stored playbook version (the compiled rules depend only on its text);
+    the case itself is evaluated again on every call.
+    """
+    if stored.status != "ok" or stored.error:
+        raise StoredMismatch(f"evaluation {stored.seq} is a failed case: {stored.error}")
+    if evaluator.playbook.content_hash != stored.playbook_hash or evaluator.cache_size:
+        raise ValueError(f"evaluation {stored.seq} needs an uncached evaluator of playbook {stored.playbook_hash[:12]}")
+    seq = stored.seq
+    result = evaluator.evaluate_case(stored.facts, dt.date.fromisoformat(stored.as_of), stored.case_id)
     again = [(r["id"], r["rule"], r["params"]) for r in result.recommendations]
     kept = [(r["id"], r["rule"], r["params"]) for r in stored.recommendations]
     if result.decisions != stored.decisions or result.fired() != stored.fired or again != kept:
@@ -130,7 +132,7 @@ def reevaluate(
             + "; run playbook audit verify: if the log verifies, the evaluation was made by an earlier version "
             "of this program that read the playbook differently (before 0.2 a missing value counted as false)"
         )
-    return stored, result
+    return result
 
 
 class UnknownEvaluation(LookupError):

@@ -255,20 +255,30 @@ def render_html(report: dict[str, Any], charts: dict[str, str]) -> str:
         f'<html lang="{esc(lang)}"><head><meta charset="utf-8">',
         f"<title>{esc(_w('title', lang))} {esc(report['review']['as_of'])}</title>",
         f"<style>{_CSS}</style></head><body>",
+        html_sections(report, charts),
+        "</body></html>",
     ]
+    return "\n".join(parts) + "\n"
+
+
+def html_sections(report: dict[str, Any], charts: dict[str, str]) -> str:
+    """The report's sections as HTML, each chart (name -> its markup: SVG text, or an ``<img>`` naming it)
+    in a figure; for a page of one's own (the web console's)."""
+    lang = report["review"]["lang"]
+    esc: Callable[[Any], str] = lambda value: html.escape(str(value))  # noqa: E731
+    parts = []
     for n, (heading, lines) in enumerate(_sections(report)):
         parts.append(f"<section><h{1 if n == 0 else 2}>{esc(heading)}</h{1 if n == 0 else 2}>")
         if n == 1:
-            for name, svg in charts.items():
+            for name, markup in charts.items():
                 title = esc(_chart_title(report, name, lang))
-                parts.append(f'<figure class="chart" data-chart="{esc(name)}" aria-label="{title}">{svg}</figure>')
+                parts.append(f'<figure class="chart" data-chart="{esc(name)}" aria-label="{title}">{markup}</figure>')
         if n == 2:  # the class × funnel matrix: a table, whose columns line up in any font
             parts.append(_matrix_table(report["matrix"], esc))
         else:
             parts.append("<pre>" + "\n".join(esc(line) for line in lines) + "</pre>")
         parts.append("</section>")
-    parts.append("</body></html>")
-    return "\n".join(parts) + "\n"
+    return "\n".join(parts)
 
 
 def _matrix_table(matrix: dict[str, Any], esc: Callable[[Any], str]) -> str:

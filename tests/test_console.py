@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from sqlalchemy import text as sql_text
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
@@ -23,6 +24,7 @@ from adapters.console import Console, console_mount
 from cli import main
 from engine import load_playbook
 from engine.store import Store
+from engine.tasks import listing
 from tests.console_log import COURSE, FORMULA, OWNERS, PASSWORD, XSS, make_console_log
 from tests.test_text import authored_words, identifiers
 
@@ -82,6 +84,7 @@ PAGES = (
     "/ui/audit",
     "/ui/portfolio",
     "/ui/agenda",
+    "/ui/tasks",
     "/ui/login",
 )
 
@@ -116,7 +119,10 @@ def test_chinese_pages_name_nothing_by_the_playbooks_identifiers(client: TestCli
         "/ui/playbook",
         "/ui/audit?verify=1",
         "/ui/portfolio",
+        "/ui/portfolio?group_by=region",
         "/ui/agenda",
+        "/ui/tasks",
+        f"/ui/tasks?record={stored.record_id}",
         "/ui/login",
     ]
     for path in pages:
@@ -237,6 +243,10 @@ def test_the_diff_and_its_replay_are_for_sales_ops(client: TestClient, read_log:
     text = visible_text(page.text)
     assert "high_profit_margin" in text and "0.3" in text and "0.9" in text
     assert "Replay impact" in text and re.search(r"\d+ replayed: \d+ would change", text)
+    # in Chinese the changed keys of the file are named too, not written as the file's keys
+    zh = visible_text(ops.get("/ui/diff", params={"lang": "zh"}).text)
+    assert "参数 “高盈利”的最低利润率" in zh and "取值" in zh and "版本" in zh
+    assert not set(ASCII_WORD.findall(zh)) & {"value", "version", "high_profit_margin", "label"}
 
 
 def test_a_manager_records_outcomes_for_the_team_only(db_url: str) -> None:
@@ -305,10 +315,57 @@ def test_user_add_takes_the_password_from_the_environment_and_stores_a_hash(tmp_
     assert prompted.exit_code == 0 and PASSWORD not in prompted.stdout
 
 
-def test_director_pages_say_there_is_no_data_yet(client: TestClient) -> None:
-    for path, words in (("/ui/portfolio", "portfolio review"), ("/ui/agenda", "agenda")):
-        text = visible_text(client.get(path, params={"lang": "en"}).text)
-        assert "not connected yet: there is no data here" in text and words in text.lower()
+def test_the_portfolio_review_is_the_directors_report_with_its_charts(client: TestClient, read_log: Store) -> None:
+    page = client.get("/ui/portfolio", params={"lang": "en", "group_by": "region", "as_of": "2026-11-27"})
+    text = visible_text(page.text)
+    assert page.status_code == 200 and "Director's weekly review" in text and "2026-11-27" in text
+    assert all(region in text for region in ("East", "West"))
+    charts = [html.unescape(src) for src in re.findall(r'<img src="([^"]+)"', page.text)]
+    assert len(charts) >= 2 and all("/ui/portfolio/chart.svg?" in src for src in charts)
+    chart = client.get(charts[0])
+    # the chart's shapes are styled inline: its own policy allows that, and nothing else
+    assert chart.status_code == 200 and chart.text.startswith("<svg") and "<script" not in chart.text
+    assert chart.headers["content-security-policy"] == "default-src 'none'; style-src 'unsafe-inline'"
+    assert client.get("/ui/portfolio/chart.svg", params={"chart": "no_such_chart"}).status_code == 404
+    assert client.get("/ui/portfolio", params={"group_by": "planet", "lang": "en"}).status_code == 400
+
+
+def test_the_agenda_lists_the_logs_tasks_for_an_owner(client: TestClient, read_log: Store) -> None:
+    everyone = visible_text(client.get("/ui/agenda", params={"lang": "en", "as_of": "2026-11-27"}).text)
+    tasks = [t for t in listing(read_log) if t.status in ("open", "accepted", "overdue", "escalated")]
+    assert tasks and "Agenda of everyone, 2026-11-27" in everyone
+    assert all(f"#{t.id} " in everyone + " " for t in tasks[:5])
+    director = visible_text(client.get("/ui/agenda", params={"lang": "en", "owner": "director"}).text)
+    assert "Agenda of director" in director
+    assert client.get("/ui/agenda", params={"owner": "nobody"}).status_code == 400
+
+
+def test_director_pages_say_when_the_log_is_empty(tmp_path: Path) -> None:
+    with Store(f"sqlite:///{tmp_path / 'empty.db'}") as store:
+        client = client_of(store)
+        for path, words in (("/ui/portfolio", "no portfolio to review"), ("/ui/agenda", "the agenda is empty")):
+            assert words in visible_text(client.get(path, params={"lang": "en"}).text)
+
+
+def test_tasks_are_found_and_each_evaluation_shows_its_tasks_timeline(client: TestClient, read_log: Store) -> None:
+    task = listing(read_log)[0]
+    found = visible_text(client.get("/ui/tasks", params={"lang": "en", "record": task.record}).text)
+    assert f"#{task.id}" in found and "tasks found" in found
+    by_action = client.get("/ui/tasks", params={"lang": "en", "action": task.action, "state": task.status}).text
+    assert f"#{task.id}<" in by_action
+    assert "No task matches" in client.get("/ui/tasks", params={"lang": "en", "record": "no-such-record"}).text
+    assert client.get("/ui/tasks", params={"state": "asleep"}).status_code == 400
+    exported = client.get("/ui/tasks.csv", params={"record": task.record})
+    rows = list(csv.DictReader(io.StringIO(exported.text)))
+    assert exported.headers["content-type"].startswith("text/csv") and task.id in [int(r["task"]) for r in rows]
+    lines = client.get("/ui/tasks.jsonl", params={"record": task.record}).text.splitlines()
+    assert [json.loads(line) for line in lines] == [
+        t.to_json() for t in reversed(listing(read_log, record=task.record))
+    ]
+    page = visible_text(client.get(f"/ui/evaluations/{task.evaluation_seq}", params={"lang": "en"}).text)
+    assert f"Task #{task.id}" in page and "made by the playbook: rule" in page
+    zh = visible_text(client.get(f"/ui/evaluations/{task.evaluation_seq}", params={"lang": "zh"}).text)
+    assert f"任务 #{task.id}" in zh and "剧本按规则" in zh and "recommended it" not in zh
 
 
 def test_owner_and_region_are_searched_by_the_database(db_url: str) -> None:
@@ -324,3 +381,15 @@ def test_owner_and_region_are_searched_by_the_database(db_url: str) -> None:
             2,
             1,
         ]
+
+
+def test_every_evaluation_page_is_checked_against_the_log_though_the_rules_stay_compiled(db_url: str) -> None:
+    with make_console_log(db_url) as store:
+        client = client_of(store)
+        seq = next(s.seq for s in store.search() if s.recommendations)
+        assert "The whole trace" in visible_text(client.get(f"/ui/evaluations/{seq}", params={"lang": "en"}).text)
+        with store.engine.begin() as conn:  # the stored decisions changed behind the console's back
+            change = sql_text("UPDATE evaluations SET decisions = :d WHERE seq = :s")
+            conn.execute(change, {"d": '{"funnel_layer": "x"}', "s": seq})
+        text = visible_text(client.get(f"/ui/evaluations/{seq}", params={"lang": "en"}).text)
+        assert "does not match its re-evaluation" in text and "The whole trace" not in text

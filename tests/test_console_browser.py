@@ -170,6 +170,7 @@ def test_every_page_renders_in_both_languages(page: Page, served: tuple[str, str
         ("audit", "/ui/audit?verify=1"),
         ("portfolio", "/ui/portfolio"),
         ("agenda", "/ui/agenda"),
+        ("tasks", "/ui/tasks?record=opp-001"),
     ):
         page.goto(f"{base}{path}{'&' if '?' in path else '?'}lang=zh")
         assert page.locator("html").get_attribute("lang") == "zh-CN", name
@@ -178,6 +179,33 @@ def test_every_page_renders_in_both_languages(page: Page, served: tuple[str, str
         page.click("a.lang")  # the switch on the page
         assert page.locator("html").get_attribute("lang") == "en", name
         shoot(page, tmp_path, f"{name}-en")
+
+
+def test_the_director_sees_the_review_with_its_charts_and_the_agenda(
+    page: Page, served: tuple[str, str], tmp_path: Path
+) -> None:
+    base, _ = served
+    page.goto(f"{base}/ui/portfolio?lang=zh")
+    page.select_option("select[name=group_by]", "region")
+    page.click("form.filters button[type=submit]")
+    page.wait_for_selector("figure.chart img")
+    assert "客户主任周检视报告" in page.inner_text("main")
+    charts = page.locator("figure.chart img")
+    assert charts.count() >= 2
+    for n in range(charts.count()):  # each chart drawn: its styles were not refused
+        assert charts.nth(n).evaluate("image => image.complete && image.naturalWidth > 0")
+    shoot(page, tmp_path, "portfolio-region-zh")
+    page.click("a.lang")
+    assert "Director's weekly review" in page.inner_text("main")
+    page.goto(f"{base}/ui/agenda?lang=en")
+    page.select_option("select[name=owner]", "account_manager")
+    page.click("form.filters button[type=submit]")
+    assert "Agenda of account manager" in page.inner_text("h1")
+    assert page.locator("table.results a").count() > 0
+    shoot(page, tmp_path, "agenda-account-manager-en")
+    page.locator("table.results a").first.click()
+    page.wait_for_selector("#tasks")
+    assert "made by the playbook" in page.inner_text("main")
 
 
 def test_markup_in_a_case_shows_as_text(page: Page, served: tuple[str, str]) -> None:

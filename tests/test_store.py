@@ -20,7 +20,7 @@ from sqlalchemy import create_engine, insert, select, text
 
 from adapters.jsonl import read_cases
 from engine import CaseError, Evaluator, compile_playbook, load_playbook, tasks
-from engine.audit import ImportItem, StoredMismatch, import_cases, reevaluate
+from engine.audit import ImportItem, StoredMismatch, import_cases, rederive, reevaluate
 from engine.explain import why
 from engine.replay import live_playbook, replay, replay_changes
 from engine.store import (
@@ -34,6 +34,7 @@ from engine.store import (
     task_events,
 )
 from engine.store.writer import _decisions_text
+from engine.validate import load_playbook_text
 from tests.conftest import AS_OF, ROOT
 
 COURSE = ROOT / "playbooks" / "course.yaml"
@@ -189,6 +190,21 @@ def test_why_refuses_a_record_that_no_longer_matches(db_url: str, course: Any) -
         )
     with pytest.raises(StoredMismatch):
         reevaluate(store, 2)
+    store.close()
+
+
+def test_a_kept_evaluator_re_derives_only_uncached_and_under_the_stored_version(db_url: str, course: Any) -> None:
+    store = fill(db_url, course)
+    stored = store.get(1)
+    assert rederive(stored, Evaluator(course, cache_size=0)).decisions == reevaluate(store, 1)[1].decisions
+    with pytest.raises(ValueError, match="uncached evaluator"):
+        rederive(stored, Evaluator(course))  # answers reused by cell would not ask durable-rules again
+    changed = COURSE.read_text(encoding="utf-8").replace(
+        "  high_win_rate:\n    value: 60\n", "  high_win_rate:\n    value: 80\n"
+    )
+    other = compile_playbook(load_playbook_text(changed))
+    with other, pytest.raises(ValueError, match="uncached evaluator of playbook"):
+        rederive(stored, Evaluator(other, cache_size=0))
     store.close()
 
 
