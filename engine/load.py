@@ -26,11 +26,10 @@ from typing import Any
 import yaml
 
 from engine.errors import Location, PlaybookError, Problem
+from engine.limits import MAX_BYTES, MAX_DEPTH
 
-__all__ = ["MAX_BYTES", "MAX_DEPTH", "Document", "collector_paused", "load_file", "load_text"]
+__all__ = ["Document", "collector_paused", "load_file", "load_text"]
 
-MAX_BYTES = 2 * 1024 * 1024
-MAX_DEPTH = 64
 
 Path_ = tuple[str | int, ...]
 
