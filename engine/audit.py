@@ -15,9 +15,10 @@ from typing import Any
 from engine.compile import compile_playbook
 from engine.errors import CaseError
 from engine.evaluate import Evaluator, Result
+from engine.limits import BATCH
+from engine.loader import PlaybookLoader
 from engine.model import Playbook
 from engine.store import ID_LENGTH, Appended, Store, StoredEvaluation, iter_chunks, oversized_id
-from engine.validate import load_playbook_text
 
 __all__ = [
     "AmbiguousAction",
@@ -30,8 +31,6 @@ __all__ = [
     "record_outcome",
     "reevaluate",
 ]
-
-BATCH = 2000  # cases per transaction: a commit costs a disk sync
 
 
 @dataclass(frozen=True)
@@ -100,16 +99,15 @@ def reevaluate(
 ) -> tuple[StoredEvaluation, Result]:
     """The stored evaluation and its full trace, re-derived under the stored playbook text and checked.
 
-    ``playbook_of``: the playbook of a content hash, from the stored text (a server keeps them read).
+    ``playbook_of``: the playbook of a content hash, from the stored text (a server keeps them read: a
+    :class:`~engine.loader.PlaybookLoader`'s ``stored``), else built from the text.
     """
     stored = store.get(seq)
     if stored.status != "ok" or stored.error:
         raise StoredMismatch(f"evaluation {seq} is a failed case: {stored.error}")
-    if playbook_of is not None:
-        playbook = playbook_of(stored.playbook_hash)
-    else:
-        text = store.playbook_text(stored.playbook_hash)
-        playbook = load_playbook_text(text, f"<playbook {stored.playbook_hash[:12]}>")
+    playbook = (
+        playbook_of(stored.playbook_hash) if playbook_of else PlaybookLoader().stored(store, stored.playbook_hash)
+    )
     with compile_playbook(playbook) as compiled:
         result = Evaluator(compiled, cache_size=0).evaluate_case(
             stored.facts, dt.date.fromisoformat(stored.as_of), stored.case_id

@@ -7,7 +7,7 @@ does not import the audit log (nor SQLAlchemy).
 
 from __future__ import annotations
 
-__all__ = ["ID_LENGTH", "MAX_BYTES", "MAX_DEPTH", "MAX_DURABLE_RULES", "MAX_NODE_PROPERTIES", "QUESTION_CHUNK"]
+__all__ = ["BATCH", "ID_LENGTH", "MAX_BYTES", "MAX_DEPTH", "MAX_DURABLE_RULES", "MAX_NODE_PROPERTIES", "QUESTION_CHUNK"]
 
 # A playbook file: its size in bytes and how deep its YAML may nest (aliases are refused outright).
 MAX_BYTES = 2 * 1024 * 1024
@@ -23,6 +23,8 @@ QUESTION_CHUNK = 16
 """Members asked about in one fact.  durable-rules fails with error 303 (its match stack, about 64
 deep) when more of one fact's partial matches are pending at once: 66 interval rows on one number
 did (``bench/scaling.py --shape band``).  A node with more members is asked in chunks of this size."""
+
+BATCH = 2000  # cases per transaction of the audit log: a commit costs a disk sync
 
 ID_LENGTH = 500
 """Characters of the ids evaluations and records are filed under (PostgreSQL enforces it); a webhook
