@@ -1,6 +1,6 @@
 """Start-up: `check`, `recommend` on a small file, and `why`, as a user runs them, Python's start-up included.
 
-    python bench/startup.py [--runs 5] [--root CHECKOUT] [--json FILE]
+    python bench/startup.py [--runs 5] [--root CHECKOUT]
 
 Runs ``python3 cli.py ...`` of ``--root`` (this checkout by default, so two checkouts can be compared)
 ``--runs`` times per row and prints the median wall clock and the median CPU (user + system) of the
@@ -11,7 +11,8 @@ and site (the floor no command goes under).  Three rows per command:
 - ``cold``: an empty cache directory every run (the first run on a file; the entry is written);
 - ``off``: ``PLAYBOOK_CACHE=off``, the playbook built every run (as before the cache).
 
-The load average is printed with the figures: the machine may be shared.
+The load average is printed with the figures: the machine may be shared.  Writes
+bench/results/startup.json.
 """
 
 from __future__ import annotations
@@ -58,7 +59,6 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--root", type=Path, default=ROOT, help="The checkout whose cli.py runs.")
-    parser.add_argument("--json", type=Path, help="Write the figures here as JSON.")
     args = parser.parse_args()
     root = args.root.resolve()
     python = sys.executable
@@ -98,8 +98,10 @@ def main() -> None:
         print(
             f"{name:<44} {got['wall_s'] / anchor:>9.2f} {got['wall_s']:>8.3f} {got['cpu_s']:>7.3f} {got['load']:>6.2f}"
         )
-    if args.json:
-        args.json.write_text(json.dumps({"root": str(root), "runs": args.runs, "figures": figures}, indent=2))
+    target = ROOT / "bench" / "results"
+    target.mkdir(parents=True, exist_ok=True)
+    report = {"root": str(root), "runs": args.runs, "load_average": os.getloadavg(), "figures": figures}
+    (target / "startup.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":
