@@ -15,10 +15,10 @@ from typing import Any
 from engine.compile import compile_playbook
 from engine.errors import CaseError
 from engine.evaluate import Evaluator, Result
-from engine.limits import BATCH
+from engine.limits import BATCH, ID_LENGTH
 from engine.loader import PlaybookLoader
 from engine.model import Playbook
-from engine.store import ID_LENGTH, Appended, Store, StoredEvaluation, iter_chunks, oversized_id
+from engine.store import Appended, Store, StoredEvaluation, iter_chunks, oversized_id
 
 __all__ = [
     "AmbiguousAction",
