@@ -87,10 +87,11 @@ def _tune_memory() -> None:
 
 
 def _load(path: str) -> Any:
-    from engine import PlaybookError, load_playbook
+    from engine import PlaybookError
+    from engine.loader import default_loader
 
     try:
-        return load_playbook(path)
+        return default_loader().load(path)
     except PlaybookError as error:
         raise Failed(str(error)) from None
 
@@ -131,19 +132,21 @@ def check(playbooks: tuple[str, ...], course_path: str | None, fmt: str, verbose
     The most fundamental problem comes first; problems that follow from another (the uses of a
     misspelt name, say) are folded under it.
     """
-    from engine import PlaybookError, load_playbook
+    from engine import PlaybookError
     from engine.analyse import analyse
+    from engine.loader import default_loader
     from engine.sources import quotes_not_in_course
 
     course = Path(course_path).read_text(encoding="utf-8") if course_path else None
     found = []
+    loader = default_loader()
     for path in dict.fromkeys(playbooks):  # a file named twice is checked once
         try:
-            playbook = load_playbook(path)
+            playbook = loader.load(path)
         except PlaybookError as error:
             found.extend(error.problems)
             continue
-        found.extend(analyse(playbook))
+        found.extend(loader.derived(playbook, "analysis", analyse))
         if course is not None and course_path is not None:
             found.extend(quotes_not_in_course(playbook, course, course_path))
     problems = list(dict.fromkeys(found))  # one problem found by two checks is printed once
@@ -470,7 +473,6 @@ def recommend(
     from engine.evaluate import Result
     from engine.portfolio import evaluate_portfolio
     from engine.report import render_case, render_group, render_tally
-    from engine.store import TamperedRecord
 
     when = _as_of(as_of)
     if sql_url is not None:
@@ -501,6 +503,11 @@ def recommend(
         else None
     )
     store = None if no_store else _open_store(db, write=True)
+    tampered: tuple[type[Exception], ...] = ()  # an earlier run's playbook text, changed in the log
+    if store is not None:  # (--no-store runs without the store's code)
+        from engine.store import TamperedRecord
+
+        tampered = (TamperedRecord,)
     where = _shown(input_path) if source.kind == "sql" else input_path
     with compile_playbook(playbook) as compiled:
         _tune_memory()
@@ -568,7 +575,7 @@ def recommend(
             raise Failed(f"engine fault, run stopped: {fault}") from None
         except PlaybookError as error:
             raise Failed(str(error)) from None
-        except TamperedRecord as error:  # an earlier run's playbook text, changed in the log: nothing re-derived
+        except tampered as error:  # nothing re-derived
             raise Failed(f"run stopped: {error}") from None
         finally:
             if bar is not None:
@@ -774,6 +781,7 @@ def why_command(
     from engine.audit import StoredMismatch, reevaluate
     from engine.explain import UnknownTarget, why
     from engine.explain import why_not as why_not_text
+    from engine.loader import default_loader
 
     if (evaluation is None) == (record_id is None):
         raise click.UsageError("give an EVALUATION number or --record ID (with --action)")
@@ -794,7 +802,7 @@ def why_command(
             raise Failed(str(error).strip("'\"")) from None
     assert evaluation is not None
     try:
-        stored, result = reevaluate(store, evaluation)
+        stored, result = reevaluate(store, evaluation, playbook_of=lambda known: default_loader().stored(store, known))
     except (LookupError, StoredMismatch) as error:
         raise Failed(str(error).strip("'\"")) from None
     payload = result.to_json(lang)
@@ -1481,6 +1489,7 @@ def replay(
     """What a playbook change would change: each record's latest evaluation re-evaluated under the new
     playbook and under the one live now, compared (nothing is written)."""
     from engine import EngineFault, PlaybookError
+    from engine.loader import default_loader
     from engine.replay import ReplayReport, live_playbook, render_replay
     from engine.replay import replay as run_replay
 
@@ -1505,7 +1514,7 @@ def replay(
         if baseline_path is not None:
             baseline, chosen = _load(baseline_path), {"file": baseline_path}
         else:
-            baseline, newest = live_playbook(store)
+            baseline, newest = live_playbook(store, default_loader())
             chosen = {"evaluation": newest}
         report = run_replay(store, candidate, baseline, chosen, since=since, every=every, examples=examples)
     except LookupError as error:

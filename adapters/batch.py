@@ -211,7 +211,8 @@ def evaluate_partition(job: BatchJob, items: Iterable[tuple[str, int, Any]]) -> 
 
 def _filed(outcome: Result | CaseError, facts: dict[str, Any]) -> str:
     """What the audit log stores for this case: a case whose ids are too long to file, kept as ``id_too_long``."""
-    from engine.store import ID_LENGTH, Appended, oversized_id, prepare
+    from engine.limits import ID_LENGTH
+    from engine.store import Appended, oversized_id, prepare
 
     problem = oversized_id(outcome.case if isinstance(outcome, Result) else outcome.case_id, facts)
     if problem is not None:

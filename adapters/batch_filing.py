@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass
 
 from adapters.batch import BatchJob, filed_of
-from engine.audit import BATCH
+from engine.limits import BATCH
 from engine.model import Playbook
 from engine.store import Appended, Store
 

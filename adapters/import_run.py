@@ -28,16 +28,17 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from adapters.mapping import MappedCase, Mapping, Quarantined
-from engine.audit import BATCH, outcome_to_file
 from engine.compile import compile_playbook
 from engine.errors import CaseError
 from engine.evaluate import Evaluator, Result
-from engine.store import Appended, Prepared, Store, StoredEvaluation, iter_chunks
-from engine.tasks import CLOSING_CODES, close_records
-from engine.validate import load_playbook_text
+from engine.limits import BATCH
+from engine.loader import PlaybookLoader
+
+if TYPE_CHECKING:  # the audit log is imported when an import is filed in one: --no-store runs without it
+    from engine.store import Appended, Store, StoredEvaluation
 
 __all__ = [
     "Evaluated",
@@ -264,6 +265,8 @@ class ImportRun:
             for line, item in records:
                 yield self._unstored(line, item)
             return
+        from engine.store import iter_chunks
+
         generation, stored = self._generation(self.store, run)
         prefix = run if generation == 1 else f"{run}.{generation}"
         with ExitStack() as playbooks:
@@ -303,6 +306,10 @@ class ImportRun:
         rederive: _Rederiver,
     ) -> Iterator[ImportEvent]:
         """One batch: its new cases evaluated and filed in one transaction, its stored ones read back."""
+        from engine.audit import outcome_to_file
+        from engine.store import Appended, Prepared
+        from engine.tasks import CLOSING_CODES, close_records
+
         events: list[ImportEvent | None] = []
         filed: list[tuple[int, int, Appended]] = []  # (place in events, line, what is filed)
         earlier: list[tuple[int, int, int]] = []  # (place in events, line, evaluation)
@@ -386,8 +393,7 @@ class _Rederiver:
             return CaseError(stored.case_id, error.get("code", "error"), error.get("message", ""))
         evaluator = self.evaluators.get(stored.playbook_hash)
         if evaluator is None:
-            text = self.store.playbook_text(stored.playbook_hash)
-            playbook = load_playbook_text(text, f"<playbook {stored.playbook_hash[:12]}>")
+            playbook = PlaybookLoader().stored(self.store, stored.playbook_hash)
             evaluator = Evaluator(self.playbooks.enter_context(compile_playbook(playbook)))
             self.evaluators[stored.playbook_hash] = evaluator
         result: Result | CaseError

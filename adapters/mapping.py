@@ -26,8 +26,6 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import Location, PlaybookError, Problem, did_you_mean
-from engine.load import load_file
-from engine.validate import DocumentChecker, load_schema
 
 __all__ = [
     "PRESETS_DIR",
@@ -569,6 +567,10 @@ def load_mapping(name_or_path: str | Path) -> Mapping:
                 ]
             )
         path = preset
+    # the YAML reader and the schema checker come with a mapping file: reading JSON Lines cases needs neither
+    from engine.load import load_file
+    from engine.validate import DocumentChecker, load_schema
+
     doc = load_file(path)
     checker = DocumentChecker(doc)
     checker.schema_pass(doc.data, load_schema("mapping.schema.json"))

@@ -9,12 +9,12 @@ since.  The query for a record's latest evaluation is here, on the current
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 from sqlalchemy import bindparam, select
 
-from engine import Playbook, load_playbook_text
+from engine.loader import MemoryLoader, PlaybookLoader
+from engine.model import Playbook
 from engine.store import Store, evaluations
 
 __all__ = ["Playbooks", "evaluation_answer", "latest_evaluation"]
@@ -45,21 +45,18 @@ def latest_evaluation(store: Store, record_id: str, source: str | None = None) -
 
 
 class Playbooks:
-    """Playbook versions by content hash: the one being served, and older ones read from the log once."""
+    """Playbook versions by content hash: the one being served, and older ones read from the log once
+    (kept in memory, built by ``loader``)."""
 
-    def __init__(self, store: Store, current: Playbook) -> None:
+    def __init__(self, store: Store, current: Playbook, loader: PlaybookLoader | None = None) -> None:
         self.store = store
-        self._by_hash: dict[str, Playbook] = {current.content_hash: current}
-        self._lock = threading.Lock()
+        self.current = current
+        self.loader = MemoryLoader(loader)
 
     def get(self, content_hash: str) -> Playbook:
-        with self._lock:
-            found = self._by_hash.get(content_hash)
-        if found is None:
-            found = load_playbook_text(self.store.playbook_text(content_hash), f"<playbook {content_hash[:12]}>")
-            with self._lock:
-                self._by_hash[content_hash] = found
-        return found
+        if content_hash == self.current.content_hash:
+            return self.current
+        return self.loader.stored(self.store, content_hash)
 
 
 def evaluation_answer(store: Store, playbooks: Playbooks, seq: int, lang: str) -> dict[str, Any]:

@@ -62,7 +62,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from engine.store import ID_LENGTH
+from engine.limits import ID_LENGTH
 
 __all__ = [
     "DELETED",

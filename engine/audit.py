@@ -8,15 +8,17 @@ These join the evaluator and the store; neither of those knows the other.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from engine.compile import compile_playbook
 from engine.errors import CaseError
 from engine.evaluate import Evaluator, Result
-from engine.store import ID_LENGTH, Appended, Store, StoredEvaluation, iter_chunks, oversized_id
-from engine.validate import load_playbook_text
+from engine.limits import BATCH, ID_LENGTH
+from engine.loader import PlaybookLoader
+from engine.model import Playbook
+from engine.store import Appended, Store, StoredEvaluation, iter_chunks, oversized_id
 
 __all__ = [
     "AmbiguousAction",
@@ -30,8 +32,6 @@ __all__ = [
     "rederive",
     "reevaluate",
 ]
-
-BATCH = 2000  # cases per transaction: a commit costs a disk sync
 
 
 @dataclass(frozen=True)
@@ -96,10 +96,18 @@ def outcome_to_file(
         return error, facts
 
 
-def reevaluate(store: Store, seq: int) -> tuple[StoredEvaluation, Result]:
-    """The stored evaluation and its full trace, re-derived under the stored playbook text and checked."""
+def reevaluate(
+    store: Store, seq: int, *, playbook_of: Callable[[str], Playbook] | None = None
+) -> tuple[StoredEvaluation, Result]:
+    """The stored evaluation and its full trace, re-derived under the stored playbook text and checked.
+
+    ``playbook_of``: the playbook of a content hash, from the stored text (a server keeps them read: a
+    :class:`~engine.loader.PlaybookLoader`'s ``stored``), else built from the text.
+    """
     stored = store.get(seq)
-    playbook = load_playbook_text(store.playbook_text(stored.playbook_hash), f"<playbook {stored.playbook_hash[:12]}>")
+    playbook = (
+        playbook_of(stored.playbook_hash) if playbook_of else PlaybookLoader().stored(store, stored.playbook_hash)
+    )
     with compile_playbook(playbook) as compiled:
         return stored, rederive(stored, Evaluator(compiled, cache_size=0))
 

@@ -34,8 +34,8 @@ from durable.engine import Host
 
 from engine.conditions import atoms_of, durable_expr, durable_safe, list_key, numbers_of
 from engine.errors import EngineFault
+from engine.limits import QUESTION_CHUNK as CHUNK
 from engine.model import Atom, Node, Playbook
-from engine.validate import QUESTION_CHUNK as CHUNK
 
 __all__ = ["QUESTION_ID", "SESSION_ID", "CompiledNode", "CompiledPlaybook", "compile_playbook"]
 

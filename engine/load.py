@@ -26,11 +26,10 @@ from typing import Any
 import yaml
 
 from engine.errors import Location, PlaybookError, Problem
+from engine.limits import MAX_BYTES, MAX_DEPTH
 
-__all__ = ["MAX_BYTES", "MAX_DEPTH", "Document", "collector_paused", "load_file", "load_text"]
+__all__ = ["Document", "collector_paused", "load_file", "load_text"]
 
-MAX_BYTES = 2 * 1024 * 1024
-MAX_DEPTH = 64
 
 Path_ = tuple[str | int, ...]
 
@@ -390,19 +389,6 @@ def _parse_located(text: str, file: str) -> tuple[Document, list[Problem]]:
 
 def load_file(path: str | Path) -> Document:
     """Read and parse a YAML file (UTF-8, optional BOM)."""
-    file = str(path)
-    try:
-        raw = Path(path).read_bytes()
-    except OSError as exc:
-        raise PlaybookError([Problem(Location(file), "file_unreadable", exc.strerror or str(exc))]) from None
-    if len(raw) > MAX_BYTES:
-        raise PlaybookError(
-            [Problem(Location(file, 1, 1), "yaml_too_large", f"{len(raw)} bytes; the limit is {MAX_BYTES}")]
-        )
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise PlaybookError(
-            [Problem(Location(file, 1, 1), "file_not_utf8", f"not UTF-8 text (byte {exc.start})")]
-        ) from None
-    return load_text(text, file)
+    from engine.loader import read_file
+
+    return load_text(read_file(path), str(path))

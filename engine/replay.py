@@ -21,9 +21,9 @@ from engine.compile import compile_playbook
 from engine.errors import CaseError
 from engine.evaluate import Evaluator
 from engine.explain import fault_said
+from engine.loader import PlaybookLoader
 from engine.model import Playbook
 from engine.store import Store, StoredEvaluation
-from engine.validate import load_playbook_text
 
 __all__ = ["Change", "ReplayReport", "changes_of", "live_playbook", "render_replay", "replay", "replay_changes"]
 
@@ -61,13 +61,12 @@ class Change:
         return bool(self.decisions or self.added or self.removed or self.rules_started or self.rules_stopped)
 
 
-def live_playbook(store: Store) -> tuple[Playbook, int]:
+def live_playbook(store: Store, loader: PlaybookLoader | None = None) -> tuple[Playbook, int]:
     """The playbook live now: the one that made the newest evaluation in the log, and that evaluation's number."""
     newest = store.count()
     if newest == 0:
         raise LookupError("the audit log holds no evaluation: there is nothing to replay")
-    content_hash = store.get(newest).playbook_hash
-    return load_playbook_text(store.playbook_text(content_hash), f"<playbook {content_hash[:12]}>"), newest
+    return (loader or PlaybookLoader()).stored(store, store.get(newest).playbook_hash), newest
 
 
 def replay_changes(

@@ -20,6 +20,15 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 AS_OF = dt.date(2026, 11, 27)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def playbook_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The commands' cache of built playbooks in a directory of this session's own, never the user's."""
+    directory = tmp_path_factory.mktemp("playbook-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PLAYBOOK_CACHE", str(directory))
+        yield directory
+
+
 @pytest.fixture(scope="session")
 def pipeline() -> Playbook:
     return load_playbook(FIXTURES / "pipeline.yaml")

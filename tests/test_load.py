@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from engine.errors import PlaybookError
-from engine.load import MAX_BYTES, load_text
+from engine.limits import MAX_BYTES
+from engine.load import load_text
 
 
 def codes(text: str) -> list[tuple[str, int, int]]:

@@ -13,13 +13,31 @@ from pathlib import Path
 from tests.conftest import ROOT
 
 
-def test_import_engine_does_not_import_storage_or_adapters() -> None:
-    code = (
-        "import sys, engine; "
-        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('sqlalchemy', 'adapters', 'click')))"
-    )
+def _loaded_by(statement: str, packages: tuple[str, ...]) -> list[str]:
+    """The modules of ``packages`` that running ``statement`` in a fresh interpreter imports."""
+    listed = f"sorted(m for m in sys.modules if m.split('.')[0] in {packages!r})"
+    code = f"import json, sys; {statement}; print(json.dumps({listed}))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
-    assert out.stdout.strip() == "[]"
+    return list(json.loads(out.stdout))
+
+
+def test_import_engine_does_not_import_storage_or_adapters() -> None:
+    assert _loaded_by("import engine", ("sqlalchemy", "adapters", "click")) == []
+
+
+def test_import_engine_imports_no_stage_until_one_is_used() -> None:
+    """``import engine`` costs nothing; a name is imported with its stage when first used."""
+    heavy = ("jsonschema", "yaml", "durable", "durable_rules_engine", "sqlalchemy")
+    assert _loaded_by("import engine", heavy) == []
+    loaded = _loaded_by("from engine import Playbook, PlaybookError", heavy)
+    assert loaded == []  # the model and the errors need no parser, validator or rules engine
+    assert "durable" in _loaded_by("from engine import Evaluator", ("durable",))
+
+
+def test_the_webhook_parser_does_not_import_the_store_or_the_rules_engine() -> None:
+    """The service's parsing of events is light: the store and durable-rules come with what uses them."""
+    heavy = ("sqlalchemy", "durable", "durable_rules_engine", "jsonschema")
+    assert _loaded_by("import adapters.webhook", heavy) == []
 
 
 def test_library_code_never_prints_or_exits() -> None:

@@ -8,6 +8,7 @@ JSON, keys and seals, the text each link seals), ``clock`` (the time rows are st
 (and, as ``X as X``, the private ones engine/tasks.py takes from here).
 """
 
+from engine.limits import ID_LENGTH
 from engine.store.batch import iter_chunks
 from engine.store.book import AGGREGATE_FUNCTIONS, AggregateSpec, GroupAggregate, OpenBook, aggregate_variables
 from engine.store.chain import CHECKPOINT_FORMAT, GENESIS, MIN_KEY_BYTES, AuditKeyError, audit_key, canonical, key_id
@@ -29,7 +30,6 @@ from engine.store.entries import (
 from engine.store.partitions import ChainHeads, link_seq, partition_head, partition_of
 from engine.store.schema import (
     CHAINS,
-    ID_LENGTH,
     PARTITIONED,
     SCHEMA_VERSION,
     TASK_FIELDS,

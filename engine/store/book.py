@@ -37,10 +37,11 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 
 from engine.conditions import variables_of
+from engine.limits import ID_LENGTH
 from engine.model import AllOf, AnyOf, Compare, Condition, Interval, Not
 from engine.store.batch import iter_chunks
 from engine.store.entries import StoredEvaluation
-from engine.store.schema import ID_LENGTH, evaluations, quarantined_events
+from engine.store.schema import evaluations, quarantined_events
 
 if TYPE_CHECKING:
     from engine.store.core import Store

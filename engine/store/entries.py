@@ -9,7 +9,7 @@ from typing import Any
 
 from engine.errors import CaseError
 from engine.evaluate import Result
-from engine.store.schema import ID_LENGTH
+from engine.limits import ID_LENGTH
 
 OUTCOME_STATUSES = ("accepted", "dismissed", "done")
 

@@ -31,6 +31,7 @@ from sqlalchemy import (
     update,
 )
 
+from engine.limits import ID_LENGTH
 from engine.store.batch import _insert_many, iter_chunks
 from engine.store.chain import _PLAIN, GENESIS, _record_change_hash, _state_hash, canonical
 
@@ -39,8 +40,6 @@ SCHEMA_VERSION = 10
 
 _SCHEMA_LOCK = 0x706C6179626F6F6B  # PostgreSQL advisory lock held while the schema is made: "playbook"
 
-
-ID_LENGTH = 500  # characters of the ids evaluations and records are filed under (PostgreSQL enforces it)
 
 metadata = MetaData()
 

@@ -19,12 +19,10 @@ from pathlib import Path
 from engine.errors import PlaybookError
 from engine.load import Document, collector_paused, load_file, load_text
 from engine.model import Playbook
-from engine.validate.common import QUESTION_CHUNK
 from engine.validate.document import SCHEMAS_DIR, DocumentChecker, load_schema, playbook_schema
 from engine.validate.graph import Builder
 
 __all__ = [
-    "QUESTION_CHUNK",
     "SCHEMAS_DIR",
     "DocumentChecker",
     "build_playbook",

@@ -1,21 +1,9 @@
-"""What the checker's passes share: the engine's limits, paths in a document, small readers."""
+"""What the checker's passes share: paths in a document, small readers (the limits are in :mod:`engine.limits`)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from typing import Any
-
-# durable-rules allows 255 properties per message; leave room for node, id and sid.
-MAX_NODE_PROPERTIES = 240
-
-# durable-rules allows 4096 rules per ruleset; every question adds one catch-all rule.
-MAX_DURABLE_RULES = 4000
-
-QUESTION_CHUNK = 16
-
-"""Members asked about in one fact.  durable-rules fails with error 303 (its match stack, about 64
-deep) when more of one fact's partial matches are pending at once: 66 interval rows on one number
-did (``bench/scaling.py --shape band``).  A node with more members is asked in chunks of this size."""
 
 Path_ = tuple[str | int, ...]
 

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from engine.errors import did_you_mean
+from engine.limits import MAX_DURABLE_RULES, MAX_NODE_PROPERTIES, QUESTION_CHUNK
 from engine.model import (
     Action,
     Condition,
@@ -17,13 +18,7 @@ from engine.model import (
     Playbook,
     ValueOf,
 )
-from engine.validate.common import (
-    MAX_DURABLE_RULES,
-    MAX_NODE_PROPERTIES,
-    QUESTION_CHUNK,
-    Path_,
-    _listing,
-)
+from engine.validate.common import Path_, _listing
 from engine.validate.document import (
     playbook_schema,
 )

@@ -37,7 +37,7 @@ from adapters.webhook import (
     parse_salesforce_cdc,
     parse_salesforce_outbound,
 )
-from engine.store import ID_LENGTH
+from engine.limits import ID_LENGTH
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
 NOW_MS = 1_795_767_944_000  # 2026-11-27, the seeds' day
