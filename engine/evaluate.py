@@ -19,6 +19,7 @@ import math
 from bisect import bisect_left
 from collections.abc import Callable, Hashable, Iterable, Iterator
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import Any
 
 from engine.compile import CompiledNode, CompiledPlaybook
@@ -372,6 +373,8 @@ def prepare_inputs(
     return values, derived
 
 
+_UNREAD = object()  # a test not read yet for this case
+
 _OTHER = ("other",)  # the cell of any value no test names
 
 
@@ -398,12 +401,13 @@ def _cell_reader(
     if numeric:
         bounds = sorted({n for a in mine for n in numbers_of(a)})
         count = len(bounds)
+        same = _same_cells(var, mine, bounds)
 
         def numeric_cell(v: Any) -> Hashable:
             if v is None:
                 return None
             i = bisect_left(bounds, v)
-            return 2 * i + 1 if i < count and bounds[i] == v else 2 * i
+            return same[2 * i + 1 if i < count and bounds[i] == v else 2 * i]
 
         return numeric_cell
     named = frozenset(x for a in mine if a.op in ("equals", "not_equals", "one_of", "not_one_of") for x in items_of(a))
@@ -411,6 +415,26 @@ def _cell_reader(
     if domain and all(v in named for v in domain):
         return None  # every possible value is named: the value is its own cell
     return lambda v: None if v is None else (v if v in named else _OTHER)
+
+
+def _same_cells(var: str, atoms: list[Atom], bounds: list[Any]) -> list[int]:
+    """For each interval the bounds cut a number line into (even: between bounds, odd: on one), the first
+    one its tests answer alike: below the lowest bound and above the highest, for one, are one cell when
+    every test says the same of both, and so is a bound a test includes with the interval beside it."""
+    tests = [a for a in atoms if a.var == var and a.op not in ("present", "compare")]
+    samples: list[Any] = []  # a value in each interval
+    unmerged = list(range(2 * len(bounds) + 1))
+    try:
+        for i, bound in enumerate(bounds):
+            below = bound - max(1, abs(bound)) if i == 0 else bounds[i - 1] / 2 + bound / 2
+            samples += [below, bound]
+        samples.append(bounds[-1] + max(1, abs(bounds[-1])) if bounds else 0)
+        if any(not a < b for a, b in pairwise(samples)) or not all(map(math.isfinite, samples)):
+            return unmerged  # some interval has no value that can be written (adjacent floats): no merging
+    except OverflowError:
+        return unmerged
+    first: dict[tuple[bool | None, ...], int] = {}
+    return [first.setdefault(tuple(atom_matches(t, {var: x}) for t in tests), cell) for cell, x in enumerate(samples)]
 
 
 _Answer = tuple[tuple[int, ...], tuple[bool | None, ...], tuple[int, ...]]
@@ -452,7 +476,9 @@ class _NodePlan:
     # A node too wide for one fact is asked in chunks; each chunk's answer is reused by the cells of its own
     # tests, far fewer than the node's: a case new to a wide node is mostly made of chunks already answered.
     chunks: list[_ChunkPlan] = field(default_factory=list)
-    flat: list[tuple[Atom, ...] | None] = field(default_factory=list)  # by member: its tests, if all must hold
+    # by member, if its condition is all of some tests: those tests, as indices into ``tests`` (distinct tests)
+    flat: list[tuple[int, ...] | None] = field(default_factory=list)
+    tests: list[Atom] = field(default_factory=list)
 
 
 class Evaluator:
@@ -481,6 +507,17 @@ class Evaluator:
         rules = [self.playbook.rules_by_id[m] for m in node.members] if node.kind == "rules" else []
         # Under priority the choice reads every fired row's output, so any value_of row rules out reuse.
         literal = decision is not None and all(isinstance(row.then, Literal) for row in decision.rows)
+        distinct_tests: list[Atom] = []
+        test_index: dict[tuple[str, str, str], int] = {}
+
+        def distinct(atom: Atom) -> int:
+            """The index of the test among the node's distinct ones (the same test at two places is one)."""
+            same = (atom.var, atom.op, repr(atom.operand))  # repr: 1, 1.0 and True stay apart
+            if same not in test_index:
+                test_index[same] = len(distinct_tests)
+                distinct_tests.append(atom)
+            return test_index[same]
+
         chunks = []
         for index, (start, end, _) in enumerate(cnode.chunks):
             mine = [a for member in atoms[start:end] for a in member]
@@ -500,7 +537,8 @@ class Evaluator:
             rules,
             name=node.name,
             chunks=chunks,
-            flat=[_flat(c) for c in conditions],
+            flat=[None if tests is None else tuple(distinct(t) for t in tests) for tests in map(_flat, conditions)],
+            tests=distinct_tests,
         )
 
     # -- public ------------------------------------------------------------------
@@ -583,8 +621,9 @@ class Evaluator:
                 parts[chunk.index] = part
         if asked:
             answers = self.compiled.ask_chunks(plan.cnode, values, [chunk.index for chunk, _ in asked])
+            seen = [_UNREAD] * len(plan.tests)
             for (chunk, chunk_key), answer in zip(asked, answers, strict=True):
-                part = self._checked(plan, chunk, answer, values)
+                part = self._checked(plan, chunk, answer, values, seen)
                 parts[chunk.index] = part
                 if reuse and len(chunks) > 1:  # one chunk: the node's own answer is remembered below
                     self._remember(chunk.answers, chunk_key, part)
@@ -601,8 +640,13 @@ class Evaluator:
             self._remember(plan.answers, key, known)
         return known
 
-    def _checked(self, plan: _NodePlan, chunk: _ChunkPlan, answer: tuple[str, ...], values: dict[str, Any]) -> _Answer:
-        """A chunk's answer from durable-rules, with its atoms' results, compared with the conditions."""
+    def _checked(
+        self, plan: _NodePlan, chunk: _ChunkPlan, answer: tuple[str, ...], values: dict[str, Any], seen: list[Any]
+    ) -> _Answer:
+        """A chunk's answer from durable-rules, with its atoms' results, compared with the conditions.
+
+        ``seen``: the results of the node's distinct tests read so far for these values.
+        """
         collected: list[bool | None] = []
         start = chunk.start
         verdicts: list[bool | None] = []
@@ -612,8 +656,14 @@ class Evaluator:
                 condition = plan.conditions[member]
                 verdicts.append(True if condition is None else evaluate_condition(condition, values, collected))
                 continue
-            # a plain "all of these tests" (most rows and rules), read without walking the condition
-            results = [atom_matches(atom, values) for atom in tests]
+            # a plain "all of these tests" (most rows and rules), read without walking the condition; a test
+            # many members share (an interval of a grid's rows) is read once per case
+            results = []
+            for test in tests:
+                result = seen[test]
+                if result is _UNREAD:
+                    result = seen[test] = atom_matches(plan.tests[test], values)
+                results.append(result)
             collected += results
             verdicts.append(False if False in results else None if None in results else True)
         matched = tuple(start + i for i, verdict in enumerate(verdicts) if verdict is True)
