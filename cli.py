@@ -662,6 +662,9 @@ def review(
         raise click.UsageError("--input and --mapping go together")
     if fmt == "md" and output is None:
         raise click.UsageError("--format md writes its charts beside the report: give --output FILE.md")
+    if output is not None and not Path(output).absolute().parent.is_dir():
+        # before the work, not after it: the report would be computed and then lost
+        raise click.BadParameter(f"folder '{Path(output).parent}' does not exist", param_hint="--output")
     playbook = _load(playbook_path)
     options = ReviewOptions(_as_of(as_of), group_by, owner, lang, top)
     try:

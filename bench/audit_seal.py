@@ -27,7 +27,9 @@ sys.path.insert(0, str(ROOT))
 from adapters.jsonl import read_cases  # noqa: E402
 from engine import Evaluator, compile_playbook, load_playbook  # noqa: E402
 from engine.audit import outcome_to_file  # noqa: E402
-from engine.store import Appended, Store, _chain_rows, _link_hash, _Seal, iter_chunks  # noqa: E402
+from engine.store import Appended, Store, iter_chunks  # noqa: E402
+from engine.store.chain import _link_hash, _Seal  # noqa: E402
+from engine.store.verify import _chain_rows  # noqa: E402
 
 AS_OF = dt.date(2026, 11, 27)
 

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from engine.conditions import atom_matches, atoms_of, conjuncts, evaluate_condition, items_of, numbers_of
+from engine.conditions import atom_matches, atoms_of, conjuncts, evaluate_condition, items_of, numbers_of, variables_of
 from engine.errors import Problem
 from engine.model import Atom, Condition, Decision, InputField, Interval, Playbook, ValueOf
 
@@ -401,7 +401,7 @@ def analyse(playbook: Playbook) -> list[Problem]:
         var
         for level in playbook.groups.values()
         for agg in level.aggregates.values()
-        for var in ([agg.field] if agg.field else []) + [atom.var for atom in atoms_of(agg.where)]
+        for var in ([agg.field] if agg.field else []) + variables_of(agg.where)
     )
     problems: list[Problem] = []
     reachable: set[str] = set()

@@ -39,10 +39,14 @@ _SURPRISING_BOOL = re.compile(r"^(y|Y|yes|Yes|YES|n|N|no|No|NO|on|On|ON|off|Off|
 _STR_TAG = "tag:yaml.org,2002:str"
 _TIMESTAMP_TAG = "tag:yaml.org,2002:timestamp"
 _NUMBER_TAGS = ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
-# YAML 1.1 reads these as base 8 and base 60 (010 is 8, 1:30 is 90); YAML 1.2 and people do not.
-_SURPRISING_NUMBER = re.compile(r"^[-+]?(0[0-7_]+|[0-9][0-9_]*(:[0-5]?[0-9])+(\.[0-9_]*)?)$")
+# YAML 1.1 reads these as base 8, base 60 and base 2 (010 is 8, 1:30 is 90, 0b10 is 2); YAML 1.2 and people do not.
+_SURPRISING_NUMBER = re.compile(r"^[-+]?(0[0-7_]+|[0-9][0-9_]*(:[0-5]?[0-9])+(\.[0-9_]*)?|0b[01_]+)$")
 # YAML 1.2's octal, which YAML 1.1 (and so this loader) reads as text: 0o10 is 8 to some readers, "0o10" to others.
 _OCTAL_12 = re.compile(r"^[-+]?0o[0-7_]+$")
+
+
+def _base_of(number: str) -> int:
+    return 60 if ":" in number else 2 if "b" in number else 8
 
 
 @dataclass
@@ -225,7 +229,7 @@ class _Builder:
             self.problem(
                 event.start_mark,
                 "yaml_ambiguous_number",
-                f"unquoted '{event.value}' is a base-{60 if ':' in event.value else 8} number in YAML 1.1; "
+                f"unquoted '{event.value}' is a base-{_base_of(event.value)} number in YAML 1.1; "
                 f"quote it ('{event.value}') for text, or write the number in decimal",
             )
             return event.value

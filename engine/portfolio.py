@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from engine.compile import CompiledPlaybook, compile_playbook
-from engine.conditions import atoms_of, evaluate_condition
+from engine.conditions import evaluate_condition, variables_of
 from engine.errors import CaseError
 from engine.evaluate import Evaluator, Result
 from engine.explain import value_text
@@ -164,7 +164,7 @@ class GroupResult:
         for var in self.outcome.undetermined().get(name, []):
             agg = self.level.aggregates.get(var.removeprefix("group."))
             if agg is not None:
-                read += [a.var for a in atoms_of(agg.where)] + ([agg.field] if agg.field else [])
+                read += variables_of(agg.where) + ([agg.field] if agg.field else [])
         return list(dict.fromkeys(read))
 
     def to_json(self, lang: str = "en", *, trace: bool = True, members: int | None = MEMBERS_SHOWN) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import logging
 import re
+import textwrap
 import warnings
 from typing import Any
 
@@ -86,7 +87,9 @@ def _matrix(report: dict[str, Any]) -> str:
     counts = matrix["counts"]
     figure, axes = plt.subplots(figsize=(7, 3.5))
     axes.imshow(counts, cmap="Blues", aspect="auto")
-    axes.set_xticks(range(len(matrix["column_labels"])), matrix["column_labels"])
+    # "top of the funnel (表层)" side by side overlaps its neighbours: wrapped at spaces (zh has none to wrap)
+    columns = [textwrap.fill(label, 16) for label in matrix["column_labels"]]
+    axes.set_xticks(range(len(columns)), columns)
     axes.set_yticks(range(len(matrix["row_labels"])), matrix["row_labels"])
     peak = max((c for row in counts for c in row), default=0) or 1
     for i, row in enumerate(counts):

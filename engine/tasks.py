@@ -284,7 +284,7 @@ def advance(store: Store, as_of: dt.date, *, who: str = CLOCK) -> dict[str, int]
     day = as_of.isoformat()
     counts = {"repeated": 0, "overdue": 0, "escalated": 0}
     with store._begin() as conn:
-        book = TaskBook(conn, store._sealing(conn))
+        book = TaskBook(conn, store._sealing(conn), store.now())
         book.next_id()  # the head locked first: one clock at a time, on any number of processes
         latest = (
             select(tasks.c.series, func.max(tasks.c.occurrence).label("occurrence"))

@@ -30,10 +30,6 @@ from engine.store import (
     SchemaDamaged,
     Store,
     TamperedRecord,
-    _chain_rows,
-    _link_hash,
-    _Seal,
-    _state_hash,
     audit_key,
     evaluations,
     key_id,
@@ -43,6 +39,8 @@ from engine.store import (
     records,
     task_events,
 )
+from engine.store.chain import _link_hash, _Seal, _state_hash
+from engine.store.verify import _chain_rows
 from tests.conftest import AS_OF, FIXTURES, ROOT
 from tests.test_store import sample_items
 

@@ -97,10 +97,20 @@ def test_numbers_that_are_not_finite_are_refused(number: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "number", ["010", "-017", "00", "0o10", "-0o17", "1:30", "1:20", "-1:20", "190:20:30", "1:30.5"]
+    "number", ["010", "-017", "00", "0o10", "-0o17", "1:30", "1:20", "-1:20", "190:20:30", "1:30.5", "0b10", "-0b1_0"]
 )
-def test_yaml_11_octal_and_sexagesimal_numbers_are_refused(number: str) -> None:
+def test_yaml_11_octal_sexagesimal_and_binary_numbers_are_refused(number: str) -> None:
     assert codes(f"a: {number}\n") == [("yaml_ambiguous_number", 1, 4)]
+
+
+def test_the_refusal_names_the_base_yaml_11_would_read() -> None:
+    with pytest.raises(PlaybookError) as caught:
+        load_text("a: 0b10\nb: 010\nc: 1:30\n")
+    assert [p.message.split(" number")[0] for p in caught.value.problems] == [
+        "unquoted '0b10' is a base-2",
+        "unquoted '010' is a base-8",
+        "unquoted '1:30' is a base-60",
+    ]
 
 
 def test_plain_and_quoted_numbers_are_fine() -> None:

@@ -165,6 +165,20 @@ def test_a_group_missing_the_data_an_aggregate_needs_is_undetermined_naming_it(p
     assert set(out["decisions"]["health"]["needs"]) == {"layer", "stalled"}
 
 
+def test_an_undetermined_group_names_the_variable_an_aggregate_compares_with() -> None:
+    text = (FIXTURES / "portfolio.yaml").read_text(encoding="utf-8")
+    amount = "  opportunity.amount: {type: number, label: {zh: 金额, en: amount}}\n"
+    inbound = "inbound: {share: {where: {opportunity.origin: inbound}}"
+    assert amount in text and inbound in text
+    text = text.replace(amount, amount + "  opportunity.floor: {type: number, label: {zh: 下限, en: floor}}\n", 1)
+    text = text.replace(inbound, "inbound: {share: {where: {opportunity.amount: {gt: {var: opportunity.floor}}}}", 1)
+    playbook = load_playbook_text(text, "portfolio.yaml")
+    with compile_playbook(playbook) as compiled:
+        result = Evaluator(compiled).evaluate_case({"opportunity": {"owner": "eve", "amount": 1}}, AS_OF, "e1")
+    (eve,) = evaluate_portfolio(playbook, [result], AS_OF, ["owner"])
+    assert eve.to_json("en")["decisions"]["inbound_share"]["needs"] == ["opportunity.amount", "opportunity.floor"]
+
+
 def test_why_and_why_not_read_a_group_as_they_read_a_case(playbook: Playbook, results: list[Result]) -> None:
     bob = next(g for g in evaluate_portfolio(playbook, results, AS_OF, ["owner"]) if g.key == "bob")
     assert not isinstance(bob.outcome, CaseError)
@@ -287,3 +301,30 @@ def test_recommend_prints_each_group_once_after_the_cases(tmp_path: Path) -> Non
     assert "停滞项目数 2" in block and "漏斗健康: 危险" in block and "修复漏斗" in block
     assert "入站占比高: 未定" not in block
     assert not re.search(r"[A-Za-z]{3,}", block.replace("G-18", "")), block
+
+
+def test_a_decision_read_only_as_the_other_side_of_an_aggregate_comparison_is_used() -> None:
+    text = (FIXTURES / "portfolio.yaml").read_text(encoding="utf-8")
+    threshold = """
+  threshold:
+    label: {zh: 大额门槛, en: large-deal threshold}
+    source: {guide: G-18, quote: 长时间无法向漏斗底层靠近}
+    type: number
+    rows:
+      - id: far
+        label: {zh: 远期, en: far}
+        when: {opportunity.weeks_to_close: {gt: 50}}
+        then: 9
+      - id: usual
+        label: {zh: 通常, en: usual}
+        otherwise: true
+        then: 6
+
+  health:
+"""
+    stalled = "      stalled: {count: {where: {stalled: true}}, label: {zh: 停滞项目数, en: stalled deals}}"
+    large = "      large: {count: {where: {opportunity.amount: {gt: {var: threshold}}}}, label: {zh: 大额, en: large}}"
+    assert "\n  health:\n" in text and stalled in text
+    text = text.replace("\n  health:\n", threshold, 1).replace(stalled, f"{stalled}\n{large}", 1)
+    playbook = load_playbook_text(text, "portfolio.yaml")
+    assert [p.code for p in analyse(playbook) if "threshold" in p.message] == []

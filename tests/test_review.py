@@ -296,7 +296,10 @@ def test_each_group_is_decided_from_the_database_as_the_portfolio_decides_it_in_
     assert sum(group["open"] for group in report["groups"]) == 2089
     for group in report["groups"]:
         health = group["decisions"]["funnel_health"]
-        assert health["value"] in ("healthy", "neutral", "danger"), group["key"]
+        assert health["value"] in ("healthy", "neutral", "danger", "unclear"), group["key"]
+        # a funnel most of whose deals have no layer is not judged from the few placed (Maven's Prospecting)
+        unplaced = group["aggregates"]["unplaced_share"]["value"]
+        assert (health["value"] == "unclear") == (unplaced > 0.5 and group["open"] >= 5), group["key"]
         assert health["row"] and health["source"]["guide"] == "G-18"  # the reason: the row that fired, its source
         assert group["aggregates"]["open_deals"]["value"] == group["open"]
     # the same export's groups decided in memory (recommend --groups: evaluate_portfolio over the results)
@@ -344,6 +347,16 @@ def test_text_and_markdown_reports_with_their_charts(maven_db: str, tmp_path: Pa
     assert sorted(linked) == ["review-funnel-owner.svg", "review-funnel-region.svg", "review-matrix.svg"]
     for name in linked:
         assert (tmp_path / name).read_text(encoding="utf-8").startswith("<svg")
+
+
+@pytest.mark.parametrize("fmt", ["md", "html", "text"])
+def test_a_report_into_a_missing_folder_is_refused_before_the_work(tmp_path: Path, fmt: str) -> None:
+    target = tmp_path / "absent" / "review.md"
+    code, _, err = invoke(
+        "review", "--db", f"sqlite:///{tmp_path / 'none.db'}", "--format", fmt, "--output", str(target)
+    )
+    assert code == 2 and f"folder '{target.parent}' does not exist" in err and "Traceback" not in err
+    assert not target.parent.exists() and not (tmp_path / "none.db").exists()
 
 
 def test_a_review_of_a_missing_log_is_refused(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""engine/store.py and engine/audit.py on SQLite and on a real PostgreSQL server."""
+"""engine/store/ and engine/audit.py on SQLite and on a real PostgreSQL server."""
 
 from __future__ import annotations
 
@@ -16,14 +16,24 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, insert, text
+from sqlalchemy import create_engine, insert, select, text
 
 from adapters.jsonl import read_cases
-from engine import CaseError, Evaluator, compile_playbook, load_playbook
+from engine import CaseError, Evaluator, compile_playbook, load_playbook, tasks
 from engine.audit import ImportItem, StoredMismatch, import_cases, reevaluate
 from engine.explain import why
 from engine.replay import live_playbook, replay, replay_changes
-from engine.store import CHAINS, SCHEMA_VERSION, Store, _decisions_text, evaluations
+from engine.store import (
+    CHAINS,
+    SCHEMA_VERSION,
+    Store,
+    console_users,
+    evaluations,
+    outcomes,
+    playbooks,
+    task_events,
+)
+from engine.store.writer import _decisions_text
 from tests.conftest import AS_OF, ROOT
 
 COURSE = ROOT / "playbooks" / "course.yaml"
@@ -65,6 +75,33 @@ def test_evaluations_round_trip_with_recommendations_and_no_action(db_url: str, 
     assert bad.status == "error" and bad.error == {"code": "bad_json", "message": "not JSON"}
     assert store.verify() == []
     store.close()
+
+
+def test_a_store_given_a_clock_stamps_what_it_writes_with_that_clock_s_time(db_url: str, course: Any) -> None:
+    imported_at = dt.datetime(2017, 3, 1, 9, 30, tzinfo=dt.UTC)
+    answered_at = dt.datetime(2017, 4, 3, 17, 5, 1, 250, tzinfo=dt.timezone(dt.timedelta(hours=8)))
+    clock = [imported_at]
+    store = Store(db_url, clock=lambda: clock[0])
+    list(import_cases(store, Evaluator(course), sample_items(), AS_OF, source="test", batch=7))
+    clock[0] = answered_at
+    store.record_outcome(1, store.get(1).recommendations[0]["id"], "accepted", "ann", "on it")
+    store.save_user("ann", "manager", ["ann"], "not a real hash")
+    moved = tasks.advance(store, AS_OF + dt.timedelta(days=60))
+    first, then = "2017-03-01T09:30:00.000000+00:00", "2017-04-03T09:05:01.000250+00:00"  # kept in UTC
+    assert store.now() == then
+    with store.engine.connect() as conn:
+        assert set(conn.execute(select(evaluations.c.created_at)).scalars()) == {first}
+        assert set(conn.execute(select(playbooks.c.first_used)).scalars()) == {first}
+        assert list(conn.execute(select(outcomes.c.at)).scalars()) == [then]
+        assert set(conn.execute(select(console_users.c.created_at)).scalars()) == {then}
+        stamps = list(conn.execute(select(task_events.c.at).order_by(task_events.c.seq)).scalars())
+    made = len(stamps) - stamps.count(then)
+    assert made > 0 and stamps == [first] * made + [then] * (len(stamps) - made)
+    assert stamps.count(then) >= 1 + sum(moved.values()) > 1  # the outcome's move, then the clock's
+    assert store.verify() == []
+    store.close()
+    with Store(db_url, clock=lambda: dt.datetime(2017, 3, 1, 9, 30)) as naive, pytest.raises(ValueError, match="zone"):
+        naive.record_outcome(1, "0", "done", "ann", "")
 
 
 def test_decisions_and_fired_rows_are_stored_as_their_own_json_whatever_the_cases_stored_before(

@@ -1,0 +1,400 @@
+"""The audit log's tables, its schema version, and the way up to it: one migration per version.
+
+:data:`MIGRATIONS` maps each version to the function that makes it from the one before (tables
+created, chain heads inserted); :func:`migrate` walks them in order inside the caller's transaction.
+:func:`_schema_damage` says what is missing of the schema a database says it has: nothing is
+repaired or created over it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Connection,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    func,
+    insert,
+    inspect,
+    select,
+    update,
+)
+
+from engine.store.batch import _insert_many, iter_chunks
+from engine.store.chain import _PLAIN, GENESIS, _record_change_hash, _state_hash, canonical
+
+SCHEMA_VERSION = 7
+
+
+_SCHEMA_LOCK = 0x706C6179626F6F6B  # PostgreSQL advisory lock held while the schema is made: "playbook"
+
+
+ID_LENGTH = 500  # characters of the ids evaluations and records are filed under (PostgreSQL enforces it)
+
+metadata = MetaData()
+
+meta = Table("meta", metadata, Column("key", String(64), primary_key=True), Column("value", Text, nullable=False))
+
+playbooks = Table(
+    "playbooks",
+    metadata,
+    Column("hash", String(64), primary_key=True),
+    Column("playbook_id", String(200), nullable=False),
+    Column("version", String(200), nullable=False),
+    Column("text", Text, nullable=False),
+    Column("first_used", String(40), nullable=False),
+)
+
+chain_head = Table(
+    "chain_head",
+    metadata,
+    Column("chain", String(32), primary_key=True),
+    Column("seq", Integer, nullable=False),
+    Column("hash", String(64), nullable=False),
+)
+
+evaluations = Table(
+    "evaluations",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=False),
+    Column("created_at", String(40), nullable=False),
+    Column("as_of", String(10), nullable=False),
+    Column("playbook_hash", String(64), ForeignKey("playbooks.hash"), nullable=False),
+    Column("playbook_id", String(200), nullable=False),
+    Column("playbook_version", String(200), nullable=False),
+    Column("source", String(200), nullable=False),
+    Column("case_id", String(ID_LENGTH), nullable=False),
+    Column("record_id", String(ID_LENGTH)),
+    Column("account_id", String(ID_LENGTH)),
+    Column("event_id", String(ID_LENGTH)),
+    Column("import_key", String(ID_LENGTH)),
+    Column("status", String(10), nullable=False),  # ok | error
+    Column("facts", Text, nullable=False),
+    Column("decisions", Text, nullable=False),
+    Column("fired", Text, nullable=False),
+    Column("no_action", Boolean, nullable=False),
+    Column("error", Text, nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("entry_hash", String(64), nullable=False),
+    UniqueConstraint("source", "import_key", name="uq_evaluations_import"),
+    UniqueConstraint("source", "event_id", name="uq_evaluations_event"),
+)
+Index("ix_evaluations_record", evaluations.c.record_id)
+Index("ix_evaluations_account", evaluations.c.account_id)
+Index("ix_evaluations_as_of", evaluations.c.as_of)
+
+recommendations = Table(
+    "recommendations",
+    metadata,
+    Column("evaluation_seq", Integer, ForeignKey("evaluations.seq"), primary_key=True),
+    Column("position", Integer, primary_key=True),
+    Column("action", String(200), nullable=False),
+    Column("rule", String(200), nullable=False),
+    Column("params", Text, nullable=False),
+    # Clustered by evaluation: one B-tree to write per row, which is most of an import's cost.
+    # Listing by action or rule reads the table through (an audit query, not a hot path).
+    sqlite_with_rowid=False,
+)
+
+# Schema version 2 added outcomes.
+outcomes = Table(
+    "outcomes",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=False),
+    Column("evaluation_seq", Integer, ForeignKey("evaluations.seq"), nullable=False),
+    Column("position", Integer, nullable=False),
+    Column("action", String(200), nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("who", String(200), nullable=False),
+    Column("why", Text, nullable=False),
+    Column("at", String(40), nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("entry_hash", String(64), nullable=False),
+)
+Index("ix_outcomes_evaluation", outcomes.c.evaluation_seq)
+
+# Schema version 3 added records: the last known state of each record that webhooks change piece by piece.
+records = Table(
+    "records",
+    metadata,
+    Column("source", String(200), primary_key=True),
+    Column("record_id", String(ID_LENGTH), primary_key=True),
+    Column("fields", Text, nullable=False),  # canonical JSON: CRM field -> value
+    Column("stamps", Text, nullable=False),  # canonical JSON: CRM field -> when it was set (ms since 1970)
+    Column("deleted", Boolean, nullable=False),
+    Column("version", Integer, nullable=False),  # 1 when first saved, one more at each save
+    Column("updated_at", String(40), nullable=False),
+    Column("last_event_id", String(ID_LENGTH)),
+)
+
+# Schema version 4 chained records' states: one link per save of a state, holding its hash.
+record_changes = Table(
+    "record_changes",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=False),
+    Column("source", String(200), nullable=False),
+    Column("record_id", String(ID_LENGTH), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("state_hash", String(64), nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("entry_hash", String(64), nullable=False),
+)
+
+# Schema version 5 added quarantined events: what was set aside as bad data, and why.
+quarantined_events = Table(
+    "quarantined_events",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=False),
+    Column("received_at", String(40), nullable=False),
+    Column("source", String(200), nullable=False),
+    Column("event_id", String(ID_LENGTH), nullable=False),
+    Column("record_id", String(ID_LENGTH)),
+    Column("code", String(64), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("event", Text, nullable=False),  # canonical JSON: the event as received (its fields, change, time)
+    Column("prev_hash", String(64), nullable=False),
+    Column("entry_hash", String(64), nullable=False),
+    UniqueConstraint("source", "event_id", name="uq_quarantined_event"),
+)
+Index("ix_quarantined_received", quarantined_events.c.received_at)
+
+# Schema version 6 added tasks: each recommendation as tracked work (engine/tasks.py), its state here and
+# every move of it in the chain of task events, which holds the state after the move.
+tasks = Table(
+    "tasks",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),  # the number of the event that made it
+    Column("series", Integer, nullable=False),  # a repeating action's occurrences share the first one's id
+    Column("occurrence", Integer, nullable=False),
+    Column("source", String(200), nullable=False),
+    Column("record", String(ID_LENGTH), nullable=False),  # the record id, else the case id
+    Column("evaluation_seq", Integer, nullable=False),  # the evaluation that recommended it
+    Column("action", String(200), nullable=False),
+    Column("cause", String(200), nullable=False),  # the recommended action (an escalation's: the undone one)
+    Column("rule", String(200), nullable=False),
+    Column("owner", String(40), nullable=False),
+    Column("due", String(10)),
+    Column("escalate_at", String(10)),
+    Column("escalate_to", String(40)),
+    Column("escalate_action", String(200)),
+    Column("every", String(20)),
+    Column("status", String(12), nullable=False),
+    Column("as_of", String(10), nullable=False),  # the day of its last move
+    UniqueConstraint("series", "occurrence", name="uq_tasks_occurrence"),
+)
+Index("ix_tasks_record", tasks.c.source, tasks.c.record)
+Index("ix_tasks_status", tasks.c.status)
+
+task_events = Table(
+    "task_events",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=False),
+    Column("task_id", Integer, nullable=False),
+    Column("status", String(12), nullable=False),
+    Column("who", String(200), nullable=False),
+    Column("why", Text, nullable=False),
+    Column("as_of", String(10), nullable=False),
+    Column("at", String(40), nullable=False),
+    Column("state", Text, nullable=False),  # canonical JSON: the task's row after the move
+    Column("prev_hash", String(64), nullable=False),
+    Column("entry_hash", String(64), nullable=False),
+)
+Index("ix_task_events_task", task_events.c.task_id)
+
+
+# Schema version 7 added the web console's users: a role, the owners a manager answers for, an argon2 hash.
+console_users = Table(
+    "console_users",
+    metadata,
+    Column("name", String(200), primary_key=True),
+    Column("role", String(20), nullable=False),  # auditor | ops | manager
+    Column("team", Text, nullable=False),  # JSON list of the owners whose advice a manager may answer
+    Column("password_hash", Text, nullable=False),
+    Column("created_at", String(40), nullable=False),
+)
+
+_TABLES_BY_VERSION = {
+    1: [meta, playbooks, chain_head, evaluations, recommendations],
+    2: [outcomes],
+    3: [records],
+    4: [record_changes],
+    5: [quarantined_events],
+    6: [tasks, task_events],
+    7: [console_users],
+}
+CHAINS = ("evaluations", "outcomes", "records", "quarantined", "tasks")
+_CHAIN_TABLES = {
+    "evaluations": evaluations,
+    "outcomes": outcomes,
+    "records": record_changes,
+    "quarantined": quarantined_events,
+    "tasks": task_events,
+}
+_CHAIN_SINCE = {
+    "evaluations": 1,
+    "outcomes": 2,
+    "records": 4,
+    "quarantined": 5,
+    "tasks": 6,
+}  # the schema version that added each chain
+
+
+TASK_FIELDS = tuple(c.name for c in tasks.c)
+
+
+def task_state(row: Any) -> str:
+    """A task's row as chained: canonical JSON of its columns, as the database gives them back."""
+    values = row if isinstance(row, dict) else row._asdict()
+    return canonical({f: values[f] for f in TASK_FIELDS})
+
+
+class SchemaDamaged(Exception):
+    """The database's tables are not the audit log's: one is missing or lacks a column."""
+
+    def __init__(self, damage: list[str]) -> None:
+        super().__init__("the audit log's schema is damaged: " + "; ".join(damage))
+        self.damage = damage
+
+
+def _meta_value(conn: Connection, key: str) -> str | None:
+    value = conn.execute(select(meta.c.value).where(meta.c.key == key)).scalar()
+    return None if value is None else str(value)
+
+
+def _is_empty(conn: Connection) -> bool:
+    return all(int(r.seq) == 0 for r in conn.execute(select(chain_head.c.seq)))
+
+
+def _schema_damage(conn: Connection, version: int) -> list[str]:
+    """What is missing of the schema ``version`` says there is, in words; [] when whole."""
+    inspector = inspect(conn)
+    present = set(inspector.get_table_names())
+    expected = [t for v in range(1, version + 1) for t in _TABLES_BY_VERSION[v]]
+    if version == 0:  # a new database, unless some of the log's tables are there without meta
+        others = sorted(t.name for tables in _TABLES_BY_VERSION.values() for t in tables if t.name in present)
+        return [f"the table 'meta' is missing (the log's tables {', '.join(others)} are there)"] if others else []
+    damage = [f"the table '{t.name}' is missing" for t in expected if t.name not in present]
+    kept = [t for t in expected if t.name in present]
+    columns = inspector.get_multi_columns(filter_names=[t.name for t in kept])
+    found = {table: {c["name"] for c in cols} for (_, table), cols in columns.items()}
+    for table in kept:
+        damage += [f"the column '{table.name}.{c.name}' is missing" for c in table.c if c.name not in found[table.name]]
+    heads = {r.chain for r in conn.execute(select(chain_head.c.chain))} if "chain_head" in present else set(CHAINS)
+    damage += [
+        f"the chain head of '{chain}' is missing"
+        for chain in CHAINS
+        if _CHAIN_SINCE[chain] <= version and chain not in heads
+    ]
+    return damage
+
+
+def _head(conn: Connection, chain: str) -> None:
+    conn.execute(insert(chain_head), [{"chain": chain, "seq": 0, "hash": GENESIS}])
+
+
+def _to_v1(conn: Connection) -> None:
+    """The evaluations chain, the playbooks' texts and the schema's version."""
+    metadata.create_all(conn, tables=_TABLES_BY_VERSION[1])
+    _head(conn, "evaluations")
+    conn.execute(insert(meta), [{"key": "schema_version", "value": "1"}])
+
+
+def _to_v2(conn: Connection) -> None:
+    """Outcomes, chained."""
+    metadata.create_all(conn, tables=_TABLES_BY_VERSION[2])
+    _head(conn, "outcomes")
+
+
+def _to_v3(conn: Connection) -> None:
+    """Records' last known states."""
+    metadata.create_all(conn, tables=_TABLES_BY_VERSION[3])
+
+
+def _to_v4(conn: Connection) -> None:
+    """A log id, and a link for each record's state already stored (under plain SHA-256, as every log
+    before keys is chained)."""
+    metadata.create_all(conn, tables=_TABLES_BY_VERSION[4])
+    conn.execute(insert(meta), [{"key": "log_id", "value": uuid.uuid4().hex}])
+    seq, prev = 0, GENESIS
+    links: list[dict[str, Any]] = []
+    rows = conn.execute(select(records).order_by(records.c.source, records.c.record_id)).mappings()
+    for state in rows:
+        seq += 1
+        link = {
+            "seq": seq,
+            "source": state["source"],
+            "record_id": state["record_id"],
+            "version": int(state["version"]),
+            "state_hash": _state_hash(dict(state)),
+            "prev_hash": prev,
+        }
+        link["entry_hash"] = prev = _record_change_hash(_PLAIN, prev, link)
+        links.append(link)
+    for chunk in iter_chunks(links, 1000):
+        _insert_many(conn, record_changes, chunk)
+    conn.execute(insert(chain_head), [{"chain": "records", "seq": seq, "hash": prev}])
+
+
+def _to_v5(conn: Connection) -> None:
+    """Quarantined events, chained."""
+    metadata.create_all(conn, tables=_TABLES_BY_VERSION[5])
+    _head(conn, "quarantined")
+
+
+def _to_v6(conn: Connection) -> None:
+    """Tasks, and the chain of their moves."""
+    metadata.create_all(conn, tables=_TABLES_BY_VERSION[6])
+    _head(conn, "tasks")
+
+
+def _to_v7(conn: Connection) -> None:
+    """The web console's users."""
+    metadata.create_all(conn, tables=_TABLES_BY_VERSION[7])
+
+
+# Each version's migration from the one before: additive (tables created, chain heads inserted).
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {
+    1: _to_v1,
+    2: _to_v2,
+    3: _to_v3,
+    4: _to_v4,
+    5: _to_v5,
+    6: _to_v6,
+    7: _to_v7,
+}
+
+
+def migrate(conn: Connection) -> None:
+    """Create the schema, or bring an older one up to SCHEMA_VERSION in place, in the caller's write
+    transaction: each version's migration in turn, and the version noted after each.
+
+    SchemaDamaged when a table or column of the version the database says it has is missing:
+    nothing is repaired or created over it.
+    """
+    if conn.dialect.name == "postgresql":
+        # programs started at once on a fresh database would race on CREATE TABLE: one at a
+        # time, each seeing what the one before it made (SQLite's BEGIN IMMEDIATE does this)
+        conn.execute(select(func.pg_advisory_xact_lock(_SCHEMA_LOCK)))
+    current = 0
+    if inspect(conn).has_table("meta"):
+        value = conn.execute(select(meta.c.value).where(meta.c.key == "schema_version")).scalar()
+        current = int(value) if value is not None else 0
+    if current > SCHEMA_VERSION:
+        raise RuntimeError(f"the database has schema version {current}; this program knows up to {SCHEMA_VERSION}")
+    damage = _schema_damage(conn, current)
+    if damage:
+        raise SchemaDamaged(damage)
+    for version in range(current + 1, SCHEMA_VERSION + 1):
+        MIGRATIONS[version](conn)
+        conn.execute(update(meta).where(meta.c.key == "schema_version").values(value=str(version)))

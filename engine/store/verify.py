@@ -1,0 +1,330 @@
+"""Tamper evidence: every chain walked and its links checked, records' and tasks' rows against the
+states their chains hold, playbook texts against their hashes, a log against a checkpoint; and
+every link sealed again under a new key (reseal)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import operator
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, bindparam, select, update
+
+from engine.store.chain import (
+    _JSON_FIELDS,
+    _PLAIN_FIELDS,
+    CHECKPOINT_FORMAT,
+    GENESIS,
+    _evaluation_body,
+    _link_body,
+    _link_hash,
+    _Seal,
+    _state_hash,
+    canonical,
+)
+from engine.store.schema import (
+    _CHAIN_TABLES,
+    _meta_value,
+    chain_head,
+    evaluations,
+    playbooks,
+    recommendations,
+    record_changes,
+    records,
+    task_events,
+    task_state,
+    tasks,
+)
+
+
+@dataclass(frozen=True)
+class ChainProblem:
+    """One thing wrong with the log; ``kind`` is a stable code (docs/audit-threat-model.md lists them)."""
+
+    chain: str  # evaluations | outcomes | records | quarantined | playbooks | key | checkpoint
+    seq: int  # the link at fault; 0 when the problem is not one link's
+    kind: str  # edited | deleted | inserted | broken_link | unchained | wrong_key | not_keyed | truncated | ...
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.chain} #{self.seq}" if self.seq else self.chain
+        return f"{where}: {self.kind}: {self.message}"
+
+
+def _chain_rows(conn: Connection, chain: str) -> Iterator[tuple[dict[str, Any], list[dict[str, Any]]]]:
+    """Each link of ``chain`` in order, with its recommendations (evaluations) - in pages, so that the
+    caller may write between them."""
+    table = _CHAIN_TABLES[chain]
+    after = 0
+    while True:
+        page = [
+            r._asdict()
+            for r in conn.execute(select(table).where(table.c.seq > after).order_by(table.c.seq).limit(2000))
+        ]
+        if not page:
+            return
+        children: dict[int, list[dict[str, Any]]] = {}
+        if chain == "evaluations":
+            for rec in conn.execute(
+                select(recommendations)
+                .where(recommendations.c.evaluation_seq.between(page[0]["seq"], page[-1]["seq"]))
+                .order_by(recommendations.c.evaluation_seq, recommendations.c.position)
+            ):
+                children.setdefault(rec.evaluation_seq, []).append(rec._asdict())
+        for row in page:
+            yield row, children.get(row["seq"], [])
+        after = page[-1]["seq"]
+
+
+def _driver_rows(conn: Connection, query: Any) -> Iterator[tuple[Any, ...]]:
+    """A query's rows as the driver gives them, fetched 2,000 at a time; on PostgreSQL through a
+    server-side cursor, so that a page at a time is held.  (Through SQLAlchemy a row costs 2-5 µs
+    more, a third of a verify.)  For queries without parameters."""
+    dbapi = conn.connection.dbapi_connection
+    assert dbapi is not None  # the connection is open
+    cursor = dbapi.cursor(name=f"playbook_{uuid.uuid4().hex}") if conn.dialect.name == "postgresql" else dbapi.cursor()
+    try:
+        cursor.execute(str(query.compile(dialect=conn.dialect)))
+        while page := cursor.fetchmany(2000):
+            yield from page
+    finally:
+        cursor.close()
+
+
+_EVALUATION_NAMES = [column.name for column in evaluations.columns]
+_EVALUATION_PLAIN = operator.itemgetter(*(_EVALUATION_NAMES.index(name) for name in _PLAIN_FIELDS))
+_EVALUATION_JSON = operator.itemgetter(*(_EVALUATION_NAMES.index(name) for name in _JSON_FIELDS))
+_NO_ACTION_PLACE = _PLAIN_FIELDS.index("no_action")
+
+
+def _chain_links(conn: Connection, chain: str, *, bodies: bool) -> Iterator[tuple[int, str, str, str | None]]:
+    """Each link of ``chain`` in order, for reading only: (seq, prev_hash, entry_hash, the text it seals,
+    or None without ``bodies``).
+
+    Two cursors read on, each in its own order, and are merged by sequence number: one pass over each
+    table whatever its length, a page of each held at a time.  (Pages of 2,000 links, as
+    :func:`_chain_rows` reads them so that its caller may write between them, cost a query each and a
+    dict per row: most of a verify.)  An evaluation's text is built from the row's values as they come,
+    as :func:`_evaluation_hash` builds it from the row's dict.
+    """
+    table = _CHAIN_TABLES[chain]
+    names = tuple(column.name for column in table.columns)
+    seq_at, prev_at, entry_at = names.index("seq"), names.index("prev_hash"), names.index("entry_hash")
+    rows = _driver_rows(conn, select(table).order_by(table.c.seq))
+    if chain != "evaluations":
+        for values in rows:
+            body = _link_body(chain, dict(zip(names, values, strict=True))) if bodies else None
+            yield values[seq_at], values[prev_at], values[entry_at], body
+        return
+    recs = _driver_rows(
+        conn, select(recommendations).order_by(recommendations.c.evaluation_seq, recommendations.c.position)
+    )
+    pending = next(recs, None)  # the first recommendation not yet given to a link
+    for values in rows:
+        seq = values[seq_at]
+        while pending is not None and pending[0] < seq:  # a recommendation of no link (inserted): skipped
+            pending = next(recs, None)
+        children, params = [], []
+        while pending is not None and pending[0] == seq:
+            _, position, action, rule, text = pending
+            children.append((position, action, rule))
+            params.append(text)
+            pending = next(recs, None)
+        body = None
+        if bodies:
+            plain = list(_EVALUATION_PLAIN(values))
+            plain[_NO_ACTION_PLACE] = bool(plain[_NO_ACTION_PLACE])
+            body = _evaluation_body(plain, children, _EVALUATION_JSON(values), params)
+        yield seq, values[prev_at], values[entry_at], body
+
+
+def _verify_chain(conn: Connection, chain: str, seal: _Seal, *, structure_only: bool) -> list[ChainProblem]:
+    head_seq, head_hash = conn.execute(
+        select(chain_head.c.seq, chain_head.c.hash).where(chain_head.c.chain == chain)
+    ).one()
+    problems: list[ChainProblem] = []
+    expected_seq, prev_hash = 1, GENESIS
+    for seq, link_prev, link_hash, body in _chain_links(conn, chain, bodies=not structure_only):
+        if seq > head_seq:
+            problems.append(ChainProblem(chain, seq, "inserted", f"#{seq} lies beyond the chain head #{head_seq}"))
+            continue
+        if seq != expected_seq:
+            problems.append(ChainProblem(chain, expected_seq, "deleted", f"#{expected_seq}..#{seq - 1} are missing"))
+        if body is not None and seal.link(link_prev, body) != link_hash:
+            problems.append(
+                ChainProblem(chain, seq, "edited", f"#{seq} does not match its seal: its content was changed")
+            )
+        elif link_prev != prev_hash and seq == expected_seq:
+            problems.append(
+                ChainProblem(
+                    chain, seq, "broken_link", f"#{seq} does not follow the record before it: one was replaced"
+                )
+            )
+        expected_seq, prev_hash = seq + 1, link_hash
+    if expected_seq - 1 < head_seq:
+        problems.append(
+            ChainProblem(chain, expected_seq, "deleted", f"#{expected_seq}..#{head_seq} are missing from the end")
+        )
+    elif expected_seq - 1 == head_seq and head_seq and prev_hash != head_hash:
+        problems.append(ChainProblem(chain, head_seq, "broken_link", f"#{head_seq} does not match the chain head"))
+    return problems
+
+
+def _verify_record_states(conn: Connection) -> list[ChainProblem]:
+    """Each record's stored state against the latest link of it in the records chain."""
+    latest: dict[tuple[str, str], dict[str, Any]] = {}
+    for row in conn.execution_options(yield_per=2000).execute(select(record_changes).order_by(record_changes.c.seq)):
+        latest[(row.source, row.record_id)] = row._asdict()
+    problems: list[ChainProblem] = []
+    for state in conn.execution_options(yield_per=2000).execute(select(records)).mappings():
+        key = (state["source"], state["record_id"])
+        name = f"record {state['record_id']} of {state['source']}"
+        link = latest.pop(key, None)
+        if link is None:
+            problems.append(
+                ChainProblem("records", 0, "unchained", f"the state of {name} is in no link of the chain: it was added")
+            )
+        elif _state_hash(dict(state)) != link["state_hash"] or int(state["version"]) != link["version"]:
+            problems.append(
+                ChainProblem(
+                    "records",
+                    link["seq"],
+                    "edited",
+                    f"the stored state of {name} is not the one chained at #{link['seq']}: it was changed",
+                )
+            )
+    for (source, record_id), link in sorted(latest.items()):
+        problems.append(
+            ChainProblem(
+                "records",
+                link["seq"],
+                "deleted",
+                f"the state of record {record_id} of {source}, chained at #{link['seq']}, is missing",
+            )
+        )
+    return problems
+
+
+def _verify_task_states(conn: Connection) -> list[ChainProblem]:
+    """Each task's row against the state its latest event chained."""
+    latest: dict[int, tuple[int, str]] = {}
+    for row in conn.execution_options(yield_per=2000).execute(
+        select(task_events.c.seq, task_events.c.task_id, task_events.c.state).order_by(task_events.c.seq)
+    ):
+        latest[int(row.task_id)] = (int(row.seq), str(row.state))
+    problems: list[ChainProblem] = []
+    for row in conn.execution_options(yield_per=2000).execute(select(tasks)):
+        link = latest.pop(int(row.id), None)
+        if link is None:
+            problems.append(ChainProblem("tasks", 0, "unchained", f"task {row.id} is in no event of the chain"))
+        elif task_state(row) != link[1]:
+            problems.append(
+                ChainProblem(
+                    "tasks", link[0], "edited", f"task {row.id} is not as its event #{link[0]} left it: it was changed"
+                )
+            )
+    for task_id, (seq, _) in sorted(latest.items()):
+        problems.append(ChainProblem("tasks", seq, "deleted", f"task {task_id}, moved at #{seq}, is missing"))
+    return problems
+
+
+def _verify_playbook_texts(conn: Connection) -> list[ChainProblem]:
+    problems: list[ChainProblem] = []
+    for row in conn.execute(select(playbooks).order_by(playbooks.c.first_used)):
+        if hashlib.sha256(row.text.encode("utf-8")).hexdigest() != row.hash:
+            problems.append(
+                ChainProblem(
+                    "playbooks",
+                    0,
+                    "edited",
+                    f"the stored text of playbook {row.playbook_id} {row.version} ({row.hash[:12]}) does not "
+                    "match its hash: it was changed",
+                )
+            )
+    return problems
+
+
+def _reseal_chain(conn: Connection, chain: str, seal: _Seal) -> None:
+    table = _CHAIN_TABLES[chain]
+    statement = (
+        update(table)
+        .where(table.c.seq == bindparam("b_seq"))
+        .values(prev_hash=bindparam("b_prev"), entry_hash=bindparam("b_entry"))
+    )
+    prev, pending = GENESIS, []
+    for row, children in _chain_rows(conn, chain):
+        row["prev_hash"] = prev
+        prev = _link_hash(seal, chain, row, children)
+        pending.append({"b_seq": row["seq"], "b_prev": row["prev_hash"], "b_entry": prev})
+        if len(pending) >= 2000:
+            conn.execute(statement, pending)
+            pending = []
+    if pending:
+        conn.execute(statement, pending)
+    conn.execute(update(chain_head).where(chain_head.c.chain == chain).values(hash=prev))
+
+
+def _against_checkpoint(
+    conn: Connection, seal: _Seal, checkpoint: dict[str, Any], stored_key: str | None
+) -> list[ChainProblem]:
+    """What of ``checkpoint`` the log no longer holds; its signature checked when ``seal`` has a key."""
+
+    def problem(kind: str, message: str, chain: str = "checkpoint", seq: int = 0) -> list[ChainProblem]:
+        return [ChainProblem(chain, seq, kind, message)]
+
+    body = {k: v for k, v in checkpoint.items() if k != "mac"}
+    chains = body.get("chains")
+    if body.get("format") != CHECKPOINT_FORMAT or not isinstance(chains, dict):
+        return problem("checkpoint_unreadable", f"this is not a checkpoint of this program ({CHECKPOINT_FORMAT})")
+    if seal.key_id is not None:
+        if body.get("key_id") != seal.key_id:
+            return problem(
+                "checkpoint_other_key",
+                f"the checkpoint was signed with key {body.get('key_id')}, not with the key given "
+                f"({seal.key_id}); verify it with its own key",
+            )
+        expected = seal.link("", canonical(body))
+        if not hmac.compare_digest(expected, str(checkpoint.get("mac", ""))):
+            return problem("checkpoint_forged", "the checkpoint's signature does not match: it was changed")
+    made_at = body.get("made_at", "?")
+    found: list[ChainProblem] = []
+    if body.get("log") != _meta_value(conn, "log_id"):
+        found += problem(
+            "replaced",
+            f"this database is not the log the checkpoint of {made_at} was taken of: it was wiped and "
+            "made again, or swapped",
+        )
+    if stored_key != body.get("key_id"):
+        found += problem(
+            "key_changed",
+            f"the checkpoint of {made_at} saw a log sealed with key {body.get('key_id')}; it is now "
+            f"{stored_key or 'not sealed with a key'}",
+        )
+    heads = {r.chain: int(r.seq) for r in conn.execute(select(chain_head))}
+    for chain, seen in sorted(chains.items()):
+        if chain not in _CHAIN_TABLES or not isinstance(seen, dict):
+            continue
+        count, head = int(seen.get("count", 0)), str(seen.get("head", ""))
+        now = heads.get(chain, 0)
+        table = _CHAIN_TABLES[chain]
+        row = conn.execute(select(table.c.entry_hash).where(table.c.seq == count)).first() if count else None
+        if now < count:
+            found += problem(
+                "truncated",
+                f"the chain holds {now} records; the checkpoint of {made_at} saw {count}: "
+                f"#{now + 1}..#{count} were removed",
+                chain,
+                now + 1,
+            )
+        elif count and (row is None or row.entry_hash != head):
+            found += problem(
+                "rewritten",
+                f"#{count} is not the record the checkpoint of {made_at} saw: the log was rewritten since",
+                chain,
+                count,
+            )
+    return found

@@ -1,0 +1,418 @@
+"""The one writer of the audit log for the length of a transaction: evaluations appended, records'
+states saved, events quarantined, each chain's head locked when first written."""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
+
+from sqlalchemy import Connection, bindparam, insert, select, update
+
+from engine.errors import CaseError
+from engine.evaluate import Result
+from engine.model import Playbook
+from engine.store.batch import _insert_many, iter_chunks
+from engine.store.chain import (
+    _compact,
+    _evaluation_hash,
+    _quarantined_hash,
+    _record_change_hash,
+    _Seal,
+    _state_hash,
+    canonical,
+)
+from engine.store.clock import Clock, stamp, utc_now
+from engine.store.entries import Appended, QuarantinedEvent, RecordState, _ids, _state_of
+from engine.store.schema import (
+    chain_head,
+    evaluations,
+    playbooks,
+    quarantined_events,
+    recommendations,
+    record_changes,
+    records,
+)
+
+
+@functools.lru_cache(maxsize=4096)
+def _params_text_of(items: tuple[tuple[str, type, Any], ...]) -> str:
+    return canonical({name: value for name, _, value in items})
+
+
+def _params_text(params: dict[str, Any]) -> str:
+    """canonical(params), remembered: recommendations repeat the same few parameter sets.
+
+    The key holds each value's type: 1, 1.0 and True are equal in Python but not in JSON.
+    """
+    try:
+        return _params_text_of(tuple((name, type(value), value) for name, value in params.items()))
+    except TypeError:  # a list among the values: not hashable, written out each time
+        return canonical(params)
+
+
+_TEXTS_KEPT = 4096
+_fired_texts: dict[tuple[Any, ...], tuple[str, list[Any]]] = {}
+_decisions_texts: dict[tuple[Any, ...], str] = {}
+
+
+def _fired_text(result: Result) -> str:
+    """The stored text of ``result.fired()``, remembered by the rows and rules each step chose: the cases
+    of an import repeat a few dozen patterns (43 among 5,000 Maven deals), and building and encoding it
+    was a tenth of a stored case's cost.
+
+    Keyed by each step's plan object, by id: the entry keeps the plans, so no id is reused while it lives.
+    """
+    steps = [(plan, chosen) for plan, _, _, chosen, _, _ in result.steps if chosen]
+    key = tuple([(id(plan), chosen) for plan, chosen in steps])
+    known = _fired_texts.get(key)
+    if known is None:
+        if len(_fired_texts) >= _TEXTS_KEPT:
+            _fired_texts.clear()
+        known = _fired_texts[key] = (_compact(result.fired()), [plan for plan, _ in steps])
+    return known[0]
+
+
+def _decisions_text(decisions: dict[str, Any]) -> str:
+    """``_compact(decisions)``, remembered: decisions take few distinct sets of values (29 among 5,000 Maven deals).
+
+    The key holds each value's type, as :func:`_params_text`'s does.
+    """
+    try:
+        key = (
+            tuple(decisions),
+            *[(type(v), tuple([(type(x), x) for x in v]) if type(v) is list else v) for v in decisions.values()],
+        )
+        known = _decisions_texts.get(key)
+    except TypeError:  # a value that is not hashable even as a tuple: written out each time
+        return _compact(decisions)
+    if known is None:
+        if len(_decisions_texts) >= _TEXTS_KEPT:
+            _decisions_texts.clear()
+        known = _decisions_texts[key] = _compact(decisions)
+    return known
+
+
+class Writer:
+    """The one writer of the audit log for the length of a transaction (:meth:`Store.write`).
+
+    The evaluations chain's head is locked first: SQLite takes its write lock at ``BEGIN
+    IMMEDIATE``, PostgreSQL locks the head row.  So whatever is read here (events already
+    stored, records' states) stays true until the transaction ends, in this process and in
+    any other sharing the database.
+    """
+
+    def __init__(
+        self,
+        conn: Connection,
+        known_playbooks: set[str],
+        sealing: Callable[[Connection], _Seal],
+        clock: Clock = utc_now,
+    ) -> None:
+        self.conn = conn
+        self.now = stamp(clock())  # every row of the transaction is stamped with this one time
+        self.playbooks_saved: set[str] = set()
+        self._known_playbooks = known_playbooks
+        self._seq, self._hash = _lock_head(conn, "evaluations")
+        self._head_seq = self._seq
+        self._seal = sealing(conn)  # after the lock: a reseal cannot come between
+        self._records_head: tuple[int, str] | None = None  # the records chain's, once locked
+        self._records_read: dict[tuple[str, str], bool] = {}  # (source, record) -> is it stored
+
+    def append(self, playbook: Playbook, items: Sequence[Appended], *, source: str, as_of: dt.date) -> list[int]:
+        """Add evaluations to the chain; return their sequence numbers.
+
+        Items whose (source, import key) or (source, event id) is already stored are
+        skipped (their place in the returned list is -1): a resumed import or a
+        redelivered event never stores twice.
+        """
+        content_hash = playbook.content_hash
+        if content_hash not in self._known_playbooks and content_hash not in self.playbooks_saved:
+            _save_playbook(self.conn, playbook, self.now)
+            self.playbooks_saved.add(content_hash)
+        skip = self._already_stored(source, items)
+        rows: list[dict[str, Any]] = []
+        children: list[dict[str, Any]] = []
+        seqs: list[int] = []
+        seq, prev = self._seq, self._hash
+        for i, item in enumerate(items):
+            if i in skip:
+                seqs.append(-1)
+                continue
+            seq += 1
+            row, recs = _evaluation_row(playbook, item, source, as_of, self.now, seq)
+            row["prev_hash"] = prev
+            row["entry_hash"] = prev = _evaluation_hash(self._seal, prev, row, recs)
+            rows.append(row)
+            children.extend(recs)
+            seqs.append(seq)
+        if rows:
+            _insert_many(self.conn, evaluations, rows)
+            if children:
+                _insert_many(self.conn, recommendations, children)
+        self._seq, self._hash = seq, prev
+        self._follow(playbook, items, seqs, rows, source, as_of)
+        return seqs
+
+    def _follow(
+        self,
+        playbook: Playbook,
+        items: Sequence[Appended],
+        seqs: list[int],
+        rows: list[dict[str, Any]],
+        source: str,
+        as_of: dt.date,
+    ) -> None:
+        """The evaluations' recommendations as tasks (engine/tasks.py), in this same transaction."""
+        from engine.tasks import Followed, follow_evaluations
+
+        stored = iter(rows)
+        followed = []
+        for item, seq in zip(items, seqs, strict=True):
+            if seq < 0:
+                continue
+            row = next(stored)
+            if isinstance(item.outcome, Result):
+                record = row["record_id"] if row["record_id"] is not None else row["case_id"]
+                followed.append(Followed(seq, record, item.facts, item.outcome.recommendations))
+        follow_evaluations(self.tasks, playbook, source, as_of, followed)
+
+    @functools.cached_property
+    def tasks(self) -> Any:
+        """The moves of tasks made in this transaction (an engine.tasks.TaskBook), their chain locked at the first."""
+        from engine.tasks import TaskBook
+
+        return TaskBook(self.conn, self._seal, self.now)
+
+    def _already_stored(self, source: str, items: Sequence[Appended]) -> set[int]:
+        skip: set[int] = set()
+        for column, attr in ((evaluations.c.import_key, "import_key"), (evaluations.c.event_id, "event_id")):
+            keys = [getattr(item, attr) for item in items if getattr(item, attr) is not None]
+            if not keys:
+                continue
+            found = {row[0] for row in self._rows_among(column, source, keys)}
+            seen: set[str] = set()
+            for i, item in enumerate(items):
+                key = getattr(item, attr)
+                if key is not None and (key in found or key in seen):
+                    skip.add(i)
+                if key is not None:
+                    seen.add(key)
+        return skip
+
+    def _rows_among(self, column: Any, source: str, keys: Iterable[str], *also: Any) -> Iterator[Any]:
+        """Rows (``column``, ``*also``) of ``source`` in ``column``'s table whose ``column`` is among ``keys``."""
+        statement = _rows_among_statement(column, also)
+        for chunk in iter_chunks(keys, 500):
+            yield from self.conn.execute(statement, {"source": source, "keys": chunk})
+
+    def events_stored(self, source: str, event_ids: Iterable[str]) -> dict[str, int]:
+        """Of these events of ``source``, those already evaluated, with their evaluation's number."""
+        found = self._rows_among(evaluations.c.event_id, source, event_ids, evaluations.c.seq)
+        return {row.event_id: int(row.seq) for row in found}
+
+    def record_states(self, source: str, record_ids: Iterable[str]) -> dict[str, RecordState]:
+        """These records' states (an empty one at version 0 for a record never stored)."""
+        wanted = set(record_ids)
+        others = [c for c in records.c if c.name != "record_id"]
+        states = {
+            row.record_id: _state_of(row) for row in self._rows_among(records.c.record_id, source, wanted, *others)
+        }
+        for record_id in wanted:
+            self._records_read[(source, record_id)] = record_id in states
+            states.setdefault(record_id, RecordState(source, record_id, {}, {}))
+        return states
+
+    def save_records(self, states: Iterable[RecordState]) -> None:
+        """Save records' new states, each read by :meth:`record_states` in this same transaction."""
+        inserts: list[dict[str, Any]] = []
+        updates: list[dict[str, Any]] = []
+        links: list[dict[str, Any]] = []
+        if self._records_head is None:
+            self._records_head = _lock_head(self.conn, "records")
+        seq, prev = self._records_head
+        for state in states:
+            key = (state.source, state.record_id)
+            if key not in self._records_read:
+                raise ValueError(f"record {state.record_id} of {state.source} was not read in this transaction")
+            values = {
+                "fields": canonical(state.fields),
+                "stamps": canonical(state.stamps),
+                "deleted": state.deleted,
+                "version": state.version,
+                "updated_at": self.now,
+                "last_event_id": state.last_event_id,
+            }
+            seq += 1
+            link = {
+                "seq": seq,
+                "source": state.source,
+                "record_id": state.record_id,
+                "version": state.version,
+                "state_hash": _state_hash({"source": state.source, "record_id": state.record_id, **values}),
+                "prev_hash": prev,
+            }
+            link["entry_hash"] = prev = _record_change_hash(self._seal, prev, link)
+            links.append(link)
+            if self._records_read[key]:
+                updates.append({"b_source": state.source, "b_record_id": state.record_id, **values})
+            else:
+                inserts.append({"source": state.source, "record_id": state.record_id, **values})
+                self._records_read[key] = True
+        if inserts:
+            _insert_many(self.conn, records, inserts)
+        if updates:
+            self.conn.execute(_UPDATE_RECORD, updates)
+        if links:
+            _insert_many(self.conn, record_changes, links)
+            self.conn.execute(update(chain_head).where(chain_head.c.chain == "records").values(seq=seq, hash=prev))
+            self._records_head = (seq, prev)
+
+    def quarantine(self, events: Sequence[QuarantinedEvent]) -> list[int]:
+        """Keep events set aside as bad data; return their numbers (-1 for one of an event already kept).
+
+        An event is kept once per source: redelivered, it is answered again but not stored again.
+        """
+        seqs = [-1] * len(events)
+        by_source: dict[str, list[int]] = {}
+        for i, quarantined in enumerate(events):
+            by_source.setdefault(quarantined.source, []).append(i)
+        fresh: list[int] = []
+        for source, positions in by_source.items():
+            ids = {events[i].event_id for i in positions}
+            kept = {row[0] for row in self._rows_among(quarantined_events.c.event_id, source, ids)}
+            for i in positions:
+                if events[i].event_id not in kept:
+                    kept.add(events[i].event_id)
+                    fresh.append(i)
+        if not fresh:
+            return seqs
+        seq, prev = _lock_head(self.conn, "quarantined")
+        rows: list[dict[str, Any]] = []
+        for i in sorted(fresh):
+            quarantined = events[i]
+            seq += 1
+            row: dict[str, Any] = {
+                "seq": seq,
+                "received_at": quarantined.received_at,
+                "source": quarantined.source,
+                "event_id": quarantined.event_id,
+                "record_id": quarantined.record_id,
+                "code": quarantined.code,
+                "reason": quarantined.reason,
+                "event": canonical(quarantined.event),
+            }
+            row["prev_hash"] = prev
+            row["entry_hash"] = prev = _quarantined_hash(self._seal, prev, row)
+            rows.append(row)
+            seqs[i] = seq
+        _insert_many(self.conn, quarantined_events, rows)
+        self.conn.execute(update(chain_head).where(chain_head.c.chain == "quarantined").values(seq=seq, hash=prev))
+        self._close_tasks([events[i] for i in sorted(fresh)])
+        return seqs
+
+    def _close_tasks(self, kept: Sequence[QuarantinedEvent]) -> None:
+        """A closed deal's event cancels its record's tasks (engine/tasks.py)."""
+        from engine.tasks import CLOSING_CODES, close_records
+
+        by_source: dict[str, dict[str, str]] = {}
+        for event_ in kept:
+            if event_.code in CLOSING_CODES and event_.record_id is not None:
+                by_source.setdefault(event_.source, {})[event_.record_id] = event_.reason
+        for source, closed in by_source.items():
+            close_records(self.tasks, source, closed, self.now[:10])
+
+    def finish(self) -> None:
+        """Move the chain heads to the last evaluation appended and task moved; called just before the commit."""
+        if "tasks" in self.__dict__:
+            self.tasks.finish()
+        if self._seq != self._head_seq:
+            self.conn.execute(
+                update(chain_head).where(chain_head.c.chain == "evaluations").values(seq=self._seq, hash=self._hash)
+            )
+            self._head_seq = self._seq
+
+
+@functools.lru_cache(maxsize=8)
+def _rows_among_statement(column: Any, also: tuple[Any, ...]) -> Any:
+    # Built once: building a statement costs more than running it on a small batch.
+    table = column.table
+    return select(column, *also).where(
+        table.c.source == bindparam("source"), column.in_(bindparam("keys", expanding=True))
+    )
+
+
+_UPDATE_RECORD = update(records).where(
+    records.c.source == bindparam("b_source"), records.c.record_id == bindparam("b_record_id")
+)
+
+
+def _lock_head(conn: Connection, chain: str) -> tuple[int, str]:
+    row = conn.execute(
+        select(chain_head.c.seq, chain_head.c.hash).where(chain_head.c.chain == chain).with_for_update()
+    ).one()
+    return int(row.seq), str(row.hash)
+
+
+def _save_playbook(conn: Connection, playbook: Playbook, now: str) -> None:
+    known = conn.execute(select(playbooks.c.hash).where(playbooks.c.hash == playbook.content_hash)).first()
+    if known is None:
+        row = {
+            "hash": playbook.content_hash,
+            "playbook_id": playbook.id,
+            "version": playbook.version,
+            "text": playbook.text,
+            "first_used": now,
+        }
+        conn.execute(insert(playbooks), [row])
+
+
+def _evaluation_row(
+    playbook: Playbook, item: Appended, source: str, as_of: dt.date, now: str, seq: int
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    record_id, account_id = _ids(item.facts)
+    outcome = item.outcome
+    row: dict[str, Any] = {
+        "seq": seq,
+        "created_at": now,
+        "as_of": as_of.isoformat(),
+        "playbook_hash": playbook.content_hash,
+        "playbook_id": playbook.id,
+        "playbook_version": playbook.version,
+        "source": source,
+        "record_id": record_id,
+        "account_id": account_id,
+        "event_id": item.event_id,
+        "import_key": item.import_key,
+        "facts": _compact(item.facts),
+    }
+    if isinstance(outcome, CaseError):
+        row |= {
+            "case_id": outcome.case_id,
+            "status": "error",
+            "decisions": "{}",
+            "fired": "{}",
+            "no_action": True,
+            "error": canonical({"code": outcome.code, "message": outcome.message}),
+        }
+        return row, []
+    recs = [
+        {
+            "evaluation_seq": seq,
+            "position": k,
+            "action": rec["id"],
+            "rule": rec["rule"],
+            "params": _params_text(rec["params"]),
+        }
+        for k, rec in enumerate(outcome.recommendations)
+    ]
+    row |= {
+        "case_id": outcome.case,
+        "status": "ok",
+        "decisions": _decisions_text(outcome.decisions),
+        "fired": _fired_text(outcome),
+        "no_action": not recs,
+        "error": "",
+    }
+    return row, recs
