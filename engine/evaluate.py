@@ -3,11 +3,13 @@
 For each case, nodes run in the playbook's dependency order.  For each node the
 engine first reads every condition of its rows (the trace needs each result);
 that vector of condition results is the question's identity.  durable-rules is
-asked each distinct question once per compiled playbook; the rows it fired are
-kept and reused for every later case with the same condition results, which
-is exact: a row's verdict depends on nothing else.  When durable-rules is asked,
-its answer is compared with the condition results, and any disagreement is an
-:class:`~engine.errors.EngineFault`, never a silent result.
+asked each distinct question once per evaluator, remembered by the cells of the
+values read; the rows it fired are kept and reused for every later case in the
+same cells, which is exact: a row's verdict depends on nothing else.  A node
+wider than one question fact is asked in chunks, each remembered by the cells of
+its own tests, and the chunks a case is new to are asked in one batch.  When
+durable-rules is asked, its answer is compared with the condition results, and
+any disagreement is an :class:`~engine.errors.EngineFault`, never a silent result.
 
 Every case yields exactly one :class:`Result` or one :class:`CaseError`.
 """
