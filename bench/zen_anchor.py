@@ -784,6 +784,59 @@ def run(
     }
 
 
+def run_generated(sizes: Sequence[int], count: int, check_count: int = 500) -> dict[str, Any]:
+    """Both engines on bench/scaling.py's generated playbooks (an N-row table and N rules), the same
+    ``count`` cases each, one after the other in this process, with the load average beside each size."""
+    from bench.scaling import RULE_AS_OF, generated_playbook, rule_cases
+    from engine import load_playbook_text
+
+    runs = []
+    for n in sizes:
+        playbook = load_playbook_text(generated_playbook(n), f"<generated {n}>")
+        graph = to_jdm(playbook)
+        cases = list(rule_cases(count))
+        correctness = check(playbook, graph, cases[:check_count], RULE_AS_OF)
+        load_before = os.getloadavg()[0]
+        zen_timing = time_zen_single(graph, cases, RULE_AS_OF)
+        ours_timing = time_ours(playbook, cases, RULE_AS_OF)
+        runs.append(
+            {
+                "rules": n,
+                "table_rows": n,
+                "jdm": graph.stats,
+                "check": correctness,
+                "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+                "ours": ours_timing.to_json(),
+                "zen": zen_timing.to_json(),
+                # the machine is shared: CPU seconds compare the work, wall seconds include waiting for a core
+                "ratio_wall": round(zen_timing.seconds / ours_timing.seconds, 2),
+                "ratio_cpu": round(zen_timing.cpu_seconds / ours_timing.cpu_seconds, 2),
+            }
+        )
+    return {
+        "machine": platform.platform(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "zen_engine": version("zen-engine"),
+        "cases_each": count,
+        "runs": runs,
+    }
+
+
+def print_generated(result: dict[str, Any]) -> None:
+    print(f"generated playbooks (N table rows, N rules), {result['cases_each']} cases each, ZEN {result['zen_engine']}")
+    print(
+        f"{'rules':>6} {'load':>11} {'ours c/s':>9} {'ours CPU s':>10} {'ZEN c/s':>8} {'ZEN CPU s':>9} "
+        f"{'ours/ZEN wall':>13} {'ours/ZEN CPU':>12}"
+    )
+    for r in result["runs"]:
+        load = "-".join(str(x) for x in r["load_average"])
+        print(
+            f"{r['rules']:>6} {load:>11} {r['ours']['cases_per_second']:>9} {r['ours']['cpu_seconds']:>10} "
+            f"{r['zen']['cases_per_second']:>8} {r['zen']['cpu_seconds']:>9} {r['ratio_wall']:>13} {r['ratio_cpu']:>12}"
+        )
+
+
 def print_table(result: dict[str, Any]) -> None:
     check_ = result["check"]
     print(
@@ -805,7 +858,19 @@ def main() -> None:
     parser.add_argument("--check", type=int, default=DEFAULT_CHECK, help="cases compared (default %(default)s)")
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH)
     parser.add_argument("--jdm", type=Path, help="also write the converted JDM graph to this file")
+    parser.add_argument("--rules", help="instead: bench/scaling.py's generated playbooks of these sizes (10,100,1000)")
+    parser.add_argument("--rule-cases", type=int, default=10_000, help="cases per generated playbook (with --rules)")
     args = parser.parse_args()
+    target = ROOT / "bench" / "results"
+    if args.rules:
+        try:
+            generated = run_generated([int(n) for n in args.rules.split(",")], args.rule_cases)
+        except ZenMismatch as exc:
+            sys.exit(f"FAILED: {exc}")
+        print_generated(generated)
+        target.mkdir(exist_ok=True)
+        (target / "zen_scaling.json").write_text(json.dumps(generated, indent=2), encoding="utf-8")
+        return
     if args.jdm:
         graph = to_jdm(load_playbook(args.playbook))
         args.jdm.write_text(json.dumps(graph.jdm, ensure_ascii=False, indent=2), encoding="utf-8")
@@ -814,7 +879,6 @@ def main() -> None:
     except ZenMismatch as exc:
         sys.exit(f"FAILED: {exc}")
     print_table(result)
-    target = ROOT / "bench" / "results"
     target.mkdir(exist_ok=True)
     (target / "zen_anchor.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
 

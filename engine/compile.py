@@ -7,9 +7,10 @@ results:
 * the stock ``Host`` runs actions on background timer threads after a call
   returns; :class:`_QuietHost` has no such threads, so every action has run
   when ``assert_fact`` returns;
-* message identity is a 32-bit hash of the ``id``: a question is the only fact
-  in its session, always with the same id, and is retracted before the next
-  one, so no two live messages can collide;
+* message identity is a 32-bit hash of the ``id``: a question asked alone is
+  the only fact in its session; questions asked in a batch each have an id of
+  their own, whose hashes are checked distinct when compiling; every fact is
+  retracted before the next call, so no two live messages can collide;
 * a ruleset holds at most 1,024 sessions: each compiled playbook uses one;
 * exceptions in actions are swallowed: the actions only append to a list,
   any error they or the engine record is raised by :meth:`ask`;
@@ -25,7 +26,7 @@ from __future__ import annotations
 import contextlib
 import math
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,7 +38,7 @@ from engine.errors import EngineFault
 from engine.limits import QUESTION_CHUNK as CHUNK
 from engine.model import Atom, Node, Playbook
 
-__all__ = ["QUESTION_ID", "SESSION_ID", "CompiledNode", "CompiledPlaybook", "compile_playbook"]
+__all__ = ["QUESTION_ID", "SESSION_ID", "CompiledNode", "CompiledPlaybook", "compile_playbook", "fnv1a32"]
 
 SESSION_ID = "q"
 QUESTION_ID = "q"
@@ -74,6 +75,7 @@ class CompiledPlaybook:
         self._fired: list[tuple[int, str]] = []
         self._errors: list[str] = []
         self._closed = False
+        self._fact_ids = _fact_ids(self._next_question)
         self._host = _QuietHost()
         self._host.register_rulesets({self.ruleset_name: self._ruleset()})
         self.questions_asked = 0
@@ -175,6 +177,48 @@ class CompiledPlaybook:
             answer.extend(self._ask_once(cnode, {**base, "node": question}, question))
         return tuple(answer)
 
+    def ask_chunks(self, cnode: CompiledNode, values: dict[str, Any], chunks: Sequence[int]) -> list[tuple[str, ...]]:
+        """For each chunk of a node (an index into ``cnode.chunks``), the members durable-rules fires for these
+        values, in member order: every chunk asked in one batch of facts, one fact each, then retracted.
+
+        The facts of a batch live together in the session, so each has an id of its own, its question's,
+        whose 32-bit hash no other question's shares (checked when compiling).
+        """
+        base = self.encode(cnode, values)
+        questions = [cnode.chunks[c][2] for c in chunks]
+        facts = [{**base, "id": self._fact_ids[q], "node": q} for q in questions]
+        with self._lock:
+            if self._closed:
+                raise EngineFault(f"playbook {self.playbook.id} {self.playbook.version} is closed")
+            self._fired = []
+            self._errors = []
+            self.questions_asked += len(facts)
+            try:
+                state = self._host.assert_facts(self.ruleset_name, facts)
+                self._host.retract_facts(self.ruleset_name, facts)
+            except Exception as exc:
+                self._reset_session()
+                raise EngineFault(f"durable-rules failed on node '{cnode.node.name}': {exc}") from exc
+            fired, errors = self._fired, self._errors
+        if errors or not isinstance(state, dict) or state.get("exception"):
+            self._reset_session()
+            detail = errors or [str(state.get("exception") if isinstance(state, dict) else state)]
+            raise EngineFault(f"an action failed on node '{cnode.node.name}': {'; '.join(detail)}")
+        # Every question seen through: its catch-all fired once, after its members, and nothing else fired.
+        last = dict(fired)  # each question's last action
+        ends = sum(1 for _, member in fired if member == "")
+        if ends != len(questions) or sorted(last) != sorted(questions) or any(last[q] != "" for q in questions):
+            self._reset_session()
+            raise EngineFault(f"durable-rules did not see the questions for node '{cnode.node.name}' through: {fired}")
+        by_question: dict[int, set[str]] = {q: set() for q in questions}
+        for question, member in fired:
+            by_question[question].add(member)
+        # A rule whose condition has an ``any`` fires once per alternative that holds: a set counts it once.
+        return [
+            tuple(m for m in cnode.members[start:end] if m in by_question[question])
+            for start, end, question in (cnode.chunks[c] for c in chunks)
+        ]
+
     def _ask_once(self, cnode: CompiledNode, fact: dict[str, Any], question: int) -> list[str]:
         with self._lock:
             if self._closed:
@@ -228,6 +272,23 @@ class CompiledPlaybook:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def fnv1a32(text: str) -> int:
+    """The 32-bit hash durable-rules identifies a message by (FNV-1a of its id)."""
+    h = 0x811C9DC5
+    for byte in text.encode():
+        h = ((h ^ byte) * 0x01000193) & 0xFFFFFFFF
+    return h
+
+
+def _fact_ids(questions: int) -> list[str]:
+    """An id for each question's fact in a batch: no two of them, nor the session's state, share a hash."""
+    ids = [f"{QUESTION_ID}{question}" for question in range(questions)]
+    hashes = {fnv1a32(i) for i in ids} | {fnv1a32(f"sid-{SESSION_ID}")}
+    if len(hashes) != len(ids) + 1:  # not met below millions of questions; refuse rather than lose an answer
+        raise EngineFault(f"the ids of {questions} questions collide in durable-rules' 32-bit message identity")
+    return ids
 
 
 def compile_playbook(playbook: Playbook) -> CompiledPlaybook:

@@ -3,11 +3,13 @@
 For each case, nodes run in the playbook's dependency order.  For each node the
 engine first reads every condition of its rows (the trace needs each result);
 that vector of condition results is the question's identity.  durable-rules is
-asked each distinct question once per compiled playbook; the rows it fired are
-kept and reused for every later case with the same condition results, which
-is exact: a row's verdict depends on nothing else.  When durable-rules is asked,
-its answer is compared with the condition results, and any disagreement is an
-:class:`~engine.errors.EngineFault`, never a silent result.
+asked each distinct question once per evaluator, remembered by the cells of the
+values read; the rows it fired are kept and reused for every later case in the
+same cells, which is exact: a row's verdict depends on nothing else.  A node
+wider than one question fact is asked in chunks, each remembered by the cells of
+its own tests, and the chunks a case is new to are asked in one batch.  When
+durable-rules is asked, its answer is compared with the condition results, and
+any disagreement is an :class:`~engine.errors.EngineFault`, never a silent result.
 
 Every case yields exactly one :class:`Result` or one :class:`CaseError`.
 """
@@ -19,6 +21,7 @@ import math
 from bisect import bisect_left
 from collections.abc import Callable, Hashable, Iterable, Iterator
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import Any
 
 from engine.compile import CompiledNode, CompiledPlaybook
@@ -372,6 +375,8 @@ def prepare_inputs(
     return values, derived
 
 
+_UNREAD = object()  # a test not read yet for this case
+
 _OTHER = ("other",)  # the cell of any value no test names
 
 
@@ -398,12 +403,13 @@ def _cell_reader(
     if numeric:
         bounds = sorted({n for a in mine for n in numbers_of(a)})
         count = len(bounds)
+        same = _same_cells(var, mine, bounds)
 
         def numeric_cell(v: Any) -> Hashable:
             if v is None:
                 return None
             i = bisect_left(bounds, v)
-            return 2 * i + 1 if i < count and bounds[i] == v else 2 * i
+            return same[2 * i + 1 if i < count and bounds[i] == v else 2 * i]
 
         return numeric_cell
     named = frozenset(x for a in mine if a.op in ("equals", "not_equals", "one_of", "not_one_of") for x in items_of(a))
@@ -411,6 +417,42 @@ def _cell_reader(
     if domain and all(v in named for v in domain):
         return None  # every possible value is named: the value is its own cell
     return lambda v: None if v is None else (v if v in named else _OTHER)
+
+
+def _same_cells(var: str, atoms: list[Atom], bounds: list[Any]) -> list[int]:
+    """For each interval the bounds cut a number line into (even: between bounds, odd: on one), the first
+    one its tests answer alike: below the lowest bound and above the highest, for one, are one cell when
+    every test says the same of both, and so is a bound a test includes with the interval beside it."""
+    tests = [a for a in atoms if a.var == var and a.op not in ("present", "compare")]
+    samples: list[Any] = []  # a value in each interval
+    unmerged = list(range(2 * len(bounds) + 1))
+    try:
+        for i, bound in enumerate(bounds):
+            below = bound - max(1, abs(bound)) if i == 0 else bounds[i - 1] / 2 + bound / 2
+            samples += [below, bound]
+        samples.append(bounds[-1] + max(1, abs(bounds[-1])) if bounds else 0)
+        if any(not a < b for a, b in pairwise(samples)) or not all(map(math.isfinite, samples)):
+            return unmerged  # some interval has no value that can be written (adjacent floats): no merging
+    except OverflowError:
+        return unmerged
+    first: dict[tuple[bool | None, ...], int] = {}
+    return [first.setdefault(tuple(atom_matches(t, {var: x}) for t in tests), cell) for cell, x in enumerate(samples)]
+
+
+_Answer = tuple[tuple[int, ...], tuple[bool | None, ...], tuple[int, ...]]
+"""Fired members, every atom's result, members whose condition is unknown (members by index in the node)."""
+
+
+@dataclass
+class _ChunkPlan:
+    """The members of a node durable-rules is asked about in one fact, and the cells that decide them alone."""
+
+    index: int  # in the compiled node's chunks
+    start: int  # its members: start..end
+    end: int
+    readers: list[tuple[str, Callable[[Any], Hashable] | None]]  # cells of the chunk's own tests
+    pairs: list[Atom]
+    answers: dict[Hashable, _Answer] = field(default_factory=dict)
 
 
 @dataclass
@@ -427,14 +469,18 @@ class _NodePlan:
     literal: bool  # every row's output is a constant: the rows chosen and the value follow from the key
     rules: list[Rule]  # for a group of rules, by member
     # by key: fired members, atom results, members whose condition is unknown
-    answers: dict[Hashable, tuple[tuple[int, ...], tuple[bool | None, ...], tuple[int, ...]]] = field(
-        default_factory=dict
-    )
+    answers: dict[Hashable, _Answer] = field(default_factory=dict)
     # a table's whole outcome by key: fired rows, atom results, chosen rows, value, rows unknown
     outcomes: dict[Hashable, tuple[tuple[int, ...], tuple[bool | None, ...], tuple[int, ...], Any, tuple[int, ...]]] = (
         field(default_factory=dict)
     )
     name: str = ""  # the decision a table makes
+    # A node too wide for one fact is asked in chunks; each chunk's answer is reused by the cells of its own
+    # tests, far fewer than the node's: a case new to a wide node is mostly made of chunks already answered.
+    chunks: list[_ChunkPlan] = field(default_factory=list)
+    # by member, if its condition is all of some tests: those tests, as indices into ``tests`` (distinct tests)
+    flat: list[tuple[int, ...] | None] = field(default_factory=list)
+    tests: list[Atom] = field(default_factory=list)
 
 
 class Evaluator:
@@ -463,6 +509,23 @@ class Evaluator:
         rules = [self.playbook.rules_by_id[m] for m in node.members] if node.kind == "rules" else []
         # Under priority the choice reads every fired row's output, so any value_of row rules out reuse.
         literal = decision is not None and all(isinstance(row.then, Literal) for row in decision.rows)
+        distinct_tests: list[Atom] = []
+        test_index: dict[tuple[str, str, str], int] = {}
+
+        def distinct(atom: Atom) -> int:
+            """The index of the test among the node's distinct ones (the same test at two places is one)."""
+            same = (atom.var, atom.op, repr(atom.operand))  # repr: 1, 1.0 and True stay apart
+            if same not in test_index:
+                test_index[same] = len(distinct_tests)
+                distinct_tests.append(atom)
+            return test_index[same]
+
+        chunks = []
+        for index, (start, end, _) in enumerate(cnode.chunks):
+            mine = [a for member in atoms[start:end] for a in member]
+            chunk_vars = dict.fromkeys(a.var for a in mine)
+            chunk_readers = [(var, _cell_reader(var, mine, *self.playbook.var_type(var))) for var in chunk_vars]
+            chunks.append(_ChunkPlan(index, start, end, chunk_readers, [a for a in mine if a.op == "compare"]))
         return _NodePlan(
             cnode,
             conditions,
@@ -475,6 +538,9 @@ class Evaluator:
             literal,
             rules,
             name=node.name,
+            chunks=chunks,
+            flat=[None if tests is None else tuple(distinct(t) for t in tests) for tests in map(_flat, conditions)],
+            tests=distinct_tests,
         )
 
     # -- public ------------------------------------------------------------------
@@ -511,15 +577,7 @@ class Evaluator:
         set_by: dict[str, Rule] = {}
         decisions, steps, reuse = result.decisions, result.steps, bool(self.cache_size)
         for plan in self._plans:
-            readers = plan.readers
-            key: Hashable
-            if len(readers) == 1:  # the common case, kept cheap
-                var, cell = readers[0]
-                key = values.get(var) if cell is None else cell(values.get(var))
-            else:
-                key = tuple([values.get(var) if cell is None else cell(values.get(var)) for var, cell in readers])
-            if plan.pairs:
-                key = (key, tuple([atom_matches(atom, values) for atom in plan.pairs]))
+            key = _key(plan.readers, plan.pairs, values)
             if reuse and plan.decision is not None:
                 known = plan.outcomes.get(key)
                 if known is not None:  # the hot path: a table's whole outcome follows from the key
@@ -541,36 +599,95 @@ class Evaluator:
 
     # -- one node ----------------------------------------------------------------
 
-    def _answer(
-        self, plan: _NodePlan, key: Hashable, values: dict[str, Any]
-    ) -> tuple[tuple[int, ...], tuple[bool | None, ...], tuple[int, ...]]:
+    def _answer(self, plan: _NodePlan, key: Hashable, values: dict[str, Any]) -> _Answer:
         """The members durable-rules fires for these values (indices), every atom's result, and the members
-        whose condition is unknown (a value it needs is missing)."""
-        if self.cache_size:
+        whose condition is unknown (a value it needs is missing).
+
+        Chunks whose cells were seen before reuse their answer; the others are asked of durable-rules
+        together, in one batch.
+        """
+        reuse = bool(self.cache_size)
+        if reuse:
             known = plan.answers.get(key)
             if known is not None:
                 return known
+        chunks = plan.chunks
+        parts: dict[int, _Answer] = {}
+        asked: list[tuple[_ChunkPlan, Hashable]] = []
+        for chunk in chunks:
+            chunk_key = _key(chunk.readers, chunk.pairs, values) if len(chunks) > 1 else key
+            part = chunk.answers.get(chunk_key) if reuse else None
+            if part is None:
+                asked.append((chunk, chunk_key))
+            else:
+                parts[chunk.index] = part
+        if asked:
+            answers = self.compiled.ask_chunks(plan.cnode, values, [chunk.index for chunk, _ in asked])
+            seen = [_UNREAD] * len(plan.tests)
+            for (chunk, chunk_key), answer in zip(asked, answers, strict=True):
+                part = self._checked(plan, chunk, answer, values, seen)
+                parts[chunk.index] = part
+                if reuse and len(chunks) > 1:  # one chunk: the node's own answer is remembered below
+                    self._remember(chunk.answers, chunk_key, part)
+        if len(chunks) == 1:
+            known = parts[0]
+        else:
+            ordered = [parts[chunk.index] for chunk in chunks]
+            known = (
+                tuple([i for part in ordered for i in part[0]]),
+                tuple([r for part in ordered for r in part[1]]),
+                tuple([i for part in ordered for i in part[2]]),
+            )
+        if reuse:
+            self._remember(plan.answers, key, known)
+        return known
+
+    def _checked(
+        self, plan: _NodePlan, chunk: _ChunkPlan, answer: tuple[str, ...], values: dict[str, Any], seen: list[Any]
+    ) -> _Answer:
+        """A chunk's answer from durable-rules, with its atoms' results, compared with the conditions.
+
+        ``seen``: the results of the node's distinct tests read so far for these values.
+        """
         collected: list[bool | None] = []
-        verdicts = [True if c is None else evaluate_condition(c, values, collected) for c in plan.conditions]
-        matched = tuple(i for i, verdict in enumerate(verdicts) if verdict is True)
-        unknown = tuple(i for i, verdict in enumerate(verdicts) if verdict is None)
-        answer = self.compiled.ask(plan.cnode, values)
+        start = chunk.start
+        verdicts: list[bool | None] = []
+        for member in range(start, chunk.end):
+            tests = plan.flat[member]
+            if tests is None:
+                condition = plan.conditions[member]
+                verdicts.append(True if condition is None else evaluate_condition(condition, values, collected))
+                continue
+            # a plain "all of these tests" (most rows and rules), read without walking the condition; a test
+            # many members share (an interval of a grid's rows) is read once per case
+            results = []
+            for test in tests:
+                result = seen[test]
+                if result is _UNREAD:
+                    result = seen[test] = atom_matches(plan.tests[test], values)
+                results.append(result)
+            collected += results
+            verdicts.append(False if False in results else None if None in results else True)
+        matched = tuple(start + i for i, verdict in enumerate(verdicts) if verdict is True)
+        unknown = tuple(start + i for i, verdict in enumerate(verdicts) if verdict is None)
         members = plan.cnode.members
         if answer != tuple(members[i] for i in matched):
             raise EngineFault(
                 f"durable-rules fired {list(answer)} on '{plan.cnode.node.name}' where the conditions "
                 f"give {[members[i] for i in matched]}"
             )
-        known = (matched, tuple(collected), unknown)
-        if self.cache_size:
-            if self._remembered >= self.cache_size:
-                for other in self._plans:
-                    other.answers.clear()
-                    other.outcomes.clear()
-                self._remembered = 0
-            plan.answers[key] = known
-            self._remembered += 1
-        return known
+        return matched, tuple(collected), unknown
+
+    def _remember(self, memory: dict[Hashable, Any], key: Hashable, answer: Any) -> None:
+        if self._remembered >= self.cache_size:
+            for other in self._plans:
+                other.answers.clear()
+                other.outcomes.clear()
+                for chunk in other.chunks:
+                    chunk.answers.clear()
+            self._remembered = 0
+        memory[key] = answer
+        self._remembered += 1
 
     def _table(
         self,
@@ -697,6 +814,30 @@ class Evaluator:
                 }
             )
         result.steps.append((plan, (member,), results, (member,), sets, ()))
+
+
+def _flat(condition: Condition | None) -> tuple[Atom, ...] | None:
+    """The tests of a condition that is one test or all of several (it holds when all do), else None."""
+    if isinstance(condition, Atom):
+        return (condition,)
+    if isinstance(condition, AllOf) and all(isinstance(item, Atom) for item in condition.items):
+        return condition.items  # type: ignore[return-value]
+    return None
+
+
+def _key(
+    readers: list[tuple[str, Callable[[Any], Hashable] | None]], pairs: list[Atom], values: dict[str, Any]
+) -> Hashable:
+    """The cells these values fall in for these tests: what an answer is remembered by."""
+    key: Hashable
+    if len(readers) == 1:  # the common case, kept cheap
+        var, cell = readers[0]
+        key = values.get(var) if cell is None else cell(values.get(var))
+    else:
+        key = tuple([values.get(var) if cell is None else cell(values.get(var)) for var, cell in readers])
+    if pairs:
+        key = (key, tuple([atom_matches(atom, values) for atom in pairs]))
+    return key
 
 
 def _at(locations: list[Location]) -> str:

@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from engine import CompiledPlaybook, EngineFault, Evaluator, PlaybookError, compile_playbook, load_playbook_text
-from engine.compile import QUESTION_ID, SESSION_ID
+from engine.compile import QUESTION_ID, SESSION_ID, _fact_ids
+from engine.compile import fnv1a32 as compiled_fnv1a32
 from tests.conftest import AS_OF
 
 
@@ -225,3 +226,88 @@ decisions:
     with pytest.raises(PlaybookError) as info:
         load_playbook_text(text)
     assert [p.code for p in info.value.problems] == ["number_unreadable"]
+
+
+def _bands(count: int) -> Any:
+    """A table of ``count`` adjacent amount bands: wider than one question fact, so asked in a batch of chunks."""
+    rows = "\n".join(
+        f"      - {{id: b{i}, label: {{en: b}}, then: {i}, "
+        f"when: {{opportunity.amount: {{gte: {i * 1000}, lt: {(i + 1) * 1000}}}}}}}"
+        for i in range(count)
+    )
+    text = f"""
+playbook: {{id: bands{count}, version: "1", languages: [en], title: {{en: t}}}}
+inputs:
+  opportunity.amount: {{type: number, label: {{en: amount}}}}
+decisions:
+  band:
+    label: {{en: band}}
+    source: {{guide: G-16, quote: q}}
+    type: number
+    rows:
+{rows}
+"""
+    return load_playbook_text(text)
+
+
+def test_the_facts_of_one_batch_never_share_a_32_bit_identity() -> None:
+    assert fnv1a32("deal-309876") == compiled_fnv1a32("deal-309876")  # the same hash as durable-rules'
+    ids = _fact_ids(200_000)
+    assert len({fnv1a32(i) for i in ids} | {fnv1a32(f"sid-{SESSION_ID}")}) == len(ids) + 1
+
+
+def test_a_batch_of_questions_is_answered_by_durable_rules_and_leaves_nothing_behind() -> None:
+    with compile_playbook(_bands(100)) as compiled:
+        [node] = compiled.nodes
+        assert len(node.chunks) == 7
+        evaluator = Evaluator(compiled, cache_size=0)
+        before = compiled.questions_asked
+        for amount in range(0, 100_000, 997):
+            result = evaluator.evaluate_case({"opportunity": {"amount": amount}}, AS_OF, "c")
+            assert result.decisions["band"] == amount // 1000
+            # the same as each chunk asked alone, one fact at a time
+            assert compiled.ask(node, result.values) == (f"b{amount // 1000}",)
+        assert compiled.questions_asked - before == 2 * 7 * len(range(0, 100_000, 997))
+        assert compiled.live_facts() == []
+
+
+class _LyingActions(CompiledPlaybook):
+    """Actions that report the member after the one that fired, as a mix-up inside a batch would."""
+
+    def _action(self, node_index: int, member: str):  # type: ignore[no-untyped-def]
+        members = self.playbook.decisions["band"].rows
+        ids = [row.id for row in members]
+        told = ids[(ids.index(member) + 1) % len(ids)] if member else member
+
+        def record(c: Any) -> None:
+            self._fired.append((node_index, told))
+
+        return record
+
+
+class _ForgetfulActions(CompiledPlaybook):
+    """A catch-all that does not report its question: as if durable-rules had dropped that fact of a batch."""
+
+    def _action(self, node_index: int, member: str):  # type: ignore[no-untyped-def]
+        def record(c: Any) -> None:
+            if member or node_index != 3:
+                self._fired.append((node_index, member))
+
+        return record
+
+
+@pytest.mark.parametrize(
+    ("host", "message"), [(_LyingActions, "durable-rules fired"), (_ForgetfulActions, "did not see the questions")]
+)
+def test_a_wrong_or_missing_answer_in_a_batch_fails_loudly(host: type[CompiledPlaybook], message: str) -> None:
+    with host(_bands(100)) as compiled:
+        with pytest.raises(EngineFault, match=message):
+            Evaluator(compiled).evaluate_case({"opportunity": {"amount": 64_500}}, AS_OF, "c")
+        assert compiled.live_facts() == []
+
+
+def test_an_exception_inside_an_action_of_a_batch_fails_loudly() -> None:
+    with _BrokenActions(_bands(100)) as compiled:
+        with pytest.raises(EngineFault, match="boom"):
+            Evaluator(compiled).evaluate_case({"opportunity": {"amount": 64_500}}, AS_OF, "c")
+        assert compiled.live_facts() == []

@@ -417,3 +417,23 @@ def test_for_each_recommends_once_per_item_with_the_item_as_a_parameter() -> Non
     assert [s["undetermined"]["rule"] for s in unknown.trace if "undetermined" in s] == ["follow_demo"]
     zh = why(playbook, result.to_json("zh"), "zh")
     assert "规则「跟进:电话」" in zh and "步骤 = 电话、报价 (包含 电话) ✓" in zh
+
+
+def test_a_big_generated_playbook_gives_the_same_results_and_traces_reusing_answers_or_not() -> None:
+    """The benchmark's wide playbook (300 table rows, 300 rules): answers reused by node and by chunk, as
+    evaluation runs, against durable-rules asked every chunk of every node for every case."""
+    from bench.scaling import RULE_AS_OF, generated_playbook, rule_cases
+
+    playbook = load_playbook_text(generated_playbook(300), "<generated 300>")
+    cases = list(rule_cases(400, seed=5))
+    cases += [(f"again-{case_id}", case) for case_id, case in cases[:150]]  # answered from memory
+    with compile_playbook(playbook) as compiled:
+        assert max(len(node.chunks) for node in compiled.nodes) > 10
+        reusing = [r.to_json() for r in Evaluator(compiled).evaluate(cases, RULE_AS_OF)]  # type: ignore[union-attr]
+        reused_questions = compiled.questions_asked
+        fresh = [r.to_json() for r in Evaluator(compiled, cache_size=0).evaluate(cases, RULE_AS_OF)]  # type: ignore[union-attr]
+        every_question = compiled.questions_asked - reused_questions
+    assert reusing == fresh  # decisions, recommendations and traces
+    assert every_question == len(cases) * sum(len(node.chunks) for node in compiled.nodes)
+    assert reused_questions < every_question / 3
+    assert sum(len(r["recommendations"]) for r in fresh) > len(cases)  # rules did fire
