@@ -151,7 +151,7 @@ def _tick_day(
     store: Store, conn: Connection, evaluator: Evaluator | None, day: dt.date, who: str, report: TickReport
 ) -> None:
     # the evaluations' head locked: none comes between
-    writer = Writer(conn, store._known_playbooks, store._sealing, store.clock)
+    writer = Writer(conn, store._known_playbooks, store._sealing, store.clock, store.partitions)
     if evaluator is not None:
         playbook = evaluator.playbook
         sources = time_sources(playbook)

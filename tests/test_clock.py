@@ -14,7 +14,7 @@ from sqlalchemy import func, select, text
 from engine.clock import ServiceClock, tick
 from engine.compile import compile_playbook
 from engine.evaluate import Evaluator
-from engine.store import Appended, Store, evaluations
+from engine.store import Appended, Store, evaluations, partition_of
 from engine.tasks import listing
 from engine.validate import load_playbook_text
 
@@ -164,6 +164,21 @@ def test_twice_at_the_same_day_changes_nothing_and_an_earlier_day_nothing_either
     assert tick(store, clocked[1], dt.date(2026, 9, 2)).days == []  # time never moves back
     assert snapshot(store) == before
     assert store.verify() == []
+
+
+def test_on_a_partitioned_log_each_records_new_links_go_to_its_own_partition(db_url: str, clocked: Any) -> None:
+    with Store(db_url, partitions=4) as store:
+        file(store, clocked, {f"d{n}": {"close_date": f"2026-09-{n + 2:02d}"} for n in range(1, 13)}, START)
+        report = tick(store, clocked[1], dt.date(2026, 9, 20))
+        assert report.reevaluated == 12
+        with store.engine.connect() as conn:
+            links = conn.execute(text("SELECT seq, source, record_id FROM evaluations")).all()
+            tasks = conn.execute(
+                text("SELECT e.seq, t.source, t.record FROM task_events e JOIN tasks t ON t.id = e.task_id")
+            ).all()
+        # the k-th link of partition p is numbered (k - 1) * 4 + p + 1: a record's links are all in its partition
+        assert {(seq - 1) % 4 == partition_of(4, source, record) for seq, source, record in [*links, *tasks]} == {True}
+        assert store.verify() == []
 
 
 def test_a_weekly_value_quoted_in_params_alone_files_no_new_evaluation(store: Store, clocked: Any) -> None:
