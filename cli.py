@@ -1049,11 +1049,15 @@ def tick(as_of: str | None, playbook_path: str | None, fmt: str, db: str) -> Non
             playbook, _ = live_playbook(store)
         except LookupError:
             playbook = None  # no evaluation yet: nothing to re-check, tasks only
+
+    def ticked(done: str) -> None:  # each day is committed on its own: a cron log shows how far a run got
+        click.echo(f"{done}: ticked", err=True)
+
     if playbook is None:
-        report = run_tick(store, None, day)
+        report = run_tick(store, None, day, on_day=ticked)
     else:
         with compile_playbook(playbook) as compiled:
-            report = run_tick(store, Evaluator(compiled), day)
+            report = run_tick(store, Evaluator(compiled), day, on_day=ticked)
     if fmt == "json":
         click.echo(json.dumps(report.to_json()))
         return
