@@ -229,10 +229,10 @@ def test_playbook_tick_runs_under_the_logs_live_playbook_and_says_what_it_did(
     runner = CliRunner()
     first = runner.invoke(main, ["tick", "--db", db_url, "--as-of", "2026-09-01"])
     assert first.exit_code == 0, first.output
-    assert first.output.startswith("2026-09-01: 0 records re-checked, 0 re-evaluated")  # evaluated that day
+    assert first.stdout.startswith("2026-09-01: 0 records re-checked, 0 re-evaluated")  # evaluated that day
     later = runner.invoke(main, ["tick", "--db", db_url, "--as-of", "2026-09-12", "--format", "json"])
     assert later.exit_code == 0, later.output
-    report = json.loads(later.output)
+    report = json.loads(later.stdout)
     assert len(report["days"]) == 11 and report["reevaluated"] == 1  # under the stored playbook: no --playbook
     back = runner.invoke(main, ["tick", "--db", db_url, "--as-of", "2026-09-02"])
     assert back.exit_code == 0 and "moved past this day already" in back.output
