@@ -15,7 +15,21 @@ from typing import Any
 
 from engine.conditions import conjuncts
 from engine.explain import _cite, _label, _one_value, _sep, _var_label, _w, test_text
-from engine.model import AllOf, AnyOf, Atom, Condition, Decision, InputField, Literal, Not, Output, Playbook, Text
+from engine.model import (
+    Action,
+    AllOf,
+    AnyOf,
+    Atom,
+    Condition,
+    Decision,
+    InputField,
+    Literal,
+    Not,
+    Output,
+    Playbook,
+    Text,
+)
+from engine.workflow import CALENDAR_LABELS, OWNER_LABELS, WEEKDAY_LABELS, Duration, Schedule, parse_duration
 
 __all__ = ["FORMATS", "playbook_blocks", "render_playbook"]
 
@@ -59,6 +73,17 @@ _WORDS: dict[str, dict[str, str]] = {
         "weeks_until": "距{}的周数",
         "weeks_since": "自{}起的周数",
         "ratio": "{} ÷ {}",
+        "work": "工作安排",
+        "due_after": "评估后{}内",
+        "due_before": "{1}前{0}",
+        "due_after_date": "{1}后{0}",
+        "every": "每{}一次",
+        "escalate": "到期后{}未完成交{}",
+        "schedules": "检查日程",
+        "schedule": "检查",
+        "calendar": "日程",
+        "owner": "负责人",
+        "weekday": "周{}",
     },
     "en": {
         "parameters": "Parameters",
@@ -97,6 +122,17 @@ _WORDS: dict[str, dict[str, str]] = {
         "weeks_until": "weeks until {}",
         "weeks_since": "weeks since {}",
         "ratio": "{} ÷ {}",
+        "work": "work",
+        "due_after": "due {} after the evaluation",
+        "due_before": "due {} before {}",
+        "due_after_date": "due {} after {}",
+        "every": "every {}",
+        "escalate": "undone {} after it is due: to the {}",
+        "schedules": "Review calendar",
+        "schedule": "review",
+        "calendar": "calendar",
+        "owner": "who",
+        "weekday": "on {}",
     },
 }
 
@@ -271,13 +307,66 @@ def _blocks(playbook: Playbook, lang: str) -> list[_Block]:
             (
                 _named(a.label, a.id, lang),
                 _label(a.explain, lang, "") if a.explain else "",
+                _work_words(playbook, a, lang),
                 _cite(a.source, lang),
             )
             for a in playbook.actions.values()
         )
-        header = (_r(lang, "action"), _r(lang, "explain"), _r(lang, "source"))
+        header = (_r(lang, "action"), _r(lang, "explain"), _r(lang, "work"), _r(lang, "source"))
         blocks += [_Block("h2", _r(lang, "actions"), anchor="actions"), _Block("table", header=header, rows=rows)]
+    if playbook.schedules:
+        header = (_r(lang, "schedule"), _r(lang, "calendar"), _r(lang, "owner"), _r(lang, "source"))
+        rows = tuple(_schedule_row(s, lang) for s in playbook.schedules.values())
+        blocks += [_Block("h2", _r(lang, "schedules"), anchor="schedules"), _Block("table", header=header, rows=rows)]
     return blocks
+
+
+def _span(span: Duration, lang: str) -> str:
+    """A span in words; English adds the parameter it comes from, which a reviewer changes."""
+    words = span.words(lang)
+    return f"{words} ({span.parameter})" if span.parameter and lang != "zh" else words
+
+
+def _work_words(playbook: Playbook, action: Action, lang: str) -> str:
+    """Who does an action, by when, how often, and whom it goes to when undone."""
+    work = action.work
+    if work is None:
+        return ""
+    parts = [OWNER_LABELS[work.owner][lang] if work.owner in OWNER_LABELS else work.owner]
+    if work.due is not None:
+        due = work.due
+        if due.anchor is None:
+            parts.append(_r(lang, "due_after").format(_span(due.offset, lang)))
+        else:
+            key = "due_before" if due.before else "due_after_date"
+            parts.append(_r(lang, key).format(_span(due.offset, lang), _var_label(playbook, due.anchor, lang)))
+    if work.every is not None:
+        every = work.every
+        if every.amount == 1:  # 每周一次, every week: not 每1周, every 1 week
+            once = Duration(1, every.unit, every.parameter)
+            words = (once.words(lang)[1:] if lang == "zh" else every.unit) + (
+                f" ({every.parameter})" if every.parameter and lang != "zh" else ""
+            )
+        else:
+            words = _span(every, lang)
+        parts.append(_r(lang, "every").format(words))
+    if work.escalate is not None:
+        to = OWNER_LABELS.get(work.escalate.to, {}).get(lang, work.escalate.to)
+        said = _r(lang, "escalate").format(_span(work.escalate.after, lang), to)
+        target = playbook.actions.get(work.escalate.action or "")
+        parts.append(f"{said} ({_named(target.label, target.id, lang)})" if target else said)
+    return _sep(lang).join(parts)
+
+
+def _schedule_row(schedule: Schedule, lang: str) -> tuple[str, ...]:
+    calendar = CALENDAR_LABELS[schedule.calendar][lang] if schedule.calendar in CALENDAR_LABELS else schedule.calendar
+    if schedule.weekday is not None:
+        day = _r(lang, "weekday").format(WEEKDAY_LABELS[lang][schedule.weekday])
+        calendar = f"{calendar}{day}" if lang == "zh" else f"{calendar}, {day}"
+    name = schedule.label.get(lang) or schedule.id
+    shown = name if lang == "zh" else f"{name} ({schedule.id})"
+    owner = OWNER_LABELS[schedule.owner][lang] if schedule.owner in OWNER_LABELS else schedule.owner
+    return (shown, calendar, owner, _cite(schedule.source, lang) if schedule.source else "")
 
 
 def _input_row(playbook: Playbook, field: InputField, lang: str) -> tuple[str, ...]:
@@ -292,6 +381,8 @@ def _input_row(playbook: Playbook, field: InputField, lang: str) -> tuple[str, .
 
 def _parameter_value(playbook: Playbook, value: Any, lang: str) -> str:
     """A parameter's value; a word that is a value of the playbook's variables, by its label (when they agree)."""
+    if isinstance(value, str) and (span := parse_duration(value)) is not None:
+        return Duration(*span).words(lang)
     if isinstance(value, str):
         owners = [d.value_labels for d in playbook.decisions.values()] + [
             i.value_labels for i in playbook.inputs.values()

@@ -23,15 +23,19 @@ if TYPE_CHECKING:
 __all__ = [
     "ACTIVE",
     "CALENDARS",
+    "CALENDAR_LABELS",
     "OWNERS",
+    "OWNER_LABELS",
     "STATUSES",
     "WEEKDAYS",
+    "WEEKDAY_LABELS",
     "Due",
     "Duration",
     "Escalation",
     "Schedule",
     "Work",
     "due_date",
+    "duration_words",
     "moves",
     "parse_duration",
     "reviews_between",
@@ -66,7 +70,10 @@ class Duration:
 
     @property
     def text(self) -> str:
-        return f"{self.amount} {self.unit}{'' if self.amount == 1 else 's'}"
+        return duration_words(self.amount, self.unit, "en")
+
+    def words(self, lang: str) -> str:
+        return duration_words(self.amount, self.unit, lang)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"amount": self.amount, "unit": self.unit}
@@ -115,6 +122,29 @@ class Schedule:
     label: dict[str, str] = field(default_factory=dict)
     source: Source | None = None
     location: Location | None = None
+
+
+OWNER_LABELS = {
+    "account_manager": {"zh": "客户经理", "en": "account manager"},
+    "director": {"zh": "客户主任", "en": "director"},
+    "team": {"zh": "团队", "en": "team"},
+}
+CALENDAR_LABELS = {
+    "weekly": {"zh": "每周", "en": "weekly"},
+    "every_two_weeks": {"zh": "每两周", "en": "every two weeks"},
+    "monthly": {"zh": "每月", "en": "monthly"},
+    "quarterly": {"zh": "每季", "en": "quarterly"},
+    "half_yearly": {"zh": "每半年", "en": "half-yearly"},
+}
+WEEKDAY_LABELS = {"zh": "一二三四五六日", "en": [day.capitalize() for day in WEEKDAYS]}
+_UNIT_ZH = {"day": "天", "week": "周", "month": "个月"}
+
+
+def duration_words(amount: int, unit: str, lang: str) -> str:
+    """A span as people write it: 3天, 2周, 1个月; 3 days, 1 week."""
+    if lang == "zh":
+        return f"{amount}{_UNIT_ZH[unit]}"
+    return f"{amount} {unit}{'' if amount == 1 else 's'}"
 
 
 def parse_duration(text: str) -> tuple[int, str] | None:

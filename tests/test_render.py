@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -128,3 +129,25 @@ def test_an_invalid_playbook_is_not_rendered(tmp_path: Path) -> None:
     broken.write_text(COURSE.read_text("utf-8").replace("rules:", "rulez:", 1), "utf-8")
     result = CliRunner().invoke(main, ["render", str(broken)])
     assert result.exit_code == 1 and "unknown key 'rulez'" in result.output
+
+
+def test_work_and_the_review_calendar_are_shown_in_words_in_both_languages() -> None:
+    playbook = load_playbook(COURSE)
+    zh = render_playbook(playbook, "md", "zh")
+    en = render_playbook(playbook, "md", "en")
+    attack = next(line for line in zh.splitlines() if line.startswith("| 客户主任:密集进攻 |"))
+    assert "客户经理、评估后3天内、每周一次、到期后1周未完成交客户主任" in attack
+    assert "| 密集进攻的跟进间隔 | 1周 |" in zh  # a span parameter in Chinese words, not "1 week"
+    assert not re.search(r"\b\d+ (days?|weeks?|months?)\b", zh)
+    attack = next(line for line in en.splitlines() if line.startswith("| director: intensive attack"))
+    assert "due 3 days (attack_due) after the evaluation / every week (attack_follow_up_every)" in attack
+    calendar = _tables(en)[-1]
+    assert calendar[0] == "| review | calendar | who | source |"
+    assert [row.split(" | ")[1] for row in calendar[2:]] == [
+        "weekly, on Monday",
+        "every two weeks, on Monday",
+        "monthly",
+        "quarterly",
+        "half-yearly",
+    ]
+    assert "| 每周检查话费收入进程 | 每周周一 | 客户主任 |" in zh
