@@ -18,7 +18,7 @@ from typing import Any
 
 from engine.model import Playbook
 from engine.tasks import Task
-from engine.workflow import ACTIVE, reviews_between
+from engine.workflow import ACTIVE, OWNER_LABELS, reviews_between
 
 __all__ = [
     "AGENDA_DAYS",
@@ -36,11 +36,6 @@ __all__ = [
 ]
 
 AGENDA_DAYS = 7  # "this week": due within a week of the agenda's day
-OWNER_LABELS = {
-    "account_manager": {"zh": "客户经理", "en": "account manager"},
-    "director": {"zh": "客户主任", "en": "director"},
-    "team": {"zh": "团队", "en": "team"},
-}
 STATUS_LABELS = {
     "open": {"zh": "待办", "en": "open"},
     "accepted": {"zh": "已接受", "en": "accepted"},
