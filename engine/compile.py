@@ -187,23 +187,7 @@ class CompiledPlaybook:
         base = self.encode(cnode, values)
         questions = [cnode.chunks[c][2] for c in chunks]
         facts = [{**base, "id": self._fact_ids[q], "node": q} for q in questions]
-        with self._lock:
-            if self._closed:
-                raise EngineFault(f"playbook {self.playbook.id} {self.playbook.version} is closed")
-            self._fired = []
-            self._errors = []
-            self.questions_asked += len(facts)
-            try:
-                state = self._host.assert_facts(self.ruleset_name, facts)
-                self._host.retract_facts(self.ruleset_name, facts)
-            except Exception as exc:
-                self._reset_session()
-                raise EngineFault(f"durable-rules failed on node '{cnode.node.name}': {exc}") from exc
-            fired, errors = self._fired, self._errors
-        if errors or not isinstance(state, dict) or state.get("exception"):
-            self._reset_session()
-            detail = errors or [str(state.get("exception") if isinstance(state, dict) else state)]
-            raise EngineFault(f"an action failed on node '{cnode.node.name}': {'; '.join(detail)}")
+        fired = self._send(cnode, facts, batch=True)
         # Every question seen through: its catch-all fired once, after its members, and nothing else fired.
         last = dict(fired)  # each question's last action
         ends = sum(1 for _, member in fired if member == "")
@@ -219,16 +203,24 @@ class CompiledPlaybook:
             for start, end, question in (cnode.chunks[c] for c in chunks)
         ]
 
-    def _ask_once(self, cnode: CompiledNode, fact: dict[str, Any], question: int) -> list[str]:
+    def _send(self, cnode: CompiledNode, facts: list[dict[str, Any]], *, batch: bool) -> list[tuple[int, str]]:
+        """Assert and retract these facts under the lock (``batch``: in one call, each fact its own id; else the
+        one fact alone); what fired, as (question, member) in firing order.  Raises EngineFault (the session
+        reset) when durable-rules fails or an action failed."""
         with self._lock:
             if self._closed:
                 raise EngineFault(f"playbook {self.playbook.id} {self.playbook.version} is closed")
             self._fired = []
             self._errors = []
-            self.questions_asked += 1
+            self.questions_asked += len(facts)
             try:
-                state = self._host.assert_fact(self.ruleset_name, fact)
-                self._host.retract_fact(self.ruleset_name, fact)
+                if batch:
+                    state = self._host.assert_facts(self.ruleset_name, facts)
+                    self._host.retract_facts(self.ruleset_name, facts)
+                else:
+                    (fact,) = facts
+                    state = self._host.assert_fact(self.ruleset_name, fact)
+                    self._host.retract_fact(self.ruleset_name, fact)
             except Exception as exc:
                 self._reset_session()
                 raise EngineFault(f"durable-rules failed on node '{cnode.node.name}': {exc}") from exc
@@ -237,6 +229,10 @@ class CompiledPlaybook:
             self._reset_session()
             detail = errors or [str(state.get("exception") if isinstance(state, dict) else state)]
             raise EngineFault(f"an action failed on node '{cnode.node.name}': {'; '.join(detail)}")
+        return fired
+
+    def _ask_once(self, cnode: CompiledNode, fact: dict[str, Any], question: int) -> list[str]:
+        fired = self._send(cnode, [fact], batch=False)
         if not fired or fired[-1] != (question, "") or any(n != question for n, _ in fired):
             self._reset_session()
             raise EngineFault(f"durable-rules did not see the question for node '{cnode.node.name}' through: {fired}")
