@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine.errors import Location
+from engine.explain import value_text
 from engine.marketing_plan import PLAN_VARIABLES, draft_marketing_plan
 from engine.model import Atom, Condition, GroupLevel, Playbook, Text
 from engine.portfolio import AggregateValue, Portfolio, aggregate_specs
@@ -93,9 +94,7 @@ def _text(text: Text | None, lang: str) -> str:
 def _value_label(playbook: Playbook, decision: str, value: Any, lang: str) -> str:
     if value is None or value == UNDETERMINED:
         return word(UNDETERMINED, lang)
-    found = playbook.decisions.get(decision)
-    label = found.value_labels.get(str(value)) if found is not None else None
-    return _text(label, lang) if label else str(value)
+    return value_text(playbook, decision, value, lang)  # a label, else yes/no or a number as people read them
 
 
 def _values_of(playbook: Playbook, decision: str) -> list[Any]:
@@ -214,7 +213,7 @@ def _review(book: OpenBook, playbook: Playbook, options: ReviewOptions, source: 
             "group_by": options.group_by,
             "owner": options.owner,
             "lang": lang,
-            "playbook": {"id": playbook.id, "version": playbook.version},
+            "playbook": {"id": playbook.id, "version": playbook.version, "title": _text(playbook.title, lang)},
             "source": source,
         },
         "labels": _labels(playbook, lang, options.group_by),

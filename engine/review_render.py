@@ -114,7 +114,7 @@ def _sections(report: dict[str, Any]) -> list[tuple[str, list[str]]]:
     sections: list[tuple[str, list[str]]] = []
     intro = [
         f"{_w('as_of', lang)} {head['as_of']} · {_w('by', lang)} {group_word} · "
-        f"{_w('playbook', lang)} {head['playbook']['id']} {head['playbook']['version']}",
+        f"{_w('playbook', lang)} {_playbook_name(head['playbook'], lang)}",
         f"{_w('open', lang)}: {totals['open']} · {_w('amount', lang)} {_money(totals['amount'])} · "
         f"{totals['groups']} {_w('groups', lang)}",
     ]
@@ -217,6 +217,14 @@ def _width(text: str) -> int:
 
 def _pad(text: str, width: int) -> str:
     return text + " " * max(width - _width(text), 1)
+
+
+def _playbook_name(playbook: dict[str, Any], lang: str) -> str:
+    """The playbook by its title (the id is an identifier: English only), then its version."""
+    title = playbook.get("title") or playbook["id"]
+    if lang == "zh":
+        return f"《{title}》{playbook['version']}"
+    return f"“{title}” ({playbook['id']} {playbook['version']})"
 
 
 def render_text(report: dict[str, Any]) -> str:
