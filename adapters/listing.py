@@ -60,14 +60,18 @@ def listing_row(stored: StoredEvaluation) -> dict[str, Any]:
 
 def write_csv(rows: Iterable[StoredEvaluation], out: IO[str]) -> int:
     """The rows as CSV with a header (none when there are no rows); how many were written."""
+    return _write_dicts(map(listing_row, rows), out)
+
+
+def _write_dicts(rows: Iterable[dict[str, Any]], out: IO[str]) -> int:
+    """Flat rows as CSV, the header from the first (none when there are none), each cell spreadsheet-safe."""
     count = 0
     writer: csv.DictWriter[str] | None = None
-    for stored in rows:
-        line = listing_row(stored)
+    for row in rows:
         if writer is None:
-            writer = csv.DictWriter(out, fieldnames=list(line))
+            writer = csv.DictWriter(out, fieldnames=list(row))
             writer.writeheader()
-        writer.writerow({name: spreadsheet_safe(value) for name, value in line.items()})
+        writer.writerow({name: spreadsheet_safe(value) for name, value in row.items()})
         count += 1
     return count
 
@@ -128,19 +132,13 @@ def write_evaluations(
 
 def write_quarantined(events: Iterable[QuarantinedEvent], fmt: str, out: IO[str]) -> int:
     """Quarantined webhook events as ``fmt`` (CSV: the event itself as one JSON cell); how many."""
+    if fmt == "csv":
+        return _write_dicts(map(_quarantined_cells, events), out)
     count = 0
-    writer: csv.DictWriter[str] | None = None
     for held in events:
         count += 1
-        data = held.to_json()
         if fmt == "json":
-            out.write(json.dumps(data, ensure_ascii=False) + "\n")
-        elif fmt == "csv":
-            data["event"] = json.dumps(data["event"], ensure_ascii=False, sort_keys=True)
-            if writer is None:
-                writer = csv.DictWriter(out, fieldnames=list(data))
-                writer.writeheader()
-            writer.writerow({name: spreadsheet_safe(value) for name, value in data.items()})
+            out.write(json.dumps(held.to_json(), ensure_ascii=False) + "\n")
         else:
             record = f"  record {held.record_id}" if held.record_id is not None else ""
             out.write(
@@ -150,20 +148,21 @@ def write_quarantined(events: Iterable[QuarantinedEvent], fmt: str, out: IO[str]
     return count
 
 
+def _quarantined_cells(held: QuarantinedEvent) -> dict[str, Any]:
+    data = held.to_json()
+    data["event"] = json.dumps(data["event"], ensure_ascii=False, sort_keys=True)
+    return data
+
+
 def write_tasks(listed: Iterable[Task], fmt: str, out: IO[str]) -> int:
     """Tasks as ``fmt`` (CSV: a header only when there are tasks); how many."""
+    if fmt == "csv":
+        return _write_dicts((task.to_json() for task in listed), out)
     count = 0
-    writer: csv.DictWriter[str] | None = None
     for task in listed:
         count += 1
-        row = task.to_json()
         if fmt == "json":
-            out.write(json.dumps(row, ensure_ascii=False) + "\n")
-        elif fmt == "csv":
-            if writer is None:
-                writer = csv.DictWriter(out, fieldnames=list(row))
-                writer.writeheader()
-            writer.writerow({name: spreadsheet_safe(value) for name, value in row.items()})
+            out.write(json.dumps(task.to_json(), ensure_ascii=False) + "\n")
         else:
             due = f"due {task.due}" if task.due else "no due date"
             out.write(f"task {task.id}  {task.status:<9}  {task.action}  record {task.record}  {task.owner}  {due}\n")
