@@ -59,7 +59,8 @@ from engine.report import who_and_where
 from engine.review import GROUPINGS, ReviewOptions, review_store
 from engine.review_charts import review_charts
 from engine.review_render import html_sections
-from engine.store import OUTCOME_STATUSES, Store, StoredEvaluation
+from engine.store import OUTCOME_STATUSES, Store, StoredEvaluation, canonical
+from engine.store.partitions import head_partition
 from engine.tasks import PLAYBOOK as BY_PLAYBOOK
 from engine.tasks import Task, listing
 from engine.tasks import history as task_history
@@ -74,6 +75,8 @@ _PAGE_SIZE = 50
 _AGENDA_ROWS = 100  # tasks listed per agenda section
 _TASK_ROWS = 200  # tasks listed by a search
 _DIRECTOR_KEPT = 16  # reviews and task lists kept, each for one state of the log
+_REDERIVED_KEPT = 256  # evaluations kept evaluated again, for the evaluation and why pages
+_READS_KEPT = 256  # searches' first pages and evaluations' task timelines kept, each for one state of the log
 _HASHER = PasswordHasher()
 # verified against when the name is unknown, so that a wrong name takes as long as a wrong password
 _NO_USER_HASH = _HASHER.hash(secrets.token_urlsafe(16))
@@ -442,6 +445,16 @@ class _User:
 
 
 @dataclass(frozen=True)
+class _Review:
+    """A portfolio review as computed for one state of the log: the report, its charts (SVG) and its
+    sections as HTML, by the path the console is mounted under."""
+
+    report: dict[str, Any]
+    charts: dict[str, str]
+    bodies: dict[str, Markup]
+
+
+@dataclass(frozen=True)
 class _Search:
     """The filters of a search as typed, and what is wrong with them."""
 
@@ -467,9 +480,11 @@ class Console:
         self._secret = secret
         self._playbooks: dict[str, Playbook] = {}
         self._evaluators: dict[str, Evaluator] = {}
-        self._blocks: dict[tuple[str, str], list[Any]] = {}
+        self._rederived: dict[str, Result] = {}  # the row's content -> its re-evaluation, checked
+        self._reads: dict[tuple[Any, ...], tuple[Any, Any]] = {}  # key -> (the log's heads, what was read)
+        self._blocks: dict[tuple[str, str], tuple[str, Markup]] = {}  # (content hash, lang): title, tables
         self._director: dict[tuple[Any, ...], tuple[Any, Any]] = {}  # key -> (the log's heads, what was made)
-        self._director_lock = threading.Lock()  # (content hash, lang): the playbook page's tables
+        self._director_lock = threading.Lock()
         self._compile_lock = threading.Lock()
         self._checked: tuple[Any, tuple[list[dict[str, str]] | None, dict[str, Any] | None]] | None = None
         self._lock = threading.Lock()
@@ -537,8 +552,22 @@ class Console:
         return found
 
     def rederived(self, stored: StoredEvaluation) -> Result:
-        """The stored evaluation evaluated again under its own playbook version, checked against the log."""
-        return rederive(stored, self.evaluator_of(stored.playbook_hash))
+        """The stored evaluation evaluated again under its own playbook version, checked against the log.
+
+        Kept by everything the check reads of the row (a re-evaluation is deterministic): a page shown
+        again is not evaluated again, and a row changed in the database has another key, so it is
+        evaluated and checked anew.  A mismatch is not kept: it is raised on every page."""
+        read = (stored.seq, stored.playbook_hash, stored.status, stored.error, stored.as_of, stored.case_id)
+        key = canonical([*read, stored.facts, stored.decisions, stored.fired, stored.recommendations])
+        with self._lock:
+            found = self._rederived.get(key)
+        if found is None:
+            found = rederive(stored, self.evaluator_of(stored.playbook_hash))
+            with self._lock:
+                self._rederived[key] = found
+                if len(self._rederived) > _REDERIVED_KEPT:
+                    self._rederived.pop(next(iter(self._rederived)))
+        return found
 
     def current_playbook(self) -> Playbook | None:
         if self._served is not None:
@@ -617,10 +646,13 @@ class Console:
         more = False
         if not search.errors:
             lang = _lang(request)
-            with contextlib.closing(self._found(search, _PAGE_SIZE + 1)) as searched:
-                found = list(searched)
-            more = len(found) > _PAGE_SIZE
-            rows = [self._row(stored, lang) for stored in found[:_PAGE_SIZE]]
+
+            def first_page() -> tuple[list[dict[str, Any]], bool]:
+                with contextlib.closing(self._found(search, _PAGE_SIZE + 1)) as searched:
+                    found = list(searched)
+                return [self._row(stored, lang) for stored in found[:_PAGE_SIZE]], len(found) > _PAGE_SIZE
+
+            rows, more = self._read_kept(("search", lang, *sorted(search.values.items())), first_page)
         status = 400 if search.errors else 200
         return self.render(
             request, "search.html", status=status, search=search, rows=rows, more=more, page_size=_PAGE_SIZE
@@ -712,7 +744,7 @@ class Console:
             request,
             "evaluation.html",
             status=status,
-            tasks=self._tasks_of(stored, playbook, lang),
+            tasks=self._read_kept(("tasks of", stored.seq, lang), lambda: self._tasks_of(stored, playbook, lang)),
             stored=stored,
             header=stored_header(stored, lang),
             who=who_and_where(stored.facts, lang),
@@ -803,7 +835,9 @@ class Console:
         whose = OWNER_LABELS[owner][lang] if owner else words["everyone"]
         return {"title": words["agenda_for"].format(whose=whose, day=day), "sections": sections, "reviews": reviews}
 
-    def _task_search(self, request: Request) -> tuple[dict[str, str], str, list[Task]]:
+    def _task_search(
+        self, request: Request, heads: dict[str, tuple[int, str]] | None = None
+    ) -> tuple[dict[str, str], str, list[Task]]:
         """The task filters asked, what is wrong with them, and the tasks found, newest first."""
         words = _WORDS[_lang(request)]
         values = {k: request.query_params.get(k, "").strip() for k in ("record", "owner", "action", "state")}
@@ -815,14 +849,21 @@ class Console:
         everything: list[Task] = self._by_log_state(
             ("tasks", owner, record, state),
             lambda: listing(self.store, owner=owner, record=record, statuses=[state] if state else None),
+            heads,
         )
         return values, "", [t for t in reversed(everything) if not values["action"] or t.action == values["action"]]
 
     def tasks_page(self, request: Request) -> Response:
         """Tasks by record, owner, action and state, newest first; exported whole as CSV or JSON Lines."""
         lang = _lang(request)
-        values, error, matching = self._task_search(request)
+        heads = self.store.head()
+        values, error, matching = self._task_search(request, heads)
         playbook = self.current_playbook()
+        rows = self._read_kept(
+            ("task rows", lang, playbook.content_hash if playbook else None, *sorted(values.items())),
+            lambda: [_task_row(task, playbook, lang) for task in matching[:_TASK_ROWS]],
+            heads,
+        )
         return self.render(
             request,
             "tasks.html",
@@ -832,7 +873,7 @@ class Console:
             owners=[(key, labels[lang]) for key, labels in OWNER_LABELS.items()],
             states=[(key, labels[lang]) for key, labels in STATUS_LABELS.items()],
             actions=self._actions(lang),
-            rows=[_task_row(task, playbook, lang) for task in matching[:_TASK_ROWS]],
+            rows=rows,
             found=len(matching),
             limit=_TASK_ROWS,
             error=error,
@@ -874,7 +915,11 @@ class Console:
                     request, "why.html", status=400, values=values, actions=actions, answer=None, error=error
                 )
         try:
-            seq, note = advice_in_force(self.store, record_id, action, on or None, lang)
+            # which evaluation is in force is kept per state of the log; that evaluation is read afresh and checked
+            seq, note = self._read_kept(
+                ("advice in force", record_id, action, on, lang),
+                lambda: advice_in_force(self.store, record_id, action, on or None, lang),
+            )
             stored = self.store.get(seq)
             result = self.rederived(stored)
             text = why_action(result.playbook, result.to_json(lang), action, lang)
@@ -909,7 +954,7 @@ class Console:
         problems: list[str] | None = None
         if request.query_params.get("verify"):
             problems = [str(p) for p in self.store.verify()]
-        return self.render(request, "audit.html", heads=heads, problems=problems, count=self.store.count())
+        return self.render(request, "audit.html", heads=heads, problems=problems, count=_evaluations_in(heads))
 
     # -- sales ops ------------------------------------------------------------------------
 
@@ -920,10 +965,14 @@ class Console:
             return self.message(request, 200, _WORDS[lang]["playbook"], _WORDS[lang]["no_playbook"])
         check, tests = self._check_and_tests()
         key = (playbook.content_hash, lang)
-        blocks = self._blocks.get(key)
-        if blocks is None:
-            blocks = self._blocks[key] = playbook_blocks(playbook, lang)
-        return self.render(request, "playbook.html", blocks=blocks, check=check, tests=tests)
+        shown = self._blocks.get(key)
+        if shown is None:
+            # the tables depend only on the version and the language: escaped once, not on every request
+            blocks = playbook_blocks(playbook, lang)
+            body = self.templates.get_template("playbook_blocks.html").render(blocks=blocks)
+            shown = self._blocks[key] = (blocks[0].text, Markup(body))  # noqa: S704 - rendered with autoescape
+        title, body = shown
+        return self.render(request, "playbook.html", title=title, body=body, check=check, tests=tests)
 
     def _check_and_tests(self) -> tuple[list[dict[str, str]] | None, dict[str, Any] | None]:
         """The check's problems and the test report of the playbook file; None when there is no file.
@@ -1019,15 +1068,22 @@ class Console:
         lang = _lang(request)
         words = _WORDS[lang]
         playbook = self.current_playbook()
-        if playbook is None or not self.store.count():
+        heads = self.store.head()
+        if playbook is None or not _evaluations_in(heads):
             return self.message(request, 200, words["portfolio"], words["portfolio_empty"])
         choice, error = self._director_choice(request, lang)
         if error:
             return self.render(request, "portfolio.html", status=400, choice=choice, body="", error=error)
-        report, charts = self._review(playbook, choice, lang)
-        images = {name: f'<img src="{html.escape(self._chart_url(request, choice, name))}" alt="">' for name in charts}
-        body = html_sections(report, images)
-        return self.render(request, "portfolio.html", choice=choice, body=Markup(body), error="")  # noqa: S704
+        review = self._review(playbook, choice, lang, heads)
+        root = request.scope.get("root_path", "")
+        body = review.bodies.get(root)
+        if body is None:  # the sections as HTML, made once per review (their chart links name the mount)
+            images = {
+                name: f'<img src="{html.escape(self._chart_url(request, choice, name))}" alt="">'
+                for name in review.charts
+            }
+            body = review.bodies[root] = Markup(html_sections(review.report, images))  # noqa: S704 - escaped there
+        return self.render(request, "portfolio.html", choice=choice, body=body, error="")
 
     def portfolio_chart(self, request: Request) -> Response:
         lang = _lang(request)
@@ -1035,8 +1091,7 @@ class Console:
         choice, error = self._director_choice(request, lang)
         if playbook is None or error:
             return Response(status_code=404)
-        _, charts = self._review(playbook, choice, lang)
-        svg = charts.get(request.query_params.get("chart", ""))
+        svg = self._review(playbook, choice, lang).charts.get(request.query_params.get("chart", ""))
         if svg is None:
             return Response(status_code=404)
         # matplotlib's SVG styles its shapes inline; nothing else in it may run or load
@@ -1060,31 +1115,59 @@ class Console:
         choice["as_of"] = day
         return choice, ""
 
-    def _review(self, playbook: Playbook, choice: dict[str, str], lang: str) -> tuple[dict[str, Any], dict[str, str]]:
-        def review_now() -> tuple[dict[str, Any], dict[str, str]]:
+    def _review(
+        self, playbook: Playbook, choice: dict[str, str], lang: str, heads: dict[str, tuple[int, str]] | None = None
+    ) -> _Review:
+        def review_now() -> _Review:
             day = dt.date.fromisoformat(choice["as_of"])
             options = ReviewOptions(day, choice["group_by"], choice["owner"] or None, lang)
             report = review_store(self.store, playbook, options, {"db": _WORDS[lang]["title"]})
-            return report, review_charts(report)
+            return _Review(report, review_charts(report), {})
 
-        found: tuple[dict[str, Any], dict[str, str]] = self._by_log_state(
-            ("review", playbook.content_hash, lang, *sorted(choice.items())), review_now
+        found: _Review = self._by_log_state(
+            ("review", playbook.content_hash, lang, *sorted(choice.items())), review_now, heads
         )
         return found
 
-    def _by_log_state(self, key: tuple[Any, ...], make: Callable[[], Any]) -> Any:
-        """``make()``, kept while the log's chain heads stay as they were: a new evaluation, outcome or
-        task moves a head, and then it is made again.  One at a time (the charts' library is not
-        thread-safe, and eight clients asking for the same review should wait for one)."""
-        heads = tuple(sorted((chain, tuple(head)) for chain, head in self.store.head().items()))
+    def _log_state(self, heads: dict[str, tuple[int, str]] | None = None) -> tuple[Any, ...]:
+        """The log's chain heads (``heads`` when the caller has read them): every evaluation, outcome and
+        task move is appended to a chain and moves its head, so what was read from the log while they
+        stood as they are is still what the log holds."""
+        return tuple(sorted((chain, tuple(head)) for chain, head in (heads or self.store.head()).items()))
+
+    def _read_kept(
+        self, key: tuple[Any, ...], make: Callable[[], Any], heads: dict[str, tuple[int, str]] | None = None
+    ) -> Any:
+        """``make()``, a read of the log kept while its chain heads stay as they were (the auditor's lists:
+        one query of the heads instead of the search's).  Made outside the lock: reads run side by side.
+        Keep only what is small here (a page's rows); whole listings are kept by :meth:`_by_log_state`."""
+        state = self._log_state(heads)
+        with self._lock:
+            found = self._reads.get(key)
+        if found is not None and found[0] == state:
+            return found[1]
+        made = make()
+        with self._lock:
+            self._reads[key] = (state, made)
+            if len(self._reads) > _READS_KEPT:
+                self._reads.pop(next(iter(self._reads)))
+        return made
+
+    def _by_log_state(
+        self, key: tuple[Any, ...], make: Callable[[], Any], heads: dict[str, tuple[int, str]] | None = None
+    ) -> Any:
+        """``make()``, kept while the log's chain heads stay as they were (:meth:`_log_state`): a new
+        evaluation, outcome or task moves a head, and then it is made again.  One at a time (the charts'
+        library is not thread-safe, and eight clients asking for the same review should wait for one)."""
+        state = self._log_state(heads)
         with self._director_lock:
             found = self._director.get(key)
-            if found is not None and found[0] == heads:
+            if found is not None and found[0] == state:
                 return found[1]
             made = make()
             if len(self._director) >= _DIRECTOR_KEPT:
                 self._director.pop(next(iter(self._director)))
-            self._director[key] = (heads, made)
+            self._director[key] = (state, made)
             return made
 
     def agenda_page(self, request: Request) -> Response:
@@ -1212,6 +1295,11 @@ def _password_matches(found: dict[str, Any] | None, password: str) -> bool:
         return _HASHER.verify(found["password_hash"] if found else _NO_USER_HASH, password) and found is not None
     except (VerificationError, InvalidHashError):
         return False
+
+
+def _evaluations_in(heads: dict[str, tuple[int, str]]) -> int:
+    """How many evaluations the log holds: the sum of the evaluations chain's partition heads."""
+    return sum(seq for chain, (seq, _) in heads.items() if head_partition(chain)[0] == "evaluations")
 
 
 def _owner(stored: StoredEvaluation) -> str | None:

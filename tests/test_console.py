@@ -271,6 +271,8 @@ def test_a_manager_records_outcomes_for_the_team_only(db_url: str) -> None:
         sign_in(client, "mia")
         assert 'class="outcome-form"' in client.get(f"/ui/evaluations/{seq}").text
         assert post(other) == 403  # not her team's deal
+        # the search's first page is kept while the log stands still: the outcome moves it, and shows
+        assert "accepted · mia" not in visible_text(client.get("/ui/", params={"lang": "en"}).text)
         assert post(seq, reason="") == 400
         without_token = client.post(f"/ui/evaluations/{seq}/outcomes", data=form, follow_redirects=False)
         assert without_token.status_code == 403
@@ -281,6 +283,7 @@ def test_a_manager_records_outcomes_for_the_team_only(db_url: str) -> None:
         assert store.verify() == []
         page = visible_text(client.get(f"/ui/evaluations/{seq}", params={"lang": "en"}).text)
         assert "accepted · mia" in page and "agreed with the customer" in page
+        assert "accepted · mia" in visible_text(client.get("/ui/", params={"lang": "en"}).text)
         action = store.get(seq).recommendations[0]["id"]
         why = CliRunner().invoke(main, ["why", str(seq), "--action", action, "--lang", "en", "--db", db_url])
         assert why.exit_code == 0 and "by mia" in why.output and "agreed with the customer" in why.output
