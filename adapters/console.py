@@ -543,7 +543,8 @@ class Console:
 
     def evaluator_of(self, content_hash: str) -> Evaluator:
         """The evaluator of a stored playbook version, compiled once: its rules depend only on the text
-        named by the content hash.  Uncached (``cache_size=0``): every page asks durable-rules again."""
+        named by the content hash.  Uncached (``cache_size=0``): every row :meth:`rederived` has not
+        seen is asked of durable-rules again, question by question."""
         with self._compile_lock:
             found = self._evaluators.get(content_hash)
             if found is None:
