@@ -588,15 +588,10 @@ class Console:
     def render(self, request: Request, template: str, status: int = 200, **values: Any) -> HTMLResponse:
         lang = _lang(request)
         user = self.user(request)
-        words = _WORDS[lang]
-
-        def t(key: str, **parts: Any) -> str:
-            return words[key].format(**parts) if parts else words[key]
-
         other = "en" if lang == "zh" else "zh"
         switch = request.url.path + "?" + urlencode({**dict(request.query_params), "lang": other})
         page = self.templates.get_template(template).render(
-            t=t,
+            t=_words_of(lang),
             lang=lang,
             other_lang=other,
             switch=switch,
@@ -606,6 +601,11 @@ class Console:
             **values,
         )
         return HTMLResponse(page, status_code=status)
+
+    def fragment(self, template: str, lang: str, base: str, **values: Any) -> Markup:
+        """Part of a page (a table's rows) as HTML, escaped by the template, to be kept and put in pages."""
+        body = self.templates.get_template(template).render(t=_words_of(lang), base=base, **values)
+        return Markup(body)  # noqa: S704 - rendered with autoescape
 
     def message(self, request: Request, status: int, title: str, text: str) -> HTMLResponse:
         return self.render(request, "message.html", status=status, title=title, text=text)
@@ -644,19 +644,30 @@ class Console:
     def search_page(self, request: Request) -> Response:
         search = self._search(request)
         rows: list[dict[str, Any]] = []
+        rows_html = Markup()
         more = False
         if not search.errors:
             lang = _lang(request)
+            base = request.scope.get("root_path", "")
 
-            def first_page() -> tuple[list[dict[str, Any]], bool]:
+            def first_page() -> tuple[list[dict[str, Any]], Markup, bool]:
                 with contextlib.closing(self._found(search, _PAGE_SIZE + 1)) as searched:
                     found = list(searched)
-                return [self._row(stored, lang) for stored in found[:_PAGE_SIZE]], len(found) > _PAGE_SIZE
+                shown = [self._row(stored, lang) for stored in found[:_PAGE_SIZE]]
+                return shown, self.fragment("search_rows.html", lang, base, rows=shown), len(found) > _PAGE_SIZE
 
-            rows, more = self._read_kept(("search", lang, *sorted(search.values.items())), first_page)
+            key = ("search", lang, base, *sorted(search.values.items()))
+            rows, rows_html, more = self._read_kept(key, first_page)
         status = 400 if search.errors else 200
         return self.render(
-            request, "search.html", status=status, search=search, rows=rows, more=more, page_size=_PAGE_SIZE
+            request,
+            "search.html",
+            status=status,
+            search=search,
+            rows=rows,
+            rows_html=rows_html,
+            more=more,
+            page_size=_PAGE_SIZE,
         )
 
     def _row(self, stored: StoredEvaluation, lang: str) -> dict[str, Any]:
@@ -803,8 +814,10 @@ class Console:
             for task in made
         ]
 
-    def _agenda(self, playbook: Playbook | None, owner: str | None, day: dt.date, lang: str) -> dict[str, Any] | None:
-        """The agenda's sections as shown, None when the log holds no tasks (of the owner)."""
+    def _agenda(
+        self, playbook: Playbook | None, owner: str | None, day: dt.date, lang: str, base: str
+    ) -> dict[str, Any] | None:
+        """The agenda's sections as shown (their rows as HTML too), None when the log holds no tasks (of the owner)."""
         words = _WORDS[lang]
         tasks = listing(self.store, owner=owner)
         if not tasks:
@@ -824,7 +837,10 @@ class Console:
                 }
                 for task in listed[:_AGENDA_ROWS]
             ]
-            sections.append({"name": name, "count": len(listed), "rows": rows, "more": len(listed) - len(rows)})
+            rows_html = self.fragment("agenda_rows.html", lang, base, rows=rows)
+            sections.append(
+                {"name": name, "count": len(listed), "rows_html": rows_html, "more": len(listed) - len(rows)}
+            )
         reviews = [
             {
                 "day": day_.isoformat(),
@@ -860,11 +876,14 @@ class Console:
         heads = self.store.head()
         values, error, matching = self._task_search(request, heads)
         playbook = self.current_playbook()
-        rows = self._read_kept(
-            ("task rows", lang, playbook.content_hash if playbook else None, *sorted(values.items())),
-            lambda: [_task_row(task, playbook, lang) for task in matching[:_TASK_ROWS]],
-            heads,
-        )
+        base = request.scope.get("root_path", "")
+
+        def rows_of() -> tuple[list[dict[str, Any]], Markup]:
+            shown = [_task_row(task, playbook, lang) for task in matching[:_TASK_ROWS]]
+            return shown, self.fragment("task_rows.html", lang, base, rows=shown)
+
+        key = ("task rows", lang, base, playbook.content_hash if playbook else None, *sorted(values.items()))
+        rows, rows_html = self._read_kept(key, rows_of, heads)
         return self.render(
             request,
             "tasks.html",
@@ -875,6 +894,7 @@ class Console:
             states=[(key, labels[lang]) for key, labels in STATUS_LABELS.items()],
             actions=self._actions(lang),
             rows=rows,
+            rows_html=rows_html,
             found=len(matching),
             limit=_TASK_ROWS,
             error=error,
@@ -1186,8 +1206,9 @@ class Console:
             )
         playbook = self.current_playbook()
         day = dt.date.fromisoformat(choice["as_of"])
-        key = ("agenda", playbook.content_hash if playbook else None, owner, day, lang)
-        agenda = self._by_log_state(key, lambda: self._agenda(playbook, owner, day, lang))
+        base = request.scope.get("root_path", "")
+        key = ("agenda", playbook.content_hash if playbook else None, owner, day, lang, base)
+        agenda = self._by_log_state(key, lambda: self._agenda(playbook, owner, day, lang, base))
         return self.render(request, "agenda.html", choice=choice, owners=owners, agenda=agenda, error="")
 
     # -- sign in ---------------------------------------------------------------------------
@@ -1267,6 +1288,16 @@ def console_secret(value: str | None) -> str:
 
 def secret_from_environment() -> str | None:
     return os.environ.get(SECRET_ENV) or None
+
+
+def _words_of(lang: str) -> Callable[..., str]:
+    """The pages' ``t``: a text by its key in ``lang``, with its ``{parts}`` filled in."""
+    words = _WORDS[lang]
+
+    def t(key: str, **parts: Any) -> str:
+        return words[key].format(**parts) if parts else words[key]
+
+    return t
 
 
 def _lang(request: Request) -> str:
