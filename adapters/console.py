@@ -444,6 +444,22 @@ class _User:
     team: tuple[str, ...]
 
 
+class _Rederived:
+    """A stored evaluation evaluated again and checked, and what the pages show of it in each language."""
+
+    def __init__(self, result: Result) -> None:
+        self.result = result
+        self._shown: dict[str, tuple[dict[str, Any], str, str]] = {}
+
+    def explained(self, lang: str) -> tuple[dict[str, Any], str, str]:
+        """The result as JSON, its summary and its whole trace, in ``lang`` (made once each)."""
+        found = self._shown.get(lang)
+        if found is None:
+            playbook, payload = self.result.playbook, self.result.to_json(lang)
+            found = self._shown[lang] = (payload, render_result(playbook, payload, lang), why(playbook, payload, lang))
+        return found
+
+
 @dataclass(frozen=True)
 class _Review:
     """A portfolio review as computed for one state of the log: the report, its charts (SVG) and its
@@ -480,7 +496,7 @@ class Console:
         self._secret = secret
         self._playbooks: dict[str, Playbook] = {}
         self._evaluators: dict[str, Evaluator] = {}
-        self._rederived: dict[str, Result] = {}  # the row's content -> its re-evaluation, checked
+        self._rederived: dict[str, _Rederived] = {}  # the row's content -> its re-evaluation, checked
         self._reads: dict[tuple[Any, ...], tuple[Any, Any]] = {}  # key -> (the log's heads, what was read)
         self._blocks: dict[tuple[str, str], tuple[str, Markup]] = {}  # (content hash, lang): title, tables
         self._director: dict[tuple[Any, ...], tuple[Any, Any]] = {}  # key -> (the log's heads, what was made)
@@ -552,18 +568,19 @@ class Console:
                 found = self._evaluators[content_hash] = Evaluator(compiled, cache_size=0)
         return found
 
-    def rederived(self, stored: StoredEvaluation) -> Result:
+    def rederived(self, stored: StoredEvaluation) -> _Rederived:
         """The stored evaluation evaluated again under its own playbook version, checked against the log.
 
-        Kept by everything the check reads of the row (a re-evaluation is deterministic): a page shown
-        again is not evaluated again, and a row changed in the database has another key, so it is
-        evaluated and checked anew.  A mismatch is not kept: it is raised on every page."""
+        Kept by everything the check reads of the row (a re-evaluation is deterministic), with the texts
+        shown of it: a page shown again is not evaluated again, and a row changed in the database has
+        another key, so it is evaluated and checked anew.  A mismatch is not kept: it is raised on every
+        page."""
         read = (stored.seq, stored.playbook_hash, stored.status, stored.error, stored.as_of, stored.case_id)
         key = canonical([*read, stored.facts, stored.decisions, stored.fired, stored.recommendations])
         with self._lock:
             found = self._rederived.get(key)
         if found is None:
-            found = rederive(stored, self.evaluator_of(stored.playbook_hash))
+            found = _Rederived(rederive(stored, self.evaluator_of(stored.playbook_hash)))
             with self._lock:
                 self._rederived[key] = found
                 if len(self._rederived) > _REDERIVED_KEPT:
@@ -726,13 +743,10 @@ class Console:
         problem = ""
         if stored.status == "ok" and not stored.error:
             try:
-                result = self.rederived(stored)
+                payload, summary, trace = self.rederived(stored).explained(lang)
             except StoredMismatch:
                 problem = words["mismatch"]
             else:
-                payload = result.to_json(lang)
-                summary = render_result(playbook, payload, lang)
-                trace = why(playbook, payload, lang)
                 target = request.query_params.get("why_not", "")
                 if target:
                     try:
@@ -942,8 +956,8 @@ class Console:
                 lambda: advice_in_force(self.store, record_id, action, on or None, lang),
             )
             stored = self.store.get(seq)
-            result = self.rederived(stored)
-            text = why_action(result.playbook, result.to_json(lang), action, lang)
+            rederived = self.rederived(stored)
+            text = why_action(rederived.result.playbook, rederived.explained(lang)[0], action, lang)
         except StoredMismatch:
             return self.render(
                 request, "why.html", status=409, values=values, actions=actions, answer=None, error=words["mismatch"]
