@@ -76,7 +76,7 @@ _AGENDA_ROWS = 100  # tasks listed per agenda section
 _TASK_ROWS = 200  # tasks listed by a search
 _DIRECTOR_KEPT = 16  # reviews and task lists kept, each for one state of the log
 _REDERIVED_KEPT = 256  # evaluations kept evaluated again, for the evaluation and why pages
-_READS_KEPT = 256  # searches' first pages and evaluations' task timelines kept, each for one state of the log
+_READS_KEPT = 64  # pages of rows kept (a search's first page, 200 task rows: up to ~0.3 MB each), by log state
 _HASHER = PasswordHasher()
 # verified against when the name is unknown, so that a wrong name takes as long as a wrong password
 _NO_USER_HASH = _HASHER.hash(secrets.token_urlsafe(16))
