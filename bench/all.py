@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import resource
 import subprocess
 import sys
 import tempfile
@@ -346,6 +347,11 @@ def run_bench(name: str, args: list[str], folder: Path, timeout: float, script: 
     return record
 
 
+def save(report: dict[str, Any], target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(report, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny sizes: every bench runs and reports (~1 min)")
@@ -375,6 +381,7 @@ def main() -> None:
         "benches": {},
     }
     failed = []
+    target = args.json or RESULTS / f"all-{started.strftime('%Y%m%dT%H%M%SZ')}.json"
     with tempfile.TemporaryDirectory(prefix="bench-all-") as tmp:
         folder = Path(tmp)
         anchors = [run_bench("handwritten", MACHINE_ANCHOR[size], folder, args.timeout)]
@@ -384,7 +391,8 @@ def main() -> None:
                 report["benches"][bench.name] = {"skipped": reason}
                 print(f"{bench.name}: skipped ({reason})", file=sys.stderr, flush=True)
                 continue
-            extra = ["--data", str(args.data)] if "maven" in bench.needs and bench.name != "console_pages" else []
+            given = args.data.resolve() != DEFAULT_DATA.resolve() and bench.name != "console_pages"
+            extra = ["--data", str(args.data)] if "maven" in bench.needs and given else []
             print(f"{bench.name}: running", file=sys.stderr, flush=True)
             arguments = [*(bench.quick if args.quick else bench.full), *extra]
             record = run_bench(bench.name, arguments, folder, args.timeout, bench.script)
@@ -397,6 +405,7 @@ def main() -> None:
             if record["exit_code"] != 0 or "figures" not in record:
                 failed.append(bench.name)
             report["benches"][bench.name] = record
+            save(report, target)  # what has run so far survives an interrupted run
             print(f"{bench.name}: {record['seconds']} s, exit code {record['exit_code']}", file=sys.stderr, flush=True)
         anchors.append(run_bench("handwritten", MACHINE_ANCHOR[size], folder, args.timeout))
     report["machine_anchor"] = {
@@ -406,39 +415,188 @@ def main() -> None:
     }
     report["finished"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     report["seconds"] = round((dt.datetime.now(dt.UTC) - started).total_seconds(), 1)
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    # the benches' own CPU time: what the run costs whatever else the machine runs (servers included)
+    report["cpu_seconds_of_benches"] = round(used.ru_utime + used.ru_stime, 1)
     report["load_average_at_end"] = load_average()
     report["failed"] = failed
-    target = args.json or RESULTS / f"all-{started.strftime('%Y%m%dT%H%M%SZ')}.json"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(json.dumps(report, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
+    save(report, target)
     print_summary(report)
     print(f"written to {target}")
     if failed:
         sys.exit(1)
 
 
+def _n(value: float | None) -> str:
+    """A figure as the table prints it: thousands separated, two decimals under 10."""
+    if value is None:
+        return "–"
+    return f"{value:,.2f}" if abs(value) < 10 and value != int(value) else f"{round(value):,}"
+
+
+def _joined(values: list[float]) -> str:
+    return ", ".join(_n(v) for v in values)
+
+
+def _ratio(value: float) -> str:
+    return f"**{value:.3f}×**" if value < 0.1 else f"**{value:.2f}×**"
+
+
+# BENCHMARKS.md's rows: title, then (ratio to the anchor, absolute figures) from a bench's figures
+ROWS: dict[str, tuple[str, Callable[[dict[str, Any]], tuple[str, str]]]] = {
+    "zen_anchor": (
+        "engine only, vs ZEN",
+        lambda f: (
+            f"ours/ZEN case by case {_ratio(f['ratio_ours_to_zen'])}; "
+            + "".join(f", ours/ZEN `evaluate_batch` {v:.2f}×" for k, v in f["ratios"].items() if "batch" in k),
+            f"ours {_n(f['ours_cases_per_s'])} cases/s, ZEN {_n(f['zen_cases_per_s'])} ({_n(f['cases'])} cases, "
+            f"{f['mismatches']} mismatches)",
+        ),
+    ),
+    "zen_scaling": (
+        "big playbooks vs ZEN, 10 / 100 / 1,000 rules",
+        lambda f: (
+            "ours/ZEN per run: "
+            + "; ".join(f"{n} rules {_joined(r)}" for n, r in f["ratio_ours_to_zen_by_rules"].items()),
+            "cases/s, ours vs ZEN: "
+            + "; ".join(
+                f"{n} rules {_joined(f['ours_cases_per_s_by_rules'][n])} vs {_joined(f['zen_cases_per_s_by_rules'][n])}"
+                for n in f["ours_cases_per_s_by_rules"]
+            )
+            + f" ({_n(f['cases_each'])} cases each)",
+        ),
+    ),
+    "handwritten": (
+        "engine only, vs hand-written Python",
+        lambda f: (
+            f"ours/hand-written {_ratio(f['ratio_ours_to_handwritten'])}",
+            f"hand-written {_n(f['handwritten_cases_per_s'])} cases/s, ours {_n(f['ours_cases_per_s'])}",
+        ),
+    ),
+    "raw_durable": (
+        "engine only, vs raw durable-rules",
+        lambda f: (
+            f"ours/durable-rules asked every question {_ratio(f['ratio_ours_to_raw_durable'])}",
+            f"durable-rules {_n(f['raw_durable_cases_per_s'])} cases/s, ours {_n(f['ours_cases_per_s'])}",
+        ),
+    ),
+    "engine_throughput": (
+        "memory as cases grow",
+        lambda f: (
+            f"peak RSS, largest/smallest size {_ratio(f['ratio_peak_rss_largest_to_smallest'])}",
+            "; ".join(
+                f"{_n(int(n))} cases {_n(rate)} cases/s, {_n(f['peak_rss_mb'][n])} MB"
+                for n, rate in f["cases_per_s"].items()
+            ),
+        ),
+    ),
+    "end_to_end": (
+        "end to end, CSV → audit log (SQLite)",
+        lambda f: (
+            f"with the audit log / `--no-store` {_ratio(f['ratio_with_store_to_without'])}",
+            f"open deals {_n(f['open_cases_per_s'])} cases/s ({_n(f['open_cases_per_s_net_of_startup'])} net of "
+            f"start-up), `--no-store` {_n(f['open_cases_per_s_no_store'])}; {_n(f['kb_per_case'])} KB per case; "
+            f"peak RSS {_n(f['peak_rss_mb'])} MB; {_n(f['rows'])} rows",
+        ),
+    ),
+    "store_ceiling": (
+        "the store vs the raw ceiling (SQLite, PostgreSQL COPY)",
+        lambda f: (
+            "ours/raw, import end to end: "
+            + ", ".join(f"{k.removeprefix('ratio_import_')} {_ratio(v)}" for k, v in f.items() if "ratio_import" in k)
+            + "; the store alone: "
+            + ", ".join(f"{k.removeprefix('ratio_store_')} {v:.2f}×" for k, v in f.items() if "ratio_store" in k),
+            "; ".join(
+                f"{k.removeprefix('ours_append_us_per_case_')}: ours {_n(v)} µs per case, raw "
+                f"{_n(f['raw_us_per_case_' + k.removeprefix('ours_append_us_per_case_')])}"
+                for k, v in f.items()
+                if k.startswith("ours_append")
+            )
+            + f" ({_n(f['cases'])} cases)",
+        ),
+    ),
+    "events": (
+        "events, `playbook serve`, signed generic webhooks",
+        lambda f: (
+            "— (server CPU per request is the figure the load changes least)",
+            "; ".join(
+                f"c={c}: p50 {_n(f['p50_ms'][c])}, p99 {_n(p99)} ms, {_n(f['requests_per_s'][c])} req/s, "
+                f"CPU {_n(f['server_cpu_ms_per_request'][c])} ms/req"
+                for c, p99 in f["p99_ms"].items()
+            ),
+        ),
+    ),
+    "service_cpu": (
+        "webhook CPU per request, in process (8 concurrent, no sockets)",
+        lambda f: ("—", f"**{f['cpu_ms_per_request']:.2f} ms** CPU per request ({_n(f['requests'])} requests)"),
+    ),
+    "console_pages": (
+        "web console pages, 8 clients, Maven import",
+        lambda f: (
+            "—",
+            f"p95 all pages {_n(f['p95_ms_all_pages'])} ms, slowest page {_n(f['p95_ms_slowest_page'])} ms; server CPU "
+            f"{_n(f['server_cpu_ms_per_request'])} ms/request; {f['errors']} errors in {_n(f['requests'])}",
+        ),
+    ),
+    "check_scaling": (
+        "`playbook check`, a 3,000-row table",
+        lambda f: (
+            "the command's CPU / its start-up on an empty file: "
+            + ", ".join(f"{_n(int(n))} rows {v:.1f}×" for n, v in f["ratio_command_cpu_to_startup"].items()),
+            "check in process, CPU s: "
+            + ", ".join(f"{_n(int(n))} rows {v:.2f}" for n, v in f["check_s"].items())
+            + f"; growth of time over rows {f.get('growth_time_over_rows', '–')}",
+        ),
+    ),
+    "startup": (
+        "start-up: `check`, `recommend` of 3 cases (`--no-store`), `why`",
+        lambda f: (
+            "CPU / `python3 -c pass`: " + ", ".join(f"{k} {v:.1f}×" for k, v in f["ratio_cpu_to_python"].items()),
+            "median CPU s, playbook cached: "
+            + ", ".join(f"{k} {v:.2f}" for k, v in f["cpu_s_cached"].items())
+            + f"; `python3 -c pass` {f['python_c_pass_cpu_s']:.3f}",
+        ),
+    ),
+    "review_scale": (
+        "`playbook review` over stored open deals",
+        lambda f: (
+            "—",
+            f"{_n(f['deals'])} deals: "
+            + ", ".join(
+                f"{fmt} {_n(cpu)} s CPU ({_n(f['wall_s'][fmt])} wall), peak RSS {_n(f['peak_rss_mib'][fmt])} MiB"
+                for fmt, cpu in f["cpu_s"].items()
+            ),
+        ),
+    ),
+}
+
+
 def print_summary(report: dict[str, Any]) -> None:
+    """The run as BENCHMARKS.md's table: per bench its ratio to its anchor, the figures, the load, the date."""
     m = report["machine"]
     print(
-        f"{report['started']}, {report['size']} run, {report['seconds']} s; {m['cpu_model']}, {m['cores']} cores, "
+        f"{report['started']}, {report['size']} run, {report['seconds']} s ({report['cpu_seconds_of_benches']} s CPU); "
+        f"{m['cpu_model']}, {m['cores']} cores, "
         f"{m['memory_gib']} GiB; load average {report['load_average_at_start']} at the start, "
         f"{report['load_average_at_end']} at the end; machine anchor (hand-written Python) "
         f"{report['machine_anchor']['cases_per_s']} cases/s at the start and end"
     )
-    print("| bench | ratio to its anchor | figures | load (1 min) before → after | seconds |")
-    print("|---|---|---|---|---|")
+    date = report["started"][:10]
+    print("| what | command | ratio to its anchor (same run) | figures | load (1 min) | date |")
+    print("|---|---|---|---|---|---|")
     for name, record in report["benches"].items():
+        title, cells = ROWS[name]
         if "skipped" in record:
-            print(f"| {name} | skipped: {record['skipped']} | | | |")
+            print(f"| {title} | | skipped: {record['skipped']} | | | {date} |")
             continue
-        figures = record.get("figures", {})
-        ratios = {k: v for k, v in figures.items() if k.startswith("ratio")}
-        rest = {k: v for k, v in figures.items() if not k.startswith("ratio")}
-        shown = json.dumps(ratios) if ratios else "—"
-        if "figures" not in record:
-            rest = {"FAILED": record.get("figures_error") or (record.get("error") or "")[-200:]}
-        load = f"{record['load_average_before'][0]} → {record['load_average_after'][0]}"
-        print(f"| {name} | {shown} | {json.dumps(rest)} | {load} | {record['seconds']} |")
+        command = f"`{' '.join(record['command'])}`"
+        try:
+            ratio, figures = cells(record["figures"])
+        except (KeyError, TypeError, ValueError) as exc:
+            reason = record.get("figures_error") or f"{type(exc).__name__}: {exc}"
+            ratio, figures = "FAILED", reason + " " + (record.get("error") or "")[-200:].replace("\n", " ")
+        load = f"{record['load_average_before'][0]:.1f}–{record['load_average_after'][0]:.1f}"
+        print(f"| {title} | {command} | {ratio} | {figures} | {load} | {date} |")
 
 
 if __name__ == "__main__":
