@@ -247,13 +247,6 @@ BENCHES = [
         anchor="durable-rules asked every question (no answers reused)",
     ),
     Bench(
-        "engine_throughput",
-        ["--sizes", "10000,100000"],
-        ["--sizes", "100,500"],
-        _engine_throughput,
-        anchor="peak RSS at the smallest size",
-    ),
-    Bench(
         "end_to_end",
         ["--rows", "30000"],
         ["--rows", "200"],
@@ -282,6 +275,13 @@ BENCHES = [
         ["--rounds", "1", "--clients", "2", "--rows", "200"],
         _console,
         ["maven"],
+    ),
+    Bench(
+        "engine_throughput",
+        ["--sizes", "10000,100000"],
+        ["--sizes", "100,500"],
+        _engine_throughput,
+        anchor="peak RSS at the smallest size",
     ),
     Bench(
         "check_scaling",
@@ -442,12 +442,13 @@ def _ratio(value: float) -> str:
     return f"**{value:.3f}×**" if value < 0.1 else f"**{value:.2f}×**"
 
 
-# BENCHMARKS.md's rows: title, then (ratio to the anchor, absolute figures) from a bench's figures
-ROWS: dict[str, tuple[str, Callable[[dict[str, Any]], tuple[str, str]]]] = {
+# BENCHMARKS.md's rows: title, target, then (ratio to the anchor, absolute figures) from a bench's figures
+ROWS: dict[str, tuple[str, str, Callable[[dict[str, Any]], tuple[str, str]]]] = {
     "zen_anchor": (
         "engine only, vs ZEN",
+        "≥ 1.0× ZEN, traces recorded",
         lambda f: (
-            f"ours/ZEN case by case {_ratio(f['ratio_ours_to_zen'])}; "
+            f"ours/ZEN case by case {_ratio(f['ratio_ours_to_zen'])}"
             + "".join(f", ours/ZEN `evaluate_batch` {v:.2f}×" for k, v in f["ratios"].items() if "batch" in k),
             f"ours {_n(f['ours_cases_per_s'])} cases/s, ZEN {_n(f['zen_cases_per_s'])} ({_n(f['cases'])} cases, "
             f"{f['mismatches']} mismatches)",
@@ -455,6 +456,7 @@ ROWS: dict[str, tuple[str, Callable[[dict[str, Any]], tuple[str, str]]]] = {
     ),
     "zen_scaling": (
         "big playbooks vs ZEN, 10 / 100 / 1,000 rules",
+        "≥ 1.0× ZEN at 1,000 rules",
         lambda f: (
             "ours/ZEN per run: "
             + "; ".join(f"{n} rules {_joined(r)}" for n, r in f["ratio_ours_to_zen_by_rules"].items()),
@@ -468,6 +470,7 @@ ROWS: dict[str, tuple[str, Callable[[dict[str, Any]], tuple[str, str]]]] = {
     ),
     "handwritten": (
         "engine only, vs hand-written Python",
+        "(the ceiling)",
         lambda f: (
             f"ours/hand-written {_ratio(f['ratio_ours_to_handwritten'])}",
             f"hand-written {_n(f['handwritten_cases_per_s'])} cases/s, ours {_n(f['ours_cases_per_s'])}",
@@ -475,6 +478,7 @@ ROWS: dict[str, tuple[str, Callable[[dict[str, Any]], tuple[str, str]]]] = {
     ),
     "raw_durable": (
         "engine only, vs raw durable-rules",
+        "—",
         lambda f: (
             f"ours/durable-rules asked every question {_ratio(f['ratio_ours_to_raw_durable'])}",
             f"durable-rules {_n(f['raw_durable_cases_per_s'])} cases/s, ours {_n(f['ours_cases_per_s'])}",
@@ -482,6 +486,7 @@ ROWS: dict[str, tuple[str, Callable[[dict[str, Any]], tuple[str, str]]]] = {
     ),
     "engine_throughput": (
         "memory as cases grow",
+        "peak RSS at 1M ≤ 1.5× at 10k",
         lambda f: (
             f"peak RSS, largest/smallest size {_ratio(f['ratio_peak_rss_largest_to_smallest'])}",
             "; ".join(
@@ -492,6 +497,7 @@ ROWS: dict[str, tuple[str, Callable[[dict[str, Any]], tuple[str, str]]]] = {
     ),
     "end_to_end": (
         "end to end, CSV → audit log (SQLite)",
+        "≥ 10,000 cases/s",
         lambda f: (
             f"with the audit log / `--no-store` {_ratio(f['ratio_with_store_to_without'])}",
             f"open deals {_n(f['open_cases_per_s'])} cases/s ({_n(f['open_cases_per_s_net_of_startup'])} net of "
@@ -501,6 +507,7 @@ ROWS: dict[str, tuple[str, Callable[[dict[str, Any]], tuple[str, str]]]] = {
     ),
     "store_ceiling": (
         "the store vs the raw ceiling (SQLite, PostgreSQL COPY)",
+        "≥ 0.6× the raw ceiling",
         lambda f: (
             "ours/raw, import end to end: "
             + ", ".join(f"{k.removeprefix('ratio_import_')} {_ratio(v)}" for k, v in f.items() if "ratio_import" in k)
@@ -517,6 +524,7 @@ ROWS: dict[str, tuple[str, Callable[[dict[str, Any]], tuple[str, str]]]] = {
     ),
     "events": (
         "events, `playbook serve`, signed generic webhooks",
+        "p99 ≤ 20 ms at c=8",
         lambda f: (
             "— (server CPU per request is the figure the load changes least)",
             "; ".join(
@@ -528,10 +536,12 @@ ROWS: dict[str, tuple[str, Callable[[dict[str, Any]], tuple[str, str]]]] = {
     ),
     "service_cpu": (
         "webhook CPU per request, in process (8 concurrent, no sockets)",
+        "≤ 0.8 ms",
         lambda f: ("—", f"**{f['cpu_ms_per_request']:.2f} ms** CPU per request ({_n(f['requests'])} requests)"),
     ),
     "console_pages": (
         "web console pages, 8 clients, Maven import",
+        "p95 < 300 ms per page",
         lambda f: (
             "—",
             f"p95 all pages {_n(f['p95_ms_all_pages'])} ms, slowest page {_n(f['p95_ms_slowest_page'])} ms; server CPU "
@@ -540,6 +550,7 @@ ROWS: dict[str, tuple[str, Callable[[dict[str, Any]], tuple[str, str]]]] = {
     ),
     "check_scaling": (
         "`playbook check`, a 3,000-row table",
+        "well under 1 s, near-linear",
         lambda f: (
             "the command's CPU / its start-up on an empty file: "
             + ", ".join(f"{_n(int(n))} rows {v:.1f}×" for n, v in f["ratio_command_cpu_to_startup"].items()),
@@ -550,6 +561,7 @@ ROWS: dict[str, tuple[str, Callable[[dict[str, Any]], tuple[str, str]]]] = {
     ),
     "startup": (
         "start-up: `check`, `recommend` of 3 cases (`--no-store`), `why`",
+        "≤ 0.3 s each",
         lambda f: (
             "CPU / `python3 -c pass`: " + ", ".join(f"{k} {v:.1f}×" for k, v in f["ratio_cpu_to_python"].items()),
             "median CPU s, playbook cached: "
@@ -559,6 +571,7 @@ ROWS: dict[str, tuple[str, Callable[[dict[str, Any]], tuple[str, str]]]] = {
     ),
     "review_scale": (
         "`playbook review` over stored open deals",
+        "finishes; aggregated in the database",
         lambda f: (
             "—",
             f"{_n(f['deals'])} deals: "
@@ -573,21 +586,21 @@ ROWS: dict[str, tuple[str, Callable[[dict[str, Any]], tuple[str, str]]]] = {
 
 def print_summary(report: dict[str, Any]) -> None:
     """The run as BENCHMARKS.md's table: per bench its ratio to its anchor, the figures, the load, the date."""
-    m = report["machine"]
+    m, cpu = report["machine"], report.get("cpu_seconds_of_benches", "?")
     print(
-        f"{report['started']}, {report['size']} run, {report['seconds']} s ({report['cpu_seconds_of_benches']} s CPU); "
+        f"{report['started']}, {report['size']} run, {report['seconds']} s ({cpu} s CPU); "
         f"{m['cpu_model']}, {m['cores']} cores, "
         f"{m['memory_gib']} GiB; load average {report['load_average_at_start']} at the start, "
         f"{report['load_average_at_end']} at the end; machine anchor (hand-written Python) "
         f"{report['machine_anchor']['cases_per_s']} cases/s at the start and end"
     )
     date = report["started"][:10]
-    print("| what | command | ratio to its anchor (same run) | figures | load (1 min) | date |")
-    print("|---|---|---|---|---|---|")
+    print("| what | command | ratio to its anchor (same run) | figures | load (1 min) | date | target | met? |")
+    print("|---|---|---|---|---|---|---|---|")
     for name, record in report["benches"].items():
-        title, cells = ROWS[name]
+        title, target, cells = ROWS[name]
         if "skipped" in record:
-            print(f"| {title} | | skipped: {record['skipped']} | | | {date} |")
+            print(f"| {title} | | skipped: {record['skipped']} | | | {date} | {target} | |")
             continue
         command = f"`{' '.join(record['command'])}`"
         try:
@@ -596,7 +609,7 @@ def print_summary(report: dict[str, Any]) -> None:
             reason = record.get("figures_error") or f"{type(exc).__name__}: {exc}"
             ratio, figures = "FAILED", reason + " " + (record.get("error") or "")[-200:].replace("\n", " ")
         load = f"{record['load_average_before'][0]:.1f}–{record['load_average_after'][0]:.1f}"
-        print(f"| {title} | {command} | {ratio} | {figures} | {load} | {date} |")
+        print(f"| {title} | {command} | {ratio} | {figures} | {load} | {date} | {target} | |")
 
 
 if __name__ == "__main__":
