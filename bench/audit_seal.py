@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from adapters.jsonl import read_cases  # noqa: E402
+from bench.report import add_json_option, load_average, write_json  # noqa: E402
 from engine import Evaluator, compile_playbook, load_playbook  # noqa: E402
 from engine.audit import outcome_to_file  # noqa: E402
 from engine.store import Appended, Store, iter_chunks  # noqa: E402
@@ -38,7 +39,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cases", type=int, default=20_000)
     parser.add_argument("--repeats", type=int, default=5)
+    add_json_option(parser)
     args = parser.parse_args()
+    load_before = load_average()
     with compile_playbook(load_playbook(ROOT / "playbooks" / "course.yaml")) as compiled:
         evaluator = Evaluator(compiled)
         with (ROOT / "samples" / "cases.jsonl").open(encoding="utf-8") as lines:
@@ -87,6 +90,16 @@ def main() -> None:
     print(
         f"a link alone (its row and recommendations encoded and hashed): SHA-256 {per_link['plain']:.1f} µs, "
         f"HMAC-SHA256 {per_link['keyed']:.1f} µs, {per_link['keyed'] - per_link['plain']:+.1f} µs"
+    )
+    per_case = {
+        kind: {f"{what}_us_per_case": round(s / args.cases * 1e6, 1) for what, s in times.items()}
+        for kind, times in best.items()
+    }
+    write_json(
+        {"cases": args.cases, "repeats": args.repeats, "load_average_before": load_before, "best": per_case}
+        | {"link_us": {kind: round(us, 1) for kind, us in per_link.items()}},
+        "audit_seal",
+        args.json,
     )
 
 

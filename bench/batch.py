@@ -38,6 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.cases import AS_OF, generate  # noqa: E402
+from bench.report import add_json_option, write_json  # noqa: E402
 
 
 def _write_cases(path: Path, count: int) -> None:
@@ -108,6 +109,7 @@ def main() -> None:
     parser.add_argument("--master", default="local[2]")
     parser.add_argument("--skip-spark", action="store_true")
     parser.add_argument("--pg", help="A PostgreSQL server URL (postgresql+psycopg://user@host:port) for batch --db.")
+    add_json_option(parser)
     options = parser.parse_args()
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "SPARK_LOCAL_IP": "127.0.0.1"}
     folder = Path(tempfile.mkdtemp(prefix="bench-batch-"))
@@ -171,9 +173,7 @@ def main() -> None:
                 f"| {f['run']} | {f['cases_per_s']:,} | {f['cases_per_s_net']:,} | {f['startup_s']} s "
                 f"| {f['cpu_ms_per_case']} | {', '.join(map(str, f['load_average']))} |"
             )
-        results = ROOT / "bench" / "results"
-        results.mkdir(exist_ok=True)
-        (results / "batch.json").write_text(json.dumps({"load": load, "runs": figures}, indent=2), encoding="utf-8")
+        write_json({"load": load, "runs": figures}, "batch", options.json)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 

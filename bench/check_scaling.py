@@ -28,6 +28,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.report import add_json_option, load_average, write_json  # noqa: E402
+
 
 def interval_playbook(rows: int) -> str:
     """N rows: amount < 0, then [0, 10), [10, 20), ... — no gap but above the last, no overlap."""
@@ -106,7 +108,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", default="300,1000,3000,10000")
     parser.add_argument("--repeat", type=int, default=3, help="runs of each size; the best is printed")
+    add_json_option(parser)
     args = parser.parse_args()
+    figures = []
     start_cpu = min(command(Path(os.devnull))[0] for _ in range(args.repeat))  # Python and the CLI, no file
     print(f"python cli.py check (start-up: an empty file): {start_cpu:.2f} s CPU")
     print(
@@ -121,10 +125,19 @@ def main() -> None:
             best, steps, outcome = min(runs, key=lambda run: sum(run[0]))
             cpu, wall = min(command(path) for _ in range(args.repeat))
             load = os.getloadavg()[0]
+            stage_names = ("load_s", "schema_s", "rest_of_validation_s", "table_checker_s")
+            figures.append(
+                {"rows": rows, **{k: round(v, 4) for k, v in zip(stage_names, best, strict=True)}}
+                | {"check_s": round(sum(best), 4), "command_cpu_s": round(cpu, 3), "command_wall_s": round(wall, 3)}
+                | {"steps": steps, "outcome": outcome, "load_average": load_average()}
+            )
             print(
                 f"{rows} | {best[0]:.3f} | {best[1]:.3f} | {best[2]:.3f} | {best[3]:.3f} | {sum(best):.3f} "
                 f"| {cpu:.2f} | {wall:.2f} | {steps} | {outcome} | {load:.1f}"
             )
+    write_json(
+        {"startup_cpu_s": round(start_cpu, 3), "repeat": args.repeat, "sizes": figures}, "check_scaling", args.json
+    )
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """The web console's pages under load: each page's latency with 8 clients, on the Maven import.
 
-    python bench/console_pages.py [--clients 8] [--rounds 20] [--db URL]
+    python bench/console_pages.py [--clients 8] [--rounds 20] [--db URL] [--rows N] [--json PATH]
 
 Imports the Maven CRM sample (../shared/crm-data/maven-crm-sales-opportunities, the ``maven``
 mapping, as of 2017-03-01) into a temporary SQLite log unless ``--db`` names one, starts
@@ -22,6 +22,7 @@ import datetime as dt
 import http.client
 import itertools
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -33,6 +34,10 @@ from pathlib import Path
 from urllib.parse import quote
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.report import add_json_option, write_json  # noqa: E402
+
 MAVEN = ROOT.parent / "shared" / "crm-data" / "maven-crm-sales-opportunities" / "sales_pipeline.csv"
 
 
@@ -44,8 +49,16 @@ def new_until(number: int) -> str:
     return (dt.date(2030, 12, 31) - dt.timedelta(days=number)).isoformat()
 
 
-def import_maven(db: str) -> None:
-    command = [sys.executable, "-m", "cli", "recommend", "--input", str(MAVEN), "--mapping", "maven"]
+def import_maven(db: str, rows: int | None, folder: Path) -> None:
+    """The Maven sample into ``db``; its first ``rows`` rows only when given (a quick run)."""
+    source = MAVEN
+    if rows is not None:
+        source = folder / MAVEN.name
+        for lookup in ("accounts.csv", "products.csv", "sales_teams.csv"):
+            shutil.copy(MAVEN.parent / lookup, folder / lookup)
+        with MAVEN.open(encoding="utf-8-sig") as whole:
+            source.write_text("".join(line for _, line in zip(range(rows + 1), whole, strict=False)), encoding="utf-8")
+    command = [sys.executable, "-m", "cli", "recommend", "--input", str(source), "--mapping", "maven"]
     command += ["--as-of", "2017-03-01", "--format", "summary", "--db", db]
     subprocess.run(command, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
 
@@ -95,12 +108,14 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--db")
+    parser.add_argument("--rows", type=int, help="import only the sample's first ROWS rows (a quick run)")
+    add_json_option(parser)
     args = parser.parse_args()
     folder = tempfile.mkdtemp(prefix="console-bench-")
     db = args.db or f"sqlite:///{folder}/maven.db"
     if args.db is None:
         started = time.perf_counter()
-        import_maven(db)
+        import_maven(db, args.rows, Path(folder))
         print(f"Maven import stored in {time.perf_counter() - started:.1f} s")
     urls = pages(db)
     with socket.socket() as probe:
@@ -179,6 +194,35 @@ def main() -> None:
     print(f"{'all pages':30} {statistics.median(every) * 1000:8.1f} {p95_all * 1000:8.1f} {max(every) * 1000:8.1f}")
     if errors:
         print("errors:", errors[:5])
+    requests = args.clients * args.rounds * len(urls)
+    write_json(
+        {
+            "clients": args.clients,
+            "rounds": args.rounds,
+            "requests": requests,
+            "errors": len(errors),
+            "wall_s": round(wall, 2),
+            "load_average_before_after": [round(load_before, 2), round(load_after, 2)],
+            "server_cpu_ms_per_request": (
+                round((cpu_after - cpu_before) * 1000 / requests, 2) if cpu_before is not None and cpu_after else None
+            ),
+            "pages_ms": {
+                name: {
+                    "p50": round(statistics.median(values) * 1000, 1),
+                    "p95": round(statistics.quantiles(values, n=20, method="inclusive")[-1] * 1000, 1),
+                    "max": round(max(values) * 1000, 1),
+                }
+                for name, values in timings.items()
+            },
+            "all_pages_ms": {
+                "p50": round(statistics.median(every) * 1000, 1),
+                "p95": round(p95_all * 1000, 1),
+                "max": round(max(every) * 1000, 1),
+            },
+        },
+        "console_pages",
+        args.json,
+    )
 
 
 if __name__ == "__main__":

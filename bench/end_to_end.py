@@ -28,9 +28,7 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import os
-import platform
 import re
 import shutil
 import sqlite3
@@ -43,6 +41,10 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.report import add_json_option, load_average, write_json  # noqa: E402
+
 DEFAULT_DATA = ROOT.parent / "shared" / "crm-data" / "maven-crm-sales-opportunities"
 CLOSED_STAGES = ("Won", "Lost")  # what the maven preset quarantines as closed_deal
 SUMMARY = re.compile(
@@ -51,15 +53,10 @@ SUMMARY = re.compile(
 )
 
 
-def playbook_command() -> str:
-    """The ``playbook`` console script of the Python running this benchmark (the venv's), else the one on PATH."""
-    beside = Path(sys.executable).parent / "playbook"
-    if beside.exists():
-        return str(beside)
-    found = shutil.which("playbook")
-    if found is None:
-        sys.exit("no 'playbook' command: install the project (pip install -e .) first")
-    return found
+def playbook_command() -> list[str]:
+    """This checkout's CLI (``python cli.py``: its folder comes first on the path), whatever an installed
+    ``playbook`` script points at, so a worktree measures its own code."""
+    return [sys.executable, str(ROOT / "cli.py")]
 
 
 def read_pipeline(data: Path) -> tuple[list[str], list[dict[str, str]]]:
@@ -120,7 +117,7 @@ def one_run(
 ) -> dict[str, Any]:
     label = f"{input_name}, {'audit log' if store else '--no-store'}"
     db = work / f"{input_name}-{'store' if store else 'nostore'}.db"  # a fresh database: no resumed import
-    command = [playbook_command(), "recommend", "--input", str(csv_path), "--mapping", "maven"]
+    command = [*playbook_command(), "recommend", "--input", str(csv_path), "--mapping", "maven"]
     command += ["--as-of", as_of, "--format", fmt]
     command += ["--db", f"sqlite:///{db}"] if store else ["--no-store"]
     stderr_path = work / f"{db.stem}.stderr"
@@ -153,7 +150,7 @@ def print_table(runs: list[dict[str, Any]]) -> None:
     for r in runs:
         print(
             f"{r['run']:<24} {r['rows']:>8} {r['evaluated']:>9} {r['quarantined']:>8} {r['seconds']:>8.2f} "
-            f"{r['rows_per_second']:>7} {r['cases_per_second']:>7} {r['cases_per_second_after_startup']:>11} "
+            f"{r['rows_per_second']:>7} {r['cases_per_second']:>7} {r['cases_per_second_after_startup'] or '-':>11} "
             f"{r['peak_rss_mb']:>11} "
             f"{r.get('stored', '-'):>7} {r.get('db_mb', '-'):>6}"
         )
@@ -180,7 +177,9 @@ def main() -> None:
         choices=["summary", "json", "text"],
         help="what recommend prints per case (default summary: an import's results go to the audit log)",
     )
+    add_json_option(parser)
     args = parser.parse_args()
+    load_before = load_average()
 
     header, pipeline = read_pipeline(args.data)
     open_deals = [row for row in pipeline if row["deal_stage"] not in CLOSED_STAGES]
@@ -219,9 +218,7 @@ def main() -> None:
         print(f"EXIT CODE: {run} exited non-zero (a case in error, or a failed run)")
 
     result = {
-        "machine": platform.platform(),
-        "cpus": os.cpu_count(),
-        "python": platform.python_version(),
+        "load_average_before": load_before,
         "rows": args.rows,
         "as_of": args.as_of,
         "source_rows": len(pipeline),
@@ -230,9 +227,7 @@ def main() -> None:
         "runs": runs,
         "store_share": shares,
     }
-    target = ROOT / "bench" / "results"
-    target.mkdir(exist_ok=True)
-    (target / "end_to_end.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
+    write_json(result, "end_to_end", args.json)
     if mismatches:
         sys.exit(1)
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import resource
 import subprocess
 import sys
@@ -20,6 +19,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from bench.report import add_json_option, load_average, write_json  # noqa: E402
 
 
 def one_run(playbook_path: str, count: int) -> dict[str, float]:
@@ -52,6 +53,7 @@ def main() -> None:
     parser.add_argument("--playbook", default=str(ROOT / "playbooks" / "course.yaml"))
     parser.add_argument("--sizes", default="10000,100000")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    add_json_option(parser)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(one_run(args.playbook, args.child)))
@@ -64,7 +66,7 @@ def main() -> None:
             text=True,
             check=True,
         )
-        rows.append(json.loads(out.stdout))
+        rows.append({**json.loads(out.stdout), "load_average": load_average()})
     print(f"{'cases':>10} {'seconds':>9} {'cases/s':>9} {'peak RSS MB':>12} {'errors':>7} {'durable questions':>18}")
     for r in rows:
         print(
@@ -73,15 +75,10 @@ def main() -> None:
         )
     if len(rows) > 1:
         print(f"peak RSS ratio, largest/smallest: {rows[-1]['peak_rss_mb'] / rows[0]['peak_rss_mb']:.2f}")
-    result = {
-        "machine": platform.platform(),
-        "python": platform.python_version(),
-        "playbook": args.playbook,
-        "runs": rows,
-    }
-    target = ROOT / "bench" / "results"
-    target.mkdir(exist_ok=True)
-    (target / "engine_throughput.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
+    result: dict[str, object] = {"playbook": args.playbook, "runs": rows}
+    if len(rows) > 1:
+        result["peak_rss_ratio_largest_to_smallest"] = round(rows[-1]["peak_rss_mb"] / rows[0]["peak_rss_mb"], 3)
+    write_json(result, "engine_throughput", args.json)
 
 
 if __name__ == "__main__":

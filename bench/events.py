@@ -36,7 +36,6 @@ import hmac
 import http.client
 import json
 import os
-import platform
 import resource
 import secrets
 import signal
@@ -56,6 +55,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.cases import AS_OF, generate  # noqa: E402 - after the path is set, as a script
+from bench.report import add_json_option, load_average, write_json  # noqa: E402
 
 HOST = "127.0.0.1"
 ROUTES = {"generic": "/webhooks/generic", "hubspot": "/webhooks/hubspot"}
@@ -402,7 +402,9 @@ def main() -> None:
     parser.add_argument(
         "--audit-key", action="store_true", help="seal the audit log with a key made for this run (HMAC links)"
     )
+    add_json_option(parser)
     args = parser.parse_args()
+    load_before = load_average()
     levels = [int(s) for s in args.levels.split(",") if s]
     if not 0 < args.events < MAX_EVENTS or not 0 <= args.warmup < MAX_EVENTS:
         parser.error(f"--events and --warmup are counts under {MAX_EVENTS:,}")
@@ -448,9 +450,7 @@ def main() -> None:
         print(f"MISMATCH: {stored['stored']} evaluations stored, {accepted} events accepted")
 
     result = {
-        "machine": platform.platform(),
-        "cpus": os.cpu_count(),
-        "python": platform.python_version(),
+        "load_average_before": load_before,
         "route": args.route,
         "events_per_request": events_per_request,
         "limits": {"requests_per_level": args.events, "seconds_per_level": args.seconds},
@@ -463,9 +463,7 @@ def main() -> None:
         "stored_matches_accepted": matches,
         "server": {"peak_rss_mb": server_rss, "exit_code": exit_code, "log": log_counts, "log_tail": log_tail},
     }
-    target = ROOT / "bench" / "results"
-    target.mkdir(exist_ok=True)
-    (target / "events.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
+    write_json(result, "events", args.json)
     if not matches:
         sys.exit(1)
 

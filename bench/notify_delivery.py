@@ -27,6 +27,7 @@ sys.path.insert(0, str(ROOT))
 from adapters.notify import Deliverer, NotifyConfig  # noqa: E402
 from adapters.webhook import verify_generic  # noqa: E402
 from bench.cases import AS_OF, generate  # noqa: E402
+from bench.report import add_json_option, load_average, write_json  # noqa: E402
 from engine import Evaluator, compile_playbook, load_playbook  # noqa: E402
 from engine.audit import outcome_to_file  # noqa: E402
 from engine.store import Appended, Store  # noqa: E402
@@ -56,6 +57,7 @@ def receiver() -> tuple[ThreadingHTTPServer, list[int]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=5000)
+    add_json_option(parser)
     args = parser.parse_args()
     course = load_playbook(ROOT / "playbooks" / "course.yaml")
     with tempfile.TemporaryDirectory() as folder, compile_playbook(course) as compiled:
@@ -85,6 +87,9 @@ def main() -> None:
             f"{report.delivered / took:,.0f}/s, one deliverer, SQLite; load average {load}"
         )
         store.close()
+    result = {"tasks": made, "delivered": report.delivered, "verified": received[0], "seconds": round(took, 2)}
+    result |= {"deliveries_per_s": round(report.delivered / took, 1), "load_average": load_average()}
+    write_json(result, "notify_delivery", args.json)
 
 
 if __name__ == "__main__":

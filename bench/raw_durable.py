@@ -11,14 +11,14 @@ bench/results/raw_durable.json.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from bench.report import add_json_option, load_average, write_json  # noqa: E402
 
 
 def timed(evaluator: object, cases: list, as_of: object) -> float:
@@ -53,8 +53,10 @@ def run(count: int) -> dict[str, object]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cases", type=int, default=20_000)
+    add_json_option(parser)
     args = parser.parse_args()
-    result = run(args.cases)
+    load_before = load_average()
+    result = {**run(args.cases), "load_average_before": load_before}
     print(f"{'engine':<40} {'cases/s':>9} {'durable questions':>18}")
     print(
         f"{'durable-rules asked every question':<40} "
@@ -62,9 +64,8 @@ def main() -> None:
     )
     print(f"{'ours (answers reused)':<40} {result['ours_cases_per_second']:>9} {result['ours_questions']:>18}")
     print(f"ratio ours / raw durable-rules: {result['ratio_ours_to_raw']}")
-    target = ROOT / "bench" / "results"
-    target.mkdir(exist_ok=True)
-    (target / "raw_durable.json").write_text(json.dumps({"machine": platform.platform(), **result}, indent=2))
+    print(f"load average {', '.join(map(str, load_average()))}")
+    write_json(result, "raw_durable", args.json)
 
 
 if __name__ == "__main__":

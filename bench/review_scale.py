@@ -33,6 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.report import add_json_option, load_average, write_json  # noqa: E402
 from engine import Evaluator, compile_playbook, load_playbook  # noqa: E402
 from engine.store import Appended, Store, sqlite_path  # noqa: E402
 
@@ -122,7 +123,9 @@ def main() -> None:
     parser.add_argument("--formats", default="json,html")
     parser.add_argument("--keep", action="store_true", help="Keep the temporary SQLite file.")
     parser.add_argument("--reuse", action="store_true", help="With --db: review the log as it is, filling nothing.")
+    add_json_option(parser)
     args = parser.parse_args()
+    result: dict[str, object] = {"deals": args.deals, "owners": args.owners, "regions": args.regions, "reviews": []}
     folder = Path(tempfile.mkdtemp(prefix="review-scale-"))
     url = args.db or f"sqlite:///{folder / 'log.db'}"
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}", file=sys.stderr)
@@ -131,6 +134,9 @@ def main() -> None:
         written, fill_seconds = fill(url, args.deals, args.owners, args.regions, args.templates, args.seed)
         size = f", {file.stat().st_size / 2**30:.2f} GiB" if file is not None and file.exists() else ""
         print(f"filled: {args.deals:,} deals, {written:,} evaluations in {fill_seconds:.0f} s{size}")
+        result["fill"] = {"evaluations": written, "seconds": round(fill_seconds, 2), "load_average": load_average()}
+        if file is not None and file.exists():
+            result["fill"]["db_gib"] = round(file.stat().st_size / 2**30, 3)  # type: ignore[index]
     for fmt in args.formats.split(","):
         seconds, cpu, peak = run_review(url, fmt, folder / f"review.{fmt}")
         load = os.getloadavg()[0]
@@ -138,10 +144,17 @@ def main() -> None:
             f"review --group-by owner --format {fmt}: {seconds:.1f} s wall, {cpu:.1f} s CPU, "
             f"peak RSS {peak:.0f} MiB (load {load:.1f})"
         )
+        reviews = result["reviews"]
+        assert isinstance(reviews, list)
+        reviews.append(
+            {"format": fmt, "wall_s": round(seconds, 2), "cpu_s": round(cpu, 2), "peak_rss_mib": round(peak, 1)}
+            | {"load_average": load_average()}
+        )
     if not args.keep and args.db is None:
         for path in folder.iterdir():
             path.unlink()
         folder.rmdir()
+    write_json(result, "review_scale", args.json)
 
 
 if __name__ == "__main__":

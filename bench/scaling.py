@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import platform
 import random
 import resource
 import subprocess
@@ -41,6 +40,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from bench.report import add_json_option, write_json  # noqa: E402
 
 COURSE = ROOT / "playbooks" / "course.yaml"
 TIERS = 10  # values of the generated table's decision
@@ -279,6 +280,7 @@ def main() -> None:
     parser.add_argument("--print-playbook", type=int, metavar="N", help="print the generated playbook of N and stop")
     parser.add_argument("--child-rules", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--child-cases", type=int, help=argparse.SUPPRESS)
+    add_json_option(parser)
     args = parser.parse_args()
     if args.print_playbook:
         print(generated_playbook(args.print_playbook, args.shape), end="")
@@ -304,14 +306,10 @@ def main() -> None:
         print_table("against cases: playbooks/course.yaml", by_cases, "cases")
 
     result = {
-        "machine": platform.platform(),
-        "python": platform.python_version(),
         "by_rules": {"shape": args.shape, "cases_each": args.rule_cases, "runs": by_rules},
         "by_cases": {"playbook": str(COURSE), "runs": by_cases},
     }
-    target = ROOT / "bench" / "results"
-    target.mkdir(exist_ok=True)
-    (target / "scaling.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
+    write_json(result, "scaling", args.json)
     if any("failed" in r for r in by_rules + by_cases):
         sys.exit(1)
 

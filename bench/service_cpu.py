@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from adapters.service import Secrets, WebhookService  # noqa: E402
 from bench.events import generic_bodies, generic_signer, hubspot_bodies, hubspot_signer  # noqa: E402
+from bench.report import add_json_option, write_json  # noqa: E402
 from engine import Evaluator, compile_playbook, load_playbook  # noqa: E402
 from engine.store import Store  # noqa: E402
 
@@ -111,6 +112,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--route", choices=list(PATHS), default="generic")
     parser.add_argument("--profile", help="write a cProfile of the measured run here")
+    add_json_option(parser)
     args = parser.parse_args()
     secret = secrets.token_hex(16)
     names = {"generic": "PLAYBOOK_WEBHOOK_SECRET", "hubspot": "PLAYBOOK_HUBSPOT_SECRET"}
@@ -145,6 +147,7 @@ def main() -> None:
         "loadavg": os.getloadavg(),
     }
     print(json.dumps(result))
+    write_json(result, "service_cpu", args.json)
 
 
 if __name__ == "__main__":

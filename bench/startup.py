@@ -18,7 +18,6 @@ bench/results/startup.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import shutil
@@ -30,6 +29,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.report import add_json_option, write_json  # noqa: E402
+
 AS_OF = "2026-11-27"
 
 
@@ -59,6 +62,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--root", type=Path, default=ROOT, help="The checkout whose cli.py runs.")
+    add_json_option(parser)
     args = parser.parse_args()
     root = args.root.resolve()
     python = sys.executable
@@ -98,10 +102,7 @@ def main() -> None:
         print(
             f"{name:<44} {got['wall_s'] / anchor:>9.2f} {got['wall_s']:>8.3f} {got['cpu_s']:>7.3f} {got['load']:>6.2f}"
         )
-    target = ROOT / "bench" / "results"
-    target.mkdir(parents=True, exist_ok=True)
-    report = {"root": str(root), "runs": args.runs, "load_average": os.getloadavg(), "figures": figures}
-    (target / "startup.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    write_json({"root": str(root), "runs": args.runs, "figures": figures}, "startup", args.json)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.cases import AS_OF, generate  # noqa: E402
+from bench.report import add_json_option, load_average, write_json  # noqa: E402
 from engine import Evaluator, compile_playbook, load_playbook  # noqa: E402
 from engine.audit import outcome_to_file  # noqa: E402
 from engine.store import Appended, Store  # noqa: E402
@@ -34,7 +35,9 @@ from engine.tasks import advance  # noqa: E402
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=100_000)
+    add_json_option(parser)
     args = parser.parse_args()
+    result: dict[str, object] = {"tasks": args.tasks, "advances": []}
     course = load_playbook(ROOT / "playbooks" / "course.yaml")
     with tempfile.TemporaryDirectory() as folder, compile_playbook(course) as compiled:
         store = Store(f"sqlite:///{Path(folder) / 'tasks.db'}")
@@ -54,6 +57,7 @@ def main() -> None:
                 break
         filed_in = time.perf_counter() - started
         print(f"{cases:,} cases filed with {made:,} tasks in {filed_in:.1f} s")
+        result |= {"cases": cases, "tasks_made": made, "fill_s": round(filed_in, 2)}
         day = AS_OF + dt.timedelta(weeks=3)
         for run in ("first", "again"):
             tracemalloc.start()
@@ -68,9 +72,16 @@ def main() -> None:
                 f"{counts['escalated']:,} escalated, {counts['repeated']:,} repeated; "
                 f"peak allocations {peak / 2**20:.0f} MiB, process peak RSS {rss:.0f} MiB"
             )
+            advances = result["advances"]
+            assert isinstance(advances, list)
+            advances.append(
+                {"run": run, "seconds": round(took, 2), **counts, "peak_alloc_mib": round(peak / 2**20, 1)}
+                | {"peak_rss_mib": round(rss, 1), "load_average": load_average()}
+            )
         problems = store.verify()
         print(f"audit verify: {'clean' if not problems else problems[0]}")
         store.close()
+    write_json({**result, "verify_clean": not problems}, "tasks_advance", args.json)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.cases import AS_OF, generate  # noqa: E402
+from bench.report import add_json_option, write_json  # noqa: E402
 from engine import Evaluator, compile_playbook, load_playbook  # noqa: E402
 from engine.audit import outcome_to_file  # noqa: E402
 from engine.store import Appended, Store  # noqa: E402
@@ -75,7 +76,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=100_000)
     parser.add_argument("--db", help="an empty database URL (default: a SQLite file in a temporary folder)")
+    add_json_option(parser)
     args = parser.parse_args()
+    ticks = []
     with tempfile.TemporaryDirectory() as folder:
         url = args.db or f"sqlite:///{Path(folder) / 'tick.db'}"
         started = time.perf_counter()
@@ -84,6 +87,8 @@ def main() -> None:
         first = AS_OF + dt.timedelta(weeks=3)
         for what, day in (("three weeks on", first), ("same day again", first), ("next day", first + dt.timedelta(1))):
             report, took, rss, load = run_tick(url, day)
+            ticks.append({"what": what, "day": str(day), "wall_s": round(took, 2), "peak_rss_mib": round(rss, 1)})
+            ticks[-1] |= {"load_average": load, "report": report}
             print(
                 f"tick {day} ({what}): {took:.2f} s wall, peak RSS {rss:.0f} MiB, load average {load:.1f}; "
                 f"{report['checked']:,} records re-checked, {report['reevaluated']:,} re-evaluated, "
@@ -92,6 +97,7 @@ def main() -> None:
         with Store(url) as store:
             problems = store.verify()
         print(f"audit verify: {'clean' if not problems else problems[0]}; load average now {os.getloadavg()[0]:.1f}")
+    write_json({"tasks": made, "cases": cases, "ticks": ticks, "verify_clean": not problems}, "tick", args.json)
 
 
 if __name__ == "__main__":

@@ -53,6 +53,7 @@ sys.path.insert(0, str(ROOT))
 
 from adapters.webhook import RecordEvent, merge, parse_generic  # noqa: E402
 from bench.events import realistic_cases  # noqa: E402
+from bench.report import add_json_option, write_json  # noqa: E402
 
 MILESTONES = ["need_clarified", "decision_weights_known", "decision_makers_contacted", "considering_us"]
 SECRET_NAME = "PLAYBOOK_WEBHOOK_SECRET"  # noqa: S105 - the variable's name, not a secret
@@ -430,6 +431,7 @@ def main() -> None:
     parser.add_argument("--processes", default="1,2,4")
     parser.add_argument("--partitions", type=int, default=16)
     parser.add_argument("--clients", type=int, default=16)
+    add_json_option(parser)
     args = parser.parse_args()
     runs = []
     with tempfile.TemporaryDirectory(prefix="playbook-workers-") as work:
@@ -458,9 +460,7 @@ def main() -> None:
             f"ceiling on {cores} cores ({args.partitions} partitions): {measured:,.0f} events/s with the lock "
             f"time measured here, {cpu_only:,.0f} with the writer's CPU time in the lock"
         )
-    out = ROOT / "bench" / "results"
-    out.mkdir(exist_ok=True)
-    (out / "workers.json").write_text(json.dumps({"runs": runs, "load_average": os.getloadavg()}, indent=2))
+    write_json({"runs": runs}, "workers", args.json)
     if not all(run["correct"] for run in runs):
         raise SystemExit(1)
 

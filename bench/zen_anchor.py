@@ -1,6 +1,7 @@
 """ZEN anchor: the same playbook, the same cases, run by GoRules ZEN (zen-engine) and by our engine.
 
     python bench/zen_anchor.py [--playbook playbooks/course.yaml] [--cases 100000] [--check 2000]
+    python bench/zen_anchor.py --rules 10,100,1000 [--rule-cases 10000] [--runs 3]   # big playbooks, both engines
 
 1. :func:`to_jdm` converts our playbook model into a GoRules JSON Decision Model (JDM), the
    decision graph zen-engine runs.  It is driven by the model only (no table is written by
@@ -52,7 +53,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -71,6 +71,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script from anywhere, as the other benchmarks are
 
 from bench.cases import AS_OF, generate  # noqa: E402
+from bench.report import add_json_option, load_average, write_json  # noqa: E402
 from engine import CaseError, Evaluator, compile_playbook, load_playbook  # noqa: E402
 from engine.conditions import conjuncts  # noqa: E402
 from engine.model import (  # noqa: E402
@@ -770,9 +771,6 @@ def run(
     ours_rate = runs[0].cases / runs[0].seconds
     ratios = {f"ours/{r.engine}": round(ours_rate / (r.cases / r.seconds), 3) for r in runs[1:]}
     return {
-        "machine": platform.platform(),
-        "cpus": os.cpu_count(),
-        "python": platform.python_version(),
         "zen_engine": version("zen-engine"),
         "playbook": playbook_path,
         "playbook_hash": playbook.content_hash,
@@ -784,57 +782,67 @@ def run(
     }
 
 
-def run_generated(sizes: Sequence[int], count: int, check_count: int = 500) -> dict[str, Any]:
+def run_generated(sizes: Sequence[int], count: int, check_count: int = 500, runs: int = 1) -> dict[str, Any]:
     """Both engines on bench/scaling.py's generated playbooks (an N-row table and N rules), the same
-    ``count`` cases each, one after the other in this process, with the load average beside each size."""
+    ``count`` cases each, one after the other in this process, ``runs`` times per size (which engine goes
+    first alternates from run to run), with the load average beside each run."""
     from bench.scaling import RULE_AS_OF, generated_playbook, rule_cases
     from engine import load_playbook_text
 
-    runs = []
+    measured = []
     for n in sizes:
         playbook = load_playbook_text(generated_playbook(n), f"<generated {n}>")
         graph = to_jdm(playbook)
         cases = list(rule_cases(count))
         correctness = check(playbook, graph, cases[:check_count], RULE_AS_OF)
-        load_before = os.getloadavg()[0]
-        zen_timing = time_zen_single(graph, cases, RULE_AS_OF)
-        ours_timing = time_ours(playbook, cases, RULE_AS_OF)
-        runs.append(
-            {
-                "rules": n,
-                "table_rows": n,
-                "jdm": graph.stats,
-                "check": correctness,
-                "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)],
-                "ours": ours_timing.to_json(),
-                "zen": zen_timing.to_json(),
-                # the machine is shared: CPU seconds compare the work, wall seconds include waiting for a core
-                "ratio_wall": round(zen_timing.seconds / ours_timing.seconds, 2),
-                "ratio_cpu": round(zen_timing.cpu_seconds / ours_timing.cpu_seconds, 2),
-            }
-        )
+        for attempt in range(1, runs + 1):
+            load_before = os.getloadavg()[0]
+            if attempt % 2:
+                zen_timing = time_zen_single(graph, cases, RULE_AS_OF)
+                ours_timing = time_ours(playbook, cases, RULE_AS_OF)
+            else:
+                ours_timing = time_ours(playbook, cases, RULE_AS_OF)
+                zen_timing = time_zen_single(graph, cases, RULE_AS_OF)
+            measured.append(
+                {
+                    "rules": n,
+                    "run": attempt,
+                    "table_rows": n,
+                    "jdm": graph.stats,
+                    "check": correctness,
+                    "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+                    "ours": ours_timing.to_json(),
+                    "zen": zen_timing.to_json(),
+                    # ours/ZEN in cases/s.  The machine may be shared: CPU seconds compare the work,
+                    # wall seconds include waiting for a core.
+                    "ratio_wall": round(zen_timing.seconds / ours_timing.seconds, 2),
+                    "ratio_cpu": round(zen_timing.cpu_seconds / ours_timing.cpu_seconds, 2),
+                }
+            )
     return {
-        "machine": platform.platform(),
-        "cpus": os.cpu_count(),
-        "python": platform.python_version(),
         "zen_engine": version("zen-engine"),
         "cases_each": count,
-        "runs": runs,
+        "runs_each": runs,
+        "runs": measured,
+        "ratio_wall_by_rules": {str(n): [r["ratio_wall"] for r in measured if r["rules"] == n] for n in sizes},
     }
 
 
 def print_generated(result: dict[str, Any]) -> None:
     print(f"generated playbooks (N table rows, N rules), {result['cases_each']} cases each, ZEN {result['zen_engine']}")
     print(
-        f"{'rules':>6} {'load':>11} {'ours c/s':>9} {'ours CPU s':>10} {'ZEN c/s':>8} {'ZEN CPU s':>9} "
+        f"{'rules':>6} {'run':>4} {'load':>11} {'ours c/s':>9} {'ours CPU s':>10} {'ZEN c/s':>8} {'ZEN CPU s':>9} "
         f"{'ours/ZEN wall':>13} {'ours/ZEN CPU':>12}"
     )
     for r in result["runs"]:
         load = "-".join(str(x) for x in r["load_average"])
         print(
-            f"{r['rules']:>6} {load:>11} {r['ours']['cases_per_second']:>9} {r['ours']['cpu_seconds']:>10} "
-            f"{r['zen']['cases_per_second']:>8} {r['zen']['cpu_seconds']:>9} {r['ratio_wall']:>13} {r['ratio_cpu']:>12}"
+            f"{r['rules']:>6} {r['run']:>4} {load:>11} {r['ours']['cases_per_second']:>9} "
+            f"{r['ours']['cpu_seconds']:>10} {r['zen']['cases_per_second']:>8} {r['zen']['cpu_seconds']:>9} "
+            f"{r['ratio_wall']:>13} {r['ratio_cpu']:>12}"
         )
+    for rules, ratios in result["ratio_wall_by_rules"].items():
+        print(f"ours/ZEN (cases/s, wall) at {rules} rules: {', '.join(map(str, ratios))}")
 
 
 def print_table(result: dict[str, Any]) -> None:
@@ -860,16 +868,19 @@ def main() -> None:
     parser.add_argument("--jdm", type=Path, help="also write the converted JDM graph to this file")
     parser.add_argument("--rules", help="instead: bench/scaling.py's generated playbooks of these sizes (10,100,1000)")
     parser.add_argument("--rule-cases", type=int, default=10_000, help="cases per generated playbook (with --rules)")
+    parser.add_argument("--rule-check", type=int, default=500, help="cases compared per generated playbook")
+    parser.add_argument("--runs", type=int, default=1, help="timed runs per generated playbook (with --rules)")
+    add_json_option(parser)
     args = parser.parse_args()
-    target = ROOT / "bench" / "results"
+    load_before = load_average()
     if args.rules:
+        sizes = [int(n) for n in args.rules.split(",")]
         try:
-            generated = run_generated([int(n) for n in args.rules.split(",")], args.rule_cases)
+            generated = run_generated(sizes, args.rule_cases, min(args.rule_check, args.rule_cases), args.runs)
         except ZenMismatch as exc:
             sys.exit(f"FAILED: {exc}")
         print_generated(generated)
-        target.mkdir(exist_ok=True)
-        (target / "zen_scaling.json").write_text(json.dumps(generated, indent=2), encoding="utf-8")
+        write_json({**generated, "load_average_before": load_before}, "zen_scaling", args.json)
         return
     if args.jdm:
         graph = to_jdm(load_playbook(args.playbook))
@@ -879,8 +890,8 @@ def main() -> None:
     except ZenMismatch as exc:
         sys.exit(f"FAILED: {exc}")
     print_table(result)
-    target.mkdir(exist_ok=True)
-    (target / "zen_anchor.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
+    print(f"load average {', '.join(map(str, load_before))} before, {', '.join(map(str, load_average()))} after")
+    write_json({**result, "load_average_before": load_before}, "zen_anchor", args.json)
 
 
 if __name__ == "__main__":
