@@ -400,6 +400,8 @@ def _without_password(text: str, url: str) -> str:
 
 def _shown(url: str) -> str:
     """A database URL as printed: never with its password."""
+    if "@" not in url:  # no user, so no password: the CRM reader's module not imported for it
+        return url
     from adapters.sql_source import shown_url
 
     return shown_url(url)

@@ -59,13 +59,14 @@ def test_check_and_recommend_without_the_store_import_no_storage() -> None:
 
 
 def test_a_sqlite_audit_log_never_imports_postgresql(tmp_path: Path) -> None:
-    """``recommend`` and ``why`` on a SQLite log import neither the PostgreSQL dialect nor its driver; ``why``
-    reads its playbook version from the cache (no YAML, no schema check) and imports no adapter."""
+    """``recommend`` and ``why`` on a SQLite log import neither the PostgreSQL dialect nor its driver, nor the
+    CRM database reader; ``why`` reads its playbook version from the cache (no YAML, no schema check) and
+    imports no adapter."""
     db = f"sqlite:///{tmp_path / 'audit.db'}"
     cases = str(ROOT / "samples" / "cases.jsonl")
     postgresql = ("sqlalchemy.dialects.postgresql", "psycopg", "psycopg2", "asyncpg")
     recommend = ["recommend", "--input", cases, "--as-of", "2026-11-27", "--db", db]
-    assert _loaded_by_command(recommend, postgresql) == []
+    assert _loaded_by_command(recommend, (*postgresql, "adapters.sql_source")) == []
     why = ["why", "1", "--db", db]
     _loaded_by_command(why, ())  # the stored version built and cached
     assert _loaded_by_command(why, (*postgresql, "yaml", "jsonschema", "engine.validate", "adapters")) == []
