@@ -14,11 +14,17 @@ from tests.conftest import ROOT
 
 
 def _loaded_by(statement: str, packages: tuple[str, ...]) -> list[str]:
-    """The modules of ``packages`` that running ``statement`` in a fresh interpreter imports."""
-    listed = f"sorted(m for m in sys.modules if m.split('.')[0] in {packages!r})"
-    code = f"import json, sys; {statement}; print(json.dumps({listed}))"
+    """The modules of ``packages`` (packages or modules, with what is inside them) that running
+    ``statement`` in a fresh interpreter imports."""
+    inside = f"any(m == p or m.startswith(p + '.') for p in {packages!r})"
+    code = f"import json, sys; {statement}; print(json.dumps(sorted(m for m in sys.modules if {inside})))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
-    return list(json.loads(out.stdout))
+    return list(json.loads(out.stdout.splitlines()[-1]))  # after what the statement printed
+
+
+def _loaded_by_command(args: list[str], packages: tuple[str, ...]) -> list[str]:
+    """The modules of ``packages`` that a command of this checkout's CLI imports, run in a fresh interpreter."""
+    return _loaded_by(f"import cli; cli.main({args!r}, standalone_mode=False)", packages)
 
 
 def test_import_engine_does_not_import_storage_or_adapters() -> None:
@@ -38,6 +44,32 @@ def test_the_webhook_parser_does_not_import_the_store_or_the_rules_engine() -> N
     """The service's parsing of events is light: the store and durable-rules come with what uses them."""
     heavy = ("sqlalchemy", "durable", "durable_rules_engine", "jsonschema")
     assert _loaded_by("import adapters.webhook", heavy) == []
+
+
+def test_check_and_recommend_without_the_store_import_no_storage() -> None:
+    """Start-up: with the playbook cached, ``check`` and ``recommend --no-store`` on JSON Lines read
+    no YAML, run no schema check and import no SQLAlchemy."""
+    course = str(ROOT / "playbooks" / "course.yaml")
+    cases = str(ROOT / "samples" / "cases.jsonl")
+    heavy = ("sqlalchemy", "psycopg", "yaml", "jsonschema", "engine.validate", "engine.store")
+    recommend = ["recommend", "--playbook", course, "--input", cases, "--as-of", "2026-11-27", "--no-store"]
+    for command in (["check", course], recommend):
+        _loaded_by_command(command, ())  # the playbook built and cached, if it was not already
+        assert _loaded_by_command(command, heavy) == [], command
+
+
+def test_a_sqlite_audit_log_never_imports_postgresql(tmp_path: Path) -> None:
+    """``recommend`` and ``why`` on a SQLite log import neither the PostgreSQL dialect nor its driver, nor the
+    CRM database reader; ``why`` reads its playbook version from the cache (no YAML, no schema check) and
+    imports no adapter."""
+    db = f"sqlite:///{tmp_path / 'audit.db'}"
+    cases = str(ROOT / "samples" / "cases.jsonl")
+    postgresql = ("sqlalchemy.dialects.postgresql", "psycopg", "psycopg2", "asyncpg")
+    recommend = ["recommend", "--input", cases, "--as-of", "2026-11-27", "--db", db]
+    assert _loaded_by_command(recommend, (*postgresql, "adapters.sql_source")) == []
+    why = ["why", "1", "--db", db]
+    _loaded_by_command(why, ())  # the stored version built and cached
+    assert _loaded_by_command(why, (*postgresql, "yaml", "jsonschema", "engine.validate", "adapters")) == []
 
 
 def test_library_code_never_prints_or_exits() -> None:

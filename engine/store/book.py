@@ -34,7 +34,6 @@ from sqlalchemy import (
     select,
     true,
 )
-from sqlalchemy.dialects.postgresql import JSONB
 
 from engine.conditions import variables_of
 from engine.limits import ID_LENGTH
@@ -250,6 +249,8 @@ def _json_reader(dialect: str, cases: Any) -> Reader:
     def read(name: str, numeric: bool) -> Any:
         column, path = (cases.c.facts, name.split(".")) if "." in name else (cases.c.decisions, [name])
         if dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import JSONB  # here: loaded only when PostgreSQL is in use
+
             document = cast(column, JSONB)
             keys = [literal(p) for p in path]
             text = func.jsonb_extract_path_text(document, *keys)

@@ -8,8 +8,7 @@ import functools
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Connection, Insert, bindparam, select, update
 
 from engine.errors import CaseError
 from engine.evaluate import Result
@@ -389,8 +388,17 @@ def _save_playbook(conn: Connection, playbook: Playbook, now: str) -> None:
             "first_used": now,
         }
         # Writers of different partitions may both find it new: the first one's row stands.
-        dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-        conn.execute(dialect.insert(playbooks).on_conflict_do_nothing(), [row])
+        # each dialect's module imported only when its database is in use (the PostgreSQL one costs start-up)
+        statement: Insert
+        if conn.dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+
+            statement = postgresql_insert(playbooks).on_conflict_do_nothing()
+        else:
+            from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+            statement = sqlite_insert(playbooks).on_conflict_do_nothing()
+        conn.execute(statement, [row])
 
 
 def prepare(item: Appended) -> Prepared:
