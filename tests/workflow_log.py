@@ -51,16 +51,24 @@ def maven_rows(folder: Path) -> Path:
     return pipeline
 
 
-class _Receiver:
-    """A CRM's endpoint on loopback: /ok answers 200, anything else 500."""
+class Receiver:
+    """A CRM's endpoint on loopback: /ok answers 200, anything else 500; ``received``: (delivery id,
+    kind, signature, body) of every request."""
 
     def __init__(self) -> None:
+        self.received: list[tuple[str, str, str, bytes]] = []
+        received = self.received
+
         class Handler(BaseHTTPRequestHandler):
             def log_message(self, *args: Any) -> None:
                 pass
 
             def do_POST(self) -> None:
-                self.rfile.read(int(self.headers["Content-Length"]))
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                said = self.headers
+                received.append(
+                    (said["X-Playbook-Delivery"], said["X-Playbook-Event"], said["X-Playbook-Signature"], body)
+                )
                 self.send_response(200 if self.path == "/ok" else 500)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
@@ -79,7 +87,7 @@ def _lines(text: str) -> list[dict[str, Any]]:
 
 
 @contextmanager
-def _clock_at(moment: list[dt.datetime]) -> Iterator[None]:
+def clock_at(moment: list[dt.datetime]) -> Iterator[None]:
     """Every store the CLI opens reads the time from ``moment[0]``."""
     original = engine.store.Store
 
@@ -97,7 +105,7 @@ def _clock_at(moment: list[dt.datetime]) -> Iterator[None]:
 def build(db: str, folder: Path, key: str | None = None) -> None:
     """The log at ``db`` (a URL), its inputs and configurations written in ``folder``; ``key``: its audit key."""
     pipeline = maven_rows(folder)
-    receiver = _Receiver()
+    receiver = Receiver()
     env = {"PLAYBOOK_NOTIFY_SECRET": SECRET, **({"PLAYBOOK_AUDIT_KEY": key} if key else {})}
     runner = CliRunner()
     moment = [dt.datetime(2017, 3, 1, 9, tzinfo=dt.UTC)]
@@ -116,7 +124,7 @@ def build(db: str, folder: Path, key: str | None = None) -> None:
     failing = notify_config("failing", {"task.created": f"{receiver.url}/fail"}, 1)
     mixed = notify_config("mixed", {"task.created": f"{receiver.url}/fail", "task.overdue": f"{receiver.url}/ok"}, 5)
     try:
-        with _clock_at(moment):
+        with clock_at(moment):
             made = run("2017-03-01T09:00:00", "recommend", "--input", str(pipeline), "--mapping", "maven",
                        "--as-of", "2017-03-01", "--format", "json")  # fmt: skip
             run("2017-03-01T09:10:00", "deliver", "--notify-config", failing)

@@ -31,11 +31,14 @@ from engine.store.schema import (
     _CHAIN_TABLES,
     _meta_value,
     chain_head,
+    chained_event,
     evaluations,
+    event_state,
     playbooks,
     recommendations,
     record_changes,
     records,
+    task_event_rows,
     task_events,
     task_state,
     tasks,
@@ -60,12 +63,12 @@ def _chain_rows(conn: Connection, chain: str) -> Iterator[tuple[dict[str, Any], 
     """Each link of ``chain`` in order, with its recommendations (evaluations) - in pages, so that the
     caller may write between them."""
     table = _CHAIN_TABLES[chain]
+    query: Any = task_event_rows() if chain == "tasks" else select(table)
     after = 0
     while True:
-        page = [
-            r._asdict()
-            for r in conn.execute(select(table).where(table.c.seq > after).order_by(table.c.seq).limit(2000))
-        ]
+        page = [r._asdict() for r in conn.execute(query.where(table.c.seq > after).order_by(table.c.seq).limit(2000))]
+        if chain == "tasks":
+            page = [chained_event(row) for row in page]
         if not page:
             return
         children: dict[int, list[dict[str, Any]]] = {}
@@ -113,12 +116,17 @@ def _chain_links(conn: Connection, chain: str, *, bodies: bool) -> Iterator[tupl
     as :func:`_evaluation_hash` builds it from the row's dict.
     """
     table = _CHAIN_TABLES[chain]
-    names = tuple(column.name for column in table.columns)
+    query: Any = task_event_rows() if chain == "tasks" else select(table)  # a task event's state put back
+    names = tuple(column.name for column in query.selected_columns)
     seq_at, prev_at, entry_at = names.index("seq"), names.index("prev_hash"), names.index("entry_hash")
-    rows = _driver_rows(conn, select(table).order_by(table.c.seq))
+    rows = _driver_rows(conn, query.order_by(table.c.seq))
     if chain != "evaluations":
         for values in rows:
-            body = _link_body(chain, dict(zip(names, values, strict=True))) if bodies else None
+            row = dict(zip(names, values, strict=True))
+            if chain == "tasks" and bodies:
+                row = chained_event(row)
+            # an event whose task's row is gone has no state to check: the task is named deleted
+            body = _link_body(chain, row) if bodies and row.get("state", "") is not None else None
             yield values[seq_at], values[prev_at], values[entry_at], body
         return
     recs = _driver_rows(
@@ -224,10 +232,8 @@ def _verify_record_states(conn: Connection) -> list[ChainProblem]:
 def _verify_task_states(conn: Connection) -> list[ChainProblem]:
     """Each task's row against the state its latest event chained."""
     latest: dict[int, tuple[int, str]] = {}
-    for row in conn.execution_options(yield_per=2000).execute(
-        select(task_events.c.seq, task_events.c.task_id, task_events.c.state).order_by(task_events.c.seq)
-    ):
-        latest[int(row.task_id)] = (int(row.seq), str(row.state))
+    for row in conn.execution_options(yield_per=2000).execute(task_event_rows().order_by(task_events.c.seq)):
+        latest[int(row.task_id)] = (int(row.seq), str(event_state(row)))
     problems: list[ChainProblem] = []
     for row in conn.execution_options(yield_per=2000).execute(select(tasks)):
         link = latest.pop(int(row.id), None)
