@@ -107,8 +107,8 @@ def _delivery(log_id: str, row: Any) -> Delivery:
     values = row._asdict()
     event = chained_event({name[2:]: value for name, value in values.items() if name.startswith("e_")})
     body = values["body"]
-    if body is None:
-        body = delivery_body(log_id, event)
+    if body is None:  # empty when its task's row is gone: never claimed, listed as it stands
+        body = "" if event["state"] is None else delivery_body(log_id, event)
     return Delivery(
         event_seq=values["event_seq"],
         delivery_id=f"{log_id}-{values['event_seq']}",
@@ -163,8 +163,13 @@ def claim(conn: Connection, owner: str, now: str, lease_until: str, limit: int) 
 
     Each is taken by an UPDATE that re-checks the lease: of two deliverers racing for one row, the
     second finds it leased (PostgreSQL re-reads the row after the first commits) and leaves it."""
+    # a delivery whose task's row is gone has nothing to send (verify names the task deleted)
+    sendable = deliveries.join(task_events, task_events.c.seq == deliveries.c.event_seq).join(
+        tasks, tasks.c.id == task_events.c.task_id
+    )
     due = conn.execute(
         select(deliveries.c.event_seq)
+        .select_from(sendable)
         .where(deliveries.c.status == "pending", _due(now), _free(now))
         .order_by(deliveries.c.event_seq)
         .limit(limit)

@@ -33,7 +33,6 @@ from engine.store.schema import (
     chain_head,
     chained_event,
     evaluations,
-    event_state,
     playbooks,
     recommendations,
     record_changes,
@@ -230,22 +229,26 @@ def _verify_record_states(conn: Connection) -> list[ChainProblem]:
 
 
 def _verify_task_states(conn: Connection) -> list[ChainProblem]:
-    """Each task's row against the state its latest event chained."""
-    latest: dict[int, tuple[int, str]] = {}
-    for row in conn.execution_options(yield_per=2000).execute(task_event_rows().order_by(task_events.c.seq)):
-        latest[int(row.task_id)] = (int(row.seq), str(event_state(row)))
+    """Each task's row against the state its latest event chained: the state it stores, else (schema
+    version 12) the row with the event's status and day, which is the row itself when they match."""
+    latest: dict[int, tuple[int, str | None, str, str]] = {}
+    query = select(
+        task_events.c.seq, task_events.c.task_id, task_events.c.state, task_events.c.status, task_events.c.as_of
+    )
+    for row in conn.execution_options(yield_per=2000).execute(query.order_by(task_events.c.seq)):
+        latest[int(row.task_id)] = (int(row.seq), row.state, row.status, row.as_of)
     problems: list[ChainProblem] = []
     for row in conn.execution_options(yield_per=2000).execute(select(tasks)):
         link = latest.pop(int(row.id), None)
         if link is None:
             problems.append(ChainProblem("tasks", 0, "unchained", f"task {row.id} is in no event of the chain"))
-        elif task_state(row) != link[1]:
+        elif (task_state(row) != link[1]) if link[1] is not None else ((row.status, row.as_of) != link[2:]):
             problems.append(
                 ChainProblem(
                     "tasks", link[0], "edited", f"task {row.id} is not as its event #{link[0]} left it: it was changed"
                 )
             )
-    for task_id, (seq, _) in sorted(latest.items()):
+    for task_id, (seq, *_) in sorted(latest.items()):
         problems.append(ChainProblem("tasks", seq, "deleted", f"task {task_id}, moved at #{seq}, is missing"))
     return problems
 
