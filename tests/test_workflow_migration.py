@@ -191,3 +191,32 @@ def _another_database(url: str) -> str:
     with psycopg.connect(base.replace("postgresql+psycopg", "postgresql") + "/postgres", autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')  # a generated name, not user input
     return f"{base}/{name}"
+
+
+def test_a_delivery_whose_task_was_deleted_is_listed_not_sent(db_url: str, tmp_path: Path) -> None:
+    """Its body is built from its task's row: with the row gone there is nothing true to send, so it
+    waits in the outbox (listed) while verify names the task deleted; the others go out."""
+    old = _old_file("plain", tmp_path)
+    _load(old, db_url)
+    store = Store(db_url, clock=lambda: LATER)
+    pending = [
+        row for row in _old_rows(old, "SELECT * FROM deliveries ORDER BY event_seq") if row["status"] == "pending"
+    ]
+    gone = pending[0]
+    try:
+        with store.engine.begin() as conn:
+            conn.execute(sa.text("DELETE FROM tasks WHERE id = :t"), {"t": gone["task_id"]})
+        assert ("tasks", "deleted") in {(p.chain, p.kind) for p in store.verify()}
+        receiver = workflow_log.Receiver()
+        try:
+            targets = dict.fromkeys(KINDS.values(), f"{receiver.url}/ok")
+            Deliverer(store, NotifyConfig(targets, workflow_log.SECRET)).run_once()
+        finally:
+            receiver.close()
+        sent = {delivery for delivery, *_ in receiver.received}
+        assert gone["delivery_id"] not in sent
+        assert sent == {row["delivery_id"] for row in pending if row["task_id"] != gone["task_id"]}
+        with store._connect() as conn:
+            assert {row["event_seq"]: row["status"] for row in listing(conn)}[gone["event_seq"]] == "pending"
+    finally:
+        store.close()
