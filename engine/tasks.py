@@ -9,8 +9,10 @@ longer recommends are cancelled, saying which evaluation dropped them.  A closed
 cancels its record's tasks (:func:`close_records`).  Outcomes move them (:func:`move_on_outcome`),
 and time does when told (:func:`advance`): overdue, escalated, the next occurrence.
 
-Every move is an event of the ``tasks`` chain holding the task's row after it, so ``audit
-verify`` finds a task changed in the database behind the log's back.
+Every move is an event of the ``tasks`` chain sealing the task's row after it, so ``audit
+verify`` finds a task changed in the database behind the log's back.  The event stores no copy of
+the row (a move changes only the status and the day, which the event holds), nor the usual reason
+for its move (:func:`engine.store.chained_event` puts both back).
 """
 
 from __future__ import annotations
@@ -31,13 +33,16 @@ from engine.store import (
     _now,
     _Seal,
     _task_event_hash,
+    chained_event,
     evaluations,
     iter_chunks,
     partition_of,
     recommendations,
+    task_event_rows,
     task_events,
     task_state,
     tasks,
+    usual_why,
 )
 from engine.store.outbox import enqueue
 from engine.workflow import ACTIVE, Duration, Work, moves, parse_duration, task_fields
@@ -109,6 +114,7 @@ class TaskBook:
         self.now = now or _now()
         self.heads = heads or ChainHeads(conn, int(_meta_value(conn, "partitions") or 1))
         self._events: list[dict[str, Any]] = []
+        self._rows: list[dict[str, Any]] = []  # the events as stored
         self._inserts: list[dict[str, Any]] = []
         self._updates: list[dict[str, Any]] = []
 
@@ -131,6 +137,9 @@ class TaskBook:
         }
         event["entry_hash"] = _task_event_hash(self.seal, prev, event)
         self._events.append(event)
+        # stored without what its task's row gives back: the state, and the reason when it is the usual one
+        stored_why = None if why == usual_why(task["status"], task["as_of"], task) else why
+        self._rows.append({**event, "state": None, "why": stored_why})
         self.heads.advance("tasks", partition, event["entry_hash"])
 
     def next_id(self, partition: int = 0) -> int:
@@ -167,11 +176,11 @@ class TaskBook:
         self.flush()
         if not self._events:
             return
-        for chunk in iter_chunks(self._events, 1000):
+        for chunk in iter_chunks(self._rows, 1000):
             self.conn.execute(insert(task_events), chunk)
-        enqueue(self.conn, self._events, self.now)  # the CRM's notifications, in the events' transaction
+        enqueue(self.conn, self._events)  # the CRM's notifications, in the events' transaction
         self.heads.save(["tasks"])
-        self._events = []
+        self._events, self._rows = [], []
 
     def tasks_of(self, source: str, records: Iterable[str]) -> dict[str, list[Task]]:
         self.flush()
@@ -412,15 +421,19 @@ def listing(
 def history(store: Store, task_id: int) -> list[dict[str, Any]]:
     """Every move of a task, in order: its state after, who moved it, when (the day and the clock) and why."""
     with store._connect() as conn:
-        rows = conn.execute(select(task_events).where(task_events.c.task_id == task_id).order_by(task_events.c.seq))
-        events = [
-            {"event": r.seq, "status": r.status, "who": r.who, "why": r.why, "as_of": r.as_of, "at": r.at,
-             "task": json.loads(r.state)}
-            for r in rows
-        ]  # fmt: skip
+        rows = conn.execute(task_event_rows().where(task_events.c.task_id == task_id).order_by(task_events.c.seq))
+        events = [move_of(row) for row in rows]
     if not events:
         raise LookupError(f"there is no task {task_id}")
     return events
+
+
+def move_of(row: Any) -> dict[str, Any]:
+    """A task's move as ``history`` and timelines give it, from a row of :func:`engine.store.task_event_rows`."""
+    event = chained_event(row)
+    task = None if event["state"] is None else json.loads(event["state"])
+    said = {name: event[name] for name in ("status", "who", "why", "as_of", "at")}
+    return {"event": event["seq"], **said, "task": task}
 
 
 def deal_people(store: Store, held: Iterable[Task]) -> dict[tuple[str, str], tuple[str | None, str | None]]:

@@ -7,7 +7,6 @@ actions and rules by their labels; the words people typed (an outcome's reason) 
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -17,8 +16,8 @@ from sqlalchemy import select
 
 from engine.agenda import OWNER_LABELS, STATUS_LABELS, action_label
 from engine.model import Playbook
-from engine.store import Store, iter_chunks, task_events, tasks
-from engine.tasks import CLOCK, PLAYBOOK, Task, _task
+from engine.store import Store, iter_chunks, task_event_rows, task_events, tasks
+from engine.tasks import CLOCK, PLAYBOOK, Task, _task, move_of
 
 __all__ = [
     "Timeline",
@@ -50,12 +49,9 @@ def _timelines(store: Store, query: Any) -> list[Timeline]:
         found = [_task(row) for row in conn.execute(query.order_by(tasks.c.id))]
         moves: dict[int, list[dict[str, Any]]] = {task.id: [] for task in found}
         for chunk in iter_chunks(sorted(moves), 500):
-            rows = conn.execute(select(task_events).where(task_events.c.task_id.in_(chunk)).order_by(task_events.c.seq))
-            for r in rows:
-                moves[r.task_id].append(
-                    {"event": r.seq, "status": r.status, "who": r.who, "why": r.why, "as_of": r.as_of, "at": r.at,
-                     "task": json.loads(r.state)}
-                )  # fmt: skip
+            query = task_event_rows().where(task_events.c.task_id.in_(chunk)).order_by(task_events.c.seq)
+            for row in conn.execute(query):
+                moves[row.task_id].append(move_of(row))
     return [Timeline(task, moves[task.id]) for task in found]
 
 

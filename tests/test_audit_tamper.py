@@ -332,6 +332,20 @@ def test_a_task_moved_behind_the_logs_back_is_named(log: Store) -> None:
     assert problems and {(chain, kind) for chain, _, kind in problems} == {("tasks", "edited")}
 
 
+def test_a_task_given_another_due_date_or_owner_breaks_the_seal_of_each_of_its_events(log: Store) -> None:
+    """An event stores no copy of its task's row (schema version 12): it seals the row as the task's row
+    gives it, so a column changed there no longer matches the seal of any event of that task."""
+    with log.engine.connect() as conn:
+        task = conn.execute(text("SELECT id FROM tasks WHERE due IS NOT NULL ORDER BY id")).scalars().first()
+        moves = list(
+            conn.execute(text("SELECT seq FROM task_events WHERE task_id = :t ORDER BY seq"), {"t": task}).scalars()
+        )
+    tamper(log, "UPDATE tasks SET due = '2099-01-01' WHERE id = :t", t=task)
+    assert found(log) == [("tasks", seq, "edited") for seq in moves]
+    tamper(log, "UPDATE tasks SET due = NULL, owner = 'someone' WHERE id = :t", t=task)
+    assert [kind for _, _, kind in found(log)] == ["edited"] * len(moves)
+
+
 def test_a_task_removed_or_slipped_in_is_named(log: Store) -> None:
     with log.engine.connect() as conn:
         last = conn.execute(text("SELECT max(id) FROM tasks")).scalar_one()

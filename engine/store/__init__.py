@@ -35,6 +35,7 @@ from engine.store.schema import (
     TASK_FIELDS,
     SchemaDamaged,
     chain_head,
+    chained_event,
     clock_timers,
     console_users,
     evaluations,
@@ -46,9 +47,11 @@ from engine.store.schema import (
     recommendations,
     record_changes,
     records,
+    task_event_rows,
     task_events,
     task_state,
     tasks,
+    usual_why,
 )
 from engine.store.schema import _meta_value as _meta_value
 from engine.store.verify import ChainProblem
@@ -90,6 +93,7 @@ __all__ = [
     "backup_sqlite",
     "canonical",
     "chain_head",
+    "chained_event",
     "clock_timers",
     "console_users",
     "evaluations",
@@ -111,8 +115,10 @@ __all__ = [
     "records",
     "sqlite_path",
     "stamp",
+    "task_event_rows",
     "task_events",
     "task_state",
     "tasks",
+    "usual_why",
     "utc_now",
 ]

@@ -8,6 +8,10 @@ delivery at the same time; it :func:`settle` s each: delivered, or failed and du
 exponential backoff, or, past the retry budget, dead: kept in ``dead_letters`` until :func:`retry`
 puts it back.  The delivery id (``<log id>-<event seq>``) is the same on every attempt: a receiver
 that keeps the ids it has seen acts once on each event.
+
+A delivery's row holds only how its sending goes: its id, kind, task, creation time and the body sent
+are its task event's, and the body is built from the event when it is sent (:func:`delivery_body`),
+the same bytes whenever.
 """
 
 from __future__ import annotations
@@ -22,13 +26,22 @@ from sqlalchemy import Connection, insert, or_, select, update
 
 from engine.store.batch import iter_chunks
 from engine.store.chain import canonical
-from engine.store.schema import dead_letters, deliveries, meta
+from engine.store.schema import (
+    TASK_FIELDS,
+    _meta_value,
+    chained_event,
+    dead_letters,
+    deliveries,
+    task_events,
+    tasks,
+)
 
 __all__ = [
     "KINDS",
     "Delivery",
     "DeliveryPolicy",
     "claim",
+    "delivery_body",
     "enqueue",
     "listing",
     "retry",
@@ -59,8 +72,57 @@ class Delivery:
         return {k: v for k, v in self.__dict__.items() if k != "body"}
 
 
-def _delivery(row: Any) -> Delivery:
-    return Delivery(**{name: getattr(row, name) for name in Delivery.__dataclass_fields__})
+def delivery_body(log_id: str, event: dict[str, Any]) -> str:
+    """The JSON a delivery sends: its task event (``seq``, ``status``, ``who``, ``why``, ``as_of``, ``at``)
+    and the task's row after it (``state``, as chained)."""
+    body = {
+        "delivery": f"{log_id}-{event['seq']}",
+        "kind": KINDS[event["status"]],
+        "event": event["seq"],
+        "task": json.loads(event["state"]),
+        "who": event["who"],
+        "why": event["why"],
+        "as_of": event["as_of"],
+        "at": event["at"],
+    }
+    return canonical(body)
+
+
+def _log_id(conn: Connection) -> str:
+    return _meta_value(conn, "log_id") or "log"
+
+
+def _told() -> Any:
+    """Deliveries with their task events and the events' tasks, as :func:`_delivery` reads them: the
+    event's columns as ``e_<name>``, its task's as ``e_t_<name>`` (see :func:`task_event_rows`)."""
+    event_columns = [c.label(f"e_{c.name}") for c in task_events.c if c.name not in ("prev_hash", "entry_hash")]
+    task_columns = [tasks.c[f].label(f"e_t_{f}") for f in TASK_FIELDS]
+    joined = deliveries.join(task_events, task_events.c.seq == deliveries.c.event_seq).outerjoin(
+        tasks, tasks.c.id == task_events.c.task_id
+    )
+    return select(deliveries, *event_columns, *task_columns).select_from(joined)
+
+
+def _delivery(log_id: str, row: Any) -> Delivery:
+    values = row._asdict()
+    event = chained_event({name[2:]: value for name, value in values.items() if name.startswith("e_")})
+    body = values["body"]
+    if body is None:  # empty when its task's row is gone: never claimed, listed as it stands
+        body = "" if event["state"] is None else delivery_body(log_id, event)
+    return Delivery(
+        event_seq=values["event_seq"],
+        delivery_id=f"{log_id}-{values['event_seq']}",
+        kind=KINDS[event["status"]],
+        task_id=event["task_id"],
+        body=body,
+        status=values["status"],
+        attempts=values["attempts"],
+        next_attempt_at=values["next_attempt_at"] or event["at"],
+        url=values["url"],
+        last_error=values["last_error"],
+        created_at=event["at"],
+        delivered_at=values["delivered_at"],
+    )
 
 
 @dataclass(frozen=True)
@@ -76,42 +138,20 @@ class DeliveryPolicy:
         return float(min(self.backoff * 2 ** max(attempts - 1, 0), self.max_backoff))
 
 
-def enqueue(conn: Connection, events: Sequence[dict[str, Any]], now: str) -> None:
+def enqueue(conn: Connection, events: Sequence[dict[str, Any]]) -> None:
     """A delivery for each task event a CRM is told of (created, overdue, escalated), in the caller's
-    transaction: the one that writes the events."""
-    told = [e for e in events if e["status"] in KINDS]
-    if not told:
-        return
-    log_id = conn.execute(select(meta.c.value).where(meta.c.key == "log_id")).scalar() or "log"
-    rows = []
-    for event in told:
-        delivery_id = f"{log_id}-{event['seq']}"
-        kind = KINDS[event["status"]]
-        body = {
-            "delivery": delivery_id,
-            "kind": kind,
-            "event": event["seq"],
-            "task": json.loads(event["state"]),
-            "who": event["who"],
-            "why": event["why"],
-            "as_of": event["as_of"],
-            "at": event["at"],
-        }
-        rows.append(
-            {
-                "event_seq": event["seq"],
-                "delivery_id": delivery_id,
-                "kind": kind,
-                "task_id": event["task_id"],
-                "body": canonical(body),
-                "status": "pending",
-                "attempts": 0,
-                "next_attempt_at": now,
-                "created_at": now,
-            }
-        )
+    transaction: the one that writes the events; due at once (``next_attempt_at`` NULL)."""
+    rows = [
+        {"event_seq": event["seq"], "status": "pending", "attempts": 0, "next_attempt_at": None}
+        for event in events
+        if event["status"] in KINDS
+    ]
     for chunk in iter_chunks(rows, 1000):
         conn.execute(insert(deliveries), chunk)
+
+
+def _due(now: str) -> Any:
+    return or_(deliveries.c.next_attempt_at.is_(None), deliveries.c.next_attempt_at <= now)
 
 
 def _free(now: str) -> Any:
@@ -123,9 +163,14 @@ def claim(conn: Connection, owner: str, now: str, lease_until: str, limit: int) 
 
     Each is taken by an UPDATE that re-checks the lease: of two deliverers racing for one row, the
     second finds it leased (PostgreSQL re-reads the row after the first commits) and leaves it."""
+    # a delivery whose task's row is gone has nothing to send (verify names the task deleted)
+    sendable = deliveries.join(task_events, task_events.c.seq == deliveries.c.event_seq).join(
+        tasks, tasks.c.id == task_events.c.task_id
+    )
     due = conn.execute(
         select(deliveries.c.event_seq)
-        .where(deliveries.c.status == "pending", deliveries.c.next_attempt_at <= now, _free(now))
+        .select_from(sendable)
+        .where(deliveries.c.status == "pending", _due(now), _free(now))
         .order_by(deliveries.c.event_seq)
         .limit(limit)
     ).scalars()
@@ -140,8 +185,9 @@ def claim(conn: Connection, owner: str, now: str, lease_until: str, limit: int) 
             taken.append(seq)
     if not taken:
         return []
-    rows = conn.execute(select(deliveries).where(deliveries.c.event_seq.in_(taken)).order_by(deliveries.c.event_seq))
-    return [_delivery(row) for row in rows]
+    log_id = _log_id(conn)
+    rows = conn.execute(_told().where(deliveries.c.event_seq.in_(taken)).order_by(deliveries.c.event_seq))
+    return [_delivery(log_id, row) for row in rows]
 
 
 def _later(now: str, seconds: float) -> str:
@@ -201,23 +247,26 @@ def settle(
 
 def listing(conn: Connection, *, dead: bool = False) -> list[dict[str, Any]]:
     """Deliveries in event order; ``dead``: the dead letters not yet retried, with when they died."""
+    log_id = _log_id(conn)
     if not dead:
-        return [_delivery(row).to_json() for row in conn.execute(select(deliveries).order_by(deliveries.c.event_seq))]
+        return [_delivery(log_id, row).to_json() for row in conn.execute(_told().order_by(deliveries.c.event_seq))]
     query = (
-        select(deliveries, dead_letters.c.died_at)
+        _told()
+        .add_columns(dead_letters.c.died_at)
         .join(dead_letters, dead_letters.c.event_seq == deliveries.c.event_seq)
         .where(dead_letters.c.retried_at.is_(None))
         .order_by(deliveries.c.event_seq)
     )
-    return [{**_delivery(row).to_json(), "died_at": row.died_at} for row in conn.execute(query)]
+    return [{**_delivery(log_id, row).to_json(), "died_at": row.died_at} for row in conn.execute(query)]
 
 
 def retry(conn: Connection, now: str, ids: Sequence[str] | None = None) -> list[int]:
     """Put dead deliveries back in the outbox, due now with a fresh retry budget: those named (by event
     number or delivery id), or every one (``ids`` None).  Returns the event numbers put back.
     LookupError naming any given id that is not a dead delivery."""
-    query = select(deliveries.c.event_seq, deliveries.c.delivery_id).where(deliveries.c.status == "dead")
-    dead = {row.event_seq: row.delivery_id for row in conn.execute(query)}
+    log_id = _log_id(conn)
+    query = select(deliveries.c.event_seq).where(deliveries.c.status == "dead")
+    dead = {seq: f"{log_id}-{seq}" for seq in conn.execute(query).scalars()}
     if ids is None:
         chosen = sorted(dead)
     else:

@@ -28,14 +28,17 @@ from sqlalchemy import (
     insert,
     inspect,
     select,
+    text,
     update,
 )
+from sqlalchemy import column as column_named
+from sqlalchemy import table as table_named
 
 from engine.limits import ID_LENGTH
 from engine.store.batch import _insert_many, iter_chunks
 from engine.store.chain import _PLAIN, GENESIS, _record_change_hash, _state_hash, canonical
 
-SCHEMA_VERSION = 10
+SCHEMA_VERSION = 12
 
 
 _SCHEMA_LOCK = 0x706C6179626F6F6B  # PostgreSQL advisory lock held while the schema is made: "playbook"
@@ -169,7 +172,9 @@ quarantined_events = Table(
 Index("ix_quarantined_received", quarantined_events.c.received_at)
 
 # Schema version 6 added tasks: each recommendation as tracked work (engine/tasks.py), its state here and
-# every move of it in the chain of task events, which holds the state after the move.
+# every move of it in the chain of task events, which chains the state after the move.  A move changes a
+# task's status and day only, so since version 12 an event stores no copy of the row: its state is the
+# task's row with the event's status and as_of (:func:`event_state`), hashed as before.
 tasks = Table(
     "tasks",
     metadata,
@@ -202,10 +207,12 @@ task_events = Table(
     Column("task_id", Integer, nullable=False),
     Column("status", String(12), nullable=False),
     Column("who", String(200), nullable=False),
-    Column("why", Text, nullable=False),
+    Column("why", Text),  # NULL: engine/tasks.py's usual reason for the move (:func:`usual_why`)
     Column("as_of", String(10), nullable=False),
     Column("at", String(40), nullable=False),
-    Column("state", Text, nullable=False),  # canonical JSON: the task's row after the move
+    # canonical JSON of the task's row after the move, only where the row and the event do not give it
+    # (a log migrated to version 12 whose task row had changed behind it); NULL: :func:`event_state`
+    Column("state", Text),
     Column("prev_hash", String(64), nullable=False),
     Column("entry_hash", String(64), nullable=False),
 )
@@ -237,24 +244,22 @@ clock_timers = Table(
 
 # Schema version 10 added the outbox of notifications (engine/store/outbox.py, adapters/notify.py): one
 # delivery per task event a CRM is told of, written in the event's own transaction, and the dead letters
-# of those that failed every attempt.
+# of those that failed every attempt.  Since version 12 a delivery holds only its sending's state: its id,
+# kind, task, creation time and body are its task event's (built when it is sent, the same bytes).
 deliveries = Table(
     "deliveries",
     metadata,
     Column("event_seq", Integer, primary_key=True, autoincrement=False),  # the task event it tells of
-    Column("delivery_id", String(100), nullable=False, unique=True),  # sent as X-Playbook-Delivery
-    Column("kind", String(40), nullable=False),  # task.created | task.overdue | task.escalated
-    Column("task_id", Integer, nullable=False),
-    Column("body", Text, nullable=False),  # the JSON sent, fixed when the event was written
     Column("status", String(12), nullable=False),  # pending | delivered | dead | skipped
     Column("attempts", Integer, nullable=False),
-    Column("next_attempt_at", String(40), nullable=False),
+    Column("next_attempt_at", String(40)),  # NULL: due since it was made (its event's time)
     Column("lease_owner", String(64)),  # the deliverer sending it now, until lease_until
     Column("lease_until", String(40)),
     Column("url", Text),  # where it was last sent
     Column("last_error", Text),
-    Column("created_at", String(40), nullable=False),
     Column("delivered_at", String(40)),
+    # the JSON to send where its event no longer gives it (a log migrated to version 12); NULL: built
+    Column("body", Text),
 )
 Index("ix_deliveries_due", deliveries.c.status, deliveries.c.next_attempt_at)
 
@@ -283,6 +288,8 @@ _TABLES_BY_VERSION = {
     8: [clock_timers],
     9: [],  # partitioned chains (engine/store/partitions.py): meta 'partitions' and a head per partition
     10: [deliveries, dead_letters],
+    11: [],
+    12: [],  # task events and deliveries without copies of the task (columns changed, no table added)
 }
 CHAINS = ("evaluations", "outcomes", "records", "quarantined", "tasks")
 PARTITIONED = ("evaluations", "quarantined", "records", "tasks")  # by record: see engine/store/partitions.py
@@ -309,6 +316,55 @@ def task_state(row: Any) -> str:
     """A task's row as chained: canonical JSON of its columns, as the database gives them back."""
     values = row if isinstance(row, dict) else row._asdict()
     return canonical({f: values[f] for f in TASK_FIELDS})
+
+
+def task_event_rows() -> Any:
+    """Task events with their task's columns (``t_<name>``; NULL when the task's row is gone), for
+    :func:`event_state`."""
+    columns = [tasks.c[f].label(f"t_{f}") for f in TASK_FIELDS]
+    return select(task_events, *columns).select_from(task_events.outerjoin(tasks, tasks.c.id == task_events.c.task_id))
+
+
+def usual_why(status: str, as_of: str, task: dict[str, Any]) -> str | None:
+    """The reason engine/tasks.py gives a move of its own, from the task's row after it: a task made for a
+    rule's recommendation or a repeat, overdue, escalated; None for other moves.
+
+    A task event whose reason is this one stores none (:func:`chained_event` puts it back), so these
+    texts are part of the log's format: never reworded here (a new wording in engine/tasks.py is stored
+    in full, as any reason that is not one of these)."""
+    if status == "open" and task["occurrence"] == 1:
+        return f"rule {task['rule']} recommended it (evaluation #{task['evaluation_seq']})"
+    if status == "open":
+        return f"{task['action']} repeats every {task['every']} while rule {task['rule']} holds"
+    if status == "overdue":
+        return f"due {task['due']}, not done by {as_of}"
+    if status == "escalated":
+        return f"overdue since {task['due']}: escalated to {task['escalate_to']}"
+    return None
+
+
+def event_state(row: Any) -> str | None:
+    """The state a task event chains (canonical JSON of the task's row after the move), from a row of
+    :func:`task_event_rows`: its stored state where it keeps one, else its task's row with the event's
+    status and day (the only columns a move changes).  None when the task's row is gone."""
+    values = row if isinstance(row, dict) else row._asdict()
+    if values["state"] is not None:
+        return str(values["state"])
+    if values["t_status"] is None:
+        return None
+    state = {f: values[f"t_{f}"] for f in TASK_FIELDS}
+    state.update(status=values["status"], as_of=values["as_of"])
+    return canonical(state)
+
+
+def chained_event(row: Any) -> dict[str, Any]:
+    """A row of :func:`task_event_rows` as its event was chained: its state (:func:`event_state`) and its
+    reason (stored, else :func:`usual_why`) put back."""
+    values = row if isinstance(row, dict) else row._asdict()
+    why = values["why"]
+    if why is None and values["t_status"] is not None:
+        why = usual_why(values["status"], values["as_of"], {f: values[f"t_{f}"] for f in TASK_FIELDS})
+    return {**values, "state": event_state(values), "why": why}
 
 
 class SchemaDamaged(Exception):
@@ -447,7 +503,76 @@ def _to_v10(conn: Connection) -> None:
     metadata.create_all(conn, tables=_TABLES_BY_VERSION[10])
 
 
-# Each version's migration from the one before: additive (tables created, chain heads inserted).
+def _to_v11(conn: Connection) -> None:
+    """Held for the compact evaluations (made on another branch; the merge puts them here): nothing yet."""
+
+
+def _rebuild(conn: Connection, table: Table, values: dict[str, str]) -> None:
+    """``table`` made again as it is defined now, its rows copied into it: each column as it was, or as
+    the SQL ``values`` gives it.  (SQLite cannot drop a unique column nor make one nullable in place.)"""
+    for index in table.indexes:
+        conn.execute(text(f"DROP INDEX {index.name}"))
+    fresh = table.to_metadata(MetaData(), name=f"{table.name}_v12")
+    fresh.create(conn)
+    names = ", ".join(c.name for c in table.c)
+    copied = ", ".join(values.get(c.name, c.name) for c in table.c)
+    # identifiers and expressions of this module's own, no input: nothing to bind
+    conn.execute(text(f"INSERT INTO {fresh.name} ({names}) SELECT {copied} FROM {table.name}"))  # noqa: S608
+    conn.execute(text(f"DROP TABLE {table.name}"))
+    conn.execute(text(f"ALTER TABLE {fresh.name} RENAME TO {table.name}"))
+
+
+def _to_v12(conn: Connection) -> None:
+    """Task events and deliveries without their copies of the task, each hash and each body as it was.
+
+    An event keeps its stored state only where its task's row, with the event's status and day, does
+    not give that state back (a row changed behind the log's back: verify still says so); a delivery
+    keeps its body only where its event does not build the same bytes.  Its id, kind, task and
+    creation time were its event's already (``<log id>-<seq>``, the status, the task, the moment), and
+    a delivery never tried is due from then (``next_attempt_at`` NULL).  An event's reason is dropped
+    where it is the usual one (:func:`usual_why`).  Dead letters are copied over (they refer to the
+    deliveries table, made again)."""
+    from engine.store.outbox import delivery_body  # the outbox reads this module's tables
+
+    if "delivery_id" not in {c["name"] for c in inspect(conn).get_columns("deliveries")}:
+        return  # a log made now: its tables were made as they are defined here
+    log_id = _meta_value(conn, "log_id") or "log"
+    kept_states: dict[int, str] = {}
+    usual: list[int] = []
+    for row in conn.execute(task_event_rows().order_by(task_events.c.seq).execution_options(yield_per=2000)):
+        event = row._asdict()
+        if event_state({**event, "state": None}) != event["state"]:
+            kept_states[int(row.seq)] = event["state"]
+        elif chained_event({**event, "why": None})["why"] == event["why"]:
+            usual.append(int(row.seq))
+    old = table_named("deliveries", column_named("event_seq"), column_named("body"))  # as version 10 made it
+    told = select(old.c.event_seq, old.c.body, task_events).join(task_events, task_events.c.seq == old.c.event_seq)
+    kept_bodies: dict[int, str] = {}
+    for row in conn.execute(told.execution_options(yield_per=2000)):
+        if delivery_body(log_id, row._asdict()) != row.body:
+            kept_bodies[int(row.event_seq)] = row.body
+    dead = [r._asdict() for r in conn.execute(select(dead_letters).order_by(dead_letters.c.id))]
+    dead_letters.drop(conn)
+    due_at_once = "CASE WHEN next_attempt_at = created_at THEN NULL ELSE next_attempt_at END"
+    _rebuild(conn, deliveries, {"body": "NULL", "next_attempt_at": due_at_once})
+    dead_letters.create(conn)
+    if dead:
+        conn.execute(insert(dead_letters), dead)
+        if conn.dialect.name == "postgresql":
+            conn.execute(
+                select(func.setval(func.pg_get_serial_sequence("dead_letters", "id"), max(r["id"] for r in dead)))
+            )
+    _rebuild(conn, task_events, {"state": "NULL"})
+    for seq, state in kept_states.items():
+        conn.execute(update(task_events).where(task_events.c.seq == seq).values(state=state))
+    for chunk in iter_chunks(usual, 500):  # reasons are dropped only where the state is the task's
+        conn.execute(update(task_events).where(task_events.c.seq.in_(chunk)).values(why=None))
+    for seq, body in kept_bodies.items():
+        conn.execute(update(deliveries).where(deliveries.c.event_seq == seq).values(body=body))
+
+
+# Each version's migration from the one before: additive (tables created, chain heads inserted), but
+# version 12's, which makes two tables again without the copies they held.
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     1: _to_v1,
     2: _to_v2,
@@ -459,6 +584,8 @@ MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     8: _to_v8,
     9: _to_v9,
     10: _to_v10,
+    11: _to_v11,
+    12: _to_v12,
 }
 
 

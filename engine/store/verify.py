@@ -31,11 +31,13 @@ from engine.store.schema import (
     _CHAIN_TABLES,
     _meta_value,
     chain_head,
+    chained_event,
     evaluations,
     playbooks,
     recommendations,
     record_changes,
     records,
+    task_event_rows,
     task_events,
     task_state,
     tasks,
@@ -60,12 +62,12 @@ def _chain_rows(conn: Connection, chain: str) -> Iterator[tuple[dict[str, Any], 
     """Each link of ``chain`` in order, with its recommendations (evaluations) - in pages, so that the
     caller may write between them."""
     table = _CHAIN_TABLES[chain]
+    query: Any = task_event_rows() if chain == "tasks" else select(table)
     after = 0
     while True:
-        page = [
-            r._asdict()
-            for r in conn.execute(select(table).where(table.c.seq > after).order_by(table.c.seq).limit(2000))
-        ]
+        page = [r._asdict() for r in conn.execute(query.where(table.c.seq > after).order_by(table.c.seq).limit(2000))]
+        if chain == "tasks":
+            page = [chained_event(row) for row in page]
         if not page:
             return
         children: dict[int, list[dict[str, Any]]] = {}
@@ -113,12 +115,17 @@ def _chain_links(conn: Connection, chain: str, *, bodies: bool) -> Iterator[tupl
     as :func:`_evaluation_hash` builds it from the row's dict.
     """
     table = _CHAIN_TABLES[chain]
-    names = tuple(column.name for column in table.columns)
+    query: Any = task_event_rows() if chain == "tasks" else select(table)  # a task event's state put back
+    names = tuple(column.name for column in query.selected_columns)
     seq_at, prev_at, entry_at = names.index("seq"), names.index("prev_hash"), names.index("entry_hash")
-    rows = _driver_rows(conn, select(table).order_by(table.c.seq))
+    rows = _driver_rows(conn, query.order_by(table.c.seq))
     if chain != "evaluations":
         for values in rows:
-            body = _link_body(chain, dict(zip(names, values, strict=True))) if bodies else None
+            row = dict(zip(names, values, strict=True))
+            if chain == "tasks" and bodies:
+                row = chained_event(row)
+            # an event whose task's row is gone has no state to check: the task is named deleted
+            body = _link_body(chain, row) if bodies and row.get("state", "") is not None else None
             yield values[seq_at], values[prev_at], values[entry_at], body
         return
     recs = _driver_rows(
@@ -222,24 +229,26 @@ def _verify_record_states(conn: Connection) -> list[ChainProblem]:
 
 
 def _verify_task_states(conn: Connection) -> list[ChainProblem]:
-    """Each task's row against the state its latest event chained."""
-    latest: dict[int, tuple[int, str]] = {}
-    for row in conn.execution_options(yield_per=2000).execute(
-        select(task_events.c.seq, task_events.c.task_id, task_events.c.state).order_by(task_events.c.seq)
-    ):
-        latest[int(row.task_id)] = (int(row.seq), str(row.state))
+    """Each task's row against the state its latest event chained: the state it stores, else (schema
+    version 12) the row with the event's status and day, which is the row itself when they match."""
+    latest: dict[int, tuple[int, str | None, str, str]] = {}
+    query = select(
+        task_events.c.seq, task_events.c.task_id, task_events.c.state, task_events.c.status, task_events.c.as_of
+    )
+    for row in conn.execution_options(yield_per=2000).execute(query.order_by(task_events.c.seq)):
+        latest[int(row.task_id)] = (int(row.seq), row.state, row.status, row.as_of)
     problems: list[ChainProblem] = []
     for row in conn.execution_options(yield_per=2000).execute(select(tasks)):
         link = latest.pop(int(row.id), None)
         if link is None:
             problems.append(ChainProblem("tasks", 0, "unchained", f"task {row.id} is in no event of the chain"))
-        elif task_state(row) != link[1]:
+        elif (task_state(row) != link[1]) if link[1] is not None else ((row.status, row.as_of) != link[2:]):
             problems.append(
                 ChainProblem(
                     "tasks", link[0], "edited", f"task {row.id} is not as its event #{link[0]} left it: it was changed"
                 )
             )
-    for task_id, (seq, _) in sorted(latest.items()):
+    for task_id, (seq, *_) in sorted(latest.items()):
         problems.append(ChainProblem("tasks", seq, "deleted", f"task {task_id}, moved at #{seq}, is missing"))
     return problems
 
