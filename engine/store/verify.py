@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, select, update
+from sqlalchemy import Connection, bindparam, func, select, update
 
 from engine.store.chain import (
     _JSON_FIELDS,
@@ -193,36 +193,58 @@ def _verify_chain(conn: Connection, chain: str, seal: _Seal, *, structure_only: 
     return problems
 
 
+def _latest_links(table: Any, *keys: Any) -> Any:
+    """Each key's latest link in ``table``'s chain: the keys and the greatest ``seq`` among their links."""
+    return select(*keys, func.max(table.c.seq).label("seq")).group_by(*keys).subquery("latest")
+
+
+def _named_rows(conn: Connection, query: Any) -> Iterator[dict[str, Any]]:
+    """A query's rows as dicts by column name, streamed (:func:`_driver_rows`)."""
+    names = tuple(query.selected_columns.keys())
+    for values in _driver_rows(conn, query):
+        yield dict(zip(names, values, strict=True))
+
+
 def _verify_record_states(conn: Connection) -> list[ChainProblem]:
-    """Each record's stored state against the latest link of it in the records chain."""
-    latest: dict[tuple[str, str], dict[str, Any]] = {}
-    for row in conn.execution_options(yield_per=2000).execute(select(record_changes).order_by(record_changes.c.seq)):
-        latest[(row.source, row.record_id)] = row._asdict()
+    """Each record's stored state against the latest link of it in the records chain.
+
+    The database pairs each state with its latest link, both ways, and the pairs are streamed: memory does not
+    grow with the records (a dict of every record's latest link held them all)."""
+    latest = _latest_links(record_changes, record_changes.c.source, record_changes.c.record_id)
+    link = record_changes.alias("link")
+    same_record = (latest.c.source == records.c.source) & (latest.c.record_id == records.c.record_id)
     problems: list[ChainProblem] = []
-    for state in conn.execution_options(yield_per=2000).execute(select(records)).mappings():
-        key = (state["source"], state["record_id"])
+    states = (
+        select(records, link.c.seq.label("link_seq"), link.c.version.label("link_version"), link.c.state_hash)
+        .select_from(records.outerjoin(latest, same_record).outerjoin(link, link.c.seq == latest.c.seq))
+        .order_by(records.c.source, records.c.record_id)
+    )
+    for state in _named_rows(conn, states):
         name = f"record {state['record_id']} of {state['source']}"
-        link = latest.pop(key, None)
-        if link is None:
+        seq = state["link_seq"]
+        if seq is None:
             problems.append(
                 ChainProblem("records", 0, "unchained", f"the state of {name} is in no link of the chain: it was added")
             )
-        elif _state_hash(dict(state)) != link["state_hash"] or int(state["version"]) != link["version"]:
+        elif _state_hash(state) != state["state_hash"] or int(state["version"]) != state["link_version"]:
             problems.append(
                 ChainProblem(
                     "records",
-                    link["seq"],
+                    seq,
                     "edited",
-                    f"the stored state of {name} is not the one chained at #{link['seq']}: it was changed",
+                    f"the stored state of {name} is not the one chained at #{seq}: it was changed",
                 )
             )
-    for (source, record_id), link in sorted(latest.items()):
+    missing = (
+        select(latest.c.seq, latest.c.source, latest.c.record_id)
+        .select_from(latest.outerjoin(records, same_record))
+        .where(records.c.record_id.is_(None))
+        .order_by(latest.c.source, latest.c.record_id)
+    )
+    for seq, source, record_id in _driver_rows(conn, missing):
         problems.append(
             ChainProblem(
-                "records",
-                link["seq"],
-                "deleted",
-                f"the state of record {record_id} of {source}, chained at #{link['seq']}, is missing",
+                "records", seq, "deleted", f"the state of record {record_id} of {source}, chained at #{seq}, is missing"
             )
         )
     return problems
@@ -230,25 +252,45 @@ def _verify_record_states(conn: Connection) -> list[ChainProblem]:
 
 def _verify_task_states(conn: Connection) -> list[ChainProblem]:
     """Each task's row against the state its latest event chained: the state it stores, else (schema
-    version 12) the row with the event's status and day, which is the row itself when they match."""
-    latest: dict[int, tuple[int, str | None, str, str]] = {}
-    query = select(
-        task_events.c.seq, task_events.c.task_id, task_events.c.state, task_events.c.status, task_events.c.as_of
-    )
-    for row in conn.execution_options(yield_per=2000).execute(query.order_by(task_events.c.seq)):
-        latest[int(row.task_id)] = (int(row.seq), row.state, row.status, row.as_of)
+    version 12) the row with the event's status and day, which is the row itself when they match.
+    Streamed as the records' states are."""
+    latest = _latest_links(task_events, task_events.c.task_id)
+    link = task_events.alias("link")
     problems: list[ChainProblem] = []
-    for row in conn.execution_options(yield_per=2000).execute(select(tasks)):
-        link = latest.pop(int(row.id), None)
-        if link is None:
-            problems.append(ChainProblem("tasks", 0, "unchained", f"task {row.id} is in no event of the chain"))
-        elif (task_state(row) != link[1]) if link[1] is not None else ((row.status, row.as_of) != link[2:]):
+    rows = (
+        select(
+            tasks,
+            link.c.seq.label("link_seq"),
+            link.c.state.label("link_state"),
+            link.c.status.label("link_status"),
+            link.c.as_of.label("link_as_of"),
+        )
+        .select_from(
+            tasks.outerjoin(latest, latest.c.task_id == tasks.c.id).outerjoin(link, link.c.seq == latest.c.seq)
+        )
+        .order_by(tasks.c.id)
+    )
+    for row in _named_rows(conn, rows):
+        seq = row["link_seq"]
+        if seq is None:
+            problems.append(ChainProblem("tasks", 0, "unchained", f"task {row['id']} is in no event of the chain"))
+        elif (
+            task_state(row) != row["link_state"]
+            if row["link_state"] is not None
+            else (row["status"], row["as_of"]) != (row["link_status"], row["link_as_of"])
+        ):
             problems.append(
                 ChainProblem(
-                    "tasks", link[0], "edited", f"task {row.id} is not as its event #{link[0]} left it: it was changed"
+                    "tasks", seq, "edited", f"task {row['id']} is not as its event #{seq} left it: it was changed"
                 )
             )
-    for task_id, (seq, *_) in sorted(latest.items()):
+    missing = (
+        select(latest.c.seq, latest.c.task_id)
+        .select_from(latest.outerjoin(tasks, latest.c.task_id == tasks.c.id))
+        .where(tasks.c.id.is_(None))
+        .order_by(latest.c.task_id)
+    )
+    for seq, task_id in _driver_rows(conn, missing):
         problems.append(ChainProblem("tasks", seq, "deleted", f"task {task_id}, moved at #{seq}, is missing"))
     return problems
 
