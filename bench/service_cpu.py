@@ -13,6 +13,11 @@ is the app's own cost.  CPU time still grows on a busy machine; for a figure tha
 count instructions: ``valgrind --tool=cachegrind --cache-sim=no python3 bench/service_cpu.py
 --requests N`` at two values of N, the difference over the difference in requests.  The bench's
 own signing counts in both.  ``--profile`` writes a cProfile of the event loop's thread.
+
+``--writer-only B`` leaves out the app and the event loop: the events, parsed, go to the ingest
+writer's transaction code on this one thread, B deliveries per transaction, so the batching is the
+same on every run and under valgrind (whose serialised threads change it otherwise): its
+instructions per event are the store's, the tasks', the mapping's and the evaluation's cost.
 """
 
 from __future__ import annotations
@@ -97,6 +102,22 @@ async def drive(app: Any, path: str, bodies: list[bytes], sign: Any, concurrency
     return done
 
 
+def write_only(service: WebhookService, bodies: list[bytes], per_transaction: int) -> Counter[str]:
+    """The ingest writer's work on this thread, ``per_transaction`` deliveries per transaction."""
+    from concurrent.futures import Future
+
+    from adapters.ingest import _Submission
+    from adapters.webhook import parse_generic
+
+    ingestor, feed = service.ingestor, service.feeds["generic"]
+    submissions = [_Submission(feed, parse_generic(body), ingestor.clock(), Future()) for body in bodies]
+    for start in range(0, len(submissions), per_transaction):
+        ingestor._write(submissions[start : start + per_transaction])
+    for submission in submissions:
+        submission.future.result()  # raises what failed
+    return Counter(requests=len(submissions))
+
+
 def run(coroutine: Any) -> Any:
     """On uvloop when it is installed, as uvicorn's default loop is."""
     try:
@@ -113,7 +134,12 @@ def main() -> None:
     parser.add_argument("--route", choices=list(PATHS), default="generic")
     parser.add_argument("--profile", help="write a cProfile of the measured run here")
     add_json_option(parser)
+    parser.add_argument(
+        "--writer-only", type=int, metavar="B", help="only the ingest writer, B deliveries a transaction"
+    )
     args = parser.parse_args()
+    if args.writer_only and args.route != "generic":
+        parser.error("--writer-only sends generic events")
     secret = secrets.token_hex(16)
     names = {"generic": "PLAYBOOK_WEBHOOK_SECRET", "hubspot": "PLAYBOOK_HUBSPOT_SECRET"}
     make = generic_bodies if args.route == "generic" else hubspot_bodies
@@ -124,13 +150,19 @@ def main() -> None:
             service = WebhookService(store, Evaluator(compiled), secrets=Secrets({names[args.route]: secret}))
             try:
                 warm, _ = make(0, 200)
-                run(drive(service, PATHS[args.route], warm, sign, args.concurrency))
                 bodies, _ = make(1, args.requests)
+                if args.writer_only:
+                    write_only(service, warm, args.writer_only)
+                else:
+                    run(drive(service, PATHS[args.route], warm, sign, args.concurrency))
                 profiler = cProfile.Profile() if args.profile else None
                 cpu, wall = time.process_time(), time.perf_counter()
                 if profiler:
                     profiler.enable()
-                done = run(drive(service, PATHS[args.route], bodies, sign, args.concurrency))
+                if args.writer_only:
+                    done = write_only(service, bodies, args.writer_only)
+                else:
+                    done = run(drive(service, PATHS[args.route], bodies, sign, args.concurrency))
                 if profiler:
                     profiler.disable()
                     profiler.dump_stats(args.profile)
@@ -141,6 +173,7 @@ def main() -> None:
     result = {
         "route": args.route,
         "concurrency": args.concurrency,
+        "writer_only": args.writer_only,
         "requests": done["requests"],
         "cpu_ms_per_request": round(cpu * 1000 / done["requests"], 3),
         "wall_seconds": round(wall, 2),

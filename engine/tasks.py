@@ -44,6 +44,7 @@ from engine.store import (
     tasks,
     usual_why,
 )
+from engine.store.batch import _insert_many, execute_many
 from engine.store.outbox import enqueue
 from engine.workflow import ACTIVE, Duration, Work, moves, parse_duration, task_fields
 
@@ -164,12 +165,10 @@ class TaskBook:
     def flush(self) -> None:
         """Write the rows made and moved so far (their events wait for :meth:`finish`)."""
         if self._inserts:
-            for chunk in iter_chunks(self._inserts, 1000):
-                self.conn.execute(insert(tasks), chunk)
+            _insert_many(self.conn, tasks, self._inserts)
             self._inserts = []
         if self._updates:
-            for chunk in iter_chunks(self._updates, 1000):
-                self.conn.execute(_UPDATE_TASK, chunk)
+            execute_many(self.conn, _UPDATE_TASK, self._updates)
             self._updates = []
 
     def finish(self) -> None:
@@ -186,12 +185,17 @@ class TaskBook:
         self.flush()
         found: dict[str, list[Task]] = {}
         for chunk in iter_chunks(sorted(set(records)), 500):
-            rows = self.conn.execute(
-                select(tasks).where(tasks.c.source == source, tasks.c.record.in_(chunk)).order_by(tasks.c.id)
-            )
-            for row in rows:
+            for row in self.conn.execute(_TASKS_OF, {"source": source, "records": chunk}):
                 found.setdefault(row.record, []).append(_task(row))
         return found
+
+
+# built once: a tasks_of per write transaction
+_TASKS_OF = (
+    select(tasks)
+    .where(tasks.c.source == bindparam("source"), tasks.c.record.in_(bindparam("records", expanding=True)))
+    .order_by(tasks.c.id)
+)
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ import operator
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from sqlalchemy import Connection, Table, insert
+from sqlalchemy import Connection, Table, Update, insert
 
 
 @functools.lru_cache(maxsize=16)
@@ -19,6 +19,27 @@ def _insert_statement(table: Table, dialect: Any) -> tuple[str, Callable[[dict[s
     order = tuple(compiled.positiontup)
     getter = operator.itemgetter(*order)
     return str(compiled), (getter if len(order) > 1 else lambda row: (getter(row),))
+
+
+@functools.lru_cache(maxsize=32)
+def _driver_statement(
+    statement: Update, dialect: Any
+) -> tuple[str, Callable[[dict[str, Any]], tuple[Any, ...]] | None]:
+    """A statement built once as SQL for the driver, and for positional parameters the row's values in order."""
+    compiled = statement.compile(dialect=dialect)
+    if not (compiled.positional and compiled.positiontup):
+        return str(compiled), None
+    getter = operator.itemgetter(*compiled.positiontup)
+    return str(compiled), (getter if len(compiled.positiontup) > 1 else lambda row: (getter(row),))
+
+
+def execute_many(conn: Connection, statement: Update, rows: list[dict[str, Any]]) -> None:
+    """Run an UPDATE built once (a module's constant: plain bound parameters) for each
+    row, through the driver, skipping SQLAlchemy's per-call compiled-cache look-up and parameter processing.
+
+    Values are plain text, integers and booleans, which every driver binds as they are."""
+    sql, values = _driver_statement(statement, conn.dialect)
+    conn.exec_driver_sql(sql, rows if values is None else list(map(values, rows)))
 
 
 def _insert_many(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:

@@ -17,6 +17,7 @@ from collections.abc import Iterable
 
 from sqlalchemy import Connection, bindparam, select, update
 
+from engine.store.batch import execute_many
 from engine.store.schema import PARTITIONED, _meta_value, chain_head
 
 
@@ -71,12 +72,7 @@ class ChainHeads:
         wanted = sorted(set(names) - self.held.keys())
         if not wanted:
             return 0
-        rows = self.conn.execute(
-            select(chain_head.c.chain, chain_head.c.seq, chain_head.c.hash)
-            .where(chain_head.c.chain.in_(wanted))
-            .order_by(chain_head.c.chain)
-            .with_for_update()
-        )
+        rows = self.conn.execute(_LOCK_HEADS, {"names": wanted})
         self.held |= {row.chain: (int(row.seq), str(row.hash)) for row in rows}
         missing = [name for name in wanted if name not in self.held]
         if missing:
@@ -114,8 +110,24 @@ class ChainHeads:
         chosen = set(chains)
         moved = sorted(name for name in self._moved if head_partition(name)[0] in chosen)
         if moved:
-            self.conn.execute(
-                update(chain_head).where(chain_head.c.chain == bindparam("b_chain")),
+            execute_many(
+                self.conn,
+                _SAVE_HEAD,
                 [{"b_chain": name, "seq": self.held[name][0], "hash": self.held[name][1]} for name in moved],
             )
             self._moved -= set(moved)
+
+
+# Built once: a statement built and compiled per call costs more than running it (a transaction runs
+# these once or twice).
+_LOCK_HEADS = (
+    select(chain_head.c.chain, chain_head.c.seq, chain_head.c.hash)
+    .where(chain_head.c.chain.in_(bindparam("names", expanding=True)))
+    .order_by(chain_head.c.chain)
+    .with_for_update()
+)
+_SAVE_HEAD = (
+    update(chain_head)
+    .where(chain_head.c.chain == bindparam("b_chain"))
+    .values(seq=bindparam("seq"), hash=bindparam("hash"))
+)

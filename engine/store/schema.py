@@ -24,6 +24,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    bindparam,
     func,
     insert,
     inspect,
@@ -376,8 +377,11 @@ class SchemaDamaged(Exception):
 
 
 def _meta_value(conn: Connection, key: str) -> str | None:
-    value = conn.execute(select(meta.c.value).where(meta.c.key == key)).scalar()
+    value = conn.execute(_META_VALUE, {"key": key}).scalar()
     return None if value is None else str(value)
+
+
+_META_VALUE = select(meta.c.value).where(meta.c.key == bindparam("key"))  # built once: read by every write
 
 
 def _is_empty(conn: Connection) -> bool:

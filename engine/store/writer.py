@@ -27,6 +27,7 @@ from engine.store.clock import Clock, stamp, utc_now
 from engine.store.entries import Appended, Prepared, QuarantinedEvent, RecordState, _ids, _state_of, filed_record
 from engine.store.partitions import ChainHeads, partition_of
 from engine.store.schema import (
+    PARTITIONED,
     chain_head,
     evaluations,
     playbooks,
@@ -130,8 +131,9 @@ class Reading:
 class Writer(Reading):
     """The writer of the audit log's partitions it holds for the length of a transaction (:meth:`Store.write`).
 
-    On a log of one partition the evaluations chain's head is locked first: SQLite takes its write
-    lock at ``BEGIN IMMEDIATE``, PostgreSQL locks the head row, and writers take turns.  On a
+    On a log of one partition the heads of the chains it writes (evaluations, records' states,
+    quarantined events, tasks) are locked first: SQLite takes its write lock at ``BEGIN IMMEDIATE``,
+    PostgreSQL locks the head rows, and writers take turns.  On a
     partitioned log a writer locks the partitions of the records it names (:meth:`lock_records`),
     else all of them at its first write.  Either way, whatever is read here about a record whose
     partition is held (events stored, its state) stays true until the transaction ends, in this
@@ -154,7 +156,7 @@ class Writer(Reading):
         self.heads = ChainHeads(conn, partitions)
         self._sealing = sealing
         if partitions == 1:
-            self.heads.get("evaluations")
+            self.heads.lock_partitions([0])  # every chain it may write, in one statement
 
     @functools.cached_property
     def _seal(self) -> _Seal:
@@ -293,7 +295,6 @@ class Writer(Reading):
             self.conn.execute(_UPDATE_RECORD, updates)
         if links:
             _insert_many(self.conn, record_changes, links)
-            self.heads.save(["records"])
 
     def quarantine(self, events: Sequence[QuarantinedEvent]) -> list[int]:
         """Keep events set aside as bad data; return their numbers (-1 for one of an event already kept).
@@ -333,7 +334,6 @@ class Writer(Reading):
             seqs[i] = self.heads.advance("quarantined", partition, row["entry_hash"])
             rows.append(row)
         _insert_many(self.conn, quarantined_events, rows)
-        self.heads.save(["quarantined"])
         self._close_tasks([events[i] for i in sorted(fresh)])
         return seqs
 
@@ -349,13 +349,13 @@ class Writer(Reading):
             close_records(self.tasks, source, closed, self.now[:10])
 
     def finish(self) -> None:
-        """Move the chain heads to the last evaluation appended and task moved; called just before the commit."""
+        """Move the chain heads to the last link appended (evaluations, records' states, quarantined events,
+        tasks moved), in one statement; called just before the commit."""
         if "tasks" in self.__dict__:
             self.tasks.finish()
-        self.heads.save(["evaluations"])
+        self.heads.save(PARTITIONED)
 
 
-@functools.lru_cache(maxsize=8)
 @functools.lru_cache(maxsize=8)
 def _rows_among_statement(column: Any, also: tuple[Any, ...]) -> Any:
     # Built once: building a statement costs more than running it on a small batch.
