@@ -96,21 +96,24 @@ def main() -> None:
         if not stored_rows:  # the rows as stored, and the schema, for the raw writer
             with sqlite3.connect(ours_db) as conn:
                 schema = [sql for (sql,) in conn.execute("SELECT sql FROM sqlite_master WHERE sql IS NOT NULL")]
-                for table in ("evaluations", "recommendations"):
+                for table in ("evaluation_rows", "recommendation_rows"):
                     stored_rows[table] = conn.execute(f"SELECT * FROM {table} ORDER BY 1, 2").fetchall()  # noqa: S608
+                stored_rows["log_texts"] = conn.execute("SELECT * FROM log_texts").fetchall()
         raw_db = work / f"raw-{attempt}.db"
         conn = sqlite3.connect(raw_db, isolation_level=None)
         conn.execute("PRAGMA journal_mode=WAL")
         for statement in schema:
             conn.execute(statement)
         conn.execute("PRAGMA foreign_keys=OFF")  # the playbook row is not copied: the rows only
+        # the few dozen texts the rows refer to (schema version 11), untimed: ours stores them once per log too
+        conn.executemany("INSERT INTO log_texts VALUES (?, ?, ?)", stored_rows["log_texts"])
 
         def raw(conn: sqlite3.Connection = conn) -> None:
-            evaluations = stored_rows["evaluations"]
-            recs = stored_rows["recommendations"]
+            evaluations = stored_rows["evaluation_rows"]
+            recs = stored_rows["recommendation_rows"]
             width_e, width_r = len(evaluations[0]), len(recs[0])
-            insert_e = f"INSERT INTO evaluations VALUES ({', '.join('?' * width_e)})"  # noqa: S608 (placeholders)
-            insert_r = f"INSERT INTO recommendations VALUES ({', '.join('?' * width_r)})"  # noqa: S608
+            insert_e = f"INSERT INTO evaluation_rows VALUES ({', '.join('?' * width_e)})"  # noqa: S608 (placeholders)
+            insert_r = f"INSERT INTO recommendation_rows VALUES ({', '.join('?' * width_r)})"  # noqa: S608
             r = 0
             for start in range(0, len(evaluations), BATCH):
                 chunk = evaluations[start : start + BATCH]
@@ -134,7 +137,7 @@ def main() -> None:
     os.rmdir(work)
     n = len(items)
     best = {name: (min(w for w, _ in times), min(c for _, c in times)) for name, times in runs.items()}
-    recs_per_case = len(stored_rows["recommendations"]) / n
+    recs_per_case = len(stored_rows["recommendation_rows"]) / n
     print(f"{n} cases ({recs_per_case:.1f} recommendations each), batches of {BATCH}, best of {args.repeats}")
     print(f"{'writer':<6} {'wall µs/case':>12} {'CPU µs/case':>11} {'cases/s':>8}")
     for name, (wall, cpu) in best.items():

@@ -14,7 +14,6 @@ import shutil
 import sqlite3
 import sys
 from pathlib import Path
-from typing import Any
 
 from adapters.ingest import Feed, Ingestor
 from adapters.mapping import load_mapping

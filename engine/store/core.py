@@ -119,6 +119,7 @@ from engine.store.verify import (
 from engine.store.writer import Reading, Writer, _lock_head
 
 DEFAULT_URL = "sqlite:///playbook.db"
+_TEXTS_KNOWN = 100_000  # log texts' numbers kept in memory, at most
 
 
 class TamperedRecord(LookupError):
@@ -173,6 +174,7 @@ class Store:
             threading.RLock() if self.engine.dialect.name == "sqlite" else contextlib.nullcontext()
         )
         self._known_playbooks: set[str] = set()  # stored playbook versions, to skip the look-up per append
+        self._known_texts: dict[str, int] = {}  # the numbers of log texts committed (schema.LogTexts)
         self._seal = _Seal(key)
         self.key_id = self._seal.key_id
         try:
@@ -331,10 +333,14 @@ class Store:
     def write(self) -> Iterator[Writer]:
         """One write transaction (see :class:`Writer` for what it locks): it all commits, or none of it."""
         with self._begin() as conn:
-            writer = Writer(conn, self._known_playbooks, self._sealing, self.clock, self.partitions)
+            writer = Writer(conn, self._known_playbooks, self._sealing, self.clock, self.partitions, self._known_texts)
             yield writer
             writer.finish()
         self._known_playbooks |= writer.playbooks_saved  # committed: playbook rows are never removed
+        if "texts" in writer.__dict__:  # committed: log texts are never removed, their numbers never change
+            if len(self._known_texts) > _TEXTS_KNOWN:
+                self._known_texts = {}  # a new one: writers still running keep theirs
+            self._known_texts.update(writer.texts.found)
 
     def append(self, playbook: Playbook, items: Sequence[Appended], *, source: str, as_of: dt.date) -> list[int]:
         """Store a batch of evaluations in one transaction; see :meth:`Writer.append`."""

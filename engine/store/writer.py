@@ -28,14 +28,22 @@ from engine.store.clock import Clock, stamp, utc_now
 from engine.store.entries import Appended, Prepared, QuarantinedEvent, RecordState, _ids, _state_of, filed_record
 from engine.store.partitions import ChainHeads, partition_of
 from engine.store.schema import (
+    LogTexts,
     chain_head,
-    evaluations,
+    evaluation_row,
+    evaluation_rows,
+    evaluation_texts,
     playbooks,
     quarantined_events,
-    recommendations,
+    recommendation_row,
+    recommendation_rows,
     record_changes,
     records,
 )
+
+
+def _rec_texts(rec: dict[str, Any]) -> tuple[str, str, str]:
+    return (rec["action"], rec["rule"], rec["params"])
 
 
 @functools.lru_cache(maxsize=4096)
@@ -112,7 +120,7 @@ class Reading:
 
     def events_stored(self, source: str, event_ids: Iterable[str]) -> dict[str, int]:
         """Of these events of ``source``, those already evaluated, with their evaluation's number."""
-        found = self._rows_among(evaluations.c.event_id, source, event_ids, evaluations.c.seq)
+        found = self._rows_among(evaluation_rows.c.event_id, source, event_ids, evaluation_rows.c.seq)
         return {row.event_id: int(row.seq) for row in found}
 
     def record_states(self, source: str, record_ids: Iterable[str]) -> dict[str, RecordState]:
@@ -146,8 +154,10 @@ class Writer(Reading):
         sealing: Callable[[Connection], _Seal],
         clock: Clock = utc_now,
         partitions: int = 1,
+        known_texts: dict[str, int] | None = None,
     ) -> None:
         super().__init__(conn)
+        self._known_texts = known_texts
         self.now = stamp(clock())  # every row of the transaction is stamped with this one time
         self.playbooks_saved: set[str] = set()
         self._known_playbooks = known_playbooks
@@ -199,9 +209,13 @@ class Writer(Reading):
             children.extend(recs)
             seqs.append(seq)
         if rows:
-            _insert_many(self.conn, evaluations, rows)
+            texts = self.texts
+            texts.store(
+                [*{t for row in rows for t in evaluation_texts(row)}, *{t for rec in children for t in _rec_texts(rec)}]
+            )
+            _insert_many(self.conn, evaluation_rows, [evaluation_row(row, texts) for row in rows])
             if children:
-                _insert_many(self.conn, recommendations, children)
+                _insert_many(self.conn, recommendation_rows, [recommendation_row(rec, texts) for rec in children])
         self._follow(playbook, items, seqs, rows, source, as_of)
         return seqs
 
@@ -232,6 +246,11 @@ class Writer(Reading):
         follow_evaluations(self.tasks, playbook, source, as_of, followed)
 
     @functools.cached_property
+    def texts(self) -> LogTexts:
+        """The numbers of the log's texts: those committed before (shared by the store), those stored now."""
+        return LogTexts(self.conn, self._known_texts)
+
+    @functools.cached_property
     def tasks(self) -> Any:
         """The moves of tasks made in this transaction (an engine.tasks.TaskBook), their chain locked at the first."""
         from engine.tasks import TaskBook
@@ -240,7 +259,7 @@ class Writer(Reading):
 
     def _already_stored(self, source: str, items: Sequence[Appended]) -> set[int]:
         skip: set[int] = set()
-        for column, attr in ((evaluations.c.import_key, "import_key"), (evaluations.c.event_id, "event_id")):
+        for column, attr in ((evaluation_rows.c.import_key, "import_key"), (evaluation_rows.c.event_id, "event_id")):
             keys = [getattr(item, attr) for item in items if getattr(item, attr) is not None]
             if not keys:
                 continue
