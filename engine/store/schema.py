@@ -32,6 +32,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine.reflection import ObjectKind
 
 from engine.limits import ID_LENGTH
 from engine.store.batch import _insert_many, iter_chunks
@@ -434,7 +435,7 @@ def _is_empty(conn: Connection) -> bool:
 def _schema_damage(conn: Connection, version: int) -> list[str]:
     """What is missing of the schema ``version`` says there is, in words; [] when whole."""
     inspector = inspect(conn)
-    present = set(inspector.get_table_names())
+    present = set(inspector.get_table_names()) | set(inspector.get_view_names())
     expected = [t for v in range(1, version + 1) for t in _TABLES_BY_VERSION[v]]
     if version >= 11:
         expected = [t for t in expected if t not in _REPLACED_AT_11]
@@ -443,7 +444,7 @@ def _schema_damage(conn: Connection, version: int) -> list[str]:
         return [f"the table 'meta' is missing (the log's tables {', '.join(others)} are there)"] if others else []
     damage = [f"the table '{t.name}' is missing" for t in expected if t.name not in present]
     kept = [t for t in expected if t.name in present]
-    columns = inspector.get_multi_columns(filter_names=[t.name for t in kept])
+    columns = inspector.get_multi_columns(filter_names=[t.name for t in kept], kind=ObjectKind.ANY)
     found = {table: {c["name"] for c in cols} for (_, table), cols in columns.items()}
     for table in kept:
         damage += [f"the column '{table.name}.{c.name}' is missing" for c in table.c if c.name not in found[table.name]]
