@@ -10,7 +10,10 @@ chosen and rules fired, the recommendations (one row each, for filtering and
 outcomes) and whether nothing was recommended; or, for a case that failed, its
 error.  The values each row read are the stored facts and decisions: ``why``
 re-evaluates them under the stored playbook text and checks that it fires what
-was stored before explaining it.
+was stored before explaining it.  Since schema version 11 the texts the rows repeat
+(the playbook's hash, decisions, rules fired, errors, recommendations' action, rule and
+parameters) are stored once each, in ``log_texts``, and the views ``evaluations`` and
+``recommendations`` show the rows as before (engine/store/schema.py).
 
 Records that CRMs change piece by piece (webhooks) keep their last known state in
 ``records`` (schema version 3): the fields, when each was last set, and how many
