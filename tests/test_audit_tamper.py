@@ -33,7 +33,7 @@ from engine.store import (
     Store,
     TamperedRecord,
     audit_key,
-    evaluations,
+    evaluation_rows,
     key_id,
     outcomes,
     quarantined_events,
@@ -100,7 +100,7 @@ def found(store: Store, checkpoint: dict[str, Any] | None = None) -> list[tuple[
 
 def recompute(store: Store, chain: str, seal: _Seal) -> None:
     """What a writer who knows the algorithm does: every link of ``chain`` made again under ``seal``, head too."""
-    tables = {"evaluations": evaluations, "outcomes": outcomes, "records": record_changes}
+    tables = {"evaluations": evaluation_rows, "outcomes": outcomes, "records": record_changes}
     table = {**tables, "quarantined": quarantined_events, "tasks": task_events}[chain]
     relink = (
         update(table).where(table.c.seq == bindparam("s")).values(prev_hash=bindparam("p"), entry_hash=bindparam("e"))
@@ -151,12 +151,12 @@ def test_a_keyed_log_is_not_written_without_its_key_or_with_another(log: Store, 
 
 
 def test_an_edited_evaluation_is_named(log: Store) -> None:
-    tamper(log, "UPDATE evaluations SET facts = :f WHERE seq = 5", f='{"opportunity": {"amount": 1}}')
+    tamper(log, "UPDATE evaluation_rows SET facts = :f WHERE seq = 5", f='{"opportunity": {"amount": 1}}')
     assert found(log) == [("evaluations", 5, "edited")]
 
 
 def test_an_edit_recomputed_without_the_key_is_named(log: Store) -> None:
-    tamper(log, "UPDATE evaluations SET facts = :f WHERE seq = 5", f='{"opportunity": {"amount": 1}}')
+    tamper(log, "UPDATE evaluation_rows SET facts = :f WHERE seq = 5", f='{"opportunity": {"amount": 1}}')
     for seal in (_Seal(None), _Seal(OTHER_KEY)):  # plain SHA-256, as before keys; or a guessed key
         recompute(log, "evaluations", seal)
         problems = found(log)
@@ -182,17 +182,17 @@ def test_recommendations_edited_removed_or_added_are_named_at_their_evaluations_
     # evaluation's recommendations is named there, and every evaluation after it still verifies
     tamper(
         log,
-        "UPDATE recommendations SET params = '{}' WHERE evaluation_seq = 4 AND position = 0",
-        "DELETE FROM recommendations WHERE evaluation_seq = 7 AND position = "
+        "UPDATE recommendation_rows SET params = action WHERE evaluation_seq = 4 AND position = 0",
+        "DELETE FROM recommendation_rows WHERE evaluation_seq = 7 AND position = "
         "(SELECT max(position) FROM recommendations WHERE evaluation_seq = 7)",
-        "INSERT INTO recommendations (evaluation_seq, position, action, rule, params) "
-        "SELECT 10, 99, action, rule, params FROM recommendations WHERE evaluation_seq = 4 AND position = 0",
+        "INSERT INTO recommendation_rows (evaluation_seq, position, action, rule, params) "
+        "SELECT 10, 99, action, rule, params FROM recommendation_rows WHERE evaluation_seq = 4 AND position = 0",
     )
     assert found(log) == [("evaluations", 4, "edited"), ("evaluations", 7, "edited"), ("evaluations", 10, "edited")]
 
 
 def test_a_deleted_evaluation_is_named(log: Store) -> None:
-    tamper(log, "DELETE FROM recommendations WHERE evaluation_seq = 9", "DELETE FROM evaluations WHERE seq = 9")
+    tamper(log, "DELETE FROM recommendation_rows WHERE evaluation_seq = 9", "DELETE FROM evaluation_rows WHERE seq = 9")
     assert found(log) == [("evaluations", 9, "deleted")]
 
 
@@ -210,10 +210,10 @@ def test_a_deletion_renumbered_and_relinked_is_named(log: Store) -> None:
 
 def test_an_inserted_evaluation_is_named(log: Store) -> None:
     with log.engine.begin() as conn:
-        row = dict(conn.execute(text("SELECT * FROM evaluations WHERE seq = 3")).mappings().one())
+        row = dict(conn.execute(text("SELECT * FROM evaluation_rows WHERE seq = 3")).mappings().one())
     row |= {"seq": 45, "case_id": "forged", "import_key": "forged", "prev_hash": row["entry_hash"]}
     with log.engine.begin() as conn:
-        conn.execute(insert(evaluations).values(row))
+        conn.execute(insert(evaluation_rows).values(row))
     assert found(log) == [("evaluations", 45, "inserted")]
     # the head moved onto it, and the chain made again under a guessed seal: still named
     tamper(log, "UPDATE chain_head SET seq = 45 WHERE chain = 'evaluations'")
@@ -301,8 +301,8 @@ def test_a_deleted_or_added_record_state_is_named(log: Store) -> None:
 def truncate(store: Store, keep: int) -> None:
     tamper(
         store,
-        "DELETE FROM recommendations WHERE evaluation_seq > :k",
-        "DELETE FROM evaluations WHERE seq > :k",
+        "DELETE FROM recommendation_rows WHERE evaluation_seq > :k",
+        "DELETE FROM evaluation_rows WHERE seq > :k",
         "UPDATE chain_head SET seq = :k, hash = (SELECT entry_hash FROM evaluations WHERE seq = :k) "
         "WHERE chain = 'evaluations'",
         k=keep,
@@ -368,8 +368,8 @@ def test_a_wiped_log_is_named_against_a_checkpoint(log: Store) -> None:
     tamper(
         log,
         "DELETE FROM outcomes",
-        "DELETE FROM recommendations",
-        "DELETE FROM evaluations",
+        "DELETE FROM recommendation_rows",
+        "DELETE FROM evaluation_rows",
         "DELETE FROM record_changes",
         "DELETE FROM records",
         "DELETE FROM task_events",
@@ -387,7 +387,11 @@ def test_a_wiped_log_is_named_against_a_checkpoint(log: Store) -> None:
 
 
 def wipe(store: Store) -> None:
-    tamper(store, *(f"DROP TABLE {t}" for t in ("outcomes", "recommendations", "evaluations", "record_changes")))
+    tamper(store, *(f"DROP VIEW {t}" for t in ("recommendations", "evaluations")))
+    tamper(
+        store, *(f"DROP TABLE {t}" for t in ("outcomes", "recommendation_rows", "evaluation_rows", "record_changes"))
+    )
+    tamper(store, "DROP TABLE log_texts")
     tamper(
         store,
         *(
@@ -467,7 +471,7 @@ def test_the_cli_exports_a_checkpoint_and_verifies_against_it(log: Store, tmp_pa
 def test_without_the_key_verify_checks_the_structure_only(log: Store) -> None:
     reader = Store(log.url)
     assert not reader.seals_checked()
-    tamper(log, "DELETE FROM recommendations WHERE evaluation_seq = 9", "DELETE FROM evaluations WHERE seq = 9")
+    tamper(log, "DELETE FROM recommendation_rows WHERE evaluation_seq = 9", "DELETE FROM evaluation_rows WHERE seq = 9")
     tamper(log, "UPDATE records SET deleted = :t WHERE record_id = '7/43'", t=True)
     assert found(reader) == [("evaluations", 9, "deleted"), ("records", 3, "edited")]
     # an edit recomputed with a guessed seal keeps the structure whole: only the key can tell
@@ -539,7 +543,7 @@ def test_the_cli_refuses_a_plain_log_a_key_then_migrates_and_rotates_it(tmp_path
 
 def test_a_log_that_does_not_verify_is_not_resealed(db_url: str, course: Any) -> None:
     plain = fill(Store(db_url), course)
-    tamper(plain, "UPDATE evaluations SET facts = :f WHERE seq = 5", f='{"opportunity": {"amount": 1}}')
+    tamper(plain, "UPDATE evaluation_rows SET facts = :f WHERE seq = 5", f='{"opportunity": {"amount": 1}}')
     keyed = Store(db_url, key=KEY)
     with pytest.raises(AuditKeyError, match="does not verify"):
         keyed.reseal(KEY)
@@ -553,7 +557,8 @@ def test_a_log_that_does_not_verify_is_not_resealed(db_url: str, course: Any) ->
     [
         ("DROP TABLE outcomes", "the table 'outcomes' is missing"),
         ("DROP TABLE meta", "the table 'meta' is missing"),
-        ("ALTER TABLE evaluations DROP COLUMN entry_hash", "the column 'evaluations.entry_hash' is missing"),
+        ("ALTER TABLE record_changes DROP COLUMN entry_hash", "the column 'record_changes.entry_hash' is missing"),
+        ("DROP VIEW evaluations", "the view 'evaluations' is missing"),
         ("DELETE FROM chain_head WHERE chain = 'records'", "the chain head of 'records' is missing"),
     ],
 )

@@ -16,7 +16,6 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import text as sql_text
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
@@ -26,6 +25,7 @@ from engine import load_playbook
 from engine.store import Store
 from engine.tasks import listing
 from tests.console_log import COURSE, FORMULA, OWNERS, PASSWORD, XSS, make_console_log
+from tests.log_edits import edit_decisions
 from tests.test_text import authored_words, identifiers
 
 SECRET = "a-test-console-secret-of-forty-characters!"  # noqa: S105 - the tests' own signing secret
@@ -392,7 +392,6 @@ def test_every_evaluation_page_is_checked_against_the_log_though_the_rules_stay_
         seq = next(s.seq for s in store.search() if s.recommendations)
         assert "The whole trace" in visible_text(client.get(f"/ui/evaluations/{seq}", params={"lang": "en"}).text)
         with store.engine.begin() as conn:  # the stored decisions changed behind the console's back
-            change = sql_text("UPDATE evaluations SET decisions = :d WHERE seq = :s")
-            conn.execute(change, {"d": '{"funnel_layer": "x"}', "s": seq})
+            edit_decisions(conn, seq, '{"funnel_layer": "x"}')
         text = visible_text(client.get(f"/ui/evaluations/{seq}", params={"lang": "en"}).text)
         assert "does not match its re-evaluation" in text and "The whole trace" not in text

@@ -20,6 +20,7 @@ from cli import main
 from engine import CaseError, Evaluator, Result, compile_playbook, load_playbook, load_playbook_text
 from engine.store import Store
 from tests.conftest import AS_OF, ROOT
+from tests.log_edits import edit_decisions
 
 COURSE = ROOT / "playbooks" / "course.yaml"
 SAMPLES = ROOT / "samples" / "cases.jsonl"
@@ -156,7 +157,7 @@ def test_a_stored_case_that_no_longer_re_derives_is_an_error_not_a_silent_result
     store = Store(url)
     list(ImportRun(Source(str(cases)), Evaluator(course), AS_OF, store))
     with store.engine.begin() as conn:  # what a bug or an edit would leave
-        conn.exec_driver_sql("UPDATE evaluations SET decisions = ? WHERE seq = 1", (json.dumps({"funnel_layer": "x"}),))
+        edit_decisions(conn, 1, json.dumps({"funnel_layer": "x"}))
     events = list(ImportRun(Source(str(cases)), Evaluator(course), AS_OF, store))
     assert isinstance(events[0].outcome, CaseError) and events[0].outcome.code == "stored_mismatch"
     assert "--reevaluate" in events[0].outcome.message

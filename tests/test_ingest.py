@@ -286,7 +286,7 @@ def test_a_request_the_database_refuses_fails_alone_in_its_transaction(course: A
     with store.engine.begin() as conn:  # refuses one deal's evaluations, as a value too long for a column would
         if store.engine.dialect.name == "sqlite":
             conn.exec_driver_sql(
-                "CREATE TRIGGER refuse BEFORE INSERT ON evaluations WHEN NEW.record_id = '13'"
+                "CREATE TRIGGER refuse BEFORE INSERT ON evaluation_rows WHEN NEW.record_id = '13'"
                 " BEGIN SELECT RAISE(ABORT, 'refused'); END"
             )
         else:
@@ -295,7 +295,7 @@ def test_a_request_the_database_refuses_fails_alone_in_its_transaction(course: A
                 " RAISE EXCEPTION 'refused'; END IF; RETURN NEW; END $$ LANGUAGE plpgsql"
             )
             conn.exec_driver_sql(
-                "CREATE TRIGGER refuse BEFORE INSERT ON evaluations FOR EACH ROW EXECUTE FUNCTION refuse()"
+                "CREATE TRIGGER refuse BEFORE INSERT ON evaluation_rows FOR EACH ROW EXECUTE FUNCTION refuse()"
             )
     ingestor = Ingestor(store, Evaluator(course), clock=lambda: NOW)
     try:

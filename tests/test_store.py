@@ -28,6 +28,7 @@ from engine.store import (
     SCHEMA_VERSION,
     Store,
     console_users,
+    evaluation_rows,
     evaluations,
     outcomes,
     playbooks,
@@ -36,6 +37,7 @@ from engine.store import (
 from engine.store.writer import _decisions_text
 from engine.validate import load_playbook_text
 from tests.conftest import AS_OF, ROOT
+from tests.log_edits import edit_decisions
 
 COURSE = ROOT / "playbooks" / "course.yaml"
 SAMPLES = ROOT / "samples" / "cases.jsonl"
@@ -185,9 +187,7 @@ def test_why_re_derives_the_stored_trace_in_both_languages(db_url: str, course: 
 def test_why_refuses_a_record_that_no_longer_matches(db_url: str, course: Any) -> None:
     store = fill(db_url, course)
     with store.engine.begin() as conn:
-        conn.execute(
-            text("UPDATE evaluations SET decisions = :d WHERE seq = 2"), {"d": json.dumps({"funnel_layer": "surface"})}
-        )
+        edit_decisions(conn, 2, json.dumps({"funnel_layer": "surface"}))
     with pytest.raises(StoredMismatch):
         reevaluate(store, 2)
     store.close()
@@ -215,25 +215,25 @@ def tamper(store: Store, statement: str, **params: Any) -> None:
 
 def test_verify_catches_an_edited_row(db_url: str, course: Any) -> None:
     store = fill(db_url, course)
-    tamper(store, "UPDATE evaluations SET facts = :f WHERE seq = 5", f='{"opportunity": {"amount": 1}}')
+    tamper(store, "UPDATE evaluation_rows SET facts = :f WHERE seq = 5", f='{"opportunity": {"amount": 1}}')
     assert [(p.seq, p.kind) for p in store.verify()] == [(5, "edited")]
     store.close()
 
 
 def test_verify_catches_an_edited_recommendation(db_url: str, course: Any) -> None:
     store = fill(db_url, course)
-    tamper(store, "UPDATE recommendations SET action = 'market_action_1' WHERE evaluation_seq = 7 AND position = 0")
+    tamper(store, "UPDATE recommendation_rows SET action = params WHERE evaluation_seq = 7 AND position = 0")
     assert [(p.seq, p.kind) for p in store.verify()] == [(7, "edited")]
     store.close()
 
 
 def test_verify_catches_a_deleted_row(db_url: str, course: Any) -> None:
     store = fill(db_url, course)
-    tamper(store, "DELETE FROM recommendations WHERE evaluation_seq = 9")
-    tamper(store, "DELETE FROM evaluations WHERE seq = 9")
+    tamper(store, "DELETE FROM recommendation_rows WHERE evaluation_seq = 9")
+    tamper(store, "DELETE FROM evaluation_rows WHERE seq = 9")
     assert [(p.seq, p.kind) for p in store.verify()] == [(9, "deleted")]
-    tamper(store, "DELETE FROM recommendations WHERE evaluation_seq = 41")
-    tamper(store, "DELETE FROM evaluations WHERE seq = 41")
+    tamper(store, "DELETE FROM recommendation_rows WHERE evaluation_seq = 41")
+    tamper(store, "DELETE FROM evaluation_rows WHERE seq = 41")
     assert [(p.seq, p.kind) for p in store.verify()] == [(9, "deleted"), (41, "deleted")]
     store.close()
 
@@ -241,10 +241,10 @@ def test_verify_catches_a_deleted_row(db_url: str, course: Any) -> None:
 def test_verify_catches_an_inserted_row(db_url: str, course: Any) -> None:
     store = fill(db_url, course)
     with store.engine.begin() as conn:
-        row = dict(conn.execute(text("SELECT * FROM evaluations WHERE seq = 3")).mappings().one())
+        row = dict(conn.execute(text("SELECT * FROM evaluation_rows WHERE seq = 3")).mappings().one())
     row |= {"seq": 42, "case_id": "forged", "import_key": "forged", "prev_hash": row["entry_hash"]}
     with store.engine.begin() as conn:
-        conn.execute(insert(evaluations).values(row))
+        conn.execute(insert(evaluation_rows).values(row))
     assert [(p.seq, p.kind) for p in store.verify()] == [(42, "inserted")]
     store.close()
 
@@ -266,22 +266,25 @@ def test_outcomes_are_kept_as_history(db_url: str, course: Any) -> None:
     store.close()
 
 
-def test_an_older_database_is_upgraded_in_place(db_url: str, course: Any) -> None:
-    store = fill(db_url, course)
-    before = [s.to_json() for s in store.search()]
-    tamper(store, "DROP TABLE record_changes")
-    tamper(store, "DROP TABLE records")
-    tamper(store, "DROP TABLE outcomes")
-    tamper(store, "DROP TABLE quarantined_events")
-    tamper(store, "DROP TABLE task_events")
-    tamper(store, "DROP TABLE tasks")
-    tamper(store, "DELETE FROM chain_head WHERE chain IN ('outcomes', 'records', 'quarantined', 'tasks')")
-    tamper(store, "DELETE FROM meta WHERE key = 'log_id'")
-    tamper(store, "UPDATE meta SET value = '1' WHERE key = 'schema_version'")
-    store.close()
+def test_an_older_database_is_upgraded_in_place(db_url: str, tmp_path: Path) -> None:
+    from tests.test_store_compact import v10_log  # it reads this module's samples
+
+    v10_log("v10-log.sqlite.gz", db_url, tmp_path)  # written by the code of version 10, made version 1 here
+    engine = create_engine(db_url)
+    with engine.begin() as conn:
+        before = [tuple(r) for r in conn.execute(text("SELECT * FROM evaluations ORDER BY seq"))]
+        advised = [tuple(r) for r in conn.execute(text("SELECT * FROM recommendations ORDER BY 1, 2"))]
+        for table in ("record_changes", "records", "outcomes", "quarantined_events", "task_events", "tasks"):
+            conn.execute(text(f"DROP TABLE {table}"))
+        conn.execute(text("DELETE FROM chain_head WHERE chain IN ('outcomes', 'records', 'quarantined', 'tasks')"))
+        conn.execute(text("DELETE FROM meta WHERE key = 'log_id'"))
+        conn.execute(text("UPDATE meta SET value = '1' WHERE key = 'schema_version'"))
+    engine.dispose()
     upgraded = Store(db_url)
     assert upgraded.schema_version() == SCHEMA_VERSION
-    assert [s.to_json() for s in upgraded.search()] == before
+    with upgraded.engine.connect() as conn:
+        assert [tuple(r) for r in conn.execute(text("SELECT * FROM evaluations ORDER BY seq"))] == before
+        assert [tuple(r) for r in conn.execute(text("SELECT * FROM recommendations ORDER BY 1, 2"))] == advised
     upgraded.record_outcome(2, "0", "accepted", "a", "b")
     assert upgraded.verify() == []
     upgraded.close()

@@ -10,7 +10,10 @@ chosen and rules fired, the recommendations (one row each, for filtering and
 outcomes) and whether nothing was recommended; or, for a case that failed, its
 error.  The values each row read are the stored facts and decisions: ``why``
 re-evaluates them under the stored playbook text and checks that it fires what
-was stored before explaining it.
+was stored before explaining it.  Since schema version 11 the texts the rows repeat
+(the playbook's hash, decisions, rules fired, errors, recommendations' action, rule and
+parameters) are stored once each, in ``log_texts``, and the views ``evaluations`` and
+``recommendations`` show the rows as before (engine/store/schema.py).
 
 Records that CRMs change piece by piece (webhooks) keep their last known state in
 ``records`` (schema version 3): the fields, when each was last set, and how many
@@ -119,6 +122,7 @@ from engine.store.verify import (
 from engine.store.writer import Reading, Writer, _lock_head
 
 DEFAULT_URL = "sqlite:///playbook.db"
+_TEXTS_KNOWN = 100_000  # log texts' numbers kept in memory, at most
 
 
 class TamperedRecord(LookupError):
@@ -173,6 +177,7 @@ class Store:
             threading.RLock() if self.engine.dialect.name == "sqlite" else contextlib.nullcontext()
         )
         self._known_playbooks: set[str] = set()  # stored playbook versions, to skip the look-up per append
+        self._known_texts: dict[str, int] = {}  # the numbers of log texts committed (schema.LogTexts)
         self._seal = _Seal(key)
         self.key_id = self._seal.key_id
         try:
@@ -331,10 +336,14 @@ class Store:
     def write(self) -> Iterator[Writer]:
         """One write transaction (see :class:`Writer` for what it locks): it all commits, or none of it."""
         with self._begin() as conn:
-            writer = Writer(conn, self._known_playbooks, self._sealing, self.clock, self.partitions)
+            writer = Writer(conn, self._known_playbooks, self._sealing, self.clock, self.partitions, self._known_texts)
             yield writer
             writer.finish()
         self._known_playbooks |= writer.playbooks_saved  # committed: playbook rows are never removed
+        if "texts" in writer.__dict__:  # committed: log texts are never removed, their numbers never change
+            if len(self._known_texts) > _TEXTS_KNOWN:
+                self._known_texts = {}  # a new one: writers still running keep theirs
+            self._known_texts.update(writer.texts.found)
 
     def append(self, playbook: Playbook, items: Sequence[Appended], *, source: str, as_of: dt.date) -> list[int]:
         """Store a batch of evaluations in one transaction; see :meth:`Writer.append`."""

@@ -8,8 +8,9 @@ repaired or created over it.
 
 from __future__ import annotations
 
+import hashlib
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from sqlalchemy import (
@@ -34,6 +35,7 @@ from sqlalchemy import (
 )
 from sqlalchemy import column as column_named
 from sqlalchemy import table as table_named
+from sqlalchemy.engine.reflection import ObjectKind
 
 from engine.limits import ID_LENGTH
 from engine.store.batch import _insert_many, iter_chunks
@@ -67,15 +69,25 @@ chain_head = Table(
     Column("hash", String(64), nullable=False),
 )
 
-evaluations = Table(
-    "evaluations",
+# Schema version 11 keeps each distinct text the log repeats once, numbered: the playbook's hash, the
+# decisions and the rules fired (a few dozen sets among thousands of cases), errors, and each
+# recommendation's action, rule and parameters.  Rows hold the numbers; the views ``evaluations`` and
+# ``recommendations`` give the texts back, so every reader and every link's text is as before.
+log_texts = Table(
+    "log_texts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("hash", String(64), nullable=False, unique=True),  # SHA-256 of the text: its key, whatever its length
+    Column("text", Text, nullable=False),
+)
+
+evaluation_rows = Table(
+    "evaluation_rows",
     metadata,
     Column("seq", Integer, primary_key=True, autoincrement=False),
     Column("created_at", String(40), nullable=False),
     Column("as_of", String(10), nullable=False),
-    Column("playbook_hash", String(64), ForeignKey("playbooks.hash"), nullable=False),
-    Column("playbook_id", String(200), nullable=False),
-    Column("playbook_version", String(200), nullable=False),
+    Column("playbook", Integer, nullable=False),  # the log text of the playbook's hash (playbooks.hash)
     Column("source", String(200), nullable=False),
     Column("case_id", String(ID_LENGTH), nullable=False),
     Column("record_id", String(ID_LENGTH)),
@@ -84,48 +96,136 @@ evaluations = Table(
     Column("import_key", String(ID_LENGTH)),
     Column("status", String(10), nullable=False),  # ok | error
     Column("facts", Text, nullable=False),
-    Column("decisions", Text, nullable=False),
-    Column("fired", Text, nullable=False),
+    Column("decisions", Integer, nullable=False),  # log texts, as all three below
+    Column("fired", Integer, nullable=False),
     Column("no_action", Boolean, nullable=False),
-    Column("error", Text, nullable=False),
+    Column("error", Integer, nullable=False),
     Column("prev_hash", String(64), nullable=False),
     Column("entry_hash", String(64), nullable=False),
-    UniqueConstraint("source", "import_key", name="uq_evaluations_import"),
-    UniqueConstraint("source", "event_id", name="uq_evaluations_event"),
+    UniqueConstraint("source", "import_key", name="uq_evaluation_rows_import"),
+    UniqueConstraint("source", "event_id", name="uq_evaluation_rows_event"),
 )
-Index("ix_evaluations_record", evaluations.c.record_id)
-Index("ix_evaluations_account", evaluations.c.account_id)
-Index("ix_evaluations_as_of", evaluations.c.as_of)
+Index("ix_evaluation_rows_record", evaluation_rows.c.record_id)
+Index("ix_evaluation_rows_account", evaluation_rows.c.account_id)
+Index("ix_evaluation_rows_as_of", evaluation_rows.c.as_of)
 
-recommendations = Table(
-    "recommendations",
+recommendation_rows = Table(
+    "recommendation_rows",
     metadata,
-    Column("evaluation_seq", Integer, ForeignKey("evaluations.seq"), primary_key=True),
+    Column("evaluation_seq", Integer, ForeignKey("evaluation_rows.seq"), primary_key=True),
     Column("position", Integer, primary_key=True),
-    Column("action", String(200), nullable=False),
-    Column("rule", String(200), nullable=False),
-    Column("params", Text, nullable=False),
+    Column("action", Integer, nullable=False),  # log texts, as the two below
+    Column("rule", Integer, nullable=False),
+    Column("params", Integer, nullable=False),
     # Clustered by evaluation: one B-tree to write per row, which is most of an import's cost.
     # Listing by action or rule reads the table through (an audit query, not a hot path).
     sqlite_with_rowid=False,
 )
 
-# Schema version 2 added outcomes.
-outcomes = Table(
-    "outcomes",
-    metadata,
-    Column("seq", Integer, primary_key=True, autoincrement=False),
-    Column("evaluation_seq", Integer, ForeignKey("evaluations.seq"), nullable=False),
-    Column("position", Integer, nullable=False),
-    Column("action", String(200), nullable=False),
-    Column("status", String(20), nullable=False),
-    Column("who", String(200), nullable=False),
-    Column("why", Text, nullable=False),
-    Column("at", String(40), nullable=False),
-    Column("prev_hash", String(64), nullable=False),
-    Column("entry_hash", String(64), nullable=False),
+
+def _evaluation_columns() -> list[Column[Any]]:
+    return [
+        Column("seq", Integer, primary_key=True, autoincrement=False),
+        Column("created_at", String(40), nullable=False),
+        Column("as_of", String(10), nullable=False),
+        Column("playbook_hash", String(64), nullable=False),
+        Column("playbook_id", String(200), nullable=False),
+        Column("playbook_version", String(200), nullable=False),
+        Column("source", String(200), nullable=False),
+        Column("case_id", String(ID_LENGTH), nullable=False),
+        Column("record_id", String(ID_LENGTH)),
+        Column("account_id", String(ID_LENGTH)),
+        Column("event_id", String(ID_LENGTH)),
+        Column("import_key", String(ID_LENGTH)),
+        Column("status", String(10), nullable=False),  # ok | error
+        Column("facts", Text, nullable=False),
+        Column("decisions", Text, nullable=False),
+        Column("fired", Text, nullable=False),
+        Column("no_action", Boolean, nullable=False),
+        Column("error", Text, nullable=False),
+        Column("prev_hash", String(64), nullable=False),
+        Column("entry_hash", String(64), nullable=False),
+    ]
+
+
+def _recommendation_columns() -> list[Column[Any]]:
+    return [
+        Column("evaluation_seq", Integer, primary_key=True),
+        Column("position", Integer, primary_key=True),
+        Column("action", String(200), nullable=False),
+        Column("rule", String(200), nullable=False),
+        Column("params", Text, nullable=False),
+    ]
+
+
+# What is read: the views over the rows above (never created from these definitions, see _VIEWS).
+views = MetaData()
+evaluations = Table("evaluations", views, *_evaluation_columns())
+recommendations = Table("recommendations", views, *_recommendation_columns())
+
+_VIEWS = {
+    "evaluations": (
+        "SELECT e.seq, e.created_at, e.as_of, p.hash AS playbook_hash, p.playbook_id, p.version AS playbook_version, "
+        "e.source, e.case_id, e.record_id, e.account_id, e.event_id, e.import_key, e.status, e.facts, "
+        "d.text AS decisions, f.text AS fired, e.no_action, x.text AS error, e.prev_hash, e.entry_hash "
+        "FROM evaluation_rows e JOIN log_texts h ON h.id = e.playbook JOIN playbooks p ON p.hash = h.text "
+        "JOIN log_texts d ON d.id = e.decisions JOIN log_texts f ON f.id = e.fired JOIN log_texts x ON x.id = e.error"
+    ),
+    "recommendations": (
+        "SELECT r.evaluation_seq, r.position, a.text AS action, u.text AS rule, p.text AS params "
+        "FROM recommendation_rows r JOIN log_texts a ON a.id = r.action JOIN log_texts u ON u.id = r.rule "
+        "JOIN log_texts p ON p.id = r.params"
+    ),
+}
+
+# The tables of versions 1 to 10 that version 11 replaced, as those versions made them.
+legacy = MetaData()
+_v10_evaluations = Table(
+    "evaluations",
+    legacy,
+    *[
+        Column(c.name, c.type, ForeignKey(playbooks.c.hash), nullable=False) if c.name == "playbook_hash" else c
+        for c in _evaluation_columns()
+    ],
+    UniqueConstraint("source", "import_key", name="uq_evaluations_import"),
+    UniqueConstraint("source", "event_id", name="uq_evaluations_event"),
 )
+Index("ix_evaluations_record", _v10_evaluations.c.record_id)
+Index("ix_evaluations_account", _v10_evaluations.c.account_id)
+Index("ix_evaluations_as_of", _v10_evaluations.c.as_of)
+_v10_recommendations = Table(
+    "recommendations",
+    legacy,
+    *[
+        Column(c.name, c.type, ForeignKey(_v10_evaluations.c.seq), primary_key=True)
+        if c.name == "evaluation_seq"
+        else c
+        for c in _recommendation_columns()
+    ],
+    sqlite_with_rowid=False,
+)
+
+
+# Schema version 2 added outcomes.
+def _outcome_columns(evaluation: Column[Any]) -> list[Column[Any]]:
+    return [
+        Column("seq", Integer, primary_key=True, autoincrement=False),
+        Column("evaluation_seq", Integer, ForeignKey(evaluation), nullable=False),
+        Column("position", Integer, nullable=False),
+        Column("action", String(200), nullable=False),
+        Column("status", String(20), nullable=False),
+        Column("who", String(200), nullable=False),
+        Column("why", Text, nullable=False),
+        Column("at", String(40), nullable=False),
+        Column("prev_hash", String(64), nullable=False),
+        Column("entry_hash", String(64), nullable=False),
+    ]
+
+
+outcomes = Table("outcomes", metadata, *_outcome_columns(evaluation_rows.c.seq))
 Index("ix_outcomes_evaluation", outcomes.c.evaluation_seq)
+_v10_outcomes = Table("outcomes", legacy, *_outcome_columns(_v10_evaluations.c.seq))
+Index("ix_outcomes_evaluation", _v10_outcomes.c.evaluation_seq)
 
 # Schema version 3 added records: the last known state of each record that webhooks change piece by piece.
 records = Table(
@@ -279,8 +379,8 @@ dead_letters = Table(
 Index("ix_dead_letters_event", dead_letters.c.event_seq)
 
 _TABLES_BY_VERSION = {
-    1: [meta, playbooks, chain_head, evaluations, recommendations],
-    2: [outcomes],
+    1: [meta, playbooks, chain_head, _v10_evaluations, _v10_recommendations],
+    2: [_v10_outcomes],
     3: [records],
     4: [record_changes],
     5: [quarantined_events],
@@ -289,9 +389,10 @@ _TABLES_BY_VERSION = {
     8: [clock_timers],
     9: [],  # partitioned chains (engine/store/partitions.py): meta 'partitions' and a head per partition
     10: [deliveries, dead_letters],
-    11: [],
+    11: [log_texts, evaluation_rows, recommendation_rows, outcomes],  # and the views (_VIEWS)
     12: [],  # task events and deliveries without copies of the task (columns changed, no table added)
 }
+_REPLACED_AT_11 = (_v10_evaluations, _v10_recommendations, _v10_outcomes)
 CHAINS = ("evaluations", "outcomes", "records", "quarantined", "tasks")
 PARTITIONED = ("evaluations", "quarantined", "records", "tasks")  # by record: see engine/store/partitions.py
 _CHAIN_TABLES = {
@@ -301,6 +402,7 @@ _CHAIN_TABLES = {
     "quarantined": quarantined_events,
     "tasks": task_events,
 }
+_CHAIN_ROWS = {**_CHAIN_TABLES, "evaluations": evaluation_rows}  # where each chain's links are written
 _CHAIN_SINCE = {
     "evaluations": 1,
     "outcomes": 2,
@@ -391,17 +493,22 @@ def _is_empty(conn: Connection) -> bool:
 def _schema_damage(conn: Connection, version: int) -> list[str]:
     """What is missing of the schema ``version`` says there is, in words; [] when whole."""
     inspector = inspect(conn)
-    present = set(inspector.get_table_names())
+    present = set(inspector.get_table_names()) | set(inspector.get_view_names())
     expected = [t for v in range(1, version + 1) for t in _TABLES_BY_VERSION[v]]
+    if version >= 11:
+        expected = [t for t in expected if t not in _REPLACED_AT_11]
     if version == 0:  # a new database, unless some of the log's tables are there without meta
         others = sorted(t.name for tables in _TABLES_BY_VERSION.values() for t in tables if t.name in present)
         return [f"the table 'meta' is missing (the log's tables {', '.join(others)} are there)"] if others else []
     damage = [f"the table '{t.name}' is missing" for t in expected if t.name not in present]
     kept = [t for t in expected if t.name in present]
-    columns = inspector.get_multi_columns(filter_names=[t.name for t in kept])
+    columns = inspector.get_multi_columns(filter_names=[t.name for t in kept], kind=ObjectKind.ANY)
     found = {table: {c["name"] for c in cols} for (_, table), cols in columns.items()}
     for table in kept:
         damage += [f"the column '{table.name}.{c.name}' is missing" for c in table.c if c.name not in found[table.name]]
+    if version >= 11:
+        shown = set(inspector.get_view_names())
+        damage += [f"the view '{name}' is missing" for name in _VIEWS if name not in shown]
     heads = {r.chain for r in conn.execute(select(chain_head.c.chain))} if "chain_head" in present else set(CHAINS)
     damage += [
         f"the chain head of '{chain}' is missing"
@@ -423,16 +530,21 @@ def _head(conn: Connection, chain: str) -> None:
     conn.execute(insert(chain_head), [{"chain": chain, "seq": 0, "hash": GENESIS}])
 
 
+def _create(conn: Connection, tables: list[Table]) -> None:
+    for table in tables:
+        table.create(conn, checkfirst=True)
+
+
 def _to_v1(conn: Connection) -> None:
     """The evaluations chain, the playbooks' texts and the schema's version."""
-    metadata.create_all(conn, tables=_TABLES_BY_VERSION[1])
+    _create(conn, _TABLES_BY_VERSION[1])
     _head(conn, "evaluations")
     conn.execute(insert(meta), [{"key": "schema_version", "value": "1"}])
 
 
 def _to_v2(conn: Connection) -> None:
     """Outcomes, chained."""
-    metadata.create_all(conn, tables=_TABLES_BY_VERSION[2])
+    _create(conn, _TABLES_BY_VERSION[2])
     _head(conn, "outcomes")
 
 
@@ -507,8 +619,125 @@ def _to_v10(conn: Connection) -> None:
     metadata.create_all(conn, tables=_TABLES_BY_VERSION[10])
 
 
+def insert_new_only(conn: Connection, table: Table, keys: list[str] | None = None) -> Any:
+    """An INSERT into ``table`` whose rows already there (by ``keys``, else any unique key) are left as they
+    are.  Each dialect's module is imported only when its database is in use: the PostgreSQL one costs
+    start-up to a SQLite log."""
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+
+        return postgresql_insert(table).on_conflict_do_nothing(index_elements=keys)
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert(table).on_conflict_do_nothing(index_elements=keys)
+
+
+class LogTexts:
+    """The numbers of the log's texts (:data:`log_texts`): each text stored once, the first time it is
+    needed, in the caller's transaction.  ``known``: numbers of texts already committed, shared; the
+    numbers found here are in :attr:`found`, to be added to it once the transaction commits."""
+
+    def __init__(self, conn: Connection, known: dict[str, int] | None = None) -> None:
+        self.conn = conn
+        self.known = {} if known is None else known
+        self.found: dict[str, int] = {}
+
+    def store(self, texts: Iterable[str]) -> None:
+        """Number the texts not yet numbered, storing those not yet stored; then ``self[text]`` is each one's."""
+        known, found = self.known, self.found
+        missing = {t for t in texts if t not in known and t not in found}
+        for chunk in iter_chunks(sorted(missing), 500):
+            by_hash = {hashlib.sha256(t.encode()).hexdigest(): t for t in chunk}
+            # Writers of different partitions may both find a text new: the first one's row stands.
+            self.conn.execute(
+                insert_new_only(self.conn, log_texts, ["hash"]),
+                [{"hash": h, "text": t} for h, t in by_hash.items()],
+            )
+            rows = self.conn.execute(select(log_texts.c.hash, log_texts.c.id).where(log_texts.c.hash.in_(by_hash)))
+            found.update({by_hash[row.hash]: int(row.id) for row in rows})
+
+    def __getitem__(self, text: str) -> int:
+        known = self.known.get(text)
+        return known if known is not None else self.found[text]
+
+
+def evaluation_row(row: dict[str, Any], texts: LogTexts) -> dict[str, Any]:
+    """An evaluation as :data:`evaluations` shows it, as it is written to :data:`evaluation_rows`: its texts
+    by number (each already among ``texts``)."""
+    compact = {name: row[name] for name in _EVALUATION_ROW_KEPT}
+    compact["playbook"] = texts[row["playbook_hash"]]
+    compact["decisions"] = texts[row["decisions"]]
+    compact["fired"] = texts[row["fired"]]
+    compact["error"] = texts[row["error"]]
+    return compact
+
+
+def evaluation_texts(row: dict[str, Any]) -> tuple[str, str, str, str]:
+    return (row["playbook_hash"], row["decisions"], row["fired"], row["error"])
+
+
+def recommendation_row(rec: dict[str, Any], texts: LogTexts) -> dict[str, Any]:
+    return {
+        "evaluation_seq": rec["evaluation_seq"],
+        "position": rec["position"],
+        "action": texts[rec["action"]],
+        "rule": texts[rec["rule"]],
+        "params": texts[rec["params"]],
+    }
+
+
+_EVALUATION_ROW_KEPT = tuple(
+    c.name for c in evaluation_rows.c if c.name not in ("playbook", "decisions", "fired", "error")
+)
+
+
 def _to_v11(conn: Connection) -> None:
-    """Held for the compact evaluations (made on another branch; the merge puts them here): nothing yet."""
+    """Each text the log repeats stored once (:data:`log_texts`), the rows holding its number, and the views
+    that show them as before; outcomes refer to the new rows.  Every link's text is unchanged: the
+    entries' hashes stay valid.  Rows already compact (the view there: a log marked older than its tables)
+    are left as they are."""
+    if "evaluations" in inspect(conn).get_view_names():
+        return
+    _create(conn, [log_texts, evaluation_rows, recommendation_rows])
+    texts = LogTexts(conn)
+    after = 0
+    while page := [
+        r._asdict()
+        for r in conn.execute(
+            select(_v10_evaluations).where(_v10_evaluations.c.seq > after).order_by(_v10_evaluations.c.seq).limit(2000)
+        )
+    ]:
+        texts.store(t for row in page for t in evaluation_texts(row))
+        _insert_many(conn, evaluation_rows, [evaluation_row(row, texts) for row in page])
+        recs = [
+            r._asdict()
+            for r in conn.execute(
+                select(_v10_recommendations).where(
+                    _v10_recommendations.c.evaluation_seq.between(page[0]["seq"], page[-1]["seq"])
+                )
+            )
+        ]
+        texts.store(t for rec in recs for t in (rec["action"], rec["rule"], rec["params"]))
+        if recs:
+            _insert_many(conn, recommendation_rows, [recommendation_row(rec, texts) for rec in recs])
+        after = page[-1]["seq"]
+    if conn.dialect.name == "postgresql":
+        for key in inspect(conn).get_foreign_keys("outcomes"):
+            conn.exec_driver_sql(f'ALTER TABLE outcomes DROP CONSTRAINT "{key["name"]}"')
+        conn.exec_driver_sql(
+            "ALTER TABLE outcomes ADD CONSTRAINT outcomes_evaluation_seq_fkey "
+            "FOREIGN KEY (evaluation_seq) REFERENCES evaluation_rows (seq)"
+        )
+    else:  # SQLite alters no constraint: the table is made again, under the same name
+        conn.exec_driver_sql("ALTER TABLE outcomes RENAME TO outcomes_v10")
+        conn.exec_driver_sql("DROP INDEX ix_outcomes_evaluation")
+        _create(conn, [outcomes])
+        conn.exec_driver_sql("INSERT INTO outcomes SELECT * FROM outcomes_v10")
+        conn.exec_driver_sql("DROP TABLE outcomes_v10")
+    _v10_recommendations.drop(conn)
+    _v10_evaluations.drop(conn)
+    for name, query in _VIEWS.items():
+        conn.exec_driver_sql(f"CREATE VIEW {name} AS {query}")
 
 
 def _rebuild(conn: Connection, table: Table, values: dict[str, str]) -> None:
@@ -576,7 +805,8 @@ def _to_v12(conn: Connection) -> None:
 
 
 # Each version's migration from the one before: additive (tables created, chain heads inserted), but
-# version 12's, which makes two tables again without the copies they held.
+# version 11's, which rewrote the evaluations' rows, and version 12's, which makes two tables again
+# without the copies they held.
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     1: _to_v1,
     2: _to_v2,

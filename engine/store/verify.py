@@ -28,6 +28,7 @@ from engine.store.chain import (
 )
 from engine.store.partitions import _partitions, head_partition, link_seq, partition_head
 from engine.store.schema import (
+    _CHAIN_ROWS,
     _CHAIN_TABLES,
     _meta_value,
     chain_head,
@@ -312,7 +313,7 @@ def _verify_playbook_texts(conn: Connection) -> list[ChainProblem]:
 
 
 def _reseal_chain(conn: Connection, chain: str, seal: _Seal) -> None:
-    table = _CHAIN_TABLES[chain]
+    table = _CHAIN_ROWS[chain]
     statement = (
         update(table)
         .where(table.c.seq == bindparam("b_seq"))

@@ -8,7 +8,7 @@ import functools
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Insert, bindparam, select, update
+from sqlalchemy import Connection, bindparam, select, update
 
 from engine.errors import CaseError
 from engine.evaluate import Result
@@ -28,14 +28,23 @@ from engine.store.entries import Appended, Prepared, QuarantinedEvent, RecordSta
 from engine.store.partitions import ChainHeads, partition_of
 from engine.store.schema import (
     PARTITIONED,
+    LogTexts,
     chain_head,
-    evaluations,
+    evaluation_row,
+    evaluation_rows,
+    evaluation_texts,
+    insert_new_only,
     playbooks,
     quarantined_events,
-    recommendations,
+    recommendation_row,
+    recommendation_rows,
     record_changes,
     records,
 )
+
+
+def _rec_texts(rec: dict[str, Any]) -> tuple[str, str, str]:
+    return (rec["action"], rec["rule"], rec["params"])
 
 
 @functools.lru_cache(maxsize=4096)
@@ -112,7 +121,7 @@ class Reading:
 
     def events_stored(self, source: str, event_ids: Iterable[str]) -> dict[str, int]:
         """Of these events of ``source``, those already evaluated, with their evaluation's number."""
-        found = self._rows_among(evaluations.c.event_id, source, event_ids, evaluations.c.seq)
+        found = self._rows_among(evaluation_rows.c.event_id, source, event_ids, evaluation_rows.c.seq)
         return {row.event_id: int(row.seq) for row in found}
 
     def record_states(self, source: str, record_ids: Iterable[str]) -> dict[str, RecordState]:
@@ -147,8 +156,10 @@ class Writer(Reading):
         sealing: Callable[[Connection], _Seal],
         clock: Clock = utc_now,
         partitions: int = 1,
+        known_texts: dict[str, int] | None = None,
     ) -> None:
         super().__init__(conn)
+        self._known_texts = known_texts
         self.now = stamp(clock())  # every row of the transaction is stamped with this one time
         self.playbooks_saved: set[str] = set()
         self._known_playbooks = known_playbooks
@@ -200,9 +211,13 @@ class Writer(Reading):
             children.extend(recs)
             seqs.append(seq)
         if rows:
-            _insert_many(self.conn, evaluations, rows)
+            texts = self.texts
+            texts.store(
+                [*{t for row in rows for t in evaluation_texts(row)}, *{t for rec in children for t in _rec_texts(rec)}]
+            )
+            _insert_many(self.conn, evaluation_rows, [evaluation_row(row, texts) for row in rows])
             if children:
-                _insert_many(self.conn, recommendations, children)
+                _insert_many(self.conn, recommendation_rows, [recommendation_row(rec, texts) for rec in children])
         self._follow(playbook, items, seqs, rows, source, as_of)
         return seqs
 
@@ -233,6 +248,11 @@ class Writer(Reading):
         follow_evaluations(self.tasks, playbook, source, as_of, followed)
 
     @functools.cached_property
+    def texts(self) -> LogTexts:
+        """The numbers of the log's texts: those committed before (shared by the store), those stored now."""
+        return LogTexts(self.conn, self._known_texts)
+
+    @functools.cached_property
     def tasks(self) -> Any:
         """The moves of tasks made in this transaction (an engine.tasks.TaskBook), their chain locked at the first."""
         from engine.tasks import TaskBook
@@ -241,7 +261,7 @@ class Writer(Reading):
 
     def _already_stored(self, source: str, items: Sequence[Appended]) -> set[int]:
         skip: set[int] = set()
-        for column, attr in ((evaluations.c.import_key, "import_key"), (evaluations.c.event_id, "event_id")):
+        for column, attr in ((evaluation_rows.c.import_key, "import_key"), (evaluation_rows.c.event_id, "event_id")):
             keys = [getattr(item, attr) for item in items if getattr(item, attr) is not None]
             if not keys:
                 continue
@@ -388,17 +408,7 @@ def _save_playbook(conn: Connection, playbook: Playbook, now: str) -> None:
             "first_used": now,
         }
         # Writers of different partitions may both find it new: the first one's row stands.
-        # each dialect's module imported only when its database is in use (the PostgreSQL one costs start-up)
-        statement: Insert
-        if conn.dialect.name == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-
-            statement = postgresql_insert(playbooks).on_conflict_do_nothing()
-        else:
-            from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-            statement = sqlite_insert(playbooks).on_conflict_do_nothing()
-        conn.execute(statement, [row])
+        conn.execute(insert_new_only(conn, playbooks), [row])
 
 
 def prepare(item: Appended) -> Prepared:
