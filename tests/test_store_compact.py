@@ -16,7 +16,7 @@ from sqlalchemy import Boolean, create_engine, delete, insert, update
 
 from cli import main
 from engine.store import Store
-from engine.store.schema import _TABLES_BY_VERSION, MIGRATIONS, chain_head, meta
+from engine.store.schema import _TABLES_BY_VERSION, MIGRATIONS, SCHEMA_VERSION, chain_head, meta
 from tests.conftest import FIXTURES
 from tests.story_log import COURSE, KEY, tell
 
@@ -108,7 +108,7 @@ def test_a_log_of_version_10_migrated_answers_as_one_written_now(fixture: str, d
     key = KEY if "keyed" in fixture else None
     v10_log(fixture, db_url, tmp_path)
     with Store(db_url, key=key) as migrated:  # opened: migrated to the version of this code
-        assert migrated.schema_version() == 11
+        assert migrated.schema_version() == SCHEMA_VERSION
         assert migrated.verify() == []
         heads = migrated.head()
     fresh = _database(db_url, tmp_path, "fresh.db")
