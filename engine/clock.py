@@ -211,7 +211,9 @@ def _latest(conn: Connection, seqs: list[int]) -> Iterator[dict[str, Any]]:
     for rec in rows:
         actions[rec.evaluation_seq].append((rec.action, rec.rule))
     columns = (evaluations.c.seq, evaluations.c.source, evaluations.c.case_id, evaluations.c.facts)
-    for row in conn.execute(select(*columns, evaluations.c.decisions).where(evaluations.c.seq.in_(seqs))):
+    # in the log's order: the re-evaluations are filed in it (a view's join order is no order)
+    latest = select(*columns, evaluations.c.decisions).where(evaluations.c.seq.in_(seqs)).order_by(evaluations.c.seq)
+    for row in conn.execute(latest):
         yield {
             "seq": row.seq,
             "source": row.source,
