@@ -482,12 +482,12 @@ def recommend(
     at any point resumes: only the cases not stored yet are evaluated); --reevaluate evaluates every
     case again under the current playbook, as new evaluations.
     """
-    from adapters.import_run import ImportRun, QuarantinedRecord, Source, StoredEarlier
+    from adapters.import_run import ImportRun, QuarantinedRecord, Source, StoredEarlier, import_summary
     from adapters.mapping import load_mapping
     from engine import CaseError, EngineFault, Evaluator, PlaybookError, compile_playbook
     from engine.evaluate import Result
     from engine.portfolio import evaluate_portfolio
-    from engine.report import render_case, render_group, render_tally
+    from engine.report import grouping_name, render_case, render_group, render_tally
 
     when = _as_of(as_of)
     if sql_url is not None:
@@ -596,26 +596,14 @@ def recommend(
             if bar is not None:
                 bar.render_finish()
     counts = run.counts
-    summary = (
-        f"{counts.rows} rows: {counts.evaluated} cases evaluated ({counts.results} results, {counts.errors} errors)"
+    summary = import_summary(
+        counts,
+        lang,
+        listed=fmt == "json" or verbose,
+        counted_only=fmt == "summary",
+        stored_in=_shown(db),
+        groups=Counter(grouping_name(playbook, group, lang) for group in groups),
     )
-    if counts.quarantined:
-        held_counts = ", ".join(f"{code} {n}" for code, n in sorted(counts.quarantined.items()))
-        listed = "" if fmt == "json" or verbose else "; --verbose lists them"
-        summary += f", {counts.quarantined.total()} quarantined ({held_counts}{listed})"
-    if counts.earlier:
-        first, last = counts.earlier_stored or ("", "")
-        when_stored = first[:10] if first[:10] == last[:10] else f"{first[:10]}–{last[:10]}"
-        summary += (
-            f", {counts.earlier} already stored by an earlier run of this import on {when_stored} and "
-            f"{'counted' if fmt == 'summary' else 'shown'} as stored "
-            f"({counts.earlier_results} results, {counts.earlier_errors} errors; --reevaluate evaluates them again)"
-        )
-    if counts.first_evaluation is not None:
-        summary += f"; stored in {_shown(db)} as evaluations {counts.first_evaluation}–{counts.last_evaluation}"
-    if groups:
-        per = Counter(group.group_by for group in groups)
-        summary += f"; {len(groups)} groups decided ({', '.join(f'{name} {n}' for name, n in per.items())})"
     if fmt == "summary":
         click.echo(
             render_tally(

@@ -227,6 +227,102 @@ class ImportCounts:
                 self.decision_values[tuple(value) if isinstance(value, list) else value] += 1
 
 
+_SUMMARY_WORDS: dict[str, dict[str, str]] = {
+    "en": {
+        "rows": "{rows} rows: {evaluated} cases evaluated ({results} results, {errors} errors)",
+        "quarantined": ", {total} quarantined ({codes}{listed})",
+        "listed": "; --verbose lists them",
+        "code": "{code} {n}",
+        "join": ", ",
+        "earlier": (
+            ", {earlier} already stored by an earlier run of this import on {when} and {how} as stored "
+            "({results} results, {errors} errors; --reevaluate evaluates them again)"
+        ),
+        "counted": "counted",
+        "shown": "shown",
+        "stored_in": "; stored in {db} as evaluations {first}–{last}",
+        "groups": "; {n} groups decided ({per})",
+    },
+    "zh": {
+        "rows": "共 {rows} 行:评估 {evaluated} 个案例(成功 {results} 个,出错 {errors} 个)",
+        "quarantined": ",隔离 {total} 行({codes}{listed})",
+        "listed": ";加 --verbose 逐行列出",
+        "code": "{code} {n} 行",
+        "join": "、",
+        "earlier": (
+            ",{earlier} 个已由本次导入的上一轮于 {when} 存入,按已存结果{how}"
+            "(成功 {results} 个,出错 {errors} 个;加 --reevaluate 重新评估)"
+        ),
+        "counted": "计数",
+        "shown": "显示",
+        "stored_in": ";已存入 {db},评估编号 {first}–{last}",
+        "groups": ";判断了 {n} 个组({per})",
+    },
+}
+# the standard quarantine codes, named in Chinese; a mapping's own codes are shown as its author wrote them
+_QUARANTINE_ZH = {
+    "missing_field": "缺少字段",
+    "lookup_not_found": "查找不到",
+    "bad_number": "数字无效",
+    "bad_date": "日期无效",
+    "bad_boolean": "是否值无效",
+    "unknown_value": "未知取值",
+    "unstorable_text": "无法存储的文字",
+    "bad_row": "行格式错误",
+    "bad_json": "JSON 无效",
+    "bad_encoding": "编码无效",
+    "bad_record": "记录无法处理",
+    "duplicate_case": "案例编号重复",
+}
+
+
+def import_summary(
+    counts: ImportCounts,
+    lang: str,
+    *,
+    listed: bool,
+    counted_only: bool,
+    stored_in: str,
+    groups: Counter[str],
+) -> str:
+    """The one line ``recommend`` ends with, in ``lang``: rows, cases, quarantined records by code, the
+    cases an earlier run stored, where this run stored its evaluations, the groups decided.
+
+    ``listed``: the quarantined records were printed one by one (no hint to ask for them);
+    ``counted_only``: the earlier cases were counted, not shown; ``stored_in``: the log as printed;
+    ``groups``: how many groups were decided, by what their cases share (as people call it, in ``lang``).
+    """
+    words = _SUMMARY_WORDS["zh" if lang == "zh" else "en"]
+    zh = lang == "zh"
+    text = words["rows"].format(
+        rows=counts.rows, evaluated=counts.evaluated, results=counts.results, errors=counts.errors
+    )
+    if counts.quarantined:
+        codes = words["join"].join(
+            words["code"].format(code=_QUARANTINE_ZH.get(code, code) if zh else code, n=n)
+            for code, n in sorted(counts.quarantined.items())
+        )
+        text += words["quarantined"].format(
+            total=counts.quarantined.total(), codes=codes, listed="" if listed else words["listed"]
+        )
+    if counts.earlier:
+        first, last = counts.earlier_stored or ("", "")
+        when = first[:10] if first[:10] == last[:10] else f"{first[:10]}–{last[:10]}"
+        text += words["earlier"].format(
+            earlier=counts.earlier,
+            when=when,
+            how=words["counted" if counted_only else "shown"],
+            results=counts.earlier_results,
+            errors=counts.earlier_errors,
+        )
+    if counts.first_evaluation is not None:
+        text += words["stored_in"].format(db=stored_in, first=counts.first_evaluation, last=counts.last_evaluation)
+    if groups:
+        per = words["join"].join(f"{name} {n}" for name, n in groups.items())
+        text += words["groups"].format(n=groups.total(), per=per)
+    return text
+
+
 class ImportRun:
     """Reads ``source``, evaluates its cases with ``evaluator`` as of ``as_of``, files them in ``store``.
 

@@ -117,7 +117,7 @@ def one_run(
 ) -> dict[str, Any]:
     label = f"{input_name}, {'audit log' if store else '--no-store'}"
     db = work / f"{input_name}-{'store' if store else 'nostore'}.db"  # a fresh database: no resumed import
-    command = [*playbook_command(), "recommend", "--input", str(csv_path), "--mapping", "maven"]
+    command = [*playbook_command(), "recommend", "--input", str(csv_path), "--mapping", "maven", "--lang", "en"]
     command += ["--as-of", as_of, "--format", fmt]
     command += ["--db", f"sqlite:///{db}"] if store else ["--no-store"]
     stderr_path = work / f"{db.stem}.stderr"

@@ -19,7 +19,7 @@ from engine.explain import missing_text, render_result, value_text
 from engine.model import Playbook
 from engine.portfolio import GroupResult
 
-__all__ = ["render_case", "render_group", "render_tally"]
+__all__ = ["grouping_name", "render_case", "render_group", "render_tally"]
 
 _WORDS: dict[str, dict[str, str]] = {
     "zh": {
@@ -170,13 +170,16 @@ def render_tally(
     return "\n".join(lines)
 
 
+def grouping_name(playbook: Playbook, group: GroupResult, lang: str) -> str:
+    """What the group's cases share, as people call it: owner, region ... or a case field's label."""
+    named = _WORDS.get(lang, _WORDS["en"]).get(group.group_by)
+    return missing_text(playbook, [group.level.field], lang) if named is None else named
+
+
 def render_group(playbook: Playbook, group: GroupResult, lang: str) -> str:
     """One group of the portfolio for people: which group, its counts, its decisions (an undetermined one
     naming the case data it waits for) and what to do, each action once for the whole group."""
-    grouping = group.group_by
-    named = _WORDS.get(lang, _WORDS["en"]).get(grouping)
-    if named is None:  # a case field: by its label
-        named = missing_text(playbook, [group.level.field], lang)
+    named = grouping_name(playbook, group, lang)
     key = _w(lang, "no_key") if group.key is None else str(group.key)
     header = _w(lang, "group").format(grouping=named, key=key, open=group.open)
     pb = group.level.playbook

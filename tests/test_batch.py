@@ -208,7 +208,7 @@ def test_batch_db_files_what_recommend_db_files_and_a_rerun_files_nothing(db_url
     record = filed[0][0]["record_id"]
     assert f"#1  {MAVEN_AS_OF}" in _cli("history", record, "--db", db_url).stdout.decode()
     # recommend --db over the same file after the batch: stored by an earlier run, not twice
-    done = _cli("recommend", *args[1:], "--format", "summary", "--db", db_url)
+    done = _cli("recommend", *args[1:], "--format", "summary", "--db", db_url, "--lang", "en")
     assert "2089 already stored by an earlier run of this import" in done.stderr.decode()
     assert len(_filed(db_url)[0]) == 2089
 

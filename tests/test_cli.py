@@ -45,7 +45,15 @@ def invoke(*args: str) -> tuple[int, str, str]:
 
 def test_json_output_follows_the_result_schema(cases_file: Path) -> None:
     code, out, err = invoke(
-        "recommend", "--playbook", PIPELINE, "--input", str(cases_file), "--as-of", "2026-11-27", "--format", "json"
+        "recommend",
+        "--playbook",
+        PIPELINE,
+        "--input",
+        str(cases_file),
+        "--as-of",
+        "2026-11-27",
+        "--format",
+        "json",
     )
     assert code == 0, err
     schema = json.loads((ROOT / "schemas" / "result.schema.json").read_text(encoding="utf-8"))
@@ -54,13 +62,15 @@ def test_json_output_follows_the_result_schema(cases_file: Path) -> None:
         jsonschema.validate(line, schema)
     assert [line["case"] for line in lines] == ["a", "b"]
     assert lines[0]["recommendations"][0]["label"] == "积极跟进"  # --lang defaults to zh
-    assert "2 rows: 2 cases evaluated (2 results, 0 errors)" in err
+    assert "共 2 行:评估 2 个案例(成功 2 个,出错 0 个)" in err  # and so is the summary
 
 
 def test_bad_lines_are_reported_and_the_run_fails(tmp_path: Path) -> None:
     path = tmp_path / "cases.jsonl"
     path.write_text(CASES[0] + "\n{oops\n\n" + '{"opportunity": {"win_rate": 65}}\n', encoding="utf-8")
-    code, out, err = invoke("recommend", "--playbook", PIPELINE, "--input", str(path), "--format", "json")
+    code, out, err = invoke(
+        "recommend", "--playbook", PIPELINE, "--input", str(path), "--format", "json", "--lang", "en"
+    )
     assert code == 1
     lines = [json.loads(line) for line in out.splitlines()]
     assert [line.get("error", {}).get("code") for line in lines] == [None, "bad_json", "bad_input"]
@@ -181,6 +191,8 @@ def test_one_hundred_thousand_cases_through_the_cli_none_lost_or_doubled(tmp_pat
                 "--as-of",
                 "2026-11-27",
                 "--no-store",
+                "--lang",
+                "en",
             ],
             stdout=out,
             stderr=subprocess.PIPE,
@@ -201,7 +213,9 @@ def test_one_hundred_thousand_cases_through_the_cli_none_lost_or_doubled(tmp_pat
 def test_the_audit_log_commands_end_to_end(tmp_path: Path) -> None:
     db = f"sqlite:///{tmp_path / 'log.db'}"
     samples = str(ROOT / "samples" / "cases.jsonl")
-    code, out, err = invoke("recommend", "--input", samples, "--as-of", "2026-11-27", "--format", "json", "--db", db)
+    code, out, err = invoke(
+        "recommend", "--input", samples, "--as-of", "2026-11-27", "--format", "json", "--db", db, "--lang", "en"
+    )
     assert code == 0, err
     first = json.loads(out.splitlines()[0])
     assert first["evaluation"] == 1 and first["case"] == "opp-001"
@@ -594,7 +608,9 @@ def readme_summary(start: str) -> re.Pattern[str]:
 
 
 def test_the_readme_summary_lines_are_what_the_program_prints(cases_file: Path) -> None:
-    code, _, err = invoke("recommend", "--playbook", PIPELINE, "--input", str(cases_file), "--as-of", "2026-11-27")
+    code, _, err = invoke(
+        "recommend", "--playbook", PIPELINE, "--input", str(cases_file), "--as-of", "2026-11-27", "--lang", "en"
+    )
     assert code == 0
     assert readme_summary("N rows: N cases evaluated").fullmatch(err.strip()), err
 
@@ -603,6 +619,8 @@ def test_the_readme_summary_lines_are_what_the_program_prints(cases_file: Path) 
 def test_the_readme_summary_of_an_export_with_quarantined_rows(tmp_path: Path) -> None:
     code, _, err = invoke(
         "recommend",
+        "--lang",
+        "en",
         "--input",
         str(MAVEN_PIPELINE),
         "--mapping",
@@ -646,7 +664,7 @@ def test_a_database_password_is_never_printed(postgres_server: str, tmp_path: Pa
         encoding="utf-8",
     )
     common = ["--playbook", PIPELINE, "--sql", url, "--mapping", str(mapping), "--as-of", "2026-11-27"]
-    code, _, err = invoke("recommend", *common, "--table", "deals", "--db", url, "--verbose")
+    code, _, err = invoke("recommend", *common, "--table", "deals", "--db", url, "--verbose", "--lang", "en")
     assert code == 0, err
     assert f"{shown}:2: quarantined: held" in err and f"stored in {shown} as evaluations 1–1" in err
     code, _, err = invoke("history", "nobody", "--db", url)

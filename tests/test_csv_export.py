@@ -164,7 +164,7 @@ def test_hostile_cells_are_quarantined_and_the_import_completes(tmp_path: Path, 
     )
     (tmp_path / "export.csv").write_text(body, encoding="utf-8")
     (tmp_path / "hostile.yaml").write_text(MAPPING, encoding="utf-8")
-    result = recommend(tmp_path, "--format", "json", "--db", db_url)
+    result = recommend(tmp_path, "--format", "json", "--db", db_url, "--lang", "en")
     assert result.exit_code == 0, result.stderr
     out = [json.loads(line) for line in result.stdout.splitlines()]
     held = {line["line"]: line["quarantined"]["code"] for line in out if "quarantined" in line}

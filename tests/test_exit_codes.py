@@ -100,7 +100,9 @@ def test_diff_exits_0_when_equal_1_when_different_2_when_it_cannot_compare(tmp_p
 def test_a_run_with_a_case_in_error_exits_1_after_every_case(tmp_path: Path) -> None:
     cases = tmp_path / "cases.jsonl"
     cases.write_text('{"id": "a", "opportunity": {"win_rate": 80}}\n{oops\n', encoding="utf-8")
-    code, out, err = invoke("recommend", "--playbook", PIPELINE, "--input", cases, "--no-store", "--format", "json")
+    code, out, err = invoke(
+        "recommend", "--playbook", PIPELINE, "--input", cases, "--no-store", "--format", "json", "--lang", "en"
+    )
     assert code == 1 and len(out.splitlines()) == 2
     assert one_line(err) == "2 rows: 2 cases evaluated (1 results, 1 errors)"
 

@@ -235,7 +235,7 @@ def test_a_rerun_in_english_shows_every_stored_result_in_english(tmp_path: Path)
     store = Store(db)
     assert store.count() == len(deals)
     # --reevaluate: evaluated again, as new evaluations
-    renewed = recommend(pipeline, db, "--reevaluate", "--format", "json")
+    renewed = recommend(pipeline, db, "--reevaluate", "--format", "json", "--lang", "en")
     assert renewed.exit_code == 0, renewed.stderr
     numbers = [line["evaluation"] for line in map(json.loads, renewed.stdout.splitlines()) if "evaluation" in line]
     assert numbers == list(range(len(deals) + 1, 2 * len(deals) + 1))
@@ -281,13 +281,13 @@ def test_text_for_people_who_and_where_first_determined_decisions_and_quarantine
         assert not any(": 未定" in line for line in block)  # only what was determined
         assert any(line.startswith("    另有 ") and "项结论未定" in line for line in block)
     assert "quarantined" not in shown.stdout and "quarantined: closed_deal" not in shown.stderr
-    assert f"{closed} quarantined (closed_deal {closed}; --verbose lists them)" in shown.stderr
+    assert f"隔离 {closed} 行(closed_deal {closed} 行;加 --verbose 逐行列出)" in shown.stderr
     every = recommend(pipeline, "sqlite://", "--no-store", "--all", "--verbose")
     # each undetermined decision names what the CRM record lacks for it
     assert sum(": 未定(缺少:" in line for line in every.stdout.splitlines()) > 0 and "另有 " not in every.stdout
     listed = [line for line in every.stderr.splitlines() if ": quarantined: closed_deal: " in line]
     assert len(listed) == closed and listed[0].startswith(f"{pipeline}:")
-    assert f"{closed} quarantined (closed_deal {closed})" in every.stderr
+    assert f"隔离 {closed} 行(closed_deal {closed} 行)" in every.stderr
 
 
 def test_a_case_id_read_twice_in_one_input_is_evaluated_once_and_the_other_reported(
@@ -322,11 +322,30 @@ def test_a_case_id_read_twice_in_one_input_is_evaluated_once_and_the_other_repor
     store.close()
     result = CliRunner().invoke(
         main,
-        ["recommend", "--playbook", str(COURSE), "--input", str(path), "--as-of", "2026-11-27", "--no-store", "-v"],
+        [
+            "recommend",
+            "--playbook",
+            str(COURSE),
+            "--input",
+            str(path),
+            "--as-of",
+            "2026-11-27",
+            "--no-store",
+            "-v",
+            "--lang",
+            "en",
+        ],
     )
     assert result.exit_code == 0, result.stderr
     assert f"{path}:3: quarantined: duplicate_case: the same id as the record at line 1" in result.stderr
     assert "4 rows: 2 cases evaluated (2 results, 0 errors), 2 quarantined (duplicate_case 2)" in result.stderr
+    # in Chinese, the same counts, the standard quarantine code named in Chinese, only option names in Latin letters
+    zh = CliRunner().invoke(
+        main, ["recommend", "--playbook", str(COURSE), "--input", str(path), "--as-of", "2026-11-27", "--no-store"]
+    )
+    summary = zh.stderr.strip().splitlines()[-1]
+    assert summary == "共 4 行:评估 2 个案例(成功 2 个,出错 0 个),隔离 2 行(案例编号重复 2 行;加 --verbose 逐行列出)"
+    assert not re.search(r"[A-Za-z]", re.sub(r"--[a-z]+", "", summary))
 
 
 def test_two_runs_of_one_import_at_once_each_account_for_every_record(course: Any, cases: Path, db_url: str) -> None:

@@ -64,7 +64,9 @@ def test_every_hostile_line_is_that_lines_error(tmp_path: Path) -> None:
 
 def test_hostile_jsonl_through_the_cli_is_counted_and_stored(tmp_path: Path, db_url: str) -> None:
     args = ["recommend", "--playbook", str(FIXTURES / "pipeline.yaml"), "--input", str(hostile_file(tmp_path))]
-    result = CliRunner().invoke(main, [*args, "--as-of", "2026-11-27", "--format", "json", "--db", db_url])
+    result = CliRunner().invoke(
+        main, [*args, "--as-of", "2026-11-27", "--format", "json", "--db", db_url, "--lang", "en"]
+    )
     assert result.exit_code == 1  # cases in error fail the run, after it has run to the end
     out = [json.loads(line) for line in result.stdout.splitlines()]
     n = len(HOSTILE)

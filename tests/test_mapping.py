@@ -130,6 +130,8 @@ def test_all_maven_deals_are_accounted_for_through_the_cli(tmp_path: Path) -> No
         main,
         [
             "recommend",
+            "--lang",
+            "en",
             "--input",
             str(source),
             "--mapping",

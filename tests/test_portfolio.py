@@ -283,7 +283,7 @@ def test_recommend_prints_each_group_once_after_the_cases(tmp_path: Path) -> Non
     cases.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
     args = ["recommend", "--playbook", str(FIXTURES / "portfolio.yaml"), "--input", str(cases), "--no-store"]
     args += ["--as-of", AS_OF.isoformat(), "--groups"]
-    result = CliRunner().invoke(main, [*args, "--format", "json"])
+    result = CliRunner().invoke(main, [*args, "--format", "json", "--lang", "en"])
     assert result.exit_code == 0, result.output
     schema = json.loads((ROOT / "schemas" / "result.schema.json").read_text(encoding="utf-8"))
     printed = [json.loads(line) for line in result.stdout.splitlines()]
@@ -297,6 +297,7 @@ def test_recommend_prints_each_group_once_after_the_cases(tmp_path: Path) -> Non
     assert m1["open"] == 3 and [rec["id"] for rec in m1["recommendations"]] == ["grow_market"]
     assert "6 groups decided (owner 2, region 2, market 2)" in result.stderr
     zh = CliRunner().invoke(main, [*args, "--lang", "zh"])
+    assert "判断了 6 个组(客户经理 2、区域 2、产品市场 2)" in zh.stderr  # the summary in the run's language
     block = zh.stdout.split("按客户经理:ann(在途项目 3 个)")[1].split("\n\n")[0]
     assert "停滞项目数 2" in block and "漏斗健康: 危险" in block and "修复漏斗" in block
     assert "入站占比高: 未定" not in block

@@ -430,7 +430,7 @@ def test_recommend_reads_the_live_tryton_database_and_resumes(tryton: TrytonCrm,
 
     db = f"sqlite:///{tmp_path / 'log.db'}"
     args = ["recommend", "--sql", tryton.url, "--table", "sale_opportunity", "--mapping", "tryton_opportunity"]
-    args += ["--as-of", "2026-11-27", "--format", "json", "--db", db]
+    args += ["--as-of", "2026-11-27", "--format", "json", "--db", db, "--lang", "en"]
     first = CliRunner().invoke(main, args)
     assert first.exit_code == 0, first.stderr
     lines = [json.loads(line) for line in first.stdout.splitlines()]
