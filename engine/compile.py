@@ -14,8 +14,9 @@ results:
 * a ruleset holds at most 1,024 sessions: each compiled playbook uses one;
 * exceptions in actions are swallowed: the actions only append to a list,
   any error they or the engine record is raised by :meth:`ask`;
-* a fact no rule matches is dropped: every node has a catch-all rule, and
-  :meth:`ask` checks that it fired;
+* a fact no rule matches is dropped: one catch-all rule matches every
+  question, fires after the members with all the facts of a call at once,
+  and :meth:`ask` checks that it saw each question;
 * a rule made only of absence tests loops: every rule tests ``node`` first;
 * a ruleset name can never be registered twice: names carry the playbook's
   content hash and every compiled playbook has a host of its own.
@@ -118,11 +119,21 @@ class CompiledPlaybook:
                         "pri": k,
                         "run": self._action(question, cnode.members[k]),
                     }
-                rules[f"q{question}_end"] = {
-                    "all": [{"m": dict(node_test)}],
-                    "pri": _CATCH_ALL_PRI,
-                    "run": self._action(question, ""),
-                }
+        # One catch-all for every question, firing once per call with every fact asked (``cap``), after the
+        # members: an action of durable-rules costs far more than the answer it carries, and most facts fire
+        # nothing else.  It reports each fact it saw as its question's end, as a catch-all per question would.
+        ends = [self._action(question, "") for question in range(self._next_question)]
+
+        def seen(c: Any) -> None:
+            for fact in c.m:
+                ends[fact.node](c)
+
+        rules["seen"] = {
+            "all": [{"m": {"$gte": {"node": 0}}}],
+            "pri": _CATCH_ALL_PRI,
+            "cap": max(self._next_question, 1),
+            "run": seen,
+        }
         return rules
 
     def _action(self, node_index: int, member: str) -> Callable[[Any], None]:

@@ -19,9 +19,10 @@ from __future__ import annotations
 import datetime as dt
 import math
 from bisect import bisect_left
-from collections.abc import Callable, Hashable, Iterable, Iterator
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
+from operator import itemgetter
 from typing import Any
 
 from engine.compile import CompiledNode, CompiledPlaybook
@@ -40,6 +41,7 @@ from engine.model import (
     Output,
     Playbook,
     Rule,
+    ValueOf,
 )
 
 __all__ = ["Evaluator", "Result", "condition_trace", "negated_atoms", "prepare_inputs"]
@@ -375,8 +377,6 @@ def prepare_inputs(
     return values, derived
 
 
-_UNREAD = object()  # a test not read yet for this case
-
 _OTHER = ("other",)  # the cell of any value no test names
 
 
@@ -442,17 +442,31 @@ def _same_cells(var: str, atoms: list[Atom], bounds: list[Any]) -> list[int]:
 _Answer = tuple[tuple[int, ...], tuple[bool | None, ...], tuple[int, ...]]
 """Fired members, every atom's result, members whose condition is unknown (members by index in the node)."""
 
+_Part = tuple[tuple[int, ...], tuple[int, ...]]
+"""A chunk's fired members and members whose condition is unknown (by index in the node)."""
+
+
+def _picker(indices: Sequence[int]) -> Callable[[Sequence[Any]], tuple[Any, ...]]:
+    """A function giving the items at these indices of a sequence, as a tuple (one C call for several)."""
+    if not indices:
+        return lambda _: ()
+    if len(indices) == 1:
+        only = indices[0]
+        return lambda items: (items[only],)
+    return itemgetter(*indices)
+
 
 @dataclass
 class _ChunkPlan:
-    """The members of a node durable-rules is asked about in one fact, and the cells that decide them alone."""
+    """The members of a node durable-rules is asked about in one fact, and the tests that decide them alone."""
 
     index: int  # in the compiled node's chunks
     start: int  # its members: start..end
     end: int
-    readers: list[tuple[str, Callable[[Any], Hashable] | None]]  # cells of the chunk's own tests
-    pairs: list[Atom]
-    answers: dict[Hashable, _Answer] = field(default_factory=dict)
+    # the results of the chunk's own tests (from the node's distinct tests): what its answer is remembered by,
+    # as exact as the cells of its values (values in one cell give every test the same result) and cheaper to read
+    key: Callable[[Sequence[bool | None]], tuple[bool | None, ...]]
+    answers: dict[Hashable, _Part] = field(default_factory=dict)
 
 
 @dataclass
@@ -475,12 +489,17 @@ class _NodePlan:
         field(default_factory=dict)
     )
     name: str = ""  # the decision a table makes
-    # A node too wide for one fact is asked in chunks; each chunk's answer is reused by the cells of its own
+    # A node too wide for one fact is asked in chunks; each chunk's answer is reused by the results of its own
     # tests, far fewer than the node's: a case new to a wide node is mostly made of chunks already answered.
     chunks: list[_ChunkPlan] = field(default_factory=list)
     # by member, if its condition is all of some tests: those tests, as indices into ``tests`` (distinct tests)
     flat: list[tuple[int, ...] | None] = field(default_factory=list)
-    tests: list[Atom] = field(default_factory=list)
+    tests: list[Atom] = field(default_factory=list)  # the node's distinct tests: one shared by many rows is read once
+    # the results of every atom of every member, in report order, from the results of the distinct tests
+    results: Callable[[Sequence[bool | None]], tuple[bool | None, ...]] = tuple
+    # by member of a group of rules: each recommendation as (action, its parameters as (name, the variable read
+    # or None, else the constant), the action's course source)
+    recommends: list[list[tuple[str, list[tuple[str, str | None, Any]], dict[str, Any]]]] = field(default_factory=list)
 
 
 class Evaluator:
@@ -492,10 +511,10 @@ class Evaluator:
         self.playbook = compiled.playbook
         self.cache_size = cache_size
         self._remembered = 0
-        self._plans = [self._plan(cnode) for cnode in compiled.nodes]
-        self._inputs = _input_plan(self.playbook)
         # shared by every result (read-only): an action's course source
         self._sources = {name: action.source.to_json() for name, action in self.playbook.actions.items()}
+        self._plans = [self._plan(cnode) for cnode in compiled.nodes]
+        self._inputs = _input_plan(self.playbook)
 
     def _plan(self, cnode: CompiledNode) -> _NodePlan:
         conditions = self.playbook.conditions_of(cnode.node)
@@ -520,12 +539,11 @@ class Evaluator:
                 distinct_tests.append(atom)
             return test_index[same]
 
-        chunks = []
-        for index, (start, end, _) in enumerate(cnode.chunks):
-            mine = [a for member in atoms[start:end] for a in member]
-            chunk_vars = dict.fromkeys(a.var for a in mine)
-            chunk_readers = [(var, _cell_reader(var, mine, *self.playbook.var_type(var))) for var in chunk_vars]
-            chunks.append(_ChunkPlan(index, start, end, chunk_readers, [a for a in mine if a.op == "compare"]))
+        every_test = [[distinct(a) for a in member] for member in atoms]
+        chunks = [
+            _ChunkPlan(index, start, end, _picker(sorted({t for member in every_test[start:end] for t in member})))
+            for index, (start, end, _) in enumerate(cnode.chunks)
+        ]
         return _NodePlan(
             cnode,
             conditions,
@@ -541,6 +559,21 @@ class Evaluator:
             chunks=chunks,
             flat=[None if tests is None else tuple(distinct(t) for t in tests) for tests in map(_flat, conditions)],
             tests=distinct_tests,
+            results=_picker([t for member in every_test for t in member]),
+            recommends=[
+                [
+                    (
+                        rec.action,
+                        [
+                            (name, out.var, None) if isinstance(out, ValueOf) else (name, None, out.value)
+                            for name, out in rec.params.items()
+                        ],
+                        self._sources[rec.action],
+                    )
+                    for rec in rule.recommends
+                ]
+                for rule in rules
+            ],
         )
 
     # -- public ------------------------------------------------------------------
@@ -603,70 +636,63 @@ class Evaluator:
         """The members durable-rules fires for these values (indices), every atom's result, and the members
         whose condition is unknown (a value it needs is missing).
 
-        Chunks whose cells were seen before reuse their answer; the others are asked of durable-rules
-        together, in one batch.
+        Chunks whose tests gave the same results before reuse their answer; the others are asked of
+        durable-rules together, in one batch.
         """
         reuse = bool(self.cache_size)
         if reuse:
             known = plan.answers.get(key)
             if known is not None:
                 return known
+        seen = [atom_matches(test, values) for test in plan.tests]
         chunks = plan.chunks
-        parts: dict[int, _Answer] = {}
+        wide = len(chunks) > 1  # one chunk: the node's own answer is remembered below
+        parts: list[_Part | None] = [None] * len(chunks)
         asked: list[tuple[_ChunkPlan, Hashable]] = []
         for chunk in chunks:
-            chunk_key = _key(chunk.readers, chunk.pairs, values) if len(chunks) > 1 else key
-            part = chunk.answers.get(chunk_key) if reuse else None
+            chunk_key = chunk.key(seen) if wide else key
+            part = chunk.answers.get(chunk_key) if reuse and wide else None
             if part is None:
                 asked.append((chunk, chunk_key))
             else:
                 parts[chunk.index] = part
         if asked:
             answers = self.compiled.ask_chunks(plan.cnode, values, [chunk.index for chunk, _ in asked])
-            seen = [_UNREAD] * len(plan.tests)
             for (chunk, chunk_key), answer in zip(asked, answers, strict=True):
-                part = self._checked(plan, chunk, answer, values, seen)
-                parts[chunk.index] = part
-                if reuse and len(chunks) > 1:  # one chunk: the node's own answer is remembered below
+                part = parts[chunk.index] = self._checked(plan, chunk, answer, values, seen)
+                if reuse and wide:
                     self._remember(chunk.answers, chunk_key, part)
-        if len(chunks) == 1:
-            known = parts[0]
-        else:
-            ordered = [parts[chunk.index] for chunk in chunks]
+        if wide:
             known = (
-                tuple([i for part in ordered for i in part[0]]),
-                tuple([r for part in ordered for r in part[1]]),
-                tuple([i for part in ordered for i in part[2]]),
+                tuple([i for part in parts if part for i in part[0]]),
+                plan.results(seen),
+                tuple([i for part in parts if part for i in part[1]]),
             )
+        else:
+            only = parts[0]
+            assert only is not None
+            known = (only[0], plan.results(seen), only[1])
         if reuse:
             self._remember(plan.answers, key, known)
         return known
 
     def _checked(
         self, plan: _NodePlan, chunk: _ChunkPlan, answer: tuple[str, ...], values: dict[str, Any], seen: list[Any]
-    ) -> _Answer:
-        """A chunk's answer from durable-rules, with its atoms' results, compared with the conditions.
+    ) -> _Part:
+        """A chunk's answer from durable-rules, compared with the conditions.
 
-        ``seen``: the results of the node's distinct tests read so far for these values.
+        ``seen``: the results of the node's distinct tests for these values.
         """
-        collected: list[bool | None] = []
         start = chunk.start
         verdicts: list[bool | None] = []
         for member in range(start, chunk.end):
             tests = plan.flat[member]
             if tests is None:
                 condition = plan.conditions[member]
-                verdicts.append(True if condition is None else evaluate_condition(condition, values, collected))
+                verdicts.append(True if condition is None else evaluate_condition(condition, values))
                 continue
-            # a plain "all of these tests" (most rows and rules), read without walking the condition; a test
-            # many members share (an interval of a grid's rows) is read once per case
-            results = []
-            for test in tests:
-                result = seen[test]
-                if result is _UNREAD:
-                    result = seen[test] = atom_matches(plan.tests[test], values)
-                results.append(result)
-            collected += results
+            # a plain "all of these tests" (most rows and rules), read without walking the condition
+            results = [seen[test] for test in tests]
             verdicts.append(False if False in results else None if None in results else True)
         matched = tuple(start + i for i, verdict in enumerate(verdicts) if verdict is True)
         unknown = tuple(start + i for i, verdict in enumerate(verdicts) if verdict is None)
@@ -676,7 +702,7 @@ class Evaluator:
                 f"durable-rules fired {list(answer)} on '{plan.cnode.node.name}' where the conditions "
                 f"give {[members[i] for i in matched]}"
             )
-        return matched, tuple(collected), unknown
+        return matched, unknown
 
     def _remember(self, memory: dict[Hashable, Any], key: Hashable, answer: Any) -> None:
         if self._remembered >= self.cache_size:
@@ -783,7 +809,7 @@ class Evaluator:
         rule = plan.rules[member]
         values = result.values
         sets: dict[str, Any] = {}
-        for target, output in rule.sets.items():
+        for target, output in rule.sets.items():  # most rules set nothing
             value = self._output(output, values, self.playbook.decisions[target], case_id, rule.location)
             if target in set_by and result.decisions[target] != value:
                 earlier = set_by[target]
@@ -803,16 +829,13 @@ class Evaluator:
             result.decisions[target] = value
             values[target] = value
             sets[target] = value
-        for rec in rule.recommends:
-            params = {name: self._output(out, values, None, case_id, rec.location) for name, out in rec.params.items()}
-            result.recommendations.append(
-                {
-                    "id": rec.action,
-                    "params": params,
-                    "rule": rule.id,
-                    "source": self._sources[rec.action],
-                }
-            )
+        recommendations = result.recommendations
+        for action, params, source in plan.recommends[member]:
+            given: dict[str, Any] = {}
+            for name, var, constant in params:  # a parameter sets no decision: nothing to check, only to copy
+                value = constant if var is None else values.get(var)
+                given[name] = list(value) if isinstance(value, list) else value
+            recommendations.append({"id": action, "params": given, "rule": rule.id, "source": source})
         result.steps.append((plan, (member,), results, (member,), sets, ()))
 
 
