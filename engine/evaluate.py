@@ -466,6 +466,7 @@ class _ChunkPlan:
     # the results of the chunk's own tests (from the node's distinct tests): what its answer is remembered by,
     # as exact as the cells of its values (values in one cell give every test the same result) and cheaper to read
     key: Callable[[Sequence[bool | None]], tuple[bool | None, ...]]
+    other: list[int]  # members whose condition is not all of some tests: read by walking it
     answers: dict[Hashable, _Part] = field(default_factory=dict)
 
 
@@ -497,6 +498,10 @@ class _NodePlan:
     tests: list[Atom] = field(default_factory=list)  # the node's distinct tests: one shared by many rows is read once
     # the results of every atom of every member, in report order, from the results of the distinct tests
     results: Callable[[Sequence[bool | None]], tuple[bool | None, ...]] = tuple
+    # by distinct test, the members (bits of an int) whose condition is all of some tests, this one among them:
+    # a member holds when none of its tests is false or unknown, found for all members in a few operations
+    holders: list[int] = field(default_factory=list)
+    conjunctions: int = 0  # the members whose condition is all of some tests (bits)
     # by member of a group of rules: each recommendation as (action, its parameters as (name, the variable read
     # or None, else the constant), the action's course source)
     recommends: list[list[tuple[str, list[tuple[str, str | None, Any]], dict[str, Any]]]] = field(default_factory=list)
@@ -540,8 +545,19 @@ class Evaluator:
             return test_index[same]
 
         every_test = [[distinct(a) for a in member] for member in atoms]
+        flat = [None if tests is None else tuple(distinct(t) for t in tests) for tests in map(_flat, conditions)]
+        holders = [0] * len(distinct_tests)
+        for member, tests in enumerate(flat):
+            for test in tests or ():
+                holders[test] |= 1 << member
         chunks = [
-            _ChunkPlan(index, start, end, _picker(sorted({t for member in every_test[start:end] for t in member})))
+            _ChunkPlan(
+                index,
+                start,
+                end,
+                _picker(sorted({t for member in every_test[start:end] for t in member})),
+                [member for member in range(start, end) if flat[member] is None],
+            )
             for index, (start, end, _) in enumerate(cnode.chunks)
         ]
         return _NodePlan(
@@ -557,8 +573,10 @@ class Evaluator:
             rules,
             name=node.name,
             chunks=chunks,
-            flat=[None if tests is None else tuple(distinct(t) for t in tests) for tests in map(_flat, conditions)],
+            flat=flat,
             tests=distinct_tests,
+            holders=holders,
+            conjunctions=sum(1 << member for member, tests in enumerate(flat) if tests is not None),
             results=_picker([t for member in every_test for t in member]),
             recommends=[
                 [
@@ -658,8 +676,17 @@ class Evaluator:
                 parts[chunk.index] = part
         if asked:
             answers = self.compiled.ask_chunks(plan.cnode, values, [chunk.index for chunk, _ in asked])
+            false = unknown = 0
+            for holders, result in zip(plan.holders, seen, strict=True):
+                if result is not True:
+                    if result is False:
+                        false |= holders
+                    else:
+                        unknown |= holders
+            holding = plan.conjunctions & ~false
+            verdicts = (holding & ~unknown, holding & unknown)
             for (chunk, chunk_key), answer in zip(asked, answers, strict=True):
-                part = parts[chunk.index] = self._checked(plan, chunk, answer, values, seen)
+                part = parts[chunk.index] = self._checked(plan, chunk, answer, values, verdicts)
                 if reuse and wide:
                     self._remember(chunk.answers, chunk_key, part)
         if wide:
@@ -677,32 +704,34 @@ class Evaluator:
         return known
 
     def _checked(
-        self, plan: _NodePlan, chunk: _ChunkPlan, answer: tuple[str, ...], values: dict[str, Any], seen: list[Any]
+        self,
+        plan: _NodePlan,
+        chunk: _ChunkPlan,
+        answer: tuple[str, ...],
+        values: dict[str, Any],
+        verdicts: tuple[int, int],
     ) -> _Part:
         """A chunk's answer from durable-rules, compared with the conditions.
 
-        ``seen``: the results of the node's distinct tests for these values.
+        ``verdicts``: the members whose condition is all of some tests that hold, and those unknown (bits).
         """
-        start = chunk.start
-        verdicts: list[bool | None] = []
-        for member in range(start, chunk.end):
-            tests = plan.flat[member]
-            if tests is None:
-                condition = plan.conditions[member]
-                verdicts.append(True if condition is None else evaluate_condition(condition, values))
-                continue
-            # a plain "all of these tests" (most rows and rules), read without walking the condition
-            results = [seen[test] for test in tests]
-            verdicts.append(False if False in results else None if None in results else True)
-        matched = tuple(start + i for i, verdict in enumerate(verdicts) if verdict is True)
-        unknown = tuple(start + i for i, verdict in enumerate(verdicts) if verdict is None)
+        start, window = chunk.start, (1 << (chunk.end - chunk.start)) - 1
+        matched, unknown = (
+            _members((verdicts[0] >> start) & window, start),
+            _members((verdicts[1] >> start) & window, start),
+        )
+        if chunk.other:
+            walked = [(member, plan.conditions[member]) for member in chunk.other]
+            results = {member: True if when is None else evaluate_condition(when, values) for member, when in walked}
+            matched = sorted(matched + [member for member, result in results.items() if result is True])
+            unknown = sorted(unknown + [member for member, result in results.items() if result is None])
         members = plan.cnode.members
         if answer != tuple(members[i] for i in matched):
             raise EngineFault(
                 f"durable-rules fired {list(answer)} on '{plan.cnode.node.name}' where the conditions "
                 f"give {[members[i] for i in matched]}"
             )
-        return matched, unknown
+        return tuple(matched), tuple(unknown)
 
     def _remember(self, memory: dict[Hashable, Any], key: Hashable, answer: Any) -> None:
         if self._remembered >= self.cache_size:
@@ -837,6 +866,16 @@ class Evaluator:
                 given[name] = list(value) if isinstance(value, list) else value
             recommendations.append({"id": action, "params": given, "rule": rule.id, "source": source})
         result.steps.append((plan, (member,), results, (member,), sets, ()))
+
+
+def _members(bits: int, start: int) -> list[int]:
+    """The members whose bits are set, counted from ``start``, in order."""
+    found = []
+    while bits:
+        lowest = bits & -bits
+        found.append(start + lowest.bit_length() - 1)
+        bits ^= lowest
+    return found
 
 
 def _flat(condition: Condition | None) -> tuple[Atom, ...] | None:
