@@ -461,8 +461,7 @@ class _ChunkPlan:
     """The members of a node durable-rules is asked about in one fact, and the tests that decide them alone."""
 
     index: int  # in the compiled node's chunks
-    start: int  # its members: start..end
-    end: int
+    members: int  # its members (bits of an int, by index in the node)
     # the results of the chunk's own tests (from the node's distinct tests): what its answer is remembered by,
     # as exact as the cells of its values (values in one cell give every test the same result) and cheaper to read
     key: Callable[[Sequence[bool | None]], tuple[bool | None, ...]]
@@ -553,12 +552,11 @@ class Evaluator:
         chunks = [
             _ChunkPlan(
                 index,
-                start,
-                end,
-                _picker(sorted({t for member in every_test[start:end] for t in member})),
-                [member for member in range(start, end) if flat[member] is None],
+                sum(1 << member for member in members),
+                _picker(sorted({t for member in members for t in every_test[member]})),
+                [member for member in members if flat[member] is None],
             )
-            for index, (start, end, _) in enumerate(cnode.chunks)
+            for index, (members, _) in enumerate(cnode.chunks)
         ]
         return _NodePlan(
             cnode,
@@ -689,11 +687,11 @@ class Evaluator:
                 part = parts[chunk.index] = self._checked(plan, chunk, answer, values, verdicts)
                 if reuse and wide:
                     self._remember(chunk.answers, chunk_key, part)
-        if wide:
+        if wide:  # a chunk's members need not follow each other: the node's are put back in order
             known = (
-                tuple([i for part in parts if part for i in part[0]]),
+                tuple(sorted([i for part in parts if part for i in part[0]])),
                 plan.results(seen),
-                tuple([i for part in parts if part for i in part[1]]),
+                tuple(sorted([i for part in parts if part for i in part[1]])),
             )
         else:
             only = parts[0]
@@ -715,11 +713,7 @@ class Evaluator:
 
         ``verdicts``: the members whose condition is all of some tests that hold, and those unknown (bits).
         """
-        start, window = chunk.start, (1 << (chunk.end - chunk.start)) - 1
-        matched, unknown = (
-            _members((verdicts[0] >> start) & window, start),
-            _members((verdicts[1] >> start) & window, start),
-        )
+        matched, unknown = _members(verdicts[0] & chunk.members), _members(verdicts[1] & chunk.members)
         if chunk.other:
             walked = [(member, plan.conditions[member]) for member in chunk.other]
             results = {member: True if when is None else evaluate_condition(when, values) for member, when in walked}
@@ -868,12 +862,12 @@ class Evaluator:
         result.steps.append((plan, (member,), results, (member,), sets, ()))
 
 
-def _members(bits: int, start: int) -> list[int]:
-    """The members whose bits are set, counted from ``start``, in order."""
+def _members(bits: int) -> list[int]:
+    """The members whose bits are set, in order."""
     found = []
     while bits:
         lowest = bits & -bits
-        found.append(start + lowest.bit_length() - 1)
+        found.append(lowest.bit_length() - 1)
         bits ^= lowest
     return found
 
