@@ -640,8 +640,22 @@ class Evaluator:
             if plan.decision is not None:
                 self._table(plan, key, fired, results, unknown, result, case_id)
             else:
+                recommends, recommendations = plan.recommends, result.recommendations
                 for member in fired:
-                    self._rule(plan, member, results, result, set_by, case_id)
+                    rule = plan.rules[member]
+                    if rule.sets:
+                        self._rule(plan, member, results, result, set_by, case_id)
+                        continue
+                    # the common rule, which only recommends: built here, once per rule that fires
+                    rule_id = rule.id
+                    for action, params, source in recommends[member]:
+                        given = {}
+                        for name, var, constant in params:  # a parameter sets no decision: nothing to check
+                            value = constant if var is None else values.get(var)
+                            given[name] = list(value) if isinstance(value, list) else value
+                        recommendations.append({"id": action, "params": given, "rule": rule_id, "source": source})
+                    single = (member,)
+                    steps.append((plan, single, results, single, {}, ()))
                 if unknown:
                     steps.append((plan, (), results, (), None, unknown))
         return result
@@ -832,7 +846,7 @@ class Evaluator:
         rule = plan.rules[member]
         values = result.values
         sets: dict[str, Any] = {}
-        for target, output in rule.sets.items():  # most rules set nothing
+        for target, output in rule.sets.items():
             value = self._output(output, values, self.playbook.decisions[target], case_id, rule.location)
             if target in set_by and result.decisions[target] != value:
                 earlier = set_by[target]
@@ -852,13 +866,11 @@ class Evaluator:
             result.decisions[target] = value
             values[target] = value
             sets[target] = value
-        recommendations = result.recommendations
-        for action, params, source in plan.recommends[member]:
-            given: dict[str, Any] = {}
-            for name, var, constant in params:  # a parameter sets no decision: nothing to check, only to copy
-                value = constant if var is None else values.get(var)
-                given[name] = list(value) if isinstance(value, list) else value
-            recommendations.append({"id": action, "params": given, "rule": rule.id, "source": source})
+        for rec in rule.recommends:
+            params = {name: self._output(out, values, None, case_id, rec.location) for name, out in rec.params.items()}
+            result.recommendations.append(
+                {"id": rec.action, "params": params, "rule": rule.id, "source": self._sources[rec.action]}
+            )
         result.steps.append((plan, (member,), results, (member,), sets, ()))
 
 
