@@ -6,8 +6,9 @@ that vector of condition results is the question's identity.  durable-rules is
 asked each distinct question once per evaluator, remembered by the cells of the
 values read; the rows it fired are kept and reused for every later case in the
 same cells, which is exact: a row's verdict depends on nothing else.  A node
-wider than one question fact is asked in chunks, each remembered by the cells of
-its own tests, and the chunks a case is new to are asked in one batch.  When
+wider than one question fact is asked in chunks, each remembered by the results
+of its own tests (its part of the question), and the chunks a case is new to are
+asked in one batch.  When
 durable-rules is asked, its answer is compared with the condition results, and
 any disagreement is an :class:`~engine.errors.EngineFault`, never a silent result.
 
@@ -26,7 +27,7 @@ from operator import itemgetter
 from typing import Any
 
 from engine.compile import CompiledNode, CompiledPlaybook
-from engine.conditions import atom_matches, atoms_of, evaluate_condition, items_of, numbers_of
+from engine.conditions import OPERATORS, atom_matches, atoms_of, evaluate_condition, items_of, numbers_of
 from engine.errors import CaseError, EngineFault, Location
 from engine.model import (
     AllOf,
@@ -495,6 +496,7 @@ class _NodePlan:
     # by member, if its condition is all of some tests: those tests, as indices into ``tests`` (distinct tests)
     flat: list[tuple[int, ...] | None] = field(default_factory=list)
     tests: list[Atom] = field(default_factory=list)  # the node's distinct tests: one shared by many rows is read once
+    readings: list[Callable[[dict[str, Any]], bool | None]] = field(default_factory=list)  # by test: its result
     # the results of every atom of every member, in report order, from the results of the distinct tests
     results: Callable[[Sequence[bool | None]], tuple[bool | None, ...]] = tuple
     # by distinct test, the members (bits of an int) whose condition is all of some tests, this one among them:
@@ -573,6 +575,7 @@ class Evaluator:
             chunks=chunks,
             flat=flat,
             tests=distinct_tests,
+            readings=[_reading(test) for test in distinct_tests],
             holders=holders,
             conjunctions=sum(1 << member for member, tests in enumerate(flat) if tests is not None),
             results=_picker([t for member in every_test for t in member]),
@@ -674,7 +677,7 @@ class Evaluator:
             known = plan.answers.get(key)
             if known is not None:
                 return known
-        seen = [atom_matches(test, values) for test in plan.tests]
+        seen = [read(values) for read in plan.readings]
         chunks = plan.chunks
         wide = len(chunks) > 1  # one chunk: the node's own answer is remembered below
         parts: list[_Part | None] = [None] * len(chunks)
@@ -872,6 +875,20 @@ class Evaluator:
                 {"id": rec.action, "params": params, "rule": rule.id, "source": self._sources[rec.action]}
             )
         result.steps.append((plan, (member,), results, (member,), sets, ()))
+
+
+def _reading(atom: Atom) -> Callable[[dict[str, Any]], bool | None]:
+    """A test's result for some values, as :func:`~engine.conditions.atom_matches` gives it, with the
+    operator looked up once."""
+    if atom.op in ("present", "compare"):
+        return lambda values: atom_matches(atom, values)
+    var, matches, operand = atom.var, OPERATORS[atom.op].matches, atom.operand
+
+    def reading(values: dict[str, Any]) -> bool | None:
+        value = values.get(var)
+        return None if value is None else matches(value, operand)
+
+    return reading
 
 
 def _members(bits: int) -> list[int]:
