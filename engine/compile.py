@@ -201,7 +201,7 @@ class CompiledPlaybook:
         questions = [cnode.chunks[c][1] for c in chunks]
         facts = [{**base, "id": self._fact_ids[q], "node": q} for q in questions]
         fired = self._send(cnode, facts, batch=True)
-        # Every question seen through: its catch-all fired once, after its members, and nothing else fired.
+        # Every question seen through: the catch-all reported its end once, after its members, and nothing else fired.
         last = dict(fired)  # each question's last action
         ends = sum(1 for _, member in fired if member == "")
         if ends != len(questions) or sorted(last) != sorted(questions) or any(last[q] != "" for q in questions):
