@@ -14,8 +14,9 @@ results:
 * a ruleset holds at most 1,024 sessions: each compiled playbook uses one;
 * exceptions in actions are swallowed: the actions only append to a list,
   any error they or the engine record is raised by :meth:`ask`;
-* a fact no rule matches is dropped: every node has a catch-all rule, and
-  :meth:`ask` checks that it fired;
+* a fact no rule matches is dropped: one catch-all rule matches every
+  question, fires after the members with all the facts of a call at once,
+  and :meth:`ask` checks that it saw each question;
 * a rule made only of absence tests loops: every rule tests ``node`` first;
 * a ruleset name can never be registered twice: names carry the playbook's
   content hash and every compiled playbook has a host of its own.
@@ -59,7 +60,7 @@ class CompiledNode:
     fields: dict[str, str]  # variable -> field name in the question fact
     list_values: dict[str, tuple[Any, ...]]  # list variable -> its declared values
     members: tuple[str, ...]  # row ids of a table, or the rule ids
-    chunks: tuple[tuple[int, int, int], ...]  # (first member, end, question id): one fact each
+    chunks: tuple[tuple[tuple[int, ...], int], ...]  # (members by index, in order; question id): one fact each
     atoms: tuple[Atom, ...]  # every test of the node
 
 
@@ -90,10 +91,12 @@ class CompiledPlaybook:
             if kind == "list":
                 list_values[var] = values or ()
         chunks = []
+        conditions = self.playbook.conditions_of(node)
+        grouped = _grouped([atoms_of(c) for c in conditions])
         for start in range(0, max(len(node.members), 1), CHUNK):
-            chunks.append((start, min(start + CHUNK, len(node.members)), self._next_question))
+            chunks.append((tuple(sorted(grouped[start : start + CHUNK])), self._next_question))
             self._next_question += 1
-        atoms = tuple(a for c in self.playbook.conditions_of(node) for a in atoms_of(c))
+        atoms = tuple(a for c in conditions for a in atoms_of(c))
         return CompiledNode(index, node, fields, list_values, node.members, tuple(chunks), atoms)
 
     def _ruleset(self) -> dict[str, Any]:
@@ -105,9 +108,9 @@ class CompiledPlaybook:
                 return cnode.list_values[var].index(item)
 
             conditions = self.playbook.conditions_of(cnode.node)
-            for start, end, question in cnode.chunks:
+            for members, question in cnode.chunks:
                 node_test = {"node": question}
-                for k in range(start, end):
+                for k in members:
                     test: dict[str, Any] = node_test
                     when = conditions[k]
                     if when is not None:
@@ -118,11 +121,21 @@ class CompiledPlaybook:
                         "pri": k,
                         "run": self._action(question, cnode.members[k]),
                     }
-                rules[f"q{question}_end"] = {
-                    "all": [{"m": dict(node_test)}],
-                    "pri": _CATCH_ALL_PRI,
-                    "run": self._action(question, ""),
-                }
+        # One catch-all for every question, firing once per call with every fact asked (``cap``), after the
+        # members: an action of durable-rules costs far more than the answer it carries, and most facts fire
+        # nothing else.  It reports each fact it saw as its question's end, as a catch-all per question would.
+        ends = [self._action(question, "") for question in range(self._next_question)]
+
+        def seen(c: Any) -> None:
+            for fact in c.m:
+                ends[fact.node](c)
+
+        rules["seen"] = {
+            "all": [{"m": {"$gte": {"node": 0}}}],
+            "pri": _CATCH_ALL_PRI,
+            "cap": max(self._next_question, 1),
+            "run": seen,
+        }
         return rules
 
     def _action(self, node_index: int, member: str) -> Callable[[Any], None]:
@@ -172,10 +185,10 @@ class CompiledPlaybook:
     def ask(self, cnode: CompiledNode, values: dict[str, Any]) -> tuple[str, ...]:
         """Which members (rows, or rules) of a node durable-rules fires for these values, in member order."""
         base = self.encode(cnode, values)
-        answer: list[str] = []
-        for _, _, question in cnode.chunks:
-            answer.extend(self._ask_once(cnode, {**base, "node": question}, question))
-        return tuple(answer)
+        fired: set[str] = set()
+        for _, question in cnode.chunks:
+            fired.update(self._ask_once(cnode, {**base, "node": question}, question))
+        return tuple(member for member in cnode.members if member in fired)
 
     def ask_chunks(self, cnode: CompiledNode, values: dict[str, Any], chunks: Sequence[int]) -> list[tuple[str, ...]]:
         """For each chunk of a node (an index into ``cnode.chunks``), the members durable-rules fires for these
@@ -185,23 +198,25 @@ class CompiledPlaybook:
         whose 32-bit hash no other question's shares (checked when compiling).
         """
         base = self.encode(cnode, values)
-        questions = [cnode.chunks[c][2] for c in chunks]
+        questions = [cnode.chunks[c][1] for c in chunks]
         facts = [{**base, "id": self._fact_ids[q], "node": q} for q in questions]
         fired = self._send(cnode, facts, batch=True)
-        # Every question seen through: its catch-all fired once, after its members, and nothing else fired.
+        # Every question seen through: the catch-all reported its end once, after its members, and nothing else fired.
         last = dict(fired)  # each question's last action
         ends = sum(1 for _, member in fired if member == "")
         if ends != len(questions) or sorted(last) != sorted(questions) or any(last[q] != "" for q in questions):
             self._reset_session()
             raise EngineFault(f"durable-rules did not see the questions for node '{cnode.node.name}' through: {fired}")
-        by_question: dict[int, set[str]] = {q: set() for q in questions}
+        by_question: dict[int, set[str]] = {}
         for question, member in fired:
-            by_question[question].add(member)
+            if member:
+                by_question.setdefault(question, set()).add(member)
         # A rule whose condition has an ``any`` fires once per alternative that holds: a set counts it once.
-        return [
-            tuple(m for m in cnode.members[start:end] if m in by_question[question])
-            for start, end, question in (cnode.chunks[c] for c in chunks)
-        ]
+        answers: list[tuple[str, ...]] = []
+        for members, question in (cnode.chunks[c] for c in chunks):
+            got = by_question.get(question)
+            answers.append(tuple(cnode.members[m] for m in members if cnode.members[m] in got) if got else ())
+        return answers
 
     def _send(self, cnode: CompiledNode, facts: list[dict[str, Any]], *, batch: bool) -> list[tuple[int, str]]:
         """Assert and retract these facts under the lock (``batch``: in one call, each fact its own id; else the
@@ -268,6 +283,55 @@ class CompiledPlaybook:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _grouped(atoms: list[list[Atom]]) -> list[int]:
+    """The members (by index) in the order they are cut into question facts: in their own order, or, when
+    that makes fewer distinct questions likely, along a Z-order curve over the tests they make of each
+    variable, so that each fact holds members testing few distinct values of each variable (rules of one
+    tier together, say).  A fact's answer is remembered by the results of its tests: the fewer distinct
+    tests it holds, the fewer distinct questions durable-rules is asked."""
+    # a test -> its rank among the tests of its variable, from 0 (the curve's blocks then align with them)
+    ranks: dict[tuple[str, str, str], int] = {}
+    per_var: dict[str, int] = {}
+    for member in atoms:
+        for atom in member:
+            same = (atom.var, atom.op, repr(atom.operand))
+            if same not in ranks:
+                ranks[same] = per_var.get(atom.var, 0)
+                per_var[atom.var] = ranks[same] + 1
+    variables = sorted(per_var)
+    place = {var: i for i, var in enumerate(variables)}
+    width = max(per_var.values(), default=0).bit_length()
+
+    def z_order(member: int) -> int:
+        coordinate: list[int | None] = [None] * len(variables)  # a member's first test of each variable
+        for atom in atoms[member]:
+            slot = place[atom.var]
+            if coordinate[slot] is None:
+                coordinate[slot] = ranks[(atom.var, atom.op, repr(atom.operand))]
+        key = 0
+        for bit in range(width):
+            for slot, rank in enumerate(coordinate):
+                key |= (((rank or 0) >> bit) & 1) << (bit * len(variables) + slot)
+        return key
+
+    def likely_questions(order: list[int]) -> int:
+        """For each fact, the product over variables of the distinct tests it holds, plus one."""
+        total = 0
+        for start in range(0, len(order), CHUNK):
+            tests: dict[str, set[tuple[str, str]]] = {}
+            for member in order[start : start + CHUNK]:
+                for atom in atoms[member]:
+                    tests.setdefault(atom.var, set()).add((atom.op, repr(atom.operand)))
+            total += math.prod(len(held) + 1 for held in tests.values())
+        return total
+
+    own = list(range(len(atoms)))
+    if len(own) <= CHUNK:
+        return own
+    curve = sorted(own, key=lambda member: (z_order(member), member))
+    return curve if likely_questions(curve) < likely_questions(own) else own
 
 
 def fnv1a32(text: str) -> int:

@@ -6,8 +6,9 @@ that vector of condition results is the question's identity.  durable-rules is
 asked each distinct question once per evaluator, remembered by the cells of the
 values read; the rows it fired are kept and reused for every later case in the
 same cells, which is exact: a row's verdict depends on nothing else.  A node
-wider than one question fact is asked in chunks, each remembered by the cells of
-its own tests, and the chunks a case is new to are asked in one batch.  When
+wider than one question fact is asked in chunks, each remembered by the results
+of its own tests (its part of the question), and the chunks a case is new to are
+asked in one batch.  When
 durable-rules is asked, its answer is compared with the condition results, and
 any disagreement is an :class:`~engine.errors.EngineFault`, never a silent result.
 
@@ -19,13 +20,14 @@ from __future__ import annotations
 import datetime as dt
 import math
 from bisect import bisect_left
-from collections.abc import Callable, Hashable, Iterable, Iterator
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
+from operator import itemgetter
 from typing import Any
 
 from engine.compile import CompiledNode, CompiledPlaybook
-from engine.conditions import atom_matches, atoms_of, evaluate_condition, items_of, numbers_of
+from engine.conditions import OPERATORS, atom_matches, atoms_of, evaluate_condition, items_of, numbers_of
 from engine.errors import CaseError, EngineFault, Location
 from engine.model import (
     AllOf,
@@ -40,6 +42,7 @@ from engine.model import (
     Output,
     Playbook,
     Rule,
+    ValueOf,
 )
 
 __all__ = ["Evaluator", "Result", "condition_trace", "negated_atoms", "prepare_inputs"]
@@ -375,8 +378,6 @@ def prepare_inputs(
     return values, derived
 
 
-_UNREAD = object()  # a test not read yet for this case
-
 _OTHER = ("other",)  # the cell of any value no test names
 
 
@@ -442,17 +443,31 @@ def _same_cells(var: str, atoms: list[Atom], bounds: list[Any]) -> list[int]:
 _Answer = tuple[tuple[int, ...], tuple[bool | None, ...], tuple[int, ...]]
 """Fired members, every atom's result, members whose condition is unknown (members by index in the node)."""
 
+_Part = tuple[tuple[int, ...], tuple[int, ...]]
+"""A chunk's fired members and members whose condition is unknown (by index in the node)."""
+
+
+def _picker(indices: Sequence[int]) -> Callable[[Sequence[Any]], tuple[Any, ...]]:
+    """A function giving the items at these indices of a sequence, as a tuple (one C call for several)."""
+    if not indices:
+        return lambda _: ()
+    if len(indices) == 1:
+        only = indices[0]
+        return lambda items: (items[only],)
+    return itemgetter(*indices)
+
 
 @dataclass
 class _ChunkPlan:
-    """The members of a node durable-rules is asked about in one fact, and the cells that decide them alone."""
+    """The members of a node durable-rules is asked about in one fact, and the tests that decide them alone."""
 
     index: int  # in the compiled node's chunks
-    start: int  # its members: start..end
-    end: int
-    readers: list[tuple[str, Callable[[Any], Hashable] | None]]  # cells of the chunk's own tests
-    pairs: list[Atom]
-    answers: dict[Hashable, _Answer] = field(default_factory=dict)
+    members: int  # its members (bits of an int, by index in the node)
+    # the results of the chunk's own tests (from the node's distinct tests): what its answer is remembered by,
+    # as exact as the cells of its values (values in one cell give every test the same result) and cheaper to read
+    key: Callable[[Sequence[bool | None]], tuple[bool | None, ...]]
+    other: list[int]  # members whose condition is not all of some tests: read by walking it
+    answers: dict[Hashable, _Part] = field(default_factory=dict)
 
 
 @dataclass
@@ -475,12 +490,22 @@ class _NodePlan:
         field(default_factory=dict)
     )
     name: str = ""  # the decision a table makes
-    # A node too wide for one fact is asked in chunks; each chunk's answer is reused by the cells of its own
+    # A node too wide for one fact is asked in chunks; each chunk's answer is reused by the results of its own
     # tests, far fewer than the node's: a case new to a wide node is mostly made of chunks already answered.
     chunks: list[_ChunkPlan] = field(default_factory=list)
     # by member, if its condition is all of some tests: those tests, as indices into ``tests`` (distinct tests)
     flat: list[tuple[int, ...] | None] = field(default_factory=list)
-    tests: list[Atom] = field(default_factory=list)
+    tests: list[Atom] = field(default_factory=list)  # the node's distinct tests: one shared by many rows is read once
+    readings: list[Callable[[dict[str, Any]], bool | None]] = field(default_factory=list)  # by test: its result
+    # the results of every atom of every member, in report order, from the results of the distinct tests
+    results: Callable[[Sequence[bool | None]], tuple[bool | None, ...]] = tuple
+    # by distinct test, the members (bits of an int) whose condition is all of some tests, this one among them:
+    # a member holds when none of its tests is false or unknown, found for all members in a few operations
+    holders: list[int] = field(default_factory=list)
+    conjunctions: int = 0  # the members whose condition is all of some tests (bits)
+    # by member of a group of rules: each recommendation as (action, its parameters as (name, the variable read
+    # or None, else the constant), the action's course source)
+    recommends: list[list[tuple[str, list[tuple[str, str | None, Any]], dict[str, Any]]]] = field(default_factory=list)
 
 
 class Evaluator:
@@ -492,10 +517,10 @@ class Evaluator:
         self.playbook = compiled.playbook
         self.cache_size = cache_size
         self._remembered = 0
-        self._plans = [self._plan(cnode) for cnode in compiled.nodes]
-        self._inputs = _input_plan(self.playbook)
         # shared by every result (read-only): an action's course source
         self._sources = {name: action.source.to_json() for name, action in self.playbook.actions.items()}
+        self._plans = [self._plan(cnode) for cnode in compiled.nodes]
+        self._inputs = _input_plan(self.playbook)
 
     def _plan(self, cnode: CompiledNode) -> _NodePlan:
         conditions = self.playbook.conditions_of(cnode.node)
@@ -520,12 +545,21 @@ class Evaluator:
                 distinct_tests.append(atom)
             return test_index[same]
 
-        chunks = []
-        for index, (start, end, _) in enumerate(cnode.chunks):
-            mine = [a for member in atoms[start:end] for a in member]
-            chunk_vars = dict.fromkeys(a.var for a in mine)
-            chunk_readers = [(var, _cell_reader(var, mine, *self.playbook.var_type(var))) for var in chunk_vars]
-            chunks.append(_ChunkPlan(index, start, end, chunk_readers, [a for a in mine if a.op == "compare"]))
+        every_test = [[distinct(a) for a in member] for member in atoms]
+        flat = [None if tests is None else tuple(distinct(t) for t in tests) for tests in map(_flat, conditions)]
+        holders = [0] * len(distinct_tests)
+        for member, tests in enumerate(flat):
+            for test in tests or ():
+                holders[test] |= 1 << member
+        chunks = [
+            _ChunkPlan(
+                index,
+                sum(1 << member for member in members),
+                _picker(sorted({t for member in members for t in every_test[member]})),
+                [member for member in members if flat[member] is None],
+            )
+            for index, (members, _) in enumerate(cnode.chunks)
+        ]
         return _NodePlan(
             cnode,
             conditions,
@@ -539,8 +573,26 @@ class Evaluator:
             rules,
             name=node.name,
             chunks=chunks,
-            flat=[None if tests is None else tuple(distinct(t) for t in tests) for tests in map(_flat, conditions)],
+            flat=flat,
             tests=distinct_tests,
+            readings=[_reading(test) for test in distinct_tests],
+            holders=holders,
+            conjunctions=sum(1 << member for member, tests in enumerate(flat) if tests is not None),
+            results=_picker([t for member in every_test for t in member]),
+            recommends=[
+                [
+                    (
+                        rec.action,
+                        [
+                            (name, out.var, None) if isinstance(out, ValueOf) else (name, None, out.value)
+                            for name, out in rec.params.items()
+                        ],
+                        self._sources[rec.action],
+                    )
+                    for rec in rule.recommends
+                ]
+                for rule in rules
+            ],
         )
 
     # -- public ------------------------------------------------------------------
@@ -591,8 +643,22 @@ class Evaluator:
             if plan.decision is not None:
                 self._table(plan, key, fired, results, unknown, result, case_id)
             else:
+                recommends, recommendations = plan.recommends, result.recommendations
                 for member in fired:
-                    self._rule(plan, member, results, result, set_by, case_id)
+                    rule = plan.rules[member]
+                    if rule.sets:
+                        self._rule(plan, member, results, result, set_by, case_id)
+                        continue
+                    # the common rule, which only recommends: built here, once per rule that fires
+                    rule_id = rule.id
+                    for action, params, source in recommends[member]:
+                        given = {}
+                        for name, var, constant in params:  # a parameter sets no decision: nothing to check
+                            value = constant if var is None else values.get(var)
+                            given[name] = list(value) if isinstance(value, list) else value
+                        recommendations.append({"id": action, "params": given, "rule": rule_id, "source": source})
+                    single = (member,)
+                    steps.append((plan, single, results, single, {}, ()))
                 if unknown:
                     steps.append((plan, (), results, (), None, unknown))
         return result
@@ -603,80 +669,80 @@ class Evaluator:
         """The members durable-rules fires for these values (indices), every atom's result, and the members
         whose condition is unknown (a value it needs is missing).
 
-        Chunks whose cells were seen before reuse their answer; the others are asked of durable-rules
-        together, in one batch.
+        Chunks whose tests gave the same results before reuse their answer; the others are asked of
+        durable-rules together, in one batch.
         """
         reuse = bool(self.cache_size)
         if reuse:
             known = plan.answers.get(key)
             if known is not None:
                 return known
+        seen = [read(values) for read in plan.readings]
         chunks = plan.chunks
-        parts: dict[int, _Answer] = {}
+        wide = len(chunks) > 1  # one chunk: the node's own answer is remembered below
+        parts: list[_Part | None] = [None] * len(chunks)
         asked: list[tuple[_ChunkPlan, Hashable]] = []
         for chunk in chunks:
-            chunk_key = _key(chunk.readers, chunk.pairs, values) if len(chunks) > 1 else key
-            part = chunk.answers.get(chunk_key) if reuse else None
+            chunk_key = chunk.key(seen) if wide else key
+            part = chunk.answers.get(chunk_key) if reuse and wide else None
             if part is None:
                 asked.append((chunk, chunk_key))
             else:
                 parts[chunk.index] = part
         if asked:
             answers = self.compiled.ask_chunks(plan.cnode, values, [chunk.index for chunk, _ in asked])
-            seen = [_UNREAD] * len(plan.tests)
+            false = unknown = 0
+            for holders, result in zip(plan.holders, seen, strict=True):
+                if result is not True:
+                    if result is False:
+                        false |= holders
+                    else:
+                        unknown |= holders
+            holding = plan.conjunctions & ~false
+            verdicts = (holding & ~unknown, holding & unknown)
             for (chunk, chunk_key), answer in zip(asked, answers, strict=True):
-                part = self._checked(plan, chunk, answer, values, seen)
-                parts[chunk.index] = part
-                if reuse and len(chunks) > 1:  # one chunk: the node's own answer is remembered below
+                part = parts[chunk.index] = self._checked(plan, chunk, answer, values, verdicts)
+                if reuse and wide:
                     self._remember(chunk.answers, chunk_key, part)
-        if len(chunks) == 1:
-            known = parts[0]
-        else:
-            ordered = [parts[chunk.index] for chunk in chunks]
+        if wide:  # a chunk's members need not follow each other: the node's are put back in order
             known = (
-                tuple([i for part in ordered for i in part[0]]),
-                tuple([r for part in ordered for r in part[1]]),
-                tuple([i for part in ordered for i in part[2]]),
+                tuple(sorted([i for part in parts if part for i in part[0]])),
+                plan.results(seen),
+                tuple(sorted([i for part in parts if part for i in part[1]])),
             )
+        else:
+            only = parts[0]
+            assert only is not None
+            known = (only[0], plan.results(seen), only[1])
         if reuse:
             self._remember(plan.answers, key, known)
         return known
 
     def _checked(
-        self, plan: _NodePlan, chunk: _ChunkPlan, answer: tuple[str, ...], values: dict[str, Any], seen: list[Any]
-    ) -> _Answer:
-        """A chunk's answer from durable-rules, with its atoms' results, compared with the conditions.
+        self,
+        plan: _NodePlan,
+        chunk: _ChunkPlan,
+        answer: tuple[str, ...],
+        values: dict[str, Any],
+        verdicts: tuple[int, int],
+    ) -> _Part:
+        """A chunk's answer from durable-rules, compared with the conditions.
 
-        ``seen``: the results of the node's distinct tests read so far for these values.
+        ``verdicts``: the members whose condition is all of some tests that hold, and those unknown (bits).
         """
-        collected: list[bool | None] = []
-        start = chunk.start
-        verdicts: list[bool | None] = []
-        for member in range(start, chunk.end):
-            tests = plan.flat[member]
-            if tests is None:
-                condition = plan.conditions[member]
-                verdicts.append(True if condition is None else evaluate_condition(condition, values, collected))
-                continue
-            # a plain "all of these tests" (most rows and rules), read without walking the condition; a test
-            # many members share (an interval of a grid's rows) is read once per case
-            results = []
-            for test in tests:
-                result = seen[test]
-                if result is _UNREAD:
-                    result = seen[test] = atom_matches(plan.tests[test], values)
-                results.append(result)
-            collected += results
-            verdicts.append(False if False in results else None if None in results else True)
-        matched = tuple(start + i for i, verdict in enumerate(verdicts) if verdict is True)
-        unknown = tuple(start + i for i, verdict in enumerate(verdicts) if verdict is None)
+        matched, unknown = _members(verdicts[0] & chunk.members), _members(verdicts[1] & chunk.members)
+        if chunk.other:
+            walked = [(member, plan.conditions[member]) for member in chunk.other]
+            results = {member: True if when is None else evaluate_condition(when, values) for member, when in walked}
+            matched = sorted(matched + [member for member, result in results.items() if result is True])
+            unknown = sorted(unknown + [member for member, result in results.items() if result is None])
         members = plan.cnode.members
         if answer != tuple(members[i] for i in matched):
             raise EngineFault(
                 f"durable-rules fired {list(answer)} on '{plan.cnode.node.name}' where the conditions "
                 f"give {[members[i] for i in matched]}"
             )
-        return matched, tuple(collected), unknown
+        return tuple(matched), tuple(unknown)
 
     def _remember(self, memory: dict[Hashable, Any], key: Hashable, answer: Any) -> None:
         if self._remembered >= self.cache_size:
@@ -806,14 +872,33 @@ class Evaluator:
         for rec in rule.recommends:
             params = {name: self._output(out, values, None, case_id, rec.location) for name, out in rec.params.items()}
             result.recommendations.append(
-                {
-                    "id": rec.action,
-                    "params": params,
-                    "rule": rule.id,
-                    "source": self._sources[rec.action],
-                }
+                {"id": rec.action, "params": params, "rule": rule.id, "source": self._sources[rec.action]}
             )
         result.steps.append((plan, (member,), results, (member,), sets, ()))
+
+
+def _reading(atom: Atom) -> Callable[[dict[str, Any]], bool | None]:
+    """A test's result for some values, as :func:`~engine.conditions.atom_matches` gives it, with the
+    operator looked up once."""
+    if atom.op in ("present", "compare"):
+        return lambda values: atom_matches(atom, values)
+    var, matches, operand = atom.var, OPERATORS[atom.op].matches, atom.operand
+
+    def reading(values: dict[str, Any]) -> bool | None:
+        value = values.get(var)
+        return None if value is None else matches(value, operand)
+
+    return reading
+
+
+def _members(bits: int) -> list[int]:
+    """The members whose bits are set, in order."""
+    found = []
+    while bits:
+        lowest = bits & -bits
+        found.append(lowest.bit_length() - 1)
+        bits ^= lowest
+    return found
 
 
 def _flat(condition: Condition | None) -> tuple[Atom, ...] | None:
