@@ -49,10 +49,10 @@ def test_the_webhook_parser_does_not_import_the_store_or_the_rules_engine() -> N
 
 def test_check_and_recommend_without_the_store_import_no_storage() -> None:
     """Start-up: with the playbook cached, ``check`` and ``recommend --no-store`` on JSON Lines read
-    no YAML, run no schema check and import no SQLAlchemy."""
+    no YAML, run no schema check and import no SQLAlchemy; nor, without ``--groups``, the portfolio."""
     course = str(ROOT / "playbooks" / "course.yaml")
     cases = str(ROOT / "samples" / "cases.jsonl")
-    heavy = ("sqlalchemy", "psycopg", "yaml", "jsonschema", "engine.validate", "engine.store")
+    heavy = ("sqlalchemy", "psycopg", "yaml", "jsonschema", "engine.validate", "engine.store", "engine.portfolio")
     recommend = ["recommend", "--playbook", course, "--input", cases, "--as-of", "2026-11-27", "--no-store"]
     for command in (["check", course], recommend):
         _loaded_by_command(command, ())  # the playbook built and cached, if it was not already
