@@ -486,7 +486,6 @@ def recommend(
     from adapters.mapping import load_mapping
     from engine import CaseError, EngineFault, Evaluator, PlaybookError, compile_playbook
     from engine.evaluate import Result
-    from engine.portfolio import evaluate_portfolio
     from engine.report import grouping_name, render_case, render_group, render_tally
 
     when = _as_of(as_of)
@@ -580,7 +579,11 @@ def recommend(
                 shown_by = playbook if isinstance(outcome, CaseError) else outcome.playbook
                 text = render_case(shown_by, payload, lang, facts=facts, every_decision=every_decision, stored=stored)
                 click.echo(text + "\n")
-            groups = evaluate_portfolio(playbook, members, when) if members else []
+            groups: list[Any] = []
+            if members:  # the portfolio's code only where there are groups to decide
+                from engine.portfolio import evaluate_portfolio
+
+                groups = evaluate_portfolio(playbook, members, when)
             for group in groups:
                 if fmt == "json":
                     click.echo(json.dumps({"group": group.to_json(lang)}, ensure_ascii=False))

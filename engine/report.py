@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.errors import CaseError
 from engine.explain import missing_text, render_result, value_text
 from engine.model import Playbook
-from engine.portfolio import GroupResult
+
+if TYPE_CHECKING:  # the portfolio's code is imported where groups are decided
+    from engine.portfolio import GroupResult
 
 __all__ = ["grouping_name", "render_case", "render_group", "render_tally"]
 

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import zipfile
 from pathlib import Path
+from typing import Any
 
 from tests.conftest import ROOT
 
@@ -48,10 +49,10 @@ def test_the_webhook_parser_does_not_import_the_store_or_the_rules_engine() -> N
 
 def test_check_and_recommend_without_the_store_import_no_storage() -> None:
     """Start-up: with the playbook cached, ``check`` and ``recommend --no-store`` on JSON Lines read
-    no YAML, run no schema check and import no SQLAlchemy."""
+    no YAML, run no schema check and import no SQLAlchemy; nor, without ``--groups``, the portfolio."""
     course = str(ROOT / "playbooks" / "course.yaml")
     cases = str(ROOT / "samples" / "cases.jsonl")
-    heavy = ("sqlalchemy", "psycopg", "yaml", "jsonschema", "engine.validate", "engine.store")
+    heavy = ("sqlalchemy", "psycopg", "yaml", "jsonschema", "engine.validate", "engine.store", "engine.portfolio")
     recommend = ["recommend", "--playbook", course, "--input", cases, "--as-of", "2026-11-27", "--no-store"]
     for command in (["check", course], recommend):
         _loaded_by_command(command, ())  # the playbook built and cached, if it was not already
@@ -70,6 +71,44 @@ def test_a_sqlite_audit_log_never_imports_postgresql(tmp_path: Path) -> None:
     why = ["why", "1", "--db", db]
     _loaded_by_command(why, ())  # the stored version built and cached
     assert _loaded_by_command(why, (*postgresql, "yaml", "jsonschema", "engine.validate", "adapters")) == []
+
+
+def test_a_sqlite_audit_log_imports_sqlalchemy_core_and_the_sqlite_dialect_only(tmp_path: Path) -> None:
+    """Start-up: ``recommend`` and ``why`` on a SQLite log import SQLAlchemy's Core (the floor of a command
+    that opens the log) and its SQLite dialect, and nothing more of it: no ORM (``import sqlalchemy.orm``
+    costs half as much again as the Core), no extension, no other dialect."""
+    db = f"sqlite:///{tmp_path / 'audit.db'}"
+    cases = str(ROOT / "samples" / "cases.jsonl")
+    commands = [["recommend", "--input", cases, "--as-of", "2026-11-27", "--db", db], ["why", "1", "--db", db]]
+    for command in commands:
+        loaded = _loaded_by_command(command, ("sqlalchemy.orm", "sqlalchemy.ext", "sqlalchemy.dialects"))
+        others = [m for m in loaded if m not in ("sqlalchemy.dialects", "sqlalchemy.dialects._typing")]
+        assert "sqlalchemy.dialects.sqlite" in others, command
+        assert [m for m in others if not m.startswith("sqlalchemy.dialects.sqlite")] == [], command
+
+
+def test_opening_a_sqlite_log_reads_its_catalog_in_one_statement(tmp_path: Path) -> None:
+    """Start-up: the check of the schema on opening a log asks SQLite's catalog for every table's columns
+    at once, not once per table as SQLAlchemy's inspector does (16 statements, each column's type parsed)."""
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    from engine.store import Store
+
+    url = f"sqlite:///{tmp_path / 'audit.db'}"
+    Store(url).close()
+    statements: list[str] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
+        statements.append(statement)
+
+    event.listen(Engine, "before_cursor_execute", seen)
+    try:
+        Store(url, create=False).close()
+    finally:
+        event.remove(Engine, "before_cursor_execute", seen)
+    assert [s for s in statements if "table_xinfo" in s] == [s for s in statements if "pragma_table_xinfo(CASE" in s]
+    assert len([s for s in statements if "table_xinfo" in s]) == 1
 
 
 def test_library_code_never_prints_or_exits() -> None:

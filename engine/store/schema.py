@@ -490,10 +490,45 @@ def _is_empty(conn: Connection) -> bool:
     return all(int(r.seq) == 0 for r in conn.execute(select(chain_head.c.seq)))
 
 
-def _schema_damage(conn: Connection, version: int) -> list[str]:
+# SQLite's catalog in one statement: each table with its columns, each view (a view's columns are not asked
+# for: one whose table is gone cannot list them).  The inspector asks once per table and parses every type.
+_SQLITE_CATALOG = text(
+    "SELECT m.type, m.name, c.name AS column_name FROM sqlite_master AS m "
+    "LEFT JOIN pragma_table_xinfo(CASE m.type WHEN 'table' THEN m.name END, 'main') AS c "
+    "WHERE m.type IN ('table', 'view') AND m.name NOT LIKE 'sqlite~_%' ESCAPE '~'"
+)
+
+
+class _Catalog:
+    """The tables and views a database holds, and the column names of the tables asked for."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._inspector = None if conn.dialect.name == "sqlite" else inspect(conn)
+        self._columns: dict[str, set[str]] = {}
+        if self._inspector is None:
+            self.views: set[str] = set()
+            for kind, name, column in conn.execute(_SQLITE_CATALOG):
+                if kind == "view":
+                    self.views.add(name)
+                else:
+                    self._columns.setdefault(name, set()).update([column] if column is not None else [])
+            self.tables = set(self._columns)
+        else:
+            self.views = set(self._inspector.get_view_names())
+            self.tables = set(self._inspector.get_table_names())
+
+    def columns(self, tables: list[str]) -> dict[str, set[str]]:
+        """Each of ``tables``' column names (tables the database holds)."""
+        if self._inspector is not None:
+            found = self._inspector.get_multi_columns(filter_names=tables, kind=ObjectKind.ANY)
+            return {table: {c["name"] for c in cols} for (_, table), cols in found.items()}
+        return {table: self._columns[table] for table in tables}
+
+
+def _schema_damage(conn: Connection, version: int, catalog: _Catalog | None = None) -> list[str]:
     """What is missing of the schema ``version`` says there is, in words; [] when whole."""
-    inspector = inspect(conn)
-    present = set(inspector.get_table_names()) | set(inspector.get_view_names())
+    catalog = catalog or _Catalog(conn)
+    present = catalog.tables | catalog.views
     expected = [t for v in range(1, version + 1) for t in _TABLES_BY_VERSION[v]]
     if version >= 11:
         expected = [t for t in expected if t not in _REPLACED_AT_11]
@@ -502,13 +537,11 @@ def _schema_damage(conn: Connection, version: int) -> list[str]:
         return [f"the table 'meta' is missing (the log's tables {', '.join(others)} are there)"] if others else []
     damage = [f"the table '{t.name}' is missing" for t in expected if t.name not in present]
     kept = [t for t in expected if t.name in present]
-    columns = inspector.get_multi_columns(filter_names=[t.name for t in kept], kind=ObjectKind.ANY)
-    found = {table: {c["name"] for c in cols} for (_, table), cols in columns.items()}
+    found = catalog.columns([t.name for t in kept])
     for table in kept:
         damage += [f"the column '{table.name}.{c.name}' is missing" for c in table.c if c.name not in found[table.name]]
     if version >= 11:
-        shown = set(inspector.get_view_names())
-        damage += [f"the view '{name}' is missing" for name in _VIEWS if name not in shown]
+        damage += [f"the view '{name}' is missing" for name in _VIEWS if name not in catalog.views]
     heads = {r.chain for r in conn.execute(select(chain_head.c.chain))} if "chain_head" in present else set(CHAINS)
     damage += [
         f"the chain head of '{chain}' is missing"
@@ -835,12 +868,12 @@ def migrate(conn: Connection, partitions: int = 1) -> None:
         # time, each seeing what the one before it made (SQLite's BEGIN IMMEDIATE does this)
         conn.execute(select(func.pg_advisory_xact_lock(_SCHEMA_LOCK)))
     current = 0
-    if inspect(conn).has_table("meta"):
-        value = conn.execute(select(meta.c.value).where(meta.c.key == "schema_version")).scalar()
-        current = int(value) if value is not None else 0
+    catalog = _Catalog(conn)
+    if "meta" in catalog.tables:
+        current = int(_meta_value(conn, "schema_version") or 0)
     if current > SCHEMA_VERSION:
         raise RuntimeError(f"the database has schema version {current}; this program knows up to {SCHEMA_VERSION}")
-    damage = _schema_damage(conn, current)
+    damage = _schema_damage(conn, current, catalog)
     if damage:
         raise SchemaDamaged(damage)
     for version in range(current + 1, SCHEMA_VERSION + 1):
