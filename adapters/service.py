@@ -569,7 +569,7 @@ class WebhookService:
             delivery = Delivery(request.method, self.url(request), headers, body, self.clock(), token)
             events = route.read(self.secrets, delivery)
             check_event_times(events, delivery.now, self.max_clock_skew)
-            outcomes = await asyncio.wrap_future(self.ingestor.submit(self.feeds[route.crm], events))
+            outcomes = await self.ingestor.ingest_async(self.feeds[route.crm], events)
         except WebhookError as error:
             client = f"{request.client.host}:{request.client.port}" if request.client else ""
             log.warning("%s from %s refused (%d %s): %s", route.name, client, error.status, error.code, error.message)
