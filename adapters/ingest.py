@@ -36,6 +36,8 @@ the one at fault fails (and when the database itself is down, each fails).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
 import logging
 import queue
@@ -121,6 +123,10 @@ class _Submission:
     events: Sequence[RecordEvent | IgnoredEvent]
     received: float  # seconds since 1970, by the ingestor's clock
     future: Future[list[EventOutcome]]
+    waiter: _Waiter | None = None  # an event loop's future to answer too (Ingestor.ingest_async)
+
+
+_Waiter = tuple[asyncio.AbstractEventLoop, "asyncio.Future[list[EventOutcome]]"]
 
 
 _STOP = None
@@ -175,12 +181,31 @@ class Ingestor:
 
         Its exception, if any, is a store or engine failure: nothing of the events was stored.
         """
+        return self._submit(feed, events, None)
+
+    def _submit(
+        self, feed: Feed, events: Sequence[RecordEvent | IgnoredEvent], waiter: _Waiter | None
+    ) -> Future[list[EventOutcome]]:
         future: Future[list[EventOutcome]] = Future()
         with self._closing:
             if self._closed:
                 raise RuntimeError("the ingestor is closed")
-            self._queue.put(_Submission(feed, events, self.clock(), future))
+            self._queue.put(_Submission(feed, events, self.clock(), future, waiter))
         return future
+
+    async def ingest_async(self, feed: Feed, events: Sequence[RecordEvent | IgnoredEvent]) -> list[EventOutcome]:
+        """:meth:`ingest` awaited on the caller's event loop.  The writer wakes a loop once per transaction
+        for all the submissions it answers there, where a future wrapped for each woke it once each.
+
+        Cancelled before the writer takes it, the submission is not stored (a request given up on)."""
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[list[EventOutcome]] = loop.create_future()
+        future = self._submit(feed, events, (loop, waiter))
+        try:
+            return await waiter
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
 
     def pending(self) -> int:
         """Submissions waiting for the writer (not counting the transaction being written)."""
@@ -216,7 +241,10 @@ class Ingestor:
             while True:
                 batch, stop = self._take()
                 if batch:
-                    self._write(batch)
+                    try:
+                        self._write(batch)
+                    finally:
+                        _wake(batch)
                 if stop:
                     return
         finally:  # however the writer ends, nothing submitted waits for ever
@@ -225,9 +253,11 @@ class Ingestor:
             left: list[_Submission | None] = [self._held]
             while not self._queue.empty():
                 left.append(self._queue.get())
-            for submission in left:
-                if submission is not None and submission.future.set_running_or_notify_cancel():
+            stopped = [submission for submission in left if submission is not None]
+            for submission in stopped:
+                if submission.future.set_running_or_notify_cancel():
                     submission.future.set_exception(RuntimeError("the ingestor stopped before storing these events"))
+            _wake(stopped)
 
     def _take(self) -> tuple[list[_Submission], bool]:
         """The next submission (waiting for it) and those queued behind it, up to max_batch events in all."""
@@ -332,6 +362,31 @@ class Ingestor:
             except Exception as error:  # noqa: BLE001 - it cannot be evaluated: it alone fails
                 submission.future.set_exception(error)
         return staged
+
+
+def _wake(submissions: list[_Submission]) -> None:
+    """Answer the event loops waiting for these submissions (all answered), one wake-up per loop."""
+    answered: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Future[Any]]]] = {}
+    for submission in submissions:
+        if submission.waiter is not None and submission.future.done():
+            loop, waiter = submission.waiter
+            answered.setdefault(loop, []).append((waiter, submission.future))
+    for loop, pairs in answered.items():
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits there any more
+            loop.call_soon_threadsafe(_settle, pairs)
+
+
+def _settle(pairs: list[tuple[asyncio.Future[Any], Future[Any]]]) -> None:
+    """On the waiting loop: each waiter given its submission's outcomes, or its failure."""
+    for waiter, future in pairs:
+        if waiter.done():  # given up on
+            continue
+        if future.cancelled():
+            waiter.cancel()
+        elif (error := future.exception()) is not None:
+            waiter.set_exception(error)
+        else:
+            waiter.set_result(future.result())
 
 
 @dataclass(frozen=True)

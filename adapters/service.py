@@ -50,7 +50,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -450,6 +450,7 @@ class WebhookService:
         self.metrics = ServiceMetrics(queue_depth=self.ingestor.pending)
         self.ingestor.on_evaluated = self.metrics.evaluation_seconds.observe
         self._app: Starlette | None = None
+        self._recommendation_texts: dict[tuple[Any, ...], str] = {}  # see _recommendation_text
 
     def enabled(self, kinds: Sequence[str] = ("webhook", "outcomes")) -> list[str]:
         """The paths of the enabled routes of these kinds (by default: what CRMs post to)."""
@@ -491,9 +492,9 @@ class WebhookService:
                     return tag
         return languages[0]
 
-    async def body(self, request: Request) -> bytes | None:
+    async def body(self, request: Request, headers: Mapping[str, str]) -> bytes | None:
         """The body, refused past ``max_body`` bytes or ``body_timeout`` seconds; None when the client left."""
-        declared = request.headers.get("content-length", "").strip()
+        declared = headers.get("content-length", "").strip()
         if declared and digits(declared):
             check_size(int(declared) if len(declared) < 19 else self.max_body + 1, self.max_body, declared=True)
         chunks: list[bytes] = []
@@ -559,18 +560,18 @@ class WebhookService:
         if disabled is not None:
             return _error(404, "route_disabled", disabled)
         headers = _headers(request)
-        client = f"{request.client.host}:{request.client.port}" if request.client else ""
         try:
             lang = self.language(request, headers)
-            body = await self.body(request)
+            body = await self.body(request, headers)
             if body is None:
                 return Response(status_code=499)  # the client went away; nobody reads this
             assert route.read is not None and route.crm is not None
             delivery = Delivery(request.method, self.url(request), headers, body, self.clock(), token)
             events = route.read(self.secrets, delivery)
             check_event_times(events, delivery.now, self.max_clock_skew)
-            outcomes = await asyncio.wrap_future(self.ingestor.submit(self.feeds[route.crm], events))
+            outcomes = await self.ingestor.ingest_async(self.feeds[route.crm], events)
         except WebhookError as error:
+            client = f"{request.client.host}:{request.client.port}" if request.client else ""
             log.warning("%s from %s refused (%d %s): %s", route.name, client, error.status, error.code, error.message)
             closing = {"connection": "close"} if error.status in (408, 413) else None
             return _json(error.status, error.to_json(), closing)
@@ -581,20 +582,51 @@ class WebhookService:
         _log_outcomes(route.name, outcomes)
         if route.soap_ack:
             return Response(SOAP_ACK, media_type="text/xml; charset=utf-8")
-        actions = self.evaluator.playbook.actions
-
-        def label(action: str) -> str:
-            found = actions.get(action)
-            return found.label.get(lang, action) if found else action
-
         evaluations = [o.evaluation for o in outcomes if o.evaluation is not None and o.status in STORED]
-        answer = {
-            "received": len(outcomes),
-            "evaluations": evaluations,
-            "lang": lang,
-            "events": [o.to_json(label) for o in outcomes],
-        }
-        return _json(200, answer, {"content-language": lang})
+        answered = ", ".join([self._event_text(o, lang) for o in outcomes])
+        text = f'{{"received": {len(outcomes)}, "evaluations": {_dumps(evaluations)}, "lang": {_dumps(lang)}, '
+        return Response(
+            f'{text}"events": [{answered}]}}'.encode(),
+            media_type="application/json",
+            headers={"content-language": lang},
+        )
+
+    def _label(self, action: str, lang: str) -> str:
+        found = self.evaluator.playbook.actions.get(action)
+        return found.label.get(lang, action) if found else action
+
+    def _event_text(self, outcome: EventOutcome, lang: str) -> str:
+        """An event's part of a webhook's answer, as JSON: :meth:`EventOutcome.to_json` with each action labelled.
+
+        Its recommendations' texts are remembered (:meth:`_recommendation_text`) and put in the
+        place of the empty list the outcome without them is written with: a string holding that
+        list is written escaped, so only the key itself reads ``"recommendations": []``.
+        """
+        if outcome.status != "evaluated" or not outcome.recommendations:
+            return _dumps(outcome.to_json(lambda action: self._label(action, lang)))
+        before, empty, after = _dumps(replace(outcome, recommendations=()).to_json()).rpartition(_NO_RECOMMENDATIONS)
+        assert empty, "an evaluated outcome's JSON names its recommendations"
+        recommendations = ", ".join([self._recommendation_text(rec, lang) for rec in outcome.recommendations])
+        return f'{before}"recommendations": [{recommendations}]{after}'
+
+    def _recommendation_text(self, rec: dict[str, Any], lang: str) -> str:
+        """``{**rec, "label": ...}`` as JSON, remembered by action, rule, language and parameters: answers
+        repeat a few hundred of them, and encoding them was a tenth of the event loop's work per request.
+
+        The source is the action's own (engine/evaluate.py), so it needs no place in the key; each
+        parameter's type does (``1``, ``1.0`` and ``True`` are equal keys), and a float's text too
+        (``0.0`` and ``-0.0`` are).  Parameters that are not hashable (a list) are written each time.
+        """
+        try:
+            key = (rec["id"], rec["rule"], lang, *[_param_key(name, value) for name, value in rec["params"].items()])
+            known = self._recommendation_texts.get(key)
+        except TypeError:
+            return _dumps({**rec, "label": self._label(rec["id"], lang)})
+        if known is None:
+            if len(self._recommendation_texts) >= _RECOMMENDATION_TEXTS_KEPT:
+                self._recommendation_texts.clear()
+            known = self._recommendation_texts[key] = _dumps({**rec, "label": self._label(rec["id"], lang)})
+        return known
 
     async def outcome(self, route: ServiceRoute, request: Request) -> Response:
         """Record what became of a recommendation (accepted, dismissed, done), with who and why; kept as history."""
@@ -603,7 +635,7 @@ class WebhookService:
             return _error(404, "route_disabled", disabled)
         headers = _headers(request)
         try:
-            body = await self.body(request)
+            body = await self.body(request, headers)
             if body is None:
                 return Response(status_code=499)
             _verify_generic(self.secrets.need("PLAYBOOK_WEBHOOK_SECRET"), headers, body, self.clock())
@@ -892,9 +924,19 @@ def _quarantined_query(params: Mapping[str, str]) -> dict[str, Any]:
     return query
 
 
+_dumps = json.JSONEncoder(ensure_ascii=False, allow_nan=False).encode  # the service's JSON, one encoder for all
+
+_NO_RECOMMENDATIONS = '"recommendations": []'
+_RECOMMENDATION_TEXTS_KEPT = 4096
+
+
+def _param_key(name: str, value: Any) -> tuple[Any, ...]:
+    kind = type(value)
+    return (name, kind, repr(value)) if kind is float else (name, kind, value)
+
+
 def _json(status: int, data: Any, headers: Mapping[str, str] | None = None) -> Response:
-    body = json.dumps(data, ensure_ascii=False, allow_nan=False).encode()
-    return Response(body, status_code=status, media_type="application/json", headers=dict(headers or {}))
+    return Response(_dumps(data).encode(), status_code=status, media_type="application/json", headers=headers)
 
 
 def _error(status: int, code: str, message: str, headers: Mapping[str, str] | None = None) -> Response:

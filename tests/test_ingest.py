@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -249,6 +250,39 @@ def test_a_request_that_cannot_be_evaluated_fails_alone_in_its_transaction(cours
     assert [store.get(seq).event_id for seq in (1, 2)] == ["g1", "g3"] and store.count() == 2
     assert store.record_state("webhook:hubspot", "7/42").version == 2  # g2 changed nothing: its request failed
     assert store.record_state("webhook:hubspot", "7/13").version == 0
+    assert store.verify() == []
+
+
+def test_requests_awaited_on_an_event_loop_are_each_answered_or_fail_alone(course: Any, store: Store) -> None:
+    """As the service awaits them (Ingestor.ingest_async): the writer answers a transaction's waiters on
+    their loop together, each with its own outcomes or its own failure."""
+    feed = Feed("webhook:hubspot", BrokenMapping("13", RuntimeError("the engine failed")), "deal")  # type: ignore[arg-type]
+    ingestor = Ingestor(store, Evaluator(course), clock=lambda: NOW)
+
+    async def requests() -> list[Any]:
+        with store.write():  # the writer waits: what is submitted meanwhile is stored in one transaction
+            waiting = [
+                asyncio.ensure_future(ingestor.ingest_async(feed, events))
+                for events in (
+                    [deal_event("g1", "42")],
+                    [deal_event("b1", "13")],
+                    [deal_event("g2", "43"), deal_event("g3", "42", "6")],
+                )
+            ]
+            await asyncio.sleep(0)  # each submitted
+        return await asyncio.gather(*waiting, return_exceptions=True)
+
+    try:
+        first, failed, last = asyncio.run(requests())
+    finally:
+        ingestor.close()
+    assert isinstance(failed, RuntimeError) and "the engine failed" in str(failed)
+    assert [(o.event_id, o.status) for o in first + last] == [
+        ("g1", "evaluated"),
+        ("g2", "evaluated"),
+        ("g3", "evaluated"),
+    ]
+    assert sorted(o.evaluation for o in first + last) == [1, 2, 3] and store.count() == 3
     assert store.verify() == []
 
 

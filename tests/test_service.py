@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import http.client
@@ -827,3 +828,51 @@ def test_secrets_are_known_names_and_stay_out_of_repr() -> None:
         Secrets({"PLAYBOOK_TYPO": "x"})
     chosen = Secrets({"PLAYBOOK_WEBHOOK_SECRET": "s3cr3t-value", "PLAYBOOK_HUBSPOT_SECRET": "  "})
     assert "s3cr3t" not in repr(chosen) and chosen.get("PLAYBOOK_HUBSPOT_SECRET") is None
+
+
+def test_recommendations_answered_from_remembered_texts_are_each_event_s_own(
+    api: tuple[Served, str], course: Any
+) -> None:
+    """A webhook's answer writes its recommendations from texts remembered across requests: each must
+    still be the one evaluated, in the language asked, its parameters as they were (20 and 20.0 are
+    two texts), as the evaluation read back says."""
+    served, secret = api
+    bearer = {"Authorization": f"Bearer {API_TOKEN}"}
+    quoted = set()
+    for n, (lang, win_rate) in enumerate([("en", 20), ("zh", 20), ("en", 20.0), ("en", 20), ("zh", 40)]):
+        body = generic_event(f"e-{n}", f"opp-{n}", iso(0), weeks_to_close=1, amount=250000, win_rate=win_rate)
+        status, _, answer = post(served.base + f"/webhooks/generic?lang={lang}", body, relay_headers(body, secret))
+        assert status == 200, answer
+        event = json.loads(answer)["events"][0]
+        assert event["status"] == "evaluated", event
+        status, _, read = call("GET", served.base + f"/evaluations/{event['evaluation']}?lang={lang}", None, bearer)
+        assert status == 200, read
+        fields = ("id", "params", "rule", "source", "label")
+        answered = [{k: rec[k] for k in fields} for rec in event["recommendations"]]
+        stored = [{k: rec[k] for k in fields} for rec in json.loads(read)["recommendations"]]
+        assert answered and json.dumps(answered, sort_keys=True) == json.dumps(stored, sort_keys=True)
+        quoted |= {json.dumps(rec["params"].get("win_rate")) for rec in answered}
+    assert {"20", "40"} <= quoted  # the parameter quoted as each event gave it (20.0 is the playbook's 20)
+
+
+def test_a_remembered_recommendation_text_is_written_as_its_outcome_says(tmp_path: Path, course: Any) -> None:
+    """Parameters equal as Python keys but not as JSON (1, 1.0, True; 0.0 and -0.0), lists, and texts
+    that hold the key the answer is spliced at: each event's part of the answer is its outcome's JSON."""
+    from adapters.ingest import EventOutcome
+
+    store = Store(f"sqlite:///{tmp_path / 'audit.db'}")
+    service = WebhookService(store, Evaluator(course), secrets=SECRETS)
+    try:
+        action = next(iter(course.playbook.actions))
+        source = {"guide": "G-01", "quote": "q"}
+        params: list[dict[str, Any]] = [{"x": 1}, {"x": 1.0}, {"x": True}, {"x": 0.0}, {"x": -0.0}, {"x": [1, 2]}]
+        params += [{"x": 1}, {"x": '"recommendations": []'}, {}]
+        for lang in ("en", "zh", "en"):
+            for n, given in enumerate(params):
+                rec = {"id": action, "params": given, "rule": "r", "source": source}
+                outcome = EventOutcome(f'"recommendations": []{n}', "r-1", "evaluated", 7, (rec, rec))
+                expected = outcome.to_json(functools.partial(service._label, lang=lang))
+                assert service._event_text(outcome, lang) == json.dumps(expected, ensure_ascii=False)
+    finally:
+        service.close()
+        store.close()

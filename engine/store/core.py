@@ -221,7 +221,10 @@ class Store:
             # Writers take the write lock at once, so that checks made inside see a settled log;
             # readers see a snapshot and never wait.
             writes = conn.get_execution_options().get("playbook_write", False)
-            conn.exec_driver_sql("BEGIN IMMEDIATE" if writes else "BEGIN")
+            # given to the driver itself: through SQLAlchemy the statement cost more than SQLite's BEGIN and COMMIT
+            driver = conn.connection.driver_connection
+            assert driver is not None
+            driver.execute("BEGIN IMMEDIATE" if writes else "BEGIN")
 
         return engine
 
