@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import operator
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from sqlalchemy import Connection, Table, Update, insert
@@ -57,6 +57,32 @@ def _insert_many(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> 
         conn.exec_driver_sql(statement, rows)  # named parameters: the dicts as they are
     else:
         conn.exec_driver_sql(statement, list(map(values, rows)))
+
+
+@functools.lru_cache(maxsize=32)
+def _rows_statement(table: Table, columns: tuple[str, ...], dialect: Any) -> tuple[str, bool]:
+    """The insert of these columns of the table as SQL for the driver; True when it takes positional parameters."""
+    compiled = insert(table).compile(dialect=dialect, column_keys=list(columns))
+    positional = bool(compiled.positional and compiled.positiontup)
+    if positional and tuple(compiled.positiontup or ()) != columns:
+        raise ValueError(f"the columns of {table.name} are not in the table's order: {columns}")
+    return str(compiled), positional
+
+
+def insert_rows(conn: Connection, table: Table, columns: Sequence[str], rows: list[tuple[Any, ...]]) -> None:
+    """Insert rows given as tuples of ``columns`` (in the table's order) through the driver's executemany.
+
+    The hot tables of an import (evaluations, recommendations, tasks, their events and deliveries) are
+    built as tuples: no dict per row, no mapping of names to positions (SQLite's parameters are
+    positional).  Values are plain text, integers and booleans, as for :func:`_insert_many`."""
+    if not rows:
+        return
+    names = tuple(columns)
+    if conn.dialect.name == "postgresql" and len(rows) >= COPY_FROM:
+        _copy_many(conn, table, [dict(zip(names, row, strict=True)) for row in rows])
+        return
+    statement, positional = _rows_statement(table, names, conn.dialect)
+    conn.exec_driver_sql(statement, rows if positional else [dict(zip(names, row, strict=True)) for row in rows])
 
 
 COPY_FROM = 100  # rows: from so many, PostgreSQL is given them by COPY, a single stream, not statement by statement

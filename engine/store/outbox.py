@@ -24,7 +24,7 @@ from typing import Any
 
 from sqlalchemy import Connection, insert, or_, select, update
 
-from engine.store.batch import iter_chunks
+from engine.store.batch import insert_rows, iter_chunks
 from engine.store.chain import canonical
 from engine.store.schema import (
     TASK_FIELDS,
@@ -138,16 +138,13 @@ class DeliveryPolicy:
         return float(min(self.backoff * 2 ** max(attempts - 1, 0), self.max_backoff))
 
 
-def enqueue(conn: Connection, events: Sequence[dict[str, Any]]) -> None:
-    """A delivery for each task event a CRM is told of (created, overdue, escalated), in the caller's
-    transaction: the one that writes the events; due at once (``next_attempt_at`` NULL)."""
-    rows = [
-        {"event_seq": event["seq"], "status": "pending", "attempts": 0, "next_attempt_at": None}
-        for event in events
-        if event["status"] in KINDS
-    ]
-    for chunk in iter_chunks(rows, 1000):
-        conn.execute(insert(deliveries), chunk)
+def enqueue(conn: Connection, event_seqs: Sequence[int]) -> None:
+    """A delivery for each of these task events (those a CRM is told of: created, overdue, escalated), in the
+    caller's transaction: the one that writes the events; due at once (``next_attempt_at`` NULL)."""
+    insert_rows(conn, deliveries, _NEW_DELIVERY, [(seq, "pending", 0, None) for seq in event_seqs])
+
+
+_NEW_DELIVERY = ("event_seq", "status", "attempts", "next_attempt_at")
 
 
 def _due(now: str) -> Any:
