@@ -45,7 +45,7 @@ from engine.store import (
     tasks,
     usual_why,
 )
-from engine.store.batch import execute_many, insert_rows
+from engine.store.batch import among, execute_many, insert_rows, rows_among
 from engine.store.chain import canonical
 from engine.store.outbox import KINDS, enqueue
 from engine.store.partitions import link_seq
@@ -180,9 +180,8 @@ class TaskBook:
     def tasks_of(self, source: str, records: Iterable[str]) -> dict[str, list[Task]]:
         self.flush()
         found: dict[str, list[Task]] = {}
-        for chunk in iter_chunks(sorted(set(records)), 500):
-            for row in self.conn.execute(_TASKS_OF, {"source": source, "records": chunk}):
-                found.setdefault(row.record, []).append(_task(row))
+        for row in rows_among(self.conn, _TASKS_OF, {"source": source}, sorted(set(records))):
+            found.setdefault(row.record, []).append(_task(row))
         return found
 
 
@@ -191,16 +190,12 @@ _TASK_EVENT_COLUMNS = tuple(c.name for c in task_events.c)
 assert tuple(Task.__dataclass_fields__) == _TASK_COLUMNS
 
 # built once: a tasks_of per write transaction
-_TASKS_OF = (
-    select(tasks)
-    .where(tasks.c.source == bindparam("source"), tasks.c.record.in_(bindparam("records", expanding=True)))
-    .order_by(tasks.c.id)
-)
+_TASKS_OF = select(tasks).where(tasks.c.source == bindparam("source"), among(tasks.c.record)).order_by(tasks.c.id)
 
 
 # One stored evaluation, for :func:`follow_evaluations`: its number, its record, its facts and the (action,
-# rule) of each recommendation, in order.  A plain tuple: one is made per case an import stores.
-Followed = tuple[int, str, dict[str, Any], Sequence[tuple[str, str]]]
+# rule, params) of each recommendation, in order.  A plain tuple: one is made per case an import stores.
+Followed = tuple[int, str, dict[str, Any], Sequence[tuple[str, str, Any]]]
 
 
 def _work_of(playbook: Playbook, action: str) -> Work | None:
@@ -230,6 +225,7 @@ class _Recommending:
         self.day = as_of.isoformat()
         self._kinds: dict[tuple[str, str], tuple[Any, ...]] = {}
         self._said = canonical(["open", PLAYBOOK])[1:-1]  # the event's status and who
+        self._link, self._partitions = book.seal.link, book.heads.partitions
         self._when = canonical([self.day, book.now])[1:-1]  # the event's day and time
 
     def _kind(self, action: str, rule: str) -> tuple[Any, ...]:
@@ -258,11 +254,10 @@ class _Recommending:
         due_from_facts = fields is None
         if fields is None:
             fields = task_fields(_work_of(self.playbook, action), self.as_of, facts)
-        book, source, day = self.book, self.source, self.day
-        heads = book.heads
-        partition = 0 if heads.partitions == 1 else partition_of(heads.partitions, source, record)
-        head = heads.head("tasks", partition)
-        task_id = link_seq(heads.partitions, partition, head[0] + 1)
+        book, source, day, partitions = self.book, self.source, self.day, self._partitions
+        partition = 0 if partitions == 1 else partition_of(partitions, source, record)
+        head = book.heads.head("tasks", partition)
+        task_id = link_seq(partitions, partition, head[0] + 1)
         due, escalate_at = fields["due"], fields["escalate_at"]
         row = (task_id, task_id, 1, source, record, evaluation_seq, action, action, rule, fields["owner"], due,
                escalate_at, fields["escalate_to"], fields["escalate_action"], fields["every"], "open", day)  # fmt: skip
@@ -277,7 +272,7 @@ class _Recommending:
                              _encode_text(record), stretches[3], str(task_id), stretches[4]])  # fmt: skip
         body = f'[{task_id},{task_id},{self._said},{why_start}{evaluation_seq})",{self._when},{_encode_text(state)}]'
         prev = head[1]
-        head[1] = entry_hash = book.seal.link(prev, body)
+        head[1] = entry_hash = self._link(prev, body)
         head[0] += 1
         book._inserts.append(row)
         book._rows.append((task_id, task_id, "open", PLAYBOOK, None, day, book.now, None, prev, entry_hash))
@@ -296,7 +291,7 @@ def follow_evaluations(
     recommending = _Recommending(book, playbook, source, as_of)
     made: dict[str, list[tuple[Any, ...]]] = {}  # the tasks made here of records that had none
     for seq, record, facts, advised in followed:
-        recommended = dict(advised)  # action -> rule (the last, for an action recommended twice)
+        recommended = {action: rule for action, rule, _ in advised}  # the last rule, for an action recommended twice
         held = known.get(record)
         if held is None and record not in made:
             made[record] = [recommending.make(record, seq, facts, action, rule) for action, rule in recommended.items()]

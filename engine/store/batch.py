@@ -7,7 +7,7 @@ import operator
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Table, Update, insert
+from sqlalchemy import Connection, Table, Update, bindparam, insert
 
 
 @functools.lru_cache(maxsize=16)
@@ -22,9 +22,7 @@ def _insert_statement(table: Table, dialect: Any) -> tuple[str, Callable[[dict[s
 
 
 @functools.lru_cache(maxsize=32)
-def _driver_statement(
-    statement: Update, dialect: Any
-) -> tuple[str, Callable[[dict[str, Any]], tuple[Any, ...]] | None]:
+def _driver_statement(statement: Any, dialect: Any) -> tuple[str, Callable[[dict[str, Any]], tuple[Any, ...]] | None]:
     """A statement built once as SQL for the driver, and for positional parameters the row's values in order."""
     compiled = statement.compile(dialect=dialect)
     if not (compiled.positional and compiled.positiontup):
@@ -101,6 +99,28 @@ def _copy_many(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> No
     with cursor.copy(statement) as copy:
         for row in rows:
             copy.write_row(values(row))
+
+
+AMONG = 500  # keys per look-up of rows by key (:func:`among`)
+_AMONG_NAMES = tuple(f"among_{i}" for i in range(AMONG))
+
+
+def among(column: Any) -> Any:
+    """``column IN (...)`` of :data:`AMONG` bound parameters, for a statement :func:`rows_among` runs."""
+    return column.in_([bindparam(name) for name in _AMONG_NAMES])
+
+
+def rows_among(conn: Connection, statement: Any, params: dict[str, Any], keys: Iterable[Any]) -> Iterator[Any]:
+    """The rows of ``statement`` (built once, with :func:`among`) for ``keys``, :data:`AMONG` at a time.
+
+    Through the driver, one statement for every look-up: an expanding IN list is processed key by key
+    and compiled again for each new number of keys.  A last chunk is filled up with its last key
+    (IN holds a key once however often it is listed)."""
+    sql, values = _driver_statement(statement, conn.dialect)
+    for chunk in iter_chunks(keys, AMONG):
+        bound = dict(params)
+        bound.update(zip(_AMONG_NAMES, chunk + [chunk[-1]] * (AMONG - len(chunk)), strict=True))
+        yield from conn.exec_driver_sql(sql, bound if values is None else values(bound))
 
 
 def iter_chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:

@@ -13,7 +13,7 @@ from sqlalchemy import Connection, bindparam, select, update
 from engine.errors import CaseError
 from engine.evaluate import Result
 from engine.model import Playbook
-from engine.store.batch import _insert_many, insert_rows, iter_chunks
+from engine.store.batch import _insert_many, among, insert_rows, rows_among
 from engine.store.chain import (
     _compact,
     _quarantined_hash,
@@ -49,13 +49,29 @@ def _params_text(params: dict[str, Any]) -> str:
 
     The key holds each value's type: 1, 1.0 and True are equal in Python but not in JSON.
     """
+    if not params:
+        return "{}"
     try:
-        return _params_text_of(tuple((name, type(value), value) for name, value in params.items()))
+        return _params_text_of(tuple([(name, type(value), value) for name, value in params.items()]))
     except TypeError:  # a list among the values: not hashable, written out each time
         return canonical(params)
 
 
 _TEXTS_KEPT = 4096
+_children_texts: dict[tuple[tuple[str, str, str], ...], str] = {}
+
+
+def _children_text(recs: tuple[tuple[str, str, str], ...]) -> str:
+    """The recommendations' part of an evaluation's link, ``canonical([[position, action, rule], ...])``,
+    remembered by the recommendations (texts all three): a few dozen patterns repeat across an import."""
+    known = _children_texts.get(recs)
+    if known is None:
+        if len(_children_texts) >= _TEXTS_KEPT:
+            _children_texts.clear()
+        known = _children_texts[recs] = canonical([[k, action, rule] for k, (action, rule, _) in enumerate(recs)])
+    return known
+
+
 _fired_texts: dict[tuple[Any, ...], tuple[str, list[Any]]] = {}
 _decisions_texts: dict[tuple[Any, ...], str] = {}
 
@@ -83,13 +99,18 @@ def _decisions_text(decisions: dict[str, Any]) -> str:
     The key holds each value's type, as :func:`_params_text`'s does.
     """
     try:
-        key = (
-            tuple(decisions),
-            *[(type(v), tuple([(type(x), x) for x in v]) if type(v) is list else v) for v in decisions.values()],
-        )
+        key: tuple[Any, ...] = (*decisions.items(), *map(type, decisions.values()))
         known = _decisions_texts.get(key)
-    except TypeError:  # a value that is not hashable even as a tuple: written out each time
-        return _compact(decisions)
+    except TypeError:  # a list among the values: keyed by its items and their types
+        try:
+            key = (
+                list,  # never the first of a key above, which is a (name, value) pair
+                tuple(decisions),
+                *[(type(v), tuple([(type(x), x) for x in v]) if type(v) is list else v) for v in decisions.values()],
+            )
+            known = _decisions_texts.get(key)
+        except TypeError:  # a value that is not hashable even as a tuple: written out each time
+            return _compact(decisions)
     if known is None:
         if len(_decisions_texts) >= _TEXTS_KEPT:
             _decisions_texts.clear()
@@ -107,9 +128,7 @@ class Reading:
 
     def _rows_among(self, column: Any, source: str, keys: Iterable[str], *also: Any) -> Iterator[Any]:
         """Rows (``column``, ``*also``) of ``source`` in ``column``'s table whose ``column`` is among ``keys``."""
-        statement = _rows_among_statement(column, also)
-        for chunk in iter_chunks(keys, 500):
-            yield from self.conn.execute(statement, {"source": source, "keys": chunk})
+        return rows_among(self.conn, _rows_among_statement(column, also), {"source": source}, keys)
 
     def events_stored(self, source: str, event_ids: Iterable[str]) -> dict[str, int]:
         """Of these events of ``source``, those already evaluated, with their evaluation's number."""
@@ -213,8 +232,7 @@ class Writer(Reading):
             seqs[i] = seq = link_seq(partitions, partition, head[0] + 1)
             event_id, import_key = item.event_id, item.import_key
             own = [case_id, record_id, account_id, event_id, import_key, status, not recs]
-            advised = [(action, rule) for action, rule, _ in recs]
-            plain = f"[[{seq},{shared},{canonical(own)[1:-1]}],{canonical([[k, *a] for k, a in enumerate(advised)])}]"
+            plain = f"[[{seq},{shared},{canonical(own)[1:-1]}],{_children_text(recs)}]"
             prev = head[1]
             head[1] = entry_hash = link(
                 prev, "\x1e".join([plain, facts, decisions, fired, error, *[params for _, _, params in recs]])
@@ -226,7 +244,7 @@ class Writer(Reading):
             for k, (action, rule, params) in enumerate(recs):
                 children.append((seq, k, number(action), number(rule), number(params)))
             if status == "ok":
-                followed.append((seq, record, item.facts, advised))
+                followed.append((seq, record, item.facts, recs))
         insert_rows(self.conn, evaluation_rows, _EVALUATION_COLUMNS, rows)
         insert_rows(self.conn, recommendation_rows, _RECOMMENDATION_COLUMNS, children)
         follow_evaluations(self.tasks, playbook, source, as_of, followed)
@@ -365,9 +383,7 @@ class Writer(Reading):
 def _rows_among_statement(column: Any, also: tuple[Any, ...]) -> Any:
     # Built once: building a statement costs more than running it on a small batch.
     table = column.table
-    return select(column, *also).where(
-        table.c.source == bindparam("source"), column.in_(bindparam("keys", expanding=True))
-    )
+    return select(column, *also).where(table.c.source == bindparam("source"), among(column))
 
 
 _EVALUATION_COLUMNS = tuple(c.name for c in evaluation_rows.c)
@@ -414,7 +430,8 @@ def _texts_of(item: Appended) -> _Texts:
     outcome = item.outcome
     if isinstance(outcome, Prepared):
         return (outcome.case_id, outcome.status, outcome.record_id, outcome.account_id, outcome.facts,
-                outcome.decisions, outcome.fired, outcome.error, outcome.recommendations)  # fmt: skip
+                outcome.decisions, outcome.fired, outcome.error,
+                tuple([(action, rule, params) for action, rule, params in outcome.recommendations]))  # fmt: skip
     record_id, account_id = _ids(item.facts)
     facts = _compact(item.facts)
     if isinstance(outcome, CaseError):
