@@ -226,6 +226,7 @@ class _Recommending:
         self._kinds: dict[tuple[str, str], tuple[Any, ...]] = {}
         self._said = canonical(["open", PLAYBOOK])[1:-1]  # the event's status and who
         self._link, self._partitions = book.seal.link, book.heads.partitions
+        self._heads: dict[int, list[Any]] = {}
         self._when = canonical([self.day, book.now])[1:-1]  # the event's day and time
 
     def _kind(self, action: str, rule: str) -> tuple[Any, ...]:
@@ -256,7 +257,9 @@ class _Recommending:
             fields = task_fields(_work_of(self.playbook, action), self.as_of, facts)
         book, source, day, partitions = self.book, self.source, self.day, self._partitions
         partition = 0 if partitions == 1 else partition_of(partitions, source, record)
-        head = book.heads.head("tasks", partition)
+        head = self._heads.get(partition)
+        if head is None:  # the partition's head as held: moved in place
+            head = self._heads[partition] = book.heads.head("tasks", partition)
         task_id = link_seq(partitions, partition, head[0] + 1)
         due, escalate_at = fields["due"], fields["escalate_at"]
         row = (task_id, task_id, 1, source, record, evaluation_seq, action, action, rule, fields["owner"], due,

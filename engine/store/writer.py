@@ -58,17 +58,19 @@ def _params_text(params: dict[str, Any]) -> str:
 
 
 _TEXTS_KEPT = 4096
-_children_texts: dict[tuple[tuple[str, str, str], ...], str] = {}
+_children_texts: dict[tuple[tuple[str, str, str], ...], tuple[str, str]] = {}
 
 
-def _children_text(recs: tuple[tuple[str, str, str], ...]) -> str:
-    """The recommendations' part of an evaluation's link, ``canonical([[position, action, rule], ...])``,
+def _children_text(recs: tuple[tuple[str, str, str], ...]) -> tuple[str, str]:
+    """The recommendations' parts of an evaluation's link (:func:`engine.store.chain._evaluation_body`):
+    ``canonical([[position, action, rule], ...])``, and their parameters' texts each after the separator;
     remembered by the recommendations (texts all three): a few dozen patterns repeat across an import."""
     known = _children_texts.get(recs)
     if known is None:
         if len(_children_texts) >= _TEXTS_KEPT:
             _children_texts.clear()
-        known = _children_texts[recs] = canonical([[k, action, rule] for k, (action, rule, _) in enumerate(recs)])
+        children = canonical([[k, action, rule] for k, (action, rule, _) in enumerate(recs)])
+        known = _children_texts[recs] = (children, "".join([f"\x1e{params}" for _, _, params in recs]))
     return known
 
 
@@ -217,32 +219,34 @@ class Writer(Reading):
             for recommendation in recs:
                 wanted.update(recommendation)
         texts.store(wanted)
-        number = texts.__getitem__
+        number = {text: texts[text] for text in wanted}  # the batch's texts' numbers, at hand
         now, day, partitions, heads, link = self.now, as_of.isoformat(), self.partitions, self.heads, self._seal.link
-        playbook_text = number(content_hash)
+        playbook_text = number[content_hash]
         # the plain values every evaluation of the batch shares, as its link's text holds them
         shared = canonical([now, day, content_hash, playbook.id, playbook.version, source])[1:-1]
         rows: list[tuple[Any, ...]] = []
         children: list[tuple[int, int, int, int, int]] = []
         followed: list[Followed] = []
+        evaluation_heads: dict[int, list[Any]] = {}
         for i, item, (case_id, status, record_id, account_id, facts, decisions, fired, error, recs) in kept:
             record = record_id if record_id is not None else case_id
             partition = 0 if partitions == 1 else partition_of(partitions, source, record)
-            head = heads.head("evaluations", partition)
+            head = evaluation_heads.get(partition)
+            if head is None:  # the partition's head as held: moved in place
+                head = evaluation_heads[partition] = heads.head("evaluations", partition)
             seqs[i] = seq = link_seq(partitions, partition, head[0] + 1)
             event_id, import_key = item.event_id, item.import_key
             own = [case_id, record_id, account_id, event_id, import_key, status, not recs]
-            plain = f"[[{seq},{shared},{canonical(own)[1:-1]}],{_children_text(recs)}]"
+            children_text, params_texts = _children_text(recs)
+            plain = f"[[{seq},{shared},{canonical(own)[1:-1]}],{children_text}]"
             prev = head[1]
-            head[1] = entry_hash = link(
-                prev, "\x1e".join([plain, facts, decisions, fired, error, *[params for _, _, params in recs]])
-            )
+            head[1] = entry_hash = link(prev, f"{plain}\x1e{facts}\x1e{decisions}\x1e{fired}\x1e{error}{params_texts}")
             head[0] += 1
             rows.append((seq, now, day, playbook_text, source, case_id, record_id, account_id, event_id, import_key,
-                         status, facts, number(decisions), number(fired), not recs, number(error), prev,
+                         status, facts, number[decisions], number[fired], not recs, number[error], prev,
                          entry_hash))  # fmt: skip
             for k, (action, rule, params) in enumerate(recs):
-                children.append((seq, k, number(action), number(rule), number(params)))
+                children.append((seq, k, number[action], number[rule], number[params]))
             if status == "ok":
                 followed.append((seq, record, item.facts, recs))
         insert_rows(self.conn, evaluation_rows, _EVALUATION_COLUMNS, rows)
