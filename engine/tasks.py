@@ -21,9 +21,10 @@ import datetime as dt
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from json.encoder import encode_basestring as _encode_text
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, insert, select, update
+from sqlalchemy import Connection, bindparam, func, select, update
 
 from engine.model import Playbook
 from engine.store import (
@@ -44,8 +45,10 @@ from engine.store import (
     tasks,
     usual_why,
 )
-from engine.store.batch import _insert_many, execute_many
-from engine.store.outbox import enqueue
+from engine.store.batch import among, execute_many, insert_rows, rows_among
+from engine.store.chain import canonical
+from engine.store.outbox import KINDS, enqueue
+from engine.store.partitions import link_seq
 from engine.workflow import ACTIVE, Duration, Work, moves, parse_duration, task_fields
 
 __all__ = [
@@ -114,9 +117,9 @@ class TaskBook:
         self.seal = seal
         self.now = now or _now()
         self.heads = heads or ChainHeads(conn, int(_meta_value(conn, "partitions") or 1))
-        self._events: list[dict[str, Any]] = []
-        self._rows: list[dict[str, Any]] = []  # the events as stored
-        self._inserts: list[dict[str, Any]] = []
+        self._told: list[int] = []  # the events a CRM is told of (outbox.KINDS), by number
+        self._rows: list[tuple[Any, ...]] = []  # the events as stored, in the columns' order
+        self._inserts: list[tuple[Any, ...]] = []
         self._updates: list[dict[str, Any]] = []
 
     def _partition(self, task: dict[str, Any]) -> int:
@@ -124,24 +127,18 @@ class TaskBook:
 
     def _link(self, task: dict[str, Any], who: str, why: str) -> None:
         partition = self._partition(task)
-        prev = self.heads.get("tasks", partition)[1]
-        event = {
-            "seq": self.heads.next_seq("tasks", partition),
-            "task_id": task["id"],
-            "status": task["status"],
-            "who": who,
-            "why": why,
-            "as_of": task["as_of"],
-            "at": self.now,
-            "state": task_state(task),
-            "prev_hash": prev,
-        }
-        event["entry_hash"] = _task_event_hash(self.seal, prev, event)
-        self._events.append(event)
+        head = self.heads.head("tasks", partition)
+        seq, prev = link_seq(self.heads.partitions, partition, head[0] + 1), head[1]
+        status, as_of = task["status"], task["as_of"]
+        event = {"seq": seq, "task_id": task["id"], "status": status, "who": who, "why": why, "as_of": as_of,
+                 "at": self.now, "state": task_state(task)}  # fmt: skip
+        head[1] = entry_hash = _task_event_hash(self.seal, prev, event)
+        head[0] += 1
         # stored without what its task's row gives back: the state, and the reason when it is the usual one
-        stored_why = None if why == usual_why(task["status"], task["as_of"], task) else why
-        self._rows.append({**event, "state": None, "why": stored_why})
-        self.heads.advance("tasks", partition, event["entry_hash"])
+        stored_why = None if why == usual_why(status, as_of, task) else why
+        self._rows.append((seq, task["id"], status, who, stored_why, as_of, self.now, None, prev, entry_hash))
+        if status in KINDS:
+            self._told.append(seq)
 
     def next_id(self, partition: int = 0) -> int:
         """The id the next task made in ``partition`` gets (the number of the event that makes it); the
@@ -151,8 +148,8 @@ class TaskBook:
     def create(self, fields: dict[str, Any], who: str, why: str) -> Task:
         task_id = self.next_id(self._partition(fields))
         row = {"id": task_id, "series": task_id, "occurrence": 1, **fields, "status": "open"}
-        row = {name: row.get(name) for name in Task.__dataclass_fields__}
-        self._inserts.append(row)
+        row = {name: row.get(name) for name in _TASK_COLUMNS}
+        self._inserts.append(tuple(row.values()))
         self._link(row, who, why)
         return _task(row)
 
@@ -165,7 +162,7 @@ class TaskBook:
     def flush(self) -> None:
         """Write the rows made and moved so far (their events wait for :meth:`finish`)."""
         if self._inserts:
-            _insert_many(self.conn, tasks, self._inserts)
+            insert_rows(self.conn, tasks, _TASK_COLUMNS, self._inserts)
             self._inserts = []
         if self._updates:
             execute_many(self.conn, _UPDATE_TASK, self._updates)
@@ -173,44 +170,117 @@ class TaskBook:
 
     def finish(self) -> None:
         self.flush()
-        if not self._events:
+        if not self._rows:
             return
-        for chunk in iter_chunks(self._rows, 1000):
-            self.conn.execute(insert(task_events), chunk)
-        enqueue(self.conn, self._events)  # the CRM's notifications, in the events' transaction
+        insert_rows(self.conn, task_events, _TASK_EVENT_COLUMNS, self._rows)
+        enqueue(self.conn, self._told)  # the CRM's notifications, in the events' transaction
         self.heads.save(["tasks"])
-        self._events, self._rows = [], []
+        self._told, self._rows = [], []
 
     def tasks_of(self, source: str, records: Iterable[str]) -> dict[str, list[Task]]:
         self.flush()
         found: dict[str, list[Task]] = {}
-        for chunk in iter_chunks(sorted(set(records)), 500):
-            for row in self.conn.execute(_TASKS_OF, {"source": source, "records": chunk}):
-                found.setdefault(row.record, []).append(_task(row))
+        for row in rows_among(self.conn, _TASKS_OF, {"source": source}, sorted(set(records))):
+            found.setdefault(row.record, []).append(_task(row))
         return found
 
 
+_TASK_COLUMNS = tuple(c.name for c in tasks.c)  # a Task's fields, in the same order
+_TASK_EVENT_COLUMNS = tuple(c.name for c in task_events.c)
+assert tuple(Task.__dataclass_fields__) == _TASK_COLUMNS
+
 # built once: a tasks_of per write transaction
-_TASKS_OF = (
-    select(tasks)
-    .where(tasks.c.source == bindparam("source"), tasks.c.record.in_(bindparam("records", expanding=True)))
-    .order_by(tasks.c.id)
-)
+_TASKS_OF = select(tasks).where(tasks.c.source == bindparam("source"), among(tasks.c.record)).order_by(tasks.c.id)
 
 
-@dataclass(frozen=True)
-class Followed:
-    """One stored evaluation, for :func:`follow_evaluations`."""
-
-    seq: int
-    record: str
-    facts: dict[str, Any]
-    recommendations: Sequence[dict[str, Any]]  # each with "id" and "rule", in order
+# One stored evaluation, for :func:`follow_evaluations`: its number, its record, its facts and the (action,
+# rule, params) of each recommendation, in order.  A plain tuple: one is made per case an import stores.
+Followed = tuple[int, str, dict[str, Any], Sequence[tuple[str, str, Any]]]
 
 
 def _work_of(playbook: Playbook, action: str) -> Work | None:
     spec = playbook.actions.get(action)
     return spec.work if spec is not None else None
+
+
+_VARIABLE = "\ue000"  # marks a value left out of a state's template (a private-use character)
+_TASK_VARIABLES = ("due", "escalate_at", "evaluation_seq", "id", "record", "series")  # in the keys' order
+
+
+def _json_scalar(value: str | int | None) -> str:
+    """A task column's value as :func:`canonical` writes it (text, an integer or null)."""
+    if value is None:
+        return "null"
+    return _encode_text(value) if type(value) is str else int.__repr__(value)
+
+
+class _Recommending:
+    """The tasks one batch's recommendations make, for records with none yet: built from what each (action,
+    rule) shares, worked out once (the task's fields, the constant stretches of its state's and its
+    event's texts), then each task's row, event and link a few joins of text.  The texts are exactly
+    :func:`task_state`'s and the event's link's (tests/test_tasks.py compares them)."""
+
+    def __init__(self, book: TaskBook, playbook: Playbook, source: str, as_of: dt.date) -> None:
+        self.book, self.playbook, self.source, self.as_of = book, playbook, source, as_of
+        self.day = as_of.isoformat()
+        self._kinds: dict[tuple[str, str], tuple[Any, ...]] = {}
+        self._said = canonical(["open", PLAYBOOK])[1:-1]  # the event's status and who
+        self._link, self._partitions = book.seal.link, book.heads.partitions
+        self._heads: dict[int, list[Any]] = {}
+        self._when = canonical([self.day, book.now])[1:-1]  # the event's day and time
+
+    def _kind(self, action: str, rule: str) -> tuple[Any, ...]:
+        """What an (action, rule)'s tasks share: their fields when the case's facts do not change them (else
+        None), the constant stretches of their state's text between the values left out (the due dates,
+        unless fixed, then the evaluation, the id, the record and the series), the reason's start as JSON."""
+        work = _work_of(self.playbook, action)
+        fixed = work is None or work.due is None or work.due.anchor is None  # due, if at all, from the day
+        fields = task_fields(work, self.as_of, {})
+        variables = _TASK_VARIABLES if not fixed else _TASK_VARIABLES[2:]
+        values: dict[str, Any] = {**fields, "occurrence": 1, "source": self.source, "action": action, "cause": action,
+                                  "rule": rule, "status": "open", "as_of": self.day}  # fmt: skip
+        values |= dict.fromkeys(variables, _VARIABLE)
+        stretches = canonical({name: values[name] for name in _TASK_COLUMNS}).split(f'"{_VARIABLE}"')
+        if len(stretches) != len(variables) + 1:  # the mark in a value itself: no template
+            stretches = []
+        why_start = _encode_text(f"rule {rule} recommended it (evaluation #")[:-1]
+        return fields if fixed else None, stretches, why_start
+
+    def make(self, record: str, evaluation_seq: int, facts: dict[str, Any], action: str, rule: str) -> tuple[Any, ...]:
+        """A new task of the record for its evaluation's recommendation: its row, as :meth:`TaskBook.create` has it."""
+        kind = self._kinds.get((action, rule))
+        if kind is None:
+            kind = self._kinds[(action, rule)] = self._kind(action, rule)
+        fields, stretches, why_start = kind
+        due_from_facts = fields is None
+        if fields is None:
+            fields = task_fields(_work_of(self.playbook, action), self.as_of, facts)
+        book, source, day, partitions = self.book, self.source, self.day, self._partitions
+        partition = 0 if partitions == 1 else partition_of(partitions, source, record)
+        head = self._heads.get(partition)
+        if head is None:  # the partition's head as held: moved in place
+            head = self._heads[partition] = book.heads.head("tasks", partition)
+        task_id = link_seq(partitions, partition, head[0] + 1)
+        due, escalate_at = fields["due"], fields["escalate_at"]
+        row = (task_id, task_id, 1, source, record, evaluation_seq, action, action, rule, fields["owner"], due,
+               escalate_at, fields["escalate_to"], fields["escalate_action"], fields["every"], "open", day)  # fmt: skip
+        if not stretches:
+            state = task_state(dict(zip(_TASK_COLUMNS, row, strict=True)))
+        elif due_from_facts:
+            state = "".join([stretches[0], _json_scalar(due), stretches[1], _json_scalar(escalate_at), stretches[2],
+                             str(evaluation_seq), stretches[3], str(task_id), stretches[4], _encode_text(record),
+                             stretches[5], str(task_id), stretches[6]])  # fmt: skip
+        else:
+            state = "".join([stretches[0], str(evaluation_seq), stretches[1], str(task_id), stretches[2],
+                             _encode_text(record), stretches[3], str(task_id), stretches[4]])  # fmt: skip
+        body = f'[{task_id},{task_id},{self._said},{why_start}{evaluation_seq})",{self._when},{_encode_text(state)}]'
+        prev = head[1]
+        head[1] = entry_hash = self._link(prev, body)
+        head[0] += 1
+        book._inserts.append(row)
+        book._rows.append((task_id, task_id, "open", PLAYBOOK, None, day, book.now, None, prev, entry_hash))
+        book._told.append(task_id)
+        return row
 
 
 def follow_evaluations(
@@ -220,34 +290,36 @@ def follow_evaluations(
     if not followed:
         return
     day = as_of.isoformat()
-    known = book.tasks_of(source, (f.record for f in followed))
-    for evaluation in followed:
-        held = known.setdefault(evaluation.record, [])
-        recommended = {rec["id"]: rec for rec in evaluation.recommendations}
+    known = book.tasks_of(source, (record for _, record, _, _ in followed))
+    recommending = _Recommending(book, playbook, source, as_of)
+    made: dict[str, list[tuple[Any, ...]]] = {}  # the tasks made here of records that had none
+    for seq, record, facts, advised in followed:
+        recommended = {action: rule for action, rule, _ in advised}  # the last rule, for an action recommended twice
+        held = known.get(record)
+        if held is None and record not in made:
+            made[record] = [recommending.make(record, seq, facts, action, rule) for action, rule in recommended.items()]
+            continue
+        if held is None:  # evaluated again in this batch: its tasks as any record's
+            held = known[record] = [Task(*row) for row in made.pop(record)]
         for i, task in enumerate(held):
             if task.status in ACTIVE and task.cause not in recommended:
-                why = (
-                    f"evaluation #{evaluation.seq} no longer recommends {task.cause}: the decision of rule "
-                    f"{task.rule} changed"
-                )
+                why = f"evaluation #{seq} no longer recommends {task.cause}: the decision of rule {task.rule} changed"
                 held[i] = book.move(task, "cancelled", day, PLAYBOOK, why)
         have = {t.cause for t in held if t.status != "cancelled"}
-        for action, rec in recommended.items():
+        for action, rule in recommended.items():
             if action in have:
                 continue
             fields = {
                 "source": source,
-                "record": evaluation.record,
-                "evaluation_seq": evaluation.seq,
+                "record": record,
+                "evaluation_seq": seq,
                 "action": action,
                 "cause": action,
-                "rule": rec["rule"],
+                "rule": rule,
                 "as_of": day,
-                **task_fields(_work_of(playbook, action), as_of, evaluation.facts),
+                **task_fields(_work_of(playbook, action), as_of, facts),
             }
-            held.append(
-                book.create(fields, PLAYBOOK, f"rule {rec['rule']} recommended it (evaluation #{evaluation.seq})")
-            )
+            held.append(book.create(fields, PLAYBOOK, f"rule {rule} recommended it (evaluation #{seq})"))
 
 
 def close_records(book: TaskBook, source: str, closed: dict[str, str], as_of: str) -> None:

@@ -171,3 +171,38 @@ def test_outcomes_move_the_task_and_a_closed_deal_cancels_the_rest(store: Store,
     confirm = next(t for t in listing(store) if t.action == "confirm_date")
     assert history(store, confirm.id)[-1]["why"] == "the opportunity closed: stage closedwon"
     assert store.verify() == []
+
+
+ODD_RECORDS = ['q"uote', "back\\slash", "é-ü-中", "line\u2028sep", "mark\ue000", "tab\there", "d1"]
+
+
+@pytest.mark.parametrize("partitions", [1, 3])
+def test_tasks_made_in_one_batch_chain_what_verify_recomputes_whatever_their_record_ids(
+    db_url: str, work: Any, partitions: int
+) -> None:
+    """A batch's tasks are built from texts shared by their action and rule (engine/tasks.py): the states and
+    links must be exactly those ``audit verify`` recomputes from the rows, for record ids JSON escapes, a due
+    date taken from the case (or missing with its date), and a record evaluated twice in the batch."""
+    playbook, evaluator = work
+    items = []
+    for i, record in enumerate([*ODD_RECORDS, "d1"]):
+        close = None if i == 2 else "2017-04-01"
+        facts = {"opportunity": {"id": record, "amount": 500 if i < 7 else 50, "close_date": close}}
+        items.append(Appended(evaluator.evaluate_case(facts, START, record), facts, import_key=f"k{i}"))
+    with Store(db_url, partitions=partitions) as store:
+        store.append(playbook, items, source='crm "one"', as_of=START)
+        made = listing(store)
+        assert store.verify() == []
+        first = made[0]
+        assert (
+            history(store, first.id)[0]["why"] == f"rule big_deal recommended it (evaluation #{first.evaluation_seq})"
+        )
+    by_record: dict[str, dict[str, Any]] = {}
+    for task in made:
+        by_record.setdefault(task.record, {})[task.action] = task
+    assert set(by_record) == set(ODD_RECORDS)
+    assert {a: t.status for a, t in by_record["d1"].items()} == {
+        "call": "cancelled", "confirm_date": "cancelled", "follow_up": "cancelled", "email": "open"
+    }  # fmt: skip
+    assert by_record["é-ü-中"]["confirm_date"].due is None  # its close date missing
+    assert by_record['q"uote']["confirm_date"].due == "2017-03-18"

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import functools
 import operator
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Table, Update, insert
+from sqlalchemy import Connection, Table, Update, bindparam, insert
 
 
 @functools.lru_cache(maxsize=16)
@@ -22,9 +22,7 @@ def _insert_statement(table: Table, dialect: Any) -> tuple[str, Callable[[dict[s
 
 
 @functools.lru_cache(maxsize=32)
-def _driver_statement(
-    statement: Update, dialect: Any
-) -> tuple[str, Callable[[dict[str, Any]], tuple[Any, ...]] | None]:
+def _driver_statement(statement: Any, dialect: Any) -> tuple[str, Callable[[dict[str, Any]], tuple[Any, ...]] | None]:
     """A statement built once as SQL for the driver, and for positional parameters the row's values in order."""
     compiled = statement.compile(dialect=dialect)
     if not (compiled.positional and compiled.positiontup):
@@ -59,6 +57,32 @@ def _insert_many(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> 
         conn.exec_driver_sql(statement, list(map(values, rows)))
 
 
+@functools.lru_cache(maxsize=32)
+def _rows_statement(table: Table, columns: tuple[str, ...], dialect: Any) -> tuple[str, bool]:
+    """The insert of these columns of the table as SQL for the driver; True when it takes positional parameters."""
+    compiled = insert(table).compile(dialect=dialect, column_keys=list(columns))
+    positional = bool(compiled.positional and compiled.positiontup)
+    if positional and tuple(compiled.positiontup or ()) != columns:
+        raise ValueError(f"the columns of {table.name} are not in the table's order: {columns}")
+    return str(compiled), positional
+
+
+def insert_rows(conn: Connection, table: Table, columns: Sequence[str], rows: list[tuple[Any, ...]]) -> None:
+    """Insert rows given as tuples of ``columns`` (in the table's order) through the driver's executemany.
+
+    The hot tables of an import (evaluations, recommendations, tasks, their events and deliveries) are
+    built as tuples: no dict per row, no mapping of names to positions (SQLite's parameters are
+    positional).  Values are plain text, integers and booleans, as for :func:`_insert_many`."""
+    if not rows:
+        return
+    names = tuple(columns)
+    if conn.dialect.name == "postgresql" and len(rows) >= COPY_FROM:
+        _copy_many(conn, table, [dict(zip(names, row, strict=True)) for row in rows])
+        return
+    statement, positional = _rows_statement(table, names, conn.dialect)
+    conn.exec_driver_sql(statement, rows if positional else [dict(zip(names, row, strict=True)) for row in rows])
+
+
 COPY_FROM = 100  # rows: from so many, PostgreSQL is given them by COPY, a single stream, not statement by statement
 
 
@@ -75,6 +99,28 @@ def _copy_many(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> No
     with cursor.copy(statement) as copy:
         for row in rows:
             copy.write_row(values(row))
+
+
+AMONG = 500  # keys per look-up of rows by key (:func:`among`)
+_AMONG_NAMES = tuple(f"among_{i}" for i in range(AMONG))
+
+
+def among(column: Any) -> Any:
+    """``column IN (...)`` of :data:`AMONG` bound parameters, for a statement :func:`rows_among` runs."""
+    return column.in_([bindparam(name) for name in _AMONG_NAMES])
+
+
+def rows_among(conn: Connection, statement: Any, params: dict[str, Any], keys: Iterable[Any]) -> Iterator[Any]:
+    """The rows of ``statement`` (built once, with :func:`among`) for ``keys``, :data:`AMONG` at a time.
+
+    Through the driver, one statement for every look-up: an expanding IN list is processed key by key
+    and compiled again for each new number of keys.  A last chunk is filled up with its last key
+    (IN holds a key once however often it is listed)."""
+    sql, values = _driver_statement(statement, conn.dialect)
+    for chunk in iter_chunks(keys, AMONG):
+        bound = dict(params)
+        bound.update(zip(_AMONG_NAMES, chunk + [chunk[-1]] * (AMONG - len(chunk)), strict=True))
+        yield from conn.exec_driver_sql(sql, bound if values is None else values(bound))
 
 
 def iter_chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:

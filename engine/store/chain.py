@@ -20,22 +20,24 @@ GENESIS = "0" * 64
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def _canonical_chunks() -> Any:
-    """The C encoder ``_CANONICAL.encode`` builds at each call, built once (2 µs of each link a verify checks),
-    with the same settings but the circular-reference check (rows read back hold no cycles); None where
-    the C encoder is missing or does not give the same text."""
+def _c_encoder(sort_keys: bool) -> Any:
+    """The C encoder ``JSONEncoder.encode`` builds at each call, built once (2 µs of each link a verify checks,
+    of each case an import stores), with the same settings (keys sorted or as they are, no spaces, UTF-8
+    kept) but the circular-reference check (rows read back and facts read from JSON hold no cycles); None
+    where the C encoder is missing or does not give the same text."""
     make = getattr(json.encoder, "c_make_encoder", None)
     if make is None:
         return None
+    reference = json.JSONEncoder(sort_keys=sort_keys, separators=(",", ":"), ensure_ascii=False)
     try:
-        chunks = make(None, _CANONICAL.default, json.encoder.encode_basestring, None, ":", ",", True, False, True)
+        chunks = make(None, reference.default, json.encoder.encode_basestring, None, ":", ",", sort_keys, False, True)
         sample = [{"b": [1, 2.5, None, True], "a": 'é\n"x\u2028'}, -3, "", {}]
-        return chunks if "".join(chunks(sample, 0)) == _CANONICAL.encode(sample) else None
+        return chunks if "".join(chunks(sample, 0)) == reference.encode(sample) else None
     except (TypeError, ValueError):  # another Python's private signature: the documented way below
         return None
 
 
-_chunks = _canonical_chunks()
+_chunks = _c_encoder(sort_keys=True)
 
 
 def canonical(value: Any) -> str:
@@ -47,7 +49,14 @@ def canonical(value: Any) -> str:
 
 # The big per-case columns keep their keys' order (the mapping's and the playbook's, both fixed):
 # they are hashed as stored, so they need no sorting, which costs a third of their encoding.
-_compact = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+_compact_chunks = _c_encoder(sort_keys=False)
+
+
+def _compact(value: Any) -> str:
+    if _compact_chunks is None or type(value) is str:
+        return _COMPACT.encode(value)
+    return "".join(_compact_chunks(value, 0))
 
 
 _EVALUATION_FIELDS = (

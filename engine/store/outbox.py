@@ -17,15 +17,14 @@ the same bytes whenever.
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, insert, or_, select, update
+from sqlalchemy import Connection, insert, or_, select, update
 
-from engine.store.batch import iter_chunks
+from engine.store.batch import insert_rows, iter_chunks
 from engine.store.chain import canonical
 from engine.store.schema import (
     TASK_FIELDS,
@@ -139,26 +138,13 @@ class DeliveryPolicy:
         return float(min(self.backoff * 2 ** max(attempts - 1, 0), self.max_backoff))
 
 
-def enqueue(conn: Connection, events: Sequence[dict[str, Any]]) -> None:
-    """A delivery for each task event a CRM is told of (created, overdue, escalated), in the caller's
-    transaction: the one that writes the events; due at once (``next_attempt_at`` NULL).
-
-    Given to the driver as it is, the statement compiled once: a webhook's transaction enqueues a
-    delivery per task made, and SQLAlchemy's work per row cost more than the insert."""
-    sql, order = _enqueue_sql(conn.dialect)
-    rows = [
-        {"event_seq": event["seq"], "status": "pending", "attempts": 0} for event in events if event["status"] in KINDS
-    ]
-    for chunk in iter_chunks(rows, 1000):
-        conn.exec_driver_sql(sql, chunk if order is None else [tuple([row[name] for name in order]) for row in chunk])
+def enqueue(conn: Connection, event_seqs: Sequence[int]) -> None:
+    """A delivery for each of these task events (those a CRM is told of: created, overdue, escalated), in the
+    caller's transaction: the one that writes the events; due at once (``next_attempt_at`` NULL)."""
+    insert_rows(conn, deliveries, _NEW_DELIVERY, [(seq, "pending", 0, None) for seq in event_seqs])
 
 
-@functools.lru_cache(maxsize=4)
-def _enqueue_sql(dialect: Any) -> tuple[str, tuple[str, ...] | None]:
-    """A pending delivery's insert as the driver's SQL, and for positional parameters their order."""
-    names = ("event_seq", "status", "attempts")
-    compiled = insert(deliveries).values({name: bindparam(name) for name in names}).compile(dialect=dialect)
-    return str(compiled), tuple(compiled.positiontup) if compiled.positional and compiled.positiontup else None
+_NEW_DELIVERY = ("event_seq", "status", "attempts", "next_attempt_at")
 
 
 def _due(now: str) -> Any:

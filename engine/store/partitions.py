@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
+from typing import Any
 
 from sqlalchemy import Connection, bindparam, select, update
 
@@ -64,8 +65,8 @@ class ChainHeads:
     def __init__(self, conn: Connection, partitions: int) -> None:
         self.conn = conn
         self.partitions = partitions
-        self.held: dict[str, tuple[int, str]] = {}
-        self._moved: set[str] = set()
+        self.held: dict[str, list[Any]] = {}  # name -> [links, hash of the last], moved in place by the writers
+        self._saved: dict[str, tuple[int, str]] = {}  # name -> (links, hash) as the database has them
 
     def lock(self, names: Iterable[str]) -> int:
         """Lock these heads (those not held yet); how many were locked now."""
@@ -73,7 +74,8 @@ class ChainHeads:
         if not wanted:
             return 0
         rows = self.conn.execute(_LOCK_HEADS, {"names": wanted})
-        self.held |= {row.chain: (int(row.seq), str(row.hash)) for row in rows}
+        self._saved |= {row.chain: (int(row.seq), str(row.hash)) for row in rows}
+        self.held |= {name: list(saved) for name, saved in self._saved.items() if name not in self.held}
         missing = [name for name in wanted if name not in self.held]
         if missing:
             raise LookupError(f"the chain head of '{missing[0]}' is missing")
@@ -85,6 +87,12 @@ class ChainHeads:
 
     def get(self, chain: str, partition: int = 0) -> tuple[int, str]:
         """(links, last hash) of a chain's partition, locked."""
+        links, last = self.head(chain, partition)
+        return links, last
+
+    def head(self, chain: str, partition: int = 0) -> list[Any]:
+        """The partition's head as held, locked: ``[links, hash of the last]``, which a writer appending many
+        links moves itself (the next link's number is ``link_seq(partitions, partition, links + 1)``)."""
         name = partition_head(chain, partition)
         if name not in self.held:
             self.lock([name] if self.partitions == 1 else self._every_partition())
@@ -100,22 +108,23 @@ class ChainHeads:
     def advance(self, chain: str, partition: int, entry_hash: str) -> int:
         """One link added to the partition, sealed as ``entry_hash``; its sequence number."""
         seq = self.next_seq(chain, partition)
-        name = partition_head(chain, partition)
-        self.held[name] = (self.held[name][0] + 1, entry_hash)
-        self._moved.add(name)
+        head = self.held[partition_head(chain, partition)]
+        head[0] += 1
+        head[1] = entry_hash
         return seq
 
     def save(self, chains: Iterable[str]) -> None:
         """Write these chains' heads that moved."""
         chosen = set(chains)
-        moved = sorted(name for name in self._moved if head_partition(name)[0] in chosen)
+        held, saved = self.held, self._saved
+        moved = sorted(name for name in held if head_partition(name)[0] in chosen and tuple(held[name]) != saved[name])
         if moved:
             execute_many(
                 self.conn,
                 _SAVE_HEAD,
-                [{"b_chain": name, "seq": self.held[name][0], "hash": self.held[name][1]} for name in moved],
+                [{"b_chain": name, "seq": held[name][0], "hash": held[name][1]} for name in moved],
             )
-            self._moved -= set(moved)
+            saved |= {name: (held[name][0], held[name][1]) for name in moved}
 
 
 # Built once: a statement built and compiled per call costs more than running it (a transaction runs

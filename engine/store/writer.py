@@ -13,10 +13,9 @@ from sqlalchemy import Connection, bindparam, select, update
 from engine.errors import CaseError
 from engine.evaluate import Result
 from engine.model import Playbook
-from engine.store.batch import _insert_many, iter_chunks
+from engine.store.batch import _insert_many, among, insert_rows, rows_among
 from engine.store.chain import (
     _compact,
-    _evaluation_hash,
     _quarantined_hash,
     _record_change_hash,
     _Seal,
@@ -24,27 +23,20 @@ from engine.store.chain import (
     canonical,
 )
 from engine.store.clock import Clock, stamp, utc_now
-from engine.store.entries import Appended, Prepared, QuarantinedEvent, RecordState, _ids, _state_of, filed_record
-from engine.store.partitions import ChainHeads, partition_of
+from engine.store.entries import Appended, Prepared, QuarantinedEvent, RecordState, _ids, _state_of
+from engine.store.partitions import ChainHeads, link_seq, partition_of
 from engine.store.schema import (
     PARTITIONED,
     LogTexts,
     chain_head,
-    evaluation_row,
     evaluation_rows,
-    evaluation_texts,
     insert_new_only,
     playbooks,
     quarantined_events,
-    recommendation_row,
     recommendation_rows,
     record_changes,
     records,
 )
-
-
-def _rec_texts(rec: dict[str, Any]) -> tuple[str, str, str]:
-    return (rec["action"], rec["rule"], rec["params"])
 
 
 @functools.lru_cache(maxsize=4096)
@@ -57,13 +49,31 @@ def _params_text(params: dict[str, Any]) -> str:
 
     The key holds each value's type: 1, 1.0 and True are equal in Python but not in JSON.
     """
+    if not params:
+        return "{}"
     try:
-        return _params_text_of(tuple((name, type(value), value) for name, value in params.items()))
+        return _params_text_of(tuple([(name, type(value), value) for name, value in params.items()]))
     except TypeError:  # a list among the values: not hashable, written out each time
         return canonical(params)
 
 
 _TEXTS_KEPT = 4096
+_children_texts: dict[tuple[tuple[str, str, str], ...], tuple[str, str]] = {}
+
+
+def _children_text(recs: tuple[tuple[str, str, str], ...]) -> tuple[str, str]:
+    """The recommendations' parts of an evaluation's link (:func:`engine.store.chain._evaluation_body`):
+    ``canonical([[position, action, rule], ...])``, and their parameters' texts each after the separator;
+    remembered by the recommendations (texts all three): a few dozen patterns repeat across an import."""
+    known = _children_texts.get(recs)
+    if known is None:
+        if len(_children_texts) >= _TEXTS_KEPT:
+            _children_texts.clear()
+        children = canonical([[k, action, rule] for k, (action, rule, _) in enumerate(recs)])
+        known = _children_texts[recs] = (children, "".join([f"\x1e{params}" for _, _, params in recs]))
+    return known
+
+
 _fired_texts: dict[tuple[Any, ...], tuple[str, list[Any]]] = {}
 _decisions_texts: dict[tuple[Any, ...], str] = {}
 
@@ -75,13 +85,13 @@ def _fired_text(result: Result) -> str:
 
     Keyed by each step's plan object, by id: the entry keeps the plans, so no id is reused while it lives.
     """
-    steps = [(plan, chosen) for plan, _, _, chosen, _, _ in result.steps if chosen]
-    key = tuple([(id(plan), chosen) for plan, chosen in steps])
+    key = tuple([(id(plan), chosen) for plan, _, _, chosen, _, _ in result.steps if chosen])
     known = _fired_texts.get(key)
     if known is None:
         if len(_fired_texts) >= _TEXTS_KEPT:
             _fired_texts.clear()
-        known = _fired_texts[key] = (_compact(result.fired()), [plan for plan, _ in steps])
+        plans = [plan for plan, _, _, chosen, _, _ in result.steps if chosen]
+        known = _fired_texts[key] = (_compact(result.fired()), plans)
     return known[0]
 
 
@@ -91,13 +101,18 @@ def _decisions_text(decisions: dict[str, Any]) -> str:
     The key holds each value's type, as :func:`_params_text`'s does.
     """
     try:
-        key = (
-            tuple(decisions),
-            *[(type(v), tuple([(type(x), x) for x in v]) if type(v) is list else v) for v in decisions.values()],
-        )
+        key: tuple[Any, ...] = (*decisions.items(), *map(type, decisions.values()))
         known = _decisions_texts.get(key)
-    except TypeError:  # a value that is not hashable even as a tuple: written out each time
-        return _compact(decisions)
+    except TypeError:  # a list among the values: keyed by its items and their types
+        try:
+            key = (
+                list,  # never the first of a key above, which is a (name, value) pair
+                tuple(decisions),
+                *[(type(v), tuple([(type(x), x) for x in v]) if type(v) is list else v) for v in decisions.values()],
+            )
+            known = _decisions_texts.get(key)
+        except TypeError:  # a value that is not hashable even as a tuple: written out each time
+            return _compact(decisions)
     if known is None:
         if len(_decisions_texts) >= _TEXTS_KEPT:
             _decisions_texts.clear()
@@ -115,9 +130,7 @@ class Reading:
 
     def _rows_among(self, column: Any, source: str, keys: Iterable[str], *also: Any) -> Iterator[Any]:
         """Rows (``column``, ``*also``) of ``source`` in ``column``'s table whose ``column`` is among ``keys``."""
-        statement = _rows_among_statement(column, also)
-        for chunk in iter_chunks(keys, 500):
-            yield from self.conn.execute(statement, {"source": source, "keys": chunk})
+        return rows_among(self.conn, _rows_among_statement(column, also), {"source": source}, keys)
 
     def events_stored(self, source: str, event_ids: Iterable[str]) -> dict[str, int]:
         """Of these events of ``source``, those already evaluated, with their evaluation's number."""
@@ -192,60 +205,54 @@ class Writer(Reading):
         if content_hash not in self._known_playbooks and content_hash not in self.playbooks_saved:
             _save_playbook(self.conn, playbook, self.now)
             self.playbooks_saved.add(content_hash)
+        from engine.tasks import Followed, follow_evaluations  # recommendations as tasks, in this transaction
+
         skip = self._already_stored(source, items)
-        rows: list[dict[str, Any]] = []
-        children: list[dict[str, Any]] = []
-        seqs: list[int] = []
-        heads, seal = self.heads, self._seal
-        for i, item in enumerate(items):
-            if i in skip:
-                seqs.append(-1)
-                continue
-            partition = partition_of(self.partitions, source, filed_record(item))
-            seq = heads.next_seq("evaluations", partition)
-            row, recs = _evaluation_row(playbook, item, source, as_of, self.now, seq)
-            row["prev_hash"] = prev = heads.get("evaluations", partition)[1]
-            row["entry_hash"] = _evaluation_hash(seal, prev, row, recs)
-            heads.advance("evaluations", partition, row["entry_hash"])
-            rows.append(row)
-            children.extend(recs)
-            seqs.append(seq)
-        if rows:
-            texts = self.texts
-            texts.store(
-                [*{t for row in rows for t in evaluation_texts(row)}, *{t for rec in children for t in _rec_texts(rec)}]
-            )
-            _insert_many(self.conn, evaluation_rows, [evaluation_row(row, texts) for row in rows])
-            if children:
-                _insert_many(self.conn, recommendation_rows, [recommendation_row(rec, texts) for rec in children])
-        self._follow(playbook, items, seqs, rows, source, as_of)
-        return seqs
-
-    def _follow(
-        self,
-        playbook: Playbook,
-        items: Sequence[Appended],
-        seqs: list[int],
-        rows: list[dict[str, Any]],
-        source: str,
-        as_of: dt.date,
-    ) -> None:
-        """The evaluations' recommendations as tasks (engine/tasks.py), in this same transaction."""
-        from engine.tasks import Followed, follow_evaluations
-
-        stored = iter(rows)
-        followed = []
-        for item, seq in zip(items, seqs, strict=True):
-            if seq < 0:
-                continue
-            row = next(stored)
-            record = row["record_id"] if row["record_id"] is not None else row["case_id"]
-            if isinstance(item.outcome, Result):
-                followed.append(Followed(seq, record, item.facts, item.outcome.recommendations))
-            elif isinstance(item.outcome, Prepared) and item.outcome.status == "ok":
-                advised = [{"id": action, "rule": rule} for action, rule, _ in item.outcome.recommendations]
-                followed.append(Followed(seq, record, item.facts, advised))
+        kept = [(i, item, _texts_of(item)) for i, item in enumerate(items) if i not in skip]
+        seqs = [-1] * len(items)
+        if not kept:
+            return seqs
+        texts = self.texts
+        wanted = {content_hash}
+        for _, _, (*_, decisions, fired, error, recs) in kept:
+            wanted.update((decisions, fired, error))
+            for recommendation in recs:
+                wanted.update(recommendation)
+        texts.store(wanted)
+        number = {text: texts[text] for text in wanted}  # the batch's texts' numbers, at hand
+        now, day, partitions, heads, link = self.now, as_of.isoformat(), self.partitions, self.heads, self._seal.link
+        playbook_text = number[content_hash]
+        # the plain values every evaluation of the batch shares, as its link's text holds them
+        shared = canonical([now, day, content_hash, playbook.id, playbook.version, source])[1:-1]
+        rows: list[tuple[Any, ...]] = []
+        children: list[tuple[int, int, int, int, int]] = []
+        followed: list[Followed] = []
+        evaluation_heads: dict[int, list[Any]] = {}
+        for i, item, (case_id, status, record_id, account_id, facts, decisions, fired, error, recs) in kept:
+            record = record_id if record_id is not None else case_id
+            partition = 0 if partitions == 1 else partition_of(partitions, source, record)
+            head = evaluation_heads.get(partition)
+            if head is None:  # the partition's head as held: moved in place
+                head = evaluation_heads[partition] = heads.head("evaluations", partition)
+            seqs[i] = seq = link_seq(partitions, partition, head[0] + 1)
+            event_id, import_key = item.event_id, item.import_key
+            own = [case_id, record_id, account_id, event_id, import_key, status, not recs]
+            children_text, params_texts = _children_text(recs)
+            plain = f"[[{seq},{shared},{canonical(own)[1:-1]}],{children_text}]"
+            prev = head[1]
+            head[1] = entry_hash = link(prev, f"{plain}\x1e{facts}\x1e{decisions}\x1e{fired}\x1e{error}{params_texts}")
+            head[0] += 1
+            rows.append((seq, now, day, playbook_text, source, case_id, record_id, account_id, event_id, import_key,
+                         status, facts, number[decisions], number[fired], not recs, number[error], prev,
+                         entry_hash))  # fmt: skip
+            for k, (action, rule, params) in enumerate(recs):
+                children.append((seq, k, number[action], number[rule], number[params]))
+            if status == "ok":
+                followed.append((seq, record, item.facts, recs))
+        insert_rows(self.conn, evaluation_rows, _EVALUATION_COLUMNS, rows)
+        insert_rows(self.conn, recommendation_rows, _RECOMMENDATION_COLUMNS, children)
         follow_evaluations(self.tasks, playbook, source, as_of, followed)
+        return seqs
 
     @functools.cached_property
     def texts(self) -> LogTexts:
@@ -380,10 +387,11 @@ class Writer(Reading):
 def _rows_among_statement(column: Any, also: tuple[Any, ...]) -> Any:
     # Built once: building a statement costs more than running it on a small batch.
     table = column.table
-    return select(column, *also).where(
-        table.c.source == bindparam("source"), column.in_(bindparam("keys", expanding=True))
-    )
+    return select(column, *also).where(table.c.source == bindparam("source"), among(column))
 
+
+_EVALUATION_COLUMNS = tuple(c.name for c in evaluation_rows.c)
+_RECOMMENDATION_COLUMNS = tuple(c.name for c in recommendation_rows.c)
 
 _UPDATE_RECORD = update(records).where(
     records.c.source == bindparam("b_source"), records.c.record_id == bindparam("b_record_id")
@@ -414,52 +422,25 @@ def _save_playbook(conn: Connection, playbook: Playbook, now: str) -> None:
 def prepare(item: Appended) -> Prepared:
     """The texts ``item`` is stored with, whatever its sequence number, source and time."""
     outcome = item.outcome
+    return outcome if isinstance(outcome, Prepared) else Prepared(*_texts_of(item))
+
+
+_Texts = tuple[str, str, str | None, str | None, str, str, str, str, tuple[tuple[str, str, str], ...]]
+
+
+def _texts_of(item: Appended) -> _Texts:
+    """:func:`prepare`'s texts as a plain tuple, in :class:`Prepared`'s order (a frozen dataclass per case
+    costs more than the tuple)."""
+    outcome = item.outcome
     if isinstance(outcome, Prepared):
-        return outcome
+        return (outcome.case_id, outcome.status, outcome.record_id, outcome.account_id, outcome.facts,
+                outcome.decisions, outcome.fired, outcome.error,
+                tuple([(action, rule, params) for action, rule, params in outcome.recommendations]))  # fmt: skip
     record_id, account_id = _ids(item.facts)
     facts = _compact(item.facts)
     if isinstance(outcome, CaseError):
         error = canonical({"code": outcome.code, "message": outcome.message})
-        return Prepared(outcome.case_id, "error", record_id, account_id, facts, "{}", "{}", error, ())
-    return Prepared(
-        outcome.case,
-        "ok",
-        record_id,
-        account_id,
-        facts,
-        _decisions_text(outcome.decisions),
-        _fired_text(outcome),
-        "",
-        tuple((rec["id"], rec["rule"], _params_text(rec["params"])) for rec in outcome.recommendations),
-    )
-
-
-def _evaluation_row(
-    playbook: Playbook, item: Appended, source: str, as_of: dt.date, now: str, seq: int
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    prepared = prepare(item)
-    row: dict[str, Any] = {
-        "seq": seq,
-        "created_at": now,
-        "as_of": as_of.isoformat(),
-        "playbook_hash": playbook.content_hash,
-        "playbook_id": playbook.id,
-        "playbook_version": playbook.version,
-        "source": source,
-        "record_id": prepared.record_id,
-        "account_id": prepared.account_id,
-        "event_id": item.event_id,
-        "import_key": item.import_key,
-        "facts": prepared.facts,
-        "case_id": prepared.case_id,
-        "status": prepared.status,
-        "decisions": prepared.decisions,
-        "fired": prepared.fired,
-        "no_action": not prepared.recommendations,
-        "error": prepared.error,
-    }
-    recs = [
-        {"evaluation_seq": seq, "position": k, "action": action, "rule": rule, "params": params}
-        for k, (action, rule, params) in enumerate(prepared.recommendations)
-    ]
-    return row, recs
+        return outcome.case_id, "error", record_id, account_id, facts, "{}", "{}", error, ()
+    recs = tuple([(rec["id"], rec["rule"], _params_text(rec["params"])) for rec in outcome.recommendations])
+    decisions, fired = _decisions_text(outcome.decisions), _fired_text(outcome)
+    return outcome.case, "ok", record_id, account_id, facts, decisions, fired, "", recs
