@@ -18,12 +18,13 @@ for its move (:func:`engine.store.chained_event` puts both back).
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, insert, select, update
+from sqlalchemy import Connection, bindparam, func, select, update
 
 from engine.model import Playbook
 from engine.store import (
@@ -44,7 +45,7 @@ from engine.store import (
     tasks,
     usual_why,
 )
-from engine.store.batch import _insert_many, execute_many
+from engine.store.batch import _insert_many, execute_many, key_among, key_lists
 from engine.store.outbox import enqueue
 from engine.workflow import ACTIVE, Duration, Work, moves, parse_duration, task_fields
 
@@ -175,8 +176,7 @@ class TaskBook:
         self.flush()
         if not self._events:
             return
-        for chunk in iter_chunks(self._rows, 1000):
-            self.conn.execute(insert(task_events), chunk)
+        _insert_many(self.conn, task_events, self._rows)
         enqueue(self.conn, self._events)  # the CRM's notifications, in the events' transaction
         self.heads.save(["tasks"])
         self._events, self._rows = [], []
@@ -184,18 +184,18 @@ class TaskBook:
     def tasks_of(self, source: str, records: Iterable[str]) -> dict[str, list[Task]]:
         self.flush()
         found: dict[str, list[Task]] = {}
-        for chunk in iter_chunks(sorted(set(records)), 500):
-            for row in self.conn.execute(_TASKS_OF, {"source": source, "records": chunk}):
+        dialect = self.conn.dialect.name
+        for chunk in key_lists(dialect, sorted(set(records))):
+            for row in self.conn.execute(_tasks_of(dialect), {"source": source, "records": chunk}):
                 found.setdefault(row.record, []).append(_task(row))
         return found
 
 
-# built once: a tasks_of per write transaction
-_TASKS_OF = (
-    select(tasks)
-    .where(tasks.c.source == bindparam("source"), tasks.c.record.in_(bindparam("records", expanding=True)))
-    .order_by(tasks.c.id)
-)
+@functools.cache
+def _tasks_of(dialect: str) -> Any:
+    # built once: a tasks_of per write transaction
+    where = key_among(tasks.c.record, dialect, "records")
+    return select(tasks).where(tasks.c.source == bindparam("source"), where).order_by(tasks.c.id)
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ import operator
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from sqlalchemy import Connection, Table, Update, insert
+from sqlalchemy import ARRAY, ColumnElement, Connection, Table, Update, any_, bindparam, insert
 
 
 @functools.lru_cache(maxsize=16)
@@ -75,6 +75,27 @@ def _copy_many(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> No
     with cursor.copy(statement) as copy:
         for row in rows:
             copy.write_row(values(row))
+
+
+KEYS_PER_LIST = 500  # keys per IN list on SQLite, whose bound parameters are limited
+
+
+def key_among(column: Any, dialect: str, name: str = "keys") -> ColumnElement[bool]:
+    """``column`` among the keys bound as ``name``: on PostgreSQL one array, whatever its length (one
+    statement per batch, which the index on the column answers key by key); elsewhere an IN list."""
+    if dialect == "postgresql":
+        return column == any_(bindparam(name, type_=ARRAY(column.type)))  # type: ignore[no-any-return]
+    return column.in_(bindparam(name, expanding=True))  # type: ignore[no-any-return]
+
+
+def key_lists(dialect: str, keys: Iterable[Any]) -> Iterator[list[Any]]:
+    """The keys as :func:`key_among` takes them: all at once on PostgreSQL, :data:`KEYS_PER_LIST` at a time
+    elsewhere; nothing for no keys."""
+    if dialect == "postgresql":
+        if every := list(keys):
+            yield every
+        return
+    yield from iter_chunks(keys, KEYS_PER_LIST)
 
 
 def iter_chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:

@@ -24,7 +24,7 @@ from typing import Any
 
 from sqlalchemy import Connection, insert, or_, select, update
 
-from engine.store.batch import iter_chunks
+from engine.store.batch import _insert_many, iter_chunks
 from engine.store.chain import canonical
 from engine.store.schema import (
     TASK_FIELDS,
@@ -141,13 +141,12 @@ class DeliveryPolicy:
 def enqueue(conn: Connection, events: Sequence[dict[str, Any]]) -> None:
     """A delivery for each task event a CRM is told of (created, overdue, escalated), in the caller's
     transaction: the one that writes the events; due at once (``next_attempt_at`` NULL)."""
-    rows = [
-        {"event_seq": event["seq"], "status": "pending", "attempts": 0, "next_attempt_at": None}
-        for event in events
-        if event["status"] in KINDS
-    ]
-    for chunk in iter_chunks(rows, 1000):
-        conn.execute(insert(deliveries), chunk)
+    rows = [{**_NEW_DELIVERY, "event_seq": event["seq"]} for event in events if event["status"] in KINDS]
+    if rows:
+        _insert_many(conn, deliveries, rows)
+
+
+_NEW_DELIVERY = {**dict.fromkeys(c.name for c in deliveries.c), "status": "pending", "attempts": 0}
 
 
 def _due(now: str) -> Any:

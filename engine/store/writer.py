@@ -13,7 +13,7 @@ from sqlalchemy import Connection, bindparam, select, update
 from engine.errors import CaseError
 from engine.evaluate import Result
 from engine.model import Playbook
-from engine.store.batch import _insert_many, iter_chunks
+from engine.store.batch import _insert_many, key_among, key_lists
 from engine.store.chain import (
     _compact,
     _evaluation_hash,
@@ -115,8 +115,9 @@ class Reading:
 
     def _rows_among(self, column: Any, source: str, keys: Iterable[str], *also: Any) -> Iterator[Any]:
         """Rows (``column``, ``*also``) of ``source`` in ``column``'s table whose ``column`` is among ``keys``."""
-        statement = _rows_among_statement(column, also)
-        for chunk in iter_chunks(keys, 500):
+        dialect = self.conn.dialect.name
+        statement = _rows_among_statement(column, also, dialect)
+        for chunk in key_lists(dialect, keys):
             yield from self.conn.execute(statement, {"source": source, "keys": chunk})
 
     def events_stored(self, source: str, event_ids: Iterable[str]) -> dict[str, int]:
@@ -377,12 +378,9 @@ class Writer(Reading):
 
 
 @functools.lru_cache(maxsize=8)
-def _rows_among_statement(column: Any, also: tuple[Any, ...]) -> Any:
+def _rows_among_statement(column: Any, also: tuple[Any, ...], dialect: str) -> Any:
     # Built once: building a statement costs more than running it on a small batch.
-    table = column.table
-    return select(column, *also).where(
-        table.c.source == bindparam("source"), column.in_(bindparam("keys", expanding=True))
-    )
+    return select(column, *also).where(column.table.c.source == bindparam("source"), key_among(column, dialect))
 
 
 _UPDATE_RECORD = update(records).where(
