@@ -146,6 +146,26 @@ def test_a_replayed_import_or_redelivered_event_stores_nothing_twice(db_url: str
     store.close()
 
 
+def test_a_batch_with_more_keys_than_one_look_up_list_finds_each_one_stored(db_url: str, course: Any) -> None:
+    # 1,200 keys: SQLite looks them up 500 at a time, PostgreSQL as one array; either finds every one
+    cases = [(f"r{i}", {"opportunity": {"id": f"r{i}", "weeks_to_close": 9}}) for i in range(1200)]
+    first = [ImportItem(f"run:{i}", case) for i, case in enumerate(cases[:700])]
+    store = Store(db_url)
+    assert len(list(import_cases(store, Evaluator(course), first, AS_OF, source="test", batch=2000))) == 700
+    made = len(tasks.listing(store))
+    assert made >= 700  # a task at least for each record
+    items = [ImportItem(f"run:{i}", case) for i, case in enumerate(cases)]
+    stored = list(import_cases(store, Evaluator(course), items, AS_OF, source="test", batch=2000))
+    assert [seq for _, seq in stored] == list(range(701, 1201))  # the 700 stored before are skipped
+    assert len(tasks.listing(store)) == made * 12 // 7  # a task per recommendation of each record, once
+    # evaluated again under new keys: every record's tasks are found, none made twice
+    again = [ImportItem(f"again:{i}", case) for i, case in enumerate(cases)]
+    assert len(list(import_cases(store, Evaluator(course), again, AS_OF, source="test", batch=2000))) == 1200
+    assert len(tasks.listing(store)) == made * 12 // 7
+    assert store.count() == 2400 and store.verify() == []
+    store.close()
+
+
 def test_a_case_whose_id_is_too_long_to_file_is_kept_as_a_failed_case_and_the_import_goes_on(
     db_url: str, course: Any
 ) -> None:

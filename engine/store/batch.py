@@ -77,7 +77,7 @@ def insert_rows(conn: Connection, table: Table, columns: Sequence[str], rows: li
         return
     names = tuple(columns)
     if conn.dialect.name == "postgresql" and len(rows) >= COPY_FROM:
-        _copy_many(conn, table, [dict(zip(names, row, strict=True)) for row in rows])
+        copy_rows(conn, table, names, rows)
         return
     statement, positional = _rows_statement(table, names, conn.dialect)
     conn.exec_driver_sql(statement, rows if positional else [dict(zip(names, row, strict=True)) for row in rows])
@@ -87,18 +87,49 @@ COPY_FROM = 100  # rows: from so many, PostgreSQL is given them by COPY, a singl
 
 
 def _copy_many(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
-    """Rows into a PostgreSQL table by ``COPY ... FROM STDIN``, in this transaction.
+    """Rows given as dicts (of the same keys) into a PostgreSQL table by COPY: :func:`copy_rows`."""
+    columns = tuple(column.name for column in table.columns if column.name in rows[0])
+    copy_rows(conn, table, columns, map(operator.itemgetter(*columns), rows))
+
+
+def copy_rows(conn: Connection, table: Table, columns: tuple[str, ...], rows: Iterable[tuple[Any, ...]]) -> None:
+    """Rows given as tuples of ``columns`` into a PostgreSQL table by ``COPY ... FROM STDIN``, in this
+    transaction; binary when each column's type has a binary form psycopg writes from the values as they
+    are (integers, booleans, text): half of the text form's cost to write, and nothing for the server to parse.
 
     The values travel as COPY's data, never as SQL; the names quoted are the table's own columns.
     """
-    quote = conn.dialect.identifier_preparer.quote
-    columns = [column.name for column in table.columns if column.name in rows[0]]
-    values = operator.itemgetter(*columns)
+    statement, types = _copy_statement(table, columns, conn.dialect)
     cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-    statement = f"COPY {quote(table.name)} ({', '.join(map(quote, columns))}) FROM STDIN"
     with cursor.copy(statement) as copy:
+        if types is not None:
+            copy.set_types(types)
         for row in rows:
-            copy.write_row(values(row))
+            copy.write_row(row)
+
+
+# The binary form of each column type: COPY's binary rows must hold each value exactly as its column's
+# type reads it (an INTEGER four bytes); a column of another type makes the table's COPY text.
+_BINARY_TYPES = {
+    "SMALLINT": "int2",
+    "INTEGER": "int4",
+    "BIGINT": "int8",
+    "BOOLEAN": "bool",
+    "VARCHAR": "text",
+    "TEXT": "text",
+    "BYTEA": "bytea",
+}
+
+
+@functools.lru_cache(maxsize=32)
+def _copy_statement(table: Table, columns: tuple[str, ...], dialect: Any) -> tuple[str, list[str] | None]:
+    quote = dialect.identifier_preparer.quote
+    statement = f"COPY {quote(table.name)} ({', '.join(map(quote, columns))}) FROM STDIN"
+    declared = [table.c[name].type.compile(dialect=dialect).partition("(")[0] for name in columns]
+    types = [_BINARY_TYPES.get(name) for name in declared]
+    if None in types:
+        return statement, None
+    return f"{statement} (FORMAT BINARY)", [t for t in types if t is not None]
 
 
 AMONG = 500  # keys per look-up of rows by key (:func:`among`)

@@ -204,7 +204,10 @@ class Store:
     def _make_engine(url: str) -> Engine:
         parsed = make_url(url)
         if parsed.get_backend_name() != "sqlite":
-            return create_engine(url, pool_pre_ping=True)
+            engine = create_engine(url, pool_pre_ping=True)
+            if parsed.get_backend_name() == "postgresql":
+                event.listen(engine, "connect", _custom_plans_only)
+            return engine
         engine = create_engine(url, connect_args={"timeout": 60})
 
         @event.listens_for(engine, "connect")
@@ -776,6 +779,18 @@ class Store:
                 "chains": heads,
             }
         return body | {"mac": seal.link("", canonical(body))}
+
+
+def _custom_plans_only(dbapi_connection: Any, _record: Any) -> None:
+    """Plan each statement for its own parameters.  psycopg prepares a statement run five times, and
+    PostgreSQL then keeps one generic plan for it, costed with the statistics the tables had: none yet
+    for a log being filled.  A batch's look-up of 500 keys then scanned every row of its table with each
+    key in turn (two look-ups of an import's batch of 2,000 cases took 170 ms, 1.5 ms with its plan)."""
+    if dbapi_connection.info.server_version < 120000:  # the setting is PostgreSQL 12's
+        return
+    with dbapi_connection.cursor() as cursor:
+        cursor.execute("SET plan_cache_mode = force_custom_plan")
+    dbapi_connection.commit()
 
 
 def _wal_mode(cursor: Any) -> None:
