@@ -7,7 +7,7 @@ import operator
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from sqlalchemy import Connection, Table, Update, insert
+from sqlalchemy import Connection, Table, TypeDecorator, Update, insert
 
 
 @functools.lru_cache(maxsize=16)
@@ -42,13 +42,36 @@ def execute_many(conn: Connection, statement: Update, rows: list[dict[str, Any]]
     conn.exec_driver_sql(sql, rows if values is None else list(map(values, rows)))
 
 
+@functools.lru_cache(maxsize=16)
+def _stored_values(table: Table, dialect: Any) -> Callable[[dict[str, Any]], dict[str, Any]] | None:
+    """A row's values as its table's own column types store them (hashes as bytes, times as numbers:
+    engine/store/schema.py), for the driver; None for a table whose values are stored as they are."""
+    processors = {
+        column.name: processor
+        for column in table.columns
+        if isinstance(column.type, TypeDecorator) and (processor := column.type.bind_processor(dialect))
+    }
+    if not processors:
+        return None
+    converted = tuple(processors.items())
+
+    def stored(row: dict[str, Any]) -> dict[str, Any]:
+        return {**row, **{name: process(row[name]) for name, process in converted if name in row}}
+
+    return stored
+
+
 def _insert_many(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
     """Insert rows with one prepared statement through the driver, parameters still bound.
 
     The statement is SQLAlchemy's own for the table; passing the rows straight to the driver skips
     SQLAlchemy's per-row parameter processing, a tenth of an import's time.  Values are plain
-    text, integers and booleans, which every driver binds as they are.
+    text, integers and booleans, which every driver binds as they are, but for the columns of a type
+    of the store's own, converted here.
     """
+    stored = _stored_values(table, conn.dialect)
+    if stored is not None:
+        rows = list(map(stored, rows))
     if conn.dialect.name == "postgresql" and len(rows) >= COPY_FROM:
         _copy_many(conn, table, rows)
         return
