@@ -7,6 +7,7 @@ text a reader sees, and answer as a log written fresh from the same inputs."""
 
 from __future__ import annotations
 
+import datetime as dt
 import gzip
 import sqlite3
 from pathlib import Path
@@ -18,10 +19,15 @@ from click.testing import CliRunner
 from sqlalchemy import select, text
 
 from cli import main
+from engine import Evaluator, compile_playbook, load_playbook
+from engine.audit import import_cases
 from engine.store import SCHEMA_VERSION, Store, chain_head, evaluations, meta, task_events
+from engine.store.batch import COPY_FROM
 from engine.store.schema import Sha256, Stamp, stamp_number, stamp_text
 from tests import workflow_log
+from tests.conftest import AS_OF
 from tests.test_import_run import needs_maven
+from tests.test_store import sample_items
 from tests.test_workflow_migration import KEY, _another_database, _answers, _load
 
 FIXTURES = Path(__file__).parent / "fixtures" / "v12_log"
@@ -166,3 +172,25 @@ def test_a_time_that_would_not_come_back_the_same_text_is_refused(given: str) ->
 def test_a_hash_that_would_not_come_back_the_same_text_is_refused(given: str) -> None:
     with pytest.raises(ValueError):
         Sha256().process_bind_param(given, None)
+
+
+@pytest.fixture(scope="module")
+def course() -> Any:
+    with compile_playbook(load_playbook(COURSE)) as compiled:
+        yield compiled
+
+
+def test_rows_written_in_bulk_keep_their_texts(db_url: str, course: Any) -> None:
+    """Batches of hundreds of rows go to the driver by its own statement or, on PostgreSQL, by COPY: the
+    column types convert there too, and the evaluations read back and verify as written."""
+    items = [item for copy in range(40) for item in sample_items(f"run{copy}")]
+    moment = dt.datetime(2026, 12, 3, 18, 36, 48, 668617, tzinfo=dt.UTC)
+    with Store(db_url, clock=lambda: moment) as store:
+        list(import_cases(store, Evaluator(course), items, AS_OF, source="test", batch=len(items)))
+        assert store.count() == len(items) >= COPY_FROM
+        assert store.verify() == []
+        last = store.get(len(items))
+        assert last.created_at == "2026-12-03T18:36:48.668617+00:00"
+        with store._connect() as conn:
+            hashes = [r.entry_hash for r in conn.execute(select(evaluations.c.entry_hash).order_by(evaluations.c.seq))]
+    assert len(set(hashes)) == len(items) and all(len(h) == 64 and h == h.lower() for h in hashes)
