@@ -953,11 +953,11 @@ def _to_v13(conn: Connection) -> None:
         conn.exec_driver_sql(f"CREATE TABLE {table.name}_v12 AS SELECT * FROM {table.name}")  # noqa: S608
         conn.exec_driver_sql(f"DROP TABLE {table.name}")
         table.create(conn)
-        after = 0
-        page_query = text(f"SELECT * FROM {table.name}_v12 WHERE seq > :after ORDER BY seq LIMIT 5000")  # noqa: S608
-        while page := [dict(row) for row in conn.execute(page_query, {"after": after}).mappings()]:
-            _insert_many(conn, table, page)
-            after = page[-1]["seq"]
+        # one query streamed (a page per query would sort the copy, which has no key, each time)
+        copied = text(f"SELECT * FROM {table.name}_v12 ORDER BY seq")  # noqa: S608
+        rows = conn.execute(copied.execution_options(yield_per=5000))
+        for page in iter_chunks(rows.mappings(), 5000):
+            _insert_many(conn, table, [dict(row) for row in page])
         conn.exec_driver_sql(f"DROP TABLE {table.name}_v12")
     _create_views(conn)
 
