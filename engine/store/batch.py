@@ -56,7 +56,11 @@ def _stored_values(table: Table, dialect: Any) -> Callable[[dict[str, Any]], dic
     converted = tuple(processors.items())
 
     def stored(row: dict[str, Any]) -> dict[str, Any]:
-        return {**row, **{name: process(row[name]) for name, process in converted if name in row}}
+        row = row.copy()  # the caller's row is left as it is
+        for name, process in converted:
+            if name in row:
+                row[name] = process(row[name])
+        return row
 
     return stored
 

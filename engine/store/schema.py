@@ -52,22 +52,40 @@ SCHEMA_VERSION = 13
 _SCHEMA_LOCK = 0x706C6179626F6F6B  # PostgreSQL advisory lock held while the schema is made: "playbook"
 
 
+def hash_bytes(value: str | None) -> bytes | None:
+    """A SHA-256 hash's hex text as its 32 bytes; ValueError unless the bytes give the same text back."""
+    if value is None:
+        return None
+    stored = bytes.fromhex(value)
+    if len(stored) != 32 or stored.hex() != value:
+        raise ValueError(f"{value!r} is not a SHA-256 hash in lowercase hex")
+    return stored
+
+
+def hash_text(value: bytes | None) -> str | None:
+    return None if value is None else bytes(value).hex()
+
+
 class Sha256(TypeDecorator[str]):
     """A SHA-256 hash (a link's hash) stored as its 32 bytes, half its hex text: Python reads and writes
-    the hex as before, lowercase as ``hexdigest`` gives it (schema version 13)."""
+    the hex as before, lowercase as ``hexdigest`` gives it (schema version 13).  Every driver takes and
+    gives bytes as they are: the conversion is the whole processing (rows go to the driver by the
+    thousand: engine/store/batch.py)."""
 
     impl = LargeBinary(32)
     cache_ok = True
 
     def process_bind_param(self, value: str | None, dialect: Any) -> bytes | None:
-        if value is None:
-            return None
-        if len(value) != 64 or value != value.lower():
-            raise ValueError(f"{value!r} is not a SHA-256 hash in lowercase hex")
-        return bytes.fromhex(value)
+        return hash_bytes(value)
 
     def process_result_value(self, value: bytes | None, dialect: Any) -> str | None:
-        return None if value is None else bytes(value).hex()
+        return hash_text(value)
+
+    def bind_processor(self, dialect: Any) -> Callable[[str | None], bytes | None]:
+        return hash_bytes
+
+    def result_processor(self, dialect: Any, coltype: Any) -> Callable[[bytes | None], str | None]:
+        return hash_text
 
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
@@ -88,6 +106,14 @@ def stamp_text(number: int) -> str:
     return (_EPOCH + number * _MICROSECOND).isoformat(timespec="microseconds")
 
 
+def _stamp_number(value: str | None) -> int | None:
+    return None if value is None else stamp_number(value)
+
+
+def _stamp_text(value: int | None) -> str | None:
+    return None if value is None else stamp_text(int(value))
+
+
 class Stamp(TypeDecorator[str]):
     """A stamp stored as microseconds since 1970 (8 bytes, not 32), read back as the same text."""
 
@@ -95,10 +121,16 @@ class Stamp(TypeDecorator[str]):
     cache_ok = True
 
     def process_bind_param(self, value: str | None, dialect: Any) -> int | None:
-        return None if value is None else stamp_number(value)
+        return _stamp_number(value)
 
     def process_result_value(self, value: int | None, dialect: Any) -> str | None:
-        return None if value is None else stamp_text(int(value))
+        return _stamp_text(value)
+
+    def bind_processor(self, dialect: Any) -> Callable[[str | None], int | None]:
+        return _stamp_number
+
+    def result_processor(self, dialect: Any, coltype: Any) -> Callable[[int | None], str | None]:
+        return _stamp_text
 
 
 metadata = MetaData()
