@@ -210,7 +210,7 @@ def test_a_deletion_renumbered_and_relinked_is_named(log: Store) -> None:
 
 def test_an_inserted_evaluation_is_named(log: Store) -> None:
     with log.engine.begin() as conn:
-        row = dict(conn.execute(text("SELECT * FROM evaluation_rows WHERE seq = 3")).mappings().one())
+        row = dict(conn.execute(select(evaluation_rows).where(evaluation_rows.c.seq == 3)).mappings().one())
     row |= {"seq": 45, "case_id": "forged", "import_key": "forged", "prev_hash": row["entry_hash"]}
     with log.engine.begin() as conn:
         conn.execute(insert(evaluation_rows).values(row))

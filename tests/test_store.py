@@ -261,7 +261,7 @@ def test_verify_catches_a_deleted_row(db_url: str, course: Any) -> None:
 def test_verify_catches_an_inserted_row(db_url: str, course: Any) -> None:
     store = fill(db_url, course)
     with store.engine.begin() as conn:
-        row = dict(conn.execute(text("SELECT * FROM evaluation_rows WHERE seq = 3")).mappings().one())
+        row = dict(conn.execute(select(evaluation_rows).where(evaluation_rows.c.seq == 3)).mappings().one())
     row |= {"seq": 42, "case_id": "forged", "import_key": "forged", "prev_hash": row["entry_hash"]}
     with store.engine.begin() as conn:
         conn.execute(insert(evaluation_rows).values(row))

@@ -7,7 +7,7 @@ import operator
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Table, Update, bindparam, insert
+from sqlalchemy import Connection, Table, TypeDecorator, Update, bindparam, insert
 
 
 @functools.lru_cache(maxsize=16)
@@ -40,13 +40,40 @@ def execute_many(conn: Connection, statement: Update, rows: list[dict[str, Any]]
     conn.exec_driver_sql(sql, rows if values is None else list(map(values, rows)))
 
 
+@functools.lru_cache(maxsize=16)
+def _stored_values(table: Table, dialect: Any) -> Callable[[dict[str, Any]], dict[str, Any]] | None:
+    """A row's values as its table's own column types store them (hashes as bytes, times as numbers:
+    engine/store/schema.py), for the driver; None for a table whose values are stored as they are."""
+    processors = {
+        column.name: processor
+        for column in table.columns
+        if isinstance(column.type, TypeDecorator) and (processor := column.type.bind_processor(dialect))
+    }
+    if not processors:
+        return None
+    converted = tuple(processors.items())
+
+    def stored(row: dict[str, Any]) -> dict[str, Any]:
+        row = row.copy()  # the caller's row is left as it is
+        for name, process in converted:
+            if name in row:
+                row[name] = process(row[name])
+        return row
+
+    return stored
+
+
 def _insert_many(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
     """Insert rows with one prepared statement through the driver, parameters still bound.
 
     The statement is SQLAlchemy's own for the table; passing the rows straight to the driver skips
     SQLAlchemy's per-row parameter processing, a tenth of an import's time.  Values are plain
-    text, integers and booleans, which every driver binds as they are.
+    text, integers and booleans, which every driver binds as they are, but for the columns of a type
+    of the store's own, converted here.
     """
+    stored = _stored_values(table, conn.dialect)
+    if stored is not None:
+        rows = list(map(stored, rows))
     if conn.dialect.name == "postgresql" and len(rows) >= COPY_FROM:
         _copy_many(conn, table, rows)
         return
@@ -67,15 +94,41 @@ def _rows_statement(table: Table, columns: tuple[str, ...], dialect: Any) -> tup
     return str(compiled), positional
 
 
+@functools.lru_cache(maxsize=32)
+def _stored_tuple(
+    table: Table, columns: tuple[str, ...], dialect: Any
+) -> Callable[[tuple[Any, ...]], tuple[Any, ...]] | None:
+    """:func:`_stored_values` for rows given as tuples of ``columns``."""
+    processors = [
+        (position, processor)
+        for position, name in enumerate(columns)
+        if isinstance(kind := table.c[name].type, TypeDecorator) and (processor := kind.bind_processor(dialect))
+    ]
+    if not processors:
+        return None
+
+    def stored(row: tuple[Any, ...]) -> tuple[Any, ...]:
+        values = list(row)
+        for position, process in processors:
+            values[position] = process(values[position])
+        return tuple(values)
+
+    return stored
+
+
 def insert_rows(conn: Connection, table: Table, columns: Sequence[str], rows: list[tuple[Any, ...]]) -> None:
     """Insert rows given as tuples of ``columns`` (in the table's order) through the driver's executemany.
 
     The hot tables of an import (evaluations, recommendations, tasks, their events and deliveries) are
     built as tuples: no dict per row, no mapping of names to positions (SQLite's parameters are
-    positional).  Values are plain text, integers and booleans, as for :func:`_insert_many`."""
+    positional).  Values are plain text, integers and booleans, as for :func:`_insert_many`, but for the
+    columns of a type of the store's own (hashes, times), converted here."""
     if not rows:
         return
     names = tuple(columns)
+    stored = _stored_tuple(table, names, conn.dialect)
+    if stored is not None:
+        rows = list(map(stored, rows))
     if conn.dialect.name == "postgresql" and len(rows) >= COPY_FROM:
         copy_rows(conn, table, names, rows)
         return

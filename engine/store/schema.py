@@ -8,22 +8,27 @@ repaired or created over it.
 
 from __future__ import annotations
 
+import datetime as dt
+import functools
 import hashlib
 import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
     Connection,
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
     Text,
+    TypeDecorator,
     UniqueConstraint,
     bindparam,
     func,
@@ -41,10 +46,91 @@ from engine.limits import ID_LENGTH
 from engine.store.batch import _insert_many, iter_chunks
 from engine.store.chain import _PLAIN, GENESIS, _record_change_hash, _state_hash, canonical
 
-SCHEMA_VERSION = 12
+SCHEMA_VERSION = 13
 
 
 _SCHEMA_LOCK = 0x706C6179626F6F6B  # PostgreSQL advisory lock held while the schema is made: "playbook"
+
+
+def hash_bytes(value: str | None) -> bytes | None:
+    """A SHA-256 hash's hex text as its 32 bytes; ValueError unless the bytes give the same text back."""
+    if value is None:
+        return None
+    stored = bytes.fromhex(value)
+    if len(stored) != 32 or stored.hex() != value:
+        raise ValueError(f"{value!r} is not a SHA-256 hash in lowercase hex")
+    return stored
+
+
+def hash_text(value: bytes | None) -> str | None:
+    return None if value is None else bytes(value).hex()
+
+
+class Sha256(TypeDecorator[str]):
+    """A SHA-256 hash (a link's hash) stored as its 32 bytes, half its hex text: Python reads and writes
+    the hex as before, lowercase as ``hexdigest`` gives it (schema version 13).  Every driver takes and
+    gives bytes as they are: the conversion is the whole processing (rows go to the driver by the
+    thousand: engine/store/batch.py)."""
+
+    impl = LargeBinary(32)
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Any) -> bytes | None:
+        return hash_bytes(value)
+
+    def process_result_value(self, value: bytes | None, dialect: Any) -> str | None:
+        return hash_text(value)
+
+    def bind_processor(self, dialect: Any) -> Callable[[str | None], bytes | None]:
+        return hash_bytes
+
+    def result_processor(self, dialect: Any, coltype: Any) -> Callable[[bytes | None], str | None]:
+        return hash_text
+
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_MICROSECOND = dt.timedelta(microseconds=1)
+
+
+@functools.lru_cache(maxsize=256)  # a transaction stamps all its rows with one time
+def stamp_number(text: str) -> int:
+    """A stamp (engine/store/clock.py: ISO 8601 in UTC to the microsecond) as microseconds since 1970.
+    ValueError for any other text: only a stamp comes back the very same text, which links hash."""
+    number = (dt.datetime.fromisoformat(text) - _EPOCH) // _MICROSECOND
+    if stamp_text(number) != text:
+        raise ValueError(f"{text!r} is not a time as the store stamps it (ISO 8601 in UTC, to the microsecond)")
+    return number
+
+
+def stamp_text(number: int) -> str:
+    return (_EPOCH + number * _MICROSECOND).isoformat(timespec="microseconds")
+
+
+def _stamp_number(value: str | None) -> int | None:
+    return None if value is None else stamp_number(value)
+
+
+def _stamp_text(value: int | None) -> str | None:
+    return None if value is None else stamp_text(int(value))
+
+
+class Stamp(TypeDecorator[str]):
+    """A stamp stored as microseconds since 1970 (8 bytes, not 32), read back as the same text."""
+
+    impl = BigInteger
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Any) -> int | None:
+        return _stamp_number(value)
+
+    def process_result_value(self, value: int | None, dialect: Any) -> str | None:
+        return _stamp_text(value)
+
+    def bind_processor(self, dialect: Any) -> Callable[[str | None], int | None]:
+        return _stamp_number
+
+    def result_processor(self, dialect: Any, coltype: Any) -> Callable[[int | None], str | None]:
+        return _stamp_text
 
 
 metadata = MetaData()
@@ -85,7 +171,7 @@ evaluation_rows = Table(
     "evaluation_rows",
     metadata,
     Column("seq", Integer, primary_key=True, autoincrement=False),
-    Column("created_at", String(40), nullable=False),
+    Column("created_at", Stamp, nullable=False),
     Column("as_of", String(10), nullable=False),
     Column("playbook", Integer, nullable=False),  # the log text of the playbook's hash (playbooks.hash)
     Column("source", String(200), nullable=False),
@@ -100,8 +186,8 @@ evaluation_rows = Table(
     Column("fired", Integer, nullable=False),
     Column("no_action", Boolean, nullable=False),
     Column("error", Integer, nullable=False),
-    Column("prev_hash", String(64), nullable=False),
-    Column("entry_hash", String(64), nullable=False),
+    Column("prev_hash", Sha256, nullable=False),
+    Column("entry_hash", Sha256, nullable=False),
     UniqueConstraint("source", "import_key", name="uq_evaluation_rows_import"),
     UniqueConstraint("source", "event_id", name="uq_evaluation_rows_event"),
 )
@@ -163,20 +249,55 @@ views = MetaData()
 evaluations = Table("evaluations", views, *_evaluation_columns())
 recommendations = Table("recommendations", views, *_recommendation_columns())
 
-_VIEWS = {
-    "evaluations": (
-        "SELECT e.seq, e.created_at, e.as_of, p.hash AS playbook_hash, p.playbook_id, p.version AS playbook_version, "
-        "e.source, e.case_id, e.record_id, e.account_id, e.event_id, e.import_key, e.status, e.facts, "
-        "d.text AS decisions, f.text AS fired, e.no_action, x.text AS error, e.prev_hash, e.entry_hash "
-        "FROM evaluation_rows e JOIN log_texts h ON h.id = e.playbook JOIN playbooks p ON p.hash = h.text "
-        "JOIN log_texts d ON d.id = e.decisions JOIN log_texts f ON f.id = e.fired JOIN log_texts x ON x.id = e.error"
-    ),
-    "recommendations": (
-        "SELECT r.evaluation_seq, r.position, a.text AS action, u.text AS rule, p.text AS params "
-        "FROM recommendation_rows r JOIN log_texts a ON a.id = r.action JOIN log_texts u ON u.id = r.rule "
-        "JOIN log_texts p ON p.id = r.params"
-    ),
+# Since version 13 the rows hold hashes as bytes and times as numbers (:class:`Sha256`, :class:`Stamp`):
+# the view gives them back as the texts every link was hashed over, for any reader, SQL's included.
+_SHOWN = {
+    "sqlite": {
+        "hash": "lower(hex({}))",
+        "stamp": "strftime('%Y-%m-%dT%H:%M:%S', {0} / 1000000, 'unixepoch') || printf('.%06d+00:00', {0} % 1000000)",
+    },
+    "postgresql": {
+        "hash": "encode({}, 'hex')",
+        "stamp": "to_char(TIMESTAMP '1970-01-01' + {} * INTERVAL '1 microsecond', "
+        "'YYYY-MM-DD\"T\"HH24:MI:SS.US') || '+00:00'",
+    },
 }
+
+
+def _views(dialect: str) -> dict[str, str]:
+    """Each view's query in ``dialect``."""
+    shown = _SHOWN[dialect]
+    stamp, prev, entry = (
+        shown["stamp"].format("e.created_at"),
+        shown["hash"].format("e.prev_hash"),
+        shown["hash"].format("e.entry_hash"),
+    )
+    # the expressions are this module's own, no input: nothing to bind
+    return {
+        "evaluations": (
+            f"SELECT e.seq, {stamp} AS created_at, e.as_of, p.hash AS playbook_hash, p.playbook_id, "  # noqa: S608
+            "p.version AS playbook_version, e.source, e.case_id, e.record_id, e.account_id, e.event_id, "
+            "e.import_key, e.status, e.facts, d.text AS decisions, f.text AS fired, e.no_action, x.text AS error, "
+            f"{prev} AS prev_hash, {entry} AS entry_hash "
+            "FROM evaluation_rows e JOIN log_texts h ON h.id = e.playbook JOIN playbooks p ON p.hash = h.text "
+            "JOIN log_texts d ON d.id = e.decisions JOIN log_texts f ON f.id = e.fired "
+            "JOIN log_texts x ON x.id = e.error"
+        ),
+        "recommendations": (
+            "SELECT r.evaluation_seq, r.position, a.text AS action, u.text AS rule, p.text AS params "
+            "FROM recommendation_rows r JOIN log_texts a ON a.id = r.action JOIN log_texts u ON u.id = r.rule "
+            "JOIN log_texts p ON p.id = r.params"
+        ),
+    }
+
+
+_VIEWS = tuple(_views("sqlite"))
+
+
+def _create_views(conn: Connection) -> None:
+    for name, query in _views(conn.dialect.name).items():
+        conn.exec_driver_sql(f"CREATE VIEW {name} AS {query}")
+
 
 # The tables of versions 1 to 10 that version 11 replaced, as those versions made them.
 legacy = MetaData()
@@ -301,23 +422,30 @@ tasks = Table(
 Index("ix_tasks_record", tasks.c.source, tasks.c.record)
 Index("ix_tasks_status", tasks.c.status)
 
-task_events = Table(
-    "task_events",
-    metadata,
-    Column("seq", Integer, primary_key=True, autoincrement=False),
-    Column("task_id", Integer, nullable=False),
-    Column("status", String(12), nullable=False),
-    Column("who", String(200), nullable=False),
-    Column("why", Text),  # NULL: engine/tasks.py's usual reason for the move (:func:`usual_why`)
-    Column("as_of", String(10), nullable=False),
-    Column("at", String(40), nullable=False),
-    # canonical JSON of the task's row after the move, only where the row and the event do not give it
-    # (a log migrated to version 12 whose task row had changed behind it); NULL: :func:`event_state`
-    Column("state", Text),
-    Column("prev_hash", String(64), nullable=False),
-    Column("entry_hash", String(64), nullable=False),
-)
+
+def _task_event_columns(hash_type: Any, stamp_type: Any) -> list[Column[Any]]:
+    return [
+        Column("seq", Integer, primary_key=True, autoincrement=False),
+        Column("task_id", Integer, nullable=False),
+        Column("status", String(12), nullable=False),
+        Column("who", String(200), nullable=False),
+        Column("why", Text),  # NULL: engine/tasks.py's usual reason for the move (:func:`usual_why`)
+        Column("as_of", String(10), nullable=False),
+        Column("at", stamp_type, nullable=False),
+        # canonical JSON of the task's row after the move, only where the row and the event do not give it
+        # (a log migrated to version 12 whose task row had changed behind it); NULL: :func:`event_state`
+        Column("state", Text),
+        Column("prev_hash", hash_type, nullable=False),
+        Column("entry_hash", hash_type, nullable=False),
+    ]
+
+
+task_events = Table("task_events", metadata, *_task_event_columns(Sha256, Stamp))
 Index("ix_task_events_task", task_events.c.task_id)
+
+# Task events as versions 6 to 12 stored them, hashes and times as text (version 12 rebuilds this table).
+_v12_task_events = Table("task_events", legacy, *_task_event_columns(String(64), String(40)))
+Index("ix_task_events_task", _v12_task_events.c.task_id)
 
 
 # Schema version 7 added the web console's users: a role, the owners a manager answers for, an argon2 hash.
@@ -391,6 +519,7 @@ _TABLES_BY_VERSION = {
     10: [deliveries, dead_letters],
     11: [log_texts, evaluation_rows, recommendation_rows, outcomes],  # and the views (_VIEWS)
     12: [],  # task events and deliveries without copies of the task (columns changed, no table added)
+    13: [],  # hashes and times of evaluation rows and task events as bytes and numbers (types changed)
 }
 _REPLACED_AT_11 = (_v10_evaluations, _v10_recommendations, _v10_outcomes)
 CHAINS = ("evaluations", "outcomes", "records", "quarantined", "tasks")
@@ -421,11 +550,11 @@ def task_state(row: Any) -> str:
     return canonical({f: values[f] for f in TASK_FIELDS})
 
 
-def task_event_rows() -> Any:
+def task_event_rows(events: Table = task_events) -> Any:
     """Task events with their task's columns (``t_<name>``; NULL when the task's row is gone), for
-    :func:`event_state`."""
+    :func:`event_state`.  ``events``: the table as the log's version defines it."""
     columns = [tasks.c[f].label(f"t_{f}") for f in TASK_FIELDS]
-    return select(task_events, *columns).select_from(task_events.outerjoin(tasks, tasks.c.id == task_events.c.task_id))
+    return select(events, *columns).select_from(events.outerjoin(tasks, tasks.c.id == events.c.task_id))
 
 
 def usual_why(status: str, as_of: str, task: dict[str, Any]) -> str | None:
@@ -769,8 +898,7 @@ def _to_v11(conn: Connection) -> None:
         conn.exec_driver_sql("DROP TABLE outcomes_v10")
     _v10_recommendations.drop(conn)
     _v10_evaluations.drop(conn)
-    for name, query in _VIEWS.items():
-        conn.exec_driver_sql(f"CREATE VIEW {name} AS {query}")
+    _create_views(conn)
 
 
 def _rebuild(conn: Connection, table: Table, values: dict[str, str]) -> None:
@@ -805,14 +933,17 @@ def _to_v12(conn: Connection) -> None:
     log_id = _meta_value(conn, "log_id") or "log"
     kept_states: dict[int, str] = {}
     usual: list[int] = []
-    for row in conn.execute(task_event_rows().order_by(task_events.c.seq).execution_options(yield_per=2000)):
+    events = task_event_rows(_v12_task_events).order_by(_v12_task_events.c.seq)
+    for row in conn.execute(events.execution_options(yield_per=2000)):
         event = row._asdict()
         if event_state({**event, "state": None}) != event["state"]:
             kept_states[int(row.seq)] = event["state"]
         elif chained_event({**event, "why": None})["why"] == event["why"]:
             usual.append(int(row.seq))
     old = table_named("deliveries", column_named("event_seq"), column_named("body"))  # as version 10 made it
-    told = select(old.c.event_seq, old.c.body, task_events).join(task_events, task_events.c.seq == old.c.event_seq)
+    told = select(old.c.event_seq, old.c.body, _v12_task_events).join(
+        _v12_task_events, _v12_task_events.c.seq == old.c.event_seq
+    )
     kept_bodies: dict[int, str] = {}
     for row in conn.execute(told.execution_options(yield_per=2000)):
         if delivery_body(log_id, row._asdict()) != row.body:
@@ -828,18 +959,77 @@ def _to_v12(conn: Connection) -> None:
             conn.execute(
                 select(func.setval(func.pg_get_serial_sequence("dead_letters", "id"), max(r["id"] for r in dead)))
             )
-    _rebuild(conn, task_events, {"state": "NULL"})
+    _rebuild(conn, _v12_task_events, {"state": "NULL"})
     for seq, state in kept_states.items():
-        conn.execute(update(task_events).where(task_events.c.seq == seq).values(state=state))
+        conn.execute(update(_v12_task_events).where(_v12_task_events.c.seq == seq).values(state=state))
     for chunk in iter_chunks(usual, 500):  # reasons are dropped only where the state is the task's
-        conn.execute(update(task_events).where(task_events.c.seq.in_(chunk)).values(why=None))
+        conn.execute(update(_v12_task_events).where(_v12_task_events.c.seq.in_(chunk)).values(why=None))
     for seq, body in kept_bodies.items():
         conn.execute(update(deliveries).where(deliveries.c.event_seq == seq).values(body=body))
 
 
+_RETYPED = {  # each table's time, then its hashes
+    "evaluation_rows": ("created_at", "prev_hash", "entry_hash"),
+    "task_events": ("at", "prev_hash", "entry_hash"),
+}
+_TEXT_TO_NUMBER = {  # PostgreSQL: a stamp as microseconds since 1970, exactly (EXTRACT gives a numeric)
+    "created_at": "(EXTRACT(EPOCH FROM CAST(created_at AS TIMESTAMPTZ)) * 1000000)::BIGINT",
+    "at": "(EXTRACT(EPOCH FROM CAST(at AS TIMESTAMPTZ)) * 1000000)::BIGINT",
+}
+
+
+def _check_texts(conn: Connection, name: str) -> None:
+    """ValueError naming the first row of ``name`` whose stored hash or time would not come back as the
+    same text from its new type (a row changed behind the log's back): nothing is converted then."""
+    query = text(f"SELECT seq, {', '.join(_RETYPED[name])} FROM {name} ORDER BY seq")  # noqa: S608 (our names)
+    for seq, stamp, *hashes in conn.execute(query.execution_options(yield_per=5000)):
+        try:
+            stamp_number(stamp)
+            for value in hashes:
+                Sha256().process_bind_param(value, conn.dialect)
+        except ValueError as error:
+            raise ValueError(f"{name} row {seq} cannot be stored as schema version 13 stores it: {error}") from None
+
+
+def _to_v13(conn: Connection) -> None:
+    """Hashes as 32 bytes and times as microseconds since 1970 in the two tables that grow with every
+    case, evaluation rows and task events (:class:`Sha256`, :class:`Stamp`): each comes back the same
+    text, so every link's hash stays what it was; the view shows texts as before.  Tables already made
+    so (a log made now, or evaluation rows made by version 11's migration) are left as they are."""
+    views = set(inspect(conn).get_view_names())
+    for name in _views(conn.dialect.name):
+        if name in views:
+            conn.exec_driver_sql(f"DROP VIEW {name}")
+    for table in (evaluation_rows, task_events):
+        stored = {c["name"]: c["type"] for c in inspect(conn).get_columns(table.name)}
+        if isinstance(stored["entry_hash"], LargeBinary):
+            continue
+        _check_texts(conn, table.name)
+        if conn.dialect.name == "postgresql":
+            stamp_column, *hash_columns = _RETYPED[table.name]
+            changes = [f"ALTER COLUMN {c} TYPE BYTEA USING decode({c}, 'hex')" for c in hash_columns]
+            changes.append(f"ALTER COLUMN {stamp_column} TYPE BIGINT USING {_TEXT_TO_NUMBER[stamp_column]}")
+            conn.exec_driver_sql(f"ALTER TABLE {table.name} {', '.join(changes)}")
+            continue
+        # SQLite changes no column's type: the table is made again.  Dropping a table that rows of other
+        # tables refer to (evaluation rows: recommendations, outcomes) counts them as broken references,
+        # mended as each row is put back in the new table, all before the commit checks.
+        conn.exec_driver_sql("PRAGMA defer_foreign_keys = ON")
+        conn.exec_driver_sql(f"CREATE TABLE {table.name}_v12 AS SELECT * FROM {table.name}")  # noqa: S608
+        conn.exec_driver_sql(f"DROP TABLE {table.name}")
+        table.create(conn)
+        # one query streamed (a page per query would sort the copy, which has no key, each time)
+        copied = text(f"SELECT * FROM {table.name}_v12 ORDER BY seq")  # noqa: S608
+        rows = conn.execute(copied.execution_options(yield_per=5000))
+        for page in iter_chunks(rows.mappings(), 5000):
+            _insert_many(conn, table, [dict(row) for row in page])
+        conn.exec_driver_sql(f"DROP TABLE {table.name}_v12")
+    _create_views(conn)
+
+
 # Each version's migration from the one before: additive (tables created, chain heads inserted), but
-# version 11's, which rewrote the evaluations' rows, and version 12's, which makes two tables again
-# without the copies they held.
+# version 11's, which rewrote the evaluations' rows, version 12's, which makes two tables again
+# without the copies they held, and version 13's, which changes the types of their hashes and times.
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     1: _to_v1,
     2: _to_v2,
@@ -853,6 +1043,7 @@ MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     10: _to_v10,
     11: _to_v11,
     12: _to_v12,
+    13: _to_v13,
 }
 
 

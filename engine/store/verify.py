@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, select, update
+from sqlalchemy import Connection, TypeDecorator, bindparam, func, select, update
 
 from engine.store.chain import (
     _JSON_FIELDS,
@@ -94,11 +94,24 @@ def _driver_rows(conn: Connection, query: Any) -> Iterator[tuple[Any, ...]]:
         conn.exec_driver_sql("SET LOCAL enable_nestloop = off")
     dbapi = conn.connection.dbapi_connection
     assert dbapi is not None  # the connection is open
+    # the columns of the store's own types (hashes as bytes, times as numbers) given back as their texts
+    converted = [
+        (place, processor)
+        for place, column in enumerate(query.selected_columns)
+        if isinstance(column.type, TypeDecorator) and (processor := column.type.result_processor(conn.dialect, None))
+    ]
     cursor = dbapi.cursor(name=f"playbook_{uuid.uuid4().hex}") if conn.dialect.name == "postgresql" else dbapi.cursor()
     try:
         cursor.execute(str(query.compile(dialect=conn.dialect)))
         while page := cursor.fetchmany(2000):
-            yield from page
+            if converted:
+                for values in page:
+                    row = list(values)
+                    for place, process in converted:
+                        row[place] = process(row[place])
+                    yield tuple(row)
+            else:
+                yield from page
     finally:
         cursor.close()
 
