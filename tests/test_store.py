@@ -366,6 +366,8 @@ def run_import(db: str, source: Path) -> subprocess.Popen[str]:
             sys.executable,
             str(ROOT / "cli.py"),
             "recommend",
+            "--lang",
+            "en",
             "--playbook",
             str(COURSE),
             "--input",

@@ -627,11 +627,14 @@ _SQLITE_CATALOG = text(
     "WHERE m.type IN ('table', 'view') AND m.name NOT LIKE 'sqlite~_%' ESCAPE '~'"
 )
 
+_SQLITE_VIEW_COLUMNS = text("SELECT name FROM pragma_table_xinfo(:name, 'main')")
+
 
 class _Catalog:
     """The tables and views a database holds, and the column names of the tables asked for."""
 
     def __init__(self, conn: Connection) -> None:
+        self._conn = conn
         self._inspector = None if conn.dialect.name == "sqlite" else inspect(conn)
         self._columns: dict[str, set[str]] = {}
         if self._inspector is None:
@@ -651,7 +654,12 @@ class _Catalog:
         if self._inspector is not None:
             found = self._inspector.get_multi_columns(filter_names=tables, kind=ObjectKind.ANY)
             return {table: {c["name"] for c in cols} for (_, table), cols in found.items()}
-        return {table: self._columns[table] for table in tables}
+        return {table: self._columns.get(table) or self._view_columns(table) for table in tables}
+
+    def _view_columns(self, name: str) -> set[str]:
+        # a view where an older version had a table (a log whose version was set back): asked only then, since
+        # reading a view's columns makes SQLite prepare the view
+        return set(self._conn.execute(_SQLITE_VIEW_COLUMNS, {"name": name}).scalars())
 
 
 def _schema_damage(conn: Connection, version: int, catalog: _Catalog | None = None) -> list[str]:
